@@ -1,0 +1,149 @@
+//! Runs a local program from an argv, never through a shell string.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use foundry_core::{Activity, ActivityCx, ActivityError, RetryPolicy, Stream};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+
+/// A program and its arguments, run as they are: no shell sees them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunCommand {
+    pub argv: Vec<String>,
+    /// A read-only check: exit status 0 means the command's effect is already there.
+    /// Without one, a step in doubt runs the command again, so it must be idempotent.
+    pub probe: Option<Vec<String>>,
+    pub cwd: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+    pub policy: RetryPolicy,
+}
+
+impl RunCommand {
+    pub fn new(argv: Vec<String>) -> Self {
+        RunCommand {
+            argv,
+            probe: None,
+            cwd: None,
+            env: BTreeMap::new(),
+            policy: RetryPolicy::default(),
+        }
+    }
+}
+
+/// What the journal keeps of a run command: only its exit status, never its output (which
+/// may hold anything).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandOutput {
+    pub exit_code: i32,
+    /// Taken from the probe, not from running the command.
+    pub probed: bool,
+}
+
+async fn forward(cx: &ActivityCx, stream: Stream, pipe: impl AsyncRead + Unpin) -> Option<String> {
+    let mut lines = BufReader::new(pipe).lines();
+    let mut last = None;
+    while let Ok(Some(line)) = lines.next_line().await {
+        cx.output(stream, line.clone());
+        last = Some(line);
+    }
+    last
+}
+
+impl RunCommand {
+    fn command(&self, argv: &[String]) -> Result<Command, ActivityError> {
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| ActivityError::permanent("empty command: argv needs a program"))?;
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cwd);
+        }
+        Ok(cmd)
+    }
+
+    /// Runs `argv`, streaming its output as events; its exit code, or an error.
+    async fn exec(&self, cx: &ActivityCx, argv: &[String]) -> Result<(i32, Option<String>), ActivityError> {
+        let mut child = self
+            .command(argv)?
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| ActivityError::permanent(format!("cannot run `{}`: {e}", argv[0])))?;
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let out = async {
+            match stdout {
+                Some(p) => forward(cx, Stream::Stdout, p).await,
+                None => None,
+            }
+        };
+        let err = async {
+            match stderr {
+                Some(p) => forward(cx, Stream::Stderr, p).await,
+                None => None,
+            }
+        };
+        let run = async {
+            let (_, last_err, status) = tokio::join!(out, err, child.wait());
+            (last_err, status)
+        };
+        let (last_err, status) = tokio::select! {
+            r = run => r,
+            () = cx.cancel_token().cancelled() => {
+                return Err(ActivityError::permanent(format!("`{}` was stopped: the run is cancelled", argv[0])));
+            }
+        };
+        let status = status.map_err(|e| ActivityError::transient(format!("waiting for `{}`: {e}", argv[0])))?;
+        // A signal leaves no exit code; report it as 128 + signal, as shells do.
+        let code = status.code().unwrap_or_else(|| {
+            use std::os::unix::process::ExitStatusExt;
+            128 + status.signal().unwrap_or(0)
+        });
+        Ok((code, last_err))
+    }
+}
+
+impl Activity for RunCommand {
+    type Output = CommandOutput;
+
+    fn kind(&self) -> &'static str {
+        "command"
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        self.policy.clone()
+    }
+
+    async fn probe(&self, cx: &ActivityCx) -> Result<Option<CommandOutput>, ActivityError> {
+        let Some(probe) = &self.probe else {
+            return Ok(None);
+        };
+        let (code, _) = self.exec(cx, probe).await?;
+        Ok((code == 0).then_some(CommandOutput {
+            exit_code: 0,
+            probed: true,
+        }))
+    }
+
+    async fn apply(&self, cx: &ActivityCx) -> Result<CommandOutput, ActivityError> {
+        let (code, last_err) = self.exec(cx, &self.argv).await?;
+        if code == 0 {
+            return Ok(CommandOutput {
+                exit_code: 0,
+                probed: false,
+            });
+        }
+        let detail = last_err.map(|l| format!(": {l}")).unwrap_or_default();
+        Err(ActivityError::transient(format!(
+            "`{}` exited with status {code}{detail}",
+            self.argv[0]
+        )))
+    }
+}

@@ -1,0 +1,8 @@
+//! Activities with effects on this machine only: they need no network, so the engine's own
+//! tests and users' local plans can make real effects with them.
+
+mod command;
+mod file;
+
+pub use command::{CommandOutput, RunCommand};
+pub use file::{EnsureFile, FileOutput, RemoveFile};

@@ -1,0 +1,146 @@
+//! What an activity is to the engine: a probe (read-only: is the effect already there?)
+//! and an apply (idempotent), with a retry policy.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{EventBus, EventKind, Stream};
+use crate::retry::RetryPolicy;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An activity's failure, classified: a transient one is retried by the step's policy.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ActivityError {
+    pub message: String,
+    pub transient: bool,
+}
+
+impl ActivityError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        ActivityError {
+            message: message.into(),
+            transient: true,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ActivityError {
+            message: message.into(),
+            transient: false,
+        }
+    }
+}
+
+/// What an activity gets from the engine while it runs.
+#[derive(Clone, Debug)]
+pub struct ActivityCx {
+    step: String,
+    attempt: u32,
+    cancel: CancellationToken,
+    events: EventBus,
+}
+
+impl ActivityCx {
+    pub(crate) fn new(step: String, attempt: u32, cancel: CancellationToken, events: EventBus) -> Self {
+        ActivityCx {
+            step,
+            attempt,
+            cancel,
+            events,
+        }
+    }
+
+    /// The step's journal key: stable across restarts, so a long activity can name what it
+    /// leaves running (a detached process, a unit) after it and find it again.
+    pub fn step(&self) -> &str {
+        &self.step
+    }
+
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Cancelled when the run is cancelled: long activities stop early and report it.
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// Streams a line of the activity's output as an event.
+    pub fn output(&self, stream: Stream, line: impl Into<String>) {
+        self.events.emit(EventKind::StepOutput {
+            step: self.step.clone(),
+            stream,
+            line: line.into(),
+        });
+    }
+}
+
+/// One idempotent thing done to real infrastructure.
+pub trait Activity: Send + Sync {
+    type Output: Serialize + DeserializeOwned + Send;
+
+    /// A short name of the activity's kind, shown in `workflow show`.
+    fn kind(&self) -> &'static str;
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::default()
+    }
+
+    /// Read-only: the effect's output if it is already there, `None` if not.
+    fn probe(
+        &self,
+        cx: &ActivityCx,
+    ) -> impl Future<Output = Result<Option<Self::Output>, ActivityError>> + Send;
+
+    /// Makes the effect. Safe to run again.
+    fn apply(
+        &self,
+        cx: &ActivityCx,
+    ) -> impl Future<Output = Result<Self::Output, ActivityError>> + Send;
+}
+
+/// An activity with its output as JSON, as the engine stores it.
+pub(crate) trait DynActivity: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn policy(&self) -> RetryPolicy;
+    fn probe<'a>(&'a self, cx: &'a ActivityCx) -> BoxFuture<'a, Result<Option<Value>, ActivityError>>;
+    fn apply<'a>(&'a self, cx: &'a ActivityCx) -> BoxFuture<'a, Result<Value, ActivityError>>;
+}
+
+fn to_json<T: Serialize>(kind: &str, value: &T) -> Result<Value, ActivityError> {
+    serde_json::to_value(value)
+        .map_err(|e| ActivityError::permanent(format!("{kind}: cannot record its output: {e}")))
+}
+
+impl<A: Activity> DynActivity for A {
+    fn kind(&self) -> &'static str {
+        Activity::kind(self)
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        self.retry_policy()
+    }
+
+    fn probe<'a>(&'a self, cx: &'a ActivityCx) -> BoxFuture<'a, Result<Option<Value>, ActivityError>> {
+        Box::pin(async move {
+            match Activity::probe(self, cx).await? {
+                Some(out) => Ok(Some(to_json(Activity::kind(self), &out)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn apply<'a>(&'a self, cx: &'a ActivityCx) -> BoxFuture<'a, Result<Value, ActivityError>> {
+        Box::pin(async move {
+            let out = Activity::apply(self, cx).await?;
+            to_json(Activity::kind(self), &out)
+        })
+    }
+}

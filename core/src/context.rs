@@ -1,0 +1,596 @@
+//! A run's context: how a workflow calls activities through the engine. Every call is a
+//! step with a stable key, memoized by the journal.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::activity::{Activity, ActivityCx, DynActivity};
+use crate::error::RunError;
+use crate::events::{EventBus, EventKind};
+use crate::failpoint::{self, Phase};
+use crate::input::{Answer, InputProvider, Question};
+use crate::journal::WriteOp;
+use crate::model::{RunId, StepRecord, StepRecordState};
+use crate::secret::{SecretRef, SecretStore, SecretValue};
+use crate::time::Millis;
+use crate::writer::Writer;
+
+/// A registered undo, run best-effort in reverse order when the run is cancelled.
+pub(crate) struct UndoEntry {
+    pub(crate) step: String,
+    pub(crate) activity: Box<dyn DynActivity>,
+}
+
+/// What every context of one run shares.
+pub(crate) struct RunShared {
+    pub(crate) id: RunId,
+    pub(crate) writer: Writer,
+    /// Step records by key: the journal as loaded, then kept current.
+    memo: Mutex<HashMap<String, StepRecord>>,
+    occurrences: Mutex<HashMap<String, u32>>,
+    next_seq: AtomicU64,
+    pub(crate) events: EventBus,
+    pub(crate) cancel: CancellationToken,
+    /// Replaying a run that was being cancelled: recorded steps replay, new ones refuse.
+    pub(crate) cancelling: AtomicBool,
+    pub(crate) undo: Mutex<Vec<UndoEntry>>,
+    pub(crate) secrets: Arc<dyn SecretStore>,
+    input: Arc<dyn InputProvider>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks would be a bug in this file; the data is
+    // still consistent (every update is a single insert), so keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RunShared {
+    pub(crate) fn new(
+        id: RunId,
+        writer: Writer,
+        steps: Vec<StepRecord>,
+        events: EventBus,
+        secrets: Arc<dyn SecretStore>,
+        input: Arc<dyn InputProvider>,
+    ) -> Arc<RunShared> {
+        let next_seq = steps.iter().map(|s| s.seq + 1).max().unwrap_or(0);
+        let memo = steps.into_iter().map(|s| (s.key.clone(), s)).collect();
+        Arc::new(RunShared {
+            id,
+            writer,
+            memo: Mutex::new(memo),
+            occurrences: Mutex::new(HashMap::new()),
+            next_seq: AtomicU64::new(next_seq),
+            events,
+            cancel: CancellationToken::new(),
+            cancelling: AtomicBool::new(false),
+            undo: Mutex::new(Vec::new()),
+            secrets,
+            input,
+        })
+    }
+
+    /// Every step record as the run knows it now.
+    pub(crate) fn records(&self) -> Vec<StepRecord> {
+        lock(&self.memo).values().cloned().collect()
+    }
+
+    pub(crate) fn take_undo(&self) -> Vec<UndoEntry> {
+        std::mem::take(&mut *lock(&self.undo))
+    }
+}
+
+/// A workflow's handle on its run. Cheap to clone; a fan-out child gets one scoped under
+/// its name.
+#[derive(Clone)]
+pub struct Ctx {
+    pub(crate) shared: Arc<RunShared>,
+    scope: String,
+    cancel: CancellationToken,
+}
+
+/// What a fan-out does when a child fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Cancel the other children and return the first error.
+    FailFast,
+    /// Let every child finish and report every error together.
+    CollectAll,
+}
+
+fn decode<T: DeserializeOwned>(step: &str, value: Value) -> Result<T, RunError> {
+    serde_json::from_value(value)
+        .map_err(|e| RunError::workflow(format!("step {step}: recorded output does not fit: {e}")))
+}
+
+impl Ctx {
+    pub(crate) fn root(shared: Arc<RunShared>) -> Ctx {
+        let cancel = shared.cancel.clone();
+        Ctx {
+            shared,
+            scope: String::new(),
+            cancel,
+        }
+    }
+
+    pub fn run_id(&self) -> RunId {
+        self.shared.id
+    }
+
+    /// Whether the run has been asked to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled() || self.shared.cancelling.load(Ordering::Relaxed)
+    }
+
+    /// The journal key of the next call with `key` in this scope.
+    fn next_id(&self, key: &str) -> String {
+        let scoped = format!("{}{key}", self.scope);
+        let mut occ = lock(&self.shared.occurrences);
+        let n = occ.entry(scoped.clone()).or_insert(0);
+        let id = format!("{scoped}#{n}");
+        *n += 1;
+        id
+    }
+
+    /// Runs `activity` as the step `key`: returns the recorded output if the step is
+    /// already done, and otherwise runs it under the engine's contract.
+    pub async fn step<A: Activity>(&self, key: &str, activity: &A) -> Result<A::Output, RunError> {
+        let id = self.next_id(key);
+        let value = self.run_step(&id, activity, false).await?;
+        decode(&id, value)
+    }
+
+    /// Like [`Ctx::step`], and registers `undo` to run if the run is later cancelled.
+    pub async fn step_with_undo<A: Activity, U: Activity + 'static>(
+        &self,
+        key: &str,
+        activity: &A,
+        undo: U,
+    ) -> Result<A::Output, RunError> {
+        let id = self.next_id(key);
+        let value = self.run_step(&id, activity, false).await?;
+        lock(&self.shared.undo).push(UndoEntry {
+            step: format!("undo/{id}"),
+            activity: Box::new(undo),
+        });
+        decode(&id, value)
+    }
+
+    /// Runs an undo step: it runs even though the run is cancelling.
+    pub(crate) async fn run_undo(&self, entry: &UndoEntry) -> Result<Value, RunError> {
+        self.run_step(&entry.step, entry.activity.as_ref(), true).await
+    }
+
+    fn record_of(&self, id: &str) -> Option<StepRecord> {
+        lock(&self.shared.memo).get(id).cloned()
+    }
+
+    fn remember(&self, record: &StepRecord) {
+        lock(&self.shared.memo).insert(record.key.clone(), record.clone());
+    }
+
+    fn activity_cx(&self, id: &str, attempt: u32) -> ActivityCx {
+        ActivityCx::new(id.to_string(), attempt, self.cancel.clone(), self.shared.events.clone())
+    }
+
+    async fn write(&self, record: &StepRecord, events: Vec<EventKind>) -> Result<(), RunError> {
+        self.remember(record);
+        Ok(self
+            .shared
+            .writer
+            .write(vec![WriteOp::Step(record.clone())], events)
+            .await?)
+    }
+
+    fn write_lazy(&self, record: &StepRecord, events: Vec<EventKind>) -> Result<(), RunError> {
+        self.remember(record);
+        Ok(self
+            .shared
+            .writer
+            .write_lazy(vec![WriteOp::Step(record.clone())], events)?)
+    }
+
+    fn complete(&self, mut record: StepRecord, output: Value, from_probe: bool) -> Result<Value, RunError> {
+        let now = Millis::now();
+        record.state = StepRecordState::Completed;
+        record.output = Some(output.clone());
+        record.error = None;
+        record.next_attempt_at = None;
+        record.from_probe = from_probe;
+        record.finished_at = Some(now);
+        let event = EventKind::StepCompleted {
+            step: record.key.clone(),
+            duration_ms: record.duration_ms(now),
+            from_probe,
+        };
+        self.write_lazy(&record, vec![event])?;
+        Ok(output)
+    }
+
+    /// Waits until `at`, or until the run is cancelled.
+    async fn wait_until(&self, at: Millis, force: bool) -> Result<(), RunError> {
+        let wait = Millis::now().until(at);
+        if wait.is_zero() {
+            return Ok(());
+        }
+        if force {
+            tokio::time::sleep(wait).await;
+            return Ok(());
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => Ok(()),
+            () = self.cancel.cancelled() => Err(RunError::Cancelled),
+        }
+    }
+
+    async fn run_step(&self, id: &str, activity: &dyn DynActivity, force: bool) -> Result<Value, RunError> {
+        let existing = self.record_of(id);
+        if let Some(r) = &existing
+            && r.state == StepRecordState::Completed
+        {
+            return Ok(r.output.clone().unwrap_or(Value::Null));
+        }
+        if !force && self.is_cancelled() {
+            return Err(RunError::Cancelled);
+        }
+        let policy = activity.policy();
+        let now = Millis::now();
+        let mut record = match existing {
+            Some(mut r) => {
+                match r.state {
+                    StepRecordState::Started => {
+                        // In doubt: the process stopped between `started` and an outcome.
+                        self.shared.events.emit(EventKind::StepInDoubt { step: id.to_string() });
+                        let cx = self.activity_cx(id, r.attempt);
+                        let probed = activity.probe(&cx).await;
+                        let present = matches!(probed, Ok(Some(_)));
+                        self.shared.events.emit(EventKind::ProbeResult {
+                            step: id.to_string(),
+                            present,
+                        });
+                        if let Ok(Some(output)) = probed {
+                            return self.complete(r, output, true);
+                        }
+                        if let Err(e) = probed {
+                            tracing::warn!(step = id, error = %e, "probe failed; running the step again");
+                        }
+                    }
+                    StepRecordState::Failed if r.transient && !r.exhausted => {
+                        // Keep the schedule journaled before the restart.
+                        if let Some(at) = r.next_attempt_at {
+                            self.wait_until(at, force).await?;
+                        }
+                    }
+                    _ => {
+                        // Paused or failed for good, and resumed: a fresh budget of attempts.
+                        r.attempt = 0;
+                        r.first_started_at = now;
+                        r.exhausted = false;
+                    }
+                }
+                r
+            }
+            None => StepRecord {
+                seq: self.shared.next_seq.fetch_add(1, Ordering::Relaxed),
+                key: id.to_string(),
+                kind: activity.kind().to_string(),
+                state: StepRecordState::Started,
+                attempt: 0,
+                output: None,
+                error: None,
+                transient: false,
+                next_attempt_at: None,
+                exhausted: false,
+                from_probe: false,
+                first_started_at: now,
+                started_at: now,
+                finished_at: None,
+                policy: Some(policy.clone()),
+            },
+        };
+        loop {
+            record.attempt += 1;
+            record.state = StepRecordState::Started;
+            record.started_at = Millis::now();
+            record.next_attempt_at = None;
+            record.policy = Some(policy.clone());
+            self.write(&record, vec![]).await?;
+            self.shared.events.emit(EventKind::StepStarted {
+                step: id.to_string(),
+                kind: record.kind.clone(),
+                attempt: record.attempt,
+            });
+            failpoint::hit(id, Phase::Started);
+
+            let cx = self.activity_cx(id, record.attempt);
+            let result = activity.apply(&cx).await;
+            failpoint::hit(id, Phase::Effect);
+
+            let mut error = match result {
+                Ok(output) => return self.complete(record, output, false),
+                Err(e) => e,
+            };
+            // An error message may quote a command's output: never journal a secret in it.
+            error.message = self.shared.events.redacted(&error.message);
+            let now = Millis::now();
+            let cancelled = !force && self.cancel.is_cancelled();
+            let delay = if error.transient && !cancelled {
+                policy.delay_after(record.attempt, record.first_started_at.until(now))
+            } else {
+                None
+            };
+            record.state = StepRecordState::Failed;
+            record.error = Some(error.message.clone());
+            record.transient = error.transient;
+            record.finished_at = Some(now);
+            record.next_attempt_at = delay.map(|d| now.saturating_add(d));
+            record.exhausted = error.transient && delay.is_none() && !cancelled;
+            let event = EventKind::StepFailed {
+                step: id.to_string(),
+                attempt: record.attempt,
+                error: error.message.clone(),
+                transient: error.transient,
+                next_attempt_at: record.next_attempt_at,
+                exhausted: record.exhausted,
+            };
+            self.write(&record, vec![event]).await?;
+            if cancelled {
+                return Err(RunError::Cancelled);
+            }
+            match record.next_attempt_at {
+                Some(at) => self.wait_until(at, force).await?,
+                None if record.exhausted => {
+                    return Err(RunError::Exhausted {
+                        step: id.to_string(),
+                        attempts: record.attempt,
+                        error: error.message,
+                    });
+                }
+                None => {
+                    return Err(RunError::StepFailed {
+                        step: id.to_string(),
+                        error: error.message,
+                    });
+                }
+            }
+        }
+    }
+
+    /// A value the run must see again when replayed, computed once and journaled.
+    async fn journaled<T: Serialize + DeserializeOwned>(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> T,
+    ) -> Result<T, RunError> {
+        let id = self.next_id(key);
+        if let Some(r) = self.record_of(&id)
+            && r.state == StepRecordState::Completed
+        {
+            return decode(&id, r.output.unwrap_or(Value::Null));
+        }
+        let value = make();
+        let json = serde_json::to_value(&value)
+            .map_err(|e| RunError::workflow(format!("step {id}: {e}")))?;
+        let now = Millis::now();
+        let record = StepRecord {
+            seq: self.shared.next_seq.fetch_add(1, Ordering::Relaxed),
+            key: id,
+            kind: "value".into(),
+            state: StepRecordState::Completed,
+            attempt: 1,
+            output: Some(json),
+            error: None,
+            transient: false,
+            next_attempt_at: None,
+            exhausted: false,
+            from_probe: false,
+            first_started_at: now,
+            started_at: now,
+            finished_at: Some(now),
+            policy: None,
+        };
+        self.write_lazy(&record, vec![])?;
+        Ok(value)
+    }
+
+    /// The current time, as first seen by this run at this point.
+    pub async fn now(&self) -> Result<Millis, RunError> {
+        self.journaled("$now", Millis::now).await
+    }
+
+    /// A random UUID, the same one on every replay.
+    pub async fn uuid(&self) -> Result<uuid::Uuid, RunError> {
+        self.journaled("$uuid", uuid::Uuid::new_v4).await
+    }
+
+    /// A random number, the same one on every replay.
+    pub async fn random_u64(&self) -> Result<u64, RunError> {
+        self.journaled("$random", rand::random::<u64>).await
+    }
+
+    /// Asks a person (or the environment) a question once; the answer is journaled, a
+    /// secret answer by reference only.
+    pub async fn ask(&self, key: &str, question: Question) -> Result<Answer, RunError> {
+        let id = self.next_id(&format!("ask/{key}"));
+        if let Some(r) = self.record_of(&id)
+            && r.state == StepRecordState::Completed
+        {
+            return decode(&id, r.output.unwrap_or(Value::Null));
+        }
+        let provider = self.shared.input.clone();
+        let (asked_key, asked) = (key.to_string(), question.clone());
+        let reply = tokio::task::spawn_blocking(move || provider.ask(&asked_key, &asked))
+            .await
+            .ok()
+            .flatten();
+        let Some(reply) = reply else {
+            self.shared.events.emit(EventKind::WaitingForInput {
+                step: id.clone(),
+                prompt: question.prompt.clone(),
+            });
+            return Err(RunError::WaitingForInput {
+                step: id,
+                prompt: question.prompt,
+            });
+        };
+        let answer = if question.secret {
+            let reference = self
+                .shared
+                .secrets
+                .put(&SecretValue::new(reply))
+                .map_err(|e| RunError::workflow(e.to_string()))?;
+            Answer::Secret(reference)
+        } else {
+            Answer::Text(reply)
+        };
+        let json = serde_json::to_value(&answer)
+            .map_err(|e| RunError::workflow(format!("step {id}: {e}")))?;
+        let now = Millis::now();
+        let record = StepRecord {
+            seq: self.shared.next_seq.fetch_add(1, Ordering::Relaxed),
+            key: id,
+            kind: "input".into(),
+            state: StepRecordState::Completed,
+            attempt: 1,
+            output: Some(json),
+            error: None,
+            transient: false,
+            next_attempt_at: None,
+            exhausted: false,
+            from_probe: false,
+            first_started_at: now,
+            started_at: now,
+            finished_at: Some(now),
+            policy: None,
+        };
+        // An answer is worth a commit of its own: asking again would bother a person.
+        self.write(&record, vec![]).await?;
+        Ok(answer)
+    }
+
+    /// The value behind a secret reference, for the one place that must use it.
+    /// Events of this run redact it from then on.
+    pub fn reveal(&self, reference: &SecretRef) -> Result<SecretValue, RunError> {
+        let value = self
+            .shared
+            .secrets
+            .get(reference)
+            .map_err(|e| RunError::workflow(e.to_string()))?;
+        self.shared.events.redact(value.expose());
+        Ok(value)
+    }
+
+    fn child(&self, name: &str) -> Ctx {
+        Ctx {
+            shared: self.shared.clone(),
+            scope: format!("{}{name}/", self.scope),
+            cancel: self.cancel.child_token(),
+        }
+    }
+
+    /// Runs `f` once per item, each in a child scope named by the item's name (its steps
+    /// are keyed under it), at most `limit` at a time. Results come back in item order.
+    pub async fn fan_out<I, T, F, Fut>(
+        &self,
+        items: Vec<(String, I)>,
+        limit: usize,
+        policy: FailurePolicy,
+        f: F,
+    ) -> Vec<(String, Result<T, RunError>)>
+    where
+        I: Send + 'static,
+        T: Send + 'static,
+        F: Fn(Ctx, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, RunError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let gate = Arc::new(Semaphore::new(limit.max(1)));
+        let siblings = self.cancel.child_token();
+        let mut set = JoinSet::new();
+        let names: Vec<String> = items.iter().map(|(n, _)| n.clone()).collect();
+        for (index, (name, item)) in items.into_iter().enumerate() {
+            let mut child = self.child(&name);
+            child.cancel = siblings.child_token();
+            let (f, gate) = (f.clone(), gate.clone());
+            set.spawn(async move {
+                let result = match gate.acquire_owned().await {
+                    Ok(_permit) => f(child, item).await,
+                    Err(_) => Err(RunError::Cancelled),
+                };
+                (index, result)
+            });
+        }
+        let mut results: Vec<Option<Result<T, RunError>>> = names.iter().map(|_| None).collect();
+        while let Some(joined) = set.join_next().await {
+            let (index, result) = match joined {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::error!(error = %e, "a fan-out child panicked");
+                    continue;
+                }
+            };
+            if policy == FailurePolicy::FailFast && result.is_err() {
+                siblings.cancel();
+            }
+            results[index] = Some(result);
+        }
+        names
+            .into_iter()
+            .zip(results)
+            .map(|(name, r)| {
+                let r = r.unwrap_or_else(|| Err(RunError::workflow("the child task panicked")));
+                (name, r)
+            })
+            .collect()
+    }
+
+    /// [`Ctx::fan_out`] with the failure policy applied: the outputs when every child
+    /// succeeded; otherwise the first error (fail fast) or every error (collect all).
+    pub async fn fan_out_ok<I, T, F, Fut>(
+        &self,
+        items: Vec<(String, I)>,
+        limit: usize,
+        policy: FailurePolicy,
+        f: F,
+    ) -> Result<Vec<T>, RunError>
+    where
+        I: Send + 'static,
+        T: Send + 'static,
+        F: Fn(Ctx, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, RunError>> + Send + 'static,
+    {
+        let results = self.fan_out(items, limit, policy, f).await;
+        if self.cancel.is_cancelled() {
+            return Err(RunError::Cancelled);
+        }
+        let mut ok = Vec::with_capacity(results.len());
+        let mut failed = Vec::new();
+        for (name, r) in results {
+            match r {
+                Ok(v) => ok.push(v),
+                Err(e) => failed.push((name, e)),
+            }
+        }
+        match (policy, failed.len()) {
+            (_, 0) => Ok(ok),
+            (FailurePolicy::FailFast, _) => {
+                // The first real error, not a sibling's cancellation it caused.
+                let first = failed
+                    .iter()
+                    .position(|(_, e)| !matches!(e, RunError::Cancelled))
+                    .unwrap_or(0);
+                Err(failed.swap_remove(first).1)
+            }
+            (FailurePolicy::CollectAll, _) => Err(RunError::Children(failed)),
+        }
+    }
+}

@@ -1,0 +1,574 @@
+//! The engine: creates and resumes runs, drives them to an outcome, and answers for them
+//! from any terminal.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::context::{Ctx, RunShared};
+use crate::control::{self, ControlServer};
+use crate::error::RunError;
+use crate::events::{Event, EventBus, EventKind};
+use crate::home::{Home, HomeError};
+use crate::input::{Answer, InputProvider};
+use crate::journal::{JournalError, JournalSnapshot, JournalStore, RedbStore, RunJournal, WriteOp};
+use crate::lease::{self, HEARTBEAT_EVERY};
+use crate::model::{IllegalTransition, Lease, RunId, RunInfo, RunMeta, RunState, RunSummary};
+use crate::secret::{FileSecretStore, SecretStore};
+use crate::status::RunView;
+use crate::time::Millis;
+use crate::workflow::{DynWorkflow, Registry};
+use crate::writer::{MirrorState, Writer};
+
+/// How many completed runs keep their one-line summary.
+pub const KEEP_SUMMARIES: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("run {run} is driven by {}", .lease.as_ref().map_or_else(|| "another process".to_string(), |l| l.to_string()))]
+    Driven { run: RunId, lease: Option<Lease> },
+    #[error("unknown workflow `{name}` (known: {known})")]
+    UnknownWorkflow { name: String, known: String },
+    #[error("input of workflow `{name}`: {detail}")]
+    BadInput { name: String, detail: String },
+    #[error("no run matches `{prefix}` in {home}")]
+    NoSuchRun { prefix: String, home: String },
+    #[error("run id `{prefix}` is ambiguous: it matches {}", .candidates.join(", "))]
+    Ambiguous { prefix: String, candidates: Vec<String> },
+    #[error("run {run} is {state}: there is nothing left to drive")]
+    Finished { run: RunId, state: RunState },
+    #[error("run {run}: {source}")]
+    Transition { run: RunId, source: IllegalTransition },
+    #[error("run {run} is driven by another process, which does not answer: {detail}")]
+    Unreachable { run: RunId, detail: String },
+    #[error("run {run}: {detail}")]
+    Run { run: RunId, detail: String },
+}
+
+impl EngineError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            EngineError::Home(e) => e.hint(),
+            EngineError::Journal(e) => e.hint(),
+            EngineError::Driven { .. } => Some(
+                "wait for it, follow it with `foundry workflow status --follow`, or stop it with `foundry workflow cancel`".into(),
+            ),
+            EngineError::NoSuchRun { .. } => Some("`foundry workflow list --all` shows every run".into()),
+            EngineError::Ambiguous { .. } => Some("give more characters of the run id".into()),
+            _ => None,
+        }
+    }
+}
+
+/// How a drive ended.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RunOutcome {
+    pub run: RunId,
+    pub state: RunState,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+}
+
+/// The engine of one Foundry home.
+#[derive(Clone)]
+pub struct Engine {
+    home: Home,
+    store: Arc<dyn JournalStore>,
+    registry: Registry,
+    secrets: Arc<dyn SecretStore>,
+    input: Arc<dyn InputProvider>,
+}
+
+impl Engine {
+    pub fn new(home: Home, registry: Registry, input: Arc<dyn InputProvider>) -> Engine {
+        let store = Arc::new(RedbStore::new(home.runs_dir()));
+        let secrets = Arc::new(FileSecretStore::new(home.secrets_dir()));
+        Engine {
+            home,
+            store,
+            registry,
+            secrets,
+            input,
+        }
+    }
+
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn workflow(&self, name: &str) -> Result<Arc<dyn DynWorkflow>, EngineError> {
+        self.registry.get(name).ok_or_else(|| EngineError::UnknownWorkflow {
+            name: name.to_string(),
+            known: self.registry.names().collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// Creates a run of `workflow` and takes it to drive.
+    pub fn start(&self, workflow: &str, input: Value) -> Result<Driver, EngineError> {
+        let wf = self.workflow(workflow)?;
+        wf.check_input(&input).map_err(|detail| EngineError::BadInput {
+            name: workflow.to_string(),
+            detail,
+        })?;
+        self.home.ensure_writable()?;
+        let now = Millis::now();
+        let info = RunInfo {
+            id: RunId::new(),
+            workflow: workflow.to_string(),
+            workflow_version: wf.version(),
+            input,
+            foundry_version: env!("CARGO_PKG_VERSION").to_string(),
+            created_at: now,
+        };
+        let meta = RunMeta {
+            state: RunState::Running,
+            updated_at: now,
+            error: None,
+        };
+        let lease = lease::own_lease();
+        let journal = self.store.create(&info, &meta, &lease)?;
+        let snapshot = journal.snapshot()?;
+        Ok(self.driver(wf, journal, snapshot, false, false))
+    }
+
+    /// Takes an existing run to drive it on: refused while a live process drives it.
+    pub fn resume(&self, run: RunId) -> Result<Driver, EngineError> {
+        self.take(run, false)
+    }
+
+    /// Takes a run nobody drives, to cancel it: undo steps run, then it is cancelled.
+    pub fn cancel_undriven(&self, run: RunId) -> Result<Driver, EngineError> {
+        self.take(run, true)
+    }
+
+    fn take(&self, run: RunId, cancel: bool) -> Result<Driver, EngineError> {
+        self.home.ensure_writable()?;
+        let mut journal = match self.store.open(run) {
+            Ok(j) => j,
+            Err(JournalError::Busy { .. }) => {
+                let lease = self.live_lease(run);
+                return Err(EngineError::Driven { run, lease });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let snapshot = journal.snapshot()?;
+        if snapshot.meta.state.is_finished() {
+            return Err(EngineError::Finished {
+                run,
+                state: snapshot.meta.state,
+            });
+        }
+        if let Some(lease) = &snapshot.lease
+            && lease.host != lease::hostname()
+            && lease::owner_alive(lease)
+        {
+            return Err(EngineError::Driven {
+                run,
+                lease: Some(lease.clone()),
+            });
+        }
+        if let Some(old) = &snapshot.lease {
+            tracing::info!(%run, previous = %old, "taking over the run's lease");
+        }
+        journal.write(&[WriteOp::Lease(lease::own_lease())])?;
+        let snapshot = journal.snapshot()?;
+        let wf = self.workflow(&snapshot.info.workflow)?;
+        if wf.version() != snapshot.info.workflow_version {
+            tracing::info!(
+                %run,
+                recorded = snapshot.info.workflow_version,
+                current = wf.version(),
+                "the workflow changed since the run started; new steps run, removed ones are ignored"
+            );
+        }
+        Ok(self.driver(wf, journal, snapshot, true, cancel))
+    }
+
+    fn driver(
+        &self,
+        workflow: Arc<dyn DynWorkflow>,
+        journal: Box<dyn RunJournal>,
+        snapshot: JournalSnapshot,
+        resumed: bool,
+        cancel: bool,
+    ) -> Driver {
+        let events = EventBus::new(snapshot.info.id);
+        Driver {
+            engine: self.clone(),
+            workflow,
+            journal,
+            snapshot,
+            events,
+            resumed,
+            cancel,
+        }
+    }
+
+    /// The lease of the process holding a run, asked over its socket.
+    fn live_lease(&self, run: RunId) -> Option<Lease> {
+        let path = self.home.socket_path(run);
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        tokio::task::block_in_place(|| handle.block_on(control::status(&path)))
+            .ok()
+            .and_then(|v| v.driver)
+    }
+
+    /// A run's status, from its journal or from the process driving it.
+    pub async fn view(&self, run: RunId) -> Result<RunView, EngineError> {
+        // The driver may finish between our two looks; a few tries settle it.
+        let mut last = String::new();
+        for _ in 0..3 {
+            match self.store.read(run) {
+                Ok(snapshot) => {
+                    return Ok(RunView {
+                        snapshot,
+                        driver: None,
+                    });
+                }
+                Err(JournalError::Busy { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            match control::status(&self.home.socket_path(run)).await {
+                Ok(view) => return Ok(view),
+                Err(e) => last = e.detail,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(EngineError::Unreachable { run, detail: last })
+    }
+
+    /// Every run's status, oldest first; a run that cannot be read is listed as an error
+    /// beside the others.
+    pub async fn list(&self) -> Result<Vec<(RunId, Result<RunView, EngineError>)>, EngineError> {
+        let mut out = Vec::new();
+        for id in self.store.list()? {
+            let view = self.view(id).await;
+            out.push((id, view));
+        }
+        Ok(out)
+    }
+
+    /// The run whose id starts with `prefix` (hyphens optional).
+    pub fn resolve(&self, prefix: &str) -> Result<RunId, EngineError> {
+        let wanted = prefix.trim().to_ascii_lowercase().replace('-', "");
+        let ids = self.store.list()?;
+        let matching: Vec<RunId> = if wanted.is_empty() {
+            Vec::new()
+        } else {
+            ids.into_iter()
+                .filter(|id| id.0.simple().to_string().starts_with(&wanted))
+                .collect()
+        };
+        match matching.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(EngineError::NoSuchRun {
+                prefix: prefix.to_string(),
+                home: self.home.runs_dir().display().to_string(),
+            }),
+            many => Err(EngineError::Ambiguous {
+                prefix: prefix.to_string(),
+                candidates: many.iter().map(|id| id.to_string()).collect(),
+            }),
+        }
+    }
+
+    /// Asks the process driving `run` to cancel it.
+    pub async fn request_cancel(&self, run: RunId) -> Result<(), EngineError> {
+        control::cancel(&self.home.socket_path(run))
+            .await
+            .map_err(|e| EngineError::Unreachable {
+                run,
+                detail: e.detail,
+            })
+    }
+
+    /// Follows a driven run's events.
+    pub async fn follow(&self, run: RunId) -> Result<(RunView, control::Follow), EngineError> {
+        control::follow(&self.home.socket_path(run))
+            .await
+            .map_err(|e| EngineError::Unreachable {
+                run,
+                detail: e.detail,
+            })
+    }
+
+    /// Removes the journals of runs nobody drives that ended (completed, cancelled,
+    /// failed, paused or waiting) longer than `older_than` ago. Interrupted runs are kept:
+    /// they are resumable. Returns the removed runs.
+    pub fn gc(&self, older_than: Duration) -> Result<Vec<RunId>, EngineError> {
+        let cutoff = Millis(Millis::now().0.saturating_sub(u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX)));
+        let mut removed = Vec::new();
+        for id in self.store.list()? {
+            let Ok(snapshot) = self.store.read(id) else { continue };
+            let ended = !matches!(snapshot.meta.state, RunState::Running | RunState::Cancelling);
+            if ended && snapshot.meta.updated_at < cutoff {
+                self.remove_run(id)?;
+                removed.push(id);
+            }
+        }
+        Ok(removed)
+    }
+
+    fn remove_run(&self, id: RunId) -> Result<(), EngineError> {
+        self.store.remove(id)?;
+        let _ = std::fs::remove_file(self.home.log_path(id));
+        Ok(())
+    }
+
+    /// Keeps the newest [`KEEP_SUMMARIES`] completed runs' summaries.
+    fn prune_summaries(&self) -> Result<(), EngineError> {
+        let mut completed: Vec<RunId> = Vec::new();
+        for id in self.store.list()? {
+            if let Ok(s) = self.store.read(id)
+                && s.meta.state == RunState::Completed
+            {
+                completed.push(id);
+            }
+        }
+        let excess = completed.len().saturating_sub(KEEP_SUMMARIES);
+        for id in completed.into_iter().take(excess) {
+            self.remove_run(id)?;
+        }
+        Ok(())
+    }
+}
+
+/// A run taken to be driven: subscribe to its events, then drive it.
+pub struct Driver {
+    engine: Engine,
+    workflow: Arc<dyn DynWorkflow>,
+    journal: Box<dyn RunJournal>,
+    snapshot: JournalSnapshot,
+    events: EventBus,
+    resumed: bool,
+    cancel: bool,
+}
+
+impl Driver {
+    pub fn run_id(&self) -> RunId {
+        self.snapshot.info.id
+    }
+
+    pub fn snapshot(&self) -> &JournalSnapshot {
+        &self.snapshot
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Drives the run until it completes, pauses, fails, waits for input or is cancelled.
+    pub async fn drive(self) -> Result<RunOutcome, EngineError> {
+        let Driver {
+            engine,
+            workflow,
+            journal,
+            snapshot,
+            events,
+            resumed,
+            cancel,
+        } = self;
+        let run = snapshot.info.id;
+        let started = Millis::now();
+        let mirror = MirrorState::new(snapshot.clone());
+        let (writer, thread) = Writer::spawn(journal, mirror.clone(), events.clone())?;
+        let shared = RunShared::new(
+            run,
+            writer.clone(),
+            snapshot.steps.clone(),
+            events.clone(),
+            engine.secrets.clone(),
+            engine.input.clone(),
+        );
+        let control = match ControlServer::bind(
+            engine.home.socket_path(run),
+            mirror.clone(),
+            events.clone(),
+            shared.cancel.clone(),
+        ) {
+            Ok(server) => Some(server),
+            Err(e) => {
+                tracing::warn!(error = %e, "no control socket: other terminals cannot follow this run");
+                None
+            }
+        };
+
+        let cancelling = cancel || snapshot.meta.state == RunState::Cancelling;
+        let first = if cancelling { RunState::Cancelling } else { RunState::Running };
+        let result = async {
+            let state = snapshot
+                .meta
+                .state
+                .transition(first)
+                .map_err(|source| EngineError::Transition { run, source })?;
+            set_state(&writer, state, None, vec![]).await?;
+            events.emit(EventKind::RunStarted {
+                workflow: snapshot.info.workflow.clone(),
+                resumed,
+                foundry_version: env!("CARGO_PKG_VERSION").to_string(),
+            });
+            if cancelling {
+                shared.cancelling.store(true, Ordering::Relaxed);
+                shared.cancel.cancel();
+            }
+            let background = spawn_background(&shared, cancelling);
+            let ctx = Ctx::root(shared.clone());
+            let result = workflow.run(ctx.clone(), snapshot.info.input.clone()).await;
+            for task in background {
+                task.abort();
+            }
+            finish(&engine, &shared, &ctx, &snapshot, started, result).await
+        }
+        .await;
+
+        if let Some(control) = control {
+            control.stop();
+        }
+        let journal = thread.close(&writer);
+        if let (Ok(outcome), Some(mut journal)) = (&result, journal)
+            && outcome.state == RunState::Completed
+        {
+            if let Err(e) = journal.compact() {
+                tracing::warn!(error = %e, "compacting the finished journal failed");
+            }
+            drop(journal);
+            engine.prune_summaries()?;
+        }
+        result
+    }
+}
+
+async fn set_state(writer: &Writer, state: RunState, error: Option<String>, events: Vec<EventKind>) -> Result<(), EngineError> {
+    let meta = RunMeta {
+        state,
+        updated_at: Millis::now(),
+        error,
+    };
+    Ok(writer.write(vec![WriteOp::Meta(meta)], events).await?)
+}
+
+/// The heartbeat, and the watcher that journals a cancel request the moment it arrives.
+fn spawn_background(shared: &Arc<RunShared>, cancelling: bool) -> Vec<tokio::task::JoinHandle<()>> {
+    let beat = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut lease = lease::own_lease();
+            loop {
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+                lease.heartbeat_at = Millis::now();
+                if shared.writer.write_lazy(vec![WriteOp::Lease(lease.clone())], vec![]).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let mut tasks = vec![beat];
+    if !cancelling {
+        let shared = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            shared.cancel.cancelled().await;
+            let event = vec![EventKind::CancelRequested];
+            if let Err(e) = set_state(&shared.writer, RunState::Cancelling, None, event).await {
+                tracing::error!(error = %e, "could not journal the cancel request");
+            }
+        }));
+    }
+    tasks
+}
+
+/// Records how the workflow ended, running undo steps on cancel.
+async fn finish(
+    engine: &Engine,
+    shared: &Arc<RunShared>,
+    ctx: &Ctx,
+    snapshot: &JournalSnapshot,
+    started: Millis,
+    result: Result<Value, RunError>,
+) -> Result<RunOutcome, EngineError> {
+    let run = snapshot.info.id;
+    let result = match result {
+        Err(_) if shared.cancel.is_cancelled() => Err(RunError::Cancelled),
+        other => other,
+    };
+    let (state, output, error) = match result {
+        Ok(output) => (RunState::Completed, Some(output), None),
+        Err(RunError::Cancelled) => {
+            let failures = undo_all(shared, ctx).await;
+            let error = (!failures.is_empty()).then(|| format!("undo failed: {}", failures.join("; ")));
+            (RunState::Cancelled, None, error)
+        }
+        Err(RunError::Journal(detail)) => return Err(EngineError::Run { run, detail }),
+        Err(e @ RunError::Exhausted { .. }) => (RunState::Paused, None, Some(e.to_string())),
+        Err(e @ RunError::WaitingForInput { .. }) => (RunState::WaitingForInput, None, Some(e.to_string())),
+        Err(e) => (RunState::Failed, None, Some(e.to_string())),
+    };
+    let finished = EventKind::RunFinished {
+        state,
+        error: error.clone(),
+    };
+    let records = shared.records();
+    if state == RunState::Completed {
+        let now = Millis::now();
+        let summary = RunSummary {
+            steps: records.len() as u64,
+            finished_at: now,
+            duration_ms: started.until(now).as_millis() as u64,
+            output: output.clone().unwrap_or(Value::Null),
+        };
+        let meta = RunMeta {
+            state,
+            updated_at: now,
+            error: None,
+        };
+        shared
+            .writer
+            .write(vec![WriteOp::Finish { meta, summary }], vec![finished])
+            .await?;
+        forget_secret_answers(engine, &records);
+    } else {
+        set_state(&shared.writer, state, error.clone(), vec![finished]).await?;
+    }
+    Ok(RunOutcome {
+        run,
+        state,
+        output,
+        error,
+    })
+}
+
+/// Runs registered undo steps, newest first; returns what failed.
+async fn undo_all(shared: &Arc<RunShared>, ctx: &Ctx) -> Vec<String> {
+    let mut failures = Vec::new();
+    for entry in shared.take_undo().into_iter().rev() {
+        if let Err(e) = ctx.run_undo(&entry).await {
+            failures.push(format!("{}: {e}", entry.step));
+        }
+    }
+    failures
+}
+
+/// A completed run's secret answers are no longer referenced by any journal.
+fn forget_secret_answers(engine: &Engine, records: &[crate::model::StepRecord]) {
+    for record in records.iter().filter(|r| r.kind == "input") {
+        let answer = record
+            .output
+            .clone()
+            .and_then(|o| serde_json::from_value::<Answer>(o).ok());
+        if let Some(Answer::Secret(reference)) = answer
+            && let Err(e) = engine.secrets.delete(&reference)
+        {
+            tracing::warn!(error = %e, "could not remove a finished run's secret answer");
+        }
+    }
+}

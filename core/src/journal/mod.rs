@@ -1,0 +1,109 @@
+//! The journal of in-flight progress: the traits the engine writes through, and their
+//! redb implementation. Nothing above this module sees a redb type.
+
+mod guard;
+mod redb_store;
+
+use std::path::PathBuf;
+
+pub use guard::{install_panic_hook, storage_call};
+pub use redb_store::RedbStore;
+
+use crate::model::{Lease, RunId, RunInfo, RunMeta, RunSummary, StepRecord};
+
+/// The journal format this build writes. Every journal file records its format; a file of
+/// another format is refused with a clear message rather than misread.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Everything a journal holds about one run.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct JournalSnapshot {
+    pub format: u32,
+    pub info: RunInfo,
+    pub meta: RunMeta,
+    pub lease: Option<Lease>,
+    pub summary: Option<RunSummary>,
+    /// Ordered by `seq`.
+    pub steps: Vec<StepRecord>,
+}
+
+/// One change to a run's journal. A batch of them is written in one durable transaction.
+#[derive(Clone, Debug)]
+pub enum WriteOp {
+    Step(StepRecord),
+    Meta(RunMeta),
+    Lease(Lease),
+    /// The run completed: every step record is deleted and the summary written, together.
+    Finish { meta: RunMeta, summary: RunSummary },
+}
+
+/// A run's journal, opened exclusively by the process that drives the run.
+pub trait RunJournal: Send {
+    /// Applies `ops` in one transaction that is durable when this returns.
+    fn write(&mut self, ops: &[WriteOp]) -> Result<(), JournalError>;
+    fn snapshot(&self) -> Result<JournalSnapshot, JournalError>;
+    /// Gives back the space of deleted records.
+    fn compact(&mut self) -> Result<(), JournalError>;
+}
+
+/// Where journals live.
+pub trait JournalStore: Send + Sync {
+    /// Creates the journal of a new run and holds it exclusively.
+    fn create(
+        &self,
+        info: &RunInfo,
+        meta: &RunMeta,
+        lease: &Lease,
+    ) -> Result<Box<dyn RunJournal>, JournalError>;
+    /// Opens a run's journal exclusively, to drive the run. [`JournalError::Busy`] when
+    /// another process holds it.
+    fn open(&self, id: RunId) -> Result<Box<dyn RunJournal>, JournalError>;
+    /// Reads a run's journal without driving it. [`JournalError::Busy`] when another
+    /// process holds it: ask that process instead.
+    fn read(&self, id: RunId) -> Result<JournalSnapshot, JournalError>;
+    /// Every run with a journal, oldest first.
+    fn list(&self) -> Result<Vec<RunId>, JournalError>;
+    fn remove(&self, id: RunId) -> Result<(), JournalError>;
+    /// Where a run's journal is, for messages.
+    fn location(&self, id: RunId) -> PathBuf;
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {} is held by another process", path.display())]
+    Busy { path: PathBuf },
+    #[error("no run {id} (no journal at {})", path.display())]
+    NotFound { id: RunId, path: PathBuf },
+    #[error("journal {} is corrupt: {detail}", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "journal {} has format {found}; this foundry ({}) reads format {FORMAT_VERSION}",
+        path.display(),
+        env!("CARGO_PKG_VERSION")
+    )]
+    Format { path: PathBuf, found: u32 },
+    #[error("journal {}: {detail}", path.display())]
+    Io { path: PathBuf, detail: String },
+}
+
+impl JournalError {
+    /// What the user can do about it, if anything.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            JournalError::Busy { .. } => {
+                Some("another foundry process is driving this run; `foundry workflow list` shows which".into())
+            }
+            JournalError::Corrupt { path, .. } => Some(format!(
+                "this run cannot be resumed; remove {} to forget it (other runs are unaffected)",
+                path.display()
+            )),
+            JournalError::Format { found, .. } if *found > FORMAT_VERSION => {
+                Some("this run was started by a newer foundry: resume it with that version".into())
+            }
+            JournalError::Format { .. } => Some(
+                "this run was started by an older foundry: finish it with that version, or remove the file".into(),
+            ),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The redb journal: one database file per run, `<home>/runs/<run-id>.journal`, mode 0600.
+//!
+//! redb's default concurrency mode locks a file to one process and commits with one fsync;
+//! the modes that let other processes read alongside the writer always commit in two
+//! phases, which would double the cost of every step. So a run's file belongs to the
+//! process driving it, and other terminals ask that process over its control socket.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Builder, Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{FORMAT_VERSION, JournalError, JournalSnapshot, JournalStore, RunJournal, WriteOp};
+use super::guard::storage_call;
+use crate::model::{Lease, RunId, RunInfo, RunMeta, RunSummary, StepRecord};
+
+/// Every table of the journal, in one place.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const STEPS: TableDefinition<&str, &[u8]> = TableDefinition::new("steps");
+
+const KEY_FORMAT: &str = "format";
+const KEY_INFO: &str = "info";
+const KEY_STATE: &str = "state";
+const KEY_LEASE: &str = "lease";
+const KEY_SUMMARY: &str = "summary";
+
+/// Every value starts with its encoding's version byte, so a value's encoding can change
+/// without a new file format.
+const ENCODING_JSON_V1: u8 = 1;
+
+const EXTENSION: &str = "journal";
+
+/// Journals as redb files in one directory.
+#[derive(Clone, Debug)]
+pub struct RedbStore {
+    dir: PathBuf,
+}
+
+impl RedbStore {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        RedbStore { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+struct RedbJournal {
+    db: Database,
+    path: PathBuf,
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = vec![ENCODING_JSON_V1];
+    // Serializing our own plain structs into a Vec cannot fail.
+    serde_json::to_writer(&mut bytes, value).unwrap_or_default();
+    bytes
+}
+
+fn decode<T: DeserializeOwned>(path: &Path, what: &str, bytes: &[u8]) -> Result<T, JournalError> {
+    let corrupt = |detail: String| JournalError::Corrupt {
+        path: path.to_path_buf(),
+        detail: format!("{what}: {detail}"),
+    };
+    match bytes.split_first() {
+        Some((&ENCODING_JSON_V1, rest)) => {
+            serde_json::from_slice(rest).map_err(|e| corrupt(e.to_string()))
+        }
+        Some((other, _)) => Err(corrupt(format!("unknown value encoding {other}"))),
+        None => Err(corrupt("empty value".into())),
+    }
+}
+
+/// Maps a redb error onto ours, naming the file.
+fn storage_error(path: &Path, err: impl Into<redb::Error>) -> JournalError {
+    let path = path.to_path_buf();
+    match err.into() {
+        redb::Error::DatabaseAlreadyOpen => JournalError::Busy { path },
+        redb::Error::Corrupted(detail) => JournalError::Corrupt { path, detail },
+        redb::Error::UpgradeRequired(v) => JournalError::Corrupt {
+            path,
+            detail: format!("written by an unsupported storage version {v}"),
+        },
+        redb::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            JournalError::Corrupt {
+                path,
+                detail: e.to_string(),
+            }
+        }
+        other => JournalError::Io {
+            path,
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Runs a storage call guarded against panics, so a damaged file is reported, not fatal.
+fn guarded<T>(
+    path: &Path,
+    f: impl FnOnce() -> Result<T, JournalError>,
+) -> Result<T, JournalError> {
+    storage_call(f).unwrap_or_else(|detail| {
+        Err(JournalError::Corrupt {
+            path: path.to_path_buf(),
+            detail,
+        })
+    })
+}
+
+fn read_snapshot(
+    path: &Path,
+    tx: &redb::ReadTransaction,
+) -> Result<JournalSnapshot, JournalError> {
+    let err = |e: redb::TableError| match e {
+        redb::TableError::TableDoesNotExist(_) => JournalError::Corrupt {
+            path: path.to_path_buf(),
+            detail: "not a foundry journal (no meta table)".into(),
+        },
+        other => storage_error(path, other),
+    };
+    let meta = tx.open_table(META).map_err(err)?;
+    let get = |key: &str| -> Result<Option<Vec<u8>>, JournalError> {
+        Ok(meta
+            .get(key)
+            .map_err(|e| storage_error(path, e))?
+            .map(|v| v.value().to_vec()))
+    };
+    let format: u32 = match get(KEY_FORMAT)? {
+        Some(bytes) => decode(path, KEY_FORMAT, &bytes)?,
+        None => {
+            return Err(JournalError::Corrupt {
+                path: path.to_path_buf(),
+                detail: "no format version".into(),
+            });
+        }
+    };
+    if format != FORMAT_VERSION {
+        return Err(JournalError::Format {
+            path: path.to_path_buf(),
+            found: format,
+        });
+    }
+    let required = |key: &str| -> Result<Vec<u8>, JournalError> {
+        get(key)?.ok_or_else(|| JournalError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("no {key} record"),
+        })
+    };
+    let info: RunInfo = decode(path, KEY_INFO, &required(KEY_INFO)?)?;
+    let state: RunMeta = decode(path, KEY_STATE, &required(KEY_STATE)?)?;
+    let lease: Option<Lease> = get(KEY_LEASE)?
+        .map(|b| decode(path, KEY_LEASE, &b))
+        .transpose()?;
+    let summary: Option<RunSummary> = get(KEY_SUMMARY)?
+        .map(|b| decode(path, KEY_SUMMARY, &b))
+        .transpose()?;
+    let mut steps = Vec::new();
+    match tx.open_table(STEPS) {
+        Ok(table) => {
+            steps.reserve(usize::try_from(table.len().unwrap_or(0)).unwrap_or(0));
+            for entry in table.iter().map_err(|e| storage_error(path, e))? {
+                let (key, value) = entry.map_err(|e| storage_error(path, e))?;
+                let record: StepRecord = decode(path, key.value(), value.value())?;
+                steps.push(record);
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(storage_error(path, e)),
+    }
+    steps.sort_by_key(|s| s.seq);
+    Ok(JournalSnapshot {
+        format,
+        info,
+        meta: state,
+        lease,
+        summary,
+        steps,
+    })
+}
+
+impl RunJournal for RedbJournal {
+    fn write(&mut self, ops: &[WriteOp]) -> Result<(), JournalError> {
+        let path = self.path.clone();
+        guarded(&path, || {
+            let e = |err: redb::Error| storage_error(&path, err);
+            let mut tx = self.db.begin_write().map_err(|x| e(x.into()))?;
+            tx.set_durability(Durability::Immediate)
+                .map_err(|x| e(x.into()))?;
+            {
+                let mut meta = tx.open_table(META).map_err(|x| e(x.into()))?;
+                let mut steps = tx.open_table(STEPS).map_err(|x| e(x.into()))?;
+                for op in ops {
+                    match op {
+                        WriteOp::Step(record) => {
+                            steps
+                                .insert(record.key.as_str(), encode(record).as_slice())
+                                .map_err(|x| e(x.into()))?;
+                        }
+                        WriteOp::Meta(state) => {
+                            meta.insert(KEY_STATE, encode(state).as_slice())
+                                .map_err(|x| e(x.into()))?;
+                        }
+                        WriteOp::Lease(lease) => {
+                            meta.insert(KEY_LEASE, encode(lease).as_slice())
+                                .map_err(|x| e(x.into()))?;
+                        }
+                        WriteOp::Finish { meta: state, summary } => {
+                            steps.retain(|_, _| false).map_err(|x| e(x.into()))?;
+                            meta.insert(KEY_STATE, encode(state).as_slice())
+                                .map_err(|x| e(x.into()))?;
+                            meta.insert(KEY_SUMMARY, encode(summary).as_slice())
+                                .map_err(|x| e(x.into()))?;
+                            meta.remove(KEY_LEASE).map_err(|x| e(x.into()))?;
+                        }
+                    }
+                }
+            }
+            tx.commit().map_err(|x| e(x.into()))
+        })
+    }
+
+    fn snapshot(&self) -> Result<JournalSnapshot, JournalError> {
+        guarded(&self.path, || {
+            let tx = self
+                .db
+                .begin_read()
+                .map_err(|e| storage_error(&self.path, e))?;
+            read_snapshot(&self.path, &tx)
+        })
+    }
+
+    fn compact(&mut self) -> Result<(), JournalError> {
+        let path = self.path.clone();
+        guarded(&path, || {
+            self.db
+                .compact()
+                .map(|_| ())
+                .map_err(|e| storage_error(&path, e))
+        })
+    }
+}
+
+impl RedbStore {
+    fn path_of(&self, id: RunId) -> PathBuf {
+        self.dir.join(format!("{id}.{EXTENSION}"))
+    }
+
+    fn open_exclusive(&self, id: RunId) -> Result<RedbJournal, JournalError> {
+        let path = self.path_of(id);
+        if !path.exists() {
+            return Err(JournalError::NotFound { id, path });
+        }
+        let db = guarded(&path, || {
+            Builder::new()
+                .open(&path)
+                .map_err(|e| storage_error(&path, e))
+        })?;
+        Ok(RedbJournal { db, path })
+    }
+}
+
+impl JournalStore for RedbStore {
+    fn create(
+        &self,
+        info: &RunInfo,
+        meta: &RunMeta,
+        lease: &Lease,
+    ) -> Result<Box<dyn RunJournal>, JournalError> {
+        let path = self.path_of(info.id);
+        let io = |e: std::io::Error| JournalError::Io {
+            path: path.clone(),
+            detail: e.to_string(),
+        };
+        fs::create_dir_all(&self.dir).map_err(io)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        let db = guarded(&path, || {
+            Builder::new()
+                .create_with_backend(
+                    redb::backends::FileBackend::new(file).map_err(|e| storage_error(&path, e))?,
+                )
+                .map_err(|e| storage_error(&path, e))
+        })?;
+        let mut journal = RedbJournal {
+            db,
+            path: path.clone(),
+        };
+        guarded(&path, || {
+            let e = |err: redb::Error| storage_error(&path, err);
+            let tx = journal.db.begin_write().map_err(|x| e(x.into()))?;
+            {
+                let mut table = tx.open_table(META).map_err(|x| e(x.into()))?;
+                table
+                    .insert(KEY_FORMAT, encode(&FORMAT_VERSION).as_slice())
+                    .map_err(|x| e(x.into()))?;
+                table
+                    .insert(KEY_INFO, encode(info).as_slice())
+                    .map_err(|x| e(x.into()))?;
+                tx.open_table(STEPS).map_err(|x| e(x.into()))?;
+            }
+            tx.commit().map_err(|x| e(x.into()))
+        })?;
+        journal.write(&[WriteOp::Meta(meta.clone()), WriteOp::Lease(lease.clone())])?;
+        Ok(Box::new(journal))
+    }
+
+    fn open(&self, id: RunId) -> Result<Box<dyn RunJournal>, JournalError> {
+        let journal = self.open_exclusive(id)?;
+        // Refuse a file of another format before anyone writes to it.
+        journal.snapshot()?;
+        Ok(Box::new(journal))
+    }
+
+    fn read(&self, id: RunId) -> Result<JournalSnapshot, JournalError> {
+        let path = self.path_of(id);
+        if !path.exists() {
+            return Err(JournalError::NotFound { id, path });
+        }
+        let read_only = guarded(&path, || {
+            let db = Builder::new()
+                .open_read_only(&path)
+                .map_err(|e| storage_error(&path, e))?;
+            let tx = db.begin_read().map_err(|e| storage_error(&path, e))?;
+            read_snapshot(&path, &tx)
+        });
+        match read_only {
+            // A file left by a killed process must be repaired before it can be read, and
+            // a read-only open cannot repair. Nobody holds it (that would be Busy), so
+            // open it for writing, which repairs, and read.
+            Err(JournalError::Io { .. }) => self.open_exclusive(id)?.snapshot(),
+            other => other,
+        }
+    }
+
+    fn list(&self) -> Result<Vec<RunId>, JournalError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(JournalError::Io {
+                    path: self.dir.clone(),
+                    detail: e.to_string(),
+                });
+            }
+        };
+        let mut ids: Vec<RunId> = entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let name = entry.file_name();
+                let name = name.to_str()?;
+                name.strip_suffix(&format!(".{EXTENSION}"))?.parse().ok()
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn remove(&self, id: RunId) -> Result<(), JournalError> {
+        let path = self.path_of(id);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(JournalError::Io {
+                path,
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    fn location(&self, id: RunId) -> PathBuf {
+        self.path_of(id)
+    }
+}

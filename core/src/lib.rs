@@ -1,0 +1,39 @@
+//! Foundry's durable workflow engine.
+//!
+//! A workflow is async Rust that calls activities through a [`Ctx`]; each call is a step
+//! with a stable key whose progress is journaled (redb, one file per run) so that a run
+//! interrupted anywhere resumes exactly. This crate names no infrastructure: activities
+//! live above it.
+
+pub mod activity;
+pub mod context;
+pub mod control;
+pub mod engine;
+pub mod error;
+pub mod events;
+pub mod failpoint;
+pub mod home;
+pub mod input;
+pub mod journal;
+pub mod lease;
+pub mod model;
+pub mod retry;
+pub mod secret;
+pub mod status;
+pub mod time;
+pub mod workflow;
+mod writer;
+
+pub use activity::{Activity, ActivityCx, ActivityError};
+pub use context::{Ctx, FailurePolicy};
+pub use engine::{Driver, Engine, EngineError, RunOutcome};
+pub use error::RunError;
+pub use events::{Event, EventKind, Stream};
+pub use home::Home;
+pub use input::{Answer, InputProvider, NoInput, Question};
+pub use model::{RunId, RunState};
+pub use retry::RetryPolicy;
+pub use secret::{SecretRef, SecretValue};
+pub use status::RunView;
+pub use time::Millis;
+pub use workflow::{Registry, Workflow};

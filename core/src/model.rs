@@ -1,0 +1,297 @@
+//! The run and step model: states, the legal transitions between them, and the records
+//! the journal keeps. Pure data: no I/O here.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::retry::RetryPolicy;
+use crate::time::Millis;
+
+/// A run's id: a UUID v7, so ids sort by creation time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(pub Uuid);
+
+impl RunId {
+    pub fn new() -> Self {
+        RunId(Uuid::now_v7())
+    }
+
+    /// The first eight hex digits, enough to name a run among a user's runs.
+    pub fn short(&self) -> String {
+        self.0.simple().to_string()[..8].to_string()
+    }
+}
+
+impl Default for RunId {
+    fn default() -> Self {
+        RunId::new()
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for RunId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(RunId)
+    }
+}
+
+/// Where a run stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Running,
+    WaitingForInput,
+    /// Retries of a step are exhausted; `workflow resume` continues.
+    Paused,
+    Cancelling,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::WaitingForInput => "waiting for input",
+            RunState::Paused => "paused",
+            RunState::Cancelling => "cancelling",
+            RunState::Completed => "completed",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+
+    /// A finished run is never driven again.
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunState::Completed | RunState::Cancelled)
+    }
+
+    /// The transition table. Anything not listed is illegal and reported as
+    /// [`IllegalTransition`], never a panic.
+    pub fn can_become(self, next: RunState) -> bool {
+        use RunState::*;
+        matches!(
+            (self, next),
+            (Running, WaitingForInput | Paused | Cancelling | Completed | Failed | Running)
+                | (WaitingForInput | Paused | Failed, Running | Cancelling)
+                | (Cancelling, Cancelling | Cancelled)
+        )
+    }
+
+    pub fn transition(self, next: RunState) -> Result<RunState, IllegalTransition> {
+        if self.can_become(next) {
+            Ok(next)
+        } else {
+            Err(IllegalTransition {
+                from: self,
+                to: next,
+            })
+        }
+    }
+}
+
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("E_ILLEGAL_TRANSITION: a {from} run cannot become {to}")]
+pub struct IllegalTransition {
+    pub from: RunState,
+    pub to: RunState,
+}
+
+/// What a run is: written once when it is created.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub id: RunId,
+    pub workflow: String,
+    pub workflow_version: u32,
+    pub input: Value,
+    /// The Foundry version that started the run; status shows it after an upgrade.
+    pub foundry_version: String,
+    pub created_at: Millis,
+}
+
+/// The mutable part of a run's header.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    pub state: RunState,
+    pub updated_at: Millis,
+    /// The last error that stopped the run, if any.
+    pub error: Option<String>,
+}
+
+/// Who drives a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub pid: u32,
+    pub host: String,
+    pub started_at: Millis,
+    pub heartbeat_at: Millis,
+}
+
+impl fmt::Display for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pid {} on host {} (since {})",
+            self.pid,
+            self.host,
+            self.started_at.rfc3339()
+        )
+    }
+}
+
+/// The one-line outcome kept after a run completes, when its steps are gone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub steps: u64,
+    pub finished_at: Millis,
+    pub duration_ms: u64,
+    pub output: Value,
+}
+
+/// A step's journaled state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepRecordState {
+    /// Started durably; no outcome recorded yet.
+    Started,
+    Completed,
+    Failed,
+}
+
+/// One step in the journal. The key is the workflow's stable key, scoped and numbered by
+/// occurrence: `host-a/openbao/container#0`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub seq: u64,
+    pub key: String,
+    pub kind: String,
+    pub state: StepRecordState,
+    /// Attempts started so far (1 on the first).
+    pub attempt: u32,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    /// Whether the last error is worth another attempt.
+    pub transient: bool,
+    /// When the next attempt may start; `None` when none is scheduled.
+    pub next_attempt_at: Option<Millis>,
+    /// Retries were exhausted: the run paused on this step.
+    pub exhausted: bool,
+    /// The step's outcome was taken from the activity's probe after a crash.
+    pub from_probe: bool,
+    pub first_started_at: Millis,
+    pub started_at: Millis,
+    pub finished_at: Option<Millis>,
+    pub policy: Option<RetryPolicy>,
+}
+
+/// A step as a person sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Done,
+    /// Being run by the driving process now.
+    Running,
+    /// Started, no outcome, and no process is running it: the probe decides on resume.
+    InDoubt,
+    /// Failed and waiting for its next attempt.
+    Pending,
+    /// Failed for good, or retries exhausted.
+    Failed,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Done => "done",
+            StepStatus::Running => "running",
+            StepStatus::InDoubt => "in doubt",
+            StepStatus::Pending => "pending",
+            StepStatus::Failed => "failed",
+        }
+    }
+}
+
+impl StepRecord {
+    /// The step's status; `driven` says whether a live process owns the run.
+    pub fn status(&self, driven: bool) -> StepStatus {
+        match self.state {
+            StepRecordState::Completed => StepStatus::Done,
+            StepRecordState::Started if driven => StepStatus::Running,
+            StepRecordState::Started => StepStatus::InDoubt,
+            StepRecordState::Failed if self.transient && !self.exhausted => StepStatus::Pending,
+            StepRecordState::Failed => StepStatus::Failed,
+        }
+    }
+
+    /// Time spent on the step so far, from its first attempt.
+    pub fn duration_ms(&self, now: Millis) -> u64 {
+        let end = self.finished_at.unwrap_or(now);
+        end.0.saturating_sub(self.first_started_at.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_table_refuses_illegal_moves() {
+        assert!(RunState::Paused.transition(RunState::Running).is_ok());
+        assert!(RunState::Completed.transition(RunState::Running).is_err());
+        assert!(RunState::Cancelled.transition(RunState::Running).is_err());
+        let err = RunState::Cancelling
+            .transition(RunState::Completed)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("E_ILLEGAL_TRANSITION: a cancelling run cannot become completed")
+        );
+    }
+
+    #[test]
+    fn step_status_depends_on_driver() {
+        let mut r = StepRecord {
+            seq: 0,
+            key: "k#0".into(),
+            kind: "noop".into(),
+            state: StepRecordState::Started,
+            attempt: 1,
+            output: None,
+            error: None,
+            transient: false,
+            next_attempt_at: None,
+            exhausted: false,
+            from_probe: false,
+            first_started_at: Millis(1),
+            started_at: Millis(1),
+            finished_at: None,
+            policy: None,
+        };
+        assert_eq!(r.status(true), StepStatus::Running);
+        assert_eq!(r.status(false), StepStatus::InDoubt);
+        r.state = StepRecordState::Failed;
+        r.transient = true;
+        assert_eq!(r.status(false), StepStatus::Pending);
+        r.exhausted = true;
+        assert_eq!(r.status(false), StepStatus::Failed);
+    }
+}

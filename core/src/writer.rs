@@ -1,0 +1,243 @@
+//! The journal writer: one thread owns the run's journal and commits what the run's tasks
+//! send it, in batches (group commit).
+//!
+//! A write is either *urgent* (its sender waits until it is durable: a step's `started`, a
+//! failure and its schedule) or *lazy* (a step's `completed`, a journaled value). A lazy
+//! write joins the next commit, which the next step's `started` forces within microseconds
+//! in a sequential workflow, or is committed on its own after [`LINGER`]. Either way no
+//! effect happens between a step's completion and its durability: the next effect always
+//! waits for an urgent commit, and commits are ordered. Events about a write are emitted
+//! only once it is durable.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::events::{EventBus, EventKind};
+use crate::failpoint::{self, Phase};
+use crate::journal::{JournalError, JournalSnapshot, RunJournal, WriteOp};
+use crate::model::StepRecordState;
+
+/// How long a lazy write waits for company before it is committed alone.
+pub const LINGER: Duration = Duration::from_millis(2);
+
+struct Request {
+    ops: Vec<WriteOp>,
+    events: Vec<EventKind>,
+    ack: Option<oneshot::Sender<Result<(), JournalError>>>,
+}
+
+enum Msg {
+    Write(Request),
+    /// Commit what came before, then stop and hand the journal back.
+    Close,
+}
+
+/// A handle to send writes to the writer thread. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    tx: Sender<Msg>,
+}
+
+/// The writer thread itself; closing it returns the journal.
+pub(crate) struct WriterThread {
+    thread: JoinHandle<Box<dyn RunJournal>>,
+}
+
+/// The run's journal as committed, kept in memory for the control socket.
+pub(crate) struct MirrorState {
+    pub(crate) snapshot: JournalSnapshot,
+    index: HashMap<String, usize>,
+}
+
+pub(crate) type Mirror = Arc<Mutex<MirrorState>>;
+
+impl MirrorState {
+    pub(crate) fn new(snapshot: JournalSnapshot) -> Mirror {
+        let index = snapshot
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.key.clone(), i))
+            .collect();
+        Arc::new(Mutex::new(MirrorState { snapshot, index }))
+    }
+
+    fn apply(&mut self, ops: &[WriteOp]) {
+        let snap = &mut self.snapshot;
+        for op in ops {
+            match op {
+                WriteOp::Step(record) => match self.index.get(&record.key) {
+                    Some(&i) => snap.steps[i] = record.clone(),
+                    None => {
+                        self.index.insert(record.key.clone(), snap.steps.len());
+                        snap.steps.push(record.clone());
+                    }
+                },
+                WriteOp::Meta(meta) => snap.meta = meta.clone(),
+                WriteOp::Lease(lease) => snap.lease = Some(lease.clone()),
+                WriteOp::Finish { meta, summary } => {
+                    snap.steps.clear();
+                    self.index.clear();
+                    snap.meta = meta.clone();
+                    snap.summary = Some(summary.clone());
+                    snap.lease = None;
+                }
+            }
+        }
+    }
+}
+
+fn completed_steps(ops: &[WriteOp]) -> impl Iterator<Item = &str> {
+    ops.iter().filter_map(|op| match op {
+        WriteOp::Step(r) if r.state == StepRecordState::Completed => Some(r.key.as_str()),
+        _ => None,
+    })
+}
+
+/// Receives the next write; `None` once closed.
+fn recv_write(rx: &Receiver<Msg>, closing: &mut bool) -> Option<Request> {
+    match rx.recv() {
+        Ok(Msg::Write(r)) => Some(r),
+        Ok(Msg::Close) | Err(_) => {
+            *closing = true;
+            None
+        }
+    }
+}
+
+/// Takes whatever else is already queued, stopping at a close.
+fn drain(rx: &Receiver<Msg>, batch: &mut Vec<Request>, closing: &mut bool) {
+    while !*closing {
+        match rx.try_recv() {
+            Ok(Msg::Write(r)) => batch.push(r),
+            Ok(Msg::Close) => *closing = true,
+            Err(_) => break,
+        }
+    }
+}
+
+fn run(mut journal: Box<dyn RunJournal>, rx: Receiver<Msg>, mirror: Mirror, events: EventBus) -> Box<dyn RunJournal> {
+    // Once a commit fails, nothing later may be acknowledged: the journal no longer
+    // matches what the run believes.
+    let mut poisoned: Option<JournalError> = None;
+    let mut closing = false;
+    while !closing {
+        let Some(first) = recv_write(&rx, &mut closing) else {
+            break;
+        };
+        let mut batch = vec![first];
+        drain(&rx, &mut batch, &mut closing);
+        if !closing && !batch.iter().any(|r| r.ack.is_some()) {
+            let deadline = Instant::now() + LINGER;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(Msg::Write(req)) => {
+                        batch.push(req);
+                        drain(&rx, &mut batch, &mut closing);
+                        if closing || batch.iter().any(|r| r.ack.is_some()) {
+                            break;
+                        }
+                    }
+                    Ok(Msg::Close) => {
+                        closing = true;
+                        break;
+                    }
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        }
+        let ops: Vec<WriteOp> = batch.iter().flat_map(|r| r.ops.iter().cloned()).collect();
+        let result = match &poisoned {
+            Some(e) => Err(e.clone()),
+            None => journal.write(&ops),
+        };
+        match &result {
+            Ok(()) => {
+                if let Ok(mut m) = mirror.lock() {
+                    m.apply(&ops);
+                }
+                for req in &mut batch {
+                    for kind in req.events.drain(..) {
+                        events.emit(kind);
+                    }
+                }
+                for step in completed_steps(&ops) {
+                    failpoint::hit(step, Phase::Completed);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "journal write failed; the run stops here");
+                poisoned.get_or_insert_with(|| e.clone());
+            }
+        }
+        for req in batch {
+            if let Some(ack) = req.ack {
+                let _ = ack.send(result.clone());
+            }
+        }
+    }
+    journal
+}
+
+impl Writer {
+    pub(crate) fn spawn(
+        journal: Box<dyn RunJournal>,
+        mirror: Mirror,
+        events: EventBus,
+    ) -> Result<(Writer, WriterThread), JournalError> {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("foundry-journal".into())
+            .spawn(move || run(journal, rx, mirror, events))
+            .map_err(|e| JournalError::Io {
+                path: "journal writer".into(),
+                detail: e.to_string(),
+            })?;
+        Ok((Writer { tx }, WriterThread { thread }))
+    }
+
+    fn closed() -> JournalError {
+        JournalError::Io {
+            path: "journal writer".into(),
+            detail: "the writer has stopped".into(),
+        }
+    }
+
+    /// Writes `ops` and waits until they are durable; then emits `events`.
+    pub(crate) async fn write(&self, ops: Vec<WriteOp>, events: Vec<EventKind>) -> Result<(), JournalError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Msg::Write(Request {
+                ops,
+                events,
+                ack: Some(ack),
+            }))
+            .map_err(|_| Self::closed())?;
+        done.await.map_err(|_| Self::closed())?
+    }
+
+    /// Writes `ops` with the next commit; `events` are emitted once it is durable.
+    pub(crate) fn write_lazy(&self, ops: Vec<WriteOp>, events: Vec<EventKind>) -> Result<(), JournalError> {
+        self.tx
+            .send(Msg::Write(Request {
+                ops,
+                events,
+                ack: None,
+            }))
+            .map_err(|_| Self::closed())
+    }
+}
+
+impl WriterThread {
+    /// Commits everything sent before, stops the thread, and hands the journal back.
+    pub(crate) fn close(self, writer: &Writer) -> Option<Box<dyn RunJournal>> {
+        let _ = writer.tx.send(Msg::Close);
+        self.thread.join().ok()
+    }
+}

@@ -1,0 +1,14 @@
+//! Foundry's workflows: what `foundry` starts and resumes, composed of activities through
+//! the engine.
+
+pub mod bench;
+pub mod local;
+
+use foundry_core::Registry;
+
+/// Every workflow this build can start or resume.
+pub fn registry() -> Registry {
+    Registry::new()
+        .register(local::LocalPlan)
+        .register(bench::EngineBench)
+}

@@ -1,0 +1,231 @@
+//! `local`: a plan of steps run on this machine: commands (argv), files, and questions.
+//! It serves users' own local automation and the engine's crash tests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use foundry_activities::local::{EnsureFile, RemoveFile, RunCommand};
+use foundry_core::{Answer, Ctx, Question, RetryPolicy, RunError, SecretValue, Workflow};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub steps: Vec<PlanStep>,
+}
+
+/// One step: exactly one of `run`, `file`, `ask`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanStep {
+    pub key: String,
+    /// A program and its arguments (no shell unless you name one).
+    #[serde(default)]
+    pub run: Option<Vec<String>>,
+    /// For `run`: a read-only check whose exit status 0 means the effect is there.
+    #[serde(default)]
+    pub probe: Option<Vec<String>>,
+    /// For `run`: a command that reverses it, run if the plan is cancelled.
+    #[serde(default)]
+    pub undo: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    #[serde(default)]
+    pub file: Option<FileSpec>,
+    #[serde(default)]
+    pub ask: Option<Question>,
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    pub path: PathBuf,
+    pub content: String,
+    #[serde(default = "default_mode")]
+    pub mode: u32,
+}
+
+fn default_mode() -> u32 {
+    0o644
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanOutput {
+    pub steps: usize,
+}
+
+pub struct LocalPlan;
+
+/// `${input:NAME}` references in `text`.
+fn references(text: &str) -> impl Iterator<Item = &str> {
+    text.match_indices("${input:").filter_map(move |(at, m)| {
+        let rest = &text[at + m.len()..];
+        rest.find('}').map(|end| &rest[..end])
+    })
+}
+
+impl PlanStep {
+    fn texts(&self) -> impl Iterator<Item = &str> {
+        let argv = self.run.iter().chain(self.probe.iter()).chain(self.undo.iter()).flatten();
+        argv.map(String::as_str)
+            .chain(self.env.values().map(String::as_str))
+            .chain(self.file.iter().map(|f| f.content.as_str()))
+    }
+
+    fn actions(&self) -> usize {
+        usize::from(self.run.is_some()) + usize::from(self.file.is_some()) + usize::from(self.ask.is_some())
+    }
+}
+
+/// Answers so far, by ask key; secret ones revealed only for substitution.
+struct Answers(HashMap<String, Answer>);
+
+impl Answers {
+    fn substitute(&self, ctx: &Ctx, step: &str, text: &str) -> Result<String, RunError> {
+        let mut out = text.to_string();
+        for name in references(text) {
+            let value = match self.0.get(name) {
+                Some(Answer::Text(v)) => v.clone(),
+                Some(Answer::Secret(r)) => ctx.reveal(r)?.expose().to_string(),
+                None => {
+                    return Err(RunError::workflow(format!(
+                        "step {step}: ${{input:{name}}} has no answer"
+                    )));
+                }
+            };
+            out = out.replace(&format!("${{input:{name}}}"), &value);
+        }
+        Ok(out)
+    }
+
+    fn argv(&self, ctx: &Ctx, step: &str, argv: &[String]) -> Result<Vec<String>, RunError> {
+        argv.iter().map(|a| self.substitute(ctx, step, a)).collect()
+    }
+}
+
+impl Workflow for LocalPlan {
+    const NAME: &'static str = "local";
+    const VERSION: u32 = 1;
+    type Input = Plan;
+    type Output = PlanOutput;
+
+    fn check(&self, plan: &Plan) -> Result<(), String> {
+        let mut seen: Vec<&str> = Vec::new();
+        let mut asked: Vec<&str> = Vec::new();
+        for (i, step) in plan.steps.iter().enumerate() {
+            let at = format!("steps[{i}] (key `{}`)", step.key);
+            if step.key.trim().is_empty() {
+                return Err(format!("steps[{i}]: `key` is empty"));
+            }
+            if seen.contains(&step.key.as_str()) {
+                return Err(format!("{at}: the key is used twice; keys name steps and must be unique"));
+            }
+            seen.push(&step.key);
+            if step.actions() != 1 {
+                return Err(format!("{at}: give exactly one of `run`, `file`, `ask`"));
+            }
+            for argv in [&step.run, &step.probe, &step.undo].into_iter().flatten() {
+                if argv.is_empty() {
+                    return Err(format!("{at}: a command needs at least a program"));
+                }
+            }
+            if step.run.is_none() && (step.probe.is_some() || step.undo.is_some()) {
+                return Err(format!("{at}: `probe` and `undo` belong to a `run` step"));
+            }
+            for name in step.texts().flat_map(references) {
+                if !asked.contains(&name) {
+                    return Err(format!(
+                        "{at}: ${{input:{name}}} refers to no earlier `ask` step"
+                    ));
+                }
+            }
+            if step.ask.is_some() {
+                asked.push(&step.key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(&self, ctx: Ctx, plan: Plan) -> Result<PlanOutput, RunError> {
+        let mut answers = Answers(HashMap::new());
+        for step in &plan.steps {
+            let key = step.key.as_str();
+            if let Some(question) = &step.ask {
+                let answer = ctx.ask(key, question.clone()).await?;
+                answers.0.insert(key.to_string(), answer);
+            } else if let Some(argv) = &step.run {
+                let mut cmd = RunCommand::new(answers.argv(&ctx, key, argv)?);
+                cmd.probe = step.probe.as_ref().map(|p| answers.argv(&ctx, key, p)).transpose()?;
+                cmd.cwd = step.cwd.clone();
+                for (name, value) in &step.env {
+                    cmd.env.insert(name.clone(), answers.substitute(&ctx, key, value)?);
+                }
+                if let Some(policy) = &step.retry {
+                    cmd.policy = policy.clone();
+                }
+                match &step.undo {
+                    Some(undo) => {
+                        let mut undo_cmd = RunCommand::new(answers.argv(&ctx, key, undo)?);
+                        undo_cmd.cwd = step.cwd.clone();
+                        undo_cmd.env = cmd.env.clone();
+                        ctx.step_with_undo(key, &cmd, undo_cmd).await?;
+                    }
+                    None => {
+                        ctx.step(key, &cmd).await?;
+                    }
+                }
+            } else if let Some(file) = &step.file {
+                let content = answers.substitute(&ctx, key, &file.content)?;
+                let ensure = EnsureFile {
+                    path: file.path.clone(),
+                    content: SecretValue::new(content),
+                    mode: file.mode,
+                };
+                let undo = RemoveFile {
+                    path: file.path.clone(),
+                };
+                ctx.step_with_undo(key, &ensure, undo).await?;
+            }
+        }
+        Ok(PlanOutput {
+            steps: plan.steps.len(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(json: serde_json::Value) -> Result<(), String> {
+        let plan: Plan = serde_json::from_value(json).map_err(|e| e.to_string())?;
+        LocalPlan.check(&plan)
+    }
+
+    #[test]
+    fn check_refuses_bad_plans_with_the_step_named() {
+        let dup = plan(serde_json::json!({"steps": [
+            {"key": "a", "run": ["true"]}, {"key": "a", "run": ["true"]}
+        ]}));
+        assert!(dup.unwrap_err().contains("steps[1] (key `a`): the key is used twice"));
+        let two = plan(serde_json::json!({"steps": [
+            {"key": "a", "run": ["true"], "file": {"path": "/tmp/x", "content": ""}}
+        ]}));
+        assert!(two.unwrap_err().contains("exactly one of"));
+        let dangling = plan(serde_json::json!({"steps": [
+            {"key": "a", "run": ["echo", "${input:pw}"]}
+        ]}));
+        assert!(dangling.unwrap_err().contains("${input:pw} refers to no earlier `ask` step"));
+        let unknown = plan(serde_json::json!({"steps": [{"key": "a", "runn": ["true"]}]}));
+        assert!(unknown.unwrap_err().contains("unknown field `runn`"));
+        let ok = plan(serde_json::json!({"steps": [
+            {"key": "pw", "ask": {"prompt": "Password", "secret": true}},
+            {"key": "a", "run": ["echo", "${input:pw}"]}
+        ]}));
+        assert_eq!(ok, Ok(()));
+    }
+}
