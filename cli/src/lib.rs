@@ -1,1 +1,105 @@
+//! The `foundry` command line: parses, calls the engine and workflows, renders. No business
+//! logic lives here.
 
+mod commands;
+mod exit;
+mod printer;
+mod prompt;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::printer::{Output, Printer};
+
+const AFTER_HELP: &str = "\
+Environment:
+  FOUNDRY_HOME        where journals and local secrets live (default: ~/.foundry)
+  FOUNDRY_LOG         log filter, e.g. `debug` or `foundry_core=trace` (logs go to stderr)
+  FOUNDRY_INPUT_<KEY> the answer to a run's question with that key
+  NO_COLOR            no colours
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 run failed, 4 run paused (retries exhausted),
+5 run waits for input, 6 run driven by another process, 7 run cancelled, 130 interrupted.";
+
+/// Stand up and operate a self-hosted stack on your own Linux hosts.
+#[derive(Debug, Parser)]
+#[command(name = "foundry", version, about, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// How to print results: `human`, or `json` (one JSON object per line on stdout).
+    #[arg(long, short = 'o', global = true, value_enum, default_value = "human")]
+    output: Output,
+
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start, inspect, resume and cancel workflow runs.
+    #[command(subcommand, visible_alias = "wf")]
+    Workflow(commands::workflow::WorkflowCmd),
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("FOUNDRY_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs the command line and returns the process's exit code.
+pub fn run() -> ExitCode {
+    foundry_core::journal::install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return exit::code(u8::try_from(e.exit_code()).unwrap_or(exit::USAGE));
+        }
+    };
+    init_logging(cli.verbose);
+    let printer = Printer::new(cli.output);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            printer.note(&format!("error: cannot start the async runtime: {e}"));
+            return exit::code(exit::ERROR);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Workflow(cmd) => commands::workflow::run(cmd, &printer).await,
+        }
+    });
+    match result {
+        Ok(code) => exit::code(code),
+        Err(e) => {
+            if !e.message.is_empty() {
+                printer.note(&format!("{} {}", printer.paint("error:", "1;31"), e.message));
+            }
+            if let Some(hint) = &e.hint {
+                printer.note(&format!("{} {hint}", printer.paint("hint:", "1;36")));
+            }
+            exit::code(e.code)
+        }
+    }
+}

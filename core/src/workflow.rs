@@ -47,7 +47,14 @@ impl<W: Workflow> DynWorkflow for Erased<W> {
     }
 
     fn check_input(&self, input: &Value) -> Result<(), String> {
-        let input = W::Input::deserialize(input).map_err(|e| e.to_string())?;
+        let input: W::Input = serde_path_to_error::deserialize(input).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                e.into_inner().to_string()
+            } else {
+                format!("{path}: {}", e.into_inner())
+            }
+        })?;
         self.0.check(&input)
     }
 

@@ -1,0 +1,24 @@
+use crate::exit::CliError;
+use crate::printer::Printer;
+
+/// Continue an interrupted, paused or failed run where it stopped.
+///
+/// Steps already done are not run again; a step that was interrupted is checked first
+/// (its effect may be there already); a step waiting for a retry keeps its schedule.
+/// Refused while another process drives the run.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  foundry workflow resume 0193ab12
+  foundry workflow resume 0193ab12 --output json")]
+pub struct Args {
+    /// The run: its id, or a unique prefix of it.
+    run: String,
+}
+
+pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
+    let (engine, bar) = super::engine(printer)?;
+    let id = super::resolve(&engine, &args.run)?;
+    let driver = engine.resume(id)?;
+    super::drive::drive(driver, printer, bar).await
+}
