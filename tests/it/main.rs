@@ -1,1 +1,10 @@
+//! End-to-end tests of the real `foundry` binary. One test binary, so it links once.
 
+mod bad_input;
+mod cancel;
+mod crash;
+mod drivers;
+mod format;
+mod retries;
+mod secrets;
+mod snapshots;

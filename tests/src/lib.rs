@@ -1,1 +1,177 @@
+//! Test support: a temporary Foundry home, the real `foundry` binary, and waiting on a
+//! condition with a deadline (never a bare sleep).
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `foundry` binary of this build, built once per test process so it is never stale.
+pub fn foundry_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("FOUNDRY_BIN") {
+            return PathBuf::from(bin);
+        }
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/it-xxxx -> target/<profile>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile directory")
+            .to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "--quiet", "-p", "foundry-cli", "--bin", "foundry"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build for the foundry binary");
+        assert!(status.success(), "building the foundry binary failed");
+        profile_dir.join("foundry")
+    })
+}
+
+/// A private Foundry home in a temporary directory, and a scratch directory beside it.
+pub struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Home {
+    fn default() -> Self {
+        Home::new()
+    }
+}
+
+impl Home {
+    pub fn new() -> Home {
+        Home {
+            dir: tempfile::Builder::new()
+                .prefix("foundry-it-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
+    /// `$FOUNDRY_HOME`.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// A scratch directory for the test's own files.
+    pub fn scratch(&self) -> PathBuf {
+        let p = self.dir.path().join("scratch");
+        std::fs::create_dir_all(&p).expect("scratch dir");
+        p
+    }
+
+    pub fn runs_dir(&self) -> PathBuf {
+        self.path().join("runs")
+    }
+
+    /// A `foundry` command with this home, no colours and no inherited crash points.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(foundry_bin());
+        cmd.args(args)
+            .env("FOUNDRY_HOME", self.path())
+            .env("NO_COLOR", "1")
+            .env_remove("FOUNDRY_FAILPOINTS")
+            .env_remove("FOUNDRY_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("running foundry")
+    }
+
+    /// Runs `foundry`, expecting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "foundry {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The JSON lines of `foundry ... --output json`.
+    pub fn json(&self, args: &[&str]) -> Vec<Value> {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.run(&all);
+        json_lines(&out.stdout)
+    }
+
+    /// Writes a plan file into the scratch directory.
+    pub fn plan(&self, plan: &Value) -> PathBuf {
+        let path = self.scratch().join(format!("plan-{}.json", rand::random::<u32>()));
+        std::fs::write(&path, serde_json::to_vec_pretty(plan).expect("plan json")).expect("writing plan");
+        path
+    }
+
+    /// Every run in this home, as `workflow list --all --output json` shows them.
+    pub fn runs(&self) -> Vec<Value> {
+        self.json(&["workflow", "list", "--all"])
+    }
+
+    /// The one run of this home.
+    pub fn only_run(&self) -> String {
+        let runs = self.runs();
+        assert_eq!(runs.len(), 1, "expected one run, found {runs:?}");
+        runs[0]["run"].as_str().expect("run id").to_string()
+    }
+
+    /// `workflow show --output json` of a run.
+    pub fn show(&self, run: &str) -> Value {
+        let lines = self.json(&["workflow", "show", run]);
+        lines.into_iter().next().expect("show printed nothing")
+    }
+}
+
+pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+/// Polls `cond` every few milliseconds until it holds; panics naming `what` at the deadline.
+pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out after {deadline:?} waiting for {what}");
+}
+
+/// Whether a child ended by SIGKILL.
+pub fn killed(status: std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(libc::SIGKILL)
+}
+
+/// Kills a child with SIGKILL and reaps it.
+pub fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The lines of a file, or none if it does not exist.
+pub fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}

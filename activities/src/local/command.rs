@@ -52,6 +52,21 @@ async fn forward(cx: &ActivityCx, stream: Stream, pipe: impl AsyncRead + Unpin) 
     last
 }
 
+/// A local command must not outlive a killed foundry: the step would be in doubt while
+/// the orphan still runs, and the resumed run could probe before the orphan's effect
+/// lands, then run the command a second time.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure runs in the child between fork and exec and only makes one
+    // async-signal-safe system call (prctl); it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
 impl RunCommand {
     fn command(&self, argv: &[String]) -> Result<Command, ActivityError> {
         let (program, args) = argv
@@ -65,6 +80,7 @@ impl RunCommand {
         if let Some(cwd) = &self.cwd {
             cmd.current_dir(cwd);
         }
+        die_with_parent(&mut cmd);
         Ok(cmd)
     }
 

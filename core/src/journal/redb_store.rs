@@ -274,6 +274,9 @@ impl JournalStore for RedbStore {
         lease: &Lease,
     ) -> Result<Box<dyn RunJournal>, JournalError> {
         let path = self.path_of(info.id);
+        // Built under a temporary name and renamed when complete, so a process killed
+        // while creating a run leaves no half-made journal behind under a run's name.
+        let partial = self.dir.join(format!("{}.{EXTENSION}.partial", info.id));
         let io = |e: std::io::Error| JournalError::Io {
             path: path.clone(),
             detail: e.to_string(),
@@ -284,7 +287,7 @@ impl JournalStore for RedbStore {
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&path)
+            .open(&partial)
             .map_err(io)?;
         let db = guarded(&path, || {
             Builder::new()
@@ -313,6 +316,10 @@ impl JournalStore for RedbStore {
             tx.commit().map_err(|x| e(x.into()))
         })?;
         journal.write(&[WriteOp::Meta(meta.clone()), WriteOp::Lease(lease.clone())])?;
+        fs::rename(&partial, &path).map_err(io)?;
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
         Ok(Box::new(journal))
     }
 

@@ -1,0 +1,155 @@
+//! Crash matrix: SIGKILL the driving process at every step boundary and at random
+//! moments; resume; every effect happened exactly once and no step record is left.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use foundry_tests::{Home, kill, killed, lines_of};
+use rand::Rng;
+use serde_json::{Value, json};
+
+const STEPS: usize = 20;
+
+/// A plan of `STEPS` steps, each appending one unique line to `out` (probe: the line is there).
+fn appending_plan(out: &Path) -> Value {
+    let out = out.display().to_string();
+    let steps: Vec<Value> = (0..STEPS)
+        .map(|i| {
+            json!({
+                "key": format!("append-{i}"),
+                "run": ["sh", "-c", format!("echo line-{i} >> '{out}'")],
+                "probe": ["grep", "-qx", format!("line-{i}"), out],
+            })
+        })
+        .collect();
+    json!({ "steps": steps })
+}
+
+fn expected_lines() -> Vec<String> {
+    (0..STEPS).map(|i| format!("line-{i}")).collect()
+}
+
+/// The run completed, each line is there exactly once, and its journal holds no step.
+fn assert_done_exactly_once(home: &Home, run: &str, out: &Path, context: &str) {
+    assert_eq!(lines_of(out), expected_lines(), "{context}: lines in {}", out.display());
+    let shown = home.show(run);
+    assert_eq!(shown["state"], "completed", "{context}: {shown}");
+    assert_eq!(shown["step_list"], json!([]), "{context}: step records remain: {shown}");
+    assert_eq!(shown["steps"]["total"], json!(STEPS), "{context}: summary {shown}");
+}
+
+fn crash_at_every_step(phase: &str) {
+    for i in 0..STEPS {
+        let home = Home::new();
+        let out = home.scratch().join("out.txt");
+        let plan = home.plan(&appending_plan(&out));
+        let point = format!("append-{i}#0@{phase}");
+        let status = home
+            .cmd(&["workflow", "start", "local", "--input", plan.to_str().expect("utf8")])
+            .env("FOUNDRY_FAILPOINTS", &point)
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .expect("start");
+        assert!(killed(status), "{point}: the process was not killed: {status:?}");
+        let run = home.only_run();
+        let shown = home.show(&run);
+        let interrupted = format!("append-{i}#0");
+        let step = shown["step_list"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["key"] == interrupted.as_str()))
+            .cloned();
+        match phase {
+            // Started and not finished: in doubt until the probe decides.
+            "started" | "effect" => {
+                let step = step.unwrap_or_else(|| panic!("{point}: step missing in {shown}"));
+                assert_eq!(step["state"], "in_doubt", "{point}: {shown}");
+                assert_eq!(shown["state"], "interrupted", "{point}: {shown}");
+            }
+            // Completed durably (the last one together with the run's end).
+            _ => {
+                if i + 1 < STEPS {
+                    let step = step.unwrap_or_else(|| panic!("{point}: step missing in {shown}"));
+                    assert_eq!(step["state"], "done", "{point}: {shown}");
+                }
+            }
+        }
+        if shown["state"] != "completed" {
+            home.ok(&["workflow", "resume", &run]);
+        }
+        assert_done_exactly_once(&home, &run, &out, &point);
+    }
+}
+
+#[test]
+fn crash_after_started_is_durable_at_every_step() {
+    crash_at_every_step("started");
+}
+
+#[test]
+fn crash_after_effect_before_completed_at_every_step() {
+    crash_at_every_step("effect");
+}
+
+#[test]
+fn crash_after_completed_at_every_step() {
+    crash_at_every_step("completed");
+}
+
+/// SIGKILL at random moments, over and over, until each run completes.
+#[test]
+fn crash_at_random_moments() {
+    let mut rng = rand::rng();
+    let mut kills = 0;
+    let mut runs = 0;
+    while kills < 60 {
+        runs += 1;
+        assert!(runs <= 40, "too many runs for {kills} kills");
+        let home = Home::new();
+        let out = home.scratch().join("out.txt");
+        let plan = home.plan(&appending_plan(&out));
+        let mut run: Option<String> = None;
+        let mut finished = false;
+        for round in 0..40 {
+            let args: Vec<String> = match &run {
+                None => ["workflow", "start", "local", "--input", plan.to_str().expect("utf8")]
+                    .map(str::to_string)
+                    .to_vec(),
+                Some(id) => ["workflow", "resume", id.as_str()].map(str::to_string).to_vec(),
+            };
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut child = home
+                .cmd(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn");
+            // Later rounds get longer, so every run eventually gets through.
+            let delay = rng.random_range(0..(40 + round * 40));
+            std::thread::sleep(Duration::from_millis(delay));
+            match child.try_wait().expect("try_wait") {
+                Some(status) => {
+                    assert!(status.success(), "round {round}: {status:?}");
+                }
+                None => {
+                    kill(&mut child);
+                    kills += 1;
+                }
+            }
+            if run.is_none() {
+                let listed = home.runs();
+                run = listed.first().and_then(|r| r["run"].as_str()).map(str::to_string);
+            }
+            if let Some(id) = &run
+                && home.show(id)["state"] == "completed"
+            {
+                finished = true;
+                break;
+            }
+        }
+        assert!(finished, "run {run:?} did not complete in 40 rounds");
+        let id = run.expect("a run");
+        assert_done_exactly_once(&home, &id, &out, &format!("random run {runs}"));
+    }
+}
