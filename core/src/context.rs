@@ -178,8 +178,14 @@ impl Ctx {
         lock(&self.shared.memo).insert(record.key.clone(), record.clone());
     }
 
-    fn activity_cx(&self, id: &str, attempt: u32) -> ActivityCx {
-        ActivityCx::new(id.to_string(), attempt, self.cancel.clone(), self.shared.events.clone())
+    /// An undo step (`force`) runs while the run is cancelling, so it gets a token of its own.
+    fn activity_cx(&self, id: &str, attempt: u32, force: bool) -> ActivityCx {
+        let cancel = if force {
+            CancellationToken::new()
+        } else {
+            self.cancel.clone()
+        };
+        ActivityCx::new(id.to_string(), attempt, cancel, self.shared.events.clone())
     }
 
     async fn write(&self, record: &StepRecord, events: Vec<EventKind>) -> Result<(), RunError> {
@@ -250,7 +256,7 @@ impl Ctx {
                     StepRecordState::Started => {
                         // In doubt: the process stopped between `started` and an outcome.
                         self.shared.events.emit(EventKind::StepInDoubt { step: id.to_string() });
-                        let cx = self.activity_cx(id, r.attempt);
+                        let cx = self.activity_cx(id, r.attempt, force);
                         let probed = activity.probe(&cx).await;
                         let present = matches!(probed, Ok(Some(_)));
                         self.shared.events.emit(EventKind::ProbeResult {
@@ -311,7 +317,7 @@ impl Ctx {
             });
             failpoint::hit(id, Phase::Started);
 
-            let cx = self.activity_cx(id, record.attempt);
+            let cx = self.activity_cx(id, record.attempt, force);
             let result = activity.apply(&cx).await;
             failpoint::hit(id, Phase::Effect);
 

@@ -1,1 +1,67 @@
+//! Cancel from another terminal while the run is driven: it stops at the step it is in,
+//! and the undo steps run newest first. A run nobody drives is cancelled in place.
 
+use foundry_tests::{Home, lines_of};
+use serde_json::json;
+
+use crate::drivers::{gated_step, start_until_running};
+
+fn undoable(key: &str, dir: &std::path::Path) -> serde_json::Value {
+    let marker = dir.join(key).display().to_string();
+    let log = dir.join("undo.log").display().to_string();
+    json!({
+        "key": key,
+        "run": ["touch", marker],
+        "undo": ["sh", "-c", format!("rm -f '{marker}' && echo undo-{key} >> '{log}'")],
+    })
+}
+
+#[test]
+fn cancel_from_another_terminal_runs_undo_in_reverse() {
+    let home = Home::new();
+    let dir = home.scratch();
+    let gate = dir.join("never");
+    let plan = json!({"steps": [
+        undoable("a", &dir),
+        undoable("b", &dir),
+        {"key": "conf", "file": {"path": dir.join("app.conf").display().to_string(), "content": "x=1\n"}},
+        gated_step("wait", &gate),
+        undoable("never-reached", &dir),
+    ]});
+    let (owner, run) = start_until_running(&home, &plan, "wait#0");
+    assert!(dir.join("a").exists() && dir.join("b").exists() && dir.join("app.conf").exists());
+
+    let cancel = home.run(&["workflow", "cancel", &run]);
+    assert_eq!(cancel.status.code(), Some(7), "{cancel:?}");
+    let owner = owner.wait_with_output().expect("owner");
+    assert_eq!(owner.status.code(), Some(7), "the driver ends cancelled: {owner:?}");
+
+    assert_eq!(lines_of(&dir.join("undo.log")), vec!["undo-b", "undo-a"]);
+    assert!(!dir.join("a").exists() && !dir.join("b").exists());
+    assert!(!dir.join("app.conf").exists(), "the file step's undo removes it");
+    assert!(!dir.join("never-reached").exists());
+    let shown = home.show(&run);
+    assert_eq!(shown["state"], "cancelled", "{shown}");
+    // A cancelled run is finished: it cannot be resumed.
+    let resumed = home.run(&["workflow", "resume", &run]);
+    assert_eq!(resumed.status.code(), Some(1), "{resumed:?}");
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("is cancelled"));
+}
+
+#[test]
+fn cancel_of_an_undriven_run_runs_its_undo_here() {
+    let home = Home::new();
+    let dir = home.scratch();
+    let plan = json!({"steps": [
+        undoable("a", &dir),
+        {"key": "fails", "run": ["false"], "retry": {"max_attempts": 1}},
+    ]});
+    let plan = home.plan(&plan);
+    let out = home.run(&["workflow", "start", "local", "--input", plan.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(4), "retries exhausted pause the run: {out:?}");
+    let run = home.only_run();
+    let cancel = home.run(&["workflow", "cancel", &run]);
+    assert_eq!(cancel.status.code(), Some(7), "{cancel:?}");
+    assert_eq!(lines_of(&dir.join("undo.log")), vec!["undo-a"]);
+    assert_eq!(home.show(&run)["state"], "cancelled");
+}

@@ -1,1 +1,107 @@
+//! One driver per run: a second is refused naming the owner; after the owner is killed,
+//! the run is taken over. Status and list work from another process meanwhile.
 
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use foundry_tests::{Home, kill, wait_for};
+use serde_json::{Value, json};
+
+/// A step that waits (at most 30 s) until `gate` exists.
+pub fn gated_step(key: &str, gate: &Path) -> Value {
+    let gate = gate.display().to_string();
+    json!({
+        "key": key,
+        "run": ["sh", "-c", format!("i=0; while [ ! -f '{gate}' ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; [ -f '{gate}' ]")],
+        "retry": {"max_attempts": 1},
+    })
+}
+
+/// Starts the plan in the background; returns the child once `key` is running.
+pub fn start_until_running(home: &Home, plan: &Value, key: &str) -> (Child, String) {
+    let plan = home.plan(plan);
+    let child = home
+        .cmd(&["workflow", "start", "local", "--input", plan.to_str().expect("utf8")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut run = String::new();
+    wait_for(&format!("step {key} running"), Duration::from_secs(20), || {
+        let runs = home.runs();
+        let Some(id) = runs.first().and_then(|r| r["run"].as_str()) else {
+            return false;
+        };
+        run = id.to_string();
+        let shown = home.show(&run);
+        shown["step_list"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["key"] == key && s["state"] == "running"))
+    });
+    (child, run)
+}
+
+#[test]
+fn a_second_driver_is_refused_and_a_dead_owner_is_taken_over() {
+    let home = Home::new();
+    let gate = home.scratch().join("go");
+    let out = home.scratch().join("after");
+    let plan = json!({"steps": [
+        gated_step("wait", &gate),
+        {"key": "after", "run": ["touch", out.display().to_string()]},
+    ]});
+    let (mut owner, run) = start_until_running(&home, &plan, "wait#0");
+
+    // Status and list from another process, while the run is driven.
+    let listed = home.runs();
+    assert_eq!(listed[0]["state"], "running", "{listed:?}");
+    assert_eq!(listed[0]["driver"]["pid"], json!(owner.id()), "{listed:?}");
+
+    let second = home.run(&["workflow", "resume", &run[..8]]);
+    assert_eq!(second.status.code(), Some(6), "{second:?}");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains(&format!("pid {}", owner.id())), "{stderr}");
+    let host = rustix_hostname();
+    assert!(stderr.contains(&format!("on host {host}")), "{stderr}");
+
+    kill(&mut owner);
+    let shown = home.show(&run);
+    assert_eq!(shown["state"], "interrupted", "{shown}");
+    assert_eq!(shown["step_list"][0]["state"], "in_doubt", "{shown}");
+
+    std::fs::write(&gate, b"").expect("gate");
+    let resumed = home.run(&["workflow", "resume", &run]);
+    assert!(resumed.status.success(), "{resumed:?}");
+    assert!(out.exists());
+    assert_eq!(home.show(&run)["state"], "completed");
+}
+
+fn rustix_hostname() -> String {
+    let out = std::process::Command::new("hostname").output().expect("hostname");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn status_follow_streams_a_driven_run_to_its_end() {
+    let home = Home::new();
+    let gate = home.scratch().join("go");
+    let plan = json!({"steps": [gated_step("wait", &gate), {"key": "next", "run": ["true"]}]});
+    let (mut owner, run) = start_until_running(&home, &plan, "wait#0");
+    let follower = home
+        .cmd(&["workflow", "status", &run, "--follow", "--output", "json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("follow");
+    std::fs::write(&gate, b"").expect("gate");
+    let out = follower.wait_with_output().expect("follower output");
+    assert!(out.status.success(), "{out:?}");
+    let lines = foundry_tests::json_lines(&out.stdout);
+    assert_eq!(lines[0]["state"], "running", "first line is the status: {lines:?}");
+    let events: Vec<&str> = lines[1..].iter().filter_map(|e| e["event"].as_str()).collect();
+    assert!(events.contains(&"step_completed"), "{events:?}");
+    assert_eq!(events.last(), Some(&"run_finished"), "{events:?}");
+    let status = owner.wait().expect("owner");
+    assert!(status.success());
+    kill(&mut owner);
+}
