@@ -1,1 +1,140 @@
+//! Bad input gets a clear message naming what and where, a non-zero exit, no panic, and
+//! loses nothing: other runs stay listed and resumable.
 
+use std::process::Output;
+
+use foundry_tests::Home;
+use serde_json::json;
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_clean_failure(out: &Output, code: i32, needles: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "exit code; stderr: {err}");
+    assert!(!err.contains("panicked"), "a panic: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
+    }
+}
+
+/// A home with one paused run (resumable) whose step succeeds once `gate` exists.
+fn home_with_paused_run() -> (Home, String, std::path::PathBuf) {
+    let home = Home::new();
+    let gate = home.scratch().join("gate");
+    let plan = home.plan(&json!({"steps": [
+        {"key": "gated", "run": ["test", "-f", gate.display().to_string()], "retry": {"max_attempts": 1}}
+    ]}));
+    let out = home.run(&["workflow", "start", "local", "--input", plan.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let run = home.only_run();
+    (home, run, gate)
+}
+
+#[test]
+fn corrupt_and_truncated_journals_are_reported_and_others_survive() {
+    let (home, good, gate) = home_with_paused_run();
+    let runs = home.runs_dir();
+    let good_file = runs.join(format!("{good}.journal"));
+    let bytes = std::fs::read(&good_file).expect("journal bytes");
+    let damaged = [
+        ("01000000-0000-7000-8000-000000000001", bytes[..bytes.len() / 2].to_vec()),
+        ("01000000-0000-7000-8000-000000000002", vec![0x5a; 8192]),
+        ("01000000-0000-7000-8000-000000000003", Vec::new()),
+        ("01000000-0000-7000-8000-000000000004", {
+            let mut b = bytes.clone();
+            for byte in b.iter_mut().skip(4096).step_by(7) {
+                *byte ^= 0xff;
+            }
+            b
+        }),
+    ];
+    for (id, content) in &damaged {
+        std::fs::write(runs.join(format!("{id}.journal")), content).expect("write damaged");
+    }
+
+    let list = home.run(&["workflow", "list", "--all", "--output", "json"]);
+    assert_clean_failure(&list, 1, &[]);
+    let rows = foundry_tests::json_lines(&list.stdout);
+    assert_eq!(rows.len(), 5, "every run is listed: {rows:?}");
+    assert!(rows.iter().any(|r| r["run"] == good.as_str() && r["state"] == "paused"), "{rows:?}");
+    for (id, _) in &damaged {
+        let row = rows.iter().find(|r| r["run"] == *id).expect("damaged run listed");
+        let error = row["error"].as_str().unwrap_or_default();
+        assert!(error.contains(&format!("{id}.journal")), "error names the file: {row}");
+    }
+
+    for (id, _) in &damaged {
+        let out = home.run(&["workflow", "show", id]);
+        assert_clean_failure(&out, 1, &[&format!("{id}.journal"), "hint:"]);
+        let out = home.run(&["workflow", "resume", id]);
+        assert_clean_failure(&out, 1, &[&format!("{id}.journal")]);
+        // Nothing was lost or rewritten by trying.
+        let (_, content) = damaged.iter().find(|(d, _)| d == id).expect("known");
+        assert_eq!(&std::fs::read(runs.join(format!("{id}.journal"))).expect("still there"), content);
+    }
+
+    std::fs::write(&gate, b"").expect("gate");
+    home.ok(&["workflow", "resume", &good]);
+    assert_eq!(home.show(&good)["state"], "completed");
+}
+
+#[test]
+fn an_unusable_home_is_named() {
+    let home = Home::new();
+    let file = home.scratch().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("file");
+    let plan = home.plan(&json!({"steps": [{"key": "a", "run": ["true"]}]}));
+    let plan = plan.to_str().expect("utf8");
+    for bad in [file.clone(), file.join("sub"), "/proc/foundry-home".into()] {
+        let out = home
+            .cmd(&["workflow", "start", "local", "--input", plan])
+            .env("FOUNDRY_HOME", &bad)
+            .output()
+            .expect("run");
+        assert_clean_failure(&out, 1, &[&bad.display().to_string(), "hint: set FOUNDRY_HOME"]);
+    }
+}
+
+#[test]
+fn unknown_and_ambiguous_run_ids() {
+    let home = Home::new();
+    let plan = home.plan(&json!({"steps": [{"key": "a", "run": ["true"]}]}));
+    for _ in 0..2 {
+        home.ok(&["workflow", "start", "local", "--input", plan.to_str().expect("utf8")]);
+    }
+    let out = home.run(&["workflow", "show", "ffffffff"]);
+    assert_clean_failure(&out, 1, &["no run matches `ffffffff`", "hint:"]);
+    let out = home.run(&["workflow", "resume", "0"]);
+    assert_clean_failure(&out, 1, &["ambiguous", "give more characters"]);
+    let out = home.run(&["workflow", "status", ""]);
+    assert_clean_failure(&out, 1, &["no run matches"]);
+}
+
+#[test]
+fn malformed_plans_are_refused_before_any_run_exists() {
+    let home = Home::new();
+    let dir = home.scratch();
+    let cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
+        ("unknown-field.yaml", b"steps:\n  - key: a\n    runn: [true]\n".to_vec(), vec!["steps[0]", "unknown field `runn`"]),
+        ("syntax.yaml", b"steps:\n  - key: a\n    run: [true\n".to_vec(), vec!["syntax.yaml", "line 3"]),
+        ("empty.yaml", Vec::new(), vec!["empty.yaml", "the input is empty"]),
+        ("binary.yaml", vec![0xff, 0xfe, 0x00, 0x01], vec!["binary.yaml", "not UTF-8"]),
+        ("two-actions.yaml", b"steps:\n  - key: a\n    run: [\"true\"]\n    ask: {prompt: p}\n".to_vec(), vec!["steps[0] (key `a`)", "exactly one of"]),
+        ("wrong-type.yaml", b"steps:\n  - key: a\n    run: 42\n".to_vec(), vec!["steps[0].run"]),
+    ];
+    for (name, content, needles) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, content).expect("write");
+        let out = home.run(&["workflow", "start", "local", "--input", path.to_str().expect("utf8")]);
+        assert_clean_failure(&out, 1, &needles);
+    }
+    let out = home.run(&["workflow", "start", "local", "--input", "/nonexistent/plan.yaml"]);
+    assert_clean_failure(&out, 1, &["/nonexistent/plan.yaml"]);
+    let out = home.run(&["workflow", "start", "no-such-workflow"]);
+    assert_clean_failure(&out, 1, &["unknown workflow `no-such-workflow`", "local"]);
+    let out = home.run(&["workflow", "frobnicate"]);
+    assert_clean_failure(&out, 2, &["frobnicate"]);
+    assert!(home.runs().is_empty(), "no run was created");
+}

@@ -46,7 +46,11 @@ fn read_input(path: &PathBuf) -> Result<serde_json::Value, CliError> {
     if text.trim().is_empty() {
         return Err(CliError::new(format!("{name}: the input is empty")));
     }
-    serde_saphyr::from_str(&text).map_err(|e| CliError::new(format!("{name}: {e}")))
+    serde_saphyr::from_str(&text).map_err(|e| {
+        let message = e.to_string();
+        let message = message.strip_prefix("error: ").unwrap_or(&message);
+        CliError::new(format!("{name}: {message}"))
+    })
 }
 
 pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
