@@ -8,7 +8,7 @@ pub enum RunError {
     #[error("step {step} failed: {error}")]
     StepFailed { step: String, error: String },
     /// A step's retries are exhausted: the run pauses.
-    #[error("step {step} failed after {attempts} attempts: {error}")]
+    #[error("step {step} failed after {attempts} attempt{}: {error}", if *.attempts == 1 { "" } else { "s" })]
     Exhausted {
         step: String,
         attempts: u32,

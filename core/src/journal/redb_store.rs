@@ -390,3 +390,72 @@ impl JournalStore for RedbStore {
         self.path_of(id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::RunState;
+    use crate::time::Millis;
+
+    fn new_run(store: &RedbStore) -> RunId {
+        let info = RunInfo {
+            id: RunId::new(),
+            workflow: "w".into(),
+            workflow_version: 1,
+            input: serde_json::Value::Null,
+            foundry_version: "test".into(),
+            created_at: Millis(1),
+        };
+        let meta = RunMeta {
+            state: RunState::Running,
+            updated_at: Millis(1),
+            error: None,
+        };
+        let lease = Lease {
+            pid: 1,
+            host: "h".into(),
+            started_at: Millis(1),
+            heartbeat_at: Millis(1),
+        };
+        drop(store.create(&info, &meta, &lease).expect("create"));
+        info.id
+    }
+
+    #[test]
+    fn a_journal_of_another_format_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RedbStore::new(dir.path());
+        let id = new_run(&store);
+        {
+            let db = Database::open(store.path_of(id)).expect("open");
+            let tx = db.begin_write().expect("tx");
+            {
+                let mut meta = tx.open_table(META).expect("meta");
+                meta.insert(KEY_FORMAT, encode(&99u32).as_slice()).expect("insert");
+            }
+            tx.commit().expect("commit");
+        }
+        let err = store.read(id).err().expect("refused");
+        assert!(matches!(err, JournalError::Format { found: 99, .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("has format 99"), "{message}");
+        assert!(message.contains(&format!("{id}.journal")), "{message}");
+        assert!(err.hint().is_some_and(|h| h.contains("newer foundry")));
+        assert!(matches!(store.open(id).err(), Some(JournalError::Format { .. })));
+    }
+
+    #[test]
+    fn files_are_private_and_listed_by_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RedbStore::new(dir.path());
+        let a = new_run(&store);
+        let b = new_run(&store);
+        assert_eq!(store.list().expect("list"), vec![a, b]);
+        let mode = fs::metadata(store.path_of(a)).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A half-created journal is not a run.
+        fs::write(dir.path().join(format!("{}.journal.partial", RunId::new())), b"").expect("partial");
+        assert_eq!(store.list().expect("list").len(), 2);
+    }
+}
