@@ -24,6 +24,9 @@ pub mod time;
 pub mod workflow;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 pub use activity::{Activity, ActivityCx, ActivityError};
 pub use context::{Ctx, FailurePolicy};
 pub use engine::{Driver, Engine, EngineError, RunOutcome};
