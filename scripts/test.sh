@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: prepares what the tests need, then runs the
+# format check, clippy, and every test (unit, engine, end-to-end against the real binary).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain"
+cargo --version
+rustc --version
+
+# The engine's tests need no outside peer: they run local commands and files.
+# The lab of hosts (Docker Engine, Debian hosts with sshd) is prepared here once
+# `foundry lab` exists.
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --workspace --locked
