@@ -94,7 +94,11 @@ pub fn run() -> ExitCode {
         Ok(code) => exit::code(code),
         Err(e) => {
             if !e.message.is_empty() {
-                printer.note(&format!("{} {}", printer.paint("error:", "1;31"), e.message));
+                printer.note(&format!(
+                    "{} {}",
+                    printer.paint("error:", "1;31"),
+                    e.message
+                ));
             }
             if let Some(hint) = &e.hint {
                 printer.note(&format!("{} {hint}", printer.paint("hint:", "1;36")));

@@ -47,7 +47,8 @@ impl Printer {
 
     /// One JSON object as one line of stdout.
     pub fn data<T: Serialize>(&self, value: &T) -> Result<(), BrokenPipe> {
-        let line = serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        let line =
+            serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
         self.out(&line)
     }
 

@@ -24,7 +24,13 @@ impl TerminalInput {
 pub fn env_name(key: &str) -> String {
     let name: String = key
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("FOUNDRY_INPUT_{name}")
 }

@@ -100,7 +100,13 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
         cells
             .into_iter()
             .enumerate()
-            .map(|(i, c)| if i == last { c } else { format!("{c:<w$}", w = widths[i]) })
+            .map(|(i, c)| {
+                if i == last {
+                    c
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
             .collect::<Vec<_>>()
             .join("  ")
             .trim_end()
@@ -192,21 +198,42 @@ pub fn step_rows(steps: &[StepView]) -> Vec<Vec<String>> {
         .collect()
 }
 
-pub const STEP_HEADER: [&str; 6] = ["STEP", "STATE", "ATTEMPTS", "NEXT ATTEMPT", "DURATION", "LAST ERROR"];
+pub const STEP_HEADER: [&str; 6] = [
+    "STEP",
+    "STATE",
+    "ATTEMPTS",
+    "NEXT ATTEMPT",
+    "DURATION",
+    "LAST ERROR",
+];
 
 /// One event as a human line, or `None` for events not worth a line.
 pub fn event_line(printer: &Printer, event: &Event) -> Option<String> {
     let line = match &event.kind {
-        EventKind::RunStarted { workflow, resumed, .. } => {
+        EventKind::RunStarted {
+            workflow, resumed, ..
+        } => {
             let verb = if *resumed { "resuming" } else { "starting" };
             format!("{verb} {workflow} run {}", event.run)
         }
         EventKind::StepStarted { step, attempt, .. } if *attempt > 1 => {
             format!("  {} {step} (attempt {attempt})", printer.paint("…", "2"))
         }
-        EventKind::StepCompleted { step, duration_ms, from_probe } => {
-            let probed = if *from_probe { ", found done by its probe" } else { "" };
-            format!("  {} {step} ({}{probed})", printer.paint("✓", "32"), duration(*duration_ms))
+        EventKind::StepCompleted {
+            step,
+            duration_ms,
+            from_probe,
+        } => {
+            let probed = if *from_probe {
+                ", found done by its probe"
+            } else {
+                ""
+            };
+            format!(
+                "  {} {step} ({}{probed})",
+                printer.paint("✓", "32"),
+                duration(*duration_ms)
+            )
         }
         EventKind::StepFailed {
             step,
@@ -216,13 +243,23 @@ pub fn event_line(printer: &Printer, event: &Event) -> Option<String> {
             ..
         } => {
             let next = next_attempt_at
-                .map(|at| format!("; retrying in {}", duration(Millis::now().until(at).as_millis() as u64)))
+                .map(|at| {
+                    format!(
+                        "; retrying in {}",
+                        duration(Millis::now().until(at).as_millis() as u64)
+                    )
+                })
                 .unwrap_or_default();
-            format!("  {} {step}: {error} (attempt {attempt}{next})", printer.paint("✗", "31"))
+            format!(
+                "  {} {step}: {error} (attempt {attempt}{next})",
+                printer.paint("✗", "31")
+            )
         }
         EventKind::StepInDoubt { step } => format!("  ? {step} was interrupted; probing"),
         EventKind::StepOutput { step, line, .. } => format!("    {step}| {line}"),
-        EventKind::WaitingForInput { step, prompt } => format!("  waiting for input at {step}: {prompt}"),
+        EventKind::WaitingForInput { step, prompt } => {
+            format!("  waiting for input at {step}: {prompt}")
+        }
         EventKind::CancelRequested => "cancel requested: stopping at the next step boundary".into(),
         EventKind::RunFinished { state, error } => match error {
             Some(e) => format!("run {} {state}: {e}", event.run.short()),

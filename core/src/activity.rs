@@ -48,7 +48,12 @@ pub struct ActivityCx {
 }
 
 impl ActivityCx {
-    pub(crate) fn new(step: String, attempt: u32, cancel: CancellationToken, events: EventBus) -> Self {
+    pub(crate) fn new(
+        step: String,
+        attempt: u32,
+        cancel: CancellationToken,
+        events: EventBus,
+    ) -> Self {
         ActivityCx {
             step,
             attempt,
@@ -110,7 +115,10 @@ pub trait Activity: Send + Sync {
 pub(crate) trait DynActivity: Send + Sync {
     fn kind(&self) -> &'static str;
     fn policy(&self) -> RetryPolicy;
-    fn probe<'a>(&'a self, cx: &'a ActivityCx) -> BoxFuture<'a, Result<Option<Value>, ActivityError>>;
+    fn probe<'a>(
+        &'a self,
+        cx: &'a ActivityCx,
+    ) -> BoxFuture<'a, Result<Option<Value>, ActivityError>>;
     fn apply<'a>(&'a self, cx: &'a ActivityCx) -> BoxFuture<'a, Result<Value, ActivityError>>;
 }
 
@@ -128,7 +136,10 @@ impl<A: Activity> DynActivity for A {
         self.retry_policy()
     }
 
-    fn probe<'a>(&'a self, cx: &'a ActivityCx) -> BoxFuture<'a, Result<Option<Value>, ActivityError>> {
+    fn probe<'a>(
+        &'a self,
+        cx: &'a ActivityCx,
+    ) -> BoxFuture<'a, Result<Option<Value>, ActivityError>> {
         Box::pin(async move {
             match Activity::probe(self, cx).await? {
                 Some(out) => Ok(Some(to_json(Activity::kind(self), &out)?)),

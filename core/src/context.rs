@@ -167,7 +167,8 @@ impl Ctx {
 
     /// Runs an undo step: it runs even though the run is cancelling.
     pub(crate) async fn run_undo(&self, entry: &UndoEntry) -> Result<Value, RunError> {
-        self.run_step(&entry.step, entry.activity.as_ref(), true).await
+        self.run_step(&entry.step, entry.activity.as_ref(), true)
+            .await
     }
 
     fn record_of(&self, id: &str) -> Option<StepRecord> {
@@ -205,7 +206,12 @@ impl Ctx {
             .write_lazy(vec![WriteOp::Step(record.clone())], events)?)
     }
 
-    fn complete(&self, mut record: StepRecord, output: Value, from_probe: bool) -> Result<Value, RunError> {
+    fn complete(
+        &self,
+        mut record: StepRecord,
+        output: Value,
+        from_probe: bool,
+    ) -> Result<Value, RunError> {
         let now = Millis::now();
         record.state = StepRecordState::Completed;
         record.output = Some(output.clone());
@@ -238,7 +244,12 @@ impl Ctx {
         }
     }
 
-    async fn run_step(&self, id: &str, activity: &dyn DynActivity, force: bool) -> Result<Value, RunError> {
+    async fn run_step(
+        &self,
+        id: &str,
+        activity: &dyn DynActivity,
+        force: bool,
+    ) -> Result<Value, RunError> {
         let existing = self.record_of(id);
         if let Some(r) = &existing
             && r.state == StepRecordState::Completed
@@ -255,7 +266,9 @@ impl Ctx {
                 match r.state {
                     StepRecordState::Started => {
                         // In doubt: the process stopped between `started` and an outcome.
-                        self.shared.events.emit(EventKind::StepInDoubt { step: id.to_string() });
+                        self.shared.events.emit(EventKind::StepInDoubt {
+                            step: id.to_string(),
+                        });
                         let cx = self.activity_cx(id, r.attempt, force);
                         let probed = activity.probe(&cx).await;
                         let present = matches!(probed, Ok(Some(_)));

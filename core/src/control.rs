@@ -46,13 +46,21 @@ fn view_of(mirror: &Mirror) -> Option<RunView> {
     })
 }
 
-async fn send_line<T: Serialize>(w: &mut tokio::net::unix::OwnedWriteHalf, value: &T) -> io::Result<()> {
+async fn send_line<T: Serialize>(
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+    value: &T,
+) -> io::Result<()> {
     let mut line = serde_json::to_vec(value).map_err(io::Error::other)?;
     line.push(b'\n');
     w.write_all(&line).await
 }
 
-async fn serve(stream: UnixStream, mirror: Mirror, events: EventBus, cancel: CancellationToken) -> io::Result<()> {
+async fn serve(
+    stream: UnixStream,
+    mirror: Mirror,
+    events: EventBus,
+    cancel: CancellationToken,
+) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let Some(line) = lines.next_line().await? else {
@@ -116,14 +124,21 @@ impl ControlServer {
     }
 }
 
-async fn connect(path: &Path, request: Request) -> Result<(Lines<BufReader<OwnedReadHalf>>, RunView), ControlError> {
+async fn connect(
+    path: &Path,
+    request: Request,
+) -> Result<(Lines<BufReader<OwnedReadHalf>>, RunView), ControlError> {
     let err = |detail: String| ControlError {
         path: path.to_path_buf(),
         detail,
     };
-    let stream = UnixStream::connect(path).await.map_err(|e| err(e.to_string()))?;
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|e| err(e.to_string()))?;
     let (read, mut write) = stream.into_split();
-    send_line(&mut write, &request).await.map_err(|e| err(e.to_string()))?;
+    send_line(&mut write, &request)
+        .await
+        .map_err(|e| err(e.to_string()))?;
     let mut lines = BufReader::new(read).lines();
     let line = lines
         .next_line()
@@ -146,7 +161,9 @@ pub async fn cancel(path: &Path) -> Result<(), ControlError> {
         path: path.to_path_buf(),
         detail,
     };
-    let stream = UnixStream::connect(path).await.map_err(|e| err(e.to_string()))?;
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|e| err(e.to_string()))?;
     let (read, mut write) = stream.into_split();
     send_line(&mut write, &Request::Cancel)
         .await
@@ -173,10 +190,12 @@ impl Follow {
             Ok(Some(line)) => line,
             Ok(None) | Err(_) => return Ok(None),
         };
-        serde_json::from_str(&line).map(Some).map_err(|e| ControlError {
-            path: self.path.clone(),
-            detail: e.to_string(),
-        })
+        serde_json::from_str(&line)
+            .map(Some)
+            .map_err(|e| ControlError {
+                path: self.path.clone(),
+                detail: e.to_string(),
+            })
     }
 }
 

@@ -41,11 +41,17 @@ pub enum EngineError {
     #[error("no run matches `{prefix}` in {home}")]
     NoSuchRun { prefix: String, home: String },
     #[error("run id `{prefix}` is ambiguous: it matches {}", .candidates.join(", "))]
-    Ambiguous { prefix: String, candidates: Vec<String> },
+    Ambiguous {
+        prefix: String,
+        candidates: Vec<String>,
+    },
     #[error("run {run} is {state}: there is nothing left to drive")]
     Finished { run: RunId, state: RunState },
     #[error("run {run}: {source}")]
-    Transition { run: RunId, source: IllegalTransition },
+    Transition {
+        run: RunId,
+        source: IllegalTransition,
+    },
     #[error("run {run} is driven by another process, which does not answer: {detail}")]
     Unreachable { run: RunId, detail: String },
     #[error("run {run}: {detail}")]
@@ -108,19 +114,22 @@ impl Engine {
     }
 
     fn workflow(&self, name: &str) -> Result<Arc<dyn DynWorkflow>, EngineError> {
-        self.registry.get(name).ok_or_else(|| EngineError::UnknownWorkflow {
-            name: name.to_string(),
-            known: self.registry.names().collect::<Vec<_>>().join(", "),
-        })
+        self.registry
+            .get(name)
+            .ok_or_else(|| EngineError::UnknownWorkflow {
+                name: name.to_string(),
+                known: self.registry.names().collect::<Vec<_>>().join(", "),
+            })
     }
 
     /// Creates a run of `workflow` and takes it to drive.
     pub fn start(&self, workflow: &str, input: Value) -> Result<Driver, EngineError> {
         let wf = self.workflow(workflow)?;
-        wf.check_input(&input).map_err(|detail| EngineError::BadInput {
-            name: workflow.to_string(),
-            detail,
-        })?;
+        wf.check_input(&input)
+            .map_err(|detail| EngineError::BadInput {
+                name: workflow.to_string(),
+                detail,
+            })?;
         self.home.ensure_writable()?;
         let now = Millis::now();
         let info = RunInfo {
@@ -307,11 +316,20 @@ impl Engine {
     /// failed, paused or waiting) longer than `older_than` ago. Interrupted runs are kept:
     /// they are resumable. Returns the removed runs.
     pub fn gc(&self, older_than: Duration) -> Result<Vec<RunId>, EngineError> {
-        let cutoff = Millis(Millis::now().0.saturating_sub(u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX)));
+        let cutoff = Millis(
+            Millis::now()
+                .0
+                .saturating_sub(u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX)),
+        );
         let mut removed = Vec::new();
         for id in self.store.list()? {
-            let Ok(snapshot) = self.store.read(id) else { continue };
-            let ended = !matches!(snapshot.meta.state, RunState::Running | RunState::Cancelling);
+            let Ok(snapshot) = self.store.read(id) else {
+                continue;
+            };
+            let ended = !matches!(
+                snapshot.meta.state,
+                RunState::Running | RunState::Cancelling
+            );
             if ended && snapshot.meta.updated_at < cutoff {
                 self.remove_run(id)?;
                 removed.push(id);
@@ -405,7 +423,11 @@ impl Driver {
         };
 
         let cancelling = cancel || snapshot.meta.state == RunState::Cancelling;
-        let first = if cancelling { RunState::Cancelling } else { RunState::Running };
+        let first = if cancelling {
+            RunState::Cancelling
+        } else {
+            RunState::Running
+        };
         let result = async {
             let state = snapshot
                 .meta
@@ -449,7 +471,12 @@ impl Driver {
     }
 }
 
-async fn set_state(writer: &Writer, state: RunState, error: Option<String>, events: Vec<EventKind>) -> Result<(), EngineError> {
+async fn set_state(
+    writer: &Writer,
+    state: RunState,
+    error: Option<String>,
+    events: Vec<EventKind>,
+) -> Result<(), EngineError> {
     let meta = RunMeta {
         state,
         updated_at: Millis::now(),
@@ -467,7 +494,11 @@ fn spawn_background(shared: &Arc<RunShared>, cancelling: bool) -> Vec<tokio::tas
             loop {
                 tokio::time::sleep(HEARTBEAT_EVERY).await;
                 lease.heartbeat_at = Millis::now();
-                if shared.writer.write_lazy(vec![WriteOp::Lease(lease.clone())], vec![]).is_err() {
+                if shared
+                    .writer
+                    .write_lazy(vec![WriteOp::Lease(lease.clone())], vec![])
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -505,12 +536,15 @@ async fn finish(
         Ok(output) => (RunState::Completed, Some(output), None),
         Err(RunError::Cancelled) => {
             let failures = undo_all(shared, ctx).await;
-            let error = (!failures.is_empty()).then(|| format!("undo failed: {}", failures.join("; ")));
+            let error =
+                (!failures.is_empty()).then(|| format!("undo failed: {}", failures.join("; ")));
             (RunState::Cancelled, None, error)
         }
         Err(RunError::Journal(detail)) => return Err(EngineError::Run { run, detail }),
         Err(e @ RunError::Exhausted { .. }) => (RunState::Paused, None, Some(e.to_string())),
-        Err(e @ RunError::WaitingForInput { .. }) => (RunState::WaitingForInput, None, Some(e.to_string())),
+        Err(e @ RunError::WaitingForInput { .. }) => {
+            (RunState::WaitingForInput, None, Some(e.to_string()))
+        }
         Err(e) => (RunState::Failed, None, Some(e.to_string())),
     };
     let finished = EventKind::RunFinished {

@@ -147,7 +147,9 @@ impl EventBus {
             match &mut kind {
                 EventKind::StepOutput { line, .. } => redact_in(line, &secrets),
                 EventKind::StepFailed { error, .. } => redact_in(error, &secrets),
-                EventKind::RunFinished { error: Some(error), .. } => redact_in(error, &secrets),
+                EventKind::RunFinished {
+                    error: Some(error), ..
+                } => redact_in(error, &secrets),
                 _ => {}
             }
         }

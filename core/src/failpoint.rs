@@ -43,9 +43,7 @@ pub fn hit(step: &str, phase: Phase) {
     let wanted = format!("{step}@{}", phase.name());
     if points.contains(&wanted) {
         tracing::warn!(%step, phase = phase.name(), "failpoint: killing this process");
-        let _ = rustix::process::kill_process(
-            rustix::process::getpid(),
-            rustix::process::Signal::KILL,
-        );
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     }
 }

@@ -84,8 +84,10 @@ impl RunState {
         use RunState::*;
         matches!(
             (self, next),
-            (Running, WaitingForInput | Paused | Cancelling | Completed | Failed | Running)
-                | (WaitingForInput | Paused | Failed, Running | Cancelling)
+            (
+                Running,
+                WaitingForInput | Paused | Cancelling | Completed | Failed | Running
+            ) | (WaitingForInput | Paused | Failed, Running | Cancelling)
                 | (Cancelling, Cancelling | Cancelled)
         )
     }

@@ -98,7 +98,11 @@ mod tests {
             jitter: 0.0,
         };
         let delays: Vec<u128> = (1..6)
-            .map(|a| p.delay_after(a, Duration::ZERO).map(|d| d.as_millis()).unwrap_or(0))
+            .map(|a| {
+                p.delay_after(a, Duration::ZERO)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0)
+            })
             .collect();
         assert_eq!(delays, vec![100, 200, 350, 350, 350]);
     }
@@ -130,7 +134,10 @@ mod tests {
             ..RetryPolicy::default()
         };
         for _ in 0..200 {
-            let d = p.delay_after(1, Duration::ZERO).map(|d| d.as_millis()).unwrap_or(0);
+            let d = p
+                .delay_after(1, Duration::ZERO)
+                .map(|d| d.as_millis())
+                .unwrap_or(0);
             assert!((500..=1_500).contains(&d), "{d}");
         }
     }

@@ -51,8 +51,7 @@ impl RunView {
 
     /// A run marked running with no live driver was interrupted: resume picks it up.
     pub fn interrupted(&self) -> bool {
-        self.driver.is_none()
-            && matches!(self.state(), RunState::Running | RunState::Cancelling)
+        self.driver.is_none() && matches!(self.state(), RunState::Running | RunState::Cancelling)
     }
 
     pub fn counts(&self) -> StepCounts {

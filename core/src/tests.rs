@@ -127,10 +127,19 @@ async fn fan_out_keeps_to_its_cap_and_keys_children_by_scope() {
     let probe = Probe::new();
     let engine = engine(&dir, Registry::new().register(Fan(probe.clone())));
     let input = json!({"children": 10, "limit": 3, "failing": [], "fail_fast": true});
-    let outcome = engine.start("fan", input).expect("start").drive().await.expect("drive");
+    let outcome = engine
+        .start("fan", input)
+        .expect("start")
+        .drive()
+        .await
+        .expect("drive");
     assert_eq!(outcome.state, RunState::Completed);
     assert_eq!(outcome.output, Some(json!([7, 7, 7, 7, 7, 7, 7, 7, 7, 7])));
-    assert_eq!(probe.max.load(Ordering::SeqCst), 3, "at most 3 at once, and the cap is used");
+    assert_eq!(
+        probe.max.load(Ordering::SeqCst),
+        3,
+        "at most 3 at once, and the cap is used"
+    );
     assert_eq!(probe.runs.load(Ordering::SeqCst), 10);
 }
 
@@ -141,12 +150,27 @@ async fn fail_fast_cancels_the_siblings_and_reports_the_first_error() {
     let engine = engine(&dir, Registry::new().register(Fan(probe.clone())));
     let input = json!({"children": 4, "limit": 4, "failing": [2], "fail_fast": true});
     let started = std::time::Instant::now();
-    let outcome = engine.start("fan", input).expect("start").drive().await.expect("drive");
+    let outcome = engine
+        .start("fan", input)
+        .expect("start")
+        .drive()
+        .await
+        .expect("drive");
     assert_eq!(outcome.state, RunState::Failed);
     let error = outcome.error.unwrap_or_default();
-    assert!(error.contains("host-2/work#0") && error.contains("boom"), "{error}");
-    assert_eq!(probe.saw_cancel.load(Ordering::SeqCst), 3, "the three siblings were cut");
-    assert!(started.elapsed() < Duration::from_secs(4), "siblings did not run to the end");
+    assert!(
+        error.contains("host-2/work#0") && error.contains("boom"),
+        "{error}"
+    );
+    assert_eq!(
+        probe.saw_cancel.load(Ordering::SeqCst),
+        3,
+        "the three siblings were cut"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "siblings did not run to the end"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,12 +180,24 @@ async fn collect_all_reports_every_failure() {
     probe.hold = Duration::from_millis(1);
     let engine = engine(&dir, Registry::new().register(Fan(probe.clone())));
     let input = json!({"children": 5, "limit": 2, "failing": [1, 3], "fail_fast": false});
-    let outcome = engine.start("fan", input).expect("start").drive().await.expect("drive");
+    let outcome = engine
+        .start("fan", input)
+        .expect("start")
+        .drive()
+        .await
+        .expect("drive");
     assert_eq!(outcome.state, RunState::Failed);
     let error = outcome.error.unwrap_or_default();
     assert!(error.starts_with("2 of the fan-out failed"), "{error}");
-    assert!(error.contains("host-1") && error.contains("host-3"), "{error}");
-    assert_eq!(probe.saw_cancel.load(Ordering::SeqCst), 0, "nobody was cancelled");
+    assert!(
+        error.contains("host-1") && error.contains("host-3"),
+        "{error}"
+    );
+    assert_eq!(
+        probe.saw_cancel.load(Ordering::SeqCst),
+        0,
+        "nobody was cancelled"
+    );
     assert_eq!(probe.runs.load(Ordering::SeqCst), 5);
 }
 
@@ -204,16 +240,28 @@ async fn replay_sees_the_same_values_and_skips_done_steps() {
         counted: probe.clone(),
     };
     let engine = engine(&dir, Registry::new().register(wf));
-    let driver = engine.start("values", serde_json::Value::Null).expect("start");
+    let driver = engine
+        .start("values", serde_json::Value::Null)
+        .expect("start");
     let run = driver.run_id();
     let first = driver.drive().await.expect("drive");
     assert_eq!(first.state, RunState::Failed);
     let view = engine.view(run).await.expect("view");
-    let recorded: Vec<_> = view.snapshot.steps.iter().filter(|s| s.kind == "value").collect();
+    let recorded: Vec<_> = view
+        .snapshot
+        .steps
+        .iter()
+        .filter(|s| s.kind == "value")
+        .collect();
     assert_eq!(recorded.len(), 3, "now, uuid and random are journaled");
 
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let second = engine.resume(run).expect("resume").drive().await.expect("drive");
+    let second = engine
+        .resume(run)
+        .expect("resume")
+        .drive()
+        .await
+        .expect("drive");
     assert_eq!(second.state, RunState::Completed);
     let out = second.output.expect("output");
     let by_key = |k: &str| {
@@ -226,5 +274,9 @@ async fn replay_sees_the_same_values_and_skips_done_steps() {
     assert_eq!(out["now"], by_key("$now"));
     assert_eq!(out["id"], by_key("$uuid"));
     assert_eq!(out["r"], by_key("$random"));
-    assert_eq!(probe.runs.load(Ordering::SeqCst), 1, "the done step was not run again");
+    assert_eq!(
+        probe.runs.load(Ordering::SeqCst),
+        1,
+        "the done step was not run again"
+    );
 }

@@ -121,7 +121,12 @@ fn drain(rx: &Receiver<Msg>, batch: &mut Vec<Request>, closing: &mut bool) {
     }
 }
 
-fn run(mut journal: Box<dyn RunJournal>, rx: Receiver<Msg>, mirror: Mirror, events: EventBus) -> Box<dyn RunJournal> {
+fn run(
+    mut journal: Box<dyn RunJournal>,
+    rx: Receiver<Msg>,
+    mirror: Mirror,
+    events: EventBus,
+) -> Box<dyn RunJournal> {
     // Once a commit fails, nothing later may be acknowledged: the journal no longer
     // matches what the run believes.
     let mut poisoned: Option<JournalError> = None;
@@ -210,7 +215,11 @@ impl Writer {
     }
 
     /// Writes `ops` and waits until they are durable; then emits `events`.
-    pub(crate) async fn write(&self, ops: Vec<WriteOp>, events: Vec<EventKind>) -> Result<(), JournalError> {
+    pub(crate) async fn write(
+        &self,
+        ops: Vec<WriteOp>,
+        events: Vec<EventKind>,
+    ) -> Result<(), JournalError> {
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Msg::Write(Request {
@@ -223,7 +232,11 @@ impl Writer {
     }
 
     /// Writes `ops` with the next commit; `events` are emitted once it is durable.
-    pub(crate) fn write_lazy(&self, ops: Vec<WriteOp>, events: Vec<EventKind>) -> Result<(), JournalError> {
+    pub(crate) fn write_lazy(
+        &self,
+        ops: Vec<WriteOp>,
+        events: Vec<EventKind>,
+    ) -> Result<(), JournalError> {
         self.tx
             .send(Msg::Write(Request {
                 ops,

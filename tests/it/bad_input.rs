@@ -26,7 +26,13 @@ fn home_with_paused_run() -> (Home, String, std::path::PathBuf) {
     let plan = home.plan(&json!({"steps": [
         {"key": "gated", "run": ["test", "-f", gate.display().to_string()], "retry": {"max_attempts": 1}}
     ]}));
-    let out = home.run(&["workflow", "start", "local", "--input", plan.to_str().expect("utf8")]);
+    let out = home.run(&[
+        "workflow",
+        "start",
+        "local",
+        "--input",
+        plan.to_str().expect("utf8"),
+    ]);
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     let run = home.only_run();
     (home, run, gate)
@@ -39,7 +45,10 @@ fn corrupt_and_truncated_journals_are_reported_and_others_survive() {
     let good_file = runs.join(format!("{good}.journal"));
     let bytes = std::fs::read(&good_file).expect("journal bytes");
     let damaged = [
-        ("01000000-0000-7000-8000-000000000001", bytes[..bytes.len() / 2].to_vec()),
+        (
+            "01000000-0000-7000-8000-000000000001",
+            bytes[..bytes.len() / 2].to_vec(),
+        ),
         ("01000000-0000-7000-8000-000000000002", vec![0x5a; 8192]),
         ("01000000-0000-7000-8000-000000000003", Vec::new()),
         ("01000000-0000-7000-8000-000000000004", {
@@ -58,11 +67,21 @@ fn corrupt_and_truncated_journals_are_reported_and_others_survive() {
     assert_clean_failure(&list, 1, &[]);
     let rows = foundry_tests::json_lines(&list.stdout);
     assert_eq!(rows.len(), 5, "every run is listed: {rows:?}");
-    assert!(rows.iter().any(|r| r["run"] == good.as_str() && r["state"] == "paused"), "{rows:?}");
+    assert!(
+        rows.iter()
+            .any(|r| r["run"] == good.as_str() && r["state"] == "paused"),
+        "{rows:?}"
+    );
     for (id, _) in &damaged {
-        let row = rows.iter().find(|r| r["run"] == *id).expect("damaged run listed");
+        let row = rows
+            .iter()
+            .find(|r| r["run"] == *id)
+            .expect("damaged run listed");
         let error = row["error"].as_str().unwrap_or_default();
-        assert!(error.contains(&format!("{id}.journal")), "error names the file: {row}");
+        assert!(
+            error.contains(&format!("{id}.journal")),
+            "error names the file: {row}"
+        );
     }
 
     for (id, _) in &damaged {
@@ -72,7 +91,10 @@ fn corrupt_and_truncated_journals_are_reported_and_others_survive() {
         assert_clean_failure(&out, 1, &[&format!("{id}.journal")]);
         // Nothing was lost or rewritten by trying.
         let (_, content) = damaged.iter().find(|(d, _)| d == id).expect("known");
-        assert_eq!(&std::fs::read(runs.join(format!("{id}.journal"))).expect("still there"), content);
+        assert_eq!(
+            &std::fs::read(runs.join(format!("{id}.journal"))).expect("still there"),
+            content
+        );
     }
 
     std::fs::write(&gate, b"").expect("gate");
@@ -93,7 +115,11 @@ fn an_unusable_home_is_named() {
             .env("FOUNDRY_HOME", &bad)
             .output()
             .expect("run");
-        assert_clean_failure(&out, 1, &[&bad.display().to_string(), "hint: set FOUNDRY_HOME"]);
+        assert_clean_failure(
+            &out,
+            1,
+            &[&bad.display().to_string(), "hint: set FOUNDRY_HOME"],
+        );
     }
 }
 
@@ -102,7 +128,13 @@ fn unknown_and_ambiguous_run_ids() {
     let home = Home::new();
     let plan = home.plan(&json!({"steps": [{"key": "a", "run": ["true"]}]}));
     for _ in 0..2 {
-        home.ok(&["workflow", "start", "local", "--input", plan.to_str().expect("utf8")]);
+        home.ok(&[
+            "workflow",
+            "start",
+            "local",
+            "--input",
+            plan.to_str().expect("utf8"),
+        ]);
     }
     let out = home.run(&["workflow", "show", "ffffffff"]);
     assert_clean_failure(&out, 1, &["no run matches `ffffffff`", "hint:"]);
@@ -117,20 +149,56 @@ fn malformed_plans_are_refused_before_any_run_exists() {
     let home = Home::new();
     let dir = home.scratch();
     let cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
-        ("unknown-field.yaml", b"steps:\n  - key: a\n    runn: [true]\n".to_vec(), vec!["steps[0]", "unknown field `runn`"]),
-        ("syntax.yaml", b"steps:\n  - key: a\n    run: [true\n".to_vec(), vec!["syntax.yaml", "line 3"]),
-        ("empty.yaml", Vec::new(), vec!["empty.yaml", "the input is empty"]),
-        ("binary.yaml", vec![0xff, 0xfe, 0x00, 0x01], vec!["binary.yaml", "not UTF-8"]),
-        ("two-actions.yaml", b"steps:\n  - key: a\n    run: [\"true\"]\n    ask: {prompt: p}\n".to_vec(), vec!["steps[0] (key `a`)", "exactly one of"]),
-        ("wrong-type.yaml", b"steps:\n  - key: a\n    run: 42\n".to_vec(), vec!["steps[0].run"]),
+        (
+            "unknown-field.yaml",
+            b"steps:\n  - key: a\n    runn: [true]\n".to_vec(),
+            vec!["steps[0]", "unknown field `runn`"],
+        ),
+        (
+            "syntax.yaml",
+            b"steps:\n  - key: a\n    run: [true\n".to_vec(),
+            vec!["syntax.yaml", "line 3"],
+        ),
+        (
+            "empty.yaml",
+            Vec::new(),
+            vec!["empty.yaml", "the input is empty"],
+        ),
+        (
+            "binary.yaml",
+            vec![0xff, 0xfe, 0x00, 0x01],
+            vec!["binary.yaml", "not UTF-8"],
+        ),
+        (
+            "two-actions.yaml",
+            b"steps:\n  - key: a\n    run: [\"true\"]\n    ask: {prompt: p}\n".to_vec(),
+            vec!["steps[0] (key `a`)", "exactly one of"],
+        ),
+        (
+            "wrong-type.yaml",
+            b"steps:\n  - key: a\n    run: 42\n".to_vec(),
+            vec!["steps[0].run"],
+        ),
     ];
     for (name, content, needles) in cases {
         let path = dir.join(name);
         std::fs::write(&path, content).expect("write");
-        let out = home.run(&["workflow", "start", "local", "--input", path.to_str().expect("utf8")]);
+        let out = home.run(&[
+            "workflow",
+            "start",
+            "local",
+            "--input",
+            path.to_str().expect("utf8"),
+        ]);
         assert_clean_failure(&out, 1, &needles);
     }
-    let out = home.run(&["workflow", "start", "local", "--input", "/nonexistent/plan.yaml"]);
+    let out = home.run(&[
+        "workflow",
+        "start",
+        "local",
+        "--input",
+        "/nonexistent/plan.yaml",
+    ]);
     assert_clean_failure(&out, 1, &["/nonexistent/plan.yaml"]);
     let out = home.run(&["workflow", "start", "no-such-workflow"]);
     assert_clean_failure(&out, 1, &["unknown workflow `no-such-workflow`", "local"]);

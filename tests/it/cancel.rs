@@ -34,11 +34,18 @@ fn cancel_from_another_terminal_runs_undo_in_reverse() {
     let cancel = home.run(&["workflow", "cancel", &run]);
     assert_eq!(cancel.status.code(), Some(7), "{cancel:?}");
     let owner = owner.wait_with_output().expect("owner");
-    assert_eq!(owner.status.code(), Some(7), "the driver ends cancelled: {owner:?}");
+    assert_eq!(
+        owner.status.code(),
+        Some(7),
+        "the driver ends cancelled: {owner:?}"
+    );
 
     assert_eq!(lines_of(&dir.join("undo.log")), vec!["undo-b", "undo-a"]);
     assert!(!dir.join("a").exists() && !dir.join("b").exists());
-    assert!(!dir.join("app.conf").exists(), "the file step's undo removes it");
+    assert!(
+        !dir.join("app.conf").exists(),
+        "the file step's undo removes it"
+    );
     assert!(!dir.join("never-reached").exists());
     let shown = home.show(&run);
     assert_eq!(shown["state"], "cancelled", "{shown}");
@@ -57,8 +64,18 @@ fn cancel_of_an_undriven_run_runs_its_undo_here() {
         {"key": "fails", "run": ["false"], "retry": {"max_attempts": 1}},
     ]});
     let plan = home.plan(&plan);
-    let out = home.run(&["workflow", "start", "local", "--input", plan.to_str().expect("utf8")]);
-    assert_eq!(out.status.code(), Some(4), "retries exhausted pause the run: {out:?}");
+    let out = home.run(&[
+        "workflow",
+        "start",
+        "local",
+        "--input",
+        plan.to_str().expect("utf8"),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "retries exhausted pause the run: {out:?}"
+    );
     let run = home.only_run();
     let cancel = home.run(&["workflow", "cancel", &run]);
     assert_eq!(cancel.status.code(), Some(7), "{cancel:?}");

@@ -32,11 +32,24 @@ fn expected_lines() -> Vec<String> {
 
 /// The run completed, each line is there exactly once, and its journal holds no step.
 fn assert_done_exactly_once(home: &Home, run: &str, out: &Path, context: &str) {
-    assert_eq!(lines_of(out), expected_lines(), "{context}: lines in {}", out.display());
+    assert_eq!(
+        lines_of(out),
+        expected_lines(),
+        "{context}: lines in {}",
+        out.display()
+    );
     let shown = home.show(run);
     assert_eq!(shown["state"], "completed", "{context}: {shown}");
-    assert_eq!(shown["step_list"], json!([]), "{context}: step records remain: {shown}");
-    assert_eq!(shown["steps"]["total"], json!(STEPS), "{context}: summary {shown}");
+    assert_eq!(
+        shown["step_list"],
+        json!([]),
+        "{context}: step records remain: {shown}"
+    );
+    assert_eq!(
+        shown["steps"]["total"],
+        json!(STEPS),
+        "{context}: summary {shown}"
+    );
 }
 
 fn crash_at_every_step(phase: &str) {
@@ -46,13 +59,22 @@ fn crash_at_every_step(phase: &str) {
         let plan = home.plan(&appending_plan(&out));
         let point = format!("append-{i}#0@{phase}");
         let status = home
-            .cmd(&["workflow", "start", "local", "--input", plan.to_str().expect("utf8")])
+            .cmd(&[
+                "workflow",
+                "start",
+                "local",
+                "--input",
+                plan.to_str().expect("utf8"),
+            ])
             .env("FOUNDRY_FAILPOINTS", &point)
             .stderr(Stdio::null())
             .stdout(Stdio::null())
             .status()
             .expect("start");
-        assert!(killed(status), "{point}: the process was not killed: {status:?}");
+        assert!(
+            killed(status),
+            "{point}: the process was not killed: {status:?}"
+        );
         let run = home.only_run();
         let shown = home.show(&run);
         let interrupted = format!("append-{i}#0");
@@ -113,10 +135,18 @@ fn crash_at_random_moments() {
         let mut finished = false;
         for round in 0..40 {
             let args: Vec<String> = match &run {
-                None => ["workflow", "start", "local", "--input", plan.to_str().expect("utf8")]
+                None => [
+                    "workflow",
+                    "start",
+                    "local",
+                    "--input",
+                    plan.to_str().expect("utf8"),
+                ]
+                .map(str::to_string)
+                .to_vec(),
+                Some(id) => ["workflow", "resume", id.as_str()]
                     .map(str::to_string)
                     .to_vec(),
-                Some(id) => ["workflow", "resume", id.as_str()].map(str::to_string).to_vec(),
             };
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let mut child = home
@@ -139,7 +169,10 @@ fn crash_at_random_moments() {
             }
             if run.is_none() {
                 let listed = home.runs();
-                run = listed.first().and_then(|r| r["run"].as_str()).map(str::to_string);
+                run = listed
+                    .first()
+                    .and_then(|r| r["run"].as_str())
+                    .map(str::to_string);
             }
             if let Some(id) = &run
                 && home.show(id)["state"] == "completed"

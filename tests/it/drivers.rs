@@ -22,23 +22,33 @@ pub fn gated_step(key: &str, gate: &Path) -> Value {
 pub fn start_until_running(home: &Home, plan: &Value, key: &str) -> (Child, String) {
     let plan = home.plan(plan);
     let child = home
-        .cmd(&["workflow", "start", "local", "--input", plan.to_str().expect("utf8")])
+        .cmd(&[
+            "workflow",
+            "start",
+            "local",
+            "--input",
+            plan.to_str().expect("utf8"),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
     let mut run = String::new();
-    wait_for(&format!("step {key} running"), Duration::from_secs(20), || {
-        let runs = home.runs();
-        let Some(id) = runs.first().and_then(|r| r["run"].as_str()) else {
-            return false;
-        };
-        run = id.to_string();
-        let shown = home.show(&run);
-        shown["step_list"]
-            .as_array()
-            .is_some_and(|s| s.iter().any(|s| s["key"] == key && s["state"] == "running"))
-    });
+    wait_for(
+        &format!("step {key} running"),
+        Duration::from_secs(20),
+        || {
+            let runs = home.runs();
+            let Some(id) = runs.first().and_then(|r| r["run"].as_str()) else {
+                return false;
+            };
+            run = id.to_string();
+            let shown = home.show(&run);
+            shown["step_list"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["key"] == key && s["state"] == "running"))
+        },
+    );
     (child, run)
 }
 
@@ -78,7 +88,9 @@ fn a_second_driver_is_refused_and_a_dead_owner_is_taken_over() {
 }
 
 fn rustix_hostname() -> String {
-    let out = std::process::Command::new("hostname").output().expect("hostname");
+    let out = std::process::Command::new("hostname")
+        .output()
+        .expect("hostname");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -97,8 +109,14 @@ fn status_follow_streams_a_driven_run_to_its_end() {
     let out = follower.wait_with_output().expect("follower output");
     assert!(out.status.success(), "{out:?}");
     let lines = foundry_tests::json_lines(&out.stdout);
-    assert_eq!(lines[0]["state"], "running", "first line is the status: {lines:?}");
-    let events: Vec<&str> = lines[1..].iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(
+        lines[0]["state"], "running",
+        "first line is the status: {lines:?}"
+    );
+    let events: Vec<&str> = lines[1..]
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
     assert!(events.contains(&"step_completed"), "{events:?}");
     assert_eq!(events.last(), Some(&"run_finished"), "{events:?}");
     let status = owner.wait().expect("owner");

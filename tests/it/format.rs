@@ -12,7 +12,8 @@ fn install_fixture(home: &Home) {
         .join("fixtures/journal-format-1")
         .join(format!("{FIXTURE_RUN}.journal"));
     std::fs::create_dir_all(home.runs_dir()).expect("runs dir");
-    std::fs::copy(&src, home.runs_dir().join(format!("{FIXTURE_RUN}.journal"))).expect("copy fixture");
+    std::fs::copy(&src, home.runs_dir().join(format!("{FIXTURE_RUN}.journal")))
+        .expect("copy fixture");
 }
 
 #[test]
@@ -37,5 +38,8 @@ fn a_format_1_journal_opens_and_resumes() {
     assert!(out.status.success(), "{out:?}");
     let done = home.show(FIXTURE_RUN);
     assert_eq!(done["state"], "completed");
-    assert_eq!(done["steps"]["total"], 3, "the memoized step did not run again: {done}");
+    assert_eq!(
+        done["steps"]["total"], 3,
+        "the memoized step did not run again: {done}"
+    );
 }

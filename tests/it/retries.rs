@@ -45,14 +45,24 @@ fn schedule_survives_a_restart_and_exhaustion_pauses() {
     let dir = home.scratch();
     let plan = home.plan(&json!({"steps": [flaky_step(&dir, 5)]}));
     let mut child = home
-        .cmd(&["workflow", "start", "local", "--input", plan.to_str().expect("utf8")])
+        .cmd(&[
+            "workflow",
+            "start",
+            "local",
+            "--input",
+            plan.to_str().expect("utf8"),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
     let mut run = String::new();
     wait_for("the first attempt to fail", Duration::from_secs(20), || {
-        let Some(id) = home.runs().first().and_then(|r| r["run"].as_str().map(str::to_string)) else {
+        let Some(id) = home
+            .runs()
+            .first()
+            .and_then(|r| r["run"].as_str().map(str::to_string))
+        else {
             return false;
         };
         run = id;
@@ -62,10 +72,22 @@ fn schedule_survives_a_restart_and_exhaustion_pauses() {
 
     let step = flaky(&home.show(&run));
     assert_eq!(step["attempts"], 1, "{step}");
-    assert!(step["last_error"].as_str().is_some_and(|e| e.contains("exited with status 1")), "{step}");
-    let next_at = step["next_attempt_at"].as_u64().expect("next attempt journaled");
-    let first = lines_of(&dir.join("times"))[0].parse::<u64>().expect("time");
-    assert!(next_at >= first + DELAY_MS - 50, "next {next_at} first {first}");
+    assert!(
+        step["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("exited with status 1")),
+        "{step}"
+    );
+    let next_at = step["next_attempt_at"]
+        .as_u64()
+        .expect("next attempt journaled");
+    let first = lines_of(&dir.join("times"))[0]
+        .parse::<u64>()
+        .expect("time");
+    assert!(
+        next_at >= first + DELAY_MS - 50,
+        "next {next_at} first {first}"
+    );
 
     // Resume one second before the journaled time: a reset schedule would wait a full
     // delay from now, a skipped one would start at once; the kept one starts at next_at.
@@ -73,11 +95,26 @@ fn schedule_survives_a_restart_and_exhaustion_pauses() {
     std::thread::sleep(Duration::from_millis(resume_at.saturating_sub(now_ms())));
     let resumed_at = now_ms();
     let out = home.run(&["workflow", "resume", &run]);
-    assert_eq!(out.status.code(), Some(4), "exhausted retries pause the run: {out:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "exhausted retries pause the run: {out:?}"
+    );
 
-    let times: Vec<u64> = lines_of(&dir.join("times")).iter().map(|t| t.parse().expect("time")).collect();
-    assert_eq!(times.len(), 3, "max_attempts is 3 in all, across the restart: {times:?}");
-    assert!(times[1] >= next_at, "attempt 2 at {} ran before its time {next_at}", times[1]);
+    let times: Vec<u64> = lines_of(&dir.join("times"))
+        .iter()
+        .map(|t| t.parse().expect("time"))
+        .collect();
+    assert_eq!(
+        times.len(),
+        3,
+        "max_attempts is 3 in all, across the restart: {times:?}"
+    );
+    assert!(
+        times[1] >= next_at,
+        "attempt 2 at {} ran before its time {next_at}",
+        times[1]
+    );
     assert!(
         times[1] < resumed_at + DELAY_MS - 500,
         "attempt 2 at {} waited a whole new delay from the resume at {resumed_at}",
@@ -101,7 +138,13 @@ fn a_permanent_error_fails_the_run_without_retrying() {
     let plan = home.plan(&json!({"steps": [
         {"key": "missing", "run": ["/nonexistent/program", "--flag"]}
     ]}));
-    let out = home.run(&["workflow", "start", "local", "--input", plan.to_str().expect("utf8")]);
+    let out = home.run(&[
+        "workflow",
+        "start",
+        "local",
+        "--input",
+        plan.to_str().expect("utf8"),
+    ]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let run = home.only_run();
     let shown = home.show(&run);
@@ -109,7 +152,9 @@ fn a_permanent_error_fails_the_run_without_retrying() {
     let step = &shown["step_list"][0];
     assert_eq!(step["attempts"], 1, "{step}");
     assert!(
-        step["last_error"].as_str().is_some_and(|e| e.contains("cannot run `/nonexistent/program`")),
+        step["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot run `/nonexistent/program`")),
         "{step}"
     );
 }

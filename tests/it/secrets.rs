@@ -9,14 +9,19 @@ use serde_json::json;
 
 fn journal_bytes(home: &Home) -> Vec<u8> {
     let mut all = Vec::new();
-    for entry in std::fs::read_dir(home.runs_dir()).expect("runs dir").flatten() {
+    for entry in std::fs::read_dir(home.runs_dir())
+        .expect("runs dir")
+        .flatten()
+    {
         all.extend(std::fs::read(entry.path()).unwrap_or_default());
     }
     all
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }
 
 #[test]
@@ -37,7 +42,9 @@ fn a_secret_answer_never_leaks() {
     let plan = plan.to_str().expect("utf8");
 
     let first = home
-        .cmd(&["workflow", "start", "local", "--input", plan, "--output", "json", "-vvv"])
+        .cmd(&[
+            "workflow", "start", "local", "--input", plan, "--output", "json", "-vvv",
+        ])
         .env("FOUNDRY_INPUT_DB_PASSWORD", &secret)
         .env("FOUNDRY_FAILPOINTS", "last#0@started")
         .stdout(Stdio::piped())
@@ -45,19 +52,31 @@ fn a_secret_answer_never_leaks() {
         .output()
         .expect("start");
     assert!(killed(first.status), "{first:?}");
-    assert!(!first.stdout.is_empty() && !first.stderr.is_empty(), "events and logs were written");
-    assert!(!contains(&first.stdout, &secret), "JSON events leak the secret");
+    assert!(
+        !first.stdout.is_empty() && !first.stderr.is_empty(),
+        "events and logs were written"
+    );
+    assert!(
+        !contains(&first.stdout, &secret),
+        "JSON events leak the secret"
+    );
     assert!(!contains(&first.stderr, &secret), "logs leak the secret");
     let journal = journal_bytes(&home);
     assert!(!journal.is_empty());
     assert!(!contains(&journal, &secret), "the journal holds the secret");
     let events = String::from_utf8_lossy(&first.stdout);
-    assert!(events.contains("<redacted>"), "the command output is shown, redacted: {events}");
+    assert!(
+        events.contains("<redacted>"),
+        "the command output is shown, redacted: {events}"
+    );
 
     let run = home.only_run();
     let shown = home.run(&["workflow", "show", &run, "--output", "json"]);
     assert!(!contains(&shown.stdout, &secret));
-    assert!(contains(&journal, "\"secret\":\"local:"), "the answer is journaled by reference");
+    assert!(
+        contains(&journal, "\"secret\":\"local:"),
+        "the answer is journaled by reference"
+    );
 
     let resumed = home
         .cmd(&["workflow", "resume", &run, "--output", "json", "-vvv"])
@@ -73,7 +92,12 @@ fn a_secret_answer_never_leaks() {
     assert!(!contains(&journal_bytes(&home), &secret));
 
     // The effect is real, and the finished run's secret answer is gone from the store.
-    assert_eq!(std::fs::read_to_string(&conf).expect("conf"), format!("password={secret}\n"));
-    let left: Vec<_> = std::fs::read_dir(home.path().join("secrets")).expect("secrets").collect();
+    assert_eq!(
+        std::fs::read_to_string(&conf).expect("conf"),
+        format!("password={secret}\n")
+    );
+    let left: Vec<_> = std::fs::read_dir(home.path().join("secrets"))
+        .expect("secrets")
+        .collect();
     assert!(left.is_empty(), "secret answers left behind: {left:?}");
 }

@@ -8,14 +8,26 @@ use serde_json::{Value, json};
 fn home_with_runs() -> Home {
     let home = Home::new();
     let done = home.plan(&json!({"steps": [{"key": "hello", "run": ["true"]}]}));
-    home.ok(&["workflow", "start", "local", "--input", done.to_str().expect("utf8")]);
+    home.ok(&[
+        "workflow",
+        "start",
+        "local",
+        "--input",
+        done.to_str().expect("utf8"),
+    ]);
     let paused = home.plan(&json!({"steps": [
         {"key": "fetch", "run": ["true"]},
         {"key": "configure", "run": ["true"]},
         {"key": "migrate", "run": ["sh", "-c", "echo 'schema locked' >&2; exit 2"], "retry": {"max_attempts": 1}},
         {"key": "never", "run": ["true"]},
     ]}));
-    let out = home.run(&["workflow", "start", "local", "--input", paused.to_str().expect("utf8")]);
+    let out = home.run(&[
+        "workflow",
+        "start",
+        "local",
+        "--input",
+        paused.to_str().expect("utf8"),
+    ]);
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     home
 }
@@ -68,8 +80,14 @@ fn workflow_list_and_show() {
         .and_then(|r| r["run"].as_str().map(str::to_string))
         .expect("paused run");
 
-    insta::assert_json_snapshot!("list_all_json", masked_json(&home, &["workflow", "list", "--all"]));
-    insta::assert_json_snapshot!("show_json", masked_json(&home, &["workflow", "show", &paused]));
+    insta::assert_json_snapshot!(
+        "list_all_json",
+        masked_json(&home, &["workflow", "list", "--all"])
+    );
+    insta::assert_json_snapshot!(
+        "show_json",
+        masked_json(&home, &["workflow", "show", &paused])
+    );
     human_snapshot!("list_all_human", home.ok(&["workflow", "list", "--all"]));
     human_snapshot!("list_human", home.ok(&["workflow", "list"]));
     human_snapshot!("show_human", home.ok(&["workflow", "show", &paused]));
@@ -79,5 +97,8 @@ fn workflow_list_and_show() {
 fn help_texts() {
     let home = Home::new();
     human_snapshot!("help_workflow", home.ok(&["workflow", "--help"]));
-    human_snapshot!("help_workflow_show", home.ok(&["workflow", "show", "--help"]));
+    human_snapshot!(
+        "help_workflow_show",
+        home.ok(&["workflow", "show", "--help"])
+    );
 }

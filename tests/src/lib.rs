@@ -113,8 +113,11 @@ impl Home {
 
     /// Writes a plan file into the scratch directory.
     pub fn plan(&self, plan: &Value) -> PathBuf {
-        let path = self.scratch().join(format!("plan-{}.json", rand::random::<u32>()));
-        std::fs::write(&path, serde_json::to_vec_pretty(plan).expect("plan json")).expect("writing plan");
+        let path = self
+            .scratch()
+            .join(format!("plan-{}.json", rand::random::<u32>()));
+        std::fs::write(&path, serde_json::to_vec_pretty(plan).expect("plan json"))
+            .expect("writing plan");
         path
     }
 

@@ -1,7 +1,9 @@
 //! `engine-bench`: no-op steps, to measure the engine itself (`foundry-bench engine`).
 //! It touches nothing but its journal.
 
-use foundry_core::{Activity, ActivityCx, ActivityError, Ctx, FailurePolicy, RetryPolicy, RunError, Workflow};
+use foundry_core::{
+    Activity, ActivityCx, ActivityError, Ctx, FailurePolicy, RetryPolicy, RunError, Workflow,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -62,11 +64,16 @@ impl Workflow for EngineBench {
             noops(&ctx, input.steps).await?;
         } else {
             let share = input.steps / input.fanout;
-            let children = (0..input.fanout).map(|c| (format!("child-{c}"), share)).collect();
+            let children = (0..input.fanout)
+                .map(|c| (format!("child-{c}"), share))
+                .collect();
             let limit = usize::try_from(input.fanout).unwrap_or(usize::MAX);
-            ctx.fan_out_ok(children, limit, FailurePolicy::FailFast, |child, n| async move {
-                noops(&child, n).await
-            })
+            ctx.fan_out_ok(
+                children,
+                limit,
+                FailurePolicy::FailFast,
+                |child, n| async move { noops(&child, n).await },
+            )
             .await?;
         }
         Ok(BenchOutput { steps: input.steps })

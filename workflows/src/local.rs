@@ -70,14 +70,21 @@ fn references(text: &str) -> impl Iterator<Item = &str> {
 
 impl PlanStep {
     fn texts(&self) -> impl Iterator<Item = &str> {
-        let argv = self.run.iter().chain(self.probe.iter()).chain(self.undo.iter()).flatten();
+        let argv = self
+            .run
+            .iter()
+            .chain(self.probe.iter())
+            .chain(self.undo.iter())
+            .flatten();
         argv.map(String::as_str)
             .chain(self.env.values().map(String::as_str))
             .chain(self.file.iter().map(|f| f.content.as_str()))
     }
 
     fn actions(&self) -> usize {
-        usize::from(self.run.is_some()) + usize::from(self.file.is_some()) + usize::from(self.ask.is_some())
+        usize::from(self.run.is_some())
+            + usize::from(self.file.is_some())
+            + usize::from(self.ask.is_some())
     }
 }
 
@@ -122,7 +129,9 @@ impl Workflow for LocalPlan {
                 return Err(format!("steps[{i}]: `key` is empty"));
             }
             if seen.contains(&step.key.as_str()) {
-                return Err(format!("{at}: the key is used twice; keys name steps and must be unique"));
+                return Err(format!(
+                    "{at}: the key is used twice; keys name steps and must be unique"
+                ));
             }
             seen.push(&step.key);
             if step.actions() != 1 {
@@ -159,10 +168,15 @@ impl Workflow for LocalPlan {
                 answers.0.insert(key.to_string(), answer);
             } else if let Some(argv) = &step.run {
                 let mut cmd = RunCommand::new(answers.argv(&ctx, key, argv)?);
-                cmd.probe = step.probe.as_ref().map(|p| answers.argv(&ctx, key, p)).transpose()?;
+                cmd.probe = step
+                    .probe
+                    .as_ref()
+                    .map(|p| answers.argv(&ctx, key, p))
+                    .transpose()?;
                 cmd.cwd = step.cwd.clone();
                 for (name, value) in &step.env {
-                    cmd.env.insert(name.clone(), answers.substitute(&ctx, key, value)?);
+                    cmd.env
+                        .insert(name.clone(), answers.substitute(&ctx, key, value)?);
                 }
                 if let Some(policy) = &step.retry {
                     cmd.policy = policy.clone();
@@ -211,17 +225,28 @@ mod tests {
         let dup = plan(serde_json::json!({"steps": [
             {"key": "a", "run": ["true"]}, {"key": "a", "run": ["true"]}
         ]}));
-        assert!(dup.unwrap_err().contains("steps[1] (key `a`): the key is used twice"));
+        assert!(
+            dup.expect_err("refused")
+                .contains("steps[1] (key `a`): the key is used twice")
+        );
         let two = plan(serde_json::json!({"steps": [
             {"key": "a", "run": ["true"], "file": {"path": "/tmp/x", "content": ""}}
         ]}));
-        assert!(two.unwrap_err().contains("exactly one of"));
+        assert!(two.expect_err("refused").contains("exactly one of"));
         let dangling = plan(serde_json::json!({"steps": [
             {"key": "a", "run": ["echo", "${input:pw}"]}
         ]}));
-        assert!(dangling.unwrap_err().contains("${input:pw} refers to no earlier `ask` step"));
+        assert!(
+            dangling
+                .expect_err("refused")
+                .contains("${input:pw} refers to no earlier `ask` step")
+        );
         let unknown = plan(serde_json::json!({"steps": [{"key": "a", "runn": ["true"]}]}));
-        assert!(unknown.unwrap_err().contains("unknown field `runn`"));
+        assert!(
+            unknown
+                .expect_err("refused")
+                .contains("unknown field `runn`")
+        );
         let ok = plan(serde_json::json!({"steps": [
             {"key": "pw", "ask": {"prompt": "Password", "secret": true}},
             {"key": "a", "run": ["echo", "${input:pw}"]}

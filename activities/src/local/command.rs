@@ -85,7 +85,11 @@ impl RunCommand {
     }
 
     /// Runs `argv`, streaming its output as events; its exit code, or an error.
-    async fn exec(&self, cx: &ActivityCx, argv: &[String]) -> Result<(i32, Option<String>), ActivityError> {
+    async fn exec(
+        &self,
+        cx: &ActivityCx,
+        argv: &[String],
+    ) -> Result<(i32, Option<String>), ActivityError> {
         let mut child = self
             .command(argv)?
             .stdout(Stdio::piped())
@@ -116,7 +120,8 @@ impl RunCommand {
                 return Err(ActivityError::permanent(format!("`{}` was stopped: the run is cancelled", argv[0])));
             }
         };
-        let status = status.map_err(|e| ActivityError::transient(format!("waiting for `{}`: {e}", argv[0])))?;
+        let status = status
+            .map_err(|e| ActivityError::transient(format!("waiting for `{}`: {e}", argv[0])))?;
         // A signal leaves no exit code; report it as 128 + signal, as shells do.
         let code = status.code().unwrap_or_else(|| {
             use std::os::unix::process::ExitStatusExt;

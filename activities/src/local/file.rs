@@ -56,11 +56,14 @@ impl EnsureFile {
 
     /// Writes beside the target and renames over it, so the file is never half written.
     fn write(&self) -> Result<(), ActivityError> {
-        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = self
+        let dir = self
             .path
-            .file_name()
-            .ok_or_else(|| ActivityError::permanent(format!("{} names no file", self.path.display())))?;
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = self.path.file_name().ok_or_else(|| {
+            ActivityError::permanent(format!("{} names no file", self.path.display()))
+        })?;
         let tmp = dir.join(format!(".{}.foundry-tmp", name.to_string_lossy()));
         let err = |what: &str, e| io_error(&self.path, what, e);
         let mut file = std::fs::OpenOptions::new()

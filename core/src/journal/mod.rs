@@ -34,7 +34,10 @@ pub enum WriteOp {
     Meta(RunMeta),
     Lease(Lease),
     /// The run completed: every step record is deleted and the summary written, together.
-    Finish { meta: RunMeta, summary: RunSummary },
+    Finish {
+        meta: RunMeta,
+        summary: RunSummary,
+    },
 }
 
 /// A run's journal, opened exclusively by the process that drives the run.

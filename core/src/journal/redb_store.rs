@@ -16,8 +16,8 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{FORMAT_VERSION, JournalError, JournalSnapshot, JournalStore, RunJournal, WriteOp};
 use super::guard::storage_call;
+use super::{FORMAT_VERSION, JournalError, JournalSnapshot, JournalStore, RunJournal, WriteOp};
 use crate::model::{Lease, RunId, RunInfo, RunMeta, RunSummary, StepRecord};
 
 /// Every table of the journal, in one place.
@@ -102,10 +102,7 @@ fn storage_error(path: &Path, err: impl Into<redb::Error>) -> JournalError {
 }
 
 /// Runs a storage call guarded against panics, so a damaged file is reported, not fatal.
-fn guarded<T>(
-    path: &Path,
-    f: impl FnOnce() -> Result<T, JournalError>,
-) -> Result<T, JournalError> {
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, JournalError>) -> Result<T, JournalError> {
     storage_call(f).unwrap_or_else(|detail| {
         Err(JournalError::Corrupt {
             path: path.to_path_buf(),
@@ -114,10 +111,7 @@ fn guarded<T>(
     })
 }
 
-fn read_snapshot(
-    path: &Path,
-    tx: &redb::ReadTransaction,
-) -> Result<JournalSnapshot, JournalError> {
+fn read_snapshot(path: &Path, tx: &redb::ReadTransaction) -> Result<JournalSnapshot, JournalError> {
     let err = |e: redb::TableError| match e {
         redb::TableError::TableDoesNotExist(_) => JournalError::Corrupt {
             path: path.to_path_buf(),
@@ -211,7 +205,10 @@ impl RunJournal for RedbJournal {
                             meta.insert(KEY_LEASE, encode(lease).as_slice())
                                 .map_err(|x| e(x.into()))?;
                         }
-                        WriteOp::Finish { meta: state, summary } => {
+                        WriteOp::Finish {
+                            meta: state,
+                            summary,
+                        } => {
                             steps.retain(|_, _| false).map_err(|x| e(x.into()))?;
                             meta.insert(KEY_STATE, encode(state).as_slice())
                                 .map_err(|x| e(x.into()))?;
@@ -431,17 +428,24 @@ mod tests {
             let tx = db.begin_write().expect("tx");
             {
                 let mut meta = tx.open_table(META).expect("meta");
-                meta.insert(KEY_FORMAT, encode(&99u32).as_slice()).expect("insert");
+                meta.insert(KEY_FORMAT, encode(&99u32).as_slice())
+                    .expect("insert");
             }
             tx.commit().expect("commit");
         }
-        let err = store.read(id).err().expect("refused");
-        assert!(matches!(err, JournalError::Format { found: 99, .. }), "{err:?}");
+        let err = store.read(id).expect_err("refused");
+        assert!(
+            matches!(err, JournalError::Format { found: 99, .. }),
+            "{err:?}"
+        );
         let message = err.to_string();
         assert!(message.contains("has format 99"), "{message}");
         assert!(message.contains(&format!("{id}.journal")), "{message}");
         assert!(err.hint().is_some_and(|h| h.contains("newer foundry")));
-        assert!(matches!(store.open(id).err(), Some(JournalError::Format { .. })));
+        assert!(matches!(
+            store.open(id).err(),
+            Some(JournalError::Format { .. })
+        ));
     }
 
     #[test]
@@ -452,10 +456,18 @@ mod tests {
         let a = new_run(&store);
         let b = new_run(&store);
         assert_eq!(store.list().expect("list"), vec![a, b]);
-        let mode = fs::metadata(store.path_of(a)).expect("meta").permissions().mode() & 0o777;
+        let mode = fs::metadata(store.path_of(a))
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
         // A half-created journal is not a run.
-        fs::write(dir.path().join(format!("{}.journal.partial", RunId::new())), b"").expect("partial");
+        fs::write(
+            dir.path().join(format!("{}.journal.partial", RunId::new())),
+            b"",
+        )
+        .expect("partial");
         assert_eq!(store.list().expect("list").len(), 2);
     }
 }

@@ -25,14 +25,22 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
     let (engine, bar) = super::engine(printer)?;
     let id = super::resolve(&engine, &args.run)?;
     // Follow first, so the end of the run is not missed between the request and the follow.
-    let follow = if args.no_wait { None } else { engine.follow(id).await.ok() };
+    let follow = if args.no_wait {
+        None
+    } else {
+        engine.follow(id).await.ok()
+    };
     match engine.request_cancel(id).await {
         Ok(()) => {
             printer.note(&format!("cancel requested for run {id}"));
             let Some((_, mut follow)) = follow else {
                 return Ok(exit::OK);
             };
-            while let Some(event) = follow.next().await.map_err(|e| CliError::new(e.to_string()))? {
+            while let Some(event) = follow
+                .next()
+                .await
+                .map_err(|e| CliError::new(e.to_string()))?
+            {
                 if !printer.json() {
                     if let Some(line) = render::event_line(printer, &event) {
                         printer.note(&line);

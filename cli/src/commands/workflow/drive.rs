@@ -8,7 +8,11 @@ use crate::exit::{self, CliError};
 use crate::printer::Printer;
 use crate::render;
 
-pub async fn drive(driver: Driver, printer: &Printer, bar: Option<ProgressBar>) -> Result<u8, CliError> {
+pub async fn drive(
+    driver: Driver,
+    printer: &Printer,
+    bar: Option<ProgressBar>,
+) -> Result<u8, CliError> {
     let run = driver.run_id();
     let mut rx = driver.subscribe();
     let renderer = {
@@ -66,7 +70,9 @@ pub async fn drive(driver: Driver, printer: &Printer, bar: Option<ProgressBar>) 
     let outcome = outcome?;
     if !printer.json() {
         let hint = match outcome.state {
-            foundry_core::RunState::Paused | foundry_core::RunState::Failed | foundry_core::RunState::WaitingForInput => {
+            foundry_core::RunState::Paused
+            | foundry_core::RunState::Failed
+            | foundry_core::RunState::WaitingForInput => {
                 format!("; `foundry workflow resume {}` continues", run.short())
             }
             _ => String::new(),

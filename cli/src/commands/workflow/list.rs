@@ -52,7 +52,14 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
                         return Ok(exit::OK);
                     }
                 } else {
-                    rows.push(vec![id.short(), "?".into(), "unreadable".into(), "-".into(), "-".into(), "-".into()]);
+                    rows.push(vec![
+                        id.short(),
+                        "?".into(),
+                        "unreadable".into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                    ]);
                     printer.note(&format!("warning: {e}"));
                 }
             }
@@ -60,15 +67,26 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
     }
     if !printer.json() {
         if rows.is_empty() {
-            let more = if args.all { "" } else { " (`--all` shows finished ones)" };
+            let more = if args.all {
+                ""
+            } else {
+                " (`--all` shows finished ones)"
+            };
             printer.note(&format!("no runs{more}"));
         } else {
-            for line in render::table(&["RUN", "WORKFLOW", "STATE", "STEPS", "AT", "UPDATED"], &rows) {
+            for line in render::table(
+                &["RUN", "WORKFLOW", "STATE", "STEPS", "AT", "UPDATED"],
+                &rows,
+            ) {
                 if printer.line(&line).is_err() {
                     break;
                 }
             }
         }
     }
-    Ok(if unreadable > 0 { exit::ERROR } else { exit::OK })
+    Ok(if unreadable > 0 {
+        exit::ERROR
+    } else {
+        exit::OK
+    })
 }

@@ -32,7 +32,10 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
         let mut lines = render::status_lines(&view);
         if !steps.is_empty() {
             lines.push(String::new());
-            lines.extend(render::table(&render::STEP_HEADER, &render::step_rows(&steps)));
+            lines.extend(render::table(
+                &render::STEP_HEADER,
+                &render::step_rows(&steps),
+            ));
         }
         lines.iter().try_for_each(|l| printer.line(l))
     };

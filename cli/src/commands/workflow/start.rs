@@ -38,7 +38,8 @@ fn read_input(path: &PathBuf) -> Result<serde_json::Value, CliError> {
             .map_err(|e| CliError::new(format!("reading the input from stdin: {e}")))?;
         ("stdin".to_string(), text)
     } else {
-        let text = std::fs::read(path).map_err(|e| CliError::new(format!("reading {}: {e}", path.display())))?;
+        let text = std::fs::read(path)
+            .map_err(|e| CliError::new(format!("reading {}: {e}", path.display())))?;
         let text = String::from_utf8(text)
             .map_err(|_| CliError::new(format!("reading {}: not UTF-8 text", path.display())))?;
         (path.display().to_string(), text)
@@ -60,7 +61,11 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
     };
     let (engine, bar) = super::engine(printer)?;
     let driver = engine.start(&args.workflow, input).map_err(|e| {
-        let from = args.input.as_ref().map(|p| format!(" (from {})", p.display())).unwrap_or_default();
+        let from = args
+            .input
+            .as_ref()
+            .map(|p| format!(" (from {})", p.display()))
+            .unwrap_or_default();
         let hint = e.hint();
         let mut err = CliError::from(e);
         err.message.push_str(&from);

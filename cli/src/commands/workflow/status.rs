@@ -26,7 +26,9 @@ fn print_view(printer: &Printer, view: &foundry_core::RunView) -> Result<(), Cli
     let result = if printer.json() {
         printer.data(&RunRow::new(view))
     } else {
-        render::status_lines(view).iter().try_for_each(|l| printer.line(l))
+        render::status_lines(view)
+            .iter()
+            .try_for_each(|l| printer.line(l))
     };
     result.map_err(|_| CliError::quiet(exit::OK))
 }
@@ -38,7 +40,11 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
         && let Ok((view, mut follow)) = engine.follow(id).await
     {
         print_view(printer, &view)?;
-        while let Some(event) = follow.next().await.map_err(|e| CliError::new(e.to_string()))? {
+        while let Some(event) = follow
+            .next()
+            .await
+            .map_err(|e| CliError::new(e.to_string()))?
+        {
             let quit = if printer.json() {
                 printer.data(&event).is_err()
             } else {
