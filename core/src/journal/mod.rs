@@ -67,6 +67,8 @@ pub trait JournalStore: Send + Sync {
     /// Every run with a journal, oldest first.
     fn list(&self) -> Result<Vec<RunId>, JournalError>;
     fn remove(&self, id: RunId) -> Result<(), JournalError>;
+    /// Removes what interrupted creations left behind, older than `age`; returns how many.
+    fn sweep(&self, age: std::time::Duration) -> Result<usize, JournalError>;
     /// Where a run's journal is, for messages.
     fn location(&self, id: RunId) -> PathBuf;
 }

@@ -383,6 +383,29 @@ impl JournalStore for RedbStore {
         }
     }
 
+    fn sweep(&self, age: std::time::Duration) -> Result<usize, JournalError> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for entry in entries.filter_map(Result::ok) {
+            let is_partial = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(&format!(".{EXTENSION}.partial")));
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|elapsed| elapsed >= age);
+            if is_partial && old && fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     fn location(&self, id: RunId) -> PathBuf {
         self.path_of(id)
     }
