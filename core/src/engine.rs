@@ -322,7 +322,7 @@ impl Engine {
                 .saturating_sub(u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX)),
         );
         // A journal being created right now is younger than a minute; older ones were cut off.
-        self.store.sweep(Duration::from_secs(60).min(older_than))?;
+        self.store.sweep(Duration::from_secs(60))?;
         let mut removed = Vec::new();
         for id in self.store.list()? {
             let Ok(snapshot) = self.store.read(id) else {
