@@ -280,3 +280,105 @@ async fn replay_sees_the_same_values_and_skips_done_steps() {
         "the done step was not run again"
     );
 }
+
+/// Version 1 runs steps a, b, c; version 2 (after an upgrade) runs a, x, c.
+struct Evolving {
+    version2: bool,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+    fail_at_c: Arc<AtomicBool>,
+}
+
+struct Logged {
+    name: &'static str,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+    fail: bool,
+}
+
+impl Activity for Logged {
+    type Output = ();
+
+    fn kind(&self) -> &'static str {
+        "logged"
+    }
+
+    fn retry_policy(&self) -> crate::RetryPolicy {
+        crate::RetryPolicy::none()
+    }
+
+    async fn probe(&self, _cx: &ActivityCx) -> Result<Option<()>, ActivityError> {
+        Ok(None)
+    }
+
+    async fn apply(&self, _cx: &ActivityCx) -> Result<(), ActivityError> {
+        if self.fail {
+            return Err(ActivityError::permanent("not yet"));
+        }
+        self.log
+            .lock()
+            .map_err(|_| ActivityError::permanent("lock"))?
+            .push(self.name.to_string());
+        Ok(())
+    }
+}
+
+impl Workflow for Evolving {
+    const NAME: &'static str = "evolving";
+    const VERSION: u32 = 1;
+    type Input = ();
+    type Output = ();
+
+    async fn run(&self, ctx: Ctx, _input: ()) -> Result<(), RunError> {
+        let step = |name: &'static str, fail: bool| Logged {
+            name,
+            log: self.log.clone(),
+            fail,
+        };
+        ctx.step("a", &step("a", false)).await?;
+        if self.version2 {
+            ctx.step("x", &step("x", false)).await?;
+        } else {
+            ctx.step("b", &step("b", false)).await?;
+        }
+        ctx.step("c", &step("c", self.fail_at_c.load(Ordering::SeqCst)))
+            .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_upgrade_added_steps_run_and_removed_ones_are_ignored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let fail = Arc::new(AtomicBool::new(true));
+    let v1 = Evolving {
+        version2: false,
+        log: log.clone(),
+        fail_at_c: fail.clone(),
+    };
+    let old = engine(&dir, Registry::new().register(v1));
+    let driver = old
+        .start("evolving", serde_json::Value::Null)
+        .expect("start");
+    let run = driver.run_id();
+    assert_eq!(driver.drive().await.expect("drive").state, RunState::Failed);
+
+    fail.store(false, Ordering::SeqCst);
+    let v2 = Evolving {
+        version2: true,
+        log: log.clone(),
+        fail_at_c: fail,
+    };
+    let new = engine(&dir, Registry::new().register(v2));
+    let outcome = new
+        .resume(run)
+        .expect("resume")
+        .drive()
+        .await
+        .expect("drive");
+    assert_eq!(outcome.state, RunState::Completed);
+    let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+    assert_eq!(
+        log,
+        vec!["a", "b", "x", "c"],
+        "a ran once, x was added, b was not undone"
+    );
+}
