@@ -117,6 +117,15 @@ impl Workflow for Fan {
     }
 }
 
+async fn drive(engine: &Engine, workflow: &str, input: serde_json::Value) -> crate::RunOutcome {
+    engine
+        .start(workflow, input)
+        .expect("start")
+        .drive()
+        .await
+        .expect("drive")
+}
+
 fn engine(dir: &tempfile::TempDir, registry: Registry) -> Engine {
     Engine::new(Home::at(dir.path()), registry, Arc::new(NoInput))
 }
@@ -127,12 +136,7 @@ async fn fan_out_keeps_to_its_cap_and_keys_children_by_scope() {
     let probe = Probe::new();
     let engine = engine(&dir, Registry::new().register(Fan(probe.clone())));
     let input = json!({"children": 10, "limit": 3, "failing": [], "fail_fast": true});
-    let outcome = engine
-        .start("fan", input)
-        .expect("start")
-        .drive()
-        .await
-        .expect("drive");
+    let outcome = drive(&engine, "fan", input).await;
     assert_eq!(outcome.state, RunState::Completed);
     assert_eq!(outcome.output, Some(json!([7, 7, 7, 7, 7, 7, 7, 7, 7, 7])));
     assert_eq!(
@@ -150,12 +154,7 @@ async fn fail_fast_cancels_the_siblings_and_reports_the_first_error() {
     let engine = engine(&dir, Registry::new().register(Fan(probe.clone())));
     let input = json!({"children": 4, "limit": 4, "failing": [2], "fail_fast": true});
     let started = std::time::Instant::now();
-    let outcome = engine
-        .start("fan", input)
-        .expect("start")
-        .drive()
-        .await
-        .expect("drive");
+    let outcome = drive(&engine, "fan", input).await;
     assert_eq!(outcome.state, RunState::Failed);
     let error = outcome.error.unwrap_or_default();
     assert!(
@@ -180,12 +179,7 @@ async fn collect_all_reports_every_failure() {
     probe.hold = Duration::from_millis(1);
     let engine = engine(&dir, Registry::new().register(Fan(probe.clone())));
     let input = json!({"children": 5, "limit": 2, "failing": [1, 3], "fail_fast": false});
-    let outcome = engine
-        .start("fan", input)
-        .expect("start")
-        .drive()
-        .await
-        .expect("drive");
+    let outcome = drive(&engine, "fan", input).await;
     assert_eq!(outcome.state, RunState::Failed);
     let error = outcome.error.unwrap_or_default();
     assert!(error.starts_with("2 of the fan-out failed"), "{error}");

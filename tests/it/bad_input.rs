@@ -23,16 +23,9 @@ fn assert_clean_failure(out: &Output, code: i32, needles: &[&str]) {
 fn home_with_paused_run() -> (Home, String, std::path::PathBuf) {
     let home = Home::new();
     let gate = home.scratch().join("gate");
-    let plan = home.plan(&json!({"steps": [
+    let out = home.start_plan(&json!({"steps": [
         {"key": "gated", "run": ["test", "-f", gate.display().to_string()], "retry": {"max_attempts": 1}}
     ]}));
-    let out = home.run(&[
-        "workflow",
-        "start",
-        "local",
-        "--input",
-        plan.to_str().expect("utf8"),
-    ]);
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     let run = home.only_run();
     (home, run, gate)
@@ -107,11 +100,10 @@ fn an_unusable_home_is_named() {
     let home = Home::new();
     let file = home.scratch().join("not-a-dir");
     std::fs::write(&file, b"x").expect("file");
-    let plan = home.plan(&json!({"steps": [{"key": "a", "run": ["true"]}]}));
-    let plan = plan.to_str().expect("utf8");
+    let plan = json!({"steps": [{"key": "a", "run": ["true"]}]});
     for bad in [file.clone(), file.join("sub"), "/proc/foundry-home".into()] {
         let out = home
-            .cmd(&["workflow", "start", "local", "--input", plan])
+            .start_cmd(&plan)
             .env("FOUNDRY_HOME", &bad)
             .output()
             .expect("run");
@@ -126,15 +118,9 @@ fn an_unusable_home_is_named() {
 #[test]
 fn unknown_and_ambiguous_run_ids() {
     let home = Home::new();
-    let plan = home.plan(&json!({"steps": [{"key": "a", "run": ["true"]}]}));
     for _ in 0..2 {
-        home.ok(&[
-            "workflow",
-            "start",
-            "local",
-            "--input",
-            plan.to_str().expect("utf8"),
-        ]);
+        let out = home.start_plan(&json!({"steps": [{"key": "a", "run": ["true"]}]}));
+        assert!(out.status.success(), "{out:?}");
     }
     let out = home.run(&["workflow", "show", "ffffffff"]);
     assert_clean_failure(&out, 1, &["no run matches `ffffffff`", "hint:"]);

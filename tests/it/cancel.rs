@@ -63,14 +63,7 @@ fn cancel_of_an_undriven_run_runs_its_undo_here() {
         undoable("a", &dir),
         {"key": "fails", "run": ["false"], "retry": {"max_attempts": 1}},
     ]});
-    let plan = home.plan(&plan);
-    let out = home.run(&[
-        "workflow",
-        "start",
-        "local",
-        "--input",
-        plan.to_str().expect("utf8"),
-    ]);
+    let out = home.start_plan(&plan);
     assert_eq!(
         out.status.code(),
         Some(4),

@@ -56,16 +56,9 @@ fn crash_at_every_step(phase: &str) {
     for i in 0..STEPS {
         let home = Home::new();
         let out = home.scratch().join("out.txt");
-        let plan = home.plan(&appending_plan(&out));
         let point = format!("append-{i}#0@{phase}");
         let status = home
-            .cmd(&[
-                "workflow",
-                "start",
-                "local",
-                "--input",
-                plan.to_str().expect("utf8"),
-            ])
+            .start_cmd(&appending_plan(&out))
             .env("FOUNDRY_FAILPOINTS", &point)
             .stderr(Stdio::null())
             .stdout(Stdio::null())
@@ -130,31 +123,19 @@ fn crash_at_random_moments() {
         assert!(runs <= 40, "too many runs for {kills} kills");
         let home = Home::new();
         let out = home.scratch().join("out.txt");
-        let plan = home.plan(&appending_plan(&out));
+        let plan = appending_plan(&out);
         let mut run: Option<String> = None;
         let mut finished = false;
         for round in 0..40 {
-            let args: Vec<String> = match &run {
-                None => [
-                    "workflow",
-                    "start",
-                    "local",
-                    "--input",
-                    plan.to_str().expect("utf8"),
-                ]
-                .map(str::to_string)
-                .to_vec(),
-                Some(id) => ["workflow", "resume", id.as_str()]
-                    .map(str::to_string)
-                    .to_vec(),
+            let mut child = match &run {
+                None => home.spawn_plan(&plan),
+                Some(id) => home
+                    .cmd(&["workflow", "resume", id])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("spawn"),
             };
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let mut child = home
-                .cmd(&args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn");
             // Later rounds get longer, so every run eventually gets through.
             let delay = rng.random_range(0..(40 + round * 40));
             std::thread::sleep(Duration::from_millis(delay));

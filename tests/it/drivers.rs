@@ -3,9 +3,8 @@
 
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::Duration;
 
-use foundry_tests::{Home, kill, wait_for};
+use foundry_tests::{Home, kill};
 use serde_json::{Value, json};
 
 /// A step that waits (at most 30 s) until `gate` exists.
@@ -20,35 +19,12 @@ pub fn gated_step(key: &str, gate: &Path) -> Value {
 
 /// Starts the plan in the background; returns the child once `key` is running.
 pub fn start_until_running(home: &Home, plan: &Value, key: &str) -> (Child, String) {
-    let plan = home.plan(plan);
-    let child = home
-        .cmd(&[
-            "workflow",
-            "start",
-            "local",
-            "--input",
-            plan.to_str().expect("utf8"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut run = String::new();
-    wait_for(
-        &format!("step {key} running"),
-        Duration::from_secs(20),
-        || {
-            let runs = home.runs();
-            let Some(id) = runs.first().and_then(|r| r["run"].as_str()) else {
-                return false;
-            };
-            run = id.to_string();
-            let shown = home.show(&run);
-            shown["step_list"]
-                .as_array()
-                .is_some_and(|s| s.iter().any(|s| s["key"] == key && s["state"] == "running"))
-        },
-    );
+    let child = home.spawn_plan(plan);
+    let run = home.wait_for_run(&format!("step {key} running"), |shown| {
+        shown["step_list"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["key"] == key && s["state"] == "running"))
+    });
     (child, run)
 }
 

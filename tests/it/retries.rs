@@ -2,10 +2,9 @@
 //! exhausted retries pause the run; `workflow resume` continues it.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use foundry_tests::{Home, kill, lines_of, wait_for};
+use foundry_tests::{Home, kill, lines_of};
 use serde_json::{Value, json};
 
 const DELAY_MS: u64 = 3_000;
@@ -43,30 +42,9 @@ fn flaky(shown: &Value) -> Value {
 fn schedule_survives_a_restart_and_exhaustion_pauses() {
     let home = Home::new();
     let dir = home.scratch();
-    let plan = home.plan(&json!({"steps": [flaky_step(&dir, 5)]}));
-    let mut child = home
-        .cmd(&[
-            "workflow",
-            "start",
-            "local",
-            "--input",
-            plan.to_str().expect("utf8"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut run = String::new();
-    wait_for("the first attempt to fail", Duration::from_secs(20), || {
-        let Some(id) = home
-            .runs()
-            .first()
-            .and_then(|r| r["run"].as_str().map(str::to_string))
-        else {
-            return false;
-        };
-        run = id;
-        flaky(&home.show(&run))["state"] == "pending"
+    let mut child = home.spawn_plan(&json!({"steps": [flaky_step(&dir, 5)]}));
+    let run = home.wait_for_run("the first attempt to fail", |shown| {
+        flaky(shown)["state"] == "pending"
     });
     kill(&mut child);
 
@@ -135,16 +113,9 @@ fn schedule_survives_a_restart_and_exhaustion_pauses() {
 #[test]
 fn a_permanent_error_fails_the_run_without_retrying() {
     let home = Home::new();
-    let plan = home.plan(&json!({"steps": [
+    let out = home.start_plan(&json!({"steps": [
         {"key": "missing", "run": ["/nonexistent/program", "--flag"]}
     ]}));
-    let out = home.run(&[
-        "workflow",
-        "start",
-        "local",
-        "--input",
-        plan.to_str().expect("utf8"),
-    ]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let run = home.only_run();
     let shown = home.show(&run);

@@ -7,27 +7,14 @@ use serde_json::{Value, json};
 /// Two runs: one completed, one paused on its third step.
 fn home_with_runs() -> Home {
     let home = Home::new();
-    let done = home.plan(&json!({"steps": [{"key": "hello", "run": ["true"]}]}));
-    home.ok(&[
-        "workflow",
-        "start",
-        "local",
-        "--input",
-        done.to_str().expect("utf8"),
-    ]);
-    let paused = home.plan(&json!({"steps": [
+    let done = home.start_plan(&json!({"steps": [{"key": "hello", "run": ["true"]}]}));
+    assert!(done.status.success(), "{done:?}");
+    let out = home.start_plan(&json!({"steps": [
         {"key": "fetch", "run": ["true"]},
         {"key": "configure", "run": ["true"]},
         {"key": "migrate", "run": ["sh", "-c", "echo 'schema locked' >&2; exit 2"], "retry": {"max_attempts": 1}},
         {"key": "never", "run": ["true"]},
     ]}));
-    let out = home.run(&[
-        "workflow",
-        "start",
-        "local",
-        "--input",
-        paused.to_str().expect("utf8"),
-    ]);
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     home
 }

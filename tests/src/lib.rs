@@ -121,6 +121,51 @@ impl Home {
         path
     }
 
+    /// `foundry workflow start local --input <plan>`, to add to or run.
+    pub fn start_cmd(&self, plan: &Value) -> Command {
+        let path = self.plan(plan);
+        self.cmd(&[
+            "workflow",
+            "start",
+            "local",
+            "--input",
+            path.to_str().expect("utf8 path"),
+        ])
+    }
+
+    /// Runs a plan to its end.
+    pub fn start_plan(&self, plan: &Value) -> Output {
+        self.start_cmd(plan).output().expect("running foundry")
+    }
+
+    /// Starts a plan in the background, its output discarded.
+    pub fn spawn_plan(&self, plan: &Value) -> Child {
+        self.start_cmd(plan)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning foundry")
+    }
+
+    /// Waits until this home's first run, as `workflow show` gives it, satisfies `cond`;
+    /// returns the run's id.
+    pub fn wait_for_run(&self, what: &str, cond: impl Fn(&Value) -> bool) -> String {
+        let mut run = String::new();
+        wait_for(what, Duration::from_secs(20), || {
+            let Some(id) = self
+                .runs()
+                .first()
+                .and_then(|r| r["run"].as_str().map(str::to_string))
+            else {
+                return false;
+            };
+            let ok = cond(&self.show(&id));
+            run = id;
+            ok
+        });
+        run
+    }
+
     /// Every run in this home, as `workflow list --all --output json` shows them.
     pub fn runs(&self) -> Vec<Value> {
         self.json(&["workflow", "list", "--all"])
