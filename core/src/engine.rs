@@ -2,26 +2,22 @@
 //! from any terminal.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::broadcast;
 
-use crate::context::{Ctx, RunShared};
-use crate::control::{self, ControlServer};
-use crate::error::RunError;
-use crate::events::{Event, EventBus, EventKind};
+use crate::control;
+use crate::driver::Driver;
+use crate::events::EventBus;
 use crate::home::{Home, HomeError};
-use crate::input::{Answer, InputProvider};
+use crate::input::InputProvider;
 use crate::journal::{JournalError, JournalSnapshot, JournalStore, RedbStore, RunJournal, WriteOp};
-use crate::lease::{self, HEARTBEAT_EVERY};
-use crate::model::{IllegalTransition, Lease, RunId, RunInfo, RunMeta, RunState, RunSummary};
+use crate::lease;
+use crate::model::{IllegalTransition, Lease, RunId, RunInfo, RunMeta, RunState};
 use crate::secret::{FileSecretStore, SecretStore};
 use crate::status::RunView;
 use crate::time::Millis;
 use crate::workflow::{DynWorkflow, Registry};
-use crate::writer::{MirrorState, Writer};
 
 /// How many completed runs keep their one-line summary.
 pub const KEEP_SUMMARIES: usize = 100;
@@ -85,11 +81,11 @@ pub struct RunOutcome {
 /// The engine of one Foundry home.
 #[derive(Clone)]
 pub struct Engine {
-    home: Home,
+    pub(crate) home: Home,
     store: Arc<dyn JournalStore>,
     registry: Registry,
-    secrets: Arc<dyn SecretStore>,
-    input: Arc<dyn InputProvider>,
+    pub(crate) secrets: Arc<dyn SecretStore>,
+    pub(crate) input: Arc<dyn InputProvider>,
 }
 
 impl Engine {
@@ -347,7 +343,7 @@ impl Engine {
     }
 
     /// Keeps the newest [`KEEP_SUMMARIES`] completed runs' summaries.
-    fn prune_summaries(&self) -> Result<(), EngineError> {
+    pub(crate) fn prune_summaries(&self) -> Result<(), EngineError> {
         let mut completed: Vec<RunId> = Vec::new();
         for id in self.store.list()? {
             if let Ok(s) = self.store.read(id)
@@ -361,250 +357,5 @@ impl Engine {
             self.remove_run(id)?;
         }
         Ok(())
-    }
-}
-
-/// A run taken to be driven: subscribe to its events, then drive it.
-pub struct Driver {
-    engine: Engine,
-    workflow: Arc<dyn DynWorkflow>,
-    journal: Box<dyn RunJournal>,
-    snapshot: JournalSnapshot,
-    events: EventBus,
-    resumed: bool,
-    cancel: bool,
-}
-
-impl Driver {
-    pub fn run_id(&self) -> RunId {
-        self.snapshot.info.id
-    }
-
-    pub fn snapshot(&self) -> &JournalSnapshot {
-        &self.snapshot
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
-    }
-
-    /// Drives the run until it completes, pauses, fails, waits for input or is cancelled.
-    pub async fn drive(self) -> Result<RunOutcome, EngineError> {
-        let Driver {
-            engine,
-            workflow,
-            journal,
-            snapshot,
-            events,
-            resumed,
-            cancel,
-        } = self;
-        let run = snapshot.info.id;
-        let started = Millis::now();
-        let mirror = MirrorState::new(snapshot.clone());
-        let (writer, thread) = Writer::spawn(journal, mirror.clone(), events.clone())?;
-        let shared = RunShared::new(
-            run,
-            writer.clone(),
-            snapshot.steps.clone(),
-            events.clone(),
-            engine.secrets.clone(),
-            engine.input.clone(),
-        );
-        let control = match ControlServer::bind(
-            engine.home.socket_path(run),
-            mirror.clone(),
-            events.clone(),
-            shared.cancel.clone(),
-        ) {
-            Ok(server) => Some(server),
-            Err(e) => {
-                tracing::warn!(error = %e, "no control socket: other terminals cannot follow this run");
-                None
-            }
-        };
-
-        let cancelling = cancel || snapshot.meta.state == RunState::Cancelling;
-        let first = if cancelling {
-            RunState::Cancelling
-        } else {
-            RunState::Running
-        };
-        let result = async {
-            let state = snapshot
-                .meta
-                .state
-                .transition(first)
-                .map_err(|source| EngineError::Transition { run, source })?;
-            set_state(&writer, state, None, vec![]).await?;
-            events.emit(EventKind::RunStarted {
-                workflow: snapshot.info.workflow.clone(),
-                resumed,
-                foundry_version: env!("CARGO_PKG_VERSION").to_string(),
-            });
-            if cancelling {
-                shared.cancelling.store(true, Ordering::Relaxed);
-                shared.cancel.cancel();
-            }
-            let background = spawn_background(&shared, cancelling);
-            let ctx = Ctx::root(shared.clone());
-            let result = workflow.run(ctx.clone(), snapshot.info.input.clone()).await;
-            for task in background {
-                task.abort();
-            }
-            finish(&engine, &shared, &ctx, &snapshot, started, result).await
-        }
-        .await;
-
-        if let Some(control) = control {
-            control.stop();
-        }
-        let journal = thread.close(&writer);
-        if let (Ok(outcome), Some(mut journal)) = (&result, journal)
-            && outcome.state == RunState::Completed
-        {
-            if let Err(e) = journal.compact() {
-                tracing::warn!(error = %e, "compacting the finished journal failed");
-            }
-            drop(journal);
-            engine.prune_summaries()?;
-        }
-        result
-    }
-}
-
-async fn set_state(
-    writer: &Writer,
-    state: RunState,
-    error: Option<String>,
-    events: Vec<EventKind>,
-) -> Result<(), EngineError> {
-    let meta = RunMeta {
-        state,
-        updated_at: Millis::now(),
-        error,
-    };
-    Ok(writer.write(vec![WriteOp::Meta(meta)], events).await?)
-}
-
-/// The heartbeat, and the watcher that journals a cancel request the moment it arrives.
-fn spawn_background(shared: &Arc<RunShared>, cancelling: bool) -> Vec<tokio::task::JoinHandle<()>> {
-    let beat = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut lease = lease::own_lease();
-            loop {
-                tokio::time::sleep(HEARTBEAT_EVERY).await;
-                lease.heartbeat_at = Millis::now();
-                if shared
-                    .writer
-                    .write_lazy(vec![WriteOp::Lease(lease.clone())], vec![])
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        })
-    };
-    let mut tasks = vec![beat];
-    if !cancelling {
-        let shared = shared.clone();
-        tasks.push(tokio::spawn(async move {
-            shared.cancel.cancelled().await;
-            let event = vec![EventKind::CancelRequested];
-            if let Err(e) = set_state(&shared.writer, RunState::Cancelling, None, event).await {
-                tracing::error!(error = %e, "could not journal the cancel request");
-            }
-        }));
-    }
-    tasks
-}
-
-/// Records how the workflow ended, running undo steps on cancel.
-async fn finish(
-    engine: &Engine,
-    shared: &Arc<RunShared>,
-    ctx: &Ctx,
-    snapshot: &JournalSnapshot,
-    started: Millis,
-    result: Result<Value, RunError>,
-) -> Result<RunOutcome, EngineError> {
-    let run = snapshot.info.id;
-    let result = match result {
-        Err(_) if shared.cancel.is_cancelled() => Err(RunError::Cancelled),
-        other => other,
-    };
-    let (state, output, error) = match result {
-        Ok(output) => (RunState::Completed, Some(output), None),
-        Err(RunError::Cancelled) => {
-            let failures = undo_all(shared, ctx).await;
-            let error =
-                (!failures.is_empty()).then(|| format!("undo failed: {}", failures.join("; ")));
-            (RunState::Cancelled, None, error)
-        }
-        Err(RunError::Journal(detail)) => return Err(EngineError::Run { run, detail }),
-        Err(e @ RunError::Exhausted { .. }) => (RunState::Paused, None, Some(e.to_string())),
-        Err(e @ RunError::WaitingForInput { .. }) => {
-            (RunState::WaitingForInput, None, Some(e.to_string()))
-        }
-        Err(e) => (RunState::Failed, None, Some(e.to_string())),
-    };
-    let finished = EventKind::RunFinished {
-        state,
-        error: error.clone(),
-    };
-    let records = shared.records();
-    if state == RunState::Completed {
-        let now = Millis::now();
-        let summary = RunSummary {
-            steps: records.len() as u64,
-            finished_at: now,
-            duration_ms: started.until(now).as_millis() as u64,
-            output: output.clone().unwrap_or(Value::Null),
-        };
-        let meta = RunMeta {
-            state,
-            updated_at: now,
-            error: None,
-        };
-        shared
-            .writer
-            .write(vec![WriteOp::Finish { meta, summary }], vec![finished])
-            .await?;
-        forget_secret_answers(engine, &records);
-    } else {
-        set_state(&shared.writer, state, error.clone(), vec![finished]).await?;
-    }
-    Ok(RunOutcome {
-        run,
-        state,
-        output,
-        error,
-    })
-}
-
-/// Runs registered undo steps, newest first; returns what failed.
-async fn undo_all(shared: &Arc<RunShared>, ctx: &Ctx) -> Vec<String> {
-    let mut failures = Vec::new();
-    for entry in shared.take_undo().into_iter().rev() {
-        if let Err(e) = ctx.run_undo(&entry).await {
-            failures.push(format!("{}: {e}", entry.step));
-        }
-    }
-    failures
-}
-
-/// A completed run's secret answers are no longer referenced by any journal.
-fn forget_secret_answers(engine: &Engine, records: &[crate::model::StepRecord]) {
-    for record in records.iter().filter(|r| r.kind == "input") {
-        let answer = record
-            .output
-            .clone()
-            .and_then(|o| serde_json::from_value::<Answer>(o).ok());
-        if let Some(Answer::Secret(reference)) = answer
-            && let Err(e) = engine.secrets.delete(&reference)
-        {
-            tracing::warn!(error = %e, "could not remove a finished run's secret answer");
-        }
     }
 }

@@ -8,10 +8,12 @@
 pub mod activity;
 pub mod context;
 pub mod control;
+mod driver;
 pub mod engine;
 pub mod error;
 pub mod events;
 pub mod failpoint;
+pub mod fanout;
 pub mod home;
 pub mod input;
 pub mod journal;
@@ -28,10 +30,12 @@ mod writer;
 mod tests;
 
 pub use activity::{Activity, ActivityCx, ActivityError};
-pub use context::{Ctx, FailurePolicy};
-pub use engine::{Driver, Engine, EngineError, RunOutcome};
+pub use context::Ctx;
+pub use driver::Driver;
+pub use engine::{Engine, EngineError, RunOutcome};
 pub use error::RunError;
 pub use events::{Event, EventKind, Stream};
+pub use fanout::FailurePolicy;
 pub use home::Home;
 pub use input::{Answer, InputProvider, NoInput, Question};
 pub use model::{RunId, RunState};

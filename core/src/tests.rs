@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::activity::{Activity, ActivityCx, ActivityError};
-use crate::context::{Ctx, FailurePolicy};
+use crate::context::Ctx;
 use crate::engine::Engine;
 use crate::error::RunError;
+use crate::fanout::FailurePolicy;
 use crate::home::Home;
 use crate::input::NoInput;
 use crate::model::RunState;
