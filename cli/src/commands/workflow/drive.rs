@@ -37,7 +37,9 @@ pub async fn drive(
                     if let (Some(bar), EventKind::StepStarted { step, .. }) = (&bar, &event.kind) {
                         bar.set_message(step.clone());
                     }
-                    if let Some(line) = render::event_line(&printer, &event) {
+                    // The run's end is said once, by the result line below.
+                    let line = (!last).then(|| render::event_line(&printer, &event)).flatten();
+                    if let Some(line) = line {
                         match &bar {
                             Some(bar) => bar.println(line),
                             None => printer.note(&line),
