@@ -17,6 +17,7 @@ use crate::failpoint::{self, Phase};
 use crate::input::{Answer, InputProvider, Question};
 use crate::journal::WriteOp;
 use crate::model::{RunId, StepRecord, StepRecordState};
+use crate::retry::RetryPolicy;
 use crate::secret::{SecretRef, SecretStore, SecretValue};
 use crate::time::Millis;
 use crate::writer::Writer;
@@ -301,7 +302,7 @@ impl Ctx {
                 first_started_at: now,
                 started_at: now,
                 finished_at: None,
-                policy: Some(policy.clone()),
+                policy: None,
             },
         };
         loop {
@@ -309,7 +310,7 @@ impl Ctx {
             record.state = StepRecordState::Started;
             record.started_at = Millis::now();
             record.next_attempt_at = None;
-            record.policy = Some(policy.clone());
+            record.policy = (policy != RetryPolicy::default()).then(|| policy.clone());
             self.write(&record, vec![]).await?;
             self.shared.events.emit(EventKind::StepStarted {
                 step: id.to_string(),

@@ -141,7 +141,10 @@ impl Driver {
 
 /// Appends the run's events, one JSON object per line, to its log file (0600): what
 /// happened stays readable after the terminal is gone. Events are already redacted.
-fn spawn_event_log(path: std::path::PathBuf, events: &EventBus) -> Option<tokio::task::JoinHandle<()>> {
+fn spawn_event_log(
+    path: std::path::PathBuf,
+    events: &EventBus,
+) -> Option<tokio::task::JoinHandle<()>> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
 

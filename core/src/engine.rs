@@ -142,8 +142,7 @@ impl Engine {
             error: None,
         };
         let lease = lease::own_lease();
-        let journal = self.store.create(&info, &meta, &lease)?;
-        let snapshot = journal.snapshot()?;
+        let (journal, snapshot) = self.store.create(&info, &meta, &lease)?;
         Ok(self.driver(wf, journal, snapshot, false, false))
     }
 
@@ -159,15 +158,14 @@ impl Engine {
 
     fn take(&self, run: RunId, cancel: bool) -> Result<Driver, EngineError> {
         self.home.ensure_writable()?;
-        let mut journal = match self.store.open(run) {
-            Ok(j) => j,
+        let (mut journal, mut snapshot) = match self.store.open(run) {
+            Ok(opened) => opened,
             Err(JournalError::Busy { .. }) => {
                 let lease = self.live_lease(run);
                 return Err(EngineError::Driven { run, lease });
             }
             Err(e) => return Err(e.into()),
         };
-        let snapshot = journal.snapshot()?;
         if snapshot.meta.state.is_finished() {
             return Err(EngineError::Finished {
                 run,
@@ -186,8 +184,9 @@ impl Engine {
         if let Some(old) = &snapshot.lease {
             tracing::info!(%run, previous = %old, "taking over the run's lease");
         }
-        journal.write(&[WriteOp::Lease(lease::own_lease())])?;
-        let snapshot = journal.snapshot()?;
+        let lease = lease::own_lease();
+        journal.write(&[WriteOp::Lease(lease.clone())])?;
+        snapshot.lease = Some(lease);
         let wf = self.workflow(&snapshot.info.workflow)?;
         if wf.version() != snapshot.info.workflow_version {
             tracing::info!(

@@ -179,7 +179,8 @@ pub enum StepRecordState {
 }
 
 /// One step in the journal. The key is the workflow's stable key, scoped and numbered by
-/// occurrence: `host-a/openbao/container#0`.
+/// occurrence: `host-a/openbao/container#0`. Empty and default fields are left out of the
+/// encoding: a 10,000-step journal is read whole by `workflow status`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub seq: u64,
@@ -188,20 +189,38 @@ pub struct StepRecord {
     pub state: StepRecordState,
     /// Attempts started so far (1 on the first).
     pub attempt: u32,
+    #[serde(default, skip_serializing_if = "is_null")]
     pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Whether the last error is worth another attempt.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub transient: bool,
     /// When the next attempt may start; `None` when none is scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<Millis>,
     /// Retries were exhausted: the run paused on this step.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub exhausted: bool,
     /// The step's outcome was taken from the activity's probe after a crash.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub from_probe: bool,
     pub first_started_at: Millis,
     pub started_at: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Millis>,
+    /// The retry policy, when it is not [`RetryPolicy::default`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<RetryPolicy>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `None` and JSON `null` are both "no output".
+fn is_null(v: &Option<Value>) -> bool {
+    v.as_ref().is_none_or(Value::is_null)
 }
 
 /// A step as a person sees it.

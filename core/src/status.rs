@@ -37,7 +37,7 @@ pub struct StepView {
     pub last_error: Option<String>,
     pub duration_ms: u64,
     pub from_probe: bool,
-    pub policy: Option<RetryPolicy>,
+    pub policy: RetryPolicy,
 }
 
 impl RunView {
@@ -100,7 +100,7 @@ impl RunView {
                 last_error: s.error.clone(),
                 duration_ms: s.duration_ms(now),
                 from_probe: s.from_probe,
-                policy: s.policy.clone(),
+                policy: s.policy.clone().unwrap_or_default(),
             })
             .collect()
     }

@@ -57,10 +57,10 @@ pub trait JournalStore: Send + Sync {
         info: &RunInfo,
         meta: &RunMeta,
         lease: &Lease,
-    ) -> Result<Box<dyn RunJournal>, JournalError>;
-    /// Opens a run's journal exclusively, to drive the run. [`JournalError::Busy`] when
-    /// another process holds it.
-    fn open(&self, id: RunId) -> Result<Box<dyn RunJournal>, JournalError>;
+    ) -> Result<(Box<dyn RunJournal>, JournalSnapshot), JournalError>;
+    /// Opens a run's journal exclusively, to drive the run, with what it holds.
+    /// [`JournalError::Busy`] when another process holds it.
+    fn open(&self, id: RunId) -> Result<(Box<dyn RunJournal>, JournalSnapshot), JournalError>;
     /// Reads a run's journal without driving it. [`JournalError::Busy`] when another
     /// process holds it: ask that process instead.
     fn read(&self, id: RunId) -> Result<JournalSnapshot, JournalError>;

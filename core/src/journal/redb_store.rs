@@ -269,7 +269,7 @@ impl JournalStore for RedbStore {
         info: &RunInfo,
         meta: &RunMeta,
         lease: &Lease,
-    ) -> Result<Box<dyn RunJournal>, JournalError> {
+    ) -> Result<(Box<dyn RunJournal>, JournalSnapshot), JournalError> {
         let path = self.path_of(info.id);
         // Built under a temporary name and renamed when complete, so a process killed
         // while creating a run leaves no half-made journal behind under a run's name.
@@ -317,14 +317,22 @@ impl JournalStore for RedbStore {
         fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io)?;
-        Ok(Box::new(journal))
+        let snapshot = JournalSnapshot {
+            format: FORMAT_VERSION,
+            info: info.clone(),
+            meta: meta.clone(),
+            lease: Some(lease.clone()),
+            summary: None,
+            steps: Vec::new(),
+        };
+        Ok((Box::new(journal), snapshot))
     }
 
-    fn open(&self, id: RunId) -> Result<Box<dyn RunJournal>, JournalError> {
+    fn open(&self, id: RunId) -> Result<(Box<dyn RunJournal>, JournalSnapshot), JournalError> {
         let journal = self.open_exclusive(id)?;
-        // Refuse a file of another format before anyone writes to it.
-        journal.snapshot()?;
-        Ok(Box::new(journal))
+        // Reading it refuses a file of another format before anyone writes to it.
+        let snapshot = journal.snapshot()?;
+        Ok((Box::new(journal), snapshot))
     }
 
     fn read(&self, id: RunId) -> Result<JournalSnapshot, JournalError> {

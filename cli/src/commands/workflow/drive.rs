@@ -38,7 +38,9 @@ pub async fn drive(
                         bar.set_message(step.clone());
                     }
                     // The run's end is said once, by the result line below.
-                    let line = (!last).then(|| render::event_line(&printer, &event)).flatten();
+                    let line = (!last)
+                        .then(|| render::event_line(&printer, &event))
+                        .flatten();
                     if let Some(line) = line {
                         match &bar {
                             Some(bar) => bar.println(line),
