@@ -9,7 +9,6 @@
 //! waits for an urgent commit, and commits are ordered. Events about a write are emitted
 //! only once it is durable.
 
-use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -19,7 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::events::{EventBus, EventKind};
 use crate::failpoint::{self, Phase};
-use crate::journal::{JournalError, JournalSnapshot, RunJournal, WriteOp};
+use crate::journal::{JournalError, JournalSnapshot, RunJournal, StepIndex, WriteOp};
 use crate::model::StepRecordState;
 
 /// How long a lazy write waits for company before it is committed alone.
@@ -51,44 +50,19 @@ pub(crate) struct WriterThread {
 /// The run's journal as committed, kept in memory for the control socket.
 pub(crate) struct MirrorState {
     pub(crate) snapshot: JournalSnapshot,
-    index: HashMap<String, usize>,
+    index: StepIndex,
 }
 
 pub(crate) type Mirror = Arc<Mutex<MirrorState>>;
 
 impl MirrorState {
     pub(crate) fn new(snapshot: JournalSnapshot) -> Mirror {
-        let index = snapshot
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.key.clone(), i))
-            .collect();
+        let index = snapshot.step_index();
         Arc::new(Mutex::new(MirrorState { snapshot, index }))
     }
 
     fn apply(&mut self, ops: &[WriteOp]) {
-        let snap = &mut self.snapshot;
-        for op in ops {
-            match op {
-                WriteOp::Step(record) => match self.index.get(&record.key) {
-                    Some(&i) => snap.steps[i] = record.clone(),
-                    None => {
-                        self.index.insert(record.key.clone(), snap.steps.len());
-                        snap.steps.push(record.clone());
-                    }
-                },
-                WriteOp::Meta(meta) => snap.meta = meta.clone(),
-                WriteOp::Lease(lease) => snap.lease = Some(lease.clone()),
-                WriteOp::Finish { meta, summary } => {
-                    snap.steps.clear();
-                    self.index.clear();
-                    snap.meta = meta.clone();
-                    snap.summary = Some(summary.clone());
-                    snap.lease = None;
-                }
-            }
-        }
+        self.snapshot.apply(ops, &mut self.index);
     }
 }
 

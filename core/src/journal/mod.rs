@@ -3,7 +3,9 @@
 
 mod guard;
 mod redb_store;
+mod wal;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 pub use guard::{install_panic_hook, storage_call};
@@ -27,8 +29,46 @@ pub struct JournalSnapshot {
     pub steps: Vec<StepRecord>,
 }
 
+/// Where each step sits in a snapshot's `steps`, by key.
+pub type StepIndex = HashMap<String, usize>;
+
+impl JournalSnapshot {
+    pub fn step_index(&self) -> StepIndex {
+        self.steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.key.clone(), i))
+            .collect()
+    }
+
+    /// Applies `ops` in order, as committing them does; `index` is kept current.
+    pub fn apply(&mut self, ops: &[WriteOp], index: &mut StepIndex) {
+        for op in ops {
+            match op {
+                WriteOp::Step(record) => match index.get(&record.key) {
+                    Some(&i) => self.steps[i] = record.clone(),
+                    None => {
+                        index.insert(record.key.clone(), self.steps.len());
+                        self.steps.push(record.clone());
+                    }
+                },
+                WriteOp::Meta(meta) => self.meta = meta.clone(),
+                WriteOp::Lease(lease) => self.lease = Some(lease.clone()),
+                WriteOp::Finish { meta, summary } => {
+                    self.steps.clear();
+                    index.clear();
+                    self.meta = meta.clone();
+                    self.summary = Some(summary.clone());
+                    self.lease = None;
+                }
+            }
+        }
+    }
+}
+
 /// One change to a run's journal. A batch of them is written in one durable transaction.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WriteOp {
     Step(StepRecord),
     Meta(RunMeta),

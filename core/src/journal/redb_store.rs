@@ -4,6 +4,10 @@
 //! the modes that let other processes read alongside the writer always commit in two
 //! phases, which would double the cost of every step. So a run's file belongs to the
 //! process driving it, and other terminals ask that process over its control socket.
+//!
+//! Each batch is made durable first in the run's write-ahead log (`wal.rs`), then
+//! committed to redb without an fsync; a durable redb commit every
+//! [`CHECKPOINT_FRAMES`] batches lets the log start over.
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -17,6 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::guard::storage_call;
+use super::wal::{self, Wal};
 use super::{FORMAT_VERSION, JournalError, JournalSnapshot, JournalStore, RunJournal, WriteOp};
 use crate::model::{Lease, RunId, RunInfo, RunMeta, RunSummary, StepRecord};
 
@@ -29,6 +34,12 @@ const KEY_INFO: &str = "info";
 const KEY_STATE: &str = "state";
 const KEY_LEASE: &str = "lease";
 const KEY_SUMMARY: &str = "summary";
+/// The sequence number of the first log frame not yet in a durable redb commit.
+const KEY_WAL_SEQ: &str = "wal_seq";
+
+/// A durable redb commit after this many log frames, or when the log is half full: redb
+/// frees the pages of non-durable commits only at a durable one.
+pub(super) const CHECKPOINT_FRAMES: u64 = 128;
 
 /// Every value starts with its encoding's version byte, so a value's encoding can change
 /// without a new file format.
@@ -55,6 +66,7 @@ impl RedbStore {
 struct RedbJournal {
     db: Database,
     path: PathBuf,
+    wal: Wal,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -179,14 +191,103 @@ fn read_snapshot(path: &Path, tx: &redb::ReadTransaction) -> Result<JournalSnaps
     })
 }
 
+/// The first log frame not in the durable state; 1 for a journal from before logs.
+fn read_wal_seq(path: &Path, tx: &redb::ReadTransaction) -> Result<u64, JournalError> {
+    let meta = tx.open_table(META).map_err(|e| storage_error(path, e))?;
+    let value = meta.get(KEY_WAL_SEQ).map_err(|e| storage_error(path, e))?;
+    match value {
+        Some(v) => decode(path, KEY_WAL_SEQ, v.value()),
+        None => Ok(1),
+    }
+}
+
+fn wal_error(path: &Path, e: std::io::Error) -> JournalError {
+    JournalError::Io {
+        path: path.to_path_buf(),
+        detail: format!("write-ahead log: {e}"),
+    }
+}
+
 impl RunJournal for RedbJournal {
     fn write(&mut self, ops: &[WriteOp]) -> Result<(), JournalError> {
+        let appended = self
+            .wal
+            .append(ops)
+            .map_err(|e| wal_error(self.wal.path(), e))?;
+        match appended {
+            Ok(()) => {
+                self.commit(ops, Durability::None, None)?;
+                if self.wal.frames() >= CHECKPOINT_FRAMES
+                    || self.wal.bytes_used() > wal::CAPACITY / 2
+                {
+                    self.checkpoint()?;
+                }
+            }
+            // Too big for what is left of the log: commit it durably to redb itself.
+            Err(wal::Full) => {
+                let next = self.wal.next_seq();
+                self.commit(ops, Durability::Immediate, Some(next))?;
+                self.wal.restart(next);
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<JournalSnapshot, JournalError> {
+        guarded(&self.path, || {
+            let tx = self
+                .db
+                .begin_read()
+                .map_err(|e| storage_error(&self.path, e))?;
+            read_snapshot(&self.path, &tx)
+        })
+    }
+
+    fn compact(&mut self) -> Result<(), JournalError> {
+        self.checkpoint()?;
+        let path = self.path.clone();
+        guarded(&path, || {
+            self.db
+                .compact()
+                .map(|_| ())
+                .map_err(|e| storage_error(&path, e))
+        })
+    }
+}
+
+impl Drop for RedbJournal {
+    fn drop(&mut self) {
+        // A clean file opens without replaying the log.
+        if self.wal.frames() > 0
+            && let Err(e) = self.checkpoint()
+        {
+            tracing::warn!(error = %e, "checkpoint of the journal failed; the log keeps the batches");
+        }
+    }
+}
+
+impl RedbJournal {
+    /// A durable redb commit of everything so far; the log then starts over.
+    fn checkpoint(&mut self) -> Result<(), JournalError> {
+        let next = self.wal.next_seq();
+        self.commit(&[], Durability::Immediate, Some(next))?;
+        self.wal.restart(next);
+        Ok(())
+    }
+
+    /// Commits `ops` to redb; with `wal_seq`, records it as the first frame the commit
+    /// does not hold.
+    fn commit(
+        &mut self,
+        ops: &[WriteOp],
+        durability: Durability,
+        wal_seq: Option<u64>,
+    ) -> Result<(), JournalError> {
         let path = self.path.clone();
         guarded(&path, || {
             let e = |err: redb::Error| storage_error(&path, err);
             let mut tx = self.db.begin_write().map_err(|x| e(x.into()))?;
-            tx.set_durability(Durability::Immediate)
-                .map_err(|x| e(x.into()))?;
+            tx.set_durability(durability).map_err(|x| e(x.into()))?;
             {
                 let mut meta = tx.open_table(META).map_err(|x| e(x.into()))?;
                 let mut steps = tx.open_table(STEPS).map_err(|x| e(x.into()))?;
@@ -218,28 +319,12 @@ impl RunJournal for RedbJournal {
                         }
                     }
                 }
+                if let Some(seq) = wal_seq {
+                    meta.insert(KEY_WAL_SEQ, encode(&seq).as_slice())
+                        .map_err(|x| e(x.into()))?;
+                }
             }
             tx.commit().map_err(|x| e(x.into()))
-        })
-    }
-
-    fn snapshot(&self) -> Result<JournalSnapshot, JournalError> {
-        guarded(&self.path, || {
-            let tx = self
-                .db
-                .begin_read()
-                .map_err(|e| storage_error(&self.path, e))?;
-            read_snapshot(&self.path, &tx)
-        })
-    }
-
-    fn compact(&mut self) -> Result<(), JournalError> {
-        let path = self.path.clone();
-        guarded(&path, || {
-            self.db
-                .compact()
-                .map(|_| ())
-                .map_err(|e| storage_error(&path, e))
         })
     }
 }
@@ -249,17 +334,40 @@ impl RedbStore {
         self.dir.join(format!("{id}.{EXTENSION}"))
     }
 
-    fn open_exclusive(&self, id: RunId) -> Result<RedbJournal, JournalError> {
+    fn wal_path_of(&self, id: RunId) -> PathBuf {
+        self.dir.join(format!("{id}.wal"))
+    }
+
+    /// Opens a journal for writing: checks its format, then brings the batches its log
+    /// holds beyond the last checkpoint into redb, durably.
+    fn open_exclusive(&self, id: RunId) -> Result<(RedbJournal, JournalSnapshot), JournalError> {
         let path = self.path_of(id);
         if !path.exists() {
             return Err(JournalError::NotFound { id, path });
         }
-        let db = guarded(&path, || {
-            Builder::new()
+        let (db, mut snapshot, seq) = guarded(&path, || {
+            let db = Builder::new()
                 .open(&path)
-                .map_err(|e| storage_error(&path, e))
+                .map_err(|e| storage_error(&path, e))?;
+            let tx = db.begin_read().map_err(|e| storage_error(&path, e))?;
+            let snapshot = read_snapshot(&path, &tx)?;
+            let seq = read_wal_seq(&path, &tx)?;
+            drop(tx);
+            Ok((db, snapshot, seq))
         })?;
-        Ok(RedbJournal { db, path })
+        let wal_path = self.wal_path_of(id);
+        let (wal, batches) = Wal::open(&wal_path, seq).map_err(|e| wal_error(&wal_path, e))?;
+        let mut journal = RedbJournal { db, path, wal };
+        if !batches.is_empty() {
+            let next = seq + batches.len() as u64;
+            let ops: Vec<WriteOp> = batches.into_iter().flatten().collect();
+            journal.commit(&ops, Durability::Immediate, Some(next))?;
+            journal.wal.restart(next);
+            let mut index = snapshot.step_index();
+            snapshot.apply(&ops, &mut index);
+            snapshot.steps.sort_by_key(|s| s.seq);
+        }
+        Ok((journal, snapshot))
     }
 }
 
@@ -293,9 +401,12 @@ impl JournalStore for RedbStore {
                 )
                 .map_err(|e| storage_error(&path, e))
         })?;
-        let mut journal = RedbJournal {
+        let wal_path = self.wal_path_of(info.id);
+        let wal = Wal::create(&wal_path, 1).map_err(|e| wal_error(&wal_path, e))?;
+        let journal = RedbJournal {
             db,
             path: path.clone(),
+            wal,
         };
         guarded(&path, || {
             let e = |err: redb::Error| storage_error(&path, err);
@@ -308,11 +419,19 @@ impl JournalStore for RedbStore {
                 table
                     .insert(KEY_INFO, encode(info).as_slice())
                     .map_err(|x| e(x.into()))?;
+                table
+                    .insert(KEY_WAL_SEQ, encode(&1u64).as_slice())
+                    .map_err(|x| e(x.into()))?;
+                table
+                    .insert(KEY_STATE, encode(meta).as_slice())
+                    .map_err(|x| e(x.into()))?;
+                table
+                    .insert(KEY_LEASE, encode(lease).as_slice())
+                    .map_err(|x| e(x.into()))?;
                 tx.open_table(STEPS).map_err(|x| e(x.into()))?;
             }
             tx.commit().map_err(|x| e(x.into()))
         })?;
-        journal.write(&[WriteOp::Meta(meta.clone()), WriteOp::Lease(lease.clone())])?;
         fs::rename(&partial, &path).map_err(io)?;
         fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
@@ -329,9 +448,7 @@ impl JournalStore for RedbStore {
     }
 
     fn open(&self, id: RunId) -> Result<(Box<dyn RunJournal>, JournalSnapshot), JournalError> {
-        let journal = self.open_exclusive(id)?;
-        // Reading it refuses a file of another format before anyone writes to it.
-        let snapshot = journal.snapshot()?;
+        let (journal, snapshot) = self.open_exclusive(id)?;
         Ok((Box::new(journal), snapshot))
     }
 
@@ -345,14 +462,26 @@ impl JournalStore for RedbStore {
                 .open_read_only(&path)
                 .map_err(|e| storage_error(&path, e))?;
             let tx = db.begin_read().map_err(|e| storage_error(&path, e))?;
-            read_snapshot(&path, &tx)
+            Ok((read_snapshot(&path, &tx)?, read_wal_seq(&path, &tx)?))
         });
         match read_only {
+            Ok((mut snapshot, seq)) => {
+                let wal_path = self.wal_path_of(id);
+                let batches = Wal::read(&wal_path, seq).map_err(|e| wal_error(&wal_path, e))?;
+                if !batches.is_empty() {
+                    let mut index = snapshot.step_index();
+                    for batch in &batches {
+                        snapshot.apply(batch, &mut index);
+                    }
+                    snapshot.steps.sort_by_key(|s| s.seq);
+                }
+                Ok(snapshot)
+            }
             // A file left by a killed process must be repaired before it can be read, and
             // a read-only open cannot repair. Nobody holds it (that would be Busy), so
             // open it for writing, which repairs, and read.
-            Err(JournalError::Io { .. }) => self.open_exclusive(id)?.snapshot(),
-            other => other,
+            Err(JournalError::Io { .. }) => Ok(self.open_exclusive(id)?.1),
+            Err(e) => Err(e),
         }
     }
 
@@ -380,6 +509,7 @@ impl JournalStore for RedbStore {
     }
 
     fn remove(&self, id: RunId) -> Result<(), JournalError> {
+        let _ = fs::remove_file(self.wal_path_of(id));
         let path = self.path_of(id);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
