@@ -13,8 +13,12 @@ const STEPS: usize = 20;
 
 /// A plan of `STEPS` steps, each appending one unique line to `out` (probe: the line is there).
 fn appending_plan(out: &Path) -> Value {
+    appending_plan_of(out, STEPS)
+}
+
+fn appending_plan_of(out: &Path, steps: usize) -> Value {
     let out = out.display().to_string();
-    let steps: Vec<Value> = (0..STEPS)
+    let steps: Vec<Value> = (0..steps)
         .map(|i| {
             json!({
                 "key": format!("append-{i}"),
@@ -166,4 +170,31 @@ fn crash_at_random_moments() {
         let id = run.expect("a run");
         assert_done_exactly_once(&home, &id, &out, &format!("random run {runs}"));
     }
+}
+
+/// Past the journal's checkpoints: killed after 300 steps, the run is read (status from
+/// another process) and resumed from its log and its last checkpoint together.
+#[test]
+fn crash_after_many_checkpoints_resumes_from_checkpoint_and_log() {
+    const MANY: usize = 320;
+    let home = Home::new();
+    let out = home.scratch().join("out.txt");
+    let status = home
+        .start_cmd(&appending_plan_of(&out, MANY))
+        .env("FOUNDRY_FAILPOINTS", "append-300#0@effect")
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("start");
+    assert!(killed(status), "{status:?}");
+    let run = home.only_run();
+    let shown = home.show(&run);
+    assert_eq!(shown["steps"]["done"], 300, "{}", shown["steps"]);
+    assert_eq!(shown["steps"]["in_doubt"], 1, "{}", shown["steps"]);
+    home.ok(&["workflow", "resume", &run]);
+    let expected: Vec<String> = (0..MANY).map(|i| format!("line-{i}")).collect();
+    assert_eq!(lines_of(&out), expected);
+    let shown = home.show(&run);
+    assert_eq!(shown["state"], "completed");
+    assert_eq!(shown["step_list"], json!([]));
 }
