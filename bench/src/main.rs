@@ -1,1 +1,336 @@
-fn main() {}
+//! Foundry's benchmarks, printed side by side with the disk's own figures.
+//!
+//! Usage: `cargo build --release -p foundry-cli && cargo run --release -p foundry-bench -- engine [--dir DIR] [--foundry PATH]`
+//!
+//! Prints exactly one `name=value` line per figure on stdout; progress and notes go to
+//! stderr. What each figure means and its goal: docs/benchmarks.md.
+
+mod cli;
+mod disk;
+mod inproc;
+mod stats;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::stats::{Summary, millis};
+
+const USAGE: &str = "\
+Usage: foundry-bench engine [--dir DIR] [--foundry PATH]
+
+Measures the engine beside the disk it writes to, and prints one `name=value` line per
+figure on stdout (notes on stderr): fsync_4k_us, baseline_redb_commit_us,
+durable_step_steps, durable_step_us, step_vs_fsync_ratio, fanout100_steps_per_s,
+status_10k_steps_ms, status_10k_steps_ms_max, resume_first_action_ms.
+
+Options:
+  --dir DIR       where to measure: a fresh directory is made in DIR and removed at the
+                  end (default: ./target, on the project's disk; not /tmp, which may be
+                  tmpfs)
+  --foundry PATH  the `foundry` binary (default: the one beside this executable; build it
+                  with `cargo build --release -p foundry-cli`)
+  -h, --help      this help
+
+Build both in release with the same CARGO_TARGET_DIR, e.g.
+  cargo build --release -p foundry-cli && cargo run --release -p foundry-bench -- engine";
+
+/// Warm-up, then measured, sequential steps for `durable_step_us`.
+const WARMUP_STEPS: u64 = 200;
+const DURABLE_STEPS: u64 = 2000;
+/// `fanout100_steps_per_s`.
+const FANOUT_STEPS: u64 = 10_000;
+const FANOUT: u64 = 100;
+/// Whole-process runs of `workflow status` and `workflow resume`.
+const STATUS_RUNS: usize = 20;
+const RESUME_RUNS: usize = 10;
+/// Extra runs against the journal exactly as the crash left it (notes only).
+const CRASHED_RUNS: usize = 3;
+/// In-process reads of the prepared journal (notes only).
+const READ_RUNS: usize = 5;
+/// The value size of the redb baseline: about one journaled step.
+const BASELINE_VALUE_BYTES: usize = 300;
+
+#[derive(Debug, Default)]
+struct Options {
+    dir: Option<PathBuf>,
+    foundry: Option<PathBuf>,
+}
+
+enum Parsed {
+    Help,
+    Engine(Options),
+}
+
+fn value(args: &mut impl Iterator<Item = OsString>, flag: &str) -> Result<PathBuf> {
+    args.next()
+        .map(PathBuf::from)
+        .ok_or_else(|| anyhow!("{flag} needs a value\n\n{USAGE}"))
+}
+
+fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
+    let mut args = args.into_iter();
+    let mut engine = false;
+    let mut opts = Options::default();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        match text.as_ref() {
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "engine" if !engine => engine = true,
+            "--dir" => opts.dir = Some(value(&mut args, "--dir")?),
+            "--foundry" => opts.foundry = Some(value(&mut args, "--foundry")?),
+            other => {
+                if let Some(dir) = other.strip_prefix("--dir=") {
+                    opts.dir = Some(PathBuf::from(dir));
+                } else if let Some(bin) = other.strip_prefix("--foundry=") {
+                    opts.foundry = Some(PathBuf::from(bin));
+                } else {
+                    bail!("unexpected argument `{other}`\n\n{USAGE}");
+                }
+            }
+        }
+    }
+    if !engine {
+        bail!("which benchmark? `engine` is the one there is\n\n{USAGE}");
+    }
+    Ok(Parsed::Engine(opts))
+}
+
+/// One figure on stdout.
+fn figure(name: &str, value: String) {
+    println!("{name}={value}");
+}
+
+fn engine(opts: Options) -> Result<()> {
+    if std::env::var_os("FOUNDRY_FAILPOINTS").is_some() {
+        bail!("FOUNDRY_FAILPOINTS is set: the in-process engine would obey it; unset it first");
+    }
+    let foundry_bin = cli::locate(opts.foundry)?;
+    let parent = match opts.dir {
+        Some(dir) => dir,
+        None => std::env::current_dir()
+            .context("finding the current directory")?
+            .join("target"),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix("foundry-bench-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("making a directory in {}", parent.display()))?;
+    let dir = work.path();
+    let mount = disk::mount_of(dir)?;
+    eprintln!(
+        "measuring in {} ({} on {}, mounted at {}); foundry: {}",
+        dir.display(),
+        mount.fstype,
+        mount.source,
+        mount.point.display(),
+        foundry_bin.display()
+    );
+    if mount.in_memory() {
+        eprintln!(
+            "WARNING: {} is {}: fsync costs nothing there; pass --dir on a real disk",
+            dir.display(),
+            mount.fstype
+        );
+    }
+
+    eprintln!("disk: 4 KiB pwrite + fdatasync");
+    let fsync = disk::fsync_rewrite_4k(dir)?;
+    eprintln!("  rewrite in place: {}", fsync.describe("us"));
+    let append = disk::fsync_append_4k(dir)?;
+    eprintln!("  append (file grows): {}", append.describe("us"));
+    figure("fsync_4k_us", format!("{:.1}", fsync.median));
+
+    eprintln!("redb {BASELINE_VALUE_BYTES}-byte value, durable commits");
+    let redb = disk::redb_commits(dir, BASELINE_VALUE_BYTES)?;
+    eprintln!("  one insert per commit: {}", redb.insert.describe("us"));
+    eprintln!(
+        "  update previous + insert new per commit (the engine's pattern): {}",
+        redb.update_and_insert.describe("us")
+    );
+    figure(
+        "baseline_redb_commit_us",
+        format!("{:.1}", redb.insert.median),
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+
+    let engine = inproc::engine_at(&dir.join("engine-home"));
+    eprintln!("in-process engine: warm-up run of {WARMUP_STEPS} steps");
+    let warm = inproc::timed_run(&rt, &engine, WARMUP_STEPS, 0)?;
+    eprintln!("  {}", warm.describe());
+    eprintln!("in-process engine: {DURABLE_STEPS} sequential steps");
+    let seq = inproc::timed_run(&rt, &engine, DURABLE_STEPS, 0)?;
+    eprintln!("  {}", seq.describe());
+    let step_us = seq.per_step_us();
+    figure("durable_step_steps", DURABLE_STEPS.to_string());
+    figure("durable_step_us", format!("{step_us:.1}"));
+    figure(
+        "step_vs_fsync_ratio",
+        format!("{:.2}", step_us / fsync.median),
+    );
+
+    eprintln!("in-process engine: {FANOUT_STEPS} steps over {FANOUT} children");
+    let fan = inproc::timed_run(&rt, &engine, FANOUT_STEPS, FANOUT)?;
+    eprintln!("  {}", fan.describe());
+    figure("fanout100_steps_per_s", format!("{:.0}", fan.steps_per_s()));
+
+    let scratch = dir.join("scratch");
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let foundry = cli::Foundry {
+        bin: foundry_bin,
+        home: dir.join("cli-home"),
+        scratch,
+    };
+    let run = rt.block_on(processes(&foundry))?;
+    resume_in_process(&rt, &foundry, &run)?;
+    drop(rt);
+    let kept = work.path().to_path_buf();
+    if let Err(e) = work.close() {
+        eprintln!("warning: could not remove {}: {e}", kept.display());
+    }
+    Ok(())
+}
+
+/// The `foundry` binary's figures: status and resume of a 10,000-step run.
+async fn processes(foundry: &cli::Foundry) -> Result<cli::Prepared> {
+    eprintln!("CLI: preparing a run of 10,001 steps, killed in the last one");
+    let run = foundry.prepare().await?;
+    let size = std::fs::metadata(&run.pristine)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    eprintln!("  journal {:.1} MiB", size as f64 / (1024.0 * 1024.0));
+
+    match read_in_process(foundry, &run.id) {
+        Ok(read) => eprintln!(
+            "  one in-process read of that journal (RedbStore::read, no process start): {}",
+            read.describe(" ms")
+        ),
+        Err(e) => eprintln!("  (could not read the journal in process: {e:#})"),
+    }
+
+    eprintln!("CLI: `foundry workflow status {}` x{STATUS_RUNS}", run.id);
+    let mut samples = Vec::with_capacity(STATUS_RUNS);
+    for _ in 0..STATUS_RUNS {
+        samples.push(millis(foundry.time_status(&run.id).await?));
+    }
+    let status = Summary::of(&samples)?;
+    eprintln!("  {}", status.describe(" ms"));
+    figure("status_10k_steps_ms", format!("{:.1}", status.median));
+    figure("status_10k_steps_ms_max", format!("{:.1}", status.max));
+
+    eprintln!(
+        "CLI: `foundry workflow resume {} --output json` x{RESUME_RUNS}, to its first {} line",
+        run.id,
+        cli::IN_DOUBT_STEP
+    );
+    let mut samples = Vec::with_capacity(RESUME_RUNS);
+    for _ in 0..RESUME_RUNS {
+        cli::restore(&run.pristine, &run.journal)?;
+        let (took, event) = foundry.time_resume(&run.id).await?;
+        if event != "step_in_doubt" {
+            eprintln!(
+                "  note: the first event about {} was `{event}`, not step_in_doubt",
+                cli::IN_DOUBT_STEP
+            );
+        }
+        samples.push(millis(took));
+    }
+    let resume = Summary::of(&samples)?;
+    eprintln!("  {}", resume.describe(" ms"));
+    figure("resume_first_action_ms", format!("{:.1}", resume.median));
+
+    eprintln!("notes: the journal exactly as the crash left it (before anything repaired it)");
+    let mut status_samples = Vec::with_capacity(CRASHED_RUNS);
+    let mut resume_samples = Vec::with_capacity(CRASHED_RUNS);
+    for _ in 0..CRASHED_RUNS {
+        cli::restore(&run.crashed, &run.journal)?;
+        status_samples.push(millis(foundry.time_status(&run.id).await?));
+        cli::restore(&run.crashed, &run.journal)?;
+        resume_samples.push(millis(foundry.time_resume(&run.id).await?.0));
+    }
+    eprintln!(
+        "  status (first read after the crash): {}",
+        Summary::of(&status_samples)?.describe(" ms")
+    );
+    eprintln!(
+        "  resume to its first action: {}",
+        Summary::of(&resume_samples)?.describe(" ms")
+    );
+    Ok(run)
+}
+
+/// The resume of the prepared run again, in this process: where its time goes without a
+/// process start (notes only).
+fn resume_in_process(
+    rt: &tokio::runtime::Runtime,
+    foundry: &cli::Foundry,
+    run: &cli::Prepared,
+) -> Result<()> {
+    eprintln!("notes: the same resume in this process (no process start), x{CRASHED_RUNS}");
+    let engine = inproc::engine_at(&foundry.home);
+    let (mut takes, mut to_first) = (Vec::new(), Vec::new());
+    for _ in 0..CRASHED_RUNS {
+        cli::restore(&run.pristine, &run.journal)?;
+        let (take, first) =
+            inproc::resume_to_first_action(rt, &engine, &run.id, cli::IN_DOUBT_STEP)?;
+        takes.push(millis(take));
+        to_first.push(millis(first));
+    }
+    eprintln!(
+        "  Engine::resume (open, read, take the lease): {}",
+        Summary::of(&takes)?.describe(" ms")
+    );
+    eprintln!(
+        "  then Driver::drive to step_in_doubt: {}",
+        Summary::of(&to_first)?.describe(" ms")
+    );
+    Ok(())
+}
+
+/// What reading the run's journal costs without a process around it, in ms: the part of
+/// `status` that grows with the steps (`resume` decodes the journal this way more than once).
+fn read_in_process(foundry: &cli::Foundry, id: &str) -> Result<Summary> {
+    use foundry_core::journal::{JournalStore, RedbStore};
+    let run: foundry_core::RunId = id.parse().with_context(|| format!("run id {id}"))?;
+    let store = RedbStore::new(foundry.home.join("runs"));
+    let mut samples = Vec::with_capacity(READ_RUNS);
+    for _ in 0..READ_RUNS {
+        let t = std::time::Instant::now();
+        let snapshot = store.read(run)?;
+        samples.push(millis(t.elapsed()));
+        anyhow::ensure!(
+            snapshot.steps.len() == 10_001,
+            "read {} steps",
+            snapshot.steps.len()
+        );
+    }
+    Summary::of(&samples)
+}
+
+fn main() -> ExitCode {
+    match parse(std::env::args_os().skip(1)) {
+        Ok(Parsed::Help) => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Ok(Parsed::Engine(opts)) => match engine(opts) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

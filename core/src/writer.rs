@@ -3,16 +3,17 @@
 //!
 //! A write is either *urgent* (its sender waits until it is durable: a step's `started`, a
 //! failure and its schedule) or *lazy* (a step's `completed`, a journaled value). A lazy
-//! write joins the next commit, which the next step's `started` forces within microseconds
-//! in a sequential workflow, or is committed on its own after [`LINGER`]. Either way no
-//! effect happens between a step's completion and its durability: the next effect always
-//! waits for an urgent commit, and commits are ordered. Events about a write are emitted
-//! only once it is durable.
+//! write waits in a buffer on the sender's side and rides with the next urgent write, which
+//! the next step's `started` makes within microseconds in a sequential workflow; if none
+//! comes within [`LINGER`], a timer sends it alone. So a step costs one trip to the journal
+//! thread, not two. No effect happens between a step's completion and its durability: the
+//! next effect always waits for an urgent commit, and the buffer is sent, in order, ahead
+//! of it. Events about a write are emitted only once it is durable.
 
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -39,7 +40,16 @@ enum Msg {
 /// A handle to send writes to the writer thread. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Writer {
+    /// Lazy writes not yet sent. Sending happens under this lock, so the thread receives
+    /// writes in the order they were made.
+    lazy: Arc<Mutex<Lazy>>,
+}
+
+struct Lazy {
     tx: Sender<Msg>,
+    ops: Vec<WriteOp>,
+    events: Vec<EventKind>,
+    timer: bool,
 }
 
 /// The writer thread itself; closing it returns the journal.
@@ -111,27 +121,7 @@ fn run(
         };
         let mut batch = vec![first];
         drain(&rx, &mut batch, &mut closing);
-        if !closing && !batch.iter().any(|r| r.ack.is_some()) {
-            let deadline = Instant::now() + LINGER;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(left) {
-                    Ok(Msg::Write(req)) => {
-                        batch.push(req);
-                        drain(&rx, &mut batch, &mut closing);
-                        if closing || batch.iter().any(|r| r.ack.is_some()) {
-                            break;
-                        }
-                    }
-                    Ok(Msg::Close) => {
-                        closing = true;
-                        break;
-                    }
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                }
-            }
-        }
-        let ops: Vec<WriteOp> = batch.iter().flat_map(|r| r.ops.iter().cloned()).collect();
+        let ops: Vec<WriteOp> = batch.iter_mut().flat_map(|r| r.ops.drain(..)).collect();
         let result = match &poisoned {
             Some(e) => Err(e.clone()),
             None => journal.write(&ops),
@@ -178,7 +168,18 @@ impl Writer {
                 path: "journal writer".into(),
                 detail: e.to_string(),
             })?;
-        Ok((Writer { tx }, WriterThread { thread }))
+        let lazy = Lazy {
+            tx,
+            ops: Vec::new(),
+            events: Vec::new(),
+            timer: false,
+        };
+        Ok((
+            Writer {
+                lazy: Arc::new(Mutex::new(lazy)),
+            },
+            WriterThread { thread },
+        ))
     }
 
     fn closed() -> JournalError {
@@ -188,20 +189,33 @@ impl Writer {
         }
     }
 
-    /// Writes `ops` and waits until they are durable; then emits `events`.
+    fn buffer(&self) -> MutexGuard<'_, Lazy> {
+        // Every update of the buffer is a push or a take: a panic cannot leave it half done.
+        self.lazy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes `ops` (after any buffered lazy writes) and waits until they are durable;
+    /// then emits `events`.
     pub(crate) async fn write(
         &self,
         ops: Vec<WriteOp>,
         events: Vec<EventKind>,
     ) -> Result<(), JournalError> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Msg::Write(Request {
-                ops,
-                events,
-                ack: Some(ack),
-            }))
-            .map_err(|_| Self::closed())?;
+        {
+            let mut lazy = self.buffer();
+            let mut all_ops = std::mem::take(&mut lazy.ops);
+            all_ops.extend(ops);
+            let mut all_events = std::mem::take(&mut lazy.events);
+            all_events.extend(events);
+            lazy.tx
+                .send(Msg::Write(Request {
+                    ops: all_ops,
+                    events: all_events,
+                    ack: Some(ack),
+                }))
+                .map_err(|_| Self::closed())?;
+        }
         done.await.map_err(|_| Self::closed())?
     }
 
@@ -211,20 +225,51 @@ impl Writer {
         ops: Vec<WriteOp>,
         events: Vec<EventKind>,
     ) -> Result<(), JournalError> {
-        self.tx
-            .send(Msg::Write(Request {
-                ops,
-                events,
-                ack: None,
-            }))
-            .map_err(|_| Self::closed())
+        let mut lazy = self.buffer();
+        lazy.ops.extend(ops);
+        lazy.events.extend(events);
+        if !lazy.timer {
+            lazy.timer = true;
+            let writer = self.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(async move {
+                        tokio::time::sleep(LINGER).await;
+                        writer.flush_lazy();
+                    });
+                }
+                Err(_) => {
+                    drop(lazy);
+                    self.flush_lazy();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends buffered lazy writes on their own.
+    fn flush_lazy(&self) {
+        let mut lazy = self.buffer();
+        lazy.timer = false;
+        if lazy.ops.is_empty() {
+            return;
+        }
+        let ops = std::mem::take(&mut lazy.ops);
+        let events = std::mem::take(&mut lazy.events);
+        // A closed writer: the run is over and nothing more can be recorded.
+        let _ = lazy.tx.send(Msg::Write(Request {
+            ops,
+            events,
+            ack: None,
+        }));
     }
 }
 
 impl WriterThread {
     /// Commits everything sent before, stops the thread, and hands the journal back.
     pub(crate) fn close(self, writer: &Writer) -> Option<Box<dyn RunJournal>> {
-        let _ = writer.tx.send(Msg::Close);
+        writer.flush_lazy();
+        let _ = writer.buffer().tx.send(Msg::Close);
         self.thread.join().ok()
     }
 }
