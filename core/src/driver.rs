@@ -58,7 +58,7 @@ impl Driver {
         let run = snapshot.info.id;
         let started = Millis::now();
         let mirror = MirrorState::new(snapshot.clone());
-        let (writer, thread) = Writer::spawn(journal, mirror.clone(), events.clone())?;
+        let writer = Writer::new(journal, mirror.clone(), events.clone());
         let shared = RunShared::new(
             run,
             writer.clone(),
@@ -67,7 +67,9 @@ impl Driver {
             engine.secrets.clone(),
             engine.input.clone(),
         );
-        let log = spawn_event_log(engine.home.log_path(run), &events);
+        if let Err(e) = events.log_to(&engine.home.log_path(run)) {
+            tracing::warn!(error = %e, "no log file for this run");
+        }
         let control = match ControlServer::bind(
             engine.home.socket_path(run),
             mirror.clone(),
@@ -116,16 +118,8 @@ impl Driver {
         if let Some(control) = control {
             control.stop();
         }
-        let journal = thread.close(&writer);
-        if let Some(log) = log {
-            // A run that reached an outcome announced it, which ends the log; otherwise
-            // nothing more will come.
-            if result.is_ok() {
-                let _ = log.await;
-            } else {
-                log.abort();
-            }
-        }
+        let journal = writer.close();
+        events.flush_log();
         if let (Ok(outcome), Some(mut journal)) = (&result, journal)
             && outcome.state == RunState::Completed
         {
@@ -137,51 +131,6 @@ impl Driver {
         }
         result
     }
-}
-
-/// Appends the run's events, one JSON object per line, to its log file (0600): what
-/// happened stays readable after the terminal is gone. Events are already redacted.
-fn spawn_event_log(
-    path: std::path::PathBuf,
-    events: &EventBus,
-) -> Option<tokio::task::JoinHandle<()>> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&path);
-    let file = match file {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "no log file for this run");
-            return None;
-        }
-    };
-    let mut rx = events.subscribe();
-    Some(tokio::spawn(async move {
-        let mut out = std::io::BufWriter::new(file);
-        loop {
-            match rx.recv().await {
-                Ok(event) => {
-                    let last = matches!(event.kind, EventKind::RunFinished { .. });
-                    let written = serde_json::to_writer(&mut out, &event)
-                        .map_err(std::io::Error::other)
-                        .and_then(|()| out.write_all(b"\n"));
-                    if written.is_err() || last {
-                        break;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "the run's log fell behind");
-                }
-                Err(broadcast::error::RecvError::Closed) => break,
-            }
-        }
-        let _ = out.flush();
-    }))
 }
 
 async fn set_state(

@@ -1,7 +1,10 @@
 //! Every change to a run is an event. The terminal renderer, `--output json`, the tracing
 //! log, the control socket and the tests all read this one stream.
 
-use std::sync::{Arc, RwLock};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -99,6 +102,8 @@ pub struct EventBus {
     tx: broadcast::Sender<Event>,
     /// Secret values revealed to this run: never let one out in an event.
     redact: Arc<RwLock<Vec<String>>>,
+    /// The run's event log, written as events are emitted (no task to wake per event).
+    log: Arc<Mutex<Option<BufWriter<File>>>>,
 }
 
 fn redact_in(text: &mut String, secrets: &[String]) {
@@ -116,6 +121,47 @@ impl EventBus {
             run,
             tx,
             redact: Arc::default(),
+            log: Arc::default(),
+        }
+    }
+
+    /// Appends every event from now on, one JSON object per line, to `path` (0600): what
+    /// happened stays readable after the terminal is gone. Events are already redacted.
+    pub fn log_to(&self, path: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        if let Ok(mut log) = self.log.lock() {
+            *log = Some(BufWriter::new(file));
+        }
+        Ok(())
+    }
+
+    /// Writes out what the log holds; the run's end does so by itself.
+    pub fn flush_log(&self) {
+        if let Ok(mut log) = self.log.lock()
+            && let Some(out) = log.as_mut()
+        {
+            let _ = out.flush();
+        }
+    }
+
+    fn write_log(&self, event: &Event) {
+        let Ok(mut log) = self.log.lock() else { return };
+        let Some(out) = log.as_mut() else { return };
+        let written = serde_json::to_writer(&mut *out, event)
+            .map_err(std::io::Error::other)
+            .and_then(|()| out.write_all(b"\n"));
+        let last = matches!(event.kind, EventKind::RunFinished { .. });
+        if written.is_err() || last {
+            let _ = out.flush();
+        }
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "the run's log cannot be written; it stops here");
+            *log = None;
         }
     }
 
@@ -159,6 +205,7 @@ impl EventBus {
             kind,
         };
         tracing::debug!(target: "foundry::event", run = %event.run, event = ?event.kind);
+        self.write_log(&event);
         // No subscriber is fine: nobody is watching.
         let _ = self.tx.send(event);
     }

@@ -1,19 +1,22 @@
-//! The journal writer: one thread owns the run's journal and commits what the run's tasks
-//! send it, in batches (group commit).
+//! The journal writer: commits what the run's tasks write, in batches (group commit), on
+//! the thread of the task that finds no commit in progress.
 //!
 //! A write is either *urgent* (its sender waits until it is durable: a step's `started`, a
 //! failure and its schedule) or *lazy* (a step's `completed`, a journaled value). A lazy
-//! write waits in a buffer on the sender's side and rides with the next urgent write, which
-//! the next step's `started` makes within microseconds in a sequential workflow; if none
-//! comes within [`LINGER`], a timer sends it alone. So a step costs one trip to the journal
-//! thread, not two. No effect happens between a step's completion and its durability: the
-//! next effect always waits for an urgent commit, and the buffer is sent, in order, ahead
-//! of it. Events about a write are emitted only once it is durable.
+//! write waits in a buffer and rides with the next urgent write, which the next step's
+//! `started` makes within microseconds in a sequential workflow; if none comes within
+//! [`LINGER`], a timer commits it alone. No effect happens between a step's completion and
+//! its durability: the next effect always waits for an urgent commit, and the buffer goes
+//! ahead of it. Events about a write are emitted only once it is durable.
+//!
+//! An urgent writer that finds no commit in progress commits itself, with everything
+//! queued, and keeps committing what others queue meanwhile until the queue is empty
+//! (leader and followers); the others wait for their acknowledgement. A sequential run thus
+//! commits on its own thread, with no hand-off to another: on small virtual machines,
+//! waking a thread costs as much as the `fdatasync`.
 
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -31,30 +34,38 @@ struct Request {
     ack: Option<oneshot::Sender<Result<(), JournalError>>>,
 }
 
-enum Msg {
-    Write(Request),
-    /// Commit what came before, then stop and hand the journal back.
-    Close,
+struct Queue {
+    requests: Vec<Request>,
+    lazy_ops: Vec<WriteOp>,
+    lazy_events: Vec<EventKind>,
+    /// When the oldest buffered lazy write was made.
+    lazy_since: Option<Instant>,
+    timer: bool,
+    /// A leader is committing: what is queued now will be committed by it.
+    committing: bool,
 }
 
-/// A handle to send writes to the writer thread. Cheap to clone.
+struct Inner {
+    queue: Mutex<Queue>,
+    /// Held only by the leader. `None` once closed.
+    journal: Mutex<Option<Box<dyn RunJournal>>>,
+    /// Once a commit fails, nothing later may be acknowledged: the journal no longer
+    /// matches what the run believes.
+    poisoned: Mutex<Option<JournalError>>,
+    mirror: Mirror,
+    events: EventBus,
+}
+
+/// The run's journal writer. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Writer {
-    /// Lazy writes not yet sent. Sending happens under this lock, so the thread receives
-    /// writes in the order they were made.
-    lazy: Arc<Mutex<Lazy>>,
+    inner: Arc<Inner>,
 }
 
-struct Lazy {
-    tx: Sender<Msg>,
-    ops: Vec<WriteOp>,
-    events: Vec<EventKind>,
-    timer: bool,
-}
-
-/// The writer thread itself; closing it returns the journal.
-pub(crate) struct WriterThread {
-    thread: JoinHandle<Box<dyn RunJournal>>,
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update under these locks is a push, a take or a swap: a panic cannot leave one
+    // half done.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The run's journal as committed, kept in memory for the control socket.
@@ -83,115 +94,32 @@ fn completed_steps(ops: &[WriteOp]) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Receives the next write; `None` once closed.
-fn recv_write(rx: &Receiver<Msg>, closing: &mut bool) -> Option<Request> {
-    match rx.recv() {
-        Ok(Msg::Write(r)) => Some(r),
-        Ok(Msg::Close) | Err(_) => {
-            *closing = true;
-            None
-        }
-    }
-}
-
-/// Takes whatever else is already queued, stopping at a close.
-fn drain(rx: &Receiver<Msg>, batch: &mut Vec<Request>, closing: &mut bool) {
-    while !*closing {
-        match rx.try_recv() {
-            Ok(Msg::Write(r)) => batch.push(r),
-            Ok(Msg::Close) => *closing = true,
-            Err(_) => break,
-        }
-    }
-}
-
-fn run(
-    mut journal: Box<dyn RunJournal>,
-    rx: Receiver<Msg>,
-    mirror: Mirror,
-    events: EventBus,
-) -> Box<dyn RunJournal> {
-    // Once a commit fails, nothing later may be acknowledged: the journal no longer
-    // matches what the run believes.
-    let mut poisoned: Option<JournalError> = None;
-    let mut closing = false;
-    while !closing {
-        let Some(first) = recv_write(&rx, &mut closing) else {
-            break;
-        };
-        let mut batch = vec![first];
-        drain(&rx, &mut batch, &mut closing);
-        let ops: Vec<WriteOp> = batch.iter_mut().flat_map(|r| r.ops.drain(..)).collect();
-        let result = match &poisoned {
-            Some(e) => Err(e.clone()),
-            None => journal.write(&ops),
-        };
-        match &result {
-            Ok(()) => {
-                if let Ok(mut m) = mirror.lock() {
-                    m.apply(&ops);
-                }
-                for req in &mut batch {
-                    for kind in req.events.drain(..) {
-                        events.emit(kind);
-                    }
-                }
-                for step in completed_steps(&ops) {
-                    failpoint::hit(step, Phase::Completed);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "journal write failed; the run stops here");
-                poisoned.get_or_insert_with(|| e.clone());
-            }
-        }
-        for req in batch {
-            if let Some(ack) = req.ack {
-                let _ = ack.send(result.clone());
-            }
-        }
-    }
-    journal
-}
-
 impl Writer {
-    pub(crate) fn spawn(
-        journal: Box<dyn RunJournal>,
-        mirror: Mirror,
-        events: EventBus,
-    ) -> Result<(Writer, WriterThread), JournalError> {
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("foundry-journal".into())
-            .spawn(move || run(journal, rx, mirror, events))
-            .map_err(|e| JournalError::Io {
-                path: "journal writer".into(),
-                detail: e.to_string(),
-            })?;
-        let lazy = Lazy {
-            tx,
-            ops: Vec::new(),
-            events: Vec::new(),
+    pub(crate) fn new(journal: Box<dyn RunJournal>, mirror: Mirror, events: EventBus) -> Writer {
+        let queue = Queue {
+            requests: Vec::new(),
+            lazy_ops: Vec::new(),
+            lazy_events: Vec::new(),
+            lazy_since: None,
             timer: false,
+            committing: false,
         };
-        Ok((
-            Writer {
-                lazy: Arc::new(Mutex::new(lazy)),
-            },
-            WriterThread { thread },
-        ))
+        Writer {
+            inner: Arc::new(Inner {
+                queue: Mutex::new(queue),
+                journal: Mutex::new(Some(journal)),
+                poisoned: Mutex::new(None),
+                mirror,
+                events,
+            }),
+        }
     }
 
     fn closed() -> JournalError {
         JournalError::Io {
             path: "journal writer".into(),
-            detail: "the writer has stopped".into(),
+            detail: "the journal is closed".into(),
         }
-    }
-
-    fn buffer(&self) -> MutexGuard<'_, Lazy> {
-        // Every update of the buffer is a push or a take: a panic cannot leave it half done.
-        self.lazy.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Writes `ops` (after any buffered lazy writes) and waits until they are durable;
@@ -202,19 +130,22 @@ impl Writer {
         events: Vec<EventKind>,
     ) -> Result<(), JournalError> {
         let (ack, done) = oneshot::channel();
-        {
-            let mut lazy = self.buffer();
-            let mut all_ops = std::mem::take(&mut lazy.ops);
+        let lead = {
+            let mut q = lock(&self.inner.queue);
+            let mut all_ops = std::mem::take(&mut q.lazy_ops);
+            q.lazy_since = None;
             all_ops.extend(ops);
-            let mut all_events = std::mem::take(&mut lazy.events);
+            let mut all_events = std::mem::take(&mut q.lazy_events);
             all_events.extend(events);
-            lazy.tx
-                .send(Msg::Write(Request {
-                    ops: all_ops,
-                    events: all_events,
-                    ack: Some(ack),
-                }))
-                .map_err(|_| Self::closed())?;
+            q.requests.push(Request {
+                ops: all_ops,
+                events: all_events,
+                ack: Some(ack),
+            });
+            !std::mem::replace(&mut q.committing, true)
+        };
+        if lead {
+            self.lead();
         }
         done.await.map_err(|_| Self::closed())?
     }
@@ -225,51 +156,121 @@ impl Writer {
         ops: Vec<WriteOp>,
         events: Vec<EventKind>,
     ) -> Result<(), JournalError> {
-        let mut lazy = self.buffer();
-        lazy.ops.extend(ops);
-        lazy.events.extend(events);
-        if !lazy.timer {
-            lazy.timer = true;
+        let mut q = lock(&self.inner.queue);
+        q.lazy_ops.extend(ops);
+        q.lazy_events.extend(events);
+        q.lazy_since.get_or_insert_with(Instant::now);
+        if !std::mem::replace(&mut q.timer, true) {
+            drop(q);
             let writer = self.clone();
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
-                    rt.spawn(async move {
-                        tokio::time::sleep(LINGER).await;
-                        writer.flush_lazy();
-                    });
+                    rt.spawn(async move { writer.linger().await });
                 }
-                Err(_) => {
-                    drop(lazy);
-                    self.flush_lazy();
-                }
+                Err(_) => self.flush(),
             }
         }
         Ok(())
     }
 
-    /// Sends buffered lazy writes on their own.
-    fn flush_lazy(&self) {
-        let mut lazy = self.buffer();
-        lazy.timer = false;
-        if lazy.ops.is_empty() {
-            return;
+    /// The timer of lazy writes: commits them once the oldest has waited [`LINGER`]. In a
+    /// busy sequential run an urgent write takes them first, so the timer only re-arms.
+    async fn linger(&self) {
+        let mut wait = LINGER;
+        loop {
+            tokio::time::sleep(wait).await;
+            let since = {
+                let mut q = lock(&self.inner.queue);
+                match q.lazy_since {
+                    None => {
+                        q.timer = false;
+                        return;
+                    }
+                    Some(since) => since,
+                }
+            };
+            match LINGER.checked_sub(since.elapsed()) {
+                Some(left) if !left.is_zero() => wait = left,
+                _ => return self.flush(),
+            }
         }
-        let ops = std::mem::take(&mut lazy.ops);
-        let events = std::mem::take(&mut lazy.events);
-        // A closed writer: the run is over and nothing more can be recorded.
-        let _ = lazy.tx.send(Msg::Write(Request {
-            ops,
-            events,
-            ack: None,
-        }));
     }
-}
 
-impl WriterThread {
-    /// Commits everything sent before, stops the thread, and hands the journal back.
-    pub(crate) fn close(self, writer: &Writer) -> Option<Box<dyn RunJournal>> {
-        writer.flush_lazy();
-        let _ = writer.buffer().tx.send(Msg::Close);
-        self.thread.join().ok()
+    /// Commits buffered lazy writes now, unless a leader will.
+    pub(crate) fn flush(&self) {
+        let lead = {
+            let mut q = lock(&self.inner.queue);
+            q.timer = false;
+            q.lazy_since = None;
+            if !q.lazy_ops.is_empty() {
+                let ops = std::mem::take(&mut q.lazy_ops);
+                let events = std::mem::take(&mut q.lazy_events);
+                q.requests.push(Request {
+                    ops,
+                    events,
+                    ack: None,
+                });
+            }
+            !q.requests.is_empty() && !std::mem::replace(&mut q.committing, true)
+        };
+        if lead {
+            self.lead();
+        }
+    }
+
+    /// Commits what is queued, batch after batch, until nothing is.
+    fn lead(&self) {
+        loop {
+            let mut batch = {
+                let mut q = lock(&self.inner.queue);
+                if q.requests.is_empty() {
+                    q.committing = false;
+                    return;
+                }
+                std::mem::take(&mut q.requests)
+            };
+            let ops: Vec<WriteOp> = batch.iter_mut().flat_map(|r| r.ops.drain(..)).collect();
+            let result = self.commit(&ops);
+            if result.is_ok() {
+                lock(&self.inner.mirror).apply(&ops);
+                for req in &mut batch {
+                    for kind in req.events.drain(..) {
+                        self.inner.events.emit(kind);
+                    }
+                }
+                for step in completed_steps(&ops) {
+                    failpoint::hit(step, Phase::Completed);
+                }
+            }
+            for req in batch {
+                if let Some(ack) = req.ack {
+                    let _ = ack.send(result.clone());
+                }
+            }
+        }
+    }
+
+    fn commit(&self, ops: &[WriteOp]) -> Result<(), JournalError> {
+        let mut poisoned = lock(&self.inner.poisoned);
+        if let Some(e) = &*poisoned {
+            return Err(e.clone());
+        }
+        let mut journal = lock(&self.inner.journal);
+        let result = match journal.as_mut() {
+            Some(j) => j.write(ops),
+            None => Err(Self::closed()),
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "journal write failed; the run stops here");
+            *poisoned = Some(e.clone());
+        }
+        result
+    }
+
+    /// Commits everything written so far and hands the journal back; later writes fail.
+    pub(crate) fn close(&self) -> Option<Box<dyn RunJournal>> {
+        self.flush();
+        // A leader still at work holds the journal until the queue is empty.
+        lock(&self.inner.journal).take()
     }
 }
