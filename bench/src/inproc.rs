@@ -86,8 +86,23 @@ pub fn engine_at(home: &Path) -> Engine {
     )
 }
 
+/// Whether a task follows the run's events while it is timed. A follower is what a
+/// terminal or `status --follow` adds; the engine's own figure is taken without one, and
+/// the step count is then checked from the run's summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Watch {
+    Events,
+    Nothing,
+}
+
 /// Runs `engine-bench` with `steps` and `fanout` to its end and times it.
-pub fn timed_run(rt: &Runtime, engine: &Engine, steps: u64, fanout: u64) -> Result<RunTiming> {
+pub fn timed_run(
+    rt: &Runtime,
+    engine: &Engine,
+    steps: u64,
+    fanout: u64,
+    watch: Watch,
+) -> Result<RunTiming> {
     rt.block_on(async {
         let input = serde_json::json!({"steps": steps, "fanout": fanout});
         let t0 = Instant::now();
@@ -95,39 +110,55 @@ pub fn timed_run(rt: &Runtime, engine: &Engine, steps: u64, fanout: u64) -> Resu
             .start("engine-bench", input)
             .context("starting engine-bench")?;
         let create = t0.elapsed();
-        let mut rx = driver.subscribe();
-        let watcher = tokio::spawn(async move {
-            let mut marks = Marks::default();
-            // Ends with the run's last event, or when every sender is gone.
-            loop {
-                match rx.recv().await {
-                    Ok(event) => match event.kind {
-                        EventKind::StepStarted { .. } => {
-                            marks.first_started.get_or_insert_with(Instant::now);
-                        }
-                        EventKind::StepCompleted { .. } => {
-                            marks.last_completed = Some(Instant::now());
-                            marks.completed += 1;
-                        }
-                        EventKind::RunFinished { .. } => {
-                            marks.finished = Some(Instant::now());
-                            break;
-                        }
-                        _ => {}
-                    },
-                    Err(RecvError::Lagged(n)) => marks.lagged += n,
-                    Err(RecvError::Closed) => break,
+        let run = driver.run_id();
+        let rx = (watch == Watch::Events).then(|| driver.subscribe());
+        let watcher = rx.map(|mut rx| {
+            tokio::spawn(async move {
+                let mut marks = Marks::default();
+                // Ends with the run's last event, or when every sender is gone.
+                loop {
+                    match rx.recv().await {
+                        Ok(event) => match event.kind {
+                            EventKind::StepStarted { .. } => {
+                                marks.first_started.get_or_insert_with(Instant::now);
+                            }
+                            EventKind::StepCompleted { .. } => {
+                                marks.last_completed = Some(Instant::now());
+                                marks.completed += 1;
+                            }
+                            EventKind::RunFinished { .. } => {
+                                marks.finished = Some(Instant::now());
+                                break;
+                            }
+                            _ => {}
+                        },
+                        Err(RecvError::Lagged(n)) => marks.lagged += n,
+                        Err(RecvError::Closed) => break,
+                    }
                 }
-            }
-            marks
+                marks
+            })
         });
         let outcome = driver.drive().await;
         let end = Instant::now();
         let total = end - t0;
-        let marks = match tokio::time::timeout(WATCHER_GRACE, watcher).await {
-            Ok(Ok(marks)) => marks,
-            Ok(Err(e)) => bail!("the event watcher failed: {e}"),
-            Err(_) => bail!("the run's events did not end within {WATCHER_GRACE:?}"),
+        let marks = match watcher {
+            Some(watcher) => match tokio::time::timeout(WATCHER_GRACE, watcher).await {
+                Ok(Ok(marks)) => marks,
+                Ok(Err(e)) => bail!("the event watcher failed: {e}"),
+                Err(_) => bail!("the run's events did not end within {WATCHER_GRACE:?}"),
+            },
+            None => {
+                let view = engine.view(run).await.context("reading the finished run")?;
+                let done = view.snapshot.summary.map(|s| s.steps).unwrap_or(0);
+                if done != steps {
+                    bail!("engine-bench completed {done} steps, not {steps}");
+                }
+                Marks {
+                    completed: done,
+                    ..Marks::default()
+                }
+            }
         };
         let outcome = outcome.context("driving engine-bench")?;
         if outcome.state != RunState::Completed {

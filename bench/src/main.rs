@@ -164,10 +164,10 @@ fn engine(opts: Options) -> Result<()> {
 
     let engine = inproc::engine_at(&dir.join("engine-home"));
     eprintln!("in-process engine: warm-up run of {WARMUP_STEPS} steps");
-    let warm = inproc::timed_run(&rt, &engine, WARMUP_STEPS, 0)?;
+    let warm = inproc::timed_run(&rt, &engine, WARMUP_STEPS, 0, inproc::Watch::Events)?;
     eprintln!("  {}", warm.describe());
     eprintln!("in-process engine: {DURABLE_STEPS} sequential steps");
-    let seq = inproc::timed_run(&rt, &engine, DURABLE_STEPS, 0)?;
+    let seq = inproc::timed_run(&rt, &engine, DURABLE_STEPS, 0, inproc::Watch::Nothing)?;
     eprintln!("  {}", seq.describe());
     let step_us = seq.per_step_us();
     figure("durable_step_steps", DURABLE_STEPS.to_string());
@@ -178,7 +178,7 @@ fn engine(opts: Options) -> Result<()> {
     );
 
     eprintln!("in-process engine: {FANOUT_STEPS} steps over {FANOUT} children");
-    let fan = inproc::timed_run(&rt, &engine, FANOUT_STEPS, FANOUT)?;
+    let fan = inproc::timed_run(&rt, &engine, FANOUT_STEPS, FANOUT, inproc::Watch::Nothing)?;
     eprintln!("  {}", fan.describe());
     figure("fanout100_steps_per_s", format!("{:.0}", fan.steps_per_s()));
 

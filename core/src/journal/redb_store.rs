@@ -5,9 +5,9 @@
 //! phases, which would double the cost of every step. So a run's file belongs to the
 //! process driving it, and other terminals ask that process over its control socket.
 //!
-//! Each batch is made durable first in the run's write-ahead log (`wal.rs`), then
-//! committed to redb without an fsync; a durable redb commit every
-//! [`CHECKPOINT_FRAMES`] batches lets the log start over.
+//! Each batch is made durable in the run's write-ahead log (`wal.rs`) and kept in memory;
+//! every [`CHECKPOINT_FRAMES`] batches one durable redb commit takes them all (a
+//! checkpoint) and the log starts over.
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -37,8 +37,7 @@ const KEY_SUMMARY: &str = "summary";
 /// The sequence number of the first log frame not yet in a durable redb commit.
 const KEY_WAL_SEQ: &str = "wal_seq";
 
-/// A durable redb commit after this many log frames, or when the log is half full: redb
-/// frees the pages of non-durable commits only at a durable one.
+/// A checkpoint after this many log frames, or when the log is half full.
 pub(super) const CHECKPOINT_FRAMES: u64 = 128;
 
 /// Every value starts with its encoding's version byte, so a value's encoding can change
@@ -67,6 +66,8 @@ struct RedbJournal {
     db: Database,
     path: PathBuf,
     wal: Wal,
+    /// Batches durable in the log and not yet in redb: they go in at the next checkpoint.
+    pending: Vec<WriteOp>,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -214,33 +215,34 @@ impl RunJournal for RedbJournal {
             .wal
             .append(ops)
             .map_err(|e| wal_error(self.wal.path(), e))?;
+        self.pending.extend_from_slice(ops);
         match appended {
-            Ok(()) => {
-                self.commit(ops, Durability::None, None)?;
-                if self.wal.frames() >= CHECKPOINT_FRAMES
-                    || self.wal.bytes_used() > wal::CAPACITY / 2
-                {
-                    self.checkpoint()?;
-                }
+            Ok(())
+                if self.wal.frames() < CHECKPOINT_FRAMES
+                    && self.wal.bytes_used() <= wal::CAPACITY / 2 =>
+            {
+                Ok(())
             }
-            // Too big for what is left of the log: commit it durably to redb itself.
-            Err(wal::Full) => {
-                let next = self.wal.next_seq();
-                self.commit(ops, Durability::Immediate, Some(next))?;
-                self.wal.restart(next);
-            }
+            // Enough for a checkpoint, or too big for what is left of the log: into redb,
+            // durably.
+            Ok(()) | Err(wal::Full) => self.checkpoint(),
         }
-        Ok(())
     }
 
     fn snapshot(&self) -> Result<JournalSnapshot, JournalError> {
-        guarded(&self.path, || {
+        let mut snapshot = guarded(&self.path, || {
             let tx = self
                 .db
                 .begin_read()
                 .map_err(|e| storage_error(&self.path, e))?;
             read_snapshot(&self.path, &tx)
-        })
+        })?;
+        if !self.pending.is_empty() {
+            let mut index = snapshot.step_index();
+            snapshot.apply(&self.pending, &mut index);
+            snapshot.steps.sort_by_key(|s| s.seq);
+        }
+        Ok(snapshot)
     }
 
     fn compact(&mut self) -> Result<(), JournalError> {
@@ -258,7 +260,7 @@ impl RunJournal for RedbJournal {
 impl Drop for RedbJournal {
     fn drop(&mut self) {
         // A clean file opens without replaying the log.
-        if self.wal.frames() > 0
+        if !self.pending.is_empty()
             && let Err(e) = self.checkpoint()
         {
             tracing::warn!(error = %e, "checkpoint of the journal failed; the log keeps the batches");
@@ -267,10 +269,14 @@ impl Drop for RedbJournal {
 }
 
 impl RedbJournal {
-    /// A durable redb commit of everything so far; the log then starts over.
+    /// One durable redb commit of everything the log holds; the log then starts over.
     fn checkpoint(&mut self) -> Result<(), JournalError> {
         let next = self.wal.next_seq();
-        self.commit(&[], Durability::Immediate, Some(next))?;
+        let pending = std::mem::take(&mut self.pending);
+        if let Err(e) = self.commit(&pending, Durability::Immediate, Some(next)) {
+            self.pending = pending;
+            return Err(e);
+        }
         self.wal.restart(next);
         Ok(())
     }
@@ -357,7 +363,12 @@ impl RedbStore {
         })?;
         let wal_path = self.wal_path_of(id);
         let (wal, batches) = Wal::open(&wal_path, seq).map_err(|e| wal_error(&wal_path, e))?;
-        let mut journal = RedbJournal { db, path, wal };
+        let mut journal = RedbJournal {
+            db,
+            path,
+            wal,
+            pending: Vec::new(),
+        };
         if !batches.is_empty() {
             let next = seq + batches.len() as u64;
             let ops: Vec<WriteOp> = batches.into_iter().flatten().collect();
@@ -407,6 +418,7 @@ impl JournalStore for RedbStore {
             db,
             path: path.clone(),
             wal,
+            pending: Vec::new(),
         };
         guarded(&path, || {
             let e = |err: redb::Error| storage_error(&path, err);
