@@ -85,7 +85,8 @@ pub trait RunJournal: Send {
     /// Applies `ops` in one transaction that is durable when this returns.
     fn write(&mut self, ops: &[WriteOp]) -> Result<(), JournalError>;
     fn snapshot(&self) -> Result<JournalSnapshot, JournalError>;
-    /// Gives back the space of deleted records.
+    /// For a finished run: gives back the space of deleted records and drops what only
+    /// driving needs (the write-ahead log).
     fn compact(&mut self) -> Result<(), JournalError>;
 }
 

@@ -253,7 +253,14 @@ impl RunJournal for RedbJournal {
                 .compact()
                 .map(|_| ())
                 .map_err(|e| storage_error(&path, e))
-        })
+        })?;
+        // Everything is in redb now, and a finished run is never driven again.
+        match fs::remove_file(self.wal.path()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(wal_error(self.wal.path(), e))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
