@@ -54,6 +54,11 @@ fn assert_done_exactly_once(home: &Home, run: &str, out: &Path, context: &str) {
         json!(STEPS),
         "{context}: summary {shown}"
     );
+    let log = home.runs_dir().join(format!("{run}.wal"));
+    assert!(
+        !log.exists(),
+        "{context}: a finished run keeps its write-ahead log"
+    );
 }
 
 fn crash_at_every_step(phase: &str) {
