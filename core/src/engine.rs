@@ -167,6 +167,10 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         if snapshot.meta.state.is_finished() {
+            // Its driver may have died between the end and the tidying up.
+            if let Err(e) = journal.compact() {
+                tracing::warn!(%run, error = %e, "tidying the finished journal failed");
+            }
             return Err(EngineError::Finished {
                 run,
                 state: snapshot.meta.state,

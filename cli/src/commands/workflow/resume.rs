@@ -1,4 +1,6 @@
-use crate::exit::CliError;
+use foundry_core::{EngineError, RunState};
+
+use crate::exit::{self, CliError};
 use crate::printer::Printer;
 
 /// Continue an interrupted, paused or failed run where it stopped.
@@ -19,6 +21,17 @@ pub struct Args {
 pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
     let (engine, bar) = super::engine(printer)?;
     let id = super::resolve(&engine, &args.run)?;
-    let driver = engine.resume(id)?;
+    let driver = match engine.resume(id) {
+        Ok(driver) => driver,
+        // Resuming until done is a fine script: a completed run needs nothing more.
+        Err(EngineError::Finished {
+            state: RunState::Completed,
+            ..
+        }) => {
+            printer.note(&format!("run {id} already completed: nothing to resume"));
+            return Ok(exit::OK);
+        }
+        Err(e) => return Err(e.into()),
+    };
     super::drive::drive(driver, printer, bar).await
 }
