@@ -55,6 +55,13 @@ fn corrupt_and_truncated_journals_are_reported_and_others_survive() {
     for (id, content) in &damaged {
         std::fs::write(runs.join(format!("{id}.journal")), content).expect("write damaged");
     }
+    // A sound journal whose write-ahead log is damaged.
+    let bad_log = "01000000-0000-7000-8000-000000000005";
+    std::fs::write(runs.join(format!("{bad_log}.journal")), &bytes).expect("copy");
+    std::fs::write(runs.join(format!("{bad_log}.wal")), b"not a log at all").expect("log");
+    let out = home.run(&["workflow", "show", bad_log]);
+    assert_clean_failure(&out, 1, &[&format!("{bad_log}.wal"), "write-ahead log"]);
+    std::fs::remove_file(runs.join(format!("{bad_log}.journal"))).expect("remove");
 
     let list = home.run(&["workflow", "list", "--all", "--output", "json"]);
     assert_clean_failure(&list, 1, &[]);

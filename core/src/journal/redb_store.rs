@@ -203,9 +203,12 @@ fn read_wal_seq(path: &Path, tx: &redb::ReadTransaction) -> Result<u64, JournalE
 }
 
 fn wal_error(path: &Path, e: std::io::Error) -> JournalError {
-    JournalError::Io {
-        path: path.to_path_buf(),
-        detail: format!("write-ahead log: {e}"),
+    let path = path.to_path_buf();
+    let detail = format!("write-ahead log: {e}");
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        JournalError::Corrupt { path, detail }
+    } else {
+        JournalError::Io { path, detail }
     }
 }
 

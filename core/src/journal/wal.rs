@@ -7,11 +7,14 @@
 //! non-durable commit, and every so often a durable redb commit (a checkpoint) makes the
 //! log's frames redundant so it can start over.
 //!
-//! A frame is `[len: u32][crc32: u32][seq: u64][payload: len bytes]`, little-endian; the
+//! The file starts with a 16-byte header: the magic `FOUNDRYWAL`, two zero bytes, and the
+//! format version as a little-endian u32 ([`super::FORMAT_VERSION`], as the journal's).
+//! Frames follow it. A frame is `[len: u32][crc32: u32][seq: u64][payload: len bytes]`,
+//! little-endian; the
 //! checksum covers `seq` and the payload (the batch as JSON). Reading stops at the first
 //! frame that is torn, fails its checksum, or does not carry the next sequence number: a
 //! frame is only ever torn at the end, since each is made durable before the next is
-//! written. After a checkpoint the log restarts at offset 0 with the next sequence number,
+//! written. After a checkpoint the log restarts at its first frame with the next sequence number,
 //! which the checkpoint records in redb; frames of the previous round left further on
 //! have smaller numbers and so end the reading.
 
@@ -23,6 +26,41 @@ use std::path::{Path, PathBuf};
 use super::WriteOp;
 
 const HEADER: usize = 16;
+
+const MAGIC: &[u8; 10] = b"FOUNDRYWAL";
+/// Where frames start: after the file header.
+const START: u64 = 16;
+
+fn file_header() -> [u8; START as usize] {
+    let mut h = [0u8; START as usize];
+    h[..MAGIC.len()].copy_from_slice(MAGIC);
+    h[12..].copy_from_slice(&super::FORMAT_VERSION.to_le_bytes());
+    h
+}
+
+/// The log's format version, or why the file is not a log.
+fn check_header(bytes: &[u8]) -> io::Result<u32> {
+    let header = bytes
+        .get(..START as usize)
+        .ok_or_else(|| io::Error::new(ErrorKind::InvalidData, "shorter than its header"))?;
+    if &header[..MAGIC.len()] != MAGIC {
+        return Err(io::Error::new(
+            ErrorKind::InvalidData,
+            "not a foundry write-ahead log",
+        ));
+    }
+    let version = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+    if version != super::FORMAT_VERSION {
+        return Err(io::Error::new(
+            ErrorKind::InvalidData,
+            format!(
+                "format {version}; this foundry reads format {}",
+                super::FORMAT_VERSION
+            ),
+        ));
+    }
+    Ok(version)
+}
 
 /// The log's size, written with zeroes when it is created: a frame then overwrites blocks
 /// that exist, and `fdatasync` has no file size or extent to record.
@@ -57,7 +95,7 @@ fn frame(seq: u64, ops: &[WriteOp]) -> io::Result<Vec<u8>> {
 /// The frames of `bytes` from `first_seq` on, in order, and where they end.
 fn parse(bytes: &[u8], first_seq: u64) -> (Vec<Vec<WriteOp>>, u64) {
     let mut batches = Vec::new();
-    let mut at = 0usize;
+    let mut at = START as usize;
     let mut expected = first_seq;
     while let Some(header) = bytes.get(at..at + HEADER) {
         let word =
@@ -100,12 +138,14 @@ impl Wal {
             .truncate(true)
             .mode(0o600)
             .open(path)?;
-        file.write_all_at(&vec![0u8; CAPACITY as usize], 0)?;
+        let mut bytes = vec![0u8; CAPACITY as usize];
+        bytes[..START as usize].copy_from_slice(&file_header());
+        file.write_all_at(&bytes, 0)?;
         file.sync_all()?;
         Ok(Wal {
             file,
             path: path.to_path_buf(),
-            offset: 0,
+            offset: START,
             next_seq,
             frames: 0,
         })
@@ -123,7 +163,7 @@ impl Wal {
         let wal = Wal {
             file,
             path: path.to_path_buf(),
-            offset: 0,
+            offset: START,
             next_seq,
             frames: 0,
         };
@@ -134,7 +174,10 @@ impl Wal {
     /// for writing.
     pub(super) fn read(path: &Path, next_seq: u64) -> io::Result<Vec<Vec<WriteOp>>> {
         match std::fs::read(path) {
-            Ok(bytes) => Ok(parse(&bytes, next_seq).0),
+            Ok(bytes) => {
+                check_header(&bytes)?;
+                Ok(parse(&bytes, next_seq).0)
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e),
         }
@@ -155,7 +198,7 @@ impl Wal {
     }
 
     pub(super) fn bytes_used(&self) -> u64 {
-        self.offset
+        self.offset - START
     }
 
     /// Makes `ops` durable as the next frame. `Ok(Err(Full))` when it does not fit: the
@@ -173,9 +216,9 @@ impl Wal {
         Ok(Ok(()))
     }
 
-    /// Starts over at offset 0 after a checkpoint recorded `next_seq` durably.
+    /// Starts over at the first frame after a checkpoint recorded `next_seq` durably.
     pub(super) fn restart(&mut self, next_seq: u64) {
-        self.offset = 0;
+        self.offset = START;
         self.next_seq = next_seq;
         self.frames = 0;
     }
@@ -237,6 +280,20 @@ mod tests {
             batches.iter().map(|b| stamp(b)).collect::<Vec<_>>(),
             vec![100]
         );
+    }
+
+    #[test]
+    fn a_log_of_another_format_or_no_log_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.wal");
+        drop(Wal::create(&path, 1).expect("create"));
+        let mut bytes = std::fs::read(&path).expect("bytes");
+        bytes[12] = 99;
+        std::fs::write(&path, &bytes).expect("write");
+        let err = Wal::read(&path, 1).expect_err("refused");
+        assert!(err.to_string().contains("format 99"), "{err}");
+        std::fs::write(&path, b"garbage").expect("write");
+        assert!(Wal::read(&path, 1).is_err());
     }
 
     #[test]
