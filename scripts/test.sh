@@ -10,9 +10,8 @@ step "toolchain"
 cargo --version
 rustc --version
 
-# The engine's tests need no outside peer: they run local commands and files.
-# The lab of hosts (Docker Engine, Debian hosts with sshd) is prepared here once
-# `foundry lab` exists.
+step "peers"
+bash scripts/peers.sh
 
 step "format"
 cargo fmt --all -- --check

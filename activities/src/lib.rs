@@ -1,4 +1,5 @@
 //! Foundry's activities. Each file is one activity: a serde input and output, a read-only
 //! `probe` and an idempotent `apply`, built on `foundry_core::Activity`.
 
+pub mod container;
 pub mod local;

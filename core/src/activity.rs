@@ -62,6 +62,17 @@ impl ActivityCx {
         }
     }
 
+    /// For an activity used outside any run: a live status query, or a test. Its output
+    /// events go nowhere.
+    pub fn standalone(step: &str) -> Self {
+        ActivityCx {
+            step: step.to_string(),
+            attempt: 1,
+            cancel: CancellationToken::new(),
+            events: EventBus::new(crate::model::RunId::new()),
+        }
+    }
+
     /// The step's journal key: stable across restarts, so a long activity can name what it
     /// leaves running (a detached process, a unit) after it and find it again.
     pub fn step(&self) -> &str {

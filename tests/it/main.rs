@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cancel;
+mod containers;
 mod crash;
 mod drivers;
 mod format;

@@ -223,3 +223,83 @@ pub fn lines_of(path: &Path) -> Vec<String> {
         .map(|s| s.lines().map(str::to_string).collect())
         .unwrap_or_default()
 }
+
+/// The local Docker Engine, a real peer (`scripts/peers.sh` installs and starts it).
+pub mod docker {
+    use std::path::Path;
+    use std::process::Command;
+    use std::sync::OnceLock;
+
+    use foundry_activities::container::Endpoint;
+
+    const SOCKET: &str = "/var/run/docker.sock";
+    const IMAGE: &str = "foundry-test-busybox:1";
+
+    /// The Engine's endpoint; fails the test, loudly, when no Engine answers.
+    pub fn engine() -> Endpoint {
+        let ok = Path::new(SOCKET).exists()
+            && Command::new("docker")
+                .args(["-H", &format!("unix://{SOCKET}"), "version"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+        assert!(
+            ok,
+            "no Docker Engine answers at {SOCKET}: run `bash scripts/peers.sh` (the test command does)"
+        );
+        Endpoint::Local {
+            socket: SOCKET.into(),
+        }
+    }
+
+    /// A tiny image made here from Debian's static busybox: nothing is pulled.
+    pub fn test_image() -> &'static str {
+        static BUILT: OnceLock<()> = OnceLock::new();
+        BUILT.get_or_init(|| {
+            engine();
+            let script = format!(
+                "set -e; docker image inspect {IMAGE} >/dev/null 2>&1 && exit 0; \
+                 d=$(mktemp -d); mkdir -p \"$d/bin\"; cp /bin/busybox \"$d/bin/\"; \
+                 for x in sh sleep true cat; do ln -s busybox \"$d/bin/$x\"; done; \
+                 tar -C \"$d\" -c . | docker import -c 'CMD [\"/bin/sleep\",\"3600\"]' - {IMAGE} >/dev/null; \
+                 rm -rf \"$d\""
+            );
+            let status = Command::new("sh")
+                .args(["-c", &script])
+                .status()
+                .expect("building the test image");
+            assert!(status.success(), "building {IMAGE} failed");
+        });
+        IMAGE
+    }
+
+    /// Removes, when dropped, the containers and networks a test made.
+    #[derive(Default)]
+    pub struct Cleanup {
+        pub containers: Vec<String>,
+        pub networks: Vec<String>,
+    }
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for c in &self.containers {
+                let _ = Command::new("docker").args(["rm", "-f", c]).output();
+            }
+            for n in &self.networks {
+                // Every network of that name: the test may have made duplicates.
+                let _ = Command::new("sh")
+                    .args([
+                        "-c",
+                        &format!(
+                            "docker network ls -q --filter name=^{n}$ | xargs -r docker network rm"
+                        ),
+                    ])
+                    .output();
+            }
+        }
+    }
+
+    /// A name no other test uses.
+    pub fn unique(prefix: &str) -> String {
+        format!("foundry-it-{prefix}-{:08x}", rand::random::<u32>())
+    }
+}

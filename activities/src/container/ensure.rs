@@ -1,0 +1,262 @@
+//! A container as specified: created when missing, recreated when its spec changed (a
+//! label holds the spec's hash), started when stopped.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, NetworkingConfig,
+};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use foundry_core::{Activity, ActivityCx, ActivityError};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Endpoint, not_found, status_of};
+
+/// How often, and how far apart, a container named in a 409 is looked for.
+const CONFLICT_LOOKS: u32 = 20;
+const CONFLICT_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The label that records which spec a container was created from.
+pub const SPEC_HASH_LABEL: &str = "foundry.spec-hash";
+
+/// Everything that makes a container what it is. Maps are ordered, so the hash of a spec
+/// does not depend on how it was built.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub cmd: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub hostname: Option<String>,
+    /// The network to join, and the address on it.
+    pub network: Option<String>,
+    pub ipv4: Option<String>,
+    pub privileged: bool,
+    /// `host-path:container-path[:ro]`.
+    pub binds: Vec<String>,
+    pub tmpfs: BTreeMap<String, String>,
+}
+
+impl ContainerSpec {
+    /// A short hash of the whole spec.
+    pub fn hash(&self) -> String {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(&Sha256::digest(&bytes)[..12])
+    }
+
+    fn create_body(&self) -> ContainerCreateBody {
+        let mut labels: HashMap<String, String> = self.labels.clone().into_iter().collect();
+        labels.insert(SPEC_HASH_LABEL.into(), self.hash());
+        let networking_config = self.network.as_ref().map(|network| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                network.clone(),
+                EndpointSettings {
+                    ipam_config: self.ipv4.as_ref().map(|ip| EndpointIpamConfig {
+                        ipv4_address: Some(ip.clone()),
+                        ..EndpointIpamConfig::default()
+                    }),
+                    ..EndpointSettings::default()
+                },
+            )])),
+        });
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            cmd: self.cmd.clone(),
+            entrypoint: self.entrypoint.clone(),
+            env: Some(self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels),
+            hostname: self.hostname.clone(),
+            host_config: Some(HostConfig {
+                network_mode: self.network.clone(),
+                privileged: Some(self.privileged),
+                binds: (!self.binds.is_empty()).then(|| self.binds.clone()),
+                tmpfs: (!self.tmpfs.is_empty()).then(|| self.tmpfs.clone().into_iter().collect()),
+                ..HostConfig::default()
+            }),
+            networking_config,
+            ..ContainerCreateBody::default()
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnsureContainer {
+    pub endpoint: Endpoint,
+    pub spec: ContainerSpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerOutput {
+    pub id: String,
+    /// This step created it (it did not exist).
+    pub created: bool,
+    /// This step replaced it (its spec had changed).
+    pub recreated: bool,
+}
+
+/// What the Engine says of a container: its id, spec hash and whether it runs.
+struct Found {
+    id: String,
+    hash: Option<String>,
+    running: bool,
+}
+
+impl EnsureContainer {
+    async fn inspect(&self, docker: &Docker) -> Result<Option<Found>, ActivityError> {
+        match docker.inspect_container(&self.spec.name, None).await {
+            Ok(c) => Ok(Some(Found {
+                id: c.id.unwrap_or_default(),
+                hash: c
+                    .config
+                    .and_then(|cfg| cfg.labels)
+                    .and_then(|labels| labels.get(SPEC_HASH_LABEL).cloned()),
+                running: c.state.and_then(|s| s.running).unwrap_or(false),
+            })),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(self.error(&format!("inspecting container {}", self.spec.name), &e)),
+        }
+    }
+
+    fn error(&self, doing: &str, e: &bollard::errors::Error) -> ActivityError {
+        self.endpoint.error(doing, e)
+    }
+
+    /// Creates the container, and says whether this call did; on 409 (another process
+    /// created it meanwhile) takes it if it has this spec.
+    async fn create(&self, docker: &Docker) -> Result<(String, bool), ActivityError> {
+        let options = CreateContainerOptionsBuilder::new()
+            .name(&self.spec.name)
+            .build();
+        match docker
+            .create_container(Some(options), self.spec.create_body())
+            .await
+        {
+            Ok(created) => Ok((created.id, true)),
+            Err(e) if status_of(&e) == Some(409) => self.take_concurrent(docker).await,
+            Err(e) => Err(self.error(&format!("creating container {}", self.spec.name), &e)),
+        }
+    }
+
+    /// After a 409: the other creator's container, once the Engine shows it (its create
+    /// may still be under way), if it has this spec.
+    async fn take_concurrent(&self, docker: &Docker) -> Result<(String, bool), ActivityError> {
+        let hash = self.spec.hash();
+        for _ in 0..CONFLICT_LOOKS {
+            match self.inspect(docker).await? {
+                Some(found) if found.hash.as_deref() == Some(hash.as_str()) => {
+                    return Ok((found.id, false));
+                }
+                Some(_) => break,
+                None => tokio::time::sleep(CONFLICT_PAUSE).await,
+            }
+        }
+        Err(ActivityError::transient(format!(
+            "container {} was created meanwhile with another spec",
+            self.spec.name
+        )))
+    }
+
+    async fn remove(&self, docker: &Docker) -> Result<(), ActivityError> {
+        remove(docker, &self.endpoint, &self.spec.name).await
+    }
+}
+
+async fn remove(docker: &Docker, endpoint: &Endpoint, name: &str) -> Result<(), ActivityError> {
+    let options = RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .v(true)
+        .build();
+    match docker.remove_container(name, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(e) if not_found(&e) => Ok(()),
+        Err(e) => Err(endpoint.error(&format!("removing container {name}"), &e)),
+    }
+}
+
+impl Activity for EnsureContainer {
+    type Output = ContainerOutput;
+
+    fn kind(&self) -> &'static str {
+        "container"
+    }
+
+    async fn probe(&self, _cx: &ActivityCx) -> Result<Option<ContainerOutput>, ActivityError> {
+        let docker = self.endpoint.connect().await?;
+        let hash = self.spec.hash();
+        Ok(self.inspect(&docker).await?.and_then(|found| {
+            (found.running && found.hash.as_deref() == Some(hash.as_str())).then_some(
+                ContainerOutput {
+                    id: found.id,
+                    created: false,
+                    recreated: false,
+                },
+            )
+        }))
+    }
+
+    async fn apply(&self, _cx: &ActivityCx) -> Result<ContainerOutput, ActivityError> {
+        let docker = self.endpoint.connect().await?;
+        let hash = self.spec.hash();
+        let (id, created, recreated) = match self.inspect(&docker).await? {
+            Some(found) if found.hash.as_deref() == Some(hash.as_str()) => (found.id, false, false),
+            Some(_) => {
+                self.remove(&docker).await?;
+                let (id, _) = self.create(&docker).await?;
+                (id, false, true)
+            }
+            None => {
+                let (id, created) = self.create(&docker).await?;
+                (id, created, false)
+            }
+        };
+        // Starting a running container answers 304, which is success.
+        docker
+            .start_container(&self.spec.name, None)
+            .await
+            .map_err(|e| self.error(&format!("starting container {}", self.spec.name), &e))?;
+        Ok(ContainerOutput {
+            id,
+            created,
+            recreated,
+        })
+    }
+}
+
+/// Removes a container (stopping it first); absent already is fine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveContainer {
+    pub endpoint: Endpoint,
+    pub name: String,
+}
+
+impl Activity for RemoveContainer {
+    type Output = bool;
+
+    fn kind(&self) -> &'static str {
+        "remove-container"
+    }
+
+    async fn probe(&self, _cx: &ActivityCx) -> Result<Option<bool>, ActivityError> {
+        let docker = self.endpoint.connect().await?;
+        match docker.inspect_container(&self.name, None).await {
+            Ok(_) => Ok(None),
+            Err(e) if not_found(&e) => Ok(Some(false)),
+            Err(e) => Err(self
+                .endpoint
+                .error(&format!("inspecting container {}", self.name), &e)),
+        }
+    }
+
+    async fn apply(&self, cx: &ActivityCx) -> Result<bool, ActivityError> {
+        if self.probe(cx).await?.is_some() {
+            return Ok(false);
+        }
+        let docker = self.endpoint.connect().await?;
+        remove(&docker, &self.endpoint, &self.name).await?;
+        Ok(true)
+    }
+}

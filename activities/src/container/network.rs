@@ -1,0 +1,113 @@
+//! A named network. Engine 20.10 creates a second network with the same name if asked
+//! twice, so the name is looked up first, and again after a create.
+
+use std::collections::HashMap;
+
+use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
+use bollard::query_parameters::ListNetworksOptionsBuilder;
+use foundry_core::{Activity, ActivityCx, ActivityError};
+use serde::{Deserialize, Serialize};
+
+use super::Endpoint;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnsureNetwork {
+    pub endpoint: Endpoint,
+    pub name: String,
+    /// For example `10.77.0.0/24`.
+    pub subnet: Option<String>,
+    pub labels: HashMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkOutput {
+    pub id: String,
+    pub created: bool,
+}
+
+impl EnsureNetwork {
+    /// The ids of the networks named exactly `name` (the Engine's filter matches parts),
+    /// oldest first: every caller agrees on the oldest, whatever it saw when.
+    async fn lookup(&self, docker: &bollard::Docker) -> Result<Vec<String>, ActivityError> {
+        let filters = HashMap::from([("name", vec![self.name.as_str()])]);
+        let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
+        let networks = docker.list_networks(Some(options)).await.map_err(|e| {
+            self.endpoint
+                .error(&format!("listing networks named {}", self.name), &e)
+        })?;
+        let mut found: Vec<(String, String)> = networks
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(self.name.as_str()))
+            .filter_map(|n| Some((n.created.map(|c| c.to_string()).unwrap_or_default(), n.id?)))
+            .collect();
+        found.sort();
+        Ok(found.into_iter().map(|(_, id)| id).collect())
+    }
+}
+
+impl Activity for EnsureNetwork {
+    type Output = NetworkOutput;
+
+    fn kind(&self) -> &'static str {
+        "network"
+    }
+
+    async fn probe(&self, _cx: &ActivityCx) -> Result<Option<NetworkOutput>, ActivityError> {
+        let docker = self.endpoint.connect().await?;
+        Ok(self
+            .lookup(&docker)
+            .await?
+            .into_iter()
+            .next()
+            .map(|id| NetworkOutput { id, created: false }))
+    }
+
+    async fn apply(&self, cx: &ActivityCx) -> Result<NetworkOutput, ActivityError> {
+        if let Some(found) = self.probe(cx).await? {
+            return Ok(found);
+        }
+        let docker = self.endpoint.connect().await?;
+        let ipam = self.subnet.as_ref().map(|subnet| Ipam {
+            config: Some(vec![IpamConfig {
+                subnet: Some(subnet.clone()),
+                ..IpamConfig::default()
+            }]),
+            ..Ipam::default()
+        });
+        let request = NetworkCreateRequest {
+            name: self.name.clone(),
+            driver: Some("bridge".into()),
+            ipam,
+            labels: Some(self.labels.clone()),
+            ..NetworkCreateRequest::default()
+        };
+        let created = docker.create_network(request).await;
+        // Whatever the answer, the name now decides: the oldest network of that name wins,
+        // and a duplicate this call made (Engine 20.10 makes them under a race) goes.
+        let ids = self.lookup(&docker).await?;
+        match (created, ids.first()) {
+            (Ok(response), Some(first)) => {
+                if response.id != *first
+                    && let Err(e) = docker.remove_network(&response.id).await
+                {
+                    tracing::warn!(network = %self.name, error = %e, "could not remove a duplicate network");
+                }
+                Ok(NetworkOutput {
+                    created: response.id == *first,
+                    id: first.clone(),
+                })
+            }
+            (Err(_), Some(first)) => Ok(NetworkOutput {
+                id: first.clone(),
+                created: false,
+            }),
+            (Err(e), None) => Err(self
+                .endpoint
+                .error(&format!("creating network {}", self.name), &e)),
+            (Ok(_), None) => Err(ActivityError::transient(format!(
+                "network {} was created but {} does not list it",
+                self.name, self.endpoint
+            ))),
+        }
+    }
+}
