@@ -43,6 +43,11 @@ impl CliError {
         }
     }
 
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
     /// Ends the command with `code` and nothing more to say.
     pub fn quiet(code: u8) -> Self {
         CliError {

@@ -45,6 +45,9 @@ enum Command {
     /// Start, inspect, resume and cancel workflow runs.
     #[command(subcommand, visible_alias = "wf")]
     Workflow(commands::workflow::WorkflowCmd),
+    /// A local lab of Debian hosts with sshd, to practise on and to test against.
+    #[command(subcommand)]
+    Lab(commands::lab::LabCmd),
 }
 
 fn init_logging(verbose: u8) {
@@ -88,6 +91,7 @@ pub fn run() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Workflow(cmd) => commands::workflow::run(cmd, &printer).await,
+            Command::Lab(cmd) => commands::lab::run(cmd, &printer).await,
         }
     });
     match result {

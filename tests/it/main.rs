@@ -6,6 +6,7 @@ mod containers;
 mod crash;
 mod drivers;
 mod format;
+mod lab;
 mod retries;
 mod secrets;
 mod snapshots;

@@ -2,6 +2,7 @@
 //! the engine.
 
 pub mod bench;
+pub mod lab;
 pub mod local;
 
 use foundry_core::Registry;
@@ -11,4 +12,6 @@ pub fn registry() -> Registry {
     Registry::new()
         .register(local::LocalPlan)
         .register(bench::EngineBench)
+        .register(lab::LabUp)
+        .register(lab::LabDown)
 }

@@ -165,7 +165,11 @@ impl EnsureContainer {
     }
 }
 
-async fn remove(docker: &Docker, endpoint: &Endpoint, name: &str) -> Result<(), ActivityError> {
+pub(super) async fn remove(
+    docker: &Docker,
+    endpoint: &Endpoint,
+    name: &str,
+) -> Result<(), ActivityError> {
     let options = RemoveContainerOptionsBuilder::new()
         .force(true)
         .v(true)

@@ -4,6 +4,7 @@
 
 mod ensure;
 mod image;
+mod labelled;
 mod network;
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ pub use ensure::{
     ContainerOutput, ContainerSpec, EnsureContainer, RemoveContainer, SPEC_HASH_LABEL,
 };
 pub use image::{EnsureImage, ImageOutput};
+pub use labelled::{Labelled, RemoveLabelled, Removed, list_labelled};
 pub use network::{EnsureNetwork, NetworkOutput};
 
 /// Where a Docker Engine answers.

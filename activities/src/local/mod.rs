@@ -3,6 +3,8 @@
 
 mod command;
 mod file;
+mod read_file;
 
 pub use command::{CommandOutput, RunCommand};
 pub use file::{EnsureFile, FileOutput, RemoveFile};
+pub use read_file::ReadFileWhenReady;

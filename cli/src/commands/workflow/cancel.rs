@@ -57,7 +57,9 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
         Err(EngineError::Unreachable { .. }) => {
             // Nobody drives it: cancel it here, running its undo steps.
             let driver = engine.cancel_undriven(id)?;
-            super::drive::drive(driver, printer, bar).await
+            crate::commands::drive::drive(driver, printer, bar)
+                .await
+                .map(|(code, _)| code)
         }
         Err(e) => Err(e.into()),
     }

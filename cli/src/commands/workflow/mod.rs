@@ -1,7 +1,6 @@
 //! `foundry workflow`: one file per verb.
 
 mod cancel;
-mod drive;
 mod gc;
 mod list;
 mod resume;
@@ -9,15 +8,11 @@ mod show;
 mod start;
 mod status;
 
-use std::sync::Arc;
-
 use clap::Subcommand;
-use foundry_core::{Engine, Home, RunId};
-use indicatif::ProgressBar;
+use foundry_core::{Engine, RunId};
 
 use crate::exit::CliError;
 use crate::printer::Printer;
-use crate::prompt::TerminalInput;
 
 #[derive(Debug, Subcommand)]
 pub enum WorkflowCmd {
@@ -42,13 +37,7 @@ pub async fn run(cmd: WorkflowCmd, printer: &Printer) -> Result<u8, CliError> {
     }
 }
 
-/// The engine of this user's Foundry home, with a progress line when a person watches.
-pub(crate) fn engine(printer: &Printer) -> Result<(Engine, Option<ProgressBar>), CliError> {
-    let home = Home::from_env()?;
-    let bar = (!printer.json() && printer.stderr_tty).then(ProgressBar::new_spinner);
-    let input = Arc::new(TerminalInput::new(bar.clone()));
-    Ok((Engine::new(home, foundry_workflows::registry(), input), bar))
-}
+pub(crate) use super::engine;
 
 /// The run named by a full id or a unique prefix of one.
 pub(crate) fn resolve(engine: &Engine, run: &str) -> Result<RunId, CliError> {

@@ -33,5 +33,7 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
         }
         Err(e) => return Err(e.into()),
     };
-    super::drive::drive(driver, printer, bar).await
+    crate::commands::drive::drive(driver, printer, bar)
+        .await
+        .map(|(code, _)| code)
 }

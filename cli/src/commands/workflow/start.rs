@@ -72,5 +72,7 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
         err.hint = hint;
         err
     })?;
-    super::drive::drive(driver, printer, bar).await
+    crate::commands::drive::drive(driver, printer, bar)
+        .await
+        .map(|(code, _)| code)
 }

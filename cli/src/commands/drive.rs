@@ -8,11 +8,12 @@ use crate::exit::{self, CliError};
 use crate::printer::Printer;
 use crate::render;
 
+/// Returns the exit code for how the run ended, and the run's output if it completed.
 pub async fn drive(
     driver: Driver,
     printer: &Printer,
     bar: Option<ProgressBar>,
-) -> Result<u8, CliError> {
+) -> Result<(u8, Option<serde_json::Value>), CliError> {
     let run = driver.run_id();
     let mut rx = driver.subscribe();
     let renderer = {
@@ -83,5 +84,5 @@ pub async fn drive(
         };
         let _ = printer.line(&format!("run {} {}{hint}", run, outcome.state));
     }
-    Ok(exit::for_state(outcome.state))
+    Ok((exit::for_state(outcome.state), outcome.output))
 }

@@ -1,0 +1,24 @@
+use crate::exit::CliError;
+use crate::printer::Printer;
+
+/// Remove a lab: its hosts, its network, its key and host list.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  foundry lab down
+  foundry lab down --name big")]
+pub struct Args {
+    /// The lab's name.
+    #[arg(long, default_value = "default")]
+    name: String,
+}
+
+pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
+    super::require_engine()?;
+    let (engine, bar) = crate::commands::engine(printer)?;
+    let input = serde_json::json!({"name": args.name, "dir": super::lab_dir(&args.name)?});
+    let driver = engine.start("lab-down", input)?;
+    crate::commands::drive::drive(driver, printer, bar)
+        .await
+        .map(|(code, _)| code)
+}

@@ -1,0 +1,54 @@
+use crate::exit::{self, CliError};
+use crate::printer::Printer;
+use crate::render;
+
+/// List lab hosts, as the Docker Engine shows them now.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  foundry lab list
+  foundry lab list --output json")]
+pub struct Args {
+    /// Only this lab.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
+    super::require_engine()?;
+    let hosts = foundry_workflows::lab::list(args.name.as_deref())
+        .await
+        .map_err(|e| CliError::new(e.message))?;
+    if printer.json() {
+        for h in &hosts {
+            if printer.data(h).is_err() {
+                break;
+            }
+        }
+        return Ok(exit::OK);
+    }
+    if hosts.is_empty() {
+        printer.note("no lab hosts (`foundry lab up` makes some)");
+        return Ok(exit::OK);
+    }
+    let rows: Vec<Vec<String>> = hosts
+        .iter()
+        .map(|h| {
+            vec![
+                h.labels.get("foundry.lab").cloned().unwrap_or_default(),
+                h.labels
+                    .get("foundry.lab.host")
+                    .cloned()
+                    .unwrap_or_default(),
+                h.addresses.values().cloned().collect::<Vec<_>>().join(","),
+                h.state.clone(),
+            ]
+        })
+        .collect();
+    for line in render::table(&["LAB", "HOST", "ADDRESS", "STATE"], &rows) {
+        if printer.line(&line).is_err() {
+            break;
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,44 @@
+//! `foundry lab`: a local lab of real Debian hosts with sshd, in containers.
+
+mod down;
+mod list;
+mod up;
+
+use clap::Subcommand;
+use foundry_core::Home;
+
+use crate::exit::CliError;
+use crate::printer::Printer;
+
+#[derive(Debug, Subcommand)]
+pub enum LabCmd {
+    Up(up::Args),
+    Down(down::Args),
+    List(list::Args),
+}
+
+pub async fn run(cmd: LabCmd, printer: &Printer) -> Result<u8, CliError> {
+    match cmd {
+        LabCmd::Up(args) => up::run(args, printer).await,
+        LabCmd::Down(args) => down::run(args, printer).await,
+        LabCmd::List(args) => list::run(args, printer).await,
+    }
+}
+
+/// Where a lab keeps its key and host list.
+fn lab_dir(name: &str) -> Result<std::path::PathBuf, CliError> {
+    Ok(Home::from_env()?.root().join("labs").join(name))
+}
+
+/// Fails with a hint when no Docker Engine answers on this machine.
+fn require_engine() -> Result<(), CliError> {
+    let socket = std::path::Path::new("/var/run/docker.sock");
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        return Ok(());
+    }
+    Err(CliError::new(format!(
+        "no Docker Engine answers at {}: the lab runs its hosts as containers",
+        socket.display()
+    ))
+    .with_hint("`bash scripts/peers.sh` installs Debian's docker.io and starts dockerd"))
+}

@@ -1,0 +1,152 @@
+//! `foundry lab` against the real Docker Engine: real Debian hosts with sshd, reached with
+//! the real OpenSSH client, host keys checked strictly against the lab's host list.
+
+use std::process::Command;
+
+use foundry_tests::Home;
+use foundry_tests::docker::engine;
+
+/// Removes the lab's containers and network if the test fails half-way.
+struct LabGuard(String);
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let label = format!("label=foundry.lab={}", self.0);
+        let _ = Command::new("sh")
+            .args(["-c", &format!("docker ps -aq --filter {label} | xargs -r docker rm -f; docker network ls -q --filter {label} | xargs -r docker network rm")])
+            .output();
+    }
+}
+
+/// (address, host key) of each host in the lab's host list.
+fn hosts_of(yaml: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut address = String::new();
+    for line in yaml.lines().map(str::trim) {
+        if let Some(a) = line.strip_prefix("address: ") {
+            address = a.to_string();
+        }
+        if let Some(k) = line.strip_prefix("host_key: ") {
+            out.push((address.clone(), k.trim_matches('"').to_string()));
+        }
+    }
+    out
+}
+
+fn container_ids(lab: &str) -> String {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label=foundry.lab={lab}"),
+        ])
+        .output()
+        .expect("docker ps");
+    let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    ids.sort();
+    ids.join(",")
+}
+
+#[test]
+fn lab_up_gives_hosts_reachable_by_ssh_with_checked_host_keys() {
+    engine();
+    let home = Home::new();
+    let lab = format!("it{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let _guard = LabGuard(lab.clone());
+    let subnet = format!("10.77.{}.0/24", 100 + rand::random::<u8>() % 100);
+    let up = [
+        "lab",
+        "up",
+        "--hosts",
+        "2",
+        "--name",
+        lab.as_str(),
+        "--subnet",
+        subnet.as_str(),
+    ];
+    home.ok(&up);
+
+    let dir = home.path().join("labs").join(&lab);
+    let yaml = std::fs::read_to_string(dir.join("hosts.yaml")).expect("hosts.yaml");
+    let hosts = hosts_of(&yaml);
+    assert_eq!(hosts.len(), 2, "{yaml}");
+    let known = home.scratch().join("known_hosts");
+    let lines: Vec<String> = hosts.iter().map(|(a, k)| format!("{a} {k}")).collect();
+    std::fs::write(&known, lines.join("\n") + "\n").expect("known_hosts");
+    for (i, (address, _)) in hosts.iter().enumerate() {
+        let out = Command::new("ssh")
+            .args([
+                "-i",
+                dir.join("id_ed25519").to_str().expect("utf8"),
+                "-o",
+                &format!("UserKnownHostsFile={}", known.display()),
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=10",
+                &format!("admin@{address}"),
+                "sudo -n true && hostname",
+            ])
+            .output()
+            .expect("ssh");
+        assert!(out.status.success(), "ssh to {address}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("host-{}", i + 1)
+        );
+    }
+
+    let listed = home.json(&["lab", "list", "--name", &lab]);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().all(|h| h["state"] == "running"), "{listed:?}");
+
+    // Again: nothing changes; the same containers run on.
+    let before = container_ids(&lab);
+    home.ok(&up);
+    assert_eq!(container_ids(&lab), before);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("hosts.yaml")).expect("hosts.yaml"),
+        yaml
+    );
+
+    home.ok(&["lab", "down", "--name", &lab]);
+    assert_eq!(container_ids(&lab), "");
+    assert!(home.json(&["lab", "list", "--name", &lab]).is_empty());
+    assert!(!dir.exists(), "the lab's files are gone");
+}
+
+#[test]
+fn lab_up_refuses_a_bad_name_or_subnet_before_touching_anything() {
+    engine();
+    let home = Home::new();
+    for (args, needle) in [
+        (
+            [
+                "lab",
+                "up",
+                "--name",
+                "no spaces",
+                "--subnet",
+                "10.77.250.0/24",
+            ],
+            "lab name `no spaces`",
+        ),
+        (
+            ["lab", "up", "--name", "ok", "--subnet", "10.77.250.0/16"],
+            "expected a /24",
+        ),
+    ] {
+        let out = home.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{err}");
+    }
+    assert!(home.runs().is_empty());
+}

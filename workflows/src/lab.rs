@@ -1,0 +1,349 @@
+//! `lab-up` and `lab-down`: a local lab of real Debian hosts running sshd, in containers on
+//! a private Docker network, like kind or k3d for Kubernetes. The lab's image is built here
+//! from Debian's packages (debootstrap, then `docker import`): nothing is pulled.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use foundry_activities::container::{
+    ContainerSpec, Endpoint, EnsureContainer, EnsureNetwork, RemoveLabelled,
+};
+use foundry_activities::local::{EnsureFile, ReadFileWhenReady, RemoveFile, RunCommand};
+use foundry_core::{Ctx, FailurePolicy, RetryPolicy, RunError, SecretValue, Workflow};
+use serde::{Deserialize, Serialize};
+
+/// The label every lab container and network carries, with the lab's name.
+pub const LAB_LABEL: &str = "foundry.lab";
+/// The image lab hosts run.
+pub const LAB_IMAGE: &str = "foundry-lab:1";
+/// The admin user of every lab host (with passwordless sudo).
+pub const LAB_USER: &str = "admin";
+
+/// Builds the image once: debootstrap, an admin user with sudo, an init that makes fresh
+/// host keys, installs the lab's key and starts sshd. Arguments: image, mirror.
+const BUILD_IMAGE: &str = r#"set -eu
+image="$1"; mirror="$2"
+docker image inspect "$image" >/dev/null 2>&1 && exit 0
+root=$(mktemp -d /var/tmp/foundry-lab-rootfs.XXXXXX)
+trap 'rm -rf "$root"' EXIT
+debootstrap --variant=minbase --include=openssh-server,sudo,iproute2,procps,python3 bookworm "$root" "$mirror"
+chroot "$root" useradd --create-home --shell /bin/bash admin
+printf 'admin ALL=(ALL) NOPASSWD:ALL\n' > "$root/etc/sudoers.d/foundry-admin"
+chmod 0440 "$root/etc/sudoers.d/foundry-admin"
+rm -f "$root"/etc/ssh/ssh_host_*
+cat > "$root/usr/local/sbin/foundry-lab-init" <<'INIT'
+#!/bin/sh
+set -e
+[ -f /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -A >/dev/null
+mkdir -p /run/sshd /home/admin/.ssh
+if [ -f /etc/foundry/authorized_keys ]; then
+  install -m 0600 -o admin -g admin /etc/foundry/authorized_keys /home/admin/.ssh/authorized_keys
+fi
+chown admin:admin /home/admin/.ssh && chmod 0700 /home/admin/.ssh
+if [ -d /etc/foundry/out ]; then cp /etc/ssh/ssh_host_ed25519_key.pub /etc/foundry/out/host_ed25519.pub; fi
+exec /usr/sbin/sshd -D -e
+INIT
+chmod 0755 "$root/usr/local/sbin/foundry-lab-init"
+rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+tar -C "$root" -c . | docker import -c 'ENTRYPOINT ["/usr/local/sbin/foundry-lab-init"]' - "$image" >/dev/null
+"#;
+
+/// Makes the lab's SSH key once. Argument: the key's path.
+const MAKE_KEY: &str = r#"set -eu
+mkdir -p "$(dirname "$1")"
+[ -f "$1" ] || ssh-keygen -q -t ed25519 -N '' -C foundry-lab -f "$1"
+"#;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabInput {
+    pub name: String,
+    pub hosts: u32,
+    /// The lab network, a /24: hosts get .11, .12, …
+    pub subnet: String,
+    /// Where the lab's key and host list live (under `$FOUNDRY_HOME/labs/<name>`).
+    pub dir: PathBuf,
+    pub mirror: String,
+}
+
+/// One lab host, as the lab's host list records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabHost {
+    pub name: String,
+    pub address: String,
+    pub user: String,
+    pub port: u16,
+    /// The host's public host key (`ssh-ed25519 AAAA…`).
+    pub host_key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LabOutput {
+    pub name: String,
+    pub key: PathBuf,
+    pub hosts_file: PathBuf,
+    pub hosts: Vec<LabHost>,
+}
+
+impl LabInput {
+    fn prefix(&self) -> Result<String, String> {
+        let (net, bits) = self.subnet.split_once('/').ok_or_else(|| {
+            format!(
+                "subnet `{}`: expected a /24 such as 10.77.0.0/24",
+                self.subnet
+            )
+        })?;
+        let octets: Vec<u8> = net.split('.').filter_map(|o| o.parse().ok()).collect();
+        if bits != "24" || octets.len() != 4 || octets[3] != 0 {
+            return Err(format!(
+                "subnet `{}`: expected a /24 such as 10.77.0.0/24",
+                self.subnet
+            ));
+        }
+        Ok(format!("{}.{}.{}", octets[0], octets[1], octets[2]))
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        self.dir.join("id_ed25519")
+    }
+
+    pub fn hosts_file(&self) -> PathBuf {
+        self.dir.join("hosts.yaml")
+    }
+
+    fn network(&self) -> String {
+        format!("foundry-lab-{}", self.name)
+    }
+
+    fn container(&self, host: &str) -> String {
+        format!("foundry-lab-{}-{host}", self.name)
+    }
+}
+
+fn lab_command(argv: Vec<String>) -> RunCommand {
+    let mut cmd = RunCommand::new(argv);
+    cmd.policy = RetryPolicy {
+        max_attempts: 3,
+        ..RetryPolicy::default()
+    };
+    cmd
+}
+
+/// The host list, as YAML a person can read and the `hosts:` loader will take.
+fn hosts_yaml(lab: &LabInput, hosts: &[LabHost]) -> String {
+    let mut out = format!(
+        "# The hosts of lab `{}` (written by `foundry lab up`).\nkey: {}\nhosts:\n",
+        lab.name,
+        lab.key_path().display()
+    );
+    for h in hosts {
+        out.push_str(&format!(
+            "  - name: {}\n    address: {}\n    user: {}\n    port: {}\n    host_key: \"{}\"\n",
+            h.name, h.address, h.user, h.port, h.host_key
+        ));
+    }
+    out
+}
+
+pub struct LabUp;
+
+impl Workflow for LabUp {
+    const NAME: &'static str = "lab-up";
+    const VERSION: u32 = 1;
+    type Input = LabInput;
+    type Output = LabOutput;
+
+    fn check(&self, lab: &LabInput) -> Result<(), String> {
+        if lab.name.is_empty()
+            || !lab
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(format!(
+                "lab name `{}`: use letters, digits and `-`",
+                lab.name
+            ));
+        }
+        if !(1..=200).contains(&lab.hosts) {
+            return Err(format!("{} hosts: a lab has 1 to 200", lab.hosts));
+        }
+        lab.prefix().map(|_| ())
+    }
+
+    async fn run(&self, ctx: Ctx, lab: LabInput) -> Result<LabOutput, RunError> {
+        let prefix = lab.prefix().map_err(RunError::workflow)?;
+        let endpoint = Endpoint::default();
+        let s = |v: &str| v.to_string();
+
+        let mut build = lab_command(vec![
+            s("sh"),
+            s("-c"),
+            s(BUILD_IMAGE),
+            s("foundry-lab-image"),
+            s(LAB_IMAGE),
+            lab.mirror.clone(),
+        ]);
+        build.probe = Some(vec![s("docker"), s("image"), s("inspect"), s(LAB_IMAGE)]);
+        ctx.step("image", &build).await?;
+
+        let key = lab.key_path();
+        let mut make_key = lab_command(vec![
+            s("sh"),
+            s("-c"),
+            s(MAKE_KEY),
+            s("foundry-lab-key"),
+            key.display().to_string(),
+        ]);
+        make_key.probe = Some(vec![s("test"), s("-f"), key.display().to_string()]);
+        ctx.step("key", &make_key).await?;
+
+        let mut labels = std::collections::HashMap::new();
+        labels.insert(LAB_LABEL.to_string(), lab.name.clone());
+        let network = EnsureNetwork {
+            endpoint: endpoint.clone(),
+            name: lab.network(),
+            subnet: Some(lab.subnet.clone()),
+            labels,
+        };
+        ctx.step("network", &network).await?;
+
+        let hosts: Vec<(String, u32)> = (1..=lab.hosts).map(|i| (format!("host-{i}"), i)).collect();
+        let lab2 = lab.clone();
+        let found = ctx
+            .fan_out_ok(hosts, 8, FailurePolicy::CollectAll, move |child, i| {
+                let lab = lab2.clone();
+                let prefix = prefix.clone();
+                let endpoint = endpoint.clone();
+                async move { up_host(&child, &lab, &endpoint, &prefix, i).await }
+            })
+            .await?;
+
+        let yaml = hosts_yaml(&lab, &found);
+        let hosts_file = EnsureFile {
+            path: lab.hosts_file(),
+            content: SecretValue::new(yaml),
+            mode: 0o600,
+        };
+        ctx.step_with_undo(
+            "hosts-file",
+            &hosts_file,
+            RemoveFile {
+                path: lab.hosts_file(),
+            },
+        )
+        .await?;
+        Ok(LabOutput {
+            name: lab.name.clone(),
+            key,
+            hosts_file: lab.hosts_file(),
+            hosts: found,
+        })
+    }
+}
+
+/// One host: its container, then its host key once sshd has made it.
+async fn up_host(
+    ctx: &Ctx,
+    lab: &LabInput,
+    endpoint: &Endpoint,
+    prefix: &str,
+    i: u32,
+) -> Result<LabHost, RunError> {
+    let host = format!("host-{i}");
+    let address = format!("{prefix}.{}", 10 + i);
+    // The Engine creates it for the bind; the host's init writes its host key there.
+    let out_dir = lab.dir.join("hosts").join(&host);
+    let spec = ContainerSpec {
+        name: lab.container(&host),
+        image: LAB_IMAGE.into(),
+        hostname: Some(host.clone()),
+        network: Some(lab.network()),
+        ipv4: Some(address.clone()),
+        labels: [
+            (LAB_LABEL.to_string(), lab.name.clone()),
+            ("foundry.lab.host".to_string(), host.clone()),
+        ]
+        .into_iter()
+        .collect(),
+        binds: vec![
+            format!(
+                "{}.pub:/etc/foundry/authorized_keys:ro",
+                lab.key_path().display()
+            ),
+            format!("{}:/etc/foundry/out", out_dir.display()),
+        ],
+        ..ContainerSpec::default()
+    };
+    ctx.step(
+        "container",
+        &EnsureContainer {
+            endpoint: endpoint.clone(),
+            spec,
+        },
+    )
+    .await?;
+    let host_key = ctx
+        .step(
+            "host-key",
+            &ReadFileWhenReady {
+                path: out_dir.join("host_ed25519.pub"),
+                timeout: Duration::from_secs(60),
+            },
+        )
+        .await?;
+    Ok(LabHost {
+        name: host,
+        address,
+        user: LAB_USER.into(),
+        port: 22,
+        host_key: host_key
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" "),
+    })
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabDownInput {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+pub struct LabDown;
+
+impl Workflow for LabDown {
+    const NAME: &'static str = "lab-down";
+    const VERSION: u32 = 1;
+    type Input = LabDownInput;
+    type Output = foundry_activities::container::Removed;
+
+    async fn run(&self, ctx: Ctx, input: LabDownInput) -> Result<Self::Output, RunError> {
+        let removed = ctx
+            .step(
+                "remove",
+                &RemoveLabelled {
+                    endpoint: Endpoint::default(),
+                    key: LAB_LABEL.into(),
+                    value: input.name.clone(),
+                },
+            )
+            .await?;
+        let dir = input.dir.display().to_string();
+        ctx.step(
+            "files",
+            &RunCommand::new(vec!["rm".into(), "-rf".into(), dir]),
+        )
+        .await?;
+        Ok(removed)
+    }
+}
+
+/// The hosts of every lab (or of `name`), as the Docker Engine shows them now.
+pub async fn list(
+    name: Option<&str>,
+) -> Result<Vec<foundry_activities::container::Labelled>, foundry_core::ActivityError> {
+    foundry_activities::container::list_labelled(&Endpoint::default(), LAB_LABEL, name).await
+}
