@@ -103,6 +103,34 @@ fn lab_up_gives_hosts_reachable_by_ssh_with_checked_host_keys() {
         );
     }
 
+    // Cut off, a host does not answer; restored, it does again at the same address.
+    let ssh_ok = |address: &str| {
+        Command::new("ssh")
+            .args([
+                "-i",
+                dir.join("id_ed25519").to_str().expect("utf8"),
+                "-o",
+                &format!("UserKnownHostsFile={}", known.display()),
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=3",
+                &format!("admin@{address}"),
+                "true",
+            ])
+            .output()
+            .expect("ssh")
+            .status
+            .success()
+    };
+    home.ok(&["lab", "cut", "host-2", "--name", &lab]);
+    assert!(!ssh_ok(&hosts[1].0), "a cut host answered");
+    assert!(ssh_ok(&hosts[0].0), "the other host stays reachable");
+    home.ok(&["lab", "restore", "host-2", "--name", &lab]);
+    assert!(ssh_ok(&hosts[1].0), "a restored host does not answer");
+
     let listed = home.json(&["lab", "list", "--name", &lab]);
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert!(listed.iter().all(|h| h["state"] == "running"), "{listed:?}");

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 /// The label every lab container and network carries, with the lab's name.
 pub const LAB_LABEL: &str = "foundry.lab";
+/// The host's name and address in its lab, as labels on its container.
+pub const HOST_LABEL: &str = "foundry.lab.host";
+pub const ADDRESS_LABEL: &str = "foundry.lab.address";
 /// The image lab hosts run.
 pub const LAB_IMAGE: &str = "foundry-lab:1";
 /// The admin user of every lab host (with passwordless sudo).
@@ -262,7 +265,8 @@ async fn up_host(
         ipv4: Some(address.clone()),
         labels: [
             (LAB_LABEL.to_string(), lab.name.clone()),
-            ("foundry.lab.host".to_string(), host.clone()),
+            (HOST_LABEL.to_string(), host.clone()),
+            (ADDRESS_LABEL.to_string(), address.clone()),
         ]
         .into_iter()
         .collect(),
@@ -346,4 +350,41 @@ pub async fn list(
     name: Option<&str>,
 ) -> Result<Vec<foundry_activities::container::Labelled>, foundry_core::ActivityError> {
     foundry_activities::container::list_labelled(&Endpoint::default(), LAB_LABEL, name).await
+}
+
+/// A lab host as the Engine lists it, by the host's name (`host-1`).
+async fn find_host(
+    lab: &str,
+    host: &str,
+) -> Result<foundry_activities::container::Labelled, foundry_core::ActivityError> {
+    list(Some(lab))
+        .await?
+        .into_iter()
+        .find(|h| h.labels.get(HOST_LABEL).map(String::as_str) == Some(host))
+        .ok_or_else(|| {
+            foundry_core::ActivityError::permanent(format!(
+                "lab `{lab}` has no host `{host}` (`foundry lab list` shows them)"
+            ))
+        })
+}
+
+/// Cuts a lab host off its network, as a pulled cable would; `restore` puts it back.
+pub async fn cut(lab: &str, host: &str) -> Result<(), foundry_core::ActivityError> {
+    let found = find_host(lab, host).await?;
+    let network = format!("foundry-lab-{lab}");
+    foundry_activities::container::disconnect(&Endpoint::default(), &network, &found.name).await
+}
+
+/// Puts a cut lab host back on its network, at its address.
+pub async fn restore(lab: &str, host: &str) -> Result<(), foundry_core::ActivityError> {
+    let found = find_host(lab, host).await?;
+    let network = format!("foundry-lab-{lab}");
+    let address = found.labels.get(ADDRESS_LABEL).ok_or_else(|| {
+        foundry_core::ActivityError::permanent(format!(
+            "{} has no {ADDRESS_LABEL} label",
+            found.name
+        ))
+    })?;
+    foundry_activities::container::connect(&Endpoint::default(), &network, &found.name, address)
+        .await
 }

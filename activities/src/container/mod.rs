@@ -18,7 +18,7 @@ pub use ensure::{
 };
 pub use image::{EnsureImage, ImageOutput};
 pub use labelled::{Labelled, RemoveLabelled, Removed, list_labelled};
-pub use network::{EnsureNetwork, NetworkOutput};
+pub use network::{EnsureNetwork, NetworkOutput, connect, disconnect};
 
 /// Where a Docker Engine answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

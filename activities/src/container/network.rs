@@ -111,3 +111,47 @@ impl Activity for EnsureNetwork {
         }
     }
 }
+
+/// Takes `container` off `network` (a cable pulled); already off is fine.
+pub async fn disconnect(
+    endpoint: &Endpoint,
+    network: &str,
+    container: &str,
+) -> Result<(), ActivityError> {
+    let docker = endpoint.connect().await?;
+    let request = bollard::models::NetworkDisconnectRequest {
+        container: container.to_string(),
+        force: Some(true),
+    };
+    match docker.disconnect_network(network, request).await {
+        Ok(()) => Ok(()),
+        // The Engine answers 500 "is not connected" when it is already off.
+        Err(e) if e.to_string().contains("is not connected") => Ok(()),
+        Err(e) => Err(endpoint.error(&format!("disconnecting {container} from {network}"), &e)),
+    }
+}
+
+/// Puts `container` back on `network` at `ipv4`; already on is fine.
+pub async fn connect(
+    endpoint: &Endpoint,
+    network: &str,
+    container: &str,
+    ipv4: &str,
+) -> Result<(), ActivityError> {
+    let docker = endpoint.connect().await?;
+    let request = bollard::models::NetworkConnectRequest {
+        container: container.to_string(),
+        endpoint_config: Some(bollard::models::EndpointSettings {
+            ipam_config: Some(bollard::models::EndpointIpamConfig {
+                ipv4_address: Some(ipv4.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    match docker.connect_network(network, request).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.to_string().contains("already exists") => Ok(()),
+        Err(e) => Err(endpoint.error(&format!("connecting {container} to {network}"), &e)),
+    }
+}

@@ -35,7 +35,10 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
         .iter()
         .map(|h| {
             vec![
-                h.labels.get("foundry.lab").cloned().unwrap_or_default(),
+                h.labels
+                    .get(foundry_workflows::lab::LAB_LABEL)
+                    .cloned()
+                    .unwrap_or_default(),
                 h.labels
                     .get("foundry.lab.host")
                     .cloned()

@@ -1,5 +1,6 @@
 //! `foundry lab`: a local lab of real Debian hosts with sshd, in containers.
 
+mod cut;
 mod down;
 mod list;
 mod up;
@@ -15,6 +16,11 @@ pub enum LabCmd {
     Up(up::Args),
     Down(down::Args),
     List(list::Args),
+    /// Cut a lab host off its network, as a pulled cable would, to rehearse a dropped
+    /// connection; `foundry lab restore` puts it back.
+    Cut(cut::Args),
+    /// Put a cut lab host back on its network, at its address.
+    Restore(cut::Args),
 }
 
 pub async fn run(cmd: LabCmd, printer: &Printer) -> Result<u8, CliError> {
@@ -22,6 +28,8 @@ pub async fn run(cmd: LabCmd, printer: &Printer) -> Result<u8, CliError> {
         LabCmd::Up(args) => up::run(args, printer).await,
         LabCmd::Down(args) => down::run(args, printer).await,
         LabCmd::List(args) => list::run(args, printer).await,
+        LabCmd::Cut(args) => cut::cut(args, printer).await,
+        LabCmd::Restore(args) => cut::restore(args, printer).await,
     }
 }
 
