@@ -18,19 +18,14 @@ impl Drop for LabGuard {
     }
 }
 
-/// (address, host key) of each host in the lab's host list.
-fn hosts_of(yaml: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut address = String::new();
-    for line in yaml.lines().map(str::trim) {
-        if let Some(a) = line.strip_prefix("address: ") {
-            address = a.to_string();
-        }
-        if let Some(k) = line.strip_prefix("host_key: ") {
-            out.push((address.clone(), k.trim_matches('"').to_string()));
-        }
-    }
-    out
+/// (address, host key) of each host in the lab's stack config, read by Foundry's loader.
+fn hosts_of(config: &std::path::Path) -> Vec<(String, String)> {
+    let config = foundry_workflows::config::load(config).expect("the lab's config loads");
+    config
+        .hosts
+        .into_iter()
+        .map(|h| (h.address, h.host_key.unwrap_or_default()))
+        .collect()
 }
 
 fn container_ids(lab: &str) -> String {
@@ -72,9 +67,14 @@ fn lab_up_gives_hosts_reachable_by_ssh_with_checked_host_keys() {
     home.ok(&up);
 
     let dir = home.path().join("labs").join(&lab);
-    let yaml = std::fs::read_to_string(dir.join("hosts.yaml")).expect("hosts.yaml");
-    let hosts = hosts_of(&yaml);
+    let config = home.path().join(format!("lab-{lab}.yaml"));
+    let yaml = std::fs::read_to_string(&config).expect("the lab's config");
+    let hosts = hosts_of(&config);
     assert_eq!(hosts.len(), 2, "{yaml}");
+    assert!(
+        hosts.iter().all(|(_, k)| k.starts_with("ssh-ed25519 ")),
+        "{yaml}"
+    );
     let known = home.scratch().join("known_hosts");
     let lines: Vec<String> = hosts.iter().map(|(a, k)| format!("{a} {k}")).collect();
     std::fs::write(&known, lines.join("\n") + "\n").expect("known_hosts");
@@ -139,15 +139,15 @@ fn lab_up_gives_hosts_reachable_by_ssh_with_checked_host_keys() {
     let before = container_ids(&lab);
     home.ok(&up);
     assert_eq!(container_ids(&lab), before);
-    assert_eq!(
-        std::fs::read_to_string(dir.join("hosts.yaml")).expect("hosts.yaml"),
-        yaml
-    );
+    assert_eq!(std::fs::read_to_string(&config).expect("config"), yaml);
 
     home.ok(&["lab", "down", "--name", &lab]);
     assert_eq!(container_ids(&lab), "");
     assert!(home.json(&["lab", "list", "--name", &lab]).is_empty());
-    assert!(!dir.exists(), "the lab's files are gone");
+    assert!(
+        !dir.exists() && !config.exists(),
+        "the lab's files are gone"
+    );
 }
 
 #[test]

@@ -64,8 +64,10 @@ pub struct LabInput {
     pub hosts: u32,
     /// The lab network, a /24: hosts get .11, .12, …
     pub subnet: String,
-    /// Where the lab's key and host list live (under `$FOUNDRY_HOME/labs/<name>`).
+    /// Where the lab's key lives (`$FOUNDRY_HOME/labs/<name>`).
     pub dir: PathBuf,
+    /// The stack config the lab's hosts are written to (`$FOUNDRY_HOME/lab-<name>.yaml`).
+    pub config: PathBuf,
     pub mirror: String,
 }
 
@@ -84,7 +86,7 @@ pub struct LabHost {
 pub struct LabOutput {
     pub name: String,
     pub key: PathBuf,
-    pub hosts_file: PathBuf,
+    pub config: PathBuf,
     pub hosts: Vec<LabHost>,
 }
 
@@ -110,10 +112,6 @@ impl LabInput {
         self.dir.join("id_ed25519")
     }
 
-    pub fn hosts_file(&self) -> PathBuf {
-        self.dir.join("hosts.yaml")
-    }
-
     fn network(&self) -> String {
         format!("foundry-lab-{}", self.name)
     }
@@ -132,20 +130,26 @@ fn lab_command(argv: Vec<String>) -> RunCommand {
     cmd
 }
 
-/// The host list, as YAML a person can read and the `hosts:` loader will take.
-fn hosts_yaml(lab: &LabInput, hosts: &[LabHost]) -> String {
-    let mut out = format!(
-        "# The hosts of lab `{}` (written by `foundry lab up`).\nkey: {}\nhosts:\n",
-        lab.name,
-        lab.key_path().display()
+/// The lab's hosts as a stack config.
+fn lab_config(lab: &LabInput, hosts: &[LabHost]) -> Result<String, RunError> {
+    let config = crate::config::StackConfig {
+        hosts: hosts
+            .iter()
+            .map(|h| crate::config::HostEntry {
+                name: h.name.clone(),
+                address: h.address.clone(),
+                user: h.user.clone(),
+                port: h.port,
+                key: Some(lab.key_path()),
+                host_key: Some(h.host_key.clone()),
+            })
+            .collect(),
+    };
+    let comment = format!(
+        "The hosts of lab `{}`, written by `foundry lab up`.",
+        lab.name
     );
-    for h in hosts {
-        out.push_str(&format!(
-            "  - name: {}\n    address: {}\n    user: {}\n    port: {}\n    host_key: \"{}\"\n",
-            h.name, h.address, h.user, h.port, h.host_key
-        ));
-    }
-    out
+    crate::config::render(&config, &comment).map_err(RunError::workflow)
 }
 
 pub struct LabUp;
@@ -222,24 +226,19 @@ impl Workflow for LabUp {
             })
             .await?;
 
-        let yaml = hosts_yaml(&lab, &found);
-        let hosts_file = EnsureFile {
-            path: lab.hosts_file(),
-            content: SecretValue::new(yaml),
+        let config = EnsureFile {
+            path: lab.config.clone(),
+            content: SecretValue::new(lab_config(&lab, &found)?),
             mode: 0o600,
         };
-        ctx.step_with_undo(
-            "hosts-file",
-            &hosts_file,
-            RemoveFile {
-                path: lab.hosts_file(),
-            },
-        )
-        .await?;
+        let undo = RemoveFile {
+            path: lab.config.clone(),
+        };
+        ctx.step_with_undo("config", &config, undo).await?;
         Ok(LabOutput {
             name: lab.name.clone(),
             key,
-            hosts_file: lab.hosts_file(),
+            config: lab.config.clone(),
             hosts: found,
         })
     }
@@ -314,6 +313,7 @@ async fn up_host(
 pub struct LabDownInput {
     pub name: String,
     pub dir: PathBuf,
+    pub config: PathBuf,
 }
 
 pub struct LabDown;
@@ -336,11 +336,9 @@ impl Workflow for LabDown {
             )
             .await?;
         let dir = input.dir.display().to_string();
-        ctx.step(
-            "files",
-            &RunCommand::new(vec!["rm".into(), "-rf".into(), dir]),
-        )
-        .await?;
+        let config = input.config.display().to_string();
+        let rm = RunCommand::new(vec!["rm".into(), "-rf".into(), dir, config]);
+        ctx.step("files", &rm).await?;
         Ok(removed)
     }
 }

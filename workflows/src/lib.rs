@@ -2,6 +2,7 @@
 //! the engine.
 
 pub mod bench;
+pub mod config;
 pub mod lab;
 pub mod local;
 

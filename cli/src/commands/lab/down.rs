@@ -16,7 +16,8 @@ pub struct Args {
 pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
     super::require_engine()?;
     let (engine, bar) = crate::commands::engine(printer)?;
-    let input = serde_json::json!({"name": args.name, "dir": super::lab_dir(&args.name)?});
+    let (dir, config) = super::lab_paths(&args.name)?;
+    let input = serde_json::json!({"name": args.name, "dir": dir, "config": config});
     let driver = engine.start("lab-down", input)?;
     crate::commands::drive::drive(driver, printer, bar)
         .await

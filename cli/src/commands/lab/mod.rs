@@ -33,9 +33,13 @@ pub async fn run(cmd: LabCmd, printer: &Printer) -> Result<u8, CliError> {
     }
 }
 
-/// Where a lab keeps its key and host list.
-fn lab_dir(name: &str) -> Result<std::path::PathBuf, CliError> {
-    Ok(Home::from_env()?.root().join("labs").join(name))
+/// Where a lab keeps its key, and the stack config its hosts are written to.
+fn lab_paths(name: &str) -> Result<(std::path::PathBuf, std::path::PathBuf), CliError> {
+    let root = Home::from_env()?.root().to_path_buf();
+    Ok((
+        root.join("labs").join(name),
+        root.join(format!("lab-{name}.yaml")),
+    ))
 }
 
 /// Fails with a hint when no Docker Engine answers on this machine.

@@ -37,11 +37,13 @@ pub struct Args {
 pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
     super::require_engine()?;
     let (engine, bar) = crate::commands::engine(printer)?;
+    let (dir, config) = super::lab_paths(&args.name)?;
     let input = serde_json::json!({
         "name": args.name,
         "hosts": args.hosts,
         "subnet": args.subnet,
-        "dir": super::lab_dir(&args.name)?,
+        "dir": dir,
+        "config": config,
         "mirror": args.mirror,
     });
     let driver = engine.start("lab-up", input)?;
@@ -61,7 +63,7 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
         if let Some(first) = lab.hosts.first() {
             printer.note(&format!(
                 "hosts in {}; log in with: ssh -i {} {}@{}",
-                lab.hosts_file.display(),
+                lab.config.display(),
                 lab.key.display(),
                 first.user,
                 first.address
