@@ -10,3 +10,4 @@ mod lab;
 mod retries;
 mod secrets;
 mod snapshots;
+mod ssh;
