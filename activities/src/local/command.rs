@@ -42,6 +42,35 @@ pub struct CommandOutput {
     pub probed: bool,
 }
 
+impl CommandOutput {
+    /// A probe command's verdict: exit status 0 means the effect is already there.
+    pub fn from_probe(code: i64) -> Option<CommandOutput> {
+        (code == 0).then_some(CommandOutput {
+            exit_code: 0,
+            probed: true,
+        })
+    }
+
+    /// A command's outcome: status 0 is success; anything else a transient failure that
+    /// names `what` ran and quotes the last line it wrote to stderr.
+    pub fn from_exit(
+        what: &str,
+        code: i64,
+        last_err: Option<String>,
+    ) -> Result<CommandOutput, ActivityError> {
+        if code == 0 {
+            return Ok(CommandOutput {
+                exit_code: 0,
+                probed: false,
+            });
+        }
+        let detail = last_err.map(|l| format!(": {l}")).unwrap_or_default();
+        Err(ActivityError::transient(format!(
+            "{what} exited with status {code}{detail}"
+        )))
+    }
+}
+
 async fn forward(cx: &ActivityCx, stream: Stream, pipe: impl AsyncRead + Unpin) -> Option<String> {
     let mut lines = BufReader::new(pipe).lines();
     let mut last = None;
@@ -147,24 +176,11 @@ impl Activity for RunCommand {
             return Ok(None);
         };
         let (code, _) = self.exec(cx, probe).await?;
-        Ok((code == 0).then_some(CommandOutput {
-            exit_code: 0,
-            probed: true,
-        }))
+        Ok(CommandOutput::from_probe(code.into()))
     }
 
     async fn apply(&self, cx: &ActivityCx) -> Result<CommandOutput, ActivityError> {
         let (code, last_err) = self.exec(cx, &self.argv).await?;
-        if code == 0 {
-            return Ok(CommandOutput {
-                exit_code: 0,
-                probed: false,
-            });
-        }
-        let detail = last_err.map(|l| format!(": {l}")).unwrap_or_default();
-        Err(ActivityError::transient(format!(
-            "`{}` exited with status {code}{detail}",
-            self.argv[0]
-        )))
+        CommandOutput::from_exit(&format!("`{}`", self.argv[0]), code.into(), last_err)
     }
 }

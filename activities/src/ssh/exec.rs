@@ -48,26 +48,14 @@ impl Activity for SshExec {
         let line = command_line(probe, self.sudo)?;
         let session = SshSession::connect(&self.target).await?;
         let (code, _) = session.run(&line, cx).await?;
-        Ok((code == 0).then_some(CommandOutput {
-            exit_code: 0,
-            probed: true,
-        }))
+        Ok(CommandOutput::from_probe(code.into()))
     }
 
     async fn apply(&self, cx: &ActivityCx) -> Result<CommandOutput, ActivityError> {
         let line = command_line(&self.argv, self.sudo)?;
         let session = SshSession::connect(&self.target).await?;
         let (code, last_err) = session.run(&line, cx).await?;
-        if code == 0 {
-            return Ok(CommandOutput {
-                exit_code: 0,
-                probed: false,
-            });
-        }
-        let detail = last_err.map(|l| format!(": {l}")).unwrap_or_default();
-        Err(ActivityError::transient(format!(
-            "{}: `{}` exited with status {code}{detail}",
-            self.target, self.argv[0]
-        )))
+        let what = format!("{}: `{}`", self.target, self.argv[0]);
+        CommandOutput::from_exit(&what, code.into(), last_err)
     }
 }
