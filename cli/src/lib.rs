@@ -26,7 +26,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 run failed, 4 run paused (retries exhauste
 
 /// Stand up and operate a self-hosted stack on your own Linux hosts.
 #[derive(Debug, Parser)]
-#[command(name = "foundry", version, about, after_help = AFTER_HELP, propagate_version = true)]
+#[command(name = "foundry", version, after_help = AFTER_HELP, propagate_version = true)]
 pub struct Cli {
     /// How to print results: `human`, or `json` (one JSON object per line on stdout).
     #[arg(long, short = 'o', global = true, value_enum, default_value = "human")]

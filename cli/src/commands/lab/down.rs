@@ -1,7 +1,7 @@
 use crate::exit::CliError;
 use crate::printer::Printer;
 
-/// Remove a lab: its hosts, its network, its key and host list.
+/// Remove a lab: its hosts, its network, its key and its config.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
