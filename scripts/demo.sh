@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Foundry's main job end to end, as far as it goes today: a local lab of Debian hosts
-# (Docker Engine installed and started where missing, the hosts' image built from Debian's
-# packages), then a durable run that is killed part-way and resumed exactly.
+# Foundry's main job end to end, as far as it goes today (until `foundry setup` exists): a
+# local lab of Debian hosts (Docker Engine installed and started where missing, the hosts'
+# image built from Debian's packages), then `foundry host configure --all` on it as a
+# durable run, killed part-way and resumed exactly; run again, it changes nothing.
 # FOUNDRY_HOME is ~/.foundry unless set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,34 +10,34 @@ cd "$(dirname "$0")/.."
 bash scripts/peers.sh
 cargo build --release --quiet -p foundry-cli
 foundry=target/release/foundry
-export FOUNDRY_INPUT_GREETING="${FOUNDRY_INPUT_GREETING:-world}"
-rm -rf /tmp/foundry-demo
+home="${FOUNDRY_HOME:-$HOME/.foundry}"
+config="$home/lab-default.yaml"
 
 echo "== the lab: three Debian hosts with sshd (the first time builds their image, about a minute)"
 "$foundry" lab up --hosts 3
 "$foundry" lab list
 echo
 
-echo "== starting the example plan, and killing it during its slow step"
-"$foundry" workflow start local --input examples/local-plan.yaml &
-pid=$!
-for _ in $(seq 1 100); do
-  if "$foundry" workflow list --output json 2>/dev/null | grep -q '"current_step":"slow#0"'; then break; fi
-  sleep 0.1
-done
-kill -9 "$pid" 2>/dev/null || true
-wait "$pid" 2>/dev/null || true
+echo "== configuring every host, and killing foundry (SIGKILL) once host-2's sudoers file is written"
+if FOUNDRY_FAILPOINTS='host-2/sudoers#0@effect' "$foundry" --config "$config" host configure --all; then
+  echo "the run was expected to be killed" >&2
+  exit 1
+fi
 
-run=$("$foundry" workflow list --output json | grep '"workflow":"local"' | tail -n 1 | sed -n 's/.*"run":"\([^"]*\)".*/\1/p')
+run=$("$foundry" workflow list --output json | grep '"workflow":"host-configure"' | tail -n 1 | sed -n 's/.*"run":"\([^"]*\)".*/\1/p')
 echo
 echo "== where the killed run stands"
 "$foundry" workflow show "$run"
 
 echo
-echo "== resuming it"
+echo "== resuming it: the step cut mid-way runs again (its script checks first), the rest continue"
 "$foundry" workflow resume "$run"
 
 echo
-echo "== the greeting was written once:"
-cat /tmp/foundry-demo/greetings
+echo "== configuring again: nothing left to change"
+"$foundry" --config "$config" host configure --all
+"$foundry" --config "$config" host list
+
+echo
+echo "== the interrupted run is done; the lab stays up (foundry lab down removes it)"
 "$foundry" workflow list --all

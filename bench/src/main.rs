@@ -1,12 +1,15 @@
 //! Foundry's benchmarks, printed side by side with the disk's own figures.
 //!
-//! Usage: `cargo build --release -p foundry-cli && cargo run --release -p foundry-bench -- engine [--dir DIR] [--foundry PATH]`
+//! Usage: `cargo build --release -p foundry-cli && cargo run --release -p foundry-bench -- engine [--dir DIR] [--foundry PATH]`,
+//! or `... -- hosts [--hosts N] [--tools LIST]` for Foundry beside Ansible, pyinfra and
+//! raw OpenSSH on lab hosts.
 //!
 //! Prints exactly one `name=value` line per figure on stdout; progress and notes go to
 //! stderr. What each figure means and its goal: docs/benchmarks.md.
 
 mod cli;
 mod disk;
+mod hosts;
 mod inproc;
 mod stats;
 
@@ -20,6 +23,7 @@ use crate::stats::{Summary, millis};
 
 const USAGE: &str = "\
 Usage: foundry-bench engine [--dir DIR] [--foundry PATH]
+       foundry-bench hosts [--hosts N] [--tools LIST] [--foundry PATH]   (hosts --help)
 
 Measures the engine beside the disk it writes to, and prints one `name=value` line per
 figure on stdout (notes on stderr): fsync_4k_us, baseline_redb_commit_us,
@@ -62,6 +66,8 @@ struct Options {
 enum Parsed {
     Help,
     Engine(Options),
+    HostsHelp,
+    Hosts(hosts::Options),
 }
 
 fn value(args: &mut impl Iterator<Item = OsString>, flag: &str) -> Result<PathBuf> {
@@ -72,13 +78,25 @@ fn value(args: &mut impl Iterator<Item = OsString>, flag: &str) -> Result<PathBu
 
 fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
     let mut args = args.into_iter();
-    let mut engine = false;
+    match args
+        .next()
+        .map(|a| a.to_string_lossy().into_owned())
+        .as_deref()
+    {
+        Some("engine") => parse_engine(args),
+        Some("hosts") => parse_hosts(args),
+        Some("-h" | "--help") => Ok(Parsed::Help),
+        Some(other) => bail!("unknown benchmark `{other}`: `engine` or `hosts`\n\n{USAGE}"),
+        None => bail!("which benchmark? `engine` or `hosts`\n\n{USAGE}"),
+    }
+}
+
+fn parse_engine(mut args: impl Iterator<Item = OsString>) -> Result<Parsed> {
     let mut opts = Options::default();
     while let Some(arg) = args.next() {
         let text = arg.to_string_lossy();
         match text.as_ref() {
             "-h" | "--help" => return Ok(Parsed::Help),
-            "engine" if !engine => engine = true,
             "--dir" => opts.dir = Some(value(&mut args, "--dir")?),
             "--foundry" => opts.foundry = Some(value(&mut args, "--foundry")?),
             other => {
@@ -92,10 +110,33 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
             }
         }
     }
-    if !engine {
-        bail!("which benchmark? `engine` is the one there is\n\n{USAGE}");
-    }
     Ok(Parsed::Engine(opts))
+}
+
+fn parse_hosts(mut args: impl Iterator<Item = OsString>) -> Result<Parsed> {
+    let mut opts = hosts::Options::default();
+    let usage = hosts::USAGE;
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy().into_owned();
+        let (flag, inline) = match text.split_once('=') {
+            Some((flag, v)) if flag.starts_with("--") => (flag.to_string(), Some(v.to_string())),
+            _ => (text.clone(), None),
+        };
+        let mut take = |name: &str| -> Result<String> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => Ok(value(&mut args, name)?.to_string_lossy().into_owned()),
+            }
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Parsed::HostsHelp),
+            "--hosts" => opts.set_hosts(&take("--hosts")?)?,
+            "--tools" => opts.set_tools(&take("--tools")?)?,
+            "--foundry" => opts.foundry = Some(PathBuf::from(take("--foundry")?)),
+            _ => bail!("unexpected argument `{text}`\n\n{usage}"),
+        }
+    }
+    Ok(Parsed::Hosts(opts))
 }
 
 /// One figure on stdout.
@@ -316,21 +357,41 @@ fn read_in_process(foundry: &cli::Foundry, id: &str) -> Result<Summary> {
 }
 
 fn main() -> ExitCode {
-    match parse(std::env::args_os().skip(1)) {
-        Ok(Parsed::Help) => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Ok(Parsed::Engine(opts)) => match engine(opts) {
-            Ok(()) => ExitCode::SUCCESS,
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|a| a == "__rusage") {
+        return match hosts::rusage_main(&args[1..]) {
+            Ok(code) => ExitCode::from(code),
             Err(e) => {
                 eprintln!("error: {e:#}");
-                ExitCode::FAILURE
+                ExitCode::from(2)
             }
+        };
+    }
+    let outcome = match parse(args) {
+        Ok(Parsed::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::HostsHelp) => {
+            println!("{}", hosts::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Engine(opts)) => engine(opts),
+        Ok(Parsed::Hosts(opts)) => match hosts::run(opts) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
         },
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            return ExitCode::from(2);
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -19,6 +19,7 @@ Environment:
   FOUNDRY_HOME        where journals and local secrets live (default: ~/.foundry)
   FOUNDRY_LOG         log filter, e.g. `debug` or `foundry_core=trace` (logs go to stderr)
   FOUNDRY_INPUT_<KEY> the answer to a run's question with that key
+  FOUNDRY_CONFIG      the stack config, when --config is not given
   NO_COLOR            no colours
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 run failed, 4 run paused (retries exhausted),
@@ -36,6 +37,10 @@ pub struct Cli {
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 
+    /// The stack config (else $FOUNDRY_CONFIG, else the only *.yaml in $FOUNDRY_HOME).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -48,6 +53,9 @@ enum Command {
     /// A local lab of Debian hosts with sshd, to practise on and to test against.
     #[command(subcommand)]
     Lab(commands::lab::LabCmd),
+    /// Your hosts: add them, configure them for Foundry, list them live, open a shell.
+    #[command(subcommand)]
+    Host(commands::host::HostCmd),
 }
 
 fn init_logging(verbose: u8) {
@@ -60,6 +68,7 @@ fn init_logging(verbose: u8) {
     let filter = EnvFilter::try_from_env("FOUNDRY_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(printer::stderr_wants_color())
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
@@ -92,6 +101,7 @@ pub fn run() -> ExitCode {
         match cli.command {
             Command::Workflow(cmd) => commands::workflow::run(cmd, &printer).await,
             Command::Lab(cmd) => commands::lab::run(cmd, &printer).await,
+            Command::Host(cmd) => commands::host::run(cmd, &printer, cli.config.as_deref()).await,
         }
     });
     match result {

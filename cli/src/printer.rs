@@ -23,14 +23,17 @@ pub struct Printer {
 #[derive(Debug)]
 pub struct BrokenPipe;
 
+/// Colours are for a person at a terminal who has not asked for none (`NO_COLOR`).
+pub fn stderr_wants_color() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 impl Printer {
     pub fn new(output: Output) -> Self {
-        let stderr_tty = std::io::stderr().is_terminal();
-        let color = stderr_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         Printer {
             output,
-            stderr_tty,
-            color,
+            stderr_tty: std::io::stderr().is_terminal(),
+            color: stderr_wants_color(),
         }
     }
 
@@ -55,6 +58,18 @@ impl Printer {
     /// A line of human output on stdout (tables, results).
     pub fn line(&self, line: &str) -> Result<(), BrokenPipe> {
         self.out(line)
+    }
+
+    /// Each item as one JSON line, until a reader stops listening.
+    pub fn data_each<T: Serialize>(&self, items: &[T]) -> Result<(), BrokenPipe> {
+        items.iter().try_for_each(|item| self.data(item))
+    }
+
+    /// A table with aligned columns on stdout, until a reader stops listening.
+    pub fn table(&self, headers: &[&str], rows: &[Vec<String>]) -> Result<(), BrokenPipe> {
+        crate::render::table(headers, rows)
+            .iter()
+            .try_for_each(|line| self.out(line))
     }
 
     /// A message for people, on stderr.

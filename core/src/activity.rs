@@ -20,6 +20,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct ActivityError {
     pub message: String,
     pub transient: bool,
+    /// From a probe: the in-doubt attempt is known to have run and ended with this error,
+    /// so it is recorded as that attempt's outcome rather than running the step again.
+    pub settles: bool,
 }
 
 impl ActivityError {
@@ -27,6 +30,7 @@ impl ActivityError {
         ActivityError {
             message: message.into(),
             transient: true,
+            settles: false,
         }
     }
 
@@ -34,7 +38,14 @@ impl ActivityError {
         ActivityError {
             message: message.into(),
             transient: false,
+            settles: false,
         }
+    }
+
+    /// Marks a probe's error as the in-doubt attempt's known outcome (see `settles`).
+    pub fn settling(mut self) -> Self {
+        self.settles = true;
+        self
     }
 }
 
@@ -77,6 +88,29 @@ impl ActivityCx {
     /// leaves running (a detached process, a unit) after it and find it again.
     pub fn step(&self) -> &str {
         &self.step
+    }
+
+    /// A name for what this step leaves behind on a host (a detached process, a unit),
+    /// unique across runs and the same on every resume: `<run>-<step, as safe characters>-<hash>`.
+    pub fn instance(&self) -> String {
+        let safe: String = self
+            .step
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' => c,
+                _ => '_',
+            })
+            .take(48)
+            .collect();
+        // FNV-1a: two keys that read alike once made safe still get different names.
+        let hash = self.step.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        format!(
+            "{}-{safe}-{:08x}",
+            self.events.run().0.simple(),
+            hash as u32
+        )
     }
 
     pub fn attempt(&self) -> u32 {

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::activity::{Activity, ActivityCx, DynActivity};
+use crate::activity::{Activity, ActivityCx, ActivityError, DynActivity};
 use crate::error::RunError;
 use crate::events::{EventBus, EventKind};
 use crate::failpoint::{self, Phase};
@@ -250,6 +250,8 @@ impl Ctx {
         }
         let policy = activity.policy();
         let now = Millis::now();
+        // The in-doubt attempt's outcome, when its probe found that it ran and failed.
+        let mut settled: Option<ActivityError> = None;
         let mut record = match existing {
             Some(mut r) => {
                 match r.state {
@@ -265,11 +267,13 @@ impl Ctx {
                             step: id.to_string(),
                             present,
                         });
-                        if let Ok(Some(output)) = probed {
-                            return self.complete(r, output, true);
-                        }
-                        if let Err(e) = probed {
-                            tracing::warn!(step = id, error = %e, "probe failed; running the step again");
+                        match probed {
+                            Ok(Some(output)) => return self.complete(r, output, true),
+                            Err(e) if e.settles => settled = Some(e),
+                            Err(e) => {
+                                tracing::warn!(step = id, error = %e, "probe failed; running the step again");
+                            }
+                            Ok(None) => {}
                         }
                     }
                     StepRecordState::Failed if r.transient && !r.exhausted => {
@@ -306,22 +310,28 @@ impl Ctx {
             },
         };
         loop {
-            record.attempt += 1;
-            record.state = StepRecordState::Started;
-            record.started_at = Millis::now();
-            record.next_attempt_at = None;
-            record.policy = (policy != RetryPolicy::default()).then(|| policy.clone());
-            self.write(&record, vec![]).await?;
-            self.shared.events.emit(EventKind::StepStarted {
-                step: id.to_string(),
-                kind: record.kind.clone(),
-                attempt: record.attempt,
-            });
-            failpoint::hit(id, Phase::Started);
+            let result = match settled.take() {
+                Some(error) => Err(error),
+                None => {
+                    record.attempt += 1;
+                    record.state = StepRecordState::Started;
+                    record.started_at = Millis::now();
+                    record.next_attempt_at = None;
+                    record.policy = (policy != RetryPolicy::default()).then(|| policy.clone());
+                    self.write(&record, vec![]).await?;
+                    self.shared.events.emit(EventKind::StepStarted {
+                        step: id.to_string(),
+                        kind: record.kind.clone(),
+                        attempt: record.attempt,
+                    });
+                    failpoint::hit(id, Phase::Started);
 
-            let cx = self.activity_cx(id, record.attempt, force);
-            let result = activity.apply(&cx).await;
-            failpoint::hit(id, Phase::Effect);
+                    let cx = self.activity_cx(id, record.attempt, force);
+                    let result = activity.apply(&cx).await;
+                    failpoint::hit(id, Phase::Effect);
+                    result
+                }
+            };
 
             let mut error = match result {
                 Ok(output) => return self.complete(record, output, false),

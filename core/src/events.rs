@@ -125,6 +125,10 @@ impl EventBus {
         }
     }
 
+    pub fn run(&self) -> RunId {
+        self.run
+    }
+
     /// Appends every event from now on, one JSON object per line, to `path` (0600): what
     /// happened stays readable after the terminal is gone. Events are already redacted.
     pub fn log_to(&self, path: &Path) -> std::io::Result<()> {

@@ -1,19 +1,26 @@
-//! The container activities against the real Docker Engine on this machine: each answer
-//! path (404 then create, 409 on a concurrent create, 304 on start of a running
-//! container, a changed spec) hit for real.
+//! The container activities against the real Docker Engine, through both endpoints: the
+//! local socket, and the same Engine's socket on a lab's engine host reached through SSH.
+//! Each answer path (404 then create, 409 on a concurrent create, 304 on start of a running
+//! container, a changed spec, a network looked up by name) is one function taking the
+//! endpoint, hit for real through each. The lab's containers share the Engine with the
+//! test's: test containers have unique names and are removed.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use foundry_activities::container::{
-    ContainerSpec, EnsureContainer, EnsureImage, EnsureNetwork, RemoveContainer,
+    ContainerSpec, Endpoint, EnsureContainer, EnsureImage, EnsureNetwork, RemoveContainer,
 };
 use foundry_core::{Activity, ActivityCx};
 use foundry_tests::docker::{Cleanup, engine, test_image, unique};
+use foundry_tests::lab::Lab;
 
 fn cx() -> ActivityCx {
     ActivityCx::standalone("test")
 }
 
+/// The docker CLI on this machine: an independent witness of the one Engine both
+/// endpoints reach.
 fn docker(args: &[&str]) -> String {
     let out = std::process::Command::new("docker")
         .args(args)
@@ -22,8 +29,9 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn containers_are_created_kept_started_and_recreated_on_change() {
+/// 404 then create; 304 on start of a running container; a stopped one started again; a
+/// changed spec recreated; removal, then absent is fine.
+async fn created_kept_started_and_recreated_on_change(endpoint: &Endpoint) {
     let image = test_image();
     let mut cleanup = Cleanup::default();
     let name = unique("c");
@@ -35,14 +43,17 @@ async fn containers_are_created_kept_started_and_recreated_on_change() {
         ..ContainerSpec::default()
     };
     let ensure = EnsureContainer {
-        endpoint: engine(),
+        endpoint: endpoint.clone(),
         spec: spec.clone(),
     };
 
     // 404: created and started.
     assert_eq!(ensure.probe(&cx()).await.expect("probe"), None);
     let first = ensure.apply(&cx()).await.expect("create");
-    assert!(first.created && !first.recreated, "{first:?}");
+    assert!(
+        first.created && !first.recreated && !first.concurrent,
+        "{first:?}"
+    );
     assert_eq!(
         docker(&["inspect", "-f", "{{.State.Running}}", &name]),
         "true"
@@ -74,13 +85,13 @@ async fn containers_are_created_kept_started_and_recreated_on_change() {
     let mut changed = spec.clone();
     changed.env.insert("ROLE".into(), "two".into());
     let ensure2 = EnsureContainer {
-        endpoint: engine(),
+        endpoint: endpoint.clone(),
         spec: changed.clone(),
     };
     assert_eq!(ensure2.probe(&cx()).await.expect("probe"), None);
     let replaced = ensure2.apply(&cx()).await.expect("recreate");
     assert!(
-        replaced.recreated && replaced.id != first.id,
+        replaced.recreated && !replaced.created && replaced.id != first.id,
         "{replaced:?}"
     );
     let label = docker(&[
@@ -100,7 +111,7 @@ async fn containers_are_created_kept_started_and_recreated_on_change() {
 
     // Removed, then absent is fine.
     let remove = RemoveContainer {
-        endpoint: engine(),
+        endpoint: endpoint.clone(),
         name: name.clone(),
     };
     assert!(remove.apply(&cx()).await.expect("remove"));
@@ -108,46 +119,58 @@ async fn containers_are_created_kept_started_and_recreated_on_change() {
     assert_eq!(remove.probe(&cx()).await.expect("probe"), Some(false));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_creates_end_in_one_container() {
+/// Concurrent creates end in one container; a caller answered 409 takes the winner's. A
+/// round whose callers happen not to collide proves nothing, so rounds go on (a bounded
+/// number) until one shows a 409 taken.
+async fn concurrent_creates_end_in_one_container(endpoint: &Endpoint) {
+    const ROUNDS: usize = 6;
+    const CALLERS: usize = 6;
     let image = test_image();
-    let mut cleanup = Cleanup::default();
-    let name = unique("race");
-    cleanup.containers.push(name.clone());
-    let ensure = EnsureContainer {
-        endpoint: engine(),
-        spec: ContainerSpec {
-            name: name.clone(),
-            image: image.to_string(),
-            ..ContainerSpec::default()
-        },
-    };
-    // All inspect (404), all create: one wins, the others get 409 and take its container.
-    let tasks: Vec<_> = (0..6)
-        .map(|_| {
-            let ensure = ensure.clone();
-            tokio::spawn(async move { ensure.apply(&cx()).await })
-        })
-        .collect();
-    let mut outputs = Vec::new();
-    for t in tasks {
-        outputs.push(t.await.expect("task").expect("ensure"));
+    for round in 1..=ROUNDS {
+        let mut cleanup = Cleanup::default();
+        let name = unique("race");
+        cleanup.containers.push(name.clone());
+        let ensure = EnsureContainer {
+            endpoint: endpoint.clone(),
+            spec: ContainerSpec {
+                name: name.clone(),
+                image: image.to_string(),
+                ..ContainerSpec::default()
+            },
+        };
+        // All inspect (404), all create: one wins, the others get 409 and take its
+        // container.
+        let tasks: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                let ensure = ensure.clone();
+                tokio::spawn(async move { ensure.apply(&cx()).await })
+            })
+            .collect();
+        let mut outputs = Vec::new();
+        for t in tasks {
+            outputs.push(t.await.expect("task").expect("ensure"));
+        }
+        let created = outputs.iter().filter(|o| o.created).count();
+        assert_eq!(created, 1, "exactly one call created it: {outputs:?}");
+        assert!(outputs.iter().all(|o| o.id == outputs[0].id), "{outputs:?}");
+        let listed = docker(&["ps", "-aq", "--filter", &format!("name=^{name}$")]);
+        assert_eq!(listed.lines().count(), 1, "{listed}");
+        if outputs.iter().any(|o| o.concurrent) {
+            return;
+        }
+        eprintln!("round {round}: no caller was answered 409; again");
     }
-    let created = outputs.iter().filter(|o| o.created).count();
-    assert_eq!(created, 1, "exactly one call created it: {outputs:?}");
-    assert!(outputs.iter().all(|o| o.id == outputs[0].id), "{outputs:?}");
-    let listed = docker(&["ps", "-aq", "--filter", &format!("name=^{name}$")]);
-    assert_eq!(listed.lines().count(), 1, "{listed}");
+    panic!("no caller was answered 409 in {ROUNDS} rounds of {CALLERS} concurrent creates");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn networks_are_looked_up_by_name_and_never_duplicated() {
-    engine();
+/// Concurrent creates of one network: every caller names the oldest, and the duplicates
+/// Engine 20.10 makes under a race are removed.
+async fn networks_are_looked_up_by_name_and_never_duplicated(endpoint: &Endpoint) {
     let mut cleanup = Cleanup::default();
     let name = unique("net");
     cleanup.networks.push(name.clone());
     let ensure = EnsureNetwork {
-        endpoint: engine(),
+        endpoint: endpoint.clone(),
         name: name.clone(),
         subnet: None,
         labels: Default::default(),
@@ -162,17 +185,21 @@ async fn networks_are_looked_up_by_name_and_never_duplicated() {
     for t in tasks {
         outputs.push(t.await.expect("task").expect("ensure network"));
     }
-    // Engine 20.10 may create duplicates under a race; every call still names the first.
     assert!(outputs.iter().all(|o| o.id == outputs[0].id), "{outputs:?}");
+    let listed = docker(&["network", "ls", "-q", "--filter", &format!("name=^{name}$")]);
+    assert_eq!(
+        listed.lines().count(),
+        1,
+        "duplicates are removed: {listed}"
+    );
     let again = ensure.apply(&cx()).await.expect("again");
     assert_eq!(again.id, outputs[0].id);
     assert!(!again.created);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_image_is_a_clear_permanent_error() {
+async fn a_missing_image_is_a_clear_permanent_error(endpoint: &Endpoint) {
     let image = EnsureImage {
-        endpoint: engine(),
+        endpoint: endpoint.clone(),
         name: "foundry-no-such-image:0".into(),
     };
     let err = image.apply(&cx()).await.expect_err("missing");
@@ -183,7 +210,7 @@ async fn a_missing_image_is_a_clear_permanent_error() {
         err.message
     );
     let present = EnsureImage {
-        endpoint: engine(),
+        endpoint: endpoint.clone(),
         name: test_image().into(),
     };
     assert!(
@@ -197,9 +224,44 @@ async fn a_missing_image_is_a_clear_permanent_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_containers_are_created_kept_started_and_recreated_on_change() {
+    created_kept_started_and_recreated_on_change(&engine()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_concurrent_creates_end_in_one_container() {
+    concurrent_creates_end_in_one_container(&engine()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_networks_are_looked_up_by_name_and_never_duplicated() {
+    networks_are_looked_up_by_name_and_never_duplicated(&engine()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_a_missing_image_is_a_clear_permanent_error() {
+    a_missing_image_is_a_clear_permanent_error(&engine()).await;
+}
+
+/// Every answer path again, through SSH to a lab's engine host (one lab for all of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_lab_every_engine_answer_path_through_ssh() {
+    let lab = Lab::up("dock", 1);
+    let endpoint = lab.engine();
+    assert!(
+        matches!(endpoint, Endpoint::Ssh { .. }),
+        "through SSH: {endpoint:?}"
+    );
+    created_kept_started_and_recreated_on_change(&endpoint).await;
+    concurrent_creates_end_in_one_container(&endpoint).await;
+    networks_are_looked_up_by_name_and_never_duplicated(&endpoint).await;
+    a_missing_image_is_a_clear_permanent_error(&endpoint).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_that_does_not_answer_is_named() {
     let ensure = EnsureContainer {
-        endpoint: foundry_activities::container::Endpoint::Local {
+        endpoint: Endpoint::Local {
             socket: "/nonexistent/docker.sock".into(),
         },
         spec: ContainerSpec {
@@ -214,5 +276,81 @@ async fn an_engine_that_does_not_answer_is_named() {
         err.message.contains("/nonexistent/docker.sock"),
         "{}",
         err.message
+    );
+}
+
+/// Through SSH: a socket that is not there is a clear permanent error naming the host and
+/// the path; a host cut off its network is a transient error within a bound, whether the
+/// connection is made after the cut or was open before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_lab_a_wrong_socket_is_named_and_a_cut_host_is_transient() {
+    let lab = Lab::up("dock", 1);
+    let (host, target) = lab.engine_host();
+    let spec = ContainerSpec {
+        name: unique("never"),
+        image: test_image().into(),
+        ..ContainerSpec::default()
+    };
+    let ensure = |endpoint: Endpoint| EnsureContainer {
+        endpoint,
+        spec: spec.clone(),
+    };
+
+    let wrong = Endpoint::Ssh {
+        target: target.clone(),
+        socket: "/var/run/foundry-no-such.sock".into(),
+    };
+    let err = ensure(wrong).apply(&cx()).await.expect_err("no socket");
+    assert!(!err.transient, "a wrong path stays wrong: {err:?}");
+    for needle in [
+        target.to_string().as_str(),
+        "/var/run/foundry-no-such.sock",
+        "hint:",
+    ] {
+        assert!(err.message.contains(needle), "{needle}: {}", err.message);
+    }
+
+    // An Engine client made before the cut: its next request fails once the connection is
+    // found dead (SSH keepalive), not after the Engine request timeout.
+    let endpoint = Endpoint::ssh(target.clone());
+    let before = endpoint.connect().await.expect("connected before the cut");
+    lab.cable(&host, false);
+    let started = Instant::now();
+    let pinged = before.ping().await;
+    assert!(pinged.is_err(), "a cut host answered: {pinged:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // A connection made after the cut: a transient error within the connect deadline.
+    let started = Instant::now();
+    let err = ensure(endpoint.clone())
+        .apply(&cx())
+        .await
+        .expect_err("cut off");
+    assert!(err.transient, "worth another attempt: {err:?}");
+    assert!(
+        err.message.contains(&target.to_string()) && err.message.contains("/var/run/docker.sock"),
+        "{}",
+        err.message
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // Restored: the Engine answers through it again.
+    lab.cable(&host, true);
+    assert_eq!(
+        ensure(endpoint).probe(&cx()).await.expect("restored"),
+        None,
+        "the container was never made"
+    );
+    assert_eq!(
+        docker(&["ps", "-aq", "--filter", &format!("name=^{}$", spec.name)]),
+        ""
     );
 }

@@ -28,6 +28,15 @@ fn hosts_of(config: &std::path::Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The owner, group and mode of this machine's Docker Engine socket.
+fn socket_mode() -> String {
+    let out = Command::new("stat")
+        .args(["-c", "%u:%g %a", "/var/run/docker.sock"])
+        .output()
+        .expect("stat");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 fn container_ids(lab: &str) -> String {
     let out = Command::new("docker")
         .args([
@@ -64,6 +73,7 @@ fn lab_up_gives_hosts_reachable_by_ssh_with_checked_host_keys() {
         "--subnet",
         subnet.as_str(),
     ];
+    let socket_before = socket_mode();
     home.ok(&up);
 
     let dir = home.path().join("labs").join(&lab);
@@ -119,11 +129,37 @@ fn lab_up_gives_hosts_reachable_by_ssh_with_checked_host_keys() {
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert!(listed.iter().all(|h| h["state"] == "running"), "{listed:?}");
 
+    // host-1, the engine host, has the Engine's socket, and admin may use it over SSH
+    // without the socket's owner or mode changing; host-2 has no socket.
+    let engine: Vec<&str> = listed
+        .iter()
+        .filter(|h| h["labels"]["foundry.lab.engine"] == "1")
+        .filter_map(|h| h["labels"]["foundry.lab.host"].as_str())
+        .collect();
+    assert_eq!(engine, ["host-1"], "{listed:?}");
+    let ping = "python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); \
+        s.connect(\"/var/run/docker.sock\"); s.sendall(b\"GET /_ping HTTP/1.0\\r\\n\\r\\n\"); \
+        r = b\"\".join(iter(lambda: s.recv(4096), b\"\")); print(r.decode().split(\"\\r\\n\")[-1])'";
+    let out = ssh(&hosts[0].0, 10, ping);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+    let out = ssh(&hosts[1].0, 10, "test -e /var/run/docker.sock");
+    assert!(!out.status.success(), "host-2 has no socket: {out:?}");
+    let human = home.ok(&["lab", "list", "--name", &lab]);
+    assert!(
+        human.lines().next().is_some_and(|h| h.contains("ENGINE"))
+            && human
+                .lines()
+                .any(|l| l.contains("host-1") && l.contains("/var/run/docker.sock")),
+        "{human}"
+    );
+
     // Again: nothing changes; the same containers run on.
     let before = container_ids(&lab);
     home.ok(&up);
     assert_eq!(container_ids(&lab), before);
     assert_eq!(std::fs::read_to_string(&config).expect("config"), yaml);
+    assert_eq!(socket_mode(), socket_before, "the socket is untouched");
 
     home.ok(&["lab", "down", "--name", &lab]);
     assert_eq!(container_ids(&lab), "");
@@ -153,6 +189,10 @@ fn lab_up_refuses_a_bad_name_or_subnet_before_touching_anything() {
         (
             ["lab", "up", "--name", "ok", "--subnet", "10.77.250.0/16"],
             "expected a /24",
+        ),
+        (
+            ["lab", "up", "--name", "ok", "--engine-host", "host-4"],
+            "engine host `host-4` is not in the lab: its hosts are host-1 to host-3",
         ),
     ] {
         let out = home.run(&args);

@@ -88,4 +88,11 @@ fn help_texts() {
         "help_workflow_show",
         home.ok(&["workflow", "show", "--help"])
     );
+    human_snapshot!("help_host", home.ok(&["host", "--help"]));
+    for verb in ["add", "configure", "list", "ssh"] {
+        human_snapshot!(
+            format!("help_host_{verb}"),
+            home.ok(&["host", verb, "--help"])
+        );
+    }
 }

@@ -2,77 +2,9 @@
 //! sudo, a changed host key refused with both fingerprints, an unreachable address, a
 //! missing key and a refused login: clear errors, never a panic.
 
-use std::process::Command;
-
-use foundry_activities::ssh::{SshExec, SshTarget};
-use foundry_core::{Activity, ActivityCx};
-use foundry_tests::Home;
-use foundry_tests::docker::engine;
-
-/// A lab of two hosts for this test, removed at the end.
-struct Lab {
-    home: Home,
-    name: String,
-    targets: Vec<SshTarget>,
-}
-
-impl Lab {
-    fn up() -> Lab {
-        engine();
-        let home = Home::new();
-        let name = format!("ssh{:06x}", rand::random::<u32>() & 0xff_ffff);
-        let subnet = format!("10.77.{}.0/24", 200 + rand::random::<u8>() % 50);
-        home.ok(&[
-            "lab", "up", "--hosts", "2", "--name", &name, "--subnet", &subnet,
-        ]);
-        let config = foundry_workflows::config::load(&home.path().join(format!("lab-{name}.yaml")))
-            .expect("config");
-        let targets = config
-            .hosts
-            .into_iter()
-            .map(|h| SshTarget {
-                address: h.address,
-                port: h.port,
-                user: h.user,
-                key: h.key.expect("key"),
-                host_key: h.host_key.expect("host key"),
-            })
-            .collect();
-        Lab {
-            home,
-            name,
-            targets,
-        }
-    }
-
-    /// Reads a file on a host with the OpenSSH client, as an independent witness.
-    fn read(&self, target: &SshTarget, path: &str) -> Option<Vec<u8>> {
-        let out = Command::new("ssh")
-            .args([
-                "-i",
-                target.key.to_str().expect("utf8"),
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "LogLevel=ERROR",
-                &format!("{}@{}", target.user, target.address),
-                &format!("cat {path}"),
-            ])
-            .output()
-            .expect("ssh");
-        out.status.success().then_some(out.stdout)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.home.run(&["lab", "down", "--name", &self.name]);
-    }
-}
+use foundry_activities::ssh::{SshExec, SshUpload};
+use foundry_core::{Activity, ActivityCx, SecretValue};
+use foundry_tests::lab::Lab;
 
 fn cx() -> ActivityCx {
     ActivityCx::standalone("test")
@@ -84,7 +16,7 @@ fn argv(words: &[&str]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_runs_argv_exactly_with_sudo_and_checks_host_keys() {
-    let lab = Lab::up();
+    let lab = Lab::up("ssh", 2);
     let host = &lab.targets[0];
 
     // Quotes, `$(...)`, backticks and separators reach the program as one argument.
@@ -95,11 +27,14 @@ async fn ssh_runs_argv_exactly_with_sudo_and_checks_host_keys() {
     );
     assert_eq!(write.apply(&cx()).await.expect("exec").exit_code, 0);
     assert_eq!(
-        lab.read(host, "/tmp/arg").expect("written"),
+        lab.read_file(host, "/tmp/arg").expect("written"),
         weird.as_bytes()
     );
     for pwned in ["/tmp/pwned", "/tmp/pwned2", "/tmp/pwned3"] {
-        assert!(lab.read(host, pwned).is_none(), "{pwned} exists: injection");
+        assert!(
+            lab.read_file(host, pwned).is_none(),
+            "{pwned} exists: injection"
+        );
     }
 
     // A failing command: its status and last stderr line.
@@ -116,6 +51,79 @@ async fn ssh_runs_argv_exactly_with_sudo_and_checks_host_keys() {
     root.sudo = true;
     assert_eq!(root.apply(&cx()).await.expect("sudo").exit_code, 0);
 
+    // Twelve commands at once share one connection (eight channels at a time); the last
+    // counts the host's established SSH connections while the others still run.
+    let mut all: Vec<_> = (0..11)
+        .map(|_| SshExec::new(host.clone(), argv(&["sleep", "1"])))
+        .collect();
+    all.push(SshExec::new(
+        host.clone(),
+        argv(&[
+            "sh",
+            "-c",
+            "sleep 0.5; ss -Htn state established '( sport = :22 )' | wc -l > /tmp/conns",
+        ]),
+    ));
+    let tasks: Vec<_> = all
+        .into_iter()
+        .map(|e| tokio::spawn(async move { e.apply(&cx()).await }))
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.expect("task").expect("exec").exit_code, 0);
+    }
+    assert_eq!(
+        lab.read_file(host, "/tmp/conns").expect("counted"),
+        b"1\n",
+        "one pooled connection"
+    );
+
+    // A command past its timeout: a transient failure, in bounded time.
+    let mut slow = SshExec::new(host.clone(), argv(&["sleep", "30"]));
+    slow.timeout_ms = Some(500);
+    let begun = std::time::Instant::now();
+    let err = slow.apply(&cx()).await.expect_err("timed out");
+    assert!(
+        err.transient && err.message.contains("did not end within 500 ms"),
+        "{err:?}"
+    );
+    assert!(begun.elapsed() < std::time::Duration::from_secs(10));
+
+    // Upload: content, mode and owner; unchanged the second time; the content never on a
+    // command line.
+    let mut upload = SshUpload {
+        target: host.clone(),
+        path: "/etc/foundry-upload.conf".into(),
+        content: SecretValue::new("token = 's3cret $(touch /tmp/pwned4)'\n".to_string()),
+        mode: 0o640,
+        owner: "root:admin".into(),
+        sudo: true,
+    };
+    assert!(upload.probe(&cx()).await.expect("probe").is_none());
+    assert!(upload.apply(&cx()).await.expect("upload").changed);
+    let stat = lab.ssh(
+        host,
+        "stat -c '%a %U:%G' /etc/foundry-upload.conf; cat /etc/foundry-upload.conf",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&stat.stdout),
+        "640 root:admin\ntoken = 's3cret $(touch /tmp/pwned4)'\n"
+    );
+    assert!(lab.read_file(host, "/tmp/pwned4").is_none());
+    assert!(upload.probe(&cx()).await.expect("probe").is_some());
+    assert!(
+        !upload.apply(&cx()).await.expect("again").changed,
+        "unchanged"
+    );
+    upload.mode = 0o600;
+    assert!(
+        upload.probe(&cx()).await.expect("probe").is_none(),
+        "mode differs"
+    );
+    assert!(upload.apply(&cx()).await.expect("mode").changed);
+    upload.path = "/nonexistent-dir/x".into();
+    let err = upload.apply(&cx()).await.expect_err("no such directory");
+    assert!(err.message.contains("/nonexistent-dir/x"), "{err:?}");
+
     // Probe: the effect is there.
     let mut probed = SshExec::new(host.clone(), argv(&["true"]));
     probed.probe = Some(argv(&["test", "-f", "/tmp/arg"]));
@@ -129,7 +137,7 @@ async fn ssh_runs_argv_exactly_with_sudo_and_checks_host_keys() {
     assert!(!err.transient, "{err:?}");
     assert!(err.message.contains("host key changed"), "{}", err.message);
     assert_eq!(err.message.matches("SHA256:").count(), 2, "{}", err.message);
-    assert!(lab.read(host, "/tmp/should-not-exist").is_none());
+    assert!(lab.read_file(host, "/tmp/should-not-exist").is_none());
 
     // A refused login, a missing key, an address nobody answers at.
     let mut stranger = host.clone();

@@ -82,6 +82,7 @@ impl Home {
             .env("NO_COLOR", "1")
             .env_remove("FOUNDRY_FAILPOINTS")
             .env_remove("FOUNDRY_LOG")
+            .env_remove("FOUNDRY_CONFIG")
             .stdin(Stdio::null());
         cmd
     }
@@ -205,6 +206,32 @@ pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) 
     panic!("timed out after {deadline:?} waiting for {what}");
 }
 
+/// Polls `cond` every 200 ms (each poll may be a round trip to a lab host) until it holds
+/// while `child` still runs; panics naming `what` at the deadline, and at once, with the
+/// child's stderr when it was piped, if the child ends first.
+pub fn wait_for_while_running(
+    child: &mut Child,
+    what: &str,
+    deadline: Duration,
+    mut cond: impl FnMut() -> bool,
+) {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if cond() {
+            return;
+        }
+        if let Some(status) = child.try_wait().expect("polling a child") {
+            let mut err = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut err);
+            }
+            panic!("foundry ended ({status}) before {what}: {err}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out after {deadline:?} waiting for {what}");
+}
+
 /// Whether a child ended by SIGKILL.
 pub fn killed(status: std::process::ExitStatus) -> bool {
     use std::os::unix::process::ExitStatusExt;
@@ -272,6 +299,30 @@ pub mod docker {
         IMAGE
     }
 
+    /// An image of a Debian host whose PID 1 is systemd (with sshd), made here by
+    /// debootstrap from Debian's packages: nothing is pulled. Built once per machine.
+    pub fn systemd_image() -> &'static str {
+        const SYSTEMD_IMAGE: &str = "foundry-test-systemd:1";
+        static BUILT: OnceLock<()> = OnceLock::new();
+        BUILT.get_or_init(|| {
+            engine();
+            let script = format!(
+                "set -eu; docker image inspect {SYSTEMD_IMAGE} >/dev/null 2>&1 && exit 0; \
+                 root=$(mktemp -d /var/tmp/foundry-systemd-rootfs.XXXXXX); trap 'rm -rf \"$root\"' EXIT; \
+                 debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,openssh-server,procps \
+                   bookworm \"$root\" http://deb.debian.org/debian >/dev/null; \
+                 rm -f \"$root\"/etc/ssh/ssh_host_* \"$root\"/var/cache/apt/archives/*.deb; \
+                 tar -C \"$root\" -c . | docker import -c 'ENTRYPOINT [\"/lib/systemd/systemd\"]' - {SYSTEMD_IMAGE} >/dev/null"
+            );
+            let status = Command::new("sh")
+                .args(["-c", &script])
+                .status()
+                .expect("building the systemd image");
+            assert!(status.success(), "building {SYSTEMD_IMAGE} failed");
+        });
+        SYSTEMD_IMAGE
+    }
+
     /// Removes, when dropped, the containers and networks a test made.
     #[derive(Default)]
     pub struct Cleanup {
@@ -301,5 +352,154 @@ pub mod docker {
     /// A name no other test uses.
     pub fn unique(prefix: &str) -> String {
         format!("foundry-it-{prefix}-{:08x}", rand::random::<u32>())
+    }
+}
+
+/// A lab of real Debian hosts made by `foundry lab up` for one test, removed when dropped.
+pub mod lab {
+    use std::path::PathBuf;
+    use std::process::{Command, Output};
+
+    use foundry_activities::container::Endpoint;
+    use foundry_activities::ssh::SshTarget;
+
+    use crate::Home;
+    use crate::docker::engine;
+
+    pub struct Lab {
+        pub home: Home,
+        pub name: String,
+        /// The stack config `lab up` wrote.
+        pub config: PathBuf,
+        /// Each host's names as in the config, in order.
+        pub names: Vec<String>,
+        pub targets: Vec<SshTarget>,
+    }
+
+    impl Lab {
+        /// A lab of `hosts` hosts on a /24 no other lab uses; a subnet taken by a
+        /// concurrent test is skipped (a bounded number of times).
+        pub fn up(prefix: &str, hosts: usize) -> Lab {
+            engine();
+            let home = Home::new();
+            let name = format!("{prefix}{:06x}", rand::random::<u32>() & 0xff_ffff);
+            let count = hosts.to_string();
+            let mut last = String::new();
+            for _ in 0..8 {
+                let subnet = format!("10.77.{}.0/24", 1 + rand::random::<u8>() % 250);
+                let out = home.run(&[
+                    "lab", "up", "--hosts", &count, "--name", &name, "--subnet", &subnet,
+                ]);
+                if out.status.success() {
+                    return Lab::read(home, name);
+                }
+                last = String::from_utf8_lossy(&out.stderr).into_owned();
+                let _ = home.run(&["lab", "down", "--name", &name]);
+                if !last.contains("overlap") {
+                    break;
+                }
+            }
+            let _ = home.run(&["lab", "down", "--name", &name]);
+            panic!("lab up failed: {last}");
+        }
+
+        fn read(home: Home, name: String) -> Lab {
+            let config = home.path().join(format!("lab-{name}.yaml"));
+            let loaded = foundry_workflows::config::load(&config).expect("the lab's config");
+            let names = loaded.hosts.iter().map(|h| h.name.clone()).collect();
+            let targets = loaded
+                .hosts
+                .into_iter()
+                .map(|h| SshTarget {
+                    address: h.address,
+                    port: h.port,
+                    user: h.user,
+                    key: h.key.expect("key"),
+                    host_key: h.host_key.expect("host key"),
+                })
+                .collect();
+            Lab {
+                home,
+                name,
+                config,
+                names,
+                targets,
+            }
+        }
+
+        /// The engine host: the one with this machine's Docker Engine socket (label
+        /// `foundry.lab.engine=1`, as `foundry lab list` shows it), and its name.
+        pub fn engine_host(&self) -> (String, SshTarget) {
+            let listed = self.home.json(&["lab", "list", "--name", &self.name]);
+            let host = listed
+                .iter()
+                .find(|h| h["labels"]["foundry.lab.engine"] == "1")
+                .and_then(|h| h["labels"]["foundry.lab.host"].as_str())
+                .unwrap_or_else(|| panic!("lab {} has no engine host: {listed:?}", self.name))
+                .to_string();
+            let i = self
+                .names
+                .iter()
+                .position(|n| *n == host)
+                .unwrap_or_else(|| panic!("{host} is not in the lab's config"));
+            (host, self.targets[i].clone())
+        }
+
+        /// The Docker Engine through SSH to the engine host.
+        pub fn engine(&self) -> Endpoint {
+            Endpoint::ssh(self.engine_host().1)
+        }
+
+        /// `foundry lab cut HOST` (`restore` when `restore`), expecting success.
+        pub fn cable(&self, host: &str, restore: bool) {
+            let verb = if restore { "restore" } else { "cut" };
+            self.home.ok(&["lab", verb, host, "--name", &self.name]);
+        }
+
+        /// Runs `command` on a host with the OpenSSH client, an independent witness.
+        pub fn ssh(&self, target: &SshTarget, command: &str) -> Output {
+            Command::new("ssh")
+                .args([
+                    "-i",
+                    target.key.to_str().expect("utf8"),
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "ConnectTimeout=10",
+                    "-o",
+                    "LogLevel=ERROR",
+                    &format!("{}@{}", target.user, target.address),
+                    command,
+                ])
+                .output()
+                .expect("ssh")
+        }
+
+        /// Cuts `host` off the lab's network (`foundry lab cut`).
+        pub fn cut(&self, host: &str) {
+            self.home.ok(&["lab", "cut", host, "--name", &self.name]);
+        }
+
+        /// Puts `host` back on the network at its address (`foundry lab restore`).
+        pub fn restore(&self, host: &str) {
+            self.home
+                .ok(&["lab", "restore", host, "--name", &self.name]);
+        }
+
+        /// A file's bytes on a host, or `None` when it cannot be read.
+        pub fn read_file(&self, target: &SshTarget, path: &str) -> Option<Vec<u8>> {
+            let out = self.ssh(target, &format!("cat {path}"));
+            out.status.success().then_some(out.stdout)
+        }
+    }
+
+    impl Drop for Lab {
+        fn drop(&mut self) {
+            let _ = self.home.run(&["lab", "down", "--name", &self.name]);
+        }
     }
 }

@@ -1,12 +1,14 @@
 //! `lab-up` and `lab-down`: a local lab of real Debian hosts running sshd, in containers on
 //! a private Docker network, like kind or k3d for Kubernetes. The lab's image is built here
-//! from Debian's packages (debootstrap, then `docker import`): nothing is pulled.
+//! from Debian's packages (debootstrap, then `docker import`): nothing is pulled. One host,
+//! the *engine host*, gets this machine's Docker Engine socket, so that containers can be
+//! managed on it through SSH as on a real server.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use foundry_activities::container::{
-    ContainerSpec, Endpoint, EnsureContainer, EnsureNetwork, RemoveLabelled,
+    ContainerSpec, DEFAULT_SOCKET, Endpoint, EnsureContainer, EnsureNetwork, RemoveLabelled,
 };
 use foundry_activities::local::{EnsureFile, ReadFileWhenReady, RemoveFile, RunCommand};
 use foundry_core::{Ctx, FailurePolicy, RetryPolicy, RunError, SecretValue, Workflow};
@@ -17,6 +19,13 @@ pub const LAB_LABEL: &str = "foundry.lab";
 /// The host's name and address in its lab, as labels on its container.
 pub const HOST_LABEL: &str = "foundry.lab.host";
 pub const ADDRESS_LABEL: &str = "foundry.lab.address";
+/// On the engine host's container, `1`: it has the Docker Engine's socket at
+/// `/var/run/docker.sock`, usable by the lab's user over SSH.
+pub const ENGINE_LABEL: &str = "foundry.lab.engine";
+/// Where the engine host has the Engine's socket.
+pub const ENGINE_SOCKET: &str = DEFAULT_SOCKET;
+/// The engine host unless the user picks another, or none.
+pub const DEFAULT_ENGINE_HOST: &str = "host-1";
 /// The image lab hosts run.
 pub const LAB_IMAGE: &str = "foundry-lab:1";
 /// The admin user of every lab host (with passwordless sudo).
@@ -51,6 +60,20 @@ rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 tar -C "$root" -c . | docker import -c 'ENTRYPOINT ["/usr/local/sbin/foundry-lab-init"]' - "$image" >/dev/null
 "#;
 
+/// Inside the engine host: a group with the gid of the Engine's socket as bind-mounted
+/// (the socket's owner and mode stay as they are), and the lab's user in it, so that sshd,
+/// which opens a forwarded socket as the logged-in user, may open it. Arguments: socket,
+/// user.
+const ENGINE_GROUP: &str = r#"set -eu
+gid=$(stat -c %g "$1")
+if getent group foundry-engine >/dev/null; then groupmod -o -g "$gid" foundry-engine; else groupadd -o -g "$gid" foundry-engine; fi
+usermod -aG foundry-engine "$2"
+"#;
+
+/// Exit status 0 when the user (argument 2) is in the group of the socket (argument 1).
+const ENGINE_GROUP_PROBE: &str = r#"id -G "$2" | tr ' ' '
+' | grep -qx "$(stat -c %g "$1")""#;
+
 /// Makes the lab's SSH key once. Argument: the key's path.
 const MAKE_KEY: &str = r#"set -eu
 mkdir -p "$(dirname "$1")"
@@ -69,6 +92,9 @@ pub struct LabInput {
     /// The stack config the lab's hosts are written to (`$FOUNDRY_HOME/lab-<name>.yaml`).
     pub config: PathBuf,
     pub mirror: String,
+    /// The host (`host-2`) that gets the Docker Engine's socket; none if absent.
+    #[serde(default)]
+    pub engine_host: Option<String>,
 }
 
 /// One lab host, as the lab's host list records it.
@@ -80,6 +106,9 @@ pub struct LabHost {
     pub port: u16,
     /// The host's public host key (`ssh-ed25519 AAAA…`).
     pub host_key: String,
+    /// It has the Docker Engine's socket (the engine host).
+    #[serde(default)]
+    pub engine: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -175,6 +204,21 @@ impl Workflow for LabUp {
         if !(1..=200).contains(&lab.hosts) {
             return Err(format!("{} hosts: a lab has 1 to 200", lab.hosts));
         }
+        if let Some(engine) = &lab.engine_host {
+            let known = engine
+                .strip_prefix("host-")
+                .and_then(|i| i.parse::<u32>().ok())
+                .is_some_and(|i| (1..=lab.hosts).contains(&i));
+            if !known {
+                let hosts = match lab.hosts {
+                    1 => "its one host is host-1".to_string(),
+                    n => format!("its hosts are host-1 to host-{n}"),
+                };
+                return Err(format!(
+                    "engine host `{engine}` is not in the lab: {hosts} (`none` for no engine host)"
+                ));
+            }
+        }
         lab.prefix().map(|_| ())
     }
 
@@ -254,9 +298,10 @@ async fn up_host(
 ) -> Result<LabHost, RunError> {
     let host = format!("host-{i}");
     let address = format!("{prefix}.{}", 10 + i);
+    let engine = lab.engine_host.as_deref() == Some(host.as_str());
     // The Engine creates it for the bind; the host's init writes its host key there.
     let out_dir = lab.dir.join("hosts").join(&host);
-    let spec = ContainerSpec {
+    let mut spec = ContainerSpec {
         name: lab.container(&host),
         image: LAB_IMAGE.into(),
         hostname: Some(host.clone()),
@@ -278,6 +323,14 @@ async fn up_host(
         ],
         ..ContainerSpec::default()
     };
+    let socket = match endpoint {
+        Endpoint::Local { socket } => socket.display().to_string(),
+        Endpoint::Ssh { socket, .. } => socket.clone(),
+    };
+    if engine {
+        spec.labels.insert(ENGINE_LABEL.into(), "1".into());
+        spec.binds.push(format!("{socket}:{ENGINE_SOCKET}"));
+    }
     ctx.step(
         "container",
         &EnsureContainer {
@@ -286,6 +339,27 @@ async fn up_host(
         },
     )
     .await?;
+    if engine {
+        let container = lab.container(&host);
+        let exec = |script: &str| {
+            [
+                "docker",
+                "exec",
+                &container,
+                "sh",
+                "-c",
+                script,
+                "foundry-engine-group",
+                ENGINE_SOCKET,
+                LAB_USER,
+            ]
+            .map(String::from)
+            .to_vec()
+        };
+        let mut group = lab_command(exec(ENGINE_GROUP));
+        group.probe = Some(exec(ENGINE_GROUP_PROBE));
+        ctx.step("engine-group", &group).await?;
+    }
     let host_key = ctx
         .step(
             "host-key",
@@ -300,6 +374,7 @@ async fn up_host(
         address,
         user: LAB_USER.into(),
         port: 22,
+        engine,
         host_key: host_key
             .split_whitespace()
             .take(2)

@@ -3,8 +3,11 @@
 
 pub mod bench;
 pub mod config;
+pub mod host;
+pub mod keys;
 pub mod lab;
 pub mod local;
+pub mod secret_ref;
 
 use foundry_core::Registry;
 
@@ -15,4 +18,5 @@ pub fn registry() -> Registry {
         .register(bench::EngineBench)
         .register(lab::LabUp)
         .register(lab::LabDown)
+        .register(host::HostConfigure)
 }

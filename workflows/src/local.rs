@@ -1,16 +1,23 @@
-//! `local`: a plan of steps run on this machine: commands (argv), files, and questions.
+//! `local`: a plan of steps: commands (argv) run on this machine or, over SSH, on a host of
+//! the stack config (detached where they are long), files, and questions.
 //! It serves users' own local automation and the engine's crash tests.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use foundry_activities::local::{EnsureFile, RemoveFile, RunCommand};
+use foundry_activities::ssh::{SshDetached, SshExec, SshTarget};
 use foundry_core::{Answer, Ctx, Question, RetryPolicy, RunError, SecretValue, Workflow};
 use serde::{Deserialize, Serialize};
+
+use crate::config::StackConfig;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
+    /// The stack config whose hosts `host:` steps name.
+    #[serde(default)]
+    pub config: Option<PathBuf>,
     pub steps: Vec<PlanStep>,
 }
 
@@ -38,6 +45,16 @@ pub struct PlanStep {
     pub ask: Option<Question>,
     #[serde(default)]
     pub retry: Option<RetryPolicy>,
+    /// For `run`: the config host to run it on, over SSH, instead of this machine.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// For `run` on a host: with `sudo`.
+    #[serde(default)]
+    pub sudo: bool,
+    /// For `run` on a host: detached, so a dropped connection or a restart of Foundry does
+    /// not stop it; the step reattaches and reads its exit code.
+    #[serde(default)]
+    pub detach: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -145,6 +162,30 @@ impl Workflow for LocalPlan {
             if step.run.is_none() && (step.probe.is_some() || step.undo.is_some()) {
                 return Err(format!("{at}: `probe` and `undo` belong to a `run` step"));
             }
+            match &step.host {
+                Some(_) if step.run.is_none() => {
+                    return Err(format!("{at}: `host` belongs to a `run` step"));
+                }
+                Some(_) if plan.config.is_none() => {
+                    return Err(format!(
+                        "{at}: `host` names a host of the stack config: give the plan a `config`"
+                    ));
+                }
+                Some(_) if step.undo.is_some() || step.cwd.is_some() || !step.env.is_empty() => {
+                    return Err(format!(
+                        "{at}: `undo`, `cwd` and `env` are for local steps, not `host` ones"
+                    ));
+                }
+                Some(_) if step.detach && step.probe.is_some() => {
+                    return Err(format!(
+                        "{at}: a detached step finds its command by name: drop `probe`"
+                    ));
+                }
+                None if step.sudo || step.detach => {
+                    return Err(format!("{at}: `sudo` and `detach` need a `host`"));
+                }
+                _ => {}
+            }
             for name in step.texts().flat_map(references) {
                 if !asked.contains(&name) {
                     return Err(format!(
@@ -161,11 +202,32 @@ impl Workflow for LocalPlan {
 
     async fn run(&self, ctx: Ctx, plan: Plan) -> Result<PlanOutput, RunError> {
         let mut answers = Answers(HashMap::new());
+        let config = stack_config(&plan)?;
         for step in &plan.steps {
             let key = step.key.as_str();
             if let Some(question) = &step.ask {
                 let answer = ctx.ask(key, question.clone()).await?;
                 answers.0.insert(key.to_string(), answer);
+            } else if let (Some(argv), Some(host)) = (&step.run, &step.host) {
+                let target = host_target(config.as_ref(), host)?;
+                let argv = answers.argv(&ctx, key, argv)?;
+                let policy = step.retry.clone().unwrap_or_default();
+                if step.detach {
+                    let mut cmd = SshDetached::new(target, argv);
+                    cmd.sudo = step.sudo;
+                    cmd.policy = policy;
+                    ctx.step(key, &cmd).await?;
+                } else {
+                    let mut cmd = SshExec::new(target, argv);
+                    cmd.sudo = step.sudo;
+                    cmd.policy = policy;
+                    cmd.probe = step
+                        .probe
+                        .as_ref()
+                        .map(|p| answers.argv(&ctx, key, p))
+                        .transpose()?;
+                    ctx.step(key, &cmd).await?;
+                }
             } else if let Some(argv) = &step.run {
                 let mut cmd = RunCommand::new(answers.argv(&ctx, key, argv)?);
                 cmd.probe = step
@@ -209,6 +271,33 @@ impl Workflow for LocalPlan {
             steps: plan.steps.len(),
         })
     }
+}
+
+/// The plan's stack config, read once per run, when some step runs on a host.
+fn stack_config(plan: &Plan) -> Result<Option<(&Path, StackConfig)>, RunError> {
+    if plan.steps.iter().all(|s| s.host.is_none()) {
+        return Ok(None);
+    }
+    let path = plan
+        .config
+        .as_deref()
+        .ok_or_else(|| RunError::workflow("the plan names no `config`"))?;
+    let config = crate::config::load(path).map_err(|e| RunError::workflow(e.to_string()))?;
+    Ok(Some((path, config)))
+}
+
+/// The SSH target of `host` in the plan's stack config.
+fn host_target(config: Option<&(&Path, StackConfig)>, host: &str) -> Result<SshTarget, RunError> {
+    let (path, config) = config.ok_or_else(|| RunError::workflow("the plan names no `config`"))?;
+    let entry = config.host(host).ok_or_else(|| {
+        let names: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
+        RunError::workflow(format!(
+            "no host `{host}` in {}; it has: {}",
+            path.display(),
+            names.join(", ")
+        ))
+    })?;
+    entry.ssh_target().map_err(RunError::workflow)
 }
 
 #[cfg(test)]

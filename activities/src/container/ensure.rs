@@ -96,6 +96,10 @@ pub struct ContainerOutput {
     pub created: bool,
     /// This step replaced it (its spec had changed).
     pub recreated: bool,
+    /// Another caller created it at the same moment (the Engine answered 409), with this
+    /// spec, and this step took that container.
+    #[serde(default)]
+    pub concurrent: bool,
 }
 
 /// What the Engine says of a container: its id, spec hash and whether it runs.
@@ -127,7 +131,7 @@ impl EnsureContainer {
 
     /// Creates the container, and says whether this call did; on 409 (another process
     /// created it meanwhile) takes it if it has this spec.
-    async fn create(&self, docker: &Docker) -> Result<(String, bool), ActivityError> {
+    async fn create(&self, docker: &Docker) -> Result<(String, Created), ActivityError> {
         let options = CreateContainerOptionsBuilder::new()
             .name(&self.spec.name)
             .build();
@@ -135,20 +139,22 @@ impl EnsureContainer {
             .create_container(Some(options), self.spec.create_body())
             .await
         {
-            Ok(created) => Ok((created.id, true)),
-            Err(e) if status_of(&e) == Some(409) => self.take_concurrent(docker).await,
+            Ok(created) => Ok((created.id, Created::Here)),
+            Err(e) if status_of(&e) == Some(409) => {
+                Ok((self.take_concurrent(docker).await?, Created::Elsewhere))
+            }
             Err(e) => Err(self.error(&format!("creating container {}", self.spec.name), &e)),
         }
     }
 
     /// After a 409: the other creator's container, once the Engine shows it (its create
     /// may still be under way), if it has this spec.
-    async fn take_concurrent(&self, docker: &Docker) -> Result<(String, bool), ActivityError> {
+    async fn take_concurrent(&self, docker: &Docker) -> Result<String, ActivityError> {
         let hash = self.spec.hash();
         for _ in 0..CONFLICT_LOOKS {
             match self.inspect(docker).await? {
                 Some(found) if found.hash.as_deref() == Some(hash.as_str()) => {
-                    return Ok((found.id, false));
+                    return Ok(found.id);
                 }
                 Some(_) => break,
                 None => tokio::time::sleep(CONFLICT_PAUSE).await,
@@ -163,6 +169,14 @@ impl EnsureContainer {
     async fn remove(&self, docker: &Docker) -> Result<(), ActivityError> {
         remove(docker, &self.endpoint, &self.spec.name).await
     }
+}
+
+/// Who made the container a create asked for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Created {
+    Here,
+    /// Another caller, at the same moment (409).
+    Elsewhere,
 }
 
 pub(super) async fn remove(
@@ -197,6 +211,7 @@ impl Activity for EnsureContainer {
                     id: found.id,
                     created: false,
                     recreated: false,
+                    concurrent: false,
                 },
             )
         }))
@@ -206,15 +221,15 @@ impl Activity for EnsureContainer {
         let docker = self.endpoint.connect().await?;
         let hash = self.spec.hash();
         let (id, created, recreated) = match self.inspect(&docker).await? {
-            Some(found) if found.hash.as_deref() == Some(hash.as_str()) => (found.id, false, false),
+            Some(found) if found.hash.as_deref() == Some(hash.as_str()) => (found.id, None, false),
             Some(_) => {
                 self.remove(&docker).await?;
-                let (id, _) = self.create(&docker).await?;
-                (id, false, true)
+                let (id, created) = self.create(&docker).await?;
+                (id, Some(created), true)
             }
             None => {
                 let (id, created) = self.create(&docker).await?;
-                (id, created, false)
+                (id, Some(created), false)
             }
         };
         // Starting a running container answers 304, which is success.
@@ -224,8 +239,9 @@ impl Activity for EnsureContainer {
             .map_err(|e| self.error(&format!("starting container {}", self.spec.name), &e))?;
         Ok(ContainerOutput {
             id,
-            created,
+            created: created == Some(Created::Here) && !recreated,
             recreated,
+            concurrent: created == Some(Created::Elsewhere),
         })
     }
 }

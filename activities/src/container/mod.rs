@@ -1,17 +1,20 @@
-//! Containers through a Docker Engine (bollard): the engine's socket, and what each
-//! activity does with it. Inspect first; create on 404; re-inspect on 409; a spec-hash
+//! Containers through a Docker Engine (bollard): the engine's socket, here or on a host
+//! through SSH, and what each activity does with it. Inspect first; create on 404; re-inspect on 409; a spec-hash
 //! label decides whether to recreate; a start answered 304 means running.
 
 mod ensure;
 mod image;
 mod labelled;
 mod network;
+mod tunnel;
 
 use std::path::PathBuf;
 
 use bollard::Docker;
 use foundry_core::ActivityError;
 use serde::{Deserialize, Serialize};
+
+use crate::ssh::{SshPool, SshTarget};
 
 pub use ensure::{
     ContainerOutput, ContainerSpec, EnsureContainer, RemoveContainer, SPEC_HASH_LABEL,
@@ -26,12 +29,36 @@ pub use network::{EnsureNetwork, NetworkOutput, connect, disconnect};
 pub enum Endpoint {
     /// A Unix socket on this machine.
     Local { socket: PathBuf },
+    /// A Unix socket on a host, reached through an SSH connection to it. sshd opens the
+    /// socket as the logged-in user, who needs its permissions there (the `docker` group).
+    Ssh {
+        target: SshTarget,
+        #[serde(default = "default_socket")]
+        socket: String,
+    },
+}
+
+/// Where the Docker Engine listens, by default.
+pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+fn default_socket() -> String {
+    DEFAULT_SOCKET.into()
+}
+
+impl Endpoint {
+    /// The Engine at its default socket on `target`, through SSH.
+    pub fn ssh(target: SshTarget) -> Endpoint {
+        Endpoint::Ssh {
+            target,
+            socket: default_socket(),
+        }
+    }
 }
 
 impl Default for Endpoint {
     fn default() -> Self {
         Endpoint::Local {
-            socket: PathBuf::from("/var/run/docker.sock"),
+            socket: PathBuf::from(DEFAULT_SOCKET),
         }
     }
 }
@@ -40,6 +67,7 @@ impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Endpoint::Local { socket } => write!(f, "the Docker Engine at {}", socket.display()),
+            Endpoint::Ssh { target, socket } => write!(f, "the Docker Engine at {target} {socket}"),
         }
     }
 }
@@ -56,6 +84,14 @@ impl Endpoint {
                 Docker::connect_with_unix(&path, REQUEST_TIMEOUT_S, bollard::API_DEFAULT_VERSION)
                     .map_err(|e| self.error("connecting", &e))?
             }
+            Endpoint::Ssh { target, socket } => {
+                let session = SshPool::global()
+                    .session(target)
+                    .await
+                    .map_err(|e| tunnel::connect_error(self, e))?;
+                tunnel::docker_over(session, socket, REQUEST_TIMEOUT_S)
+                    .map_err(|e| self.error("connecting", &e))?
+            }
         };
         docker
             .negotiate_version()
@@ -63,9 +99,17 @@ impl Endpoint {
             .map_err(|e| self.error("connecting", &e))
     }
 
-    /// An Engine error as an activity error: a refused connection or a 5xx is worth
-    /// another attempt; a 4xx is not.
+    /// An Engine error as an activity error: a refused or lost connection or a 5xx is
+    /// worth another attempt; a 4xx, or a host that will not open the socket, is not.
     fn error(&self, doing: &str, e: &bollard::errors::Error) -> ActivityError {
+        // The forward's own message names the host and the socket.
+        if let Some(forward) = tunnel::forward_error(e) {
+            let message = format!("{doing}: {forward}");
+            return match forward.transient() {
+                true => ActivityError::transient(message),
+                false => ActivityError::permanent(message),
+            };
+        }
         let message = format!("{doing} ({self}): {e}");
         match status_of(e) {
             Some(code) if (400..500).contains(&code) => ActivityError::permanent(message),
@@ -85,4 +129,30 @@ fn status_of(e: &bollard::errors::Error) -> Option<u16> {
 /// Whether the Engine answered 404.
 fn not_found(e: &bollard::errors::Error) -> bool {
     status_of(e) == Some(404)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ssh_endpoint_names_host_and_socket_and_defaults_the_socket() {
+        let json = serde_json::json!({"ssh": {"target": {
+            "address": "10.77.3.11", "port": 22, "user": "admin",
+            "key": "/k/id_ed25519", "host_key": "ssh-ed25519 AAAA"
+        }}});
+        let endpoint: Endpoint = serde_json::from_value(json).expect("parses");
+        assert!(
+            matches!(&endpoint, Endpoint::Ssh { socket, .. } if socket == DEFAULT_SOCKET),
+            "{endpoint:?}"
+        );
+        assert_eq!(
+            endpoint.to_string(),
+            "the Docker Engine at admin@10.77.3.11:22 /var/run/docker.sock"
+        );
+        let local: Endpoint =
+            serde_json::from_value(serde_json::json!({"local": {"socket": "/s.sock"}}))
+                .expect("a local endpoint as journaled before");
+        assert_eq!(local.to_string(), "the Docker Engine at /s.sock");
+    }
 }

@@ -3,7 +3,7 @@
 use foundry_core::{Activity, ActivityCx, ActivityError, RetryPolicy};
 use serde::{Deserialize, Serialize};
 
-use super::{SshSession, SshTarget, command_line};
+use super::{SshPool, SshTarget, command_line};
 use crate::local::CommandOutput;
 
 /// A program and its arguments, run on a host. Each word reaches the host as it is.
@@ -16,6 +16,11 @@ pub struct SshExec {
     /// A read-only check: exit status 0 means the effect is already there.
     pub probe: Option<Vec<String>>,
     pub policy: RetryPolicy,
+    /// How long the command (or its probe) may run before the attempt fails (transiently);
+    /// `None` for no limit. For commands longer than a connection may live, use
+    /// [`super::SshDetached`].
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 impl SshExec {
@@ -26,7 +31,32 @@ impl SshExec {
             sudo: false,
             probe: None,
             policy: RetryPolicy::default(),
+            timeout_ms: None,
         }
+    }
+
+    /// Runs `line` on the host's pooled connection, within the timeout: its exit code,
+    /// last line of stdout and last line of stderr.
+    pub(super) async fn run_line(
+        &self,
+        line: &str,
+        cx: &ActivityCx,
+    ) -> Result<(u32, Option<String>, Option<String>), ActivityError> {
+        let session = SshPool::global().session(&self.target).await?;
+        let Some(ms) = self.timeout_ms else {
+            return session.run_capture(line, cx).await;
+        };
+        tokio::time::timeout(
+            std::time::Duration::from_millis(ms),
+            session.run_capture(line, cx),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(ActivityError::transient(format!(
+                "{}: `{}` did not end within {ms} ms",
+                self.target, self.argv[0]
+            )))
+        })
     }
 }
 
@@ -46,15 +76,13 @@ impl Activity for SshExec {
             return Ok(None);
         };
         let line = command_line(probe, self.sudo)?;
-        let session = SshSession::connect(&self.target).await?;
-        let (code, _) = session.run(&line, cx).await?;
+        let (code, _, _) = self.run_line(&line, cx).await?;
         Ok(CommandOutput::from_probe(code.into()))
     }
 
     async fn apply(&self, cx: &ActivityCx) -> Result<CommandOutput, ActivityError> {
         let line = command_line(&self.argv, self.sudo)?;
-        let session = SshSession::connect(&self.target).await?;
-        let (code, last_err) = session.run(&line, cx).await?;
+        let (code, _, last_err) = self.run_line(&line, cx).await?;
         let what = format!("{}: `{}`", self.target, self.argv[0]);
         CommandOutput::from_exit(&what, code.into(), last_err)
     }

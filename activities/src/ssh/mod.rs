@@ -1,11 +1,26 @@
 //! SSH (russh): a session to a host whose host key must be the one known, and commands
-//! run over it from an argv, quoted for the remote shell (never pasted).
+//! run over it from an argv, quoted for the remote shell (never pasted), and streams to
+//! Unix sockets on the host.
 
+mod change;
+mod detach;
 mod exec;
+mod forward;
+mod keys;
+mod login;
+mod pool;
 mod session;
+mod upload;
 
+pub use change::{Change, SshChange};
+pub use detach::SshDetached;
 pub use exec::SshExec;
-pub use session::{SshSession, SshTarget};
+pub use forward::ForwardError;
+pub use keys::{generate_ed25519, public_of};
+pub use login::Login;
+pub use pool::{PooledSession, SshPool};
+pub use session::{SshSession, SshTarget, fingerprint_of, scan_host_key};
+pub use upload::SshUpload;
 
 /// Joins an argv into one command line for the remote shell, every word quoted.
 pub fn command_line(argv: &[String], sudo: bool) -> Result<String, foundry_core::ActivityError> {

@@ -1,7 +1,11 @@
-//! Drives a run in this process while rendering its events.
+//! Drives a run in this process while rendering its events. On a terminal, a step keyed
+//! under a name (`<host>/<step>`, as a fan-out keys its children) gets a line per name
+//! showing its current step, so every fan-out workflow shows progress per host.
+
+use std::collections::BTreeMap;
 
 use foundry_core::{Driver, EventKind};
-use indicatif::ProgressBar;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::exit::{self, CliError};
@@ -23,6 +27,7 @@ pub async fn drive(
             if let Some(bar) = &bar {
                 bar.enable_steady_tick(std::time::Duration::from_millis(120));
             }
+            let mut lines = bar.as_ref().map(Lines::new);
             loop {
                 let event = match rx.recv().await {
                     Ok(e) => e,
@@ -35,21 +40,38 @@ pub async fn drive(
                         return;
                     }
                 } else {
-                    if let (Some(bar), EventKind::StepStarted { step, .. }) = (&bar, &event.kind) {
-                        bar.set_message(step.clone());
+                    let shown = lines.as_mut().is_some_and(|l| l.show(&event.kind));
+                    match (&bar, &event.kind) {
+                        (Some(bar), EventKind::StepStarted { step, .. }) if !shown => {
+                            bar.set_message(step.clone())
+                        }
+                        (Some(bar), EventKind::RunStarted { workflow, .. }) => {
+                            bar.set_message(workflow.clone())
+                        }
+                        _ => {}
                     }
-                    // The run's end is said once, by the result line below.
-                    let line = (!last)
+                    // The run's end is said once, by the result line below; a step on a
+                    // line of its own needs no line per completion or output.
+                    let quiet = last
+                        || (shown
+                            && matches!(
+                                event.kind,
+                                EventKind::StepCompleted { .. } | EventKind::StepOutput { .. }
+                            ));
+                    let line = (!quiet)
                         .then(|| render::event_line(&printer, &event))
                         .flatten();
                     if let Some(line) = line {
-                        match &bar {
-                            Some(bar) => bar.println(line),
+                        match &lines {
+                            Some(l) => l.println(&line),
                             None => printer.note(&line),
                         }
                     }
                 }
                 if last {
+                    if let Some(l) = &lines {
+                        l.clear();
+                    }
                     return;
                 }
             }
@@ -85,4 +107,66 @@ pub async fn drive(
         let _ = printer.line(&format!("run {} {}{hint}", run, outcome.state));
     }
     Ok((exit::for_state(outcome.state), outcome.output))
+}
+
+/// One progress line per name (`host-1` of `host-1/user#0`), under the run's spinner.
+struct Lines {
+    multi: MultiProgress,
+    by_name: BTreeMap<String, ProgressBar>,
+    style: ProgressStyle,
+}
+
+impl Lines {
+    fn new(main: &ProgressBar) -> Self {
+        let multi = MultiProgress::new();
+        multi.add(main.clone());
+        let style = ProgressStyle::with_template("{spinner} {prefix:.bold} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        Lines {
+            multi,
+            by_name: BTreeMap::new(),
+            style,
+        }
+    }
+
+    /// `("host-1", "user")` for `host-1/user#0`; undo steps and unscoped ones have no line.
+    fn split(step: &str) -> Option<(&str, &str)> {
+        let (name, rest) = step.split_once('/')?;
+        let rest = rest.rsplit_once('#').map_or(rest, |(k, _)| k);
+        (name != "undo").then_some((name, rest))
+    }
+
+    /// Shows the event on its name's line; whether it had one.
+    fn show(&mut self, kind: &EventKind) -> bool {
+        let Some((name, rest)) = kind.step().and_then(Self::split) else {
+            return false;
+        };
+        let bar = self.by_name.entry(name.to_string()).or_insert_with(|| {
+            let bar = self.multi.add(ProgressBar::new_spinner());
+            bar.set_style(self.style.clone());
+            bar.set_prefix(name.to_string());
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        match kind {
+            EventKind::StepStarted { attempt, .. } if *attempt > 1 => {
+                bar.set_message(format!("{rest} (attempt {attempt})"))
+            }
+            EventKind::StepStarted { .. } => bar.set_message(rest.to_string()),
+            EventKind::StepCompleted { .. } => bar.set_message(format!("{rest} ✓")),
+            EventKind::StepFailed { .. } => bar.set_message(format!("{rest} ✗")),
+            _ => {}
+        }
+        true
+    }
+
+    fn println(&self, line: &str) {
+        let _ = self.multi.println(line);
+    }
+
+    fn clear(&self) {
+        for bar in self.by_name.values() {
+            bar.finish_and_clear();
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! One module per noun, one file per verb.
 
 pub mod drive;
+pub mod host;
 pub mod lab;
 pub mod workflow;
 

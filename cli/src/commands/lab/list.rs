@@ -1,8 +1,10 @@
 use crate::exit::{self, CliError};
 use crate::printer::Printer;
-use crate::render;
 
 /// List lab hosts, as the Docker Engine shows them now.
+///
+/// ENGINE shows where the engine host has the Docker Engine's socket; in JSON, that host
+/// carries the label `foundry.lab.engine=1`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -20,11 +22,7 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
         .await
         .map_err(|e| CliError::new(e.message))?;
     if printer.json() {
-        for h in &hosts {
-            if printer.data(h).is_err() {
-                break;
-            }
-        }
+        let _ = printer.data_each(&hosts);
         return Ok(exit::OK);
     }
     if hosts.is_empty() {
@@ -45,13 +43,15 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
                     .unwrap_or_default(),
                 h.addresses.values().cloned().collect::<Vec<_>>().join(","),
                 h.state.clone(),
+                super::up::engine_mark(
+                    h.labels
+                        .get(foundry_workflows::lab::ENGINE_LABEL)
+                        .map(String::as_str)
+                        == Some("1"),
+                ),
             ]
         })
         .collect();
-    for line in render::table(&["LAB", "HOST", "ADDRESS", "STATE"], &rows) {
-        if printer.line(&line).is_err() {
-            break;
-        }
-    }
+    let _ = printer.table(&["LAB", "HOST", "ADDRESS", "STATE", "ENGINE"], &rows);
     Ok(exit::OK)
 }

@@ -2,18 +2,23 @@ use foundry_workflows::lab::LabOutput;
 
 use crate::exit::{self, CliError};
 use crate::printer::Printer;
-use crate::render;
 
 /// Stand up a local lab of Debian hosts with sshd, on a private Docker network.
 ///
 /// The first time, builds the lab's host image from Debian's packages (debootstrap; about
 /// a minute). Each host has an `admin` user with sudo and the lab's SSH key. A durable
 /// run: interrupted, `foundry workflow resume` continues it. Run it again to add hosts.
+///
+/// One host, the engine host (host-1 unless `--engine-host` names another), gets this
+/// machine's Docker Engine socket at /var/run/docker.sock, and `admin` may use it over
+/// SSH: containers can be managed there as on a real server. That host can control every
+/// container on this machine; `--engine-host none` gives the socket to no host.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
   foundry lab up
-  foundry lab up --hosts 10 --name big --subnet 10.77.5.0/24
+  foundry lab up --hosts 10 --name big --subnet 10.77.5.0/24 --engine-host host-3
+  foundry lab up --engine-host none
   ssh -i ~/.foundry/labs/default/id_ed25519 admin@10.77.0.11")]
 pub struct Args {
     /// How many hosts.
@@ -32,6 +37,9 @@ pub struct Args {
         default_value = "http://deb.debian.org/debian"
     )]
     mirror: String,
+    /// The host that gets the Docker Engine's socket (`host-2`), or `none`.
+    #[arg(long, default_value = foundry_workflows::lab::DEFAULT_ENGINE_HOST)]
+    engine_host: String,
 }
 
 pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
@@ -45,6 +53,7 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
         "dir": dir,
         "config": config,
         "mirror": args.mirror,
+        "engine_host": (args.engine_host != "none").then_some(&args.engine_host),
     });
     let driver = engine.start("lab-up", input)?;
     let (code, output) = crate::commands::drive::drive(driver, printer, bar).await?;
@@ -55,11 +64,16 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
         let rows: Vec<Vec<String>> = lab
             .hosts
             .iter()
-            .map(|h| vec![h.name.clone(), h.address.clone(), h.user.clone()])
+            .map(|h| {
+                vec![
+                    h.name.clone(),
+                    h.address.clone(),
+                    h.user.clone(),
+                    engine_mark(h.engine),
+                ]
+            })
             .collect();
-        for line in render::table(&["HOST", "ADDRESS", "USER"], &rows) {
-            let _ = printer.line(&line);
-        }
+        let _ = printer.table(&["HOST", "ADDRESS", "USER", "ENGINE"], &rows);
         if let Some(first) = lab.hosts.first() {
             printer.note(&format!(
                 "hosts in {}; log in with: ssh -i {} {}@{}",
@@ -71,4 +85,13 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
         }
     }
     Ok(if code == exit::OK { exit::OK } else { code })
+}
+
+/// What the ENGINE column says of a host.
+pub(super) fn engine_mark(engine: bool) -> String {
+    if engine {
+        foundry_workflows::lab::ENGINE_SOCKET.into()
+    } else {
+        String::new()
+    }
 }

@@ -74,14 +74,10 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
             };
             printer.note(&format!("no runs{more}"));
         } else {
-            for line in render::table(
+            let _ = printer.table(
                 &["RUN", "WORKFLOW", "STATE", "STEPS", "AT", "UPDATED"],
                 &rows,
-            ) {
-                if printer.line(&line).is_err() {
-                    break;
-                }
-            }
+            );
         }
     }
     Ok(if unreadable > 0 {

@@ -1,0 +1,297 @@
+//! `host-configure`: brings hosts to the state Foundry needs (a `foundry` user with sudo,
+//! its login key, base packages, the hostname), one journaled step per concern and host.
+//! `host add`, `host list` and `host ssh` live beside it (`host/`).
+
+mod add;
+mod list;
+mod scripts;
+mod ssh;
+
+use std::path::Path;
+
+use foundry_activities::ssh::{SshChange, SshExec, SshTarget, public_of};
+use foundry_core::{Ctx, FailurePolicy, RetryPolicy, RunError, SecretValue, Workflow};
+use serde::{Deserialize, Serialize};
+
+pub use add::{AddRequest, Added, HostKeyCheck, add, check_host_key};
+/// How `host add` logs in the first time.
+pub use foundry_activities::ssh::Login;
+pub use list::{HostStatus, status};
+pub use ssh::{SshCommand, ssh_command};
+
+use crate::config::{HostEntry, StackConfig};
+
+/// A failure of a `host` command: what went wrong, and what the user can do.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct HostError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl HostError {
+    pub fn new(message: impl Into<String>) -> Self {
+        HostError {
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl From<crate::config::ConfigError> for HostError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        HostError {
+            hint: e.hint(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<foundry_core::ActivityError> for HostError {
+    fn from(e: foundry_core::ActivityError) -> Self {
+        // Activities put a hint after `; hint: ` where they have one.
+        match e.message.split_once("; hint: ") {
+            Some((message, hint)) => HostError::new(message).hint(hint),
+            None => HostError::new(e.message),
+        }
+    }
+}
+
+impl From<crate::keys::KeyStoreError> for HostError {
+    fn from(e: crate::keys::KeyStoreError) -> Self {
+        HostError::new(e.to_string())
+    }
+}
+
+/// The user Foundry manages hosts as, and what it needs.
+pub const FOUNDRY_USER: &str = "foundry";
+pub const FOUNDRY_HOME_DIR: &str = "/home/foundry";
+pub const FOUNDRY_SHELL: &str = "/bin/bash";
+pub const SUDO_GROUP: &str = "sudo";
+pub const SUDOERS_PATH: &str = "/etc/sudoers.d/foundry";
+pub const SUDOERS_LINE: &str = "foundry ALL=(ALL:ALL) NOPASSWD: ALL\n";
+pub const PACKAGES: [&str; 5] = ["sudo", "openssh-server", "python3", "procps", "iproute2"];
+/// The concerns, in the order they are applied.
+pub const CONCERNS: [&str; 5] = ["user", "sudoers", "ssh-key", "packages", "hostname"];
+/// How many hosts are configured at once unless told.
+pub const DEFAULT_PARALLEL: usize = 50;
+
+/// One host to configure: how to reach it and the public key `foundry` logs in with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigureHost {
+    pub name: String,
+    pub target: SshTarget,
+    /// The public half of the host's login key (`ssh-ed25519 AAAA…`).
+    pub public_key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigureInput {
+    pub hosts: Vec<ConfigureHost>,
+    pub parallel: usize,
+}
+
+/// What a run changed on one host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostChanges {
+    pub host: String,
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigureOutput {
+    pub hosts: Vec<HostChanges>,
+}
+
+impl ConfigureOutput {
+    /// "10 hosts, nothing changed" or "10 hosts, 3 changed".
+    pub fn summary(&self) -> String {
+        let n = self.hosts.len();
+        let hosts = if n == 1 { "host" } else { "hosts" };
+        let changed = self.hosts.iter().filter(|h| !h.changed.is_empty()).count();
+        if changed == 0 {
+            format!("{n} {hosts}, nothing changed")
+        } else {
+            format!("{n} {hosts}, {changed} changed")
+        }
+    }
+}
+
+/// An SSH target from a config entry, which must have a key and a host key.
+pub fn target_of(entry: &HostEntry) -> Result<SshTarget, HostError> {
+    let key = entry.key.clone().ok_or_else(|| {
+        HostError::new(format!("host {}: no login key in the config", entry.name))
+            .hint(format!("`foundry host add {}` makes one", entry.name))
+    })?;
+    let host_key = entry.host_key.clone().ok_or_else(|| {
+        HostError::new(format!("host {}: its host key is not known", entry.name)).hint(format!(
+            "`foundry host add {}` records it after you accept its fingerprint",
+            entry.name
+        ))
+    })?;
+    Ok(SshTarget {
+        address: entry.address.clone(),
+        port: entry.port,
+        user: entry.user.clone(),
+        key,
+        host_key,
+    })
+}
+
+/// Reads a private key file and gives its public half.
+fn public_key_of(host: &str, key: &Path) -> Result<String, HostError> {
+    let text = std::fs::read_to_string(key).map_err(|e| {
+        HostError::new(format!(
+            "host {host}: reading the key {}: {e}",
+            key.display()
+        ))
+        .hint(format!(
+            "fix `key:` of {host} in the config, or `foundry host add {host}` again"
+        ))
+    })?;
+    public_of(&SecretValue::new(text))
+        .map_err(|e| HostError::new(format!("host {host}: the key {}: {e}", key.display())))
+}
+
+/// The input of a `host-configure` run: the named hosts of `config` (or all of them).
+pub fn configure_input(
+    config: &StackConfig,
+    config_path: &Path,
+    names: &[String],
+    all: bool,
+    parallel: usize,
+) -> Result<ConfigureInput, HostError> {
+    let entries: Vec<&HostEntry> = if all {
+        config.hosts.iter().collect()
+    } else {
+        names
+            .iter()
+            .map(|n| {
+                config.host(n).ok_or_else(|| {
+                    HostError::new(format!("no host `{n}` in {}", config_path.display()))
+                        .hint("`foundry host list` shows the hosts; `foundry host add` adds one")
+                })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if entries.is_empty() {
+        return Err(
+            HostError::new(format!("no hosts in {}", config_path.display()))
+                .hint("`foundry host add NAME --address A` adds one"),
+        );
+    }
+    if parallel == 0 {
+        return Err(HostError::new(
+            "--parallel 0: configure at least one host at a time",
+        ));
+    }
+    let hosts = entries
+        .into_iter()
+        .map(|entry| {
+            let target = target_of(entry)?;
+            let public_key = public_key_of(&entry.name, &target.key)?;
+            Ok(ConfigureHost {
+                name: entry.name.clone(),
+                target,
+                public_key,
+            })
+        })
+        .collect::<Result<_, HostError>>()?;
+    Ok(ConfigureInput { hosts, parallel })
+}
+
+pub struct HostConfigure;
+
+impl Workflow for HostConfigure {
+    const NAME: &'static str = "host-configure";
+    const VERSION: u32 = 1;
+    type Input = ConfigureInput;
+    type Output = ConfigureOutput;
+
+    fn check(&self, input: &ConfigureInput) -> Result<(), String> {
+        if input.parallel == 0 {
+            return Err("parallel: at least 1".into());
+        }
+        for host in &input.hosts {
+            crate::config::check_host_name(&host.name)?;
+        }
+        Ok(())
+    }
+
+    async fn run(&self, ctx: Ctx, input: ConfigureInput) -> Result<ConfigureOutput, RunError> {
+        let items: Vec<(String, ConfigureHost)> = input
+            .hosts
+            .into_iter()
+            .map(|h| (h.name.clone(), h))
+            .collect();
+        let hosts = ctx
+            .fan_out_ok(
+                items,
+                input.parallel,
+                FailurePolicy::CollectAll,
+                |child, host| async move { configure_host(&child, &host).await },
+            )
+            .await?;
+        Ok(ConfigureOutput { hosts })
+    }
+}
+
+fn script(target: &SshTarget, script: &str, args: &[&str]) -> SshChange {
+    let mut argv = vec!["sh".to_string(), "-c".into(), script.into(), "sh".into()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let mut exec = SshExec::new(target.clone(), argv);
+    exec.sudo = true;
+    exec.policy = RetryPolicy {
+        max_attempts: 3,
+        ..RetryPolicy::default()
+    };
+    SshChange { exec }
+}
+
+/// Every concern on one host, each one step that checks and changes in one round trip.
+async fn configure_host(ctx: &Ctx, host: &ConfigureHost) -> Result<HostChanges, RunError> {
+    let t = &host.target;
+    let steps = [
+        (
+            "user",
+            script(
+                t,
+                scripts::USER,
+                &[FOUNDRY_USER, FOUNDRY_HOME_DIR, FOUNDRY_SHELL, SUDO_GROUP],
+            ),
+        ),
+        (
+            "sudoers",
+            script(t, scripts::SUDOERS, &[SUDOERS_LINE, SUDOERS_PATH]),
+        ),
+        (
+            "ssh-key",
+            script(t, scripts::SSH_KEY, &[FOUNDRY_USER, &host.public_key]),
+        ),
+        ("packages", script(t, scripts::PACKAGES, &PACKAGES)),
+        ("hostname", script(t, scripts::HOSTNAME, &[&host.name])),
+    ];
+    let mut changes = HostChanges {
+        host: host.name.clone(),
+        changed: Vec::new(),
+        unchanged: Vec::new(),
+    };
+    for (concern, activity) in &steps {
+        let change = ctx.step(concern, activity).await?;
+        let list = if change.changed {
+            &mut changes.changed
+        } else {
+            &mut changes.unchanged
+        };
+        list.push(concern.to_string());
+    }
+    Ok(changes)
+}
