@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -11,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventBus, EventKind, Stream};
 use crate::retry::RetryPolicy;
+use crate::secret::{SecretRef, SecretStore, SecretValue};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -50,12 +52,22 @@ impl ActivityError {
 }
 
 /// What an activity gets from the engine while it runs.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ActivityCx {
     step: String,
     attempt: u32,
     cancel: CancellationToken,
     events: EventBus,
+    secrets: Option<Arc<dyn SecretStore>>,
+}
+
+impl std::fmt::Debug for ActivityCx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActivityCx")
+            .field("step", &self.step)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ActivityCx {
@@ -64,12 +76,14 @@ impl ActivityCx {
         attempt: u32,
         cancel: CancellationToken,
         events: EventBus,
+        secrets: Arc<dyn SecretStore>,
     ) -> Self {
         ActivityCx {
             step,
             attempt,
             cancel,
             events,
+            secrets: Some(secrets),
         }
     }
 
@@ -81,7 +95,48 @@ impl ActivityCx {
             attempt: 1,
             cancel: CancellationToken::new(),
             events: EventBus::new(crate::model::RunId::new()),
+            secrets: None,
         }
+    }
+
+    /// The same, with a secret store for activities that keep or read secrets.
+    pub fn with_secrets(mut self, secrets: Arc<dyn SecretStore>) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    fn store(&self) -> Result<&dyn SecretStore, ActivityError> {
+        self.secrets
+            .as_deref()
+            .ok_or_else(|| ActivityError::permanent("this activity needs a secret store"))
+    }
+
+    /// Keeps a secret the activity obtained (a generated key, an init answer) and returns
+    /// the reference its output may carry: the value never reaches the journal. Events of
+    /// this run redact the value from then on.
+    pub fn keep(&self, value: &SecretValue) -> Result<SecretRef, ActivityError> {
+        self.events.redact(value.expose());
+        self.store()?
+            .put(value)
+            .map_err(|e| ActivityError::permanent(e.to_string()))
+    }
+
+    /// The value behind a reference the activity's input carries. Events of this run
+    /// redact it from then on.
+    pub fn reveal(&self, reference: &SecretRef) -> Result<SecretValue, ActivityError> {
+        let value = self
+            .store()?
+            .get(reference)
+            .map_err(|e| ActivityError::permanent(e.to_string()))?;
+        self.events.redact(value.expose());
+        Ok(value)
+    }
+
+    /// Drops a kept secret once nothing needs it any more; a missing one is no error.
+    pub fn forget(&self, reference: &SecretRef) -> Result<(), ActivityError> {
+        self.store()?
+            .delete(reference)
+            .map_err(|e| ActivityError::permanent(e.to_string()))
     }
 
     /// The step's journal key: stable across restarts, so a long activity can name what it

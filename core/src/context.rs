@@ -175,7 +175,13 @@ impl Ctx {
         } else {
             self.cancel.clone()
         };
-        ActivityCx::new(id.to_string(), attempt, cancel, self.shared.events.clone())
+        ActivityCx::new(
+            id.to_string(),
+            attempt,
+            cancel,
+            self.shared.events.clone(),
+            self.shared.secrets.clone(),
+        )
     }
 
     async fn write(&self, record: &StepRecord, events: Vec<EventKind>) -> Result<(), RunError> {
