@@ -56,6 +56,9 @@ enum Command {
     /// Your hosts: add them, configure them for Foundry, list them live, open a shell.
     #[command(subcommand)]
     Host(commands::host::HostCmd),
+    /// The stack config: write one, check it, show it, list them.
+    #[command(subcommand)]
+    Config(commands::config::ConfigCmd),
 }
 
 fn init_logging(verbose: u8) {
@@ -102,6 +105,9 @@ pub fn run() -> ExitCode {
             Command::Workflow(cmd) => commands::workflow::run(cmd, &printer).await,
             Command::Lab(cmd) => commands::lab::run(cmd, &printer).await,
             Command::Host(cmd) => commands::host::run(cmd, &printer, cli.config.as_deref()).await,
+            Command::Config(cmd) => {
+                commands::config::run(cmd, &printer, cli.config.as_deref()).await
+            }
         }
     });
     match result {

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cancel;
+mod config;
 mod containers;
 mod crash;
 mod detach;

@@ -1,16 +1,42 @@
-//! The stack config file (YAML): what the user declares, read in this one place. Today it
-//! holds the hosts; the rest of the stack's schema joins it here.
+//! The stack config file (YAML): what the user declares, read in this one place. Types
+//! that check their own values are in `value`, the schema beyond hosts in `schema`, and
+//! the checks that compare fields in `check`.
+
+mod check;
+pub mod schema;
+pub mod value;
 
 use std::path::{Path, PathBuf};
 
 use foundry_activities::ssh::SshTarget;
 use serde::{Deserialize, Serialize};
 
+pub use schema::*;
+pub use value::{At, Cidr, DnsName, SecretField};
+
+use crate::secret_ref::{self, SecretRef};
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StackConfig {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<HostEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Dns>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Cluster>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub components: Option<Components>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observability: Option<Observability>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Storage>,
+    /// An older setup's progress flags: read once to import that setup, never written.
+    /// Progress lives in the journal.
+    #[serde(default, rename = "_setup_state", skip_serializing)]
+    pub legacy_setup_state: Option<std::collections::BTreeMap<String, bool>>,
 }
 
 /// A host Foundry manages.
@@ -72,15 +98,23 @@ pub enum ConfigError {
     },
     #[error("config {}: {detail}", path.display())]
     Invalid { path: PathBuf, detail: String },
+    #[error("config {}: line {line} column {column}: {message}", path.display())]
+    Unresolved {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+        hint: Option<String>,
+    },
     #[error("writing config {}: {detail}", path.display())]
     Write { path: PathBuf, detail: String },
-    #[error("several stack configs in {} and none chosen: {}", dir.display(), list(found))]
+    #[error("several stack configs in {} and none chosen: {}", dir.display(), joined(found))]
     Ambiguous { dir: PathBuf, found: Vec<PathBuf> },
     #[error("no stack config in {}", dir.display())]
     Missing { dir: PathBuf },
 }
 
-fn list(paths: &[PathBuf]) -> String {
+fn joined(paths: &[PathBuf]) -> String {
     paths
         .iter()
         .map(|p| p.display().to_string())
@@ -98,10 +132,14 @@ impl ConfigError {
             ConfigError::Missing { .. } => Some(format!(
                 "`foundry host add` creates one; or name one with `--config PATH` or {CONFIG_ENV}=PATH"
             )),
+            ConfigError::Unresolved { hint, .. } => hint.clone(),
             _ => None,
         }
     }
 }
+
+/// What `foundry config init` writes: a stack with every section, commented.
+pub const TEMPLATE: &str = include_str!("config/template.yaml");
 
 /// The environment variable that names the stack config.
 pub const CONFIG_ENV: &str = "FOUNDRY_CONFIG";
@@ -140,21 +178,7 @@ pub fn select(flag: Option<&Path>, home: &Path) -> Result<Selected, ConfigError>
         let exists = path.exists();
         return Ok(Selected { path, exists });
     }
-    let mut found: Vec<PathBuf> = match std::fs::read_dir(home) {
-        Ok(entries) => entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml"))
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => {
-            return Err(ConfigError::Read {
-                path: home.to_path_buf(),
-                detail: e.to_string(),
-            });
-        }
-    };
-    found.sort();
+    let mut found = list(home)?;
     match found.len() {
         0 => Ok(Selected {
             path: home.join(DEFAULT_NAME),
@@ -171,16 +195,42 @@ pub fn select(flag: Option<&Path>, home: &Path) -> Result<Selected, ConfigError>
     }
 }
 
+/// The stack configs in the Foundry home `home`: its `*.yaml` files, sorted.
+pub fn list(home: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut found: Vec<PathBuf> = match std::fs::read_dir(home) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(ConfigError::Read {
+                path: home.to_path_buf(),
+                detail: e.to_string(),
+            });
+        }
+    };
+    found.sort();
+    Ok(found)
+}
+
 /// Writes `config` to `path` (0600, by rename, so a reader never sees half a file).
 pub fn save(path: &Path, config: &StackConfig, comment: &str) -> Result<(), ConfigError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let invalid = |detail: String| ConfigError::Invalid {
         path: path.to_path_buf(),
         detail,
     };
     check(config).map_err(invalid)?;
     let text = render(config, comment).map_err(invalid)?;
+    write_text(path, &text)
+}
+
+/// Writes config text to `path` (0600, by rename), once it parses and checks.
+pub fn write_text(path: &Path, text: &str) -> Result<(), ConfigError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    parse(path, text)?;
     let write = |e: std::io::Error| ConfigError::Write {
         path: path.to_path_buf(),
         detail: e.to_string(),
@@ -239,22 +289,72 @@ pub fn check_host_name(name: &str) -> Result<(), String> {
 
 /// Reads and checks the config at `path`.
 pub fn load(path: &Path) -> Result<StackConfig, ConfigError> {
+    parse(path, &read_text(path)?)
+}
+
+/// What `config validate` found: the config, and where each secret reference resolved.
+pub struct Validated {
+    pub config: StackConfig,
+    pub references: Vec<(PlacedRef, secret_ref::Source)>,
+}
+
+/// Reads and checks the config at `path`, and resolves each of its secret references
+/// (only to learn that it resolves: the values are dropped at once).
+pub fn validate(
+    path: &Path,
+    resolver: &secret_ref::Resolver<'_>,
+) -> Result<Validated, ConfigError> {
+    let text = read_text(path)?;
+    let config = parse(path, &text)?;
+    let mut references = Vec::new();
+    for placed in references_in(&text).map_err(|detail| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        detail,
+    })? {
+        match resolver.resolve(&placed.reference) {
+            Ok((_, source)) => references.push((placed, source)),
+            Err(e) => {
+                let text = e.to_string();
+                let (message, hint) = match text.split_once("\nhint: ") {
+                    Some((m, h)) => (m.to_string(), Some(h.to_string())),
+                    None => (text, None),
+                };
+                return Err(ConfigError::Unresolved {
+                    path: path.to_path_buf(),
+                    line: placed.line,
+                    column: placed.column,
+                    message,
+                    hint,
+                });
+            }
+        }
+    }
+    Ok(Validated { config, references })
+}
+
+fn read_text(path: &Path) -> Result<String, ConfigError> {
     let bytes = std::fs::read(path).map_err(|e| ConfigError::Read {
         path: path.to_path_buf(),
         detail: e.to_string(),
     })?;
-    let text = String::from_utf8(bytes).map_err(|_| ConfigError::Read {
+    String::from_utf8(bytes).map_err(|_| ConfigError::Read {
         path: path.to_path_buf(),
-        detail: "not UTF-8 text".into(),
-    })?;
-    parse(path, &text)
+        detail: "not UTF-8 text: a stack config is a YAML file".into(),
+    })
 }
 
 /// Parses and checks config text; `path` names it in errors.
 pub fn parse(path: &Path, text: &str) -> Result<StackConfig, ConfigError> {
-    let config: StackConfig = if text.trim().is_empty() {
-        StackConfig::default()
-    } else {
+    let blank = text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+    if blank {
+        return Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            detail: "the file is empty: `foundry config init` writes a starting config".into(),
+        });
+    }
+    let config: StackConfig = {
         serde_saphyr::from_str(text).map_err(|e| {
             let location = e.location();
             // The first line says it all; the rest is a drawing of the spot.
@@ -264,8 +364,12 @@ pub fn parse(path: &Path, text: &str) -> Result<StackConfig, ConfigError> {
             let message = match first.split_once(": ") {
                 Some((head, rest)) if head.starts_with("line ") => rest,
                 _ => first,
-            }
-            .to_string();
+            };
+            // The parser's advice on its own options is not the user's to follow.
+            let message = match message.split_once(", set DuplicateKeyPolicy") {
+                Some((head, _)) => format!("{head}: a key may appear once in a mapping"),
+                None => message.to_string(),
+            };
             ConfigError::Syntax {
                 path: path.to_path_buf(),
                 line: location.as_ref().map_or(0, |l| l.line() as usize),
@@ -274,31 +378,89 @@ pub fn parse(path: &Path, text: &str) -> Result<StackConfig, ConfigError> {
             }
         })?
     };
-    check(&config).map_err(|detail| ConfigError::Invalid {
+    let invalid = |detail| ConfigError::Invalid {
         path: path.to_path_buf(),
         detail,
-    })?;
+    };
+    references_in(text).map_err(invalid)?;
+    check(&config).map_err(invalid)?;
     Ok(config)
 }
 
-fn check(config: &StackConfig) -> Result<(), String> {
-    let mut names = std::collections::BTreeSet::new();
-    for (i, host) in config.hosts.iter().enumerate() {
-        check_host_name(&host.name).map_err(|e| format!("hosts[{i}]: {e}"))?;
-        if !names.insert(host.name.as_str()) {
-            return Err(format!(
-                "hosts[{i}]: the name `{}` is used twice",
-                host.name
-            ));
+/// A secret reference in the config text, and where it stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacedRef {
+    pub reference: SecretRef,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Every `${secret:path:key}` in the text, with its line and column; a malformed one is an
+/// error at its place.
+pub fn references_in(text: &str) -> Result<Vec<PlacedRef>, String> {
+    let place = |at: usize| {
+        let before = &text[..at];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    };
+    let text = &without_comments(text);
+    match secret_ref::references(text) {
+        Ok(found) => Ok(found
+            .into_iter()
+            .map(|(at, reference)| {
+                let (line, column) = place(at);
+                PlacedRef {
+                    reference,
+                    line,
+                    column,
+                }
+            })
+            .collect()),
+        Err(e @ secret_ref::SecretRefError::Malformed { at, .. }) => {
+            let (line, column) = place(at);
+            Err(format!("line {line} column {column}: {e}"))
         }
-        if host.address.trim().is_empty() || host.address.chars().any(char::is_whitespace) {
-            return Err(format!(
-                "hosts[{i}] ({}): address `{}` is not an address",
-                host.name, host.address
-            ));
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The text with each YAML comment blanked out (same length, so places stay true): a
+/// `#` at the start of a line or after a space, outside quotes, runs to the line's end.
+fn without_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let mut quote = None;
+        let mut previous = ' ';
+        let mut cut = None;
+        for (i, c) in line.char_indices() {
+            match (quote, c) {
+                (None, '\'' | '"') => quote = Some(c),
+                (Some(q), c) if c == q => quote = None,
+                (None, '#') if previous.is_whitespace() => {
+                    cut = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+            previous = c;
+        }
+        match cut {
+            Some(i) => {
+                out.push_str(&line[..i]);
+                let rest = &line[i..];
+                let end = rest.trim_end_matches(['\n', '\r']);
+                out.extend(end.chars().map(|_| ' '));
+                out.push_str(&rest[end.len()..]);
+            }
+            None => out.push_str(line),
         }
     }
-    Ok(())
+    out
+}
+
+fn check(config: &StackConfig) -> Result<(), String> {
+    check::stack(config)
 }
 
 /// The config as YAML, under a comment line.
@@ -356,10 +518,7 @@ mod tests {
         assert_eq!(config.hosts[0].port, 22);
         let text = render(&config, "test").expect("render");
         assert_eq!(parse(Path::new("x"), &text).expect("again"), config);
-        assert_eq!(
-            parse(Path::new("x"), "").expect("empty"),
-            StackConfig::default()
-        );
+        assert!(parse(Path::new("x"), "# nothing\n\n").is_err());
     }
 }
 
@@ -411,5 +570,32 @@ mod select_tests {
         assert_eq!(mode, 0o600);
         config.hosts[0].name = "a b".into();
         assert!(save(&path, &config, "test").is_err());
+    }
+}
+
+#[cfg(test)]
+mod reference_tests {
+    use super::*;
+
+    #[test]
+    fn references_are_placed_and_comments_skipped() {
+        let text = "# ${secret:not:this}\na: ${secret:db/prod:pw} # ${secret:nor:this}\nb: 'x # ${secret:in/quotes:k}'\n";
+        let found: Vec<_> = references_in(text)
+            .expect("found")
+            .into_iter()
+            .map(|p| (p.reference.to_string(), p.line, p.column))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                ("${secret:db/prod:pw}".to_string(), 2, 4),
+                ("${secret:in/quotes:k}".to_string(), 3, 9),
+            ]
+        );
+        assert!(
+            references_in("a: 1\nb: ${secret:x}\n")
+                .expect_err("bad")
+                .starts_with("line 2 column 4:")
+        );
     }
 }

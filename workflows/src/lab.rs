@@ -173,6 +173,7 @@ fn lab_config(lab: &LabInput, hosts: &[LabHost]) -> Result<String, RunError> {
                 host_key: Some(h.host_key.clone()),
             })
             .collect(),
+        ..crate::config::StackConfig::default()
     };
     let comment = format!(
         "The hosts of lab `{}`, written by `foundry lab up`.",

@@ -28,7 +28,7 @@ impl std::fmt::Display for SecretRef {
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SecretRefError {
-    #[error("`{text}` at byte {at}: {problem}; expected `${{secret:path/to/secret:key}}`")]
+    #[error("`{text}`: {problem}; expected `${{secret:path/to/secret:key}}`")]
     Malformed {
         text: String,
         at: usize,
@@ -104,9 +104,30 @@ pub fn references(text: &str) -> Result<Vec<(usize, SecretRef)>, SecretRefError>
     Ok(found)
 }
 
+/// The namespace of the stack config's own references: none, their paths are used as
+/// written (`${secret:foundry-core/dns:api_key}` is `foundry-core/dns:api_key`).
+pub const STACK_NAMESPACE: &str = "";
+
+/// `path` in `namespace`: `namespace/path`, or `path` itself in the stack's namespace.
+fn scoped(namespace: &str, path: &str) -> String {
+    if namespace.is_empty() {
+        path.to_string()
+    } else {
+        format!("{namespace}/{path}")
+    }
+}
+
+/// Where local overrides are read from: `$HOME/.foundryvars`.
+pub fn vars_path() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join(".foundryvars")
+}
+
 /// The environment variable that overrides `reference` in `namespace`.
 pub fn env_name(namespace: &str, reference: &SecretRef) -> String {
-    let raw = format!("{namespace}_{}_{}", reference.path, reference.key);
+    let raw = format!("{}_{}", scoped(namespace, &reference.path), reference.key);
     let safe: String = raw
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -203,7 +224,7 @@ impl Resolver<'_> {
         if let Some(value) = (self.env)(&env) {
             return Ok((SecretValue::new(value), Source::Environment));
         }
-        let namespaced_path = format!("{}/{}", self.namespace, reference.path);
+        let namespaced_path = scoped(&self.namespace, &reference.path);
         let namespaced = format!("{namespaced_path}:{}", reference.key);
         if let Some(value) = self.vars.values.get(&namespaced) {
             return Ok((value.clone(), Source::Foundryvars));

@@ -14,8 +14,10 @@ use sha2::{Digest, Sha256};
 
 use super::{Endpoint, not_found, status_of};
 
-/// How often, and how far apart, a container named in a 409 is looked for.
-const CONFLICT_LOOKS: u32 = 20;
+/// How often, and how far apart, a container named in a 409 is looked for: the Engine
+/// reserves the name before the container can be inspected, and on a busy machine that
+/// gap has been seen to last over a second.
+const CONFLICT_LOOKS: u32 = 200;
 const CONFLICT_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The label that records which spec a container was created from.
@@ -156,13 +158,19 @@ impl EnsureContainer {
                 Some(found) if found.hash.as_deref() == Some(hash.as_str()) => {
                     return Ok(found.id);
                 }
-                Some(_) => break,
+                Some(_) => {
+                    return Err(ActivityError::transient(format!(
+                        "container {} was created meanwhile with another spec",
+                        self.spec.name
+                    )));
+                }
                 None => tokio::time::sleep(CONFLICT_PAUSE).await,
             }
         }
         Err(ActivityError::transient(format!(
-            "container {} was created meanwhile with another spec",
-            self.spec.name
+            "container {}: the Engine says the name is taken, but no such container appeared within {:?}",
+            self.spec.name,
+            CONFLICT_PAUSE * CONFLICT_LOOKS
         )))
     }
 

@@ -189,6 +189,28 @@ impl SshSession {
         self.exec_with_input(command, None, cx, on_data).await
     }
 
+    /// A session channel. sshd frees a closed channel's session a moment after this side
+    /// has let go of it, and refuses a new one past `MaxSessions` with "connect failed"
+    /// meanwhile: that answer is asked again a bounded number of times.
+    async fn open_session_channel(
+        &self,
+    ) -> Result<russh::Channel<russh::client::Msg>, russh::Error> {
+        const TRIES: u32 = 40;
+        const PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+        let mut tries = 1;
+        loop {
+            match self.handle.channel_open_session().await {
+                Err(russh::Error::ChannelOpenFailure(russh::ChannelOpenFailure::ConnectFailed))
+                    if tries < TRIES =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(PAUSE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Like [`SshSession::exec`], with `input` sent to the command's stdin, then end of file.
     pub async fn exec_with_input(
         &self,
@@ -198,7 +220,7 @@ impl SshSession {
         mut on_data: impl FnMut(Stream, &[u8]),
     ) -> Result<u32, ActivityError> {
         let lost = |e: russh::Error| ActivityError::transient(format!("{}: {e}", self.target));
-        let mut channel = self.handle.channel_open_session().await.map_err(lost)?;
+        let mut channel = self.open_session_channel().await.map_err(lost)?;
         channel.exec(true, command).await.map_err(lost)?;
         if let Some(input) = input {
             channel.data(input).await.map_err(lost)?;

@@ -1,5 +1,6 @@
 //! One module per noun, one file per verb.
 
+pub mod config;
 pub mod drive;
 pub mod host;
 pub mod lab;
@@ -7,7 +8,10 @@ pub mod workflow;
 
 use std::sync::Arc;
 
+use std::path::Path;
+
 use foundry_core::{Engine, Home};
+use foundry_workflows::config::{ConfigError, Selected};
 use indicatif::ProgressBar;
 
 use crate::exit::CliError;
@@ -20,4 +24,45 @@ pub(crate) fn engine(printer: &Printer) -> Result<(Engine, Option<ProgressBar>),
     let bar = (!printer.json() && printer.stderr_tty).then(ProgressBar::new_spinner);
     let input = Arc::new(TerminalInput::new(bar.clone()));
     Ok((Engine::new(home, foundry_workflows::registry(), input), bar))
+}
+
+/// The stack config this command works on (`--config`, `FOUNDRY_CONFIG`, or the only one
+/// in the home), and the home.
+pub(crate) fn select(flag: Option<&Path>) -> Result<(Home, Selected), CliError> {
+    let home = Home::from_env()?;
+    let selected = foundry_workflows::config::select(flag, home.root())?;
+    Ok((home, selected))
+}
+
+/// The config, which must exist already.
+pub(crate) fn existing(flag: Option<&Path>) -> Result<(Home, Selected), CliError> {
+    let (home, selected) = select(flag)?;
+    if !selected.exists {
+        let err: CliError = match flag {
+            Some(path) => ConfigError::Read {
+                path: path.to_path_buf(),
+                detail: "no such file".into(),
+            }
+            .into(),
+            None if std::env::var_os(foundry_workflows::config::CONFIG_ENV).is_some() => {
+                ConfigError::Read {
+                    path: selected.path.clone(),
+                    detail: "no such file".into(),
+                }
+                .into()
+            }
+            None => ConfigError::Missing {
+                dir: home.root().to_path_buf(),
+            }
+            .into(),
+        };
+        return Err(err);
+    }
+    Ok((home, selected))
+}
+
+/// A person can answer questions on this terminal.
+pub(crate) fn interactive() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }

@@ -88,9 +88,9 @@ fn login(args: &Args, interactive: bool) -> Result<Login, CliError> {
 
 pub async fn run(mut args: Args, printer: &Printer, config: Option<&Path>) -> Result<u8, CliError> {
     foundry_workflows::config::check_host_name(&args.name).map_err(CliError::new)?;
-    let (home, selected) = super::select(config)?;
+    let (home, selected) = crate::commands::select(config)?;
     let stack = selected.load_or_default()?;
-    let interactive = super::interactive();
+    let interactive = crate::commands::interactive();
     let address = match (&args.address, interactive) {
         (Some(a), _) => a.clone(),
         (None, true) => ask("address", None)?,

@@ -34,7 +34,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, printer: &Printer, config: Option<&Path>) -> Result<u8, CliError> {
-    let (_, selected) = super::existing(config)?;
+    let (_, selected) = crate::commands::existing(config)?;
     let stack = selected.load()?;
     let input = configure_input(&stack, &selected.path, &args.names, args.all, args.parallel)?;
     let input =

@@ -20,7 +20,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, printer: &Printer, config: Option<&Path>) -> Result<u8, CliError> {
-    let (_, selected) = super::existing(config)?;
+    let (_, selected) = crate::commands::existing(config)?;
     let stack = selected.load()?;
     let hosts = foundry_workflows::host::status(&stack, args.timeout).await;
     if printer.json() {

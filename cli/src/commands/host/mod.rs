@@ -8,8 +8,7 @@ mod ssh;
 use std::path::Path;
 
 use clap::Subcommand;
-use foundry_core::Home;
-use foundry_workflows::config::{ConfigError, Selected};
+use foundry_workflows::config::ConfigError;
 use foundry_workflows::host::HostError;
 
 use crate::exit::CliError;
@@ -44,45 +43,4 @@ impl From<ConfigError> for CliError {
     fn from(e: ConfigError) -> Self {
         HostError::from(e).into()
     }
-}
-
-/// The stack config this command works on (`--config`, `FOUNDRY_CONFIG`, or the only one
-/// in the home), and the home.
-fn select(flag: Option<&Path>) -> Result<(Home, Selected), CliError> {
-    let home = Home::from_env()?;
-    let selected = foundry_workflows::config::select(flag, home.root())?;
-    Ok((home, selected))
-}
-
-/// The config, which must exist already.
-fn existing(flag: Option<&Path>) -> Result<(Home, Selected), CliError> {
-    let (home, selected) = select(flag)?;
-    if !selected.exists {
-        let err: CliError = match flag {
-            Some(path) => ConfigError::Read {
-                path: path.to_path_buf(),
-                detail: "no such file".into(),
-            }
-            .into(),
-            None if std::env::var_os(foundry_workflows::config::CONFIG_ENV).is_some() => {
-                ConfigError::Read {
-                    path: selected.path.clone(),
-                    detail: "no such file".into(),
-                }
-                .into()
-            }
-            None => ConfigError::Missing {
-                dir: home.root().to_path_buf(),
-            }
-            .into(),
-        };
-        return Err(err);
-    }
-    Ok((home, selected))
-}
-
-/// A person can answer questions on this terminal.
-fn interactive() -> bool {
-    use std::io::IsTerminal;
-    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }

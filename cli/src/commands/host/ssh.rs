@@ -22,7 +22,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, config: Option<&Path>) -> Result<u8, CliError> {
-    let (home, selected) = super::existing(config)?;
+    let (home, selected) = crate::commands::existing(config)?;
     let stack = selected.load()?;
     let ssh = foundry_workflows::host::ssh_command(&stack, home.root(), &args.name, &args.command)?;
     let err = std::process::Command::new(&ssh.program)

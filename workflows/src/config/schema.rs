@@ -1,0 +1,229 @@
+//! The stack's schema beyond its hosts: network, DNS, cluster, components, observability
+//! and storage. Every struct refuses unknown fields, so a typo is an error at its line.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::value::{At, Cidr, DnsName, HttpUrl, Retention, SecretField};
+
+/// A mapping whose value may be left empty (`openbao:` with only comments under it),
+/// which means the defaults.
+fn null_is_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// The hosts' network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// The network, `192.168.1.0/24`; or give `netmask` and it follows from the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<At<Cidr>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netmask: Option<At<Ipv4Addr>>,
+    pub gateway: At<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp_range: Option<DhcpRange>,
+    /// Where each infrastructure service runs: host names or addresses from `hosts:`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub openbao_hosts: Vec<At<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_hosts: Vec<At<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zot_hosts: Vec<At<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub truenas_hosts: Vec<At<String>>,
+    /// The Kubernetes API's virtual address: unique in the network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k8s_vip: Option<At<Ipv4Addr>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpRange {
+    pub start: At<Ipv4Addr>,
+    pub end: At<Ipv4Addr>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    /// Zones for the infrastructure's own names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub infrastructure_zones: Vec<Zone>,
+    /// Zones for the cluster's services.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kubernetes_zones: Vec<Zone>,
+    /// Where names outside Foundry's zones are resolved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forwarders: Vec<At<IpAddr>>,
+    #[serde(default)]
+    pub backend: DnsBackend,
+    /// The PowerDNS API key (generated and kept in OpenBAO when not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<SecretField>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsBackend {
+    #[default]
+    Sqlite,
+}
+
+/// A DNS zone. A public zone is split: inside the network its names answer with the
+/// hosts' addresses; outside, with a CNAME to `public_cname`. A `.local` zone is private.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zone {
+    pub name: At<DnsName>,
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_cname: Option<DnsName>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<Record>,
+}
+
+/// A record in a zone: `name` is relative to the zone (`@` for the zone itself).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: RecordType,
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordType {
+    A,
+    AAAA,
+    CNAME,
+    TXT,
+    MX,
+    NS,
+    SRV,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<DnsName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k8s_vip: Option<At<Ipv4Addr>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<Node>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// A host from `hosts:`, by name or address.
+    pub hostname: At<String>,
+    pub role: NodeRole,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeRole {
+    ControlPlane,
+    Worker,
+}
+
+/// The components Foundry installs, each with its image and version.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Components {
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub openbao: Service,
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub dns: Service,
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub zot: Service,
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub k3s: K3s,
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub grafana: Grafana,
+}
+
+/// A service run as a container on an infrastructure host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// The image, `name:tag`; the component's default when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Only the tag of the default image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_tag: Option<String>,
+    /// The version `status` expects to find running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The host whose container engine runs it, instead of the first of `network.*_hosts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<At<String>>,
+    /// A container network to join, with `address` on it, instead of the host's network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_network: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<At<Ipv4Addr>>,
+    /// More addresses on that network, by role (`external`, `recursor` for DNS).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub addresses: BTreeMap<String, At<Ipv4Addr>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K3s {
+    /// The K3s release, `v1.28.5+k3s1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grafana {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_password: Option<SecretField>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Observability {
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub prometheus: Keep,
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub loki: Keep,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keep {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truenas: Option<Truenas>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Truenas {
+    pub api_url: HttpUrl,
+    pub api_key: SecretField,
+}

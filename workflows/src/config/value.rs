@@ -1,0 +1,366 @@
+//! The config's value types that check themselves as they are read, so a bad value is
+//! reported at its own line and column: subnets, DNS names, secret fields, durations, and
+//! `At<T>`, a value that remembers where it stood for the checks that compare fields.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::secret_ref::{self, SecretRef};
+
+/// A value and its place in the file (line and column from 1; 0 when it was not read
+/// from a file). Equality looks at the value only.
+#[derive(Clone, Debug)]
+pub struct At<T> {
+    pub value: T,
+    pub line: u64,
+    pub column: u64,
+}
+
+impl<T> At<T> {
+    /// A value made in code, with no place in a file.
+    pub fn new(value: T) -> Self {
+        At {
+            value,
+            line: 0,
+            column: 0,
+        }
+    }
+
+    /// `line L column C: ` for an error about this value, or nothing when it has no place.
+    pub fn place(&self) -> String {
+        if self.line == 0 {
+            String::new()
+        } else {
+            format!("line {} column {}: ", self.line, self.column)
+        }
+    }
+}
+
+impl<T: PartialEq> PartialEq for At<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
+impl<T: Eq> Eq for At<T> {}
+
+impl<T> std::ops::Deref for At<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for At<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spanned = serde_saphyr::Spanned::<T>::deserialize(d)?;
+        Ok(At {
+            value: spanned.value,
+            line: spanned.referenced.line(),
+            column: spanned.referenced.column(),
+        })
+    }
+}
+
+impl<T: Serialize> Serialize for At<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(s)
+    }
+}
+
+/// Implements `Display`, string (de)serialization and `TryFrom<String>` from `FromStr`.
+macro_rules! text_value {
+    ($ty:ty) => {
+        impl TryFrom<String> for $ty {
+            type Error = String;
+            fn try_from(text: String) -> Result<Self, String> {
+                text.parse()
+            }
+        }
+
+        impl From<$ty> for String {
+            fn from(value: $ty) -> String {
+                value.to_string()
+            }
+        }
+    };
+}
+
+/// An IPv4 network, `10.1.2.0/24`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cidr {
+    pub network: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    fn mask(&self) -> u32 {
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0)
+    }
+
+    /// Whether `addr` lies in this network.
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        u32::from(addr) & self.mask() == u32::from(self.network)
+    }
+
+    /// The network of `addr` under the dotted mask `netmask`.
+    pub fn from_netmask(addr: Ipv4Addr, netmask: Ipv4Addr) -> Result<Cidr, String> {
+        let bits = u32::from(netmask);
+        let prefix = bits.leading_ones();
+        if bits.checked_shl(prefix).unwrap_or(0) != 0 {
+            return Err(format!(
+                "netmask {netmask} is not a run of ones then zeros (like 255.255.255.0)"
+            ));
+        }
+        let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+        Ok(Cidr {
+            network: Ipv4Addr::from(u32::from(addr) & mask),
+            prefix: prefix as u8,
+        })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Cidr, String> {
+        let bad = || format!("`{text}` is not an IPv4 network like 192.168.1.0/24");
+        let (addr, prefix) = text.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(bad)?;
+        let cidr = Cidr {
+            network: addr,
+            prefix,
+        };
+        let network = Ipv4Addr::from(u32::from(addr) & cidr.mask());
+        if network != addr {
+            return Err(format!(
+                "`{text}` has host bits set: the network is {network}/{prefix}"
+            ));
+        }
+        Ok(cidr)
+    }
+}
+
+text_value!(Cidr);
+
+/// A DNS name: dot-separated labels of letters, digits and `-`, kept as written without
+/// a trailing dot; compared without regard to case.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DnsName(String);
+
+impl DnsName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name with a trailing dot, in lower case, as DNS servers write it.
+    pub fn canonical(&self) -> String {
+        format!("{}.", self.0.to_ascii_lowercase())
+    }
+
+    /// Whether the zone is private to the network (`.local`).
+    pub fn is_local(&self) -> bool {
+        let lower = self.0.to_ascii_lowercase();
+        lower == "local" || lower.ends_with(".local")
+    }
+}
+
+impl PartialEq for DnsName {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.eq_ignore_ascii_case(&other.0)
+    }
+}
+
+impl Eq for DnsName {}
+
+impl fmt::Display for DnsName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for DnsName {
+    type Err = String;
+    fn from_str(text: &str) -> Result<DnsName, String> {
+        let name = text.strip_suffix('.').unwrap_or(text);
+        let label_ok = |l: &str| {
+            (1..=63).contains(&l.len())
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+            return Err(format!(
+                "`{text}` is not a DNS name: labels of letters, digits and `-`, separated by dots"
+            ));
+        }
+        Ok(DnsName(name.to_string()))
+    }
+}
+
+text_value!(DnsName);
+
+/// A field that holds a secret: always a reference `${secret:path:key}`, resolved where it
+/// is used. A value written in the file itself is refused, and never quoted back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SecretField(pub SecretRef);
+
+impl fmt::Display for SecretField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for SecretField {
+    type Err = String;
+    fn from_str(text: &str) -> Result<SecretField, String> {
+        const LITERAL: &str = "a secret field takes a reference like `${secret:path/to/secret:key}`, never the secret itself (the value is not repeated here)";
+        let found = secret_ref::references(text).map_err(|e| e.to_string())?;
+        match found.as_slice() {
+            [(0, reference)] if reference.to_string() == text => Ok(SecretField(reference.clone())),
+            _ => Err(LITERAL.to_string()),
+        }
+    }
+}
+
+text_value!(SecretField);
+
+/// How long something is kept: a number and a unit, `s`, `m`, `h`, `d` or `w` (`30d`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Retention(String);
+
+impl fmt::Display for Retention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Retention {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Retention, String> {
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        if number.is_empty()
+            || number.parse::<u32>().map_or(true, |n| n == 0)
+            || !matches!(unit, "s" | "m" | "h" | "d" | "w")
+        {
+            return Err(format!(
+                "`{text}` is not a duration like 30d: a number, then s, m, h, d or w"
+            ));
+        }
+        Ok(Retention(text.to_string()))
+    }
+}
+
+text_value!(Retention);
+
+/// An `http://` or `https://` URL.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HttpUrl(String);
+
+impl fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for HttpUrl {
+    type Err = String;
+    fn from_str(text: &str) -> Result<HttpUrl, String> {
+        let rest = text
+            .strip_prefix("https://")
+            .or_else(|| text.strip_prefix("http://"));
+        match rest {
+            Some(rest) if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
+                Ok(HttpUrl(text.to_string()))
+            }
+            _ => Err(format!(
+                "`{text}` is not a URL starting with http:// or https://"
+            )),
+        }
+    }
+}
+
+text_value!(HttpUrl);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_are_checked_and_contain() {
+        let net: Cidr = "10.1.2.0/24".parse().expect("cidr");
+        assert!(net.contains("10.1.2.200".parse().expect("ip")));
+        assert!(!net.contains("10.1.3.1".parse().expect("ip")));
+        assert!(
+            "10.1.2.1/24"
+                .parse::<Cidr>()
+                .expect_err("host bits")
+                .contains("10.1.2.0/24")
+        );
+        assert!("10.1.2.0/33".parse::<Cidr>().is_err());
+        assert!("10.1.2.0".parse::<Cidr>().is_err());
+        let all: Cidr = "0.0.0.0/0".parse().expect("all");
+        assert!(all.contains("8.8.8.8".parse().expect("ip")));
+        assert_eq!(
+            Cidr::from_netmask(
+                "192.168.1.1".parse().expect("ip"),
+                "255.255.255.0".parse().expect("mask")
+            )
+            .expect("mask")
+            .to_string(),
+            "192.168.1.0/24"
+        );
+        assert!(
+            Cidr::from_netmask(
+                "192.168.1.1".parse().expect("ip"),
+                "255.0.255.0".parse().expect("mask")
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn names_secrets_and_durations() {
+        assert!("Lab.Example.com.".parse::<DnsName>().is_ok());
+        assert_eq!(
+            "Lab.Example.com"
+                .parse::<DnsName>()
+                .expect("name")
+                .canonical(),
+            "lab.example.com."
+        );
+        for bad in ["", "a..b", "-a.com", "a_b.com", "a b"] {
+            assert!(bad.parse::<DnsName>().is_err(), "{bad}");
+        }
+        assert!(
+            "${secret:foundry-core/dns:api_key}"
+                .parse::<SecretField>()
+                .is_ok()
+        );
+        let literal = "hunter2".parse::<SecretField>().expect_err("literal");
+        assert!(!literal.contains("hunter2"), "{literal}");
+        assert!("x${secret:a:b}".parse::<SecretField>().is_err());
+        assert!("30d".parse::<Retention>().is_ok());
+        assert!("30 days".parse::<Retention>().is_err());
+        assert!("0d".parse::<Retention>().is_err());
+    }
+}
