@@ -5,6 +5,7 @@ mod cancel;
 mod containers;
 mod crash;
 mod detach;
+mod dns;
 mod drivers;
 mod format;
 mod host;
