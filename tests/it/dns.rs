@@ -9,9 +9,10 @@
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use foundry_activities::dns::PdnsApi;
+use foundry_activities::dns::{ApiReady, DeleteRecords, DeleteZone, EnsureRecords, PdnsApi};
 use foundry_core::secret::FileSecretStore;
-use foundry_core::{ActivityCx, SecretRef};
+use foundry_core::secret::SecretStore;
+use foundry_core::{Activity, ActivityCx, SecretRef, SecretValue};
 use foundry_tests::docker::{Cleanup, unique};
 use foundry_tests::lab::Lab;
 use foundry_tests::{Home, json_lines, killed};
@@ -347,6 +348,64 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
     );
     let (_, answers) = dig(&lab_net, &internal, "web.lab.example.com", "A");
     assert_eq!(answers, [format!("web.lab.example.com. 300 IN A {moved}")]);
+
+    // The activities on their own: a 422 quoted, a refused key named, deletions that
+    // happen once.
+    rt.block_on(async {
+        let api = PdnsApi::new(format!("http://{internal}:8081"), key_ref.clone());
+        let outside_zone = EnsureRecords {
+            api: api.clone(),
+            zone: "lab.example.com".into(),
+            name: "web.example.org".into(),
+            rtype: "A".into(),
+            ttl: 300,
+            contents: vec![host.clone()],
+        };
+        let err = outside_zone
+            .apply(&cx)
+            .await
+            .expect_err("a name out of the zone");
+        assert!(!err.transient, "{err:?}");
+        assert!(
+            err.message.contains("PowerDNS refused the data (422)")
+                && err.message.contains("web.example.org"),
+            "{}",
+            err.message
+        );
+        let wrong = store.put(&SecretValue::new("not-the-key")).expect("put");
+        let bad = ApiReady {
+            api: PdnsApi::new(format!("http://{internal}:8081"), wrong),
+            timeout_s: 5,
+        };
+        let err = bad.apply(&cx).await.expect_err("a wrong key");
+        assert!(
+            !err.transient && err.message.contains("refused the key"),
+            "{}",
+            err.message
+        );
+        assert!(!err.message.contains("not-the-key"), "{}", err.message);
+
+        let ext = PdnsApi::new(format!("http://{external}:8081"), key_ref.clone());
+        let delete = DeleteRecords {
+            api: ext.clone(),
+            zone: "lab.example.com".into(),
+            name: "WEB.lab.example.com".into(),
+            rtype: "cname".into(),
+        };
+        assert!(delete.probe(&cx).await.expect("probe").is_none());
+        assert!(delete.apply(&cx).await.expect("delete"));
+        assert_eq!(delete.probe(&cx).await.expect("probe"), Some(false));
+        assert!(!delete.apply(&cx).await.expect("delete again"));
+        let zone = DeleteZone {
+            api: ext,
+            name: "lab.example.com".into(),
+        };
+        assert!(zone.apply(&cx).await.expect("delete zone"));
+        assert_eq!(zone.probe(&cx).await.expect("probe"), Some(false));
+        assert!(!zone.apply(&cx).await.expect("delete zone again"));
+    });
+    let (status, _) = dig(&outside, &outside_addr, "web.lab.example.com", "A");
+    assert_eq!(status, "REFUSED", "the deleted zone still answers");
 
     // The key in no output of any run, nor in any byte under runs/.
     for out in [&first, &killed_run, &resumed, &third] {
