@@ -2,5 +2,6 @@
 //! `probe` and an idempotent `apply`, built on `foundry_core::Activity`.
 
 pub mod container;
+pub mod dns;
 pub mod local;
 pub mod ssh;

@@ -6,6 +6,7 @@ mod config;
 mod containers;
 mod crash;
 mod detach;
+mod dns;
 mod drivers;
 mod format;
 mod host;

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod dns;
 pub mod host;
 pub mod keys;
 pub mod lab;
@@ -19,4 +20,5 @@ pub fn registry() -> Registry {
         .register(lab::LabUp)
         .register(lab::LabDown)
         .register(host::HostConfigure)
+        .register(dns::DnsInstall)
 }

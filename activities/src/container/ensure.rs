@@ -8,7 +8,7 @@ use bollard::models::{
     ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, NetworkingConfig,
 };
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
-use foundry_core::{Activity, ActivityCx, ActivityError};
+use foundry_core::{Activity, ActivityCx, ActivityError, SecretRef};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -22,6 +22,10 @@ const CONFLICT_PAUSE: std::time::Duration = std::time::Duration::from_millis(50)
 
 /// The label that records which spec a container was created from.
 pub const SPEC_HASH_LABEL: &str = "foundry.spec-hash";
+
+/// Labels `foundry.secret-ref.<VAR>` name the reference each secret environment variable
+/// was created from, so that a later run can reuse the secret the container already has.
+pub const SECRET_REF_LABEL_PREFIX: &str = "foundry.secret-ref.";
 
 /// Everything that makes a container what it is. Maps are ordered, so the hash of a spec
 /// does not depend on how it was built.
@@ -41,6 +45,11 @@ pub struct ContainerSpec {
     /// `host-path:container-path[:ro]`.
     pub binds: Vec<String>,
     pub tmpfs: BTreeMap<String, String>,
+    /// Environment variables whose values are secrets: the spec (journaled, hashed) holds
+    /// only their references, revealed from the run's secret store when the container is
+    /// created. Rotating a value means a new reference, which recreates the container.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, SecretRef>,
 }
 
 impl ContainerSpec {
@@ -50,9 +59,25 @@ impl ContainerSpec {
         hex::encode(&Sha256::digest(&bytes)[..12])
     }
 
-    fn create_body(&self) -> ContainerCreateBody {
+    fn create_body(&self, cx: &ActivityCx) -> Result<ContainerCreateBody, ActivityError> {
+        let mut env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        for (name, reference) in &self.secret_env {
+            let value = cx.reveal(reference).map_err(|e| {
+                ActivityError::permanent(format!(
+                    "container {}: environment variable {name}: {}",
+                    self.name, e.message
+                ))
+            })?;
+            env.push(format!("{name}={}", value.expose()));
+        }
         let mut labels: HashMap<String, String> = self.labels.clone().into_iter().collect();
         labels.insert(SPEC_HASH_LABEL.into(), self.hash());
+        for (name, reference) in &self.secret_env {
+            labels.insert(
+                format!("{SECRET_REF_LABEL_PREFIX}{name}"),
+                reference.0.clone(),
+            );
+        }
         let networking_config = self.network.as_ref().map(|network| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 network.clone(),
@@ -65,11 +90,11 @@ impl ContainerSpec {
                 },
             )])),
         });
-        ContainerCreateBody {
+        Ok(ContainerCreateBody {
             image: Some(self.image.clone()),
             cmd: self.cmd.clone(),
             entrypoint: self.entrypoint.clone(),
-            env: Some(self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            env: Some(env),
             labels: Some(labels),
             hostname: self.hostname.clone(),
             host_config: Some(HostConfig {
@@ -81,7 +106,7 @@ impl ContainerSpec {
             }),
             networking_config,
             ..ContainerCreateBody::default()
-        }
+        })
     }
 }
 
@@ -133,14 +158,16 @@ impl EnsureContainer {
 
     /// Creates the container, and says whether this call did; on 409 (another process
     /// created it meanwhile) takes it if it has this spec.
-    async fn create(&self, docker: &Docker) -> Result<(String, Created), ActivityError> {
+    async fn create(
+        &self,
+        docker: &Docker,
+        cx: &ActivityCx,
+    ) -> Result<(String, Created), ActivityError> {
         let options = CreateContainerOptionsBuilder::new()
             .name(&self.spec.name)
             .build();
-        match docker
-            .create_container(Some(options), self.spec.create_body())
-            .await
-        {
+        let body = self.spec.create_body(cx)?;
+        match docker.create_container(Some(options), body).await {
             Ok(created) => Ok((created.id, Created::Here)),
             Err(e) if status_of(&e) == Some(409) => {
                 Ok((self.take_concurrent(docker).await?, Created::Elsewhere))
@@ -225,18 +252,18 @@ impl Activity for EnsureContainer {
         }))
     }
 
-    async fn apply(&self, _cx: &ActivityCx) -> Result<ContainerOutput, ActivityError> {
+    async fn apply(&self, cx: &ActivityCx) -> Result<ContainerOutput, ActivityError> {
         let docker = self.endpoint.connect().await?;
         let hash = self.spec.hash();
         let (id, created, recreated) = match self.inspect(&docker).await? {
             Some(found) if found.hash.as_deref() == Some(hash.as_str()) => (found.id, None, false),
             Some(_) => {
                 self.remove(&docker).await?;
-                let (id, created) = self.create(&docker).await?;
+                let (id, created) = self.create(&docker, cx).await?;
                 (id, Some(created), true)
             }
             None => {
-                let (id, created) = self.create(&docker).await?;
+                let (id, created) = self.create(&docker, cx).await?;
                 (id, Some(created), false)
             }
         };
@@ -251,6 +278,29 @@ impl Activity for EnsureContainer {
             recreated,
             concurrent: created == Some(Created::Elsewhere),
         })
+    }
+}
+
+/// The reference a container's secret environment variable `var` was created from, if the
+/// container exists and has one.
+pub async fn secret_ref_of(
+    endpoint: &Endpoint,
+    container: &str,
+    var: &str,
+) -> Result<Option<SecretRef>, ActivityError> {
+    let docker = endpoint.connect().await?;
+    match docker.inspect_container(container, None).await {
+        Ok(c) => Ok(c
+            .config
+            .and_then(|cfg| cfg.labels)
+            .and_then(|labels| {
+                labels
+                    .get(&format!("{SECRET_REF_LABEL_PREFIX}{var}"))
+                    .cloned()
+            })
+            .map(SecretRef)),
+        Err(e) if not_found(&e) => Ok(None),
+        Err(e) => Err(endpoint.error(&format!("inspecting container {container}"), &e)),
     }
 }
 

@@ -1,0 +1,20 @@
+//! PowerDNS through its HTTP API (reqwest, `X-API-Key`): the server's version, zones and
+//! their rrsets, and the activities that ensure them. The key is revealed from a
+//! `SecretRef` only to build the client; inputs and outputs carry the reference.
+//!
+//! PowerDNS facts this relies on: a zone create answers 201, or 409 when the zone exists;
+//! a PATCH that REPLACEs an rrset bumps the zone's serial even when nothing changed, so
+//! every change is diffed first and only real changes are sent; names must be canonical
+//! (trailing dot) or the API answers 422.
+
+mod api;
+mod key;
+mod ready;
+mod records;
+mod zone;
+
+pub use api::{Client, PdnsApi, Rrset, Zone, ZoneSummary, canonical_name};
+pub use key::{ApiKeyOutput, KeyHolder, NewApiKey};
+pub use ready::{ApiReady, ServerInfo};
+pub use records::{DeleteRecords, EnsureRecords, RecordsOutput};
+pub use zone::{DeleteZone, EnsureZone, ZoneOutput};

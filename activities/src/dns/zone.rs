@@ -1,0 +1,107 @@
+//! A zone on a PowerDNS server: ensured (Native, with its nameservers) or deleted.
+
+use foundry_core::{Activity, ActivityCx, ActivityError};
+use serde::{Deserialize, Serialize};
+
+use super::api::{PdnsApi, canonical_name};
+
+/// A Native zone exists. An existing zone is left as it is (its rrsets belong to
+/// `EnsureRecords`); one of another kind is an error, never silently replaced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnsureZone {
+    pub api: PdnsApi,
+    pub name: String,
+    /// The apex's NS records when the zone is created.
+    pub nameservers: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneOutput {
+    /// The zone's canonical name.
+    pub name: String,
+    /// This step created it.
+    pub created: bool,
+}
+
+impl EnsureZone {
+    fn check_kind(&self, kind: &str) -> Result<(), ActivityError> {
+        if kind.is_empty() || kind.eq_ignore_ascii_case("Native") {
+            return Ok(());
+        }
+        Err(ActivityError::permanent(format!(
+            "zone {} at {} is of kind {kind}, not Native: delete it or change it by hand",
+            canonical_name(&self.name),
+            self.api.url
+        )))
+    }
+}
+
+impl Activity for EnsureZone {
+    type Output = ZoneOutput;
+
+    fn kind(&self) -> &'static str {
+        "dns-zone"
+    }
+
+    async fn probe(&self, cx: &ActivityCx) -> Result<Option<ZoneOutput>, ActivityError> {
+        let client = self.api.client(cx)?;
+        match client.zone(&self.name).await? {
+            Some(zone) => {
+                self.check_kind(&zone.kind)?;
+                Ok(Some(ZoneOutput {
+                    name: canonical_name(&self.name),
+                    created: false,
+                }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn apply(&self, cx: &ActivityCx) -> Result<ZoneOutput, ActivityError> {
+        if let Some(found) = self.probe(cx).await? {
+            return Ok(found);
+        }
+        let client = self.api.client(cx)?;
+        let created = client.create_zone(&self.name, &self.nameservers).await?;
+        if !created {
+            // 409: made meanwhile by someone else; it must still be a Native zone.
+            let zone = client.zone(&self.name).await?.ok_or_else(|| {
+                ActivityError::transient(format!(
+                    "zone {} at {}: creating it answered 409, yet it is not there",
+                    canonical_name(&self.name),
+                    self.api.url
+                ))
+            })?;
+            self.check_kind(&zone.kind)?;
+        }
+        Ok(ZoneOutput {
+            name: canonical_name(&self.name),
+            created,
+        })
+    }
+}
+
+/// A zone is gone, with all its records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteZone {
+    pub api: PdnsApi,
+    pub name: String,
+}
+
+impl Activity for DeleteZone {
+    /// Whether this step deleted it (it existed).
+    type Output = bool;
+
+    fn kind(&self) -> &'static str {
+        "dns-zone-delete"
+    }
+
+    async fn probe(&self, cx: &ActivityCx) -> Result<Option<bool>, ActivityError> {
+        let client = self.api.client(cx)?;
+        Ok(client.zone(&self.name).await?.is_none().then_some(false))
+    }
+
+    async fn apply(&self, cx: &ActivityCx) -> Result<bool, ActivityError> {
+        self.api.client(cx)?.delete_zone(&self.name).await
+    }
+}

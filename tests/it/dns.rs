@@ -1,0 +1,422 @@
+//! PowerDNS with a split horizon (`dns-install`) on a lab, against the real servers: the
+//! image built here from Debian's packages, an internal and an external authoritative
+//! server and a recursor as containers on the lab's network. Asked with `dig` from inside
+//! the lab (a container on the lab's network) and from outside (a container on a network
+//! of its own that only the external server joins). A second install sends no change; a
+//! changed record patches exactly its rrset; the API key is in no journal byte and in no
+//! JSON output.
+
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use foundry_activities::dns::{ApiReady, DeleteRecords, DeleteZone, EnsureRecords, PdnsApi};
+use foundry_core::secret::FileSecretStore;
+use foundry_core::secret::SecretStore;
+use foundry_core::{Activity, ActivityCx, SecretRef, SecretValue};
+use foundry_tests::docker::{Cleanup, unique};
+use foundry_tests::lab::Lab;
+use foundry_tests::{Home, json_lines, killed};
+use foundry_workflows::dns::{DnsInput, PDNS_IMAGE};
+use serde_json::{Value, json};
+
+/// Removes the install's data volumes when dropped (after its containers).
+struct Volumes(Vec<String>);
+
+impl Drop for Volumes {
+    fn drop(&mut self) {
+        for v in &self.0 {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", v])
+                .output();
+        }
+    }
+}
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).output().expect("docker")
+}
+
+/// `dig` from a throwaway container on `network`: the answer's status and its records
+/// (`name ttl class type content`), bounded by dig's own timeouts.
+fn dig(network: &str, server: &str, name: &str, rtype: &str) -> (String, Vec<String>) {
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        network,
+        "--entrypoint",
+        "dig",
+        PDNS_IMAGE,
+        "+time=2",
+        "+tries=2",
+        "+noall",
+        "+comments",
+        "+answer",
+        &format!("@{server}"),
+        name,
+        rtype,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text
+        .lines()
+        .find_map(|l| l.split("status: ").nth(1))
+        .map(|s| s.split(',').next().unwrap_or_default().to_string())
+        .unwrap_or_else(|| format!("no answer: {text} {}", String::from_utf8_lossy(&out.stderr)));
+    let answers = text
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    (status, answers)
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// Every byte under the home's runs directory: journals, logs, summaries.
+fn runs_bytes(home: &Home) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(home.runs_dir())
+        .expect("runs dir")
+        .flatten()
+    {
+        all.extend(std::fs::read(entry.path()).unwrap_or_default());
+    }
+    all
+}
+
+/// The `step_output` lines of a run's JSON events that say an rrset was patched.
+fn patched(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "step_output")
+        .filter_map(|e| e["line"].as_str())
+        .filter(|l| l.starts_with("patched "))
+        .map(str::to_string)
+        .collect()
+}
+
+struct Install {
+    home_input: std::path::PathBuf,
+}
+
+fn write_input(home: &Home, input: &Value) -> Install {
+    let path = home
+        .scratch()
+        .join(format!("dns-{}.json", rand::random::<u32>()));
+    std::fs::write(&path, serde_json::to_vec_pretty(input).expect("json")).expect("input");
+    Install { home_input: path }
+}
+
+fn start(home: &Home, install: &Install, failpoints: Option<&str>) -> Output {
+    let mut cmd = home.cmd(&[
+        "workflow",
+        "start",
+        "dns-install",
+        "--input",
+        install.home_input.to_str().expect("utf8"),
+        "--output",
+        "json",
+    ]);
+    if let Some(points) = failpoints {
+        cmd.env("FOUNDRY_FAILPOINTS", points);
+    }
+    cmd.output().expect("foundry")
+}
+
+fn ok(out: &Output, what: &str) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_lines(&out.stdout)
+}
+
+#[test]
+fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
+    let lab = Lab::up("dns", 1);
+    let host = lab.targets[0].address.clone();
+    let prefix = host
+        .rsplit_once('.')
+        .expect("an IPv4 address")
+        .0
+        .to_string();
+    let lab_net = format!("foundry-lab-{}", lab.name);
+    let name = unique("dns");
+    let (internal, external, recursor) = (
+        format!("{prefix}.53"),
+        format!("{prefix}.54"),
+        format!("{prefix}.55"),
+    );
+    let outside = unique("dns-outside");
+    let _volumes = Volumes(vec![
+        format!("{name}-internal-data"),
+        format!("{name}-external-data"),
+    ]);
+    let _cleanup = Cleanup {
+        containers: ["internal", "external", "recursor"]
+            .map(|r| format!("{name}-{r}"))
+            .to_vec(),
+        networks: vec![outside.clone()],
+    };
+    let home = &lab.home;
+    let mut input = json!({
+        "name": name,
+        "network": lab_net,
+        "internal_ipv4": internal,
+        "external_ipv4": external,
+        "recursor_ipv4": recursor,
+        "allow_from": [format!("{prefix}.0/24")],
+        "zones": [
+            {"name": "lab.example.com", "public": true, "public_cname": "home.example.net",
+             "records": [{"name": "web", "type": "A", "content": host}]},
+            {"name": "lab.local",
+             "records": [{"name": "db", "type": "A", "content": host}]},
+        ],
+    });
+    let parsed: DnsInput = serde_json::from_value(input.clone()).expect("a dns-install input");
+
+    // First install: everything is made, three rrsets patched.
+    let first = start(home, &write_input(home, &input), None);
+    let first_events = ok(&first, "the first install");
+    let mut made = patched(&first_events);
+    made.sort();
+    assert_eq!(
+        made,
+        [
+            "patched db.lab.local./A",
+            "patched web.lab.example.com./A",
+            "patched web.lab.example.com./CNAME",
+        ],
+        "{first_events:?}"
+    );
+
+    // The key: the reference the servers were created from, its value in the store.
+    let label = docker(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"foundry.secret-ref.PDNS_API_KEY\"}}",
+        &format!("{name}-internal"),
+    ]);
+    let key_ref = SecretRef(String::from_utf8_lossy(&label.stdout).trim().to_string());
+    assert!(key_ref.0.starts_with("local:"), "{key_ref}");
+    let store = Arc::new(FileSecretStore::new(home.path().join("secrets")));
+    let cx = ActivityCx::standalone("dns-test").with_secrets(store.clone());
+    let key = cx
+        .reveal(&key_ref)
+        .expect("the key is kept")
+        .expose()
+        .to_string();
+    assert!(key.len() >= 32);
+
+    // Inside the lab: A records, from both servers and through the recursor.
+    for server in [&internal, &recursor] {
+        let (status, answers) = dig(&lab_net, server, "web.lab.example.com", "A");
+        assert_eq!(status, "NOERROR", "{server}: {answers:?}");
+        assert_eq!(
+            answers,
+            [format!("web.lab.example.com. 300 IN A {host}")],
+            "{server}"
+        );
+        let (status, answers) = dig(&lab_net, server, "db.lab.local", "A");
+        assert_eq!(status, "NOERROR", "{server}");
+        assert_eq!(
+            answers,
+            [format!("db.lab.local. 300 IN A {host}")],
+            "{server}"
+        );
+    }
+    // Outside: a network only the external server joins.
+    assert!(docker(&["network", "create", &outside]).status.success());
+    assert!(
+        docker(&["network", "connect", &outside, &format!("{name}-external")])
+            .status
+            .success()
+    );
+    let addr = docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{outside}\").IPAddress}}}}"),
+        &format!("{name}-external"),
+    ]);
+    let outside_addr = String::from_utf8_lossy(&addr.stdout).trim().to_string();
+    assert!(!outside_addr.is_empty());
+    let (status, answers) = dig(&outside, &outside_addr, "web.lab.example.com", "A");
+    assert_eq!(status, "NOERROR");
+    assert_eq!(
+        answers,
+        ["web.lab.example.com. 300 IN CNAME home.example.net."]
+    );
+    let (status, answers) = dig(&outside, &outside_addr, "db.lab.local", "A");
+    assert!(answers.is_empty(), "{answers:?}");
+    assert!(status == "REFUSED" || status == "NXDOMAIN", "{status}");
+    let (_, answers) = dig(&outside, &outside_addr, "lab.local", "SOA");
+    assert!(answers.is_empty(), "the private zone leaks: {answers:?}");
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let serials = || {
+        rt.block_on(async {
+            let mut found = Vec::new();
+            for (ip, zone) in [
+                (&internal, "lab.example.com"),
+                (&internal, "lab.local"),
+                (&external, "lab.example.com"),
+            ] {
+                let api = PdnsApi::new(format!("http://{ip}:8081"), key_ref.clone());
+                let client = api.client(&cx).expect("client");
+                let z = client.zone(zone).await.expect("zone").expect("present");
+                found.push(z.serial);
+            }
+            found
+        })
+    };
+    let before = serials();
+
+    // Live status.
+    let status = rt
+        .block_on(foundry_workflows::dns::status(
+            &parsed,
+            &key_ref,
+            store.clone(),
+        ))
+        .expect("status");
+    assert!(
+        status.containers.iter().all(|(_, s)| s == "running"),
+        "{status:?}"
+    );
+    assert!(
+        status.internal.reachable && status.external.reachable,
+        "{status:?}"
+    );
+    assert_eq!(status.internal.version.as_deref(), Some("4.7.3"));
+    assert_eq!(
+        (status.internal.zones, status.internal.private_zones),
+        (2, 1)
+    );
+    assert_eq!(
+        (status.external.zones, status.external.private_zones),
+        (1, 0)
+    );
+
+    // Again, killed once its containers are there, then resumed: nothing patched, the
+    // serials unchanged, the journal free of the key.
+    let again = write_input(home, &input);
+    let killed_run = start(home, &again, Some("ready/external#0@started"));
+    assert!(killed(killed_run.status), "{killed_run:?}");
+    let journal = runs_bytes(home);
+    assert!(
+        contains(&journal, &key_ref.0),
+        "the journal holds the key's reference"
+    );
+    assert!(!contains(&journal, &key), "the journal holds the API key");
+    let run = home
+        .runs()
+        .iter()
+        .find(|r| r["state"] != "completed")
+        .and_then(|r| r["run"].as_str().map(str::to_string))
+        .expect("the killed run");
+    let resumed = home
+        .cmd(&["workflow", "resume", &run, "--output", "json"])
+        .output()
+        .expect("resume");
+    let resumed_events = ok(&resumed, "the resumed install");
+    assert_eq!(
+        patched(&resumed_events),
+        Vec::<String>::new(),
+        "{resumed_events:?}"
+    );
+    assert_eq!(serials(), before, "a run with no change moved a serial");
+
+    // A changed record: exactly its rrset is patched, one serial moves.
+    let moved = format!("{prefix}.99");
+    input["zones"][0]["records"][0]["content"] = json!(moved);
+    let third = start(home, &write_input(home, &input), None);
+    let third_events = ok(&third, "the changed install");
+    assert_eq!(patched(&third_events), ["patched web.lab.example.com./A"]);
+    let after = serials();
+    assert!(after[0] > before[0], "{before:?} -> {after:?}");
+    assert_eq!(
+        after[1..],
+        before[1..],
+        "only lab.example.com on the internal server changes"
+    );
+    let (_, answers) = dig(&lab_net, &internal, "web.lab.example.com", "A");
+    assert_eq!(answers, [format!("web.lab.example.com. 300 IN A {moved}")]);
+
+    // The activities on their own: a 422 quoted, a refused key named, deletions that
+    // happen once.
+    rt.block_on(async {
+        let api = PdnsApi::new(format!("http://{internal}:8081"), key_ref.clone());
+        let outside_zone = EnsureRecords {
+            api: api.clone(),
+            zone: "lab.example.com".into(),
+            name: "web.example.org".into(),
+            rtype: "A".into(),
+            ttl: 300,
+            contents: vec![host.clone()],
+        };
+        let err = outside_zone
+            .apply(&cx)
+            .await
+            .expect_err("a name out of the zone");
+        assert!(!err.transient, "{err:?}");
+        assert!(
+            err.message.contains("PowerDNS refused the data (422)")
+                && err.message.contains("web.example.org"),
+            "{}",
+            err.message
+        );
+        let wrong = store.put(&SecretValue::new("not-the-key")).expect("put");
+        let bad = ApiReady {
+            api: PdnsApi::new(format!("http://{internal}:8081"), wrong),
+            timeout_s: 5,
+        };
+        let err = bad.apply(&cx).await.expect_err("a wrong key");
+        assert!(
+            !err.transient && err.message.contains("refused the key"),
+            "{}",
+            err.message
+        );
+        assert!(!err.message.contains("not-the-key"), "{}", err.message);
+
+        let ext = PdnsApi::new(format!("http://{external}:8081"), key_ref.clone());
+        let delete = DeleteRecords {
+            api: ext.clone(),
+            zone: "lab.example.com".into(),
+            name: "WEB.lab.example.com".into(),
+            rtype: "cname".into(),
+        };
+        assert!(delete.probe(&cx).await.expect("probe").is_none());
+        assert!(delete.apply(&cx).await.expect("delete"));
+        assert_eq!(delete.probe(&cx).await.expect("probe"), Some(false));
+        assert!(!delete.apply(&cx).await.expect("delete again"));
+        let zone = DeleteZone {
+            api: ext,
+            name: "lab.example.com".into(),
+        };
+        assert!(zone.apply(&cx).await.expect("delete zone"));
+        assert_eq!(zone.probe(&cx).await.expect("probe"), Some(false));
+        assert!(!zone.apply(&cx).await.expect("delete zone again"));
+    });
+    let (status, _) = dig(&outside, &outside_addr, "web.lab.example.com", "A");
+    assert_eq!(status, "REFUSED", "the deleted zone still answers");
+
+    // The key in no output of any run, nor in any byte under runs/.
+    for out in [&first, &killed_run, &resumed, &third] {
+        assert!(
+            !contains(&out.stdout, &key),
+            "JSON output holds the API key"
+        );
+        assert!(!contains(&out.stderr, &key), "logs hold the API key");
+    }
+    assert!(
+        !contains(&runs_bytes(home), &key),
+        "a journal or run log holds the API key"
+    );
+}

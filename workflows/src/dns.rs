@@ -1,0 +1,412 @@
+//! `dns-install`: PowerDNS with a split horizon, as containers on an infra host's Docker
+//! Engine. An *internal* authoritative server answers the lab's clients: every zone, with
+//! the hosts' own records, `.local` zones included. An *external* one holds only the
+//! public zones, each name a CNAME to the zone's public name; private zones are never
+//! created there. A recursor in front of the internal server forwards the zones to it and
+//! every other name to the configured forwarders. Both servers keep their data in SQLite
+//! on a named volume; the API key is a secret environment variable, journaled by reference.
+
+mod image;
+mod status;
+
+use std::collections::BTreeMap;
+
+use foundry_activities::container::{ContainerSpec, Endpoint, EnsureContainer};
+use foundry_activities::dns::{
+    ApiReady, EnsureRecords, EnsureZone, KeyHolder, NewApiKey, PdnsApi, canonical_name,
+};
+use foundry_core::{Ctx, RunError, SecretRef, Workflow};
+use serde::{Deserialize, Serialize};
+
+pub use image::{PDNS_IMAGE, build_image};
+pub use status::{DnsStatus, InstanceStatus, status};
+
+/// The label every DNS container carries, with the install's name.
+pub const DNS_LABEL: &str = "foundry.dns";
+/// The container's role: `internal`, `external` or `recursor`.
+pub const ROLE_LABEL: &str = "foundry.dns.role";
+/// The environment variable the servers read their API key from.
+const API_KEY_VAR: &str = "PDNS_API_KEY";
+/// The port of the servers' API.
+pub const API_PORT: u16 = 8081;
+
+fn default_name() -> String {
+    "foundry-dns".into()
+}
+fn default_image() -> String {
+    PDNS_IMAGE.into()
+}
+fn default_mirror() -> String {
+    "http://deb.debian.org/debian".into()
+}
+fn default_ttl() -> u32 {
+    300
+}
+fn default_allow() -> Vec<String> {
+    vec!["127.0.0.0/8".into()]
+}
+fn default_wait() -> u64 {
+    60
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsInput {
+    /// The infra host's Docker Engine.
+    #[serde(default)]
+    pub endpoint: Endpoint,
+    /// Prefix of the containers' and volumes' names, and the value of their `foundry.dns`
+    /// label.
+    #[serde(default = "default_name")]
+    pub name: String,
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// The Debian mirror the image is built from, when it is missing.
+    #[serde(default = "default_mirror")]
+    pub mirror: String,
+    /// The Docker network the containers join, at these addresses.
+    pub network: String,
+    pub internal_ipv4: String,
+    pub external_ipv4: String,
+    pub recursor_ipv4: String,
+    /// Who may use the APIs and ask the recursor (CIDRs).
+    #[serde(default = "default_allow")]
+    pub allow_from: Vec<String>,
+    /// Where the recursor sends names outside the zones; none: to the internal server.
+    #[serde(default)]
+    pub forwarders: Vec<String>,
+    /// The API key of both servers; none: the running servers' key, or a new one.
+    #[serde(default)]
+    pub api_key: Option<SecretRef>,
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    /// Seconds to wait for each API to answer.
+    #[serde(default = "default_wait")]
+    pub wait_s: u64,
+    pub zones: Vec<ZoneInput>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneInput {
+    pub name: String,
+    /// Also served by the external server, each name a CNAME to `public_cname`.
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default)]
+    pub public_cname: Option<String>,
+    /// The apex's NS records; default `ns1.<zone>`.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    #[serde(default)]
+    pub records: Vec<RecordInput>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordInput {
+    /// Relative to the zone (`web`, `@` for the apex) or fully qualified (ending in a dot).
+    pub name: String,
+    #[serde(rename = "type")]
+    pub rtype: String,
+    pub content: String,
+    #[serde(default)]
+    pub ttl: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DnsOutput {
+    pub api_key: SecretRef,
+    pub internal_version: String,
+    pub external_version: String,
+    /// Zones this run created, as `internal:lab.example.com.`.
+    pub zones_created: Vec<String>,
+    /// Rrsets this run changed, as `internal:web.lab.example.com./A`.
+    pub changed: Vec<String>,
+}
+
+/// A zone name is private when it ends in `.local`.
+fn is_private(zone: &str) -> bool {
+    let zone = canonical_name(zone);
+    zone == "local." || zone.ends_with(".local.")
+}
+
+/// A record's owner name, fully qualified and canonical.
+fn qualify(name: &str, zone: &str) -> String {
+    let zone = canonical_name(zone);
+    match name.trim() {
+        "" | "@" => zone,
+        n if n.ends_with('.') => canonical_name(n),
+        n => canonical_name(&format!("{n}.{zone}")),
+    }
+}
+
+/// The rrsets of a zone: records grouped by owner name and type, in a stable order.
+fn rrsets(zone: &ZoneInput, ttl: u32) -> BTreeMap<(String, String), (u32, Vec<String>)> {
+    let mut sets: BTreeMap<(String, String), (u32, Vec<String>)> = BTreeMap::new();
+    for r in &zone.records {
+        let key = (qualify(&r.name, &zone.name), r.rtype.to_ascii_uppercase());
+        let entry = sets
+            .entry(key)
+            .or_insert((r.ttl.unwrap_or(ttl), Vec::new()));
+        entry.1.push(r.content.clone());
+    }
+    sets
+}
+
+impl DnsInput {
+    pub fn container(&self, role: &str) -> String {
+        format!("{}-{role}", self.name)
+    }
+
+    pub fn api(&self, ipv4: &str, key: &SecretRef) -> PdnsApi {
+        PdnsApi::new(format!("http://{ipv4}:{API_PORT}"), key.clone())
+    }
+
+    fn spec(&self, role: &str, ipv4: &str, cmd: &str) -> ContainerSpec {
+        let mut spec = ContainerSpec {
+            name: self.container(role),
+            image: self.image.clone(),
+            cmd: Some(vec![cmd.to_string()]),
+            hostname: Some(self.container(role)),
+            network: Some(self.network.clone()),
+            ipv4: Some(ipv4.to_string()),
+            labels: [
+                (DNS_LABEL.to_string(), self.name.clone()),
+                (ROLE_LABEL.to_string(), role.to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            ..ContainerSpec::default()
+        };
+        spec.env
+            .insert("PDNS_ALLOW_FROM".into(), self.allow_from.join(","));
+        spec
+    }
+
+    fn server_spec(&self, role: &str, ipv4: &str, key: &SecretRef) -> ContainerSpec {
+        let mut spec = self.spec(role, ipv4, "auth");
+        spec.binds = vec![format!("{}-{role}-data:/var/lib/powerdns", self.name)];
+        spec.secret_env.insert(API_KEY_VAR.into(), key.clone());
+        spec
+    }
+
+    fn recursor_spec(&self) -> ContainerSpec {
+        let mut spec = self.spec("recursor", &self.recursor_ipv4, "recursor");
+        let zones: Vec<String> = self
+            .zones
+            .iter()
+            .map(|z| {
+                format!(
+                    "{}={}",
+                    canonical_name(&z.name).trim_end_matches('.'),
+                    self.internal_ipv4
+                )
+            })
+            .collect();
+        spec.env
+            .insert("PDNS_FORWARD_ZONES".into(), zones.join(","));
+        spec.env
+            .insert("PDNS_FORWARDERS".into(), self.forwarders.join(";"));
+        spec
+    }
+}
+
+pub struct DnsInstall;
+
+impl Workflow for DnsInstall {
+    const NAME: &'static str = "dns-install";
+    const VERSION: u32 = 1;
+    type Input = DnsInput;
+    type Output = DnsOutput;
+
+    fn check(&self, input: &DnsInput) -> Result<(), String> {
+        let simple = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        };
+        if !simple(&input.name) {
+            return Err(format!(
+                "name `{}`: use letters, digits, `-`, `_`, `.`",
+                input.name
+            ));
+        }
+        for ip in [
+            &input.internal_ipv4,
+            &input.external_ipv4,
+            &input.recursor_ipv4,
+        ] {
+            ip.parse::<std::net::Ipv4Addr>()
+                .map_err(|_| format!("`{ip}` is not an IPv4 address"))?;
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for zone in &input.zones {
+            let name = canonical_name(&zone.name);
+            if name == "."
+                || !zone
+                    .name
+                    .trim_end_matches('.')
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            {
+                return Err(format!("zone `{}`: not a domain name", zone.name));
+            }
+            if !seen.insert(name.clone()) {
+                return Err(format!("zone {name} is given twice"));
+            }
+            if zone.public && is_private(&name) {
+                return Err(format!(
+                    "zone {name}: a .local zone is private and cannot be public"
+                ));
+            }
+            if zone.public && zone.public_cname.is_none() {
+                return Err(format!(
+                    "zone {name}: a public zone needs `public_cname`, the name its records point to from outside"
+                ));
+            }
+            for r in &zone.records {
+                let owner = qualify(&r.name, &name);
+                if owner != name && !owner.ends_with(&format!(".{name}")) {
+                    return Err(format!("record {owner} is not in zone {name}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(&self, ctx: Ctx, input: DnsInput) -> Result<DnsOutput, RunError> {
+        ctx.step("image", &build_image(&input.image, &input.mirror))
+            .await?;
+
+        let api_key = match &input.api_key {
+            Some(key) => key.clone(),
+            None => {
+                let key = NewApiKey {
+                    purpose: "PowerDNS API key".into(),
+                    holder: Some(KeyHolder {
+                        endpoint: input.endpoint.clone(),
+                        container: input.container("internal"),
+                        var: API_KEY_VAR.into(),
+                    }),
+                };
+                ctx.step("api-key", &key).await?.api_key
+            }
+        };
+
+        let containers = [
+            input.server_spec("internal", &input.internal_ipv4, &api_key),
+            input.server_spec("external", &input.external_ipv4, &api_key),
+            input.recursor_spec(),
+        ];
+        for spec in containers {
+            let key = format!("container/{}", spec.name);
+            let ensure = EnsureContainer {
+                endpoint: input.endpoint.clone(),
+                spec,
+            };
+            ctx.step(&key, &ensure).await?;
+        }
+
+        let internal = input.api(&input.internal_ipv4, &api_key);
+        let external = input.api(&input.external_ipv4, &api_key);
+        let mut versions = Vec::new();
+        for (role, api) in [("internal", &internal), ("external", &external)] {
+            let ready = ApiReady {
+                api: api.clone(),
+                timeout_s: input.wait_s,
+            };
+            versions.push(ctx.step(&format!("ready/{role}"), &ready).await?.version);
+        }
+
+        let mut out = DnsOutput {
+            api_key: api_key.clone(),
+            internal_version: versions.first().cloned().unwrap_or_default(),
+            external_version: versions.get(1).cloned().unwrap_or_default(),
+            zones_created: Vec::new(),
+            changed: Vec::new(),
+        };
+        for zone in &input.zones {
+            let sets = rrsets(zone, input.ttl);
+            ensure_zone(&ctx, "internal", &internal, zone, &sets, &mut out).await?;
+            if zone.public {
+                let cname = zone.public_cname.as_deref().unwrap_or_default();
+                // The apex cannot be a CNAME (it has SOA and NS): only names below it.
+                let mut public = BTreeMap::new();
+                for (owner, _) in sets.keys() {
+                    if *owner != canonical_name(&zone.name) {
+                        public.insert(
+                            (owner.clone(), "CNAME".to_string()),
+                            (input.ttl, vec![canonical_name(cname)]),
+                        );
+                    }
+                }
+                ensure_zone(&ctx, "external", &external, zone, &public, &mut out).await?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A zone on one server with these rrsets; what changed goes into `out`.
+async fn ensure_zone(
+    ctx: &Ctx,
+    role: &str,
+    api: &PdnsApi,
+    zone: &ZoneInput,
+    sets: &BTreeMap<(String, String), (u32, Vec<String>)>,
+    out: &mut DnsOutput,
+) -> Result<(), RunError> {
+    let name = canonical_name(&zone.name);
+    let nameservers = if zone.nameservers.is_empty() {
+        vec![format!("ns1.{name}")]
+    } else {
+        zone.nameservers.iter().map(|n| canonical_name(n)).collect()
+    };
+    let ensure = EnsureZone {
+        api: api.clone(),
+        name: name.clone(),
+        nameservers,
+    };
+    if ctx
+        .step(&format!("{role}/zone/{name}"), &ensure)
+        .await?
+        .created
+    {
+        out.zones_created.push(format!("{role}:{name}"));
+    }
+    for ((owner, rtype), (ttl, contents)) in sets {
+        let records = EnsureRecords {
+            api: api.clone(),
+            zone: name.clone(),
+            name: owner.clone(),
+            rtype: rtype.clone(),
+            ttl: *ttl,
+            contents: contents.clone(),
+        };
+        let done = ctx
+            .step(&format!("{role}/records/{owner}/{rtype}"), &records)
+            .await?;
+        if done.changed {
+            out.changed.push(format!("{role}:{}", done.rrset));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_qualified_in_their_zone() {
+        assert_eq!(qualify("web", "lab.example.com"), "web.lab.example.com.");
+        assert_eq!(qualify("@", "lab.example.com."), "lab.example.com.");
+        assert_eq!(
+            qualify("Web.Lab.Example.com.", "lab.example.com"),
+            "web.lab.example.com."
+        );
+        assert!(is_private("db.lab.local"));
+        assert!(!is_private("lab.example.com"));
+    }
+}

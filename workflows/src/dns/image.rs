@@ -1,0 +1,128 @@
+//! The PowerDNS image, built here from Debian's packages (debootstrap, then `docker import`)
+//! like the lab's hosts: nothing is pulled. One image serves the authoritative server and
+//! the recursor; its entry script takes the role.
+
+use foundry_activities::local::RunCommand;
+use foundry_core::RetryPolicy;
+
+/// The image both PowerDNS roles run.
+pub const PDNS_IMAGE: &str = "foundry-lab-pdns:1";
+
+/// Starts `auth` (pdns_server, SQLite backend, API on 8081) or `recursor` in the
+/// foreground. Settings come from the environment:
+/// - `PDNS_API_KEY_FILE` (a file holding the key) or `PDNS_API_KEY`: the API key, written
+///   into a 0640 config file and dropped from the environment before the daemon starts, so
+///   it is neither on a command line nor in the daemon's environment;
+/// - `PDNS_ALLOW_FROM`: who may use the API (auth) or ask questions (recursor);
+/// - `PDNS_FORWARD_ZONES` (recursor): `zone=ip,zone=ip`, each zone asked of that server;
+/// - `PDNS_FORWARDERS` (recursor): `ip;ip`, asked for every other name. Empty in the lab,
+///   where `.` goes to the first forward zone's server instead, so the recursor never asks
+///   a root server.
+///
+/// Further arguments go to the daemon. Security polling (a DNS query to powerdns.com) is
+/// off: a lab sends traffic nowhere else.
+const ENTRY: &str = r#"#!/bin/sh
+set -eu
+role="${1:-}"
+[ "$#" -gt 0 ] && shift
+key=""
+if [ -n "${PDNS_API_KEY_FILE:-}" ]; then key=$(cat "$PDNS_API_KEY_FILE"); else key="${PDNS_API_KEY:-}"; fi
+unset PDNS_API_KEY PDNS_API_KEY_FILE
+allow="${PDNS_ALLOW_FROM:-127.0.0.0/8}"
+conf=/run/foundry-pdns
+mkdir -p "$conf"
+umask 027
+case "$role" in
+auth)
+  [ -n "$key" ] || { echo "foundry-pdns: no API key (PDNS_API_KEY or PDNS_API_KEY_FILE)" >&2; exit 2; }
+  db=/var/lib/powerdns/pdns.sqlite3
+  mkdir -p /var/lib/powerdns /run/pdns
+  if [ ! -s "$db" ]; then
+    rm -f "$db.new"
+    sqlite3 "$db.new" < /usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql
+    mv "$db.new" "$db"
+  fi
+  chown -R pdns:pdns /var/lib/powerdns /run/pdns
+  cat > "$conf/pdns.conf" <<CONF
+launch=gsqlite3
+gsqlite3-database=$db
+local-address=0.0.0.0
+local-port=53
+api=yes
+api-key=$key
+webserver=yes
+webserver-address=0.0.0.0
+webserver-port=8081
+webserver-allow-from=$allow
+security-poll-suffix=
+socket-dir=/run/pdns
+setuid=pdns
+setgid=pdns
+CONF
+  chgrp pdns "$conf" "$conf/pdns.conf"
+  exec /usr/sbin/pdns_server --config-dir="$conf" --guardian=no --daemon=no --disable-syslog --write-pid=no "$@"
+  ;;
+recursor)
+  forwarders="${PDNS_FORWARDERS:-}"
+  zones="${PDNS_FORWARD_ZONES:-}"
+  if [ -z "$forwarders" ]; then
+    first="${zones%%,*}"
+    forwarders="${first#*=}"
+  fi
+  [ -n "$forwarders" ] || { echo "foundry-pdns: a recursor needs PDNS_FORWARDERS or PDNS_FORWARD_ZONES" >&2; exit 2; }
+  mkdir -p /run/pdns-recursor
+  chown pdns:pdns /run/pdns-recursor
+  cat > "$conf/recursor.conf" <<CONF
+local-address=0.0.0.0
+local-port=53
+allow-from=$allow
+forward-zones=$zones
+forward-zones-recurse=.=$forwarders
+dnssec=off
+security-poll-suffix=
+socket-dir=/run/pdns-recursor
+setuid=pdns
+setgid=pdns
+CONF
+  chgrp pdns "$conf" "$conf/recursor.conf"
+  exec /usr/sbin/pdns_recursor --config-dir="$conf" --daemon=no --disable-syslog "$@"
+  ;;
+*)
+  echo "usage: foundry-pdns auth|recursor [daemon arguments]" >&2
+  exit 2
+  ;;
+esac
+"#;
+
+/// Builds the image once. Arguments: image, mirror, the entry script.
+const BUILD: &str = r#"set -eu
+image="$1"; mirror="$2"; entry="$3"
+docker image inspect "$image" >/dev/null 2>&1 && exit 0
+root=$(mktemp -d /var/tmp/foundry-pdns-rootfs.XXXXXX)
+trap 'rm -rf "$root"' EXIT
+debootstrap --variant=minbase --include=pdns-server,pdns-backend-sqlite3,pdns-recursor,sqlite3,dnsutils bookworm "$root" "$mirror"
+printf '%s' "$entry" > "$root/usr/local/sbin/foundry-pdns"
+chmod 0755 "$root/usr/local/sbin/foundry-pdns"
+rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/lib/powerdns/*
+tar -C "$root" -c . | docker import -c 'ENTRYPOINT ["/usr/local/sbin/foundry-pdns"]' - "$image" >/dev/null
+"#;
+
+/// The step that builds the image on this machine's Engine unless it is there already.
+pub fn build_image(image: &str, mirror: &str) -> RunCommand {
+    let s = |v: &str| v.to_string();
+    let mut cmd = RunCommand::new(vec![
+        s("sh"),
+        s("-c"),
+        s(BUILD),
+        s("foundry-pdns-image"),
+        s(image),
+        s(mirror),
+        s(ENTRY),
+    ]);
+    cmd.probe = Some(vec![s("docker"), s("image"), s("inspect"), s(image)]);
+    cmd.policy = RetryPolicy {
+        max_attempts: 3,
+        ..RetryPolicy::default()
+    };
+    cmd
+}
