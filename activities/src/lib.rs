@@ -3,4 +3,5 @@
 
 pub mod container;
 pub mod local;
+pub mod openbao;
 pub mod ssh;

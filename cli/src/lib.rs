@@ -56,6 +56,8 @@ enum Command {
     /// Your hosts: add them, configure them for Foundry, list them live, open a shell.
     #[command(subcommand)]
     Host(commands::host::HostCmd),
+    #[command(subcommand, hide = true)]
+    Openbao(commands::openbao::OpenbaoCmd),
 }
 
 fn init_logging(verbose: u8) {
@@ -102,6 +104,7 @@ pub fn run() -> ExitCode {
             Command::Workflow(cmd) => commands::workflow::run(cmd, &printer).await,
             Command::Lab(cmd) => commands::lab::run(cmd, &printer).await,
             Command::Host(cmd) => commands::host::run(cmd, &printer, cli.config.as_deref()).await,
+            Command::Openbao(cmd) => commands::openbao::run(cmd, &printer).await,
         }
     });
     match result {

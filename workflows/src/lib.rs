@@ -7,6 +7,7 @@ pub mod host;
 pub mod keys;
 pub mod lab;
 pub mod local;
+pub mod openbao;
 pub mod secret_ref;
 
 use foundry_core::Registry;
@@ -19,4 +20,5 @@ pub fn registry() -> Registry {
         .register(lab::LabUp)
         .register(lab::LabDown)
         .register(host::HostConfigure)
+        .register(openbao::OpenbaoInstall)
 }

@@ -3,6 +3,7 @@
 pub mod drive;
 pub mod host;
 pub mod lab;
+pub mod openbao;
 pub mod workflow;
 
 use std::sync::Arc;
