@@ -215,6 +215,18 @@ impl BaoClient {
         self.decode(what, answer.body)
     }
 
+    /// Seals the server (`PUT sys/seal`, root's right).
+    pub async fn seal(&self, token: &SecretValue) -> Result<(), ActivityError> {
+        let what = "PUT sys/seal";
+        let answer = self
+            .call(Method::PUT, "sys/seal", Some(token), None)
+            .await?;
+        if !answer.status.is_success() {
+            return Err(self.refused(what, &answer));
+        }
+        Ok(())
+    }
+
     /// Gives one unseal key; the seal status after it.
     pub async fn unseal(&self, key: &SecretValue) -> Result<SealStatus, ActivityError> {
         let what = "PUT sys/unseal";
