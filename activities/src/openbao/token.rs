@@ -51,7 +51,7 @@ impl BaoToken {
         Ok(client
             .lookup_self(&stored)
             .await?
-            .is_some_and(|policies| policies.iter().any(|p| *p == self.policy)))
+            .is_some_and(|policies| policies.contains(&self.policy)))
     }
 }
 
