@@ -396,6 +396,25 @@ fn install_from_nothing_then_again_changes_nothing_and_leaks_nothing() {
     let handed = install.handed();
     let rt = rt();
     rt.block_on(assert_working(&install, &handed));
+    // `status` answers from the live container and server.
+    let status = install.home.json(&[
+        "openbao",
+        "status",
+        "--name",
+        &install.name,
+        "--addr",
+        &install.addr,
+    ]);
+    let status = status.first().expect("a status line");
+    assert_eq!(status["container"], "running", "{status}");
+    assert_eq!(status["health"]["initialized"], true, "{status}");
+    assert_eq!(status["health"]["sealed"], false, "{status}");
+    assert!(
+        status["health"]["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("2.")),
+        "{status}"
+    );
 
     let handover_bytes = std::fs::read(&install.handover).expect("handover");
     let token_before = install.foundry_token();
