@@ -4,4 +4,5 @@
 pub mod container;
 pub mod dns;
 pub mod local;
+pub mod openbao;
 pub mod ssh;

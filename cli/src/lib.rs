@@ -59,6 +59,8 @@ enum Command {
     /// The stack config: write one, check it, show it, list them.
     #[command(subcommand)]
     Config(commands::config::ConfigCmd),
+    #[command(subcommand, hide = true)]
+    Openbao(commands::openbao::OpenbaoCmd),
 }
 
 fn init_logging(verbose: u8) {
@@ -108,6 +110,7 @@ pub fn run() -> ExitCode {
             Command::Config(cmd) => {
                 commands::config::run(cmd, &printer, cli.config.as_deref()).await
             }
+            Command::Openbao(cmd) => commands::openbao::run(cmd, &printer).await,
         }
     });
     match result {

@@ -11,6 +11,7 @@ mod drivers;
 mod format;
 mod host;
 mod lab;
+mod openbao;
 mod retries;
 mod secrets;
 mod snapshots;

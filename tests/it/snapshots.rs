@@ -95,4 +95,11 @@ fn help_texts() {
             home.ok(&["host", verb, "--help"])
         );
     }
+    human_snapshot!("help_config", home.ok(&["config", "--help"]));
+    for verb in ["init", "validate", "show", "list"] {
+        human_snapshot!(
+            format!("help_config_{verb}"),
+            home.ok(&["config", verb, "--help"])
+        );
+    }
 }

@@ -8,6 +8,7 @@ pub mod host;
 pub mod keys;
 pub mod lab;
 pub mod local;
+pub mod openbao;
 pub mod secret_ref;
 
 use foundry_core::Registry;
@@ -21,4 +22,5 @@ pub fn registry() -> Registry {
         .register(lab::LabDown)
         .register(host::HostConfigure)
         .register(dns::DnsInstall)
+        .register(openbao::OpenbaoInstall)
 }

@@ -4,6 +4,7 @@ pub mod config;
 pub mod drive;
 pub mod host;
 pub mod lab;
+pub mod openbao;
 pub mod workflow;
 
 use std::sync::Arc;

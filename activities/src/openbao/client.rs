@@ -1,0 +1,524 @@
+//! A small client of OpenBAO's HTTP API (the Vault API): only the calls Foundry makes.
+//! Tokens travel in the `X-Vault-Token` header and never appear in an error message; an
+//! error quotes only the `errors` OpenBAO answered.
+
+use std::time::Duration;
+
+use foundry_core::{ActivityError, SecretValue};
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Seconds to open a connection, and for a whole request.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// OpenBAO at an address such as `http://10.77.3.20:8200`.
+#[derive(Clone, Debug)]
+pub struct BaoClient {
+    addr: String,
+    http: reqwest::Client,
+}
+
+/// What `sys/health` says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub initialized: bool,
+    pub sealed: bool,
+    /// Unsealed but not (yet) the active node: it cannot serve requests.
+    #[serde(default)]
+    pub standby: bool,
+    #[serde(default)]
+    pub version: String,
+}
+
+/// What `sys/seal-status` and `sys/unseal` say.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct SealStatus {
+    pub initialized: bool,
+    pub sealed: bool,
+    /// Keys needed to unseal.
+    #[serde(rename = "t")]
+    pub threshold: u32,
+    /// Keys given so far.
+    pub progress: u32,
+}
+
+/// A secret engine mounted at a path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    pub kind: String,
+    /// The `version` option (`"2"` for KV v2), if any.
+    pub version: Option<String>,
+}
+
+/// An answer: its status and its body as JSON (`Null` when empty).
+struct Answer {
+    status: StatusCode,
+    body: Value,
+}
+
+impl BaoClient {
+    pub fn new(addr: &str) -> Result<BaoClient, ActivityError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| ActivityError::permanent(format!("an HTTP client for {addr}: {e}")))?;
+        Ok(BaoClient {
+            addr: addr.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&SecretValue>,
+        body: Option<Value>,
+    ) -> Result<Answer, ActivityError> {
+        let url = format!("{}/v1/{path}", self.addr);
+        let mut request = self.http.request(method.clone(), &url);
+        if let Some(token) = token {
+            request = request.header("X-Vault-Token", token.expose());
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| {
+            ActivityError::transient(format!(
+                "{method} {path} at {}: {}",
+                self.addr,
+                without_url(&e)
+            ))
+        })?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| {
+            ActivityError::transient(format!(
+                "{method} {path} at {}: reading the answer: {}",
+                self.addr,
+                without_url(&e)
+            ))
+        })?;
+        let body = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        };
+        Ok(Answer { status, body })
+    }
+
+    /// An answer that is not what the call expects, as an error: a 5xx (and 429) is worth
+    /// another attempt, anything else is not.
+    fn refused(&self, what: &str, answer: &Answer) -> ActivityError {
+        let errors: Vec<String> = answer.body["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let detail = match errors.is_empty() {
+            true => String::new(),
+            false => format!(": {}", errors.join("; ")),
+        };
+        let message = format!("{what} at {}: {}{detail}", self.addr, answer.status);
+        if answer.status.is_server_error() || answer.status == StatusCode::TOO_MANY_REQUESTS {
+            ActivityError::transient(message)
+        } else {
+            ActivityError::permanent(message)
+        }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        body: Value,
+    ) -> Result<T, ActivityError> {
+        serde_json::from_value(body).map_err(|e| {
+            ActivityError::permanent(format!("{what} at {}: unexpected answer: {e}", self.addr))
+        })
+    }
+
+    /// `sys/health`, whatever state the server is in (it answers 501 before init, 503
+    /// while sealed).
+    pub async fn health(&self) -> Result<Health, ActivityError> {
+        let what = "GET sys/health";
+        let answer = self
+            .call(
+                Method::GET,
+                "sys/health?standbyok=true&perfstandbyok=true&sealedcode=200&uninitcode=200",
+                None,
+                None,
+            )
+            .await?;
+        if !answer.status.is_success() {
+            return Err(self.refused(what, &answer));
+        }
+        self.decode(what, answer.body)
+    }
+
+    /// Whether the server is initialized (`GET sys/init`).
+    pub async fn init_status(&self) -> Result<bool, ActivityError> {
+        let what = "GET sys/init";
+        let answer = self.call(Method::GET, "sys/init", None, None).await?;
+        if !answer.status.is_success() {
+            return Err(self.refused(what, &answer));
+        }
+        answer.body["initialized"].as_bool().ok_or_else(|| {
+            ActivityError::permanent(format!(
+                "{what} at {}: the answer does not say whether it is initialized",
+                self.addr
+            ))
+        })
+    }
+
+    /// `PUT sys/init`: the answer (unseal keys and root token) as one secret JSON text, or
+    /// `None` when the server says it is already initialized.
+    pub async fn init(
+        &self,
+        shares: u32,
+        threshold: u32,
+    ) -> Result<Option<SecretValue>, ActivityError> {
+        let what = "PUT sys/init";
+        let body = json!({"secret_shares": shares, "secret_threshold": threshold});
+        let answer = self.call(Method::PUT, "sys/init", None, Some(body)).await?;
+        if answer.status == StatusCode::BAD_REQUEST && already_initialized(&answer.body) {
+            return Ok(None);
+        }
+        if !answer.status.is_success() {
+            return Err(self.refused(what, &answer));
+        }
+        if answer.body["root_token"].as_str().is_none() || !answer.body["keys"].is_array() {
+            return Err(ActivityError::permanent(format!(
+                "{what} at {}: the answer holds no keys and root token",
+                self.addr
+            )));
+        }
+        Ok(Some(SecretValue::new(answer.body.to_string())))
+    }
+
+    pub async fn seal_status(&self) -> Result<SealStatus, ActivityError> {
+        let what = "GET sys/seal-status";
+        let answer = self
+            .call(Method::GET, "sys/seal-status", None, None)
+            .await?;
+        if !answer.status.is_success() {
+            return Err(self.refused(what, &answer));
+        }
+        self.decode(what, answer.body)
+    }
+
+    /// Seals the server (`PUT sys/seal`, root's right).
+    pub async fn seal(&self, token: &SecretValue) -> Result<(), ActivityError> {
+        let what = "PUT sys/seal";
+        let answer = self
+            .call(Method::PUT, "sys/seal", Some(token), None)
+            .await?;
+        if !answer.status.is_success() {
+            return Err(self.refused(what, &answer));
+        }
+        Ok(())
+    }
+
+    /// Gives one unseal key; the seal status after it.
+    pub async fn unseal(&self, key: &SecretValue) -> Result<SealStatus, ActivityError> {
+        let what = "PUT sys/unseal";
+        let body = json!({"key": key.expose()});
+        let answer = self
+            .call(Method::PUT, "sys/unseal", None, Some(body))
+            .await?;
+        if !answer.status.is_success() {
+            return Err(self.refused(what, &answer));
+        }
+        self.decode(what, answer.body)
+    }
+
+    /// Forgets the keys given so far (`sys/unseal` with `reset`).
+    pub async fn unseal_reset(&self) -> Result<(), ActivityError> {
+        let what = "PUT sys/unseal (reset)";
+        let body = json!({"reset": true});
+        let answer = self
+            .call(Method::PUT, "sys/unseal", None, Some(body))
+            .await?;
+        if !answer.status.is_success() {
+            return Err(self.refused(what, &answer));
+        }
+        Ok(())
+    }
+
+    /// The secret engine mounted at `path`, if any.
+    pub async fn mount(
+        &self,
+        token: &SecretValue,
+        path: &str,
+    ) -> Result<Option<Mount>, ActivityError> {
+        let what = format!("GET sys/mounts/{path}");
+        let answer = self
+            .call(
+                Method::GET,
+                &format!("sys/mounts/{path}"),
+                Some(token),
+                None,
+            )
+            .await?;
+        // An absent mount answers 400 "No secret engine mount at …".
+        if answer.status == StatusCode::BAD_REQUEST || answer.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !answer.status.is_success() {
+            return Err(self.refused(&what, &answer));
+        }
+        let data = match answer.body.get("data") {
+            Some(d) if d.is_object() => d.clone(),
+            _ => answer.body,
+        };
+        Ok(Some(Mount {
+            kind: data["type"].as_str().unwrap_or_default().to_string(),
+            version: data["options"]["version"].as_str().map(str::to_string),
+        }))
+    }
+
+    /// Mounts KV version 2 at `path`.
+    pub async fn mount_kv2(&self, token: &SecretValue, path: &str) -> Result<(), ActivityError> {
+        let what = format!("POST sys/mounts/{path}");
+        let body = json!({"type": "kv", "options": {"version": "2"}});
+        let answer = self
+            .call(
+                Method::POST,
+                &format!("sys/mounts/{path}"),
+                Some(token),
+                Some(body),
+            )
+            .await?;
+        if !answer.status.is_success() {
+            return Err(self.refused(&what, &answer));
+        }
+        Ok(())
+    }
+
+    /// An ACL policy's text, if it exists.
+    pub async fn policy(
+        &self,
+        token: &SecretValue,
+        name: &str,
+    ) -> Result<Option<String>, ActivityError> {
+        let what = format!("GET sys/policies/acl/{name}");
+        let answer = self
+            .call(
+                Method::GET,
+                &format!("sys/policies/acl/{name}"),
+                Some(token),
+                None,
+            )
+            .await?;
+        if answer.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !answer.status.is_success() {
+            return Err(self.refused(&what, &answer));
+        }
+        Ok(answer.body["data"]["policy"].as_str().map(str::to_string))
+    }
+
+    pub async fn put_policy(
+        &self,
+        token: &SecretValue,
+        name: &str,
+        rules: &str,
+    ) -> Result<(), ActivityError> {
+        let what = format!("PUT sys/policies/acl/{name}");
+        let answer = self
+            .call(
+                Method::PUT,
+                &format!("sys/policies/acl/{name}"),
+                Some(token),
+                Some(json!({"policy": rules})),
+            )
+            .await?;
+        if !answer.status.is_success() {
+            return Err(self.refused(&what, &answer));
+        }
+        Ok(())
+    }
+
+    /// A new periodic token with `policies` and no parent (so it outlives the token that
+    /// made it); the token itself.
+    pub async fn create_token(
+        &self,
+        token: &SecretValue,
+        policies: &[String],
+        display_name: &str,
+        period: &str,
+    ) -> Result<SecretValue, ActivityError> {
+        let what = "POST auth/token/create";
+        let body = json!({
+            "policies": policies,
+            "no_parent": true,
+            "no_default_policy": false,
+            "display_name": display_name,
+            "period": period,
+        });
+        let answer = self
+            .call(Method::POST, "auth/token/create", Some(token), Some(body))
+            .await?;
+        if !answer.status.is_success() {
+            return Err(self.refused(what, &answer));
+        }
+        answer.body["auth"]["client_token"]
+            .as_str()
+            .map(SecretValue::new)
+            .ok_or_else(|| {
+                ActivityError::permanent(format!(
+                    "{what} at {}: the answer holds no token",
+                    self.addr
+                ))
+            })
+    }
+
+    /// The policies of a token, or `None` when OpenBAO does not know it (403).
+    pub async fn lookup_self(
+        &self,
+        token: &SecretValue,
+    ) -> Result<Option<Vec<String>>, ActivityError> {
+        let what = "GET auth/token/lookup-self";
+        let answer = self
+            .call(Method::GET, "auth/token/lookup-self", Some(token), None)
+            .await?;
+        if answer.status == StatusCode::FORBIDDEN {
+            return Ok(None);
+        }
+        if !answer.status.is_success() {
+            return Err(self.refused(what, &answer));
+        }
+        let policies = answer.body["data"]["policies"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(policies))
+    }
+
+    /// Writes a KV v2 secret at `mount`/`path`.
+    pub async fn kv_put(
+        &self,
+        token: &SecretValue,
+        mount: &str,
+        path: &str,
+        data: &Value,
+    ) -> Result<(), ActivityError> {
+        let at = format!("{mount}/data/{path}");
+        let answer = self
+            .call(Method::POST, &at, Some(token), Some(json!({"data": data})))
+            .await?;
+        if !answer.status.is_success() {
+            return Err(self.refused(&format!("POST {at}"), &answer));
+        }
+        Ok(())
+    }
+
+    /// A KV v2 secret's current data, or `None` when there is none (or it was deleted).
+    pub async fn kv_get(
+        &self,
+        token: &SecretValue,
+        mount: &str,
+        path: &str,
+    ) -> Result<Option<Value>, ActivityError> {
+        let at = format!("{mount}/data/{path}");
+        let answer = self.call(Method::GET, &at, Some(token), None).await?;
+        if answer.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !answer.status.is_success() {
+            return Err(self.refused(&format!("GET {at}"), &answer));
+        }
+        Ok(Some(answer.body["data"]["data"].clone()).filter(|d| !d.is_null()))
+    }
+
+    /// The keys under a KV v2 folder (a trailing `/` marks a folder).
+    pub async fn kv_list(
+        &self,
+        token: &SecretValue,
+        mount: &str,
+        path: &str,
+    ) -> Result<Vec<String>, ActivityError> {
+        let at = format!("{mount}/metadata/{path}");
+        let answer = self
+            .call(
+                Method::from_bytes(b"LIST").unwrap_or(Method::GET),
+                &at,
+                Some(token),
+                None,
+            )
+            .await?;
+        if answer.status == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        if !answer.status.is_success() {
+            return Err(self.refused(&format!("LIST {at}"), &answer));
+        }
+        Ok(answer.body["data"]["keys"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Deletes a KV v2 secret with all its versions; an absent one is no error.
+    pub async fn kv_delete(
+        &self,
+        token: &SecretValue,
+        mount: &str,
+        path: &str,
+    ) -> Result<(), ActivityError> {
+        let at = format!("{mount}/metadata/{path}");
+        let answer = self.call(Method::DELETE, &at, Some(token), None).await?;
+        if !answer.status.is_success() && answer.status != StatusCode::NOT_FOUND {
+            return Err(self.refused(&format!("DELETE {at}"), &answer));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a 400 from `sys/init` says the server is already initialized.
+fn already_initialized(body: &Value) -> bool {
+    body["errors"].as_array().is_some_and(|a| {
+        a.iter().any(|e| {
+            e.as_str()
+                .is_some_and(|s| s.contains("already initialized"))
+        })
+    })
+}
+
+/// reqwest's message without the URL it quotes (the address is named once already).
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    match detail.is_empty() {
+        true => kind.to_string(),
+        false => format!("{kind}: {detail}"),
+    }
+}

