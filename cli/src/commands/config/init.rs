@@ -6,10 +6,9 @@ use foundry_workflows::config::{self, TEMPLATE};
 use crate::exit::{self, CliError};
 use crate::printer::Printer;
 
-/// Write a new stack config: a commented template, or, with --interactive, one built
-/// from your answers to a few questions (network, zone, VIP).
+/// Write a new stack config: a commented template, or one from your answers.
 ///
-/// It goes to --config PATH when given, else to $FOUNDRY_HOME/NAME.yaml. An existing
+/// With --interactive it asks for the network, the gateway and a DNS zone. It goes to --config PATH when given, else to $FOUNDRY_HOME/NAME.yaml. An existing
 /// file is never overwritten unless --force says so.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\

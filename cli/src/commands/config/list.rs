@@ -6,8 +6,9 @@ use serde::Serialize;
 use crate::exit::{self, CliError};
 use crate::printer::Printer;
 
-/// List the stack configs in $FOUNDRY_HOME: which one commands use, and whether each is
-/// valid.
+/// List the stack configs in $FOUNDRY_HOME, the one in use marked.
+///
+/// Each is read and checked: the list says whether it is valid.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:

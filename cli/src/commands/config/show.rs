@@ -3,8 +3,10 @@ use std::path::Path;
 use crate::exit::{self, CliError};
 use crate::printer::Printer;
 
-/// Print the stack config as Foundry reads it, defaults filled in. Secrets appear only as
-/// the references written in the file (`${secret:path:key}`), never resolved.
+/// Print the stack config as Foundry reads it, secrets as references.
+///
+/// Defaults are filled in. Secrets appear only as the references written in the file
+/// (`${secret:path:key}`), never resolved.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:

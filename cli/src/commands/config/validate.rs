@@ -7,10 +7,10 @@ use serde::Serialize;
 use crate::exit::{self, CliError};
 use crate::printer::Printer;
 
-/// Check the stack config: its syntax, every field, and that each secret reference
-/// resolves (from the environment, then ~/.foundryvars); the values are never shown.
+/// Check the stack config: its syntax, every field, every secret reference.
 ///
-/// An error names the file, the line and the column, and what was expected.
+/// Each secret reference must resolve (from the environment, then ~/.foundryvars); the
+/// values are never shown. An error names the file, the line and the column, and what was expected.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
