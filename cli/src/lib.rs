@@ -59,6 +59,9 @@ enum Command {
     /// The stack config: write one, check it, show it, list them.
     #[command(subcommand)]
     Config(commands::config::ConfigCmd),
+    /// The stack's secrets in OpenBAO: set one, show one, list them.
+    #[command(subcommand)]
+    Secret(commands::secret::SecretCmd),
     #[command(subcommand, hide = true)]
     Openbao(commands::openbao::OpenbaoCmd),
 }
@@ -109,6 +112,9 @@ pub fn run() -> ExitCode {
             Command::Host(cmd) => commands::host::run(cmd, &printer, cli.config.as_deref()).await,
             Command::Config(cmd) => {
                 commands::config::run(cmd, &printer, cli.config.as_deref()).await
+            }
+            Command::Secret(cmd) => {
+                commands::secret::run(cmd, &printer, cli.config.as_deref()).await
             }
             Command::Openbao(cmd) => commands::openbao::run(cmd, &printer).await,
         }

@@ -631,3 +631,167 @@ fn keys_lost_between_init_and_keep_are_reported_with_what_to_do() {
     });
     assert!(health.initialized && health.sealed, "{health:?}");
 }
+
+/// `foundry secret` against the installed OpenBAO, through the stack config that says
+/// where it runs, and the order in which a `${secret:…}` reference is resolved: the
+/// environment beats ~/.foundryvars, which beats OpenBAO; a value never leaks.
+#[test]
+fn secrets_are_set_shown_listed_and_resolved_env_then_file_then_openbao() {
+    let net = Net::new();
+    let install = Install::new(&net, 40);
+    install.install();
+    let home = &install.home;
+    let ip = install
+        .addr
+        .trim_start_matches("http://")
+        .trim_end_matches(":8200");
+    let config = home.path().join("stack.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "components:\n  openbao:\n    address: {ip}\ndns:\n  api_key: ${{secret:foundry-core/dns:api_key}}\n"
+        ),
+    )
+    .expect("config");
+    let scratch = home.scratch();
+    let run = |args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]| -> Output {
+        use std::io::Write;
+        let mut cmd = home.cmd(args);
+        cmd.env("HOME", &scratch)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("foundry");
+        if let Some(text) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("write stdin");
+        }
+        child.wait_with_output().expect("foundry")
+    };
+    let value = format!("pdns-key-{}", rand::random::<u64>());
+    let set = run(
+        &["secret", "set", "foundry-core/dns:api_key", "--stdin"],
+        Some(&format!("{value}\n")),
+        &[],
+    );
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let set_other = run(
+        &["secret", "set", "foundry-core/dns:other", "--stdin"],
+        Some("second"),
+        &[],
+    );
+    assert!(set_other.status.success());
+
+    // Shown only when confirmed: no terminal here, so --yes.
+    let refused = run(&["secret", "get", "foundry-core/dns:api_key"], None, &[]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
+    assert!(!contains(&refused.stdout, &value) && !contains(&refused.stderr, &value));
+    let shown = run(
+        &["secret", "get", "foundry-core/dns:api_key", "--yes"],
+        None,
+        &[],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&shown.stdout).trim(),
+        value,
+        "set kept the other key"
+    );
+    let both = run(
+        &[
+            "secret",
+            "get",
+            "foundry-core/dns",
+            "--yes",
+            "--output",
+            "json",
+        ],
+        None,
+        &[],
+    );
+    let both: Value = serde_json::from_slice(&both.stdout).expect("json");
+    assert_eq!(both, json!({"api_key": value, "other": "second"}));
+    let missing = run(
+        &["secret", "get", "foundry-core/nowhere", "--yes"],
+        None,
+        &[],
+    );
+    assert_eq!(missing.status.code(), Some(1));
+
+    let listed = run(&["secret", "list"], None, &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).trim(),
+        "foundry-core/"
+    );
+    let listed = run(&["secret", "list", "foundry-core"], None, &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).trim(),
+        "foundry-core/dns"
+    );
+    assert!(!contains(&listed.stdout, &value));
+
+    // Resolution: OpenBAO, then a 0600 ~/.foundryvars over it, then the environment.
+    let from = |env: &[(&str, &str)]| -> String {
+        let out = run(&["config", "validate", "--output", "json"], None, env);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!contains(&out.stdout, &value) && !contains(&out.stderr, &value));
+        let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+        report["references"][0]["from"]
+            .as_str()
+            .expect("from")
+            .to_string()
+    };
+    assert_eq!(from(&[]), "openbao");
+    let vars = scratch.join(".foundryvars");
+    std::fs::write(&vars, "foundry-core/dns:api_key=local-override\n").expect("vars");
+    std::fs::set_permissions(&vars, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    assert_eq!(from(&[]), "foundryvars");
+    assert_eq!(
+        from(&[("FOUNDRY_SECRET_foundry_core_dns_api_key", "from-env")]),
+        "environment"
+    );
+    std::fs::remove_file(&vars).expect("rm vars");
+
+    // A reference OpenBAO does not hold fails by name.
+    std::fs::write(
+        &config,
+        format!("components:\n  openbao:\n    address: {ip}\ndns:\n  api_key: ${{secret:foundry-core/dns:nokey}}\n"),
+    )
+    .expect("config");
+    let dangling = run(&["config", "validate"], None, &[]);
+    assert_eq!(dangling.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&dangling.stderr);
+    assert!(
+        stderr.contains("${secret:foundry-core/dns:nokey}") && stderr.contains("line 5"),
+        "{stderr}"
+    );
+
+    // The value is in no byte of the home but OpenBAO's own files.
+    let files = files_under(&home.path(), &[]);
+    for (path, bytes) in files {
+        assert!(
+            !contains(&bytes, &value),
+            "{} holds the secret",
+            path.display()
+        );
+    }
+}

@@ -10,6 +10,7 @@ pub mod lab;
 pub mod local;
 pub mod openbao;
 pub mod secret_ref;
+pub mod secrets;
 
 use foundry_core::Registry;
 

@@ -5,6 +5,7 @@ pub mod drive;
 pub mod host;
 pub mod lab;
 pub mod openbao;
+pub mod secret;
 pub mod workflow;
 
 use std::sync::Arc;

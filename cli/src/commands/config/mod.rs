@@ -23,7 +23,7 @@ pub enum ConfigCmd {
 pub async fn run(cmd: ConfigCmd, printer: &Printer, config: Option<&Path>) -> Result<u8, CliError> {
     match cmd {
         ConfigCmd::Init(args) => init::run(args, printer, config),
-        ConfigCmd::Validate(args) => validate::run(args, printer, config),
+        ConfigCmd::Validate(args) => validate::run(args, printer, config).await,
         ConfigCmd::Show(args) => show::run(args, printer, config),
         ConfigCmd::List(args) => list::run(args, printer, config),
     }

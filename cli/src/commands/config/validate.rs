@@ -9,8 +9,8 @@ use crate::printer::Printer;
 
 /// Check the stack config: its syntax, every field, every secret reference.
 ///
-/// Each secret reference must resolve (from the environment, then ~/.foundryvars); the
-/// values are never shown. An error names the file, the line and the column, and what was expected.
+/// Each secret reference must resolve (from the environment, then ~/.foundryvars, then
+/// OpenBAO once it is installed); the values are never shown. An error names the file, the line and the column, and what was expected.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -35,8 +35,36 @@ struct Resolved {
     from: &'static str,
 }
 
-pub fn run(_: Args, printer: &Printer, flag: Option<&Path>) -> Result<u8, CliError> {
-    let (_, selected) = crate::commands::existing(flag)?;
+/// What OpenBAO holds for the config's references, when the config says where OpenBAO
+/// runs and Foundry has its token; an OpenBAO that does not answer is said, not fatal
+/// (the references it would have answered then fail by name).
+async fn openbao_values(
+    path: &Path,
+    home: &Path,
+    printer: &Printer,
+) -> Option<foundry_workflows::secrets::Prefetched> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let stack = config::parse(path, &text).ok()?;
+    let references: Vec<_> = config::references_in(&text)
+        .ok()?
+        .into_iter()
+        .map(|p| p.reference)
+        .collect();
+    if references.is_empty() {
+        return None;
+    }
+    let vault = foundry_workflows::secrets::Vault::of_stack(&stack, home).ok()?;
+    match vault.fetch(&references).await {
+        Ok(found) => Some(found),
+        Err(e) => {
+            printer.note(&format!("warning: OpenBAO not asked: {e}"));
+            None
+        }
+    }
+}
+
+pub async fn run(_: Args, printer: &Printer, flag: Option<&Path>) -> Result<u8, CliError> {
+    let (home, selected) = crate::commands::existing(flag)?;
     let vars = Foundryvars::load(&secret_ref::vars_path()).map_err(|e| {
         let text = e.to_string();
         match text.split_once("\nhint: ") {
@@ -45,11 +73,14 @@ pub fn run(_: Args, printer: &Printer, flag: Option<&Path>) -> Result<u8, CliErr
         }
     })?;
     let env = |name: &str| std::env::var(name).ok();
+    let openbao = openbao_values(&selected.path, home.root(), printer).await;
     let resolver = Resolver {
         namespace: secret_ref::STACK_NAMESPACE.into(),
         env: &env,
         vars: &vars,
-        store: None,
+        store: openbao
+            .as_ref()
+            .map(|p| p as &dyn foundry_workflows::secret_ref::SecretStore),
     };
     let checked = config::validate(&selected.path, &resolver)?;
     let zones = checked.config.dns.as_ref().map_or(0, |d| {

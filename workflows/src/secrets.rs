@@ -1,0 +1,193 @@
+//! The stack's secrets in OpenBAO: KV v2 at `kv/`, reached at the address the stack config
+//! gives (`components.openbao.address`, else the first of `network.openbao_hosts`) with
+//! Foundry's stored token. `foundry secret` and the resolution of `${secret:…}` references
+//! read and write them here; values are held as `SecretValue` from the moment they arrive.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use foundry_activities::openbao::{BaoClient, TokenStore};
+use foundry_core::SecretValue;
+
+use crate::config::StackConfig;
+use crate::openbao::FileTokenStore;
+use crate::secret_ref::{self, SecretRef};
+
+/// The KV v2 mount Foundry keeps secrets in.
+pub const MOUNT: &str = "kv";
+/// OpenBAO's API port.
+pub const PORT: u16 = 8200;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SecretsError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl SecretsError {
+    fn new(message: impl Into<String>, hint: Option<&str>) -> Self {
+        SecretsError {
+            message: message.into(),
+            hint: hint.map(str::to_string),
+        }
+    }
+}
+
+impl From<foundry_core::ActivityError> for SecretsError {
+    fn from(e: foundry_core::ActivityError) -> Self {
+        SecretsError::new(e.message, None)
+    }
+}
+
+/// A secret's place: `path/to/secret`, or `path/to/secret:key` for one key of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretPath {
+    pub path: String,
+    pub key: Option<String>,
+}
+
+impl std::str::FromStr for SecretPath {
+    type Err = SecretsError;
+    fn from_str(text: &str) -> Result<SecretPath, SecretsError> {
+        let (path, key) = match text.rsplit_once(':') {
+            Some((path, key)) => (path, Some(key)),
+            None => (text, None),
+        };
+        // The reference parser is the one judge of what a path and a key may be.
+        let probe = format!("${{secret:{path}:{}}}", key.unwrap_or("k"));
+        secret_ref::references(&probe).map_err(|_| {
+            SecretsError::new(
+                format!("`{text}` is not a secret path like `foundry-core/dns` or `foundry-core/dns:api_key`"),
+                Some("paths are letters, digits, `-`, `_`, `.` and `/`, without a leading `/` or `..`"),
+            )
+        })?;
+        Ok(SecretPath {
+            path: path.to_string(),
+            key: key.map(str::to_string),
+        })
+    }
+}
+
+/// OpenBAO as the stack's secret store.
+pub struct Vault {
+    client: BaoClient,
+    token: SecretValue,
+}
+
+impl Vault {
+    /// OpenBAO of the stack `stack`, with the token Foundry keeps in the home `home`.
+    pub fn of_stack(stack: &StackConfig, home: &Path) -> Result<Vault, SecretsError> {
+        let address = openbao_address(stack).ok_or_else(|| {
+            SecretsError::new(
+                "the stack config says nowhere where OpenBAO runs",
+                Some("set components.openbao.address, or network.openbao_hosts"),
+            )
+        })?;
+        let store = FileTokenStore::in_home(home);
+        let token = store
+            .get()
+            .map_err(|e| SecretsError::new(e.to_string(), None))?
+            .ok_or_else(|| {
+                SecretsError::new(
+                    format!(
+                        "Foundry holds no OpenBAO token ({} is empty)",
+                        store.place()
+                    ),
+                    Some("OpenBAO's install creates it; install OpenBAO first"),
+                )
+            })?;
+        Ok(Vault {
+            client: BaoClient::new(&format!("http://{address}:{PORT}"))?,
+            token,
+        })
+    }
+
+    pub fn addr(&self) -> &str {
+        self.client.addr()
+    }
+
+    /// The keys and values at `path`: none when there is no such secret.
+    pub async fn read(&self, path: &str) -> Result<BTreeMap<String, SecretValue>, SecretsError> {
+        let data = self.client.kv_get(&self.token, MOUNT, path).await?;
+        Ok(data
+            .and_then(|d| d.as_object().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, SecretValue::new(value))
+            })
+            .collect())
+    }
+
+    /// Sets `key` at `path`, keeping the secret's other keys.
+    pub async fn write(
+        &self,
+        path: &str,
+        key: &str,
+        value: &SecretValue,
+    ) -> Result<(), SecretsError> {
+        let mut data: serde_json::Map<String, serde_json::Value> = self
+            .read(path)
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v.expose().to_string())))
+            .collect();
+        data.insert(
+            key.into(),
+            serde_json::Value::String(value.expose().to_string()),
+        );
+        self.client
+            .kv_put(&self.token, MOUNT, path, &serde_json::Value::Object(data))
+            .await?;
+        Ok(())
+    }
+
+    /// The secrets and folders (ending in `/`) under `path` (`""` for the top).
+    pub async fn list(&self, path: &str) -> Result<Vec<String>, SecretsError> {
+        Ok(self.client.kv_list(&self.token, MOUNT, path).await?)
+    }
+
+    /// Looks up each reference, for the resolver's last stage: what OpenBAO holds.
+    pub async fn fetch(&self, references: &[SecretRef]) -> Result<Prefetched, SecretsError> {
+        let mut found = BTreeMap::new();
+        for reference in references {
+            let values = self.read(&reference.path).await?;
+            if let Some(value) = values.get(&reference.key) {
+                found.insert(
+                    (reference.path.clone(), reference.key.clone()),
+                    value.clone(),
+                );
+            }
+        }
+        Ok(Prefetched(found))
+    }
+}
+
+/// Where OpenBAO answers: `components.openbao.address`, else the address of the first of
+/// `network.openbao_hosts`.
+pub fn openbao_address(stack: &StackConfig) -> Option<String> {
+    let components = stack.components.as_ref();
+    if let Some(address) = components.and_then(|c| c.openbao.address.as_ref()) {
+        return Some(address.value.to_string());
+    }
+    let first = stack.network.as_ref()?.openbao_hosts.first()?;
+    stack
+        .hosts
+        .iter()
+        .find(|h| h.name == first.value || h.address == first.value)
+        .map(|h| h.address.clone())
+}
+
+/// Values fetched from OpenBAO ahead of a resolution (the resolver asks synchronously).
+pub struct Prefetched(BTreeMap<(String, String), SecretValue>);
+
+impl secret_ref::SecretStore for Prefetched {
+    fn get(&self, path: &str, key: &str) -> Result<Option<SecretValue>, String> {
+        Ok(self.0.get(&(path.to_string(), key.to_string())).cloned())
+    }
+}
