@@ -71,7 +71,11 @@ impl Home {
         for dir in [self.root.clone(), self.runs_dir(), self.secrets_dir()] {
             make_private_dir(&dir)?;
         }
-        let probe = self.runs_dir().join(".write-test");
+        // A name of this call's own: processes starting at once in one home must not
+        // remove each other's probe.
+        let probe = self
+            .runs_dir()
+            .join(format!(".write-test-{}", uuid::Uuid::new_v4().simple()));
         let unusable = |e: std::io::Error| HomeError::Unusable {
             path: self.runs_dir(),
             detail: format!("cannot write: {e}"),
@@ -108,5 +112,28 @@ fn make_private_dir(dir: &Path) -> Result<(), HomeError> {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(unusable)
         }
         Err(e) => Err(unusable(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Several `foundry` processes starting at once in a fresh home all find it usable.
+    #[test]
+    fn homes_made_at_once_are_all_usable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("home");
+        std::thread::scope(|scope| {
+            let calls: Vec<_> = (0..16)
+                .map(|_| {
+                    let home = Home::at(root.clone());
+                    scope.spawn(move || (0..20).try_for_each(|_| home.ensure_writable()))
+                })
+                .collect();
+            for call in calls {
+                call.join().expect("thread").expect("usable");
+            }
+        });
     }
 }

@@ -95,6 +95,13 @@ fn help_texts() {
             home.ok(&["host", verb, "--help"])
         );
     }
+    human_snapshot!("help_secret", home.ok(&["secret", "--help"]));
+    for verb in ["get", "set", "list"] {
+        human_snapshot!(
+            format!("help_secret_{verb}"),
+            home.ok(&["secret", verb, "--help"])
+        );
+    }
     human_snapshot!("help_config", home.ok(&["config", "--help"]));
     for verb in ["init", "validate", "show", "list"] {
         human_snapshot!(
