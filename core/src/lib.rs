@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod failpoint;
 pub mod fanout;
+pub mod files;
 pub mod home;
 pub mod input;
 pub mod journal;

@@ -76,18 +76,6 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
         .any(|w| w == needle.as_bytes())
 }
 
-/// Every byte under the home's runs directory: journals, logs, summaries.
-fn runs_bytes(home: &Home) -> Vec<u8> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(home.runs_dir())
-        .expect("runs dir")
-        .flatten()
-    {
-        all.extend(std::fs::read(entry.path()).unwrap_or_default());
-    }
-    all
-}
-
 /// The `step_output` lines of a run's JSON events that say an rrset was patched.
 fn patched(events: &[Value]) -> Vec<String> {
     events
@@ -309,7 +297,7 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
     let again = write_input(home, &input);
     let killed_run = start(home, &again, Some("ready/external#0@started"));
     assert!(killed(killed_run.status), "{killed_run:?}");
-    let journal = runs_bytes(home);
+    let journal = home.runs_bytes();
     assert!(
         contains(&journal, &key_ref.0),
         "the journal holds the key's reference"
@@ -416,7 +404,7 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
         assert!(!contains(&out.stderr, &key), "logs hold the API key");
     }
     assert!(
-        !contains(&runs_bytes(home), &key),
+        !contains(&home.runs_bytes(), &key),
         "a journal or run log holds the API key"
     );
 }

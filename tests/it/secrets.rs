@@ -7,17 +7,6 @@ use std::process::Stdio;
 use foundry_tests::{Home, killed};
 use serde_json::json;
 
-fn journal_bytes(home: &Home) -> Vec<u8> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(home.runs_dir())
-        .expect("runs dir")
-        .flatten()
-    {
-        all.extend(std::fs::read(entry.path()).unwrap_or_default());
-    }
-    all
-}
-
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
@@ -61,7 +50,7 @@ fn a_secret_answer_never_leaks() {
         "JSON events leak the secret"
     );
     assert!(!contains(&first.stderr, &secret), "logs leak the secret");
-    let journal = journal_bytes(&home);
+    let journal = home.runs_bytes();
     assert!(!journal.is_empty());
     assert!(!contains(&journal, &secret), "the journal holds the secret");
     let events = String::from_utf8_lossy(&first.stdout);
@@ -89,7 +78,7 @@ fn a_secret_answer_never_leaks() {
     let logs = String::from_utf8_lossy(&resumed.stderr);
     let leaks: Vec<&str> = logs.lines().filter(|l| l.contains(&secret)).collect();
     assert!(leaks.is_empty(), "logs leak the secret: {leaks:?}");
-    assert!(!contains(&journal_bytes(&home), &secret));
+    assert!(!contains(&home.runs_bytes(), &secret));
 
     // The effect is real, and the finished run's secret answer is gone from the store.
     assert_eq!(

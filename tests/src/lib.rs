@@ -74,6 +74,19 @@ impl Home {
         self.path().join("runs")
     }
 
+    /// Every byte under the runs directory (journals, logs, summaries), to look for what
+    /// must never be there.
+    pub fn runs_bytes(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(self.runs_dir())
+            .expect("runs dir")
+            .flatten()
+        {
+            all.extend(std::fs::read(entry.path()).unwrap_or_default());
+        }
+        all
+    }
+
     /// A `foundry` command with this home, no colours and no inherited crash points.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(foundry_bin());

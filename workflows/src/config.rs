@@ -228,30 +228,11 @@ pub fn save(path: &Path, config: &StackConfig, comment: &str) -> Result<(), Conf
 
 /// Writes config text to `path` (0600, by rename), once it parses and checks.
 pub fn write_text(path: &Path, text: &str) -> Result<(), ConfigError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     parse(path, text)?;
-    let write = |e: std::io::Error| ConfigError::Write {
+    foundry_core::files::write_private(path, text.as_bytes()).map_err(|e| ConfigError::Write {
         path: path.to_path_buf(),
         detail: e.to_string(),
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(write)?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(write)?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(write)?;
-    std::fs::rename(&tmp, path).map_err(write)
+    })
 }
 
 impl StackConfig {

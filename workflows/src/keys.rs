@@ -1,8 +1,7 @@
 //! Where Foundry keeps each host's private login key. A trait, so that a later release can
 //! keep keys in OpenBAO; today's store is a private directory under `$FOUNDRY_HOME`.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use foundry_core::SecretValue;
@@ -76,18 +75,7 @@ impl KeyStore for FileKeyStore {
             .map_err(io(&self.dir))?;
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io(&self.dir))?;
-        let tmp = self.dir.join(format!(".{host}.partial"));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        file.write_all(key.expose().as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        foundry_core::files::write_private(&path, key.expose().as_bytes()).map_err(io(&path))?;
         Ok(path)
     }
 }

@@ -15,8 +15,6 @@ mod token;
 mod unseal;
 mod wait;
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use foundry_core::{ActivityError, SecretValue};
@@ -38,32 +36,8 @@ fn no_token(addr: &str, doing: &str) -> ActivityError {
     ))
 }
 
-/// Writes `content` to `path` as a private file (0600, its folder 0700 when made here),
-/// replacing it atomically by rename.
+/// Writes `content` to `path` as a private file (see `foundry_core::files`).
 pub fn write_private(path: &Path, content: &SecretValue) -> Result<(), ActivityError> {
-    let fail =
-        |e: std::io::Error| ActivityError::permanent(format!("writing {}: {e}", path.display()));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(fail)?;
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.partial"));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(fail)?;
-    file.write_all(content.expose().as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
+    foundry_core::files::write_private(path, content.expose().as_bytes())
+        .map_err(|e| ActivityError::permanent(format!("writing {}: {e}", path.display())))
 }
