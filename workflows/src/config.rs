@@ -240,6 +240,14 @@ impl StackConfig {
         self.hosts.iter().find(|h| h.name == name)
     }
 
+    /// The host that `entry` names, by its name or its address (as `network.*_hosts`,
+    /// `cluster.nodes` and `components.*.host` may).
+    pub fn host_named_or_at(&self, entry: &str) -> Option<&HostEntry> {
+        self.hosts
+            .iter()
+            .find(|h| h.name == entry || h.address == entry)
+    }
+
     /// Adds `entry`, or replaces the host of that name where it is.
     pub fn upsert_host(&mut self, entry: HostEntry) {
         match self.hosts.iter_mut().find(|h| h.name == entry.name) {
@@ -273,33 +281,23 @@ pub fn load(path: &Path) -> Result<StackConfig, ConfigError> {
     parse(path, &read_text(path)?)
 }
 
-/// What `config validate` found: the config, and where each secret reference resolved.
-pub struct Validated {
-    pub config: StackConfig,
-    pub references: Vec<(PlacedRef, secret_ref::Source)>,
-}
-
-/// Reads and checks the config at `path`, and resolves each of its secret references
-/// (only to learn that it resolves: the values are dropped at once).
-pub fn validate(
+/// Resolves each secret reference in the config text (read from `path`), only to learn
+/// where it resolves: the values are dropped at once. A reference found nowhere is an
+/// error at its line and column.
+pub fn resolve_references(
     path: &Path,
+    text: &str,
     resolver: &secret_ref::Resolver<'_>,
-) -> Result<Validated, ConfigError> {
-    let text = read_text(path)?;
-    let config = parse(path, &text)?;
+) -> Result<Vec<(PlacedRef, secret_ref::Source)>, ConfigError> {
     let mut references = Vec::new();
-    for placed in references_in(&text).map_err(|detail| ConfigError::Invalid {
+    for placed in references_in(text).map_err(|detail| ConfigError::Invalid {
         path: path.to_path_buf(),
         detail,
     })? {
         match resolver.resolve(&placed.reference) {
             Ok((_, source)) => references.push((placed, source)),
             Err(e) => {
-                let text = e.to_string();
-                let (message, hint) = match text.split_once("\nhint: ") {
-                    Some((m, h)) => (m.to_string(), Some(h.to_string())),
-                    None => (text, None),
-                };
+                let (message, hint) = secret_ref::message_and_hint(&e);
                 return Err(ConfigError::Unresolved {
                     path: path.to_path_buf(),
                     line: placed.line,
@@ -310,10 +308,11 @@ pub fn validate(
             }
         }
     }
-    Ok(Validated { config, references })
+    Ok(references)
 }
 
-fn read_text(path: &Path) -> Result<String, ConfigError> {
+/// The config file's text: an unreadable or non-UTF-8 file is an error naming it.
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
     let bytes = std::fs::read(path).map_err(|e| ConfigError::Read {
         path: path.to_path_buf(),
         detail: e.to_string(),

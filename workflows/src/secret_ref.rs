@@ -135,6 +135,15 @@ pub fn env_name(namespace: &str, reference: &SecretRef) -> String {
     format!("FOUNDRY_SECRET_{safe}")
 }
 
+/// An error's message and, apart, the hint its text ends with (`\nhint: …`).
+pub fn message_and_hint(e: &SecretRefError) -> (String, Option<String>) {
+    let text = e.to_string();
+    match text.split_once("\nhint: ") {
+        Some((m, h)) => (m.to_string(), Some(h.to_string())),
+        None => (text, None),
+    }
+}
+
 /// `~/.foundryvars`: local values by `namespace/path:key`. Values are kept as secrets.
 #[derive(Default)]
 pub struct Foundryvars {

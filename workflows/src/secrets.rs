@@ -154,14 +154,12 @@ impl Vault {
 
     /// Looks up each reference, for the resolver's last stage: what OpenBAO holds.
     pub async fn fetch(&self, references: &[SecretRef]) -> Result<Prefetched, SecretsError> {
+        let paths: std::collections::BTreeSet<&str> =
+            references.iter().map(|r| r.path.as_str()).collect();
         let mut found = BTreeMap::new();
-        for reference in references {
-            let values = self.read(&reference.path).await?;
-            if let Some(value) = values.get(&reference.key) {
-                found.insert(
-                    (reference.path.clone(), reference.key.clone()),
-                    value.clone(),
-                );
+        for path in paths {
+            for (key, value) in self.read(path).await? {
+                found.insert((path.to_string(), key), value);
             }
         }
         Ok(Prefetched(found))
@@ -177,9 +175,7 @@ pub fn openbao_address(stack: &StackConfig) -> Option<String> {
     }
     let first = stack.network.as_ref()?.openbao_hosts.first()?;
     stack
-        .hosts
-        .iter()
-        .find(|h| h.name == first.value || h.address == first.value)
+        .host_named_or_at(&first.value)
         .map(|h| h.address.clone())
 }
 

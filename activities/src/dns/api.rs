@@ -231,9 +231,7 @@ impl Client {
         let (status, body) = self.send(Method::GET, &zone_path(name), None).await?;
         match status {
             StatusCode::OK => self.decode(&doing, &body).map(Some),
-            // 4.7 answers 404 for an unknown zone; older ones 422 "Could not find domain".
-            StatusCode::NOT_FOUND => Ok(None),
-            StatusCode::UNPROCESSABLE_ENTITY if body.contains("Could not find domain") => Ok(None),
+            _ if no_such_zone(status, &body) => Ok(None),
             _ => Err(self.refusal(&doing, status, &body)),
         }
     }
@@ -264,8 +262,7 @@ impl Client {
         let (status, body) = self.send(Method::DELETE, &zone_path(name), None).await?;
         match status {
             StatusCode::NO_CONTENT | StatusCode::OK => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            StatusCode::UNPROCESSABLE_ENTITY if body.contains("Could not find domain") => Ok(false),
+            _ if no_such_zone(status, &body) => Ok(false),
             _ => Err(self.refusal(&doing, status, &body)),
         }
     }
@@ -328,6 +325,13 @@ fn quote(body: &str) -> String {
     let short: String = text.chars().take(QUOTE_MAX).collect();
     let more = if short.len() < text.len() { "…" } else { "" };
     format!(": \"{short}{more}\"")
+}
+
+/// Whether PowerDNS says the zone does not exist: 4.7 answers 404, older ones 422
+/// "Could not find domain".
+fn no_such_zone(status: StatusCode, body: &str) -> bool {
+    status == StatusCode::NOT_FOUND
+        || (status == StatusCode::UNPROCESSABLE_ENTITY && body.contains("Could not find domain"))
 }
 
 #[cfg(test)]

@@ -262,29 +262,24 @@ pub(super) fn host_of<'a>(
     field: &str,
     entry: &At<String>,
 ) -> Result<&'a HostEntry, String> {
-    config
-        .hosts
-        .iter()
-        .find(|h| h.name == entry.value || h.address == entry.value)
-        .ok_or_else(|| {
-            let known = if config.hosts.is_empty() {
-                "there are no hosts under `hosts:` yet (add them with `foundry host add`)"
-                    .to_string()
-            } else {
-                format!(
-                    "the hosts are {}",
-                    config
-                        .hosts
-                        .iter()
-                        .map(|h| format!("{} ({})", h.name, h.address))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
+    config.host_named_or_at(&entry.value).ok_or_else(|| {
+        let known = if config.hosts.is_empty() {
+            "there are no hosts under `hosts:` yet (add them with `foundry host add`)".to_string()
+        } else {
             format!(
-                "{}{field}: `{}` is no host's name or address: {known}",
-                entry.place(),
-                entry.value
+                "the hosts are {}",
+                config
+                    .hosts
+                    .iter()
+                    .map(|h| format!("{} ({})", h.name, h.address))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
-        })
+        };
+        format!(
+            "{}{field}: `{}` is no host's name or address: {known}",
+            entry.place(),
+            entry.value
+        )
+    })
 }

@@ -39,13 +39,12 @@ struct Resolved {
 /// runs and Foundry has its token; an OpenBAO that does not answer is said, not fatal
 /// (the references it would have answered then fail by name).
 async fn openbao_values(
-    path: &Path,
+    stack: &config::StackConfig,
+    text: &str,
     home: &Path,
     printer: &Printer,
 ) -> Option<foundry_workflows::secrets::Prefetched> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let stack = config::parse(path, &text).ok()?;
-    let references: Vec<_> = config::references_in(&text)
+    let references: Vec<_> = config::references_in(text)
         .ok()?
         .into_iter()
         .map(|p| p.reference)
@@ -53,7 +52,7 @@ async fn openbao_values(
     if references.is_empty() {
         return None;
     }
-    let vault = foundry_workflows::secrets::Vault::of_stack(&stack, home).ok()?;
+    let vault = foundry_workflows::secrets::Vault::of_stack(stack, home).ok()?;
     match vault.fetch(&references).await {
         Ok(found) => Some(found),
         Err(e) => {
@@ -65,15 +64,16 @@ async fn openbao_values(
 
 pub async fn run(_: Args, printer: &Printer, flag: Option<&Path>) -> Result<u8, CliError> {
     let (home, selected) = crate::commands::existing(flag)?;
+    let text = config::read_text(&selected.path)?;
+    let stack = config::parse(&selected.path, &text)?;
     let vars = Foundryvars::load(&secret_ref::vars_path()).map_err(|e| {
-        let text = e.to_string();
-        match text.split_once("\nhint: ") {
-            Some((m, h)) => CliError::new(m).with_hint(h),
-            None => CliError::new(text),
-        }
+        let (message, hint) = secret_ref::message_and_hint(&e);
+        let mut err = CliError::new(message);
+        err.hint = hint;
+        err
     })?;
     let env = |name: &str| std::env::var(name).ok();
-    let openbao = openbao_values(&selected.path, home.root(), printer).await;
+    let openbao = openbao_values(&stack, &text, home.root(), printer).await;
     let resolver = Resolver {
         namespace: secret_ref::STACK_NAMESPACE.into(),
         env: &env,
@@ -82,17 +82,16 @@ pub async fn run(_: Args, printer: &Printer, flag: Option<&Path>) -> Result<u8, 
             .as_ref()
             .map(|p| p as &dyn foundry_workflows::secret_ref::SecretStore),
     };
-    let checked = config::validate(&selected.path, &resolver)?;
-    let zones = checked.config.dns.as_ref().map_or(0, |d| {
+    let references = config::resolve_references(&selected.path, &text, &resolver)?;
+    let zones = stack.dns.as_ref().map_or(0, |d| {
         d.infrastructure_zones.len() + d.kubernetes_zones.len()
     });
     let report = Report {
         config: selected.path.display().to_string(),
         valid: true,
-        hosts: checked.config.hosts.len(),
+        hosts: stack.hosts.len(),
         zones,
-        references: checked
-            .references
+        references: references
             .iter()
             .map(|(placed, source)| Resolved {
                 reference: placed.reference.to_string(),
