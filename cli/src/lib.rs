@@ -59,6 +59,9 @@ enum Command {
     /// The stack config: write one, check it, show it, list them.
     #[command(subcommand)]
     Config(commands::config::ConfigCmd),
+    /// The infrastructure services (OpenBAO, PowerDNS, the registry): install, status.
+    #[command(subcommand)]
+    Component(commands::component::ComponentCmd),
     /// The stack's secrets in OpenBAO: set one, show one, list them.
     #[command(subcommand)]
     Secret(commands::secret::SecretCmd),
@@ -112,6 +115,9 @@ pub fn run() -> ExitCode {
             Command::Host(cmd) => commands::host::run(cmd, &printer, cli.config.as_deref()).await,
             Command::Config(cmd) => {
                 commands::config::run(cmd, &printer, cli.config.as_deref()).await
+            }
+            Command::Component(cmd) => {
+                commands::component::run(cmd, &printer, cli.config.as_deref()).await
             }
             Command::Secret(cmd) => {
                 commands::secret::run(cmd, &printer, cli.config.as_deref()).await

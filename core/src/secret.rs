@@ -136,6 +136,45 @@ impl SecretStore for FileSecretStore {
     }
 }
 
+/// Secrets held in memory only, for the life of one command (a status that must reveal a
+/// key it resolved, without writing it anywhere).
+#[derive(Debug, Default)]
+pub struct MemorySecretStore {
+    values: std::sync::Mutex<std::collections::HashMap<String, SecretValue>>,
+}
+
+const MEMORY_PREFIX: &str = "memory:";
+
+impl SecretStore for MemorySecretStore {
+    fn put(&self, value: &SecretValue) -> Result<SecretRef, SecretError> {
+        let reference = SecretRef(format!("{MEMORY_PREFIX}{}", Uuid::new_v4()));
+        self.values
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(reference.0.clone(), value.clone());
+        Ok(reference)
+    }
+
+    fn get(&self, reference: &SecretRef) -> Result<SecretValue, SecretError> {
+        self.values
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&reference.0)
+            .cloned()
+            .ok_or_else(|| SecretError::NotFound {
+                reference: reference.clone(),
+            })
+    }
+
+    fn delete(&self, reference: &SecretRef) -> Result<(), SecretError> {
+        self.values
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&reference.0);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +195,15 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        store.delete(&r).expect("delete");
+        assert!(matches!(store.get(&r), Err(SecretError::NotFound { .. })));
+    }
+
+    #[test]
+    fn memory_store_round_trips() {
+        let store = MemorySecretStore::default();
+        let r = store.put(&SecretValue::new("s3cret")).expect("put");
+        assert_eq!(store.get(&r).expect("get").expose(), "s3cret");
         store.delete(&r).expect("delete");
         assert!(matches!(store.get(&r), Err(SecretError::NotFound { .. })));
     }

@@ -15,6 +15,7 @@ use foundry_core::secret::SecretStore;
 use foundry_core::{Activity, ActivityCx, SecretRef, SecretValue};
 use foundry_tests::docker::{Cleanup, unique};
 use foundry_tests::lab::Lab;
+use foundry_tests::leak::contains;
 use foundry_tests::{Home, json_lines, killed};
 use foundry_workflows::dns::{DnsInput, PDNS_IMAGE};
 use serde_json::{Value, json};
@@ -68,12 +69,6 @@ fn dig(network: &str, server: &str, name: &str, rtype: &str) -> (String, Vec<Str
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
     (status, answers)
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
 }
 
 /// The `step_output` lines of a run's JSON events that say an rrset was patched.

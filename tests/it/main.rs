@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cancel;
+mod component;
 mod config;
 mod containers;
 mod crash;

@@ -5,9 +5,8 @@
 //! boundary then `workflow resume`, the lost-answer case, and no secret in any byte of
 //! `$FOUNDRY_HOME` but the handover and token files.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -15,6 +14,7 @@ use std::time::{Duration, Instant};
 use foundry_activities::openbao::BaoClient;
 use foundry_core::{Activity, ActivityCx, SecretValue};
 use foundry_tests::docker::{Cleanup, engine, unique};
+use foundry_tests::leak::{Handed, contains, files_under};
 use foundry_tests::{Home, json_lines, killed};
 use foundry_workflows::openbao::{OPENBAO_IMAGE, build_step};
 use serde_json::{Value, json};
@@ -174,97 +174,6 @@ impl Drop for Install {
         let _ = docker(&["rm", "-f", "-v", &self.name]);
         let _ = docker(&["volume", "rm", "-f", &self.name]);
     }
-}
-
-/// What the handover file holds.
-struct Handed {
-    root: String,
-    keys: Vec<String>,
-}
-
-impl Handed {
-    fn read(path: &Path) -> Handed {
-        let text = std::fs::read_to_string(path)
-            .unwrap_or_else(|e| panic!("the handover file {}: {e}", path.display()));
-        let mode = std::fs::metadata(path).expect("meta").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "handover file mode");
-        assert!(
-            text.contains("password manager") && text.contains("delete this file"),
-            "{text}"
-        );
-        let value = |prefix: &str| -> Vec<String> {
-            text.lines()
-                .filter_map(|l| l.strip_prefix(prefix))
-                .map(|v| v.split_once(": ").map_or(v, |(_, v)| v).trim().to_string())
-                .collect()
-        };
-        let keys = value("Unseal Key ");
-        let root = value("Initial Root Token: ");
-        assert_eq!(keys.len(), 3, "{text}");
-        assert_eq!(root.len(), 1, "{text}");
-        Handed {
-            root: root[0].clone(),
-            keys,
-        }
-    }
-
-    /// Every form a secret could be written in: root token, keys base64 and hex.
-    fn secrets(&self) -> Vec<String> {
-        let mut all = vec![self.root.clone()];
-        for key in &self.keys {
-            all.push(key.clone());
-            all.push(hex(&base64(key)));
-        }
-        all
-    }
-}
-
-fn base64(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes().filter(|c| *c != b'=') {
-        let v = ALPHABET.iter().position(|a| *a == c).expect("base64") as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Every file under `dir` but `except`, with its bytes.
-fn files_under(dir: &Path, except: &[&Path]) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut found = BTreeMap::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                todo.push(path);
-            } else if !except.contains(&path.as_path()) {
-                found.insert(path.clone(), std::fs::read(&path).unwrap_or_default());
-            }
-        }
-    }
-    found
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    !needle.is_empty()
-        && haystack
-            .windows(needle.len())
-            .any(|w| w == needle.as_bytes())
 }
 
 /// No secret in any byte of the home but the handover and token files, nor in `extra`.

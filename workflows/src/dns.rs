@@ -36,8 +36,11 @@ fn default_name() -> String {
 fn default_image() -> String {
     PDNS_IMAGE.into()
 }
+/// The Debian mirror the lab's image is built from.
+pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+
 fn default_mirror() -> String {
-    "http://deb.debian.org/debian".into()
+    DEFAULT_MIRROR.into()
 }
 fn default_ttl() -> u32 {
     300
@@ -78,6 +81,10 @@ pub struct DnsInput {
     /// The API key of both servers; none: the running servers' key, or a new one.
     #[serde(default)]
     pub api_key: Option<SecretRef>,
+    /// The API key as the stack names it, in its secret store (generated in OpenBAO when
+    /// set nowhere); used instead of `api_key`.
+    #[serde(default)]
+    pub api_key_from: Option<crate::secrets::EnsureStackSecret>,
     #[serde(default = "default_ttl")]
     pub ttl: u32,
     /// Seconds to wait for each API to answer.
@@ -117,12 +124,41 @@ pub struct RecordInput {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DnsOutput {
     pub api_key: SecretRef,
+    /// This run made the API key (and kept it in OpenBAO).
+    #[serde(default)]
+    pub api_key_generated: bool,
+    /// Containers this run created or replaced.
+    #[serde(default)]
+    pub containers_changed: Vec<String>,
     pub internal_version: String,
     pub external_version: String,
     /// Zones this run created, as `internal:lab.example.com.`.
     pub zones_created: Vec<String>,
     /// Rrsets this run changed, as `internal:web.lab.example.com./A`.
     pub changed: Vec<String>,
+}
+
+impl DnsOutput {
+    /// What this run changed, for people; empty when nothing changed.
+    pub fn changes(&self) -> Vec<String> {
+        let mut changes = Vec::new();
+        if self.api_key_generated {
+            changes.push("API key made".to_string());
+        }
+        changes.extend(
+            self.containers_changed
+                .iter()
+                .map(|c| format!("container {c}")),
+        );
+        changes.extend(self.zones_created.iter().map(|z| format!("zone {z}")));
+        changes.extend(self.changed.iter().map(|r| format!("records {r}")));
+        changes
+    }
+}
+
+/// The data volume of the server `role` (`internal`, `external`) of the install `name`.
+pub fn volume(name: &str, role: &str) -> String {
+    format!("{name}-{role}-data")
 }
 
 /// A zone name is private when it ends in `.local`.
@@ -155,6 +191,15 @@ fn rrsets(zone: &ZoneInput, ttl: u32) -> BTreeMap<(String, String), (u32, Vec<St
 }
 
 impl DnsInput {
+    /// The container whose environment holds the API key once it runs.
+    fn key_holder(&self) -> KeyHolder {
+        KeyHolder {
+            endpoint: self.endpoint.clone(),
+            container: self.container("internal"),
+            var: API_KEY_VAR.into(),
+        }
+    }
+
     pub fn container(&self, role: &str) -> String {
         format!("{}-{role}", self.name)
     }
@@ -186,7 +231,7 @@ impl DnsInput {
 
     fn server_spec(&self, role: &str, ipv4: &str, key: &SecretRef) -> ContainerSpec {
         let mut spec = self.spec(role, ipv4, "auth");
-        spec.binds = vec![format!("{}-{role}-data:/var/lib/powerdns", self.name)];
+        spec.binds = vec![format!("{}:/var/lib/powerdns", volume(&self.name, role))];
         spec.secret_env.insert(API_KEY_VAR.into(), key.clone());
         spec
     }
@@ -279,33 +324,44 @@ impl Workflow for DnsInstall {
         ctx.step("image", &build_image(&input.image, &input.mirror))
             .await?;
 
-        let api_key = match &input.api_key {
-            Some(key) => key.clone(),
-            None => {
+        let api_key = match (&input.api_key_from, &input.api_key) {
+            (Some(from), _) => {
+                let from = crate::secrets::EnsureStackSecret {
+                    holder: Some(input.key_holder()),
+                    ..from.clone()
+                };
+                let kept = ctx.step("api-key", &from).await?;
+                (kept.secret, kept.source == crate::secrets::GENERATED)
+            }
+            (None, Some(key)) => (key.clone(), false),
+            (None, None) => {
                 let key = NewApiKey {
                     purpose: "PowerDNS API key".into(),
-                    holder: Some(KeyHolder {
-                        endpoint: input.endpoint.clone(),
-                        container: input.container("internal"),
-                        var: API_KEY_VAR.into(),
-                    }),
+                    holder: Some(input.key_holder()),
                 };
-                ctx.step("api-key", &key).await?.api_key
+                let made = ctx.step("api-key", &key).await?;
+                (made.api_key, !made.reused)
             }
         };
+        let (api_key, api_key_generated) = api_key;
 
         let containers = [
             input.server_spec("internal", &input.internal_ipv4, &api_key),
             input.server_spec("external", &input.external_ipv4, &api_key),
             input.recursor_spec(),
         ];
+        let mut containers_changed = Vec::new();
         for spec in containers {
             let key = format!("container/{}", spec.name);
+            let name = spec.name.clone();
             let ensure = EnsureContainer {
                 endpoint: input.endpoint.clone(),
                 spec,
             };
-            ctx.step(&key, &ensure).await?;
+            let done = ctx.step(&key, &ensure).await?;
+            if done.created || done.recreated {
+                containers_changed.push(name);
+            }
         }
 
         let internal = input.api(&input.internal_ipv4, &api_key);
@@ -321,6 +377,8 @@ impl Workflow for DnsInstall {
 
         let mut out = DnsOutput {
             api_key: api_key.clone(),
+            api_key_generated,
+            containers_changed,
             internal_version: versions.first().cloned().unwrap_or_default(),
             external_version: versions.get(1).cloned().unwrap_or_default(),
             zones_created: Vec::new(),

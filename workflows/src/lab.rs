@@ -159,9 +159,35 @@ fn lab_command(argv: Vec<String>) -> RunCommand {
     cmd
 }
 
-/// The lab's hosts as a stack config.
+fn parsed<T: std::str::FromStr>(text: &str) -> Result<T, RunError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse()
+        .map_err(|e| RunError::workflow(format!("`{text}`: {e}")))
+}
+
+/// The container name of a service (`openbao`, `dns`, `zot`) the lab's config places.
+fn service_name(lab: &str, component: &str) -> String {
+    format!("foundry-lab-{lab}-{component}")
+}
+
+/// Where the lab places the infrastructure services on its network: above every host
+/// (hosts are .11 to .210).
+pub const SERVICE_ADDRESSES: [(&str, u8); 5] = [
+    ("openbao", 240),
+    ("dns", 241),
+    ("dns-external", 242),
+    ("dns-recursor", 243),
+    ("zot", 244),
+];
+
+/// The lab's hosts as a stack config; with an engine host, the infrastructure services
+/// are placed on it, on the lab's network, with a private zone for the lab's names and a
+/// public one to show the split horizon.
 fn lab_config(lab: &LabInput, hosts: &[LabHost]) -> Result<String, RunError> {
-    let config = crate::config::StackConfig {
+    use crate::config::{At, StackConfig, schema};
+    let mut config = StackConfig {
         hosts: hosts
             .iter()
             .map(|h| crate::config::HostEntry {
@@ -173,8 +199,86 @@ fn lab_config(lab: &LabInput, hosts: &[LabHost]) -> Result<String, RunError> {
                 host_key: Some(h.host_key.clone()),
             })
             .collect(),
-        ..crate::config::StackConfig::default()
+        ..StackConfig::default()
     };
+    if let Some(engine) = hosts.iter().find(|h| h.engine) {
+        let prefix = lab.prefix().map_err(RunError::workflow)?;
+        let at = |last: u8| -> Result<std::net::Ipv4Addr, RunError> {
+            parsed(&format!("{prefix}.{last}"))
+        };
+        let address = |role: &str| -> Result<std::net::Ipv4Addr, RunError> {
+            let last = SERVICE_ADDRESSES
+                .iter()
+                .find(|(r, _)| *r == role)
+                .map(|(_, last)| *last)
+                .ok_or_else(|| RunError::workflow(format!("no lab address for {role}")))?;
+            at(last)
+        };
+        let on = vec![At::new(engine.name.clone())];
+        config.network = Some(schema::Network {
+            subnet: Some(At::new(parsed(&lab.subnet)?)),
+            netmask: None,
+            gateway: At::new(at(1)?),
+            dhcp_range: None,
+            openbao_hosts: on.clone(),
+            dns_hosts: on.clone(),
+            zot_hosts: on,
+            truenas_hosts: Vec::new(),
+            k8s_vip: None,
+        });
+        let service = |role: &str, more: &[(&str, &str)]| -> Result<schema::Service, RunError> {
+            let mut addresses = std::collections::BTreeMap::new();
+            for (name, role) in more {
+                addresses.insert(name.to_string(), At::new(address(role)?));
+            }
+            Ok(schema::Service {
+                name: Some(service_name(&lab.name, role)),
+                docker_network: Some(lab.network()),
+                address: Some(At::new(address(role)?)),
+                addresses,
+                ..schema::Service::default()
+            })
+        };
+        config.components = Some(schema::Components {
+            openbao: service("openbao", &[])?,
+            dns: service(
+                "dns",
+                &[("external", "dns-external"), ("recursor", "dns-recursor")],
+            )?,
+            zot: service("zot", &[])?,
+            ..schema::Components::default()
+        });
+        let record = |name: &str, value: String| schema::Record {
+            name: name.into(),
+            kind: schema::RecordType::A,
+            value,
+            ttl: None,
+        };
+        let mut names: Vec<schema::Record> = hosts
+            .iter()
+            .map(|h| record(&h.name, h.address.clone()))
+            .collect();
+        for role in ["openbao", "dns", "zot"] {
+            names.push(record(role, address(role)?.to_string()));
+        }
+        config.dns = Some(schema::Dns {
+            infrastructure_zones: vec![
+                schema::Zone {
+                    name: At::new(parsed(&format!("{}.lab.local", lab.name))?),
+                    public: false,
+                    public_cname: None,
+                    records: names,
+                },
+                schema::Zone {
+                    name: At::new(parsed(&format!("{}.lab.example.test", lab.name))?),
+                    public: true,
+                    public_cname: Some(parsed("home.example.test")?),
+                    records: vec![record("registry", address("zot")?.to_string())],
+                },
+            ],
+            ..schema::Dns::default()
+        });
+    }
     let comment = format!(
         "The hosts of lab `{}`, written by `foundry lab up`.",
         lab.name
@@ -411,6 +515,12 @@ impl Workflow for LabDown {
                 },
             )
             .await?;
+        // The data volumes of the services the lab's config placed on it.
+        let mut volumes = vec!["docker".into(), "volume".into(), "rm".into(), "-f".into()];
+        for c in crate::component::Component::ALL {
+            volumes.extend(c.volumes(&service_name(&input.name, c.name())));
+        }
+        ctx.step("volumes", &RunCommand::new(volumes)).await?;
         let dir = input.dir.display().to_string();
         let config = input.config.display().to_string();
         let rm = RunCommand::new(vec!["rm".into(), "-rf".into(), dir, config]);

@@ -2,6 +2,7 @@
 //! the engine.
 
 pub mod bench;
+pub mod component;
 pub mod config;
 pub mod dns;
 pub mod host;

@@ -168,14 +168,25 @@ pub struct OpenbaoOutput {
 
 impl OpenbaoOutput {
     pub fn changed(&self) -> bool {
-        self.container_created
-            || self.container_recreated
-            || self.initialized
-            || self.unsealed
-            || self.kv_mounted
-            || self.policy_written
-            || self.token_created
-            || self.handed_over
+        !self.changes().is_empty()
+    }
+
+    /// What this run changed, for people; empty when nothing changed.
+    pub fn changes(&self) -> Vec<String> {
+        [
+            (self.container_created, "container created"),
+            (self.container_recreated, "container replaced"),
+            (self.initialized, "initialized"),
+            (self.unsealed, "unsealed"),
+            (self.kv_mounted, "KV mounted at kv/"),
+            (self.policy_written, "policy written"),
+            (self.token_created, "Foundry's token made"),
+            (self.handed_over, "keys handed over"),
+        ]
+        .into_iter()
+        .filter(|(done, _)| *done)
+        .map(|(_, what)| what.to_string())
+        .collect()
     }
 }
 

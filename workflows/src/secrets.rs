@@ -6,8 +6,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use foundry_activities::container::secret_ref_of;
+use foundry_activities::dns::{KeyHolder, random_key};
 use foundry_activities::openbao::{BaoClient, TokenStore};
-use foundry_core::SecretValue;
+use foundry_core::{Activity, ActivityCx, ActivityError, SecretValue};
+use serde::{Deserialize, Serialize};
 
 use crate::config::StackConfig;
 use crate::openbao::FileTokenStore;
@@ -84,6 +87,11 @@ impl Vault {
                 Some("set components.openbao.address, or network.openbao_hosts"),
             )
         })?;
+        Vault::at(&format!("http://{address}:{PORT}"), home)
+    }
+
+    /// OpenBAO at `addr` (`http://10.77.0.20:8200`), with the token Foundry keeps in `home`.
+    pub fn at(addr: &str, home: &Path) -> Result<Vault, SecretsError> {
         let store = FileTokenStore::in_home(home);
         let token = store
             .get()
@@ -98,7 +106,7 @@ impl Vault {
                 )
             })?;
         Ok(Vault {
-            client: BaoClient::new(&format!("http://{address}:{PORT}"))?,
+            client: BaoClient::new(addr)?,
             token,
         })
     }
@@ -185,5 +193,170 @@ pub struct Prefetched(BTreeMap<(String, String), SecretValue>);
 impl secret_ref::SecretStore for Prefetched {
     fn get(&self, path: &str, key: &str) -> Result<Option<SecretValue>, String> {
         Ok(self.0.get(&(path.to_string(), key.to_string())).cloned())
+    }
+}
+
+/// A secret of the stack that a component needs, as `${secret:PATH:KEY}` names it:
+/// resolved at the moment of use (environment, `~/.foundryvars`, OpenBAO); when it is set
+/// nowhere and `generate` is on, a new random value is written to OpenBAO at that path.
+/// The run keeps the value in its own store and journals only the reference. When `holder`
+/// (a running container) already holds the same value, its reference is reused, so the
+/// container's spec, and thus the container, stays the same.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsureStackSecret {
+    pub path: String,
+    pub key: String,
+    /// What the secret is for, in messages.
+    pub purpose: String,
+    /// OpenBAO's address (`http://10.77.0.20:8200`); none where OpenBAO is not part of the
+    /// stack.
+    #[serde(default)]
+    pub openbao: Option<String>,
+    #[serde(default)]
+    pub generate: bool,
+    #[serde(default)]
+    pub holder: Option<KeyHolder>,
+}
+
+/// The source of a secret this step made.
+pub const GENERATED: &str = "generated";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackSecretOutput {
+    pub secret: foundry_core::SecretRef,
+    /// `environment`, `foundryvars`, `openbao`, or `generated` (and written to OpenBAO).
+    pub source: String,
+}
+
+impl EnsureStackSecret {
+    fn reference(&self) -> SecretRef {
+        SecretRef {
+            path: self.path.clone(),
+            key: self.key.clone(),
+        }
+    }
+
+    fn vault(&self) -> Result<Option<Vault>, ActivityError> {
+        let Some(addr) = &self.openbao else {
+            return Ok(None);
+        };
+        let home =
+            foundry_core::Home::from_env().map_err(|e| ActivityError::permanent(e.to_string()))?;
+        Vault::at(addr, home.root()).map(Some).map_err(|e| {
+            let hint = e.hint.map(|h| format!("\nhint: {h}")).unwrap_or_default();
+            ActivityError::permanent(format!("the {}: {}{hint}", self.purpose, e.message))
+        })
+    }
+
+    /// The value as it resolves now, and where it was found; none when it is set nowhere.
+    pub async fn current(&self) -> Result<Option<(SecretValue, &'static str)>, ActivityError> {
+        self.resolve(self.vault()?.as_ref()).await
+    }
+
+    /// The value and where it was found; none when it is set nowhere.
+    async fn resolve(
+        &self,
+        vault: Option<&Vault>,
+    ) -> Result<Option<(SecretValue, &'static str)>, ActivityError> {
+        let reference = self.reference();
+        let prefetched = match vault {
+            Some(vault) => Some(
+                vault
+                    .fetch(std::slice::from_ref(&reference))
+                    .await
+                    .map_err(|e| ActivityError::transient(format!("the {}: {e}", self.purpose)))?,
+            ),
+            None => None,
+        };
+        let vars = secret_ref::Foundryvars::load(&secret_ref::vars_path())
+            .map_err(|e| ActivityError::permanent(e.to_string()))?;
+        let env = |name: &str| std::env::var(name).ok();
+        let resolver = secret_ref::Resolver {
+            namespace: secret_ref::STACK_NAMESPACE.into(),
+            env: &env,
+            vars: &vars,
+            store: prefetched
+                .as_ref()
+                .map(|p| p as &dyn secret_ref::SecretStore),
+        };
+        match resolver.resolve(&reference) {
+            Ok((value, source)) => Ok(Some((value, source_name(source)))),
+            Err(secret_ref::SecretRefError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(ActivityError::permanent(e.to_string())),
+        }
+    }
+
+    /// The holder's reference when it reveals `value`, else `value` newly kept.
+    async fn keep(
+        &self,
+        cx: &ActivityCx,
+        value: &SecretValue,
+    ) -> Result<foundry_core::SecretRef, ActivityError> {
+        if let Some(holder) = &self.holder
+            && let Some(reference) =
+                secret_ref_of(&holder.endpoint, &holder.container, &holder.var).await?
+            && cx.reveal(&reference).is_ok_and(|held| held == *value)
+        {
+            return Ok(reference);
+        }
+        cx.keep(value)
+    }
+
+    async fn found(
+        &self,
+        cx: &ActivityCx,
+        vault: Option<&Vault>,
+    ) -> Result<Option<StackSecretOutput>, ActivityError> {
+        let Some((value, source)) = self.resolve(vault).await? else {
+            return Ok(None);
+        };
+        Ok(Some(StackSecretOutput {
+            secret: self.keep(cx, &value).await?,
+            source: source.into(),
+        }))
+    }
+}
+
+fn source_name(source: secret_ref::Source) -> &'static str {
+    match source {
+        secret_ref::Source::Environment => "environment",
+        secret_ref::Source::Foundryvars => "foundryvars",
+        secret_ref::Source::Store => "openbao",
+    }
+}
+
+impl Activity for EnsureStackSecret {
+    type Output = StackSecretOutput;
+
+    fn kind(&self) -> &'static str {
+        "stack-secret"
+    }
+
+    async fn probe(&self, cx: &ActivityCx) -> Result<Option<StackSecretOutput>, ActivityError> {
+        self.found(cx, self.vault()?.as_ref()).await
+    }
+
+    async fn apply(&self, cx: &ActivityCx) -> Result<StackSecretOutput, ActivityError> {
+        let vault = self.vault()?;
+        if let Some(found) = self.found(cx, vault.as_ref()).await? {
+            return Ok(found);
+        }
+        let reference = self.reference();
+        let (Some(vault), true) = (vault, self.generate) else {
+            return Err(ActivityError::permanent(format!(
+                "the {} ({reference}) is set nowhere\nhint: `foundry secret set {}:{}`, or install OpenBAO first so that Foundry can make one",
+                self.purpose, self.path, self.key
+            )));
+        };
+        let value = random_key();
+        vault
+            .write(&self.path, &self.key, &value)
+            .await
+            .map_err(|e| ActivityError::transient(format!("the {}: {e}", self.purpose)))?;
+        Ok(StackSecretOutput {
+            secret: self.keep(cx, &value).await?,
+            source: GENERATED.into(),
+        })
     }
 }

@@ -67,7 +67,8 @@ pub async fn list_labelled(
     Ok(found)
 }
 
-/// Removes every container, then every network, labelled `key=value`.
+/// Removes every container, then every network, labelled `key=value`; a network goes with
+/// every container still attached to it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoveLabelled {
     pub endpoint: Endpoint,
@@ -110,7 +111,25 @@ impl Activity for RemoveLabelled {
             .await
             .map_err(|e| self.endpoint.error("listing networks", &e))?;
         let mut removed_networks = 0;
+        let mut removed_containers = containers.len();
         for id in networks.into_iter().filter_map(|n| n.id) {
+            let attached = match docker
+                .inspect_network(
+                    &id,
+                    None::<bollard::query_parameters::InspectNetworkOptions>,
+                )
+                .await
+            {
+                Ok(network) => network.containers.unwrap_or_default(),
+                Err(e) if not_found(&e) => continue,
+                Err(e) => {
+                    return Err(self.endpoint.error(&format!("inspecting network {id}"), &e));
+                }
+            };
+            for name in attached.into_values().filter_map(|c| c.name) {
+                super::ensure::remove(&docker, &self.endpoint, &name).await?;
+                removed_containers += 1;
+            }
             match docker.remove_network(&id).await {
                 Ok(()) => removed_networks += 1,
                 Err(e) if not_found(&e) => {}
@@ -118,7 +137,7 @@ impl Activity for RemoveLabelled {
             }
         }
         Ok(Removed {
-            containers: containers.len(),
+            containers: removed_containers,
             networks: removed_networks,
         })
     }

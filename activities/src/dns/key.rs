@@ -15,6 +15,13 @@ pub struct KeyHolder {
     pub var: String,
 }
 
+/// A new random key: 32 bytes, as hex.
+pub fn random_key() -> SecretValue {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    SecretValue::new(hex::encode(bytes))
+}
+
 /// The holder's key when it has one the secret store still knows; otherwise a new random
 /// key (32 bytes, hex), kept. There is nothing to probe: a step in doubt makes another,
 /// and the one lost in between is never referenced.
@@ -55,9 +62,7 @@ impl Activity for NewApiKey {
                 reused: true,
             });
         }
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        let value = SecretValue::new(hex::encode(bytes));
+        let value = random_key();
         let api_key = cx.keep(&value).map_err(|e| {
             ActivityError::permanent(format!("keeping the {}: {}", self.purpose, e.message))
         })?;

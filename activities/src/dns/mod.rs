@@ -14,7 +14,7 @@ mod records;
 mod zone;
 
 pub use api::{Client, PdnsApi, Rrset, Zone, ZoneSummary, canonical_name};
-pub use key::{ApiKeyOutput, KeyHolder, NewApiKey};
+pub use key::{ApiKeyOutput, KeyHolder, NewApiKey, random_key};
 pub use ready::{ApiReady, ServerInfo};
 pub use records::{DeleteRecords, EnsureRecords, RecordsOutput};
 pub use zone::{DeleteZone, EnsureZone, ZoneOutput};

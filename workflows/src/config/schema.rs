@@ -44,6 +44,18 @@ pub struct Network {
     pub k8s_vip: Option<At<Ipv4Addr>>,
 }
 
+impl Network {
+    /// The subnet, given or following from the gateway and netmask; none when neither is
+    /// given or the netmask is malformed (the config's check reports those).
+    pub fn cidr(&self) -> Option<Cidr> {
+        match (&self.subnet, &self.netmask) {
+            (Some(subnet), _) => Some(subnet.value),
+            (None, Some(mask)) => Cidr::from_netmask(self.gateway.value, mask.value).ok(),
+            (None, None) => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DhcpRange {
@@ -161,6 +173,10 @@ pub struct Components {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
+    /// The container's name (its prefix, for DNS's three); `foundry-<component>` when not
+    /// given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The image, `name:tag`; the component's default when not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,

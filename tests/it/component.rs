@@ -1,0 +1,279 @@
+//! `foundry component install|status` from a fresh lab's stack config, against the real
+//! services on the lab's engine host: OpenBAO (the real `bao` server), PowerDNS (Debian's
+//! packages), and the registry (Debian's `docker-registry`, the lab's stand-in for Zot,
+//! which speaks the same OCI distribution API). Installed from nothing, then again: the
+//! second install changes nothing and says so for each component. The PowerDNS API key is
+//! made once and kept in OpenBAO. After it all, no secret (root token, unseal keys, the
+//! API key, Foundry's token, a secret set by the user) is in any byte of the home but the
+//! handover and token files, nor in any output or log line.
+
+use std::process::Command;
+
+use foundry_tests::Home;
+use foundry_tests::lab::Lab;
+use foundry_tests::leak::{Handed, contains, files_under};
+use foundry_workflows::dns::PDNS_IMAGE;
+use serde_json::Value;
+
+/// Runs foundry with the lab's config; returns stdout and stderr, expecting success.
+fn foundry(home: &Home, config: &str, args: &[&str]) -> (Vec<u8>, Vec<u8>) {
+    let mut all = vec!["--config", config];
+    all.extend(args);
+    let out = home.run(&all);
+    assert!(
+        out.status.success(),
+        "foundry {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.stdout, out.stderr)
+}
+
+/// The install summaries (one JSON object per component) among the run's events.
+fn summaries(stdout: &[u8]) -> Vec<Value> {
+    foundry_tests::json_lines(stdout)
+        .into_iter()
+        .filter(|v| v.get("component").is_some())
+        .collect()
+}
+
+fn names(found: &[Value]) -> Vec<&str> {
+    found
+        .iter()
+        .filter_map(|v| v["component"].as_str())
+        .collect()
+}
+
+/// `dig` from a throwaway container on the lab's network, short answers only.
+fn dig(network: &str, server: &str, name: &str) -> String {
+    let out = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            network,
+            "--entrypoint",
+            "dig",
+            PDNS_IMAGE,
+            "+time=2",
+            "+tries=2",
+            "+short",
+            &format!("@{server}"),
+            name,
+        ])
+        .output()
+        .expect("docker");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn every_component_installs_from_a_fresh_config_and_again_changes_nothing() {
+    let lab = Lab::up("comp", 1);
+    let home = &lab.home;
+    let config = lab.config.to_str().expect("utf8").to_string();
+    let stack = foundry_workflows::config::load(&lab.config).expect("the lab's config");
+    let address = |c: &str| -> String {
+        let components = stack.components.as_ref().expect("components");
+        let service = match c {
+            "openbao" => &components.openbao,
+            "dns" => &components.dns,
+            _ => &components.zot,
+        };
+        service.address.as_ref().expect("address").value.to_string()
+    };
+    let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
+
+    // From nothing: every component is made, in order.
+    let (stdout, stderr) = foundry(home, &config, &["component", "install", "-o", "json"]);
+    let first = summaries(&stdout);
+    assert_eq!(names(&first), ["openbao", "dns", "zot"], "{first:?}");
+    for summary in &first {
+        assert_eq!(summary["changed"], true, "{summary}");
+        assert_eq!(summary["host"], "host-1", "{summary}");
+    }
+    let dns_changes = first[1]["changes"].to_string();
+    assert!(dns_changes.contains("API key made"), "{dns_changes}");
+    outputs.push(("first install".into(), [stdout, stderr].concat()));
+
+    // Again, with every log line on: nothing changes, and each component says so.
+    let mut again = home.cmd(&["--config", &config, "component", "install", "-vvv"]);
+    let again = again.output().expect("foundry");
+    assert!(again.status.success(), "{again:?}");
+    let text = String::from_utf8_lossy(&again.stdout);
+    for c in ["openbao", "dns", "zot"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{c} on host-1")) && l.ends_with("nothing changed")),
+            "{c}: {text}"
+        );
+    }
+    outputs.push((
+        "second install".into(),
+        [again.stdout, again.stderr].concat(),
+    ));
+    let (stdout, stderr) = foundry(
+        home,
+        &config,
+        &["component", "install", "dns", "-o", "json"],
+    );
+    let third = summaries(&stdout);
+    assert_eq!(names(&third), ["dns"]);
+    assert_eq!(third[0]["changed"], false, "{third:?}");
+    outputs.push(("third install".into(), [stdout, stderr].concat()));
+
+    // Live status: every component healthy, at the config's addresses.
+    let (stdout, stderr) = foundry(home, &config, &["component", "status", "-o", "json"]);
+    let status = foundry_tests::json_lines(&stdout);
+    assert_eq!(names(&status), ["openbao", "dns", "zot"], "{status:?}");
+    for s in &status {
+        let c = s["component"].as_str().expect("component");
+        assert_eq!(s["healthy"], true, "{s}");
+        assert_eq!(s["address"], address(c), "{s}");
+    }
+    assert_eq!(status[0]["version"], "2.7.2", "{status:?}");
+    outputs.push(("status".into(), [stdout, stderr].concat()));
+
+    // The lab's names answer inside the lab, through the recursor.
+    let network = stack
+        .components
+        .as_ref()
+        .expect("components")
+        .dns
+        .docker_network
+        .clone()
+        .expect("network");
+    let recursor = stack.components.as_ref().expect("components").dns.addresses["recursor"]
+        .value
+        .to_string();
+    let zone = &stack.dns.as_ref().expect("dns").infrastructure_zones[0];
+    assert_eq!(
+        dig(
+            &network,
+            &recursor,
+            &format!("openbao.{}", zone.name.value.as_str())
+        ),
+        address("openbao")
+    );
+
+    // The PowerDNS API key was made once and is kept in OpenBAO.
+    let (stdout, stderr) = foundry(
+        home,
+        &config,
+        &[
+            "secret",
+            "get",
+            "foundry-core/dns:api_key",
+            "--yes",
+            "-o",
+            "json",
+        ],
+    );
+    let api_key = serde_json::from_slice::<Value>(&stdout).expect("json")["api_key"]
+        .as_str()
+        .expect("the key")
+        .to_string();
+    assert_eq!(api_key.len(), 64, "a 32-byte hex key");
+    drop((stdout, stderr));
+
+    // A secret the user sets, and the config as Foundry shows it.
+    let mut set = home.cmd(&[
+        "--config",
+        &config,
+        "secret",
+        "set",
+        "apps/grafana:admin_password",
+        "--stdin",
+    ]);
+    let mut child = set
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let user_secret = "correct-horse-battery-staple-7c1d";
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(user_secret.as_bytes()).expect("write");
+    }
+    let set = child.wait_with_output().expect("secret set");
+    assert!(set.status.success(), "{set:?}");
+    outputs.push(("secret set".into(), [set.stdout, set.stderr].concat()));
+    for args in [
+        vec!["config", "show"],
+        vec!["config", "show", "-o", "json"],
+        vec!["secret", "list", "-o", "json"],
+        vec!["workflow", "list", "--all", "-o", "json"],
+    ] {
+        let (stdout, stderr) = foundry(home, &config, &args);
+        outputs.push((args.join(" "), [stdout, stderr].concat()));
+    }
+
+    // No secret anywhere but the handover and token files.
+    let handover = home
+        .path()
+        .join("openbao")
+        .join(format!("foundry-lab-{}-openbao-handover.txt", lab.name));
+    let handed = Handed::read(&handover);
+    let token_file = home.path().join("openbao").join("token");
+    let token = std::fs::read_to_string(&token_file).expect("Foundry's token");
+    let mut secrets = handed.secrets();
+    secrets.extend([
+        api_key.clone(),
+        token.trim().to_string(),
+        user_secret.to_string(),
+    ]);
+    // The run keeps the API key for the containers' environment in its private store; only
+    // there may its value be.
+    let store = home.path().join("secrets");
+    let files = files_under(&home.path(), &[&handover, &token_file]);
+    assert!(
+        files
+            .keys()
+            .any(|p| p.extension().is_some_and(|e| e == "journal")),
+        "no journal scanned: {:?}",
+        files.keys()
+    );
+    for secret in &secrets {
+        for (path, bytes) in &files {
+            if path.starts_with(&store) && *secret == api_key {
+                continue;
+            }
+            assert!(
+                !contains(bytes, secret),
+                "a secret is in {}",
+                path.display()
+            );
+        }
+        for (what, bytes) in &outputs {
+            assert!(
+                !contains(bytes, secret),
+                "a secret is in the output of {what}"
+            );
+        }
+    }
+
+    // `lab down` takes the services with it: containers and data volumes.
+    home.ok(&["lab", "down", "--name", &lab.name]);
+    let left = Command::new("docker")
+        .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
+        .arg(format!("name=foundry-lab-{}-", lab.name))
+        .output()
+        .expect("docker ps");
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout).trim(),
+        "",
+        "containers left"
+    );
+    let volumes = Command::new("docker")
+        .args(["volume", "ls", "-q", "--filter"])
+        .arg(format!("name=foundry-lab-{}-", lab.name))
+        .output()
+        .expect("docker volume ls");
+    assert_eq!(
+        String::from_utf8_lossy(&volumes.stdout).trim(),
+        "",
+        "volumes left"
+    );
+}
