@@ -67,6 +67,84 @@ fn dig(network: &str, server: &str, name: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Strips terminal control sequences and carriage returns from a terminal's transcript.
+fn plain(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    // Parameters, then one final letter (bounded by the text's length).
+                    for next in chars.by_ref() {
+                        if next.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Runs `foundry --config CONFIG ARGS` on a pseudo-terminal (util-linux `script`), answers
+/// `y` once `prompt` shows, and returns the terminal's transcript.
+fn on_terminal(home: &Home, config: &str, args: &str, prompt: &str) -> String {
+    use std::io::{Read, Write};
+    let line = format!(
+        "{} --config {config} {args}",
+        foundry_tests::foundry_bin().display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qefc", &line, "/dev/null"])
+        .env("FOUNDRY_HOME", home.path())
+        .env("NO_COLOR", "1")
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut stdin = child.stdin.take().expect("stdin");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let mut answered = false;
+    while std::time::Instant::now() < deadline {
+        match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(bytes) => seen.extend(bytes),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if !answered && plain(&seen).contains(prompt) {
+            stdin.write_all(b"y").expect("answer");
+            stdin.flush().expect("flush");
+            answered = true;
+        }
+    }
+    drop(stdin);
+    let status = child.wait().expect("script");
+    let _ = reader.join();
+    let transcript = plain(&seen);
+    assert!(answered, "no prompt `{prompt}` shown:\n{transcript}");
+    assert!(status.success(), "{status:?}:\n{transcript}");
+    transcript
+}
+
 #[test]
 fn every_component_installs_from_a_fresh_config_and_again_changes_nothing() {
     let lab = Lab::up("comp", 1);
@@ -84,11 +162,34 @@ fn every_component_installs_from_a_fresh_config_and_again_changes_nothing() {
     };
     let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
 
-    // From nothing: every component is made, in order.
+    // OpenBAO first, from nothing, on a terminal: the unseal keys and root token are shown
+    // there once, and their file is deleted when the person says they are stored.
+    let handover = home
+        .path()
+        .join("openbao")
+        .join(format!("foundry-lab-{}-openbao-handover.txt", lab.name));
+    let transcript = on_terminal(home, &config, "component install openbao", "Stored them");
+    let handed = Handed::parse(&transcript);
+    assert!(
+        transcript
+            .lines()
+            .any(|l| l.starts_with("openbao on host-1")
+                && l.contains("initialized")
+                && l.contains("keys handed over")),
+        "{transcript}"
+    );
+    assert!(transcript.contains("Foundry keeps no copy"), "{transcript}");
+    assert!(
+        !handover.exists(),
+        "the handover file outlived the confirmation"
+    );
+
+    // Then the others, from nothing, in order.
     let (stdout, stderr) = foundry(home, &config, &["component", "install", "-o", "json"]);
     let first = summaries(&stdout);
     assert_eq!(names(&first), ["openbao", "dns", "zot"], "{first:?}");
-    for summary in &first {
+    assert_eq!(first[0]["changed"], false, "{first:?}");
+    for summary in &first[1..] {
         assert_eq!(summary["changed"], true, "{summary}");
         assert_eq!(summary["host"], "host-1", "{summary}");
     }
@@ -210,12 +311,7 @@ fn every_component_installs_from_a_fresh_config_and_again_changes_nothing() {
         outputs.push((args.join(" "), [stdout, stderr].concat()));
     }
 
-    // No secret anywhere but the handover and token files.
-    let handover = home
-        .path()
-        .join("openbao")
-        .join(format!("foundry-lab-{}-openbao-handover.txt", lab.name));
-    let handed = Handed::read(&handover);
+    // No secret anywhere but the token file (the handover file is gone).
     let token_file = home.path().join("openbao").join("token");
     let token = std::fs::read_to_string(&token_file).expect("Foundry's token");
     let mut secrets = handed.secrets();
@@ -227,7 +323,7 @@ fn every_component_installs_from_a_fresh_config_and_again_changes_nothing() {
     // The run keeps the API key for the containers' environment in its private store; only
     // there may its value be.
     let store = home.path().join("secrets");
-    let files = files_under(&home.path(), &[&handover, &token_file]);
+    let files = files_under(&home.path(), &[&token_file]);
     assert!(
         files
             .keys()

@@ -536,6 +536,11 @@ pub mod leak {
                 .unwrap_or_else(|e| panic!("the handover file {}: {e}", path.display()));
             let mode = std::fs::metadata(path).expect("meta").permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "handover file mode");
+            Handed::parse(&text)
+        }
+
+        /// The keys and root token in the handover's text, wherever it was shown.
+        pub fn parse(text: &str) -> Handed {
             assert!(
                 text.contains("password manager") && text.contains("delete this file"),
                 "{text}"

@@ -95,6 +95,7 @@ async fn install(
         let Some(output) = output else {
             return Ok(code);
         };
+        let handed_over = output.get("handed_over").and_then(|v| v.as_bool()) == Some(true);
         let changes = component::changes(c, output)?;
         if printer.json() {
             let _ = printer.data(&serde_json::json!({
@@ -121,21 +122,52 @@ async fn install(
                 changes.join(", ")
             ));
         }
-        if c == Component::Openbao && !printer.json() {
-            let handover = component::handover_path(home.root(), &place.name);
-            if handover.exists() {
-                printer.note(&format!(
-                    "OpenBAO's unseal keys and root token are in {} (readable only by you): \
-                     store them somewhere safe, then delete the file",
-                    handover.display()
-                ));
-            }
+        if handed_over && !printer.json() {
+            hand_over(&component::handover_path(home.root(), &place.name), printer);
         }
         if code != exit::OK {
             return Ok(code);
         }
     }
     Ok(exit::OK)
+}
+
+/// OpenBAO's unseal keys and root token, handed over in a private file: on a terminal they
+/// are shown there, and the file is deleted once the person says they are stored; else the
+/// file stays, and where it is is said.
+fn hand_over(handover: &Path, printer: &Printer) {
+    let where_ = format!(
+        "OpenBAO's unseal keys and root token are in {} (readable only by you): store them \
+         somewhere safe, then delete the file",
+        handover.display()
+    );
+    let terminal = {
+        use std::io::IsTerminal;
+        super::interactive() && std::io::stdout().is_terminal()
+    };
+    let text = match std::fs::read_to_string(handover) {
+        Ok(text) if terminal => text,
+        _ => return printer.note(&where_),
+    };
+    let _ = printer.line(&format!("\n{}", text.trim_end()));
+    let stored = dialoguer::Confirm::new()
+        .with_prompt("Stored them somewhere safe? The file holding them is then deleted")
+        .default(false)
+        .interact()
+        .unwrap_or(false);
+    if !stored {
+        return printer.note(&where_);
+    }
+    match std::fs::remove_file(handover) {
+        Ok(()) => printer.note(&format!(
+            "deleted {}: Foundry keeps no copy of the keys",
+            handover.display()
+        )),
+        Err(e) => printer.note(&format!(
+            "could not delete {}: {e}; delete it yourself",
+            handover.display()
+        )),
+    }
 }
 
 async fn status(
