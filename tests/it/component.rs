@@ -10,23 +10,16 @@
 use std::process::Command;
 
 use foundry_tests::Home;
+use foundry_tests::dns::dig;
 use foundry_tests::lab::Lab;
-use foundry_tests::leak::{Handed, contains, files_under};
-use foundry_workflows::dns::PDNS_IMAGE;
+use foundry_tests::leak::{Handed, assert_nowhere};
 use serde_json::Value;
 
-/// Runs foundry with the lab's config; returns stdout and stderr, expecting success.
+/// Runs foundry with the lab's config, expecting success; returns stdout and stderr.
 fn foundry(home: &Home, config: &str, args: &[&str]) -> (Vec<u8>, Vec<u8>) {
     let mut all = vec!["--config", config];
     all.extend(args);
-    let out = home.run(&all);
-    assert!(
-        out.status.success(),
-        "foundry {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = home.ok_output(&all);
     (out.stdout, out.stderr)
 }
 
@@ -43,28 +36,6 @@ fn names(found: &[Value]) -> Vec<&str> {
         .iter()
         .filter_map(|v| v["component"].as_str())
         .collect()
-}
-
-/// `dig` from a throwaway container on the lab's network, short answers only.
-fn dig(network: &str, server: &str, name: &str) -> String {
-    let out = Command::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            network,
-            "--entrypoint",
-            "dig",
-            PDNS_IMAGE,
-            "+time=2",
-            "+tries=2",
-            "+short",
-            &format!("@{server}"),
-            name,
-        ])
-        .output()
-        .expect("docker");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Strips terminal control sequences and carriage returns from a terminal's transcript.
@@ -248,13 +219,18 @@ fn every_component_installs_from_a_fresh_config_and_again_changes_nothing() {
         .value
         .to_string();
     let zone = &stack.dns.as_ref().expect("dns").infrastructure_zones[0];
-    assert_eq!(
-        dig(
-            &network,
-            &recursor,
-            &format!("openbao.{}", zone.name.value.as_str())
-        ),
-        address("openbao")
+    let (status, answers) = dig(
+        &network,
+        &recursor,
+        &format!("openbao.{}", zone.name.value.as_str()),
+        "A",
+    );
+    assert_eq!(status, "NOERROR", "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .any(|a| a.ends_with(&format!(" A {}", address("openbao")))),
+        "{answers:?}"
     );
 
     // The PowerDNS API key was made once and is kept in OpenBAO.
@@ -323,32 +299,17 @@ fn every_component_installs_from_a_fresh_config_and_again_changes_nothing() {
     // The run keeps the API key for the containers' environment in its private store; only
     // there may its value be.
     let store = home.path().join("secrets");
-    let files = files_under(&home.path(), &[&token_file]);
-    assert!(
-        files
-            .keys()
-            .any(|p| p.extension().is_some_and(|e| e == "journal")),
-        "no journal scanned: {:?}",
-        files.keys()
+    let outputs: Vec<(&str, &[u8])> = outputs
+        .iter()
+        .map(|(what, bytes)| (what.as_str(), bytes.as_slice()))
+        .collect();
+    assert_nowhere(
+        &home.path(),
+        &[&token_file],
+        &|path, secret| path.starts_with(&store) && secret == api_key,
+        &secrets,
+        &outputs,
     );
-    for secret in &secrets {
-        for (path, bytes) in &files {
-            if path.starts_with(&store) && *secret == api_key {
-                continue;
-            }
-            assert!(
-                !contains(bytes, secret),
-                "a secret is in {}",
-                path.display()
-            );
-        }
-        for (what, bytes) in &outputs {
-            assert!(
-                !contains(bytes, secret),
-                "a secret is in the output of {what}"
-            );
-        }
-    }
 
     // `lab down` takes the services with it: containers and data volumes.
     home.ok(&["lab", "down", "--name", &lab.name]);

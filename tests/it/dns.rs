@@ -13,11 +13,12 @@ use foundry_activities::dns::{ApiReady, DeleteRecords, DeleteZone, EnsureRecords
 use foundry_core::secret::FileSecretStore;
 use foundry_core::secret::SecretStore;
 use foundry_core::{Activity, ActivityCx, SecretRef, SecretValue};
+use foundry_tests::dns::dig;
 use foundry_tests::docker::{Cleanup, unique};
 use foundry_tests::lab::Lab;
 use foundry_tests::leak::contains;
 use foundry_tests::{Home, json_lines, killed};
-use foundry_workflows::dns::{DnsInput, PDNS_IMAGE};
+use foundry_workflows::dns::DnsInput;
 use serde_json::{Value, json};
 
 /// Removes the install's data volumes when dropped (after its containers).
@@ -35,40 +36,6 @@ impl Drop for Volumes {
 
 fn docker(args: &[&str]) -> Output {
     Command::new("docker").args(args).output().expect("docker")
-}
-
-/// `dig` from a throwaway container on `network`: the answer's status and its records
-/// (`name ttl class type content`), bounded by dig's own timeouts.
-fn dig(network: &str, server: &str, name: &str, rtype: &str) -> (String, Vec<String>) {
-    let out = docker(&[
-        "run",
-        "--rm",
-        "--network",
-        network,
-        "--entrypoint",
-        "dig",
-        PDNS_IMAGE,
-        "+time=2",
-        "+tries=2",
-        "+noall",
-        "+comments",
-        "+answer",
-        &format!("@{server}"),
-        name,
-        rtype,
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let status = text
-        .lines()
-        .find_map(|l| l.split("status: ").nth(1))
-        .map(|s| s.split(',').next().unwrap_or_default().to_string())
-        .unwrap_or_else(|| format!("no answer: {text} {}", String::from_utf8_lossy(&out.stderr)));
-    let answers = text
-        .lines()
-        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect();
-    (status, answers)
 }
 
 /// The `step_output` lines of a run's JSON events that say an rrset was patched.

@@ -4,14 +4,9 @@
 
 use std::process::Stdio;
 
+use foundry_tests::leak::contains;
 use foundry_tests::{Home, killed};
 use serde_json::json;
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
 
 #[test]
 fn a_secret_answer_never_leaks() {

@@ -106,6 +106,11 @@ impl Home {
 
     /// Runs `foundry`, expecting success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&self.ok_output(args).stdout).into_owned()
+    }
+
+    /// Runs `foundry`, expecting success; returns all it printed.
+    pub fn ok_output(&self, args: &[&str]) -> Output {
         let out = self.run(args);
         assert!(
             out.status.success(),
@@ -114,7 +119,7 @@ impl Home {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        out
     }
 
     /// The JSON lines of `foundry ... --output json`.
@@ -618,5 +623,82 @@ pub mod leak {
             && haystack
                 .windows(needle.len())
                 .any(|w| w == needle.as_bytes())
+    }
+
+    /// No secret in any byte of the files under `root` but `except` (and where `allowed`
+    /// says one may be), nor in `extra`; a journal must be among the files searched.
+    pub fn assert_nowhere(
+        root: &Path,
+        except: &[&Path],
+        allowed: &dyn Fn(&Path, &str) -> bool,
+        secrets: &[String],
+        extra: &[(&str, &[u8])],
+    ) {
+        let files = files_under(root, except);
+        assert!(
+            files
+                .keys()
+                .any(|p| p.extension().is_some_and(|e| e == "journal")),
+            "no journal scanned: {:?}",
+            files.keys()
+        );
+        for secret in secrets {
+            for (path, bytes) in &files {
+                assert!(
+                    allowed(path, secret) || !contains(bytes, secret),
+                    "a secret is in {}",
+                    path.display()
+                );
+            }
+            for (what, bytes) in extra {
+                assert!(!contains(bytes, secret), "a secret is in {what}");
+            }
+        }
+    }
+}
+
+/// Asking the lab's DNS servers from inside a container network.
+pub mod dns {
+    use std::process::Command;
+
+    use foundry_workflows::dns::PDNS_IMAGE;
+
+    /// `dig` from a throwaway container on `network`: the answer's status and its records
+    /// (`name ttl class type content`), bounded by dig's own timeouts.
+    pub fn dig(network: &str, server: &str, name: &str, rtype: &str) -> (String, Vec<String>) {
+        let out = Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                network,
+                "--entrypoint",
+                "dig",
+                PDNS_IMAGE,
+                "+time=2",
+                "+tries=2",
+                "+noall",
+                "+comments",
+                "+answer",
+                &format!("@{server}"),
+                name,
+                rtype,
+            ])
+            .output()
+            .expect("docker");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let status = text
+            .lines()
+            .find_map(|l| l.split("status: ").nth(1))
+            .map(|s| s.split(',').next().unwrap_or_default().to_string())
+            .unwrap_or_else(|| {
+                format!("no answer: {text} {}", String::from_utf8_lossy(&out.stderr))
+            });
+        let answers = text
+            .lines()
+            .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        (status, answers)
     }
 }
