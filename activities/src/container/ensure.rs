@@ -338,3 +338,43 @@ impl Activity for RemoveContainer {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A spec with every field that existed before published ports.
+    fn full() -> ContainerSpec {
+        ContainerSpec {
+            name: "foundry-openbao".into(),
+            image: "foundry-lab-openbao:1".into(),
+            cmd: Some(vec![
+                "server".into(),
+                "-config=/etc/openbao/config.hcl".into(),
+            ]),
+            entrypoint: Some(vec!["/usr/local/bin/bao".into()]),
+            env: BTreeMap::from([("BAO_API_ADDR".into(), "http://10.77.3.20:8200".into())]),
+            labels: BTreeMap::from([("foundry.openbao".into(), "foundry-openbao".into())]),
+            hostname: Some("foundry-openbao".into()),
+            network: Some("foundry-lab".into()),
+            ipv4: Some("10.77.3.20".into()),
+            privileged: true,
+            binds: vec!["foundry-openbao:/openbao/data".into()],
+            tmpfs: BTreeMap::from([("/run".into(), "rw".into())]),
+            secret_env: BTreeMap::new(),
+        }
+    }
+
+    /// A container made by an earlier Foundry keeps its spec hash, so no upgrade recreates
+    /// it: these hashes were computed before the spec had published ports.
+    #[test]
+    fn the_hash_of_a_spec_without_new_fields_is_unchanged() {
+        assert_eq!(ContainerSpec::default().hash(), "769951f1ee8e7fac017b8a07");
+        assert_eq!(full().hash(), "17174b4d1fda0d414610024c");
+        let mut secret = full();
+        secret
+            .secret_env
+            .insert("PDNS_API_KEY".into(), SecretRef("local:dns/api-key".into()));
+        assert_eq!(secret.hash(), "0cb1fc16174d53bf5aa230f3");
+    }
+}
