@@ -143,8 +143,7 @@ impl OpenbaoInput {
             ipv4: Some(self.ipv4.clone()),
             privileged: false,
             binds: vec![format!("{}:{}", self.volume, image::DATA_PATH)],
-            tmpfs: BTreeMap::new(),
-            secret_env: BTreeMap::new(),
+            ..ContainerSpec::default()
         }
     }
 }
