@@ -3,6 +3,7 @@
 
 pub mod container;
 pub mod dns;
+mod http;
 pub mod local;
 pub mod openbao;
 pub mod ssh;
