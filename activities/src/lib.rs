@@ -6,4 +6,5 @@ pub mod dns;
 mod http;
 pub mod local;
 pub mod openbao;
+pub mod registry;
 pub mod ssh;
