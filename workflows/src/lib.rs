@@ -5,6 +5,8 @@ pub mod bench;
 pub mod config;
 pub mod dns;
 pub mod host;
+mod image;
+mod install;
 pub mod keys;
 pub mod lab;
 pub mod local;
