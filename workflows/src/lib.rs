@@ -11,6 +11,7 @@ pub mod keys;
 pub mod lab;
 pub mod local;
 pub mod openbao;
+pub mod registry;
 pub mod secret_ref;
 pub mod secrets;
 
@@ -26,4 +27,5 @@ pub fn registry() -> Registry {
         .register(host::HostConfigure)
         .register(dns::DnsInstall)
         .register(openbao::OpenbaoInstall)
+        .register(registry::RegistryInstall)
 }
