@@ -3,6 +3,8 @@
 
 pub mod container;
 pub mod dns;
+mod http;
 pub mod local;
 pub mod openbao;
+pub mod registry;
 pub mod ssh;

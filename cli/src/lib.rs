@@ -67,6 +67,8 @@ enum Command {
     Secret(commands::secret::SecretCmd),
     #[command(subcommand, hide = true)]
     Openbao(commands::openbao::OpenbaoCmd),
+    #[command(subcommand, hide = true)]
+    Registry(commands::registry::RegistryCmd),
 }
 
 fn init_logging(verbose: u8) {
@@ -123,6 +125,7 @@ pub fn run() -> ExitCode {
                 commands::secret::run(cmd, &printer, cli.config.as_deref()).await
             }
             Command::Openbao(cmd) => commands::openbao::run(cmd, &printer).await,
+            Command::Registry(cmd) => commands::registry::run(cmd, &printer).await,
         }
     });
     match result {

@@ -13,6 +13,7 @@ mod format;
 mod host;
 mod lab;
 mod openbao;
+mod registry;
 mod retries;
 mod secrets;
 mod snapshots;

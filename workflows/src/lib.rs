@@ -6,10 +6,13 @@ pub mod component;
 pub mod config;
 pub mod dns;
 pub mod host;
+mod image;
+mod install;
 pub mod keys;
 pub mod lab;
 pub mod local;
 pub mod openbao;
+pub mod registry;
 pub mod secret_ref;
 pub mod secrets;
 
@@ -25,4 +28,5 @@ pub fn registry() -> Registry {
         .register(host::HostConfigure)
         .register(dns::DnsInstall)
         .register(openbao::OpenbaoInstall)
+        .register(registry::RegistryInstall)
 }

@@ -11,13 +11,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use foundry_activities::container::{ContainerSpec, EnsureContainer, EnsureImage, list_labelled};
+use foundry_activities::container::{ContainerSpec, list_labelled};
 use foundry_activities::openbao::{
     BaoClient, BaoHandover, BaoInit, BaoInitStatus, BaoKvMount, BaoPolicy, BaoReady, BaoToken,
     BaoUnseal, ForgetInit, Health, InitMaterial, InitOutput, TokenStore,
 };
 use foundry_core::{ActivityError, Ctx, RunError, SecretValue, Workflow};
 use serde::{Deserialize, Serialize};
+
+use crate::install;
 
 pub use foundry_activities::container::Endpoint;
 pub use image::{OPENBAO_IMAGE, build_step};
@@ -59,16 +61,8 @@ fn default_image() -> String {
     OPENBAO_IMAGE.into()
 }
 
-fn default_base_image() -> String {
-    crate::lab::LAB_IMAGE.into()
-}
-
 fn one() -> u32 {
     1
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,9 +76,9 @@ pub struct OpenbaoInput {
     #[serde(default = "default_image")]
     pub image: String,
     /// Build the image on this machine's Engine when it is missing (the lab's image).
-    #[serde(default = "yes")]
+    #[serde(default = "crate::install::yes")]
     pub build_image: bool,
-    #[serde(default = "default_base_image")]
+    #[serde(default = "crate::install::lab_base_image")]
     pub base_image: String,
     /// The Docker network to join, and the fixed address on it.
     pub network: String,
@@ -143,8 +137,7 @@ impl OpenbaoInput {
             ipv4: Some(self.ipv4.clone()),
             privileged: false,
             binds: vec![format!("{}:{}", self.volume, image::DATA_PATH)],
-            tmpfs: BTreeMap::new(),
-            secret_env: BTreeMap::new(),
+            ..ContainerSpec::default()
         }
     }
 }
@@ -211,25 +204,12 @@ impl Workflow for OpenbaoInstall {
     type Output = OpenbaoOutput;
 
     fn check(&self, input: &OpenbaoInput) -> Result<(), String> {
-        let plain = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        };
-        for (what, value) in [
+        install::check_names(&[
             ("name", &input.name),
             ("network", &input.network),
             ("volume", &input.volume),
-        ] {
-            if !plain(value) {
-                return Err(format!(
-                    "{what} `{value}`: use letters, digits, `-`, `_` and `.`"
-                ));
-            }
-        }
-        if input.ipv4.parse::<std::net::Ipv4Addr>().is_err() {
-            return Err(format!("ipv4 `{}`: not an IPv4 address", input.ipv4));
-        }
+        ])?;
+        install::check_ipv4(&input.ipv4)?;
         if input.threshold == 0 || input.shares == 0 || input.threshold > input.shares {
             return Err(format!(
                 "threshold {} of {} shares: need 1 <= threshold <= shares",
@@ -252,23 +232,11 @@ impl Workflow for OpenbaoInstall {
         let addr = input.addr();
         let store: Arc<dyn TokenStore> = Arc::new(input.token_store()?);
 
-        if input.build_image {
-            ctx.step(
-                "openbao/image-build",
-                &build_step(&input.image, &input.base_image),
-            )
-            .await?;
-        }
-        let image = EnsureImage {
-            endpoint: input.endpoint.clone(),
-            name: input.image.clone(),
-        };
-        ctx.step("openbao/image", &image).await?;
-        let container = EnsureContainer {
-            endpoint: input.endpoint.clone(),
-            spec: input.spec(),
-        };
-        let container = ctx.step("openbao/container", &container).await?;
+        let build = input
+            .build_image
+            .then(|| build_step(&input.image, &input.base_image));
+        let container =
+            install::container(&ctx, "openbao", &input.endpoint, build, input.spec()).await?;
         let ready = BaoReady {
             addr: addr.clone(),
             timeout_s: READY_TIMEOUT_S,

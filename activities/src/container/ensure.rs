@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, NetworkingConfig,
+    PortBinding, PortMap,
 };
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use foundry_core::{Activity, ActivityCx, ActivityError, SecretRef};
@@ -50,6 +51,12 @@ pub struct ContainerSpec {
     /// created. Rotating a value means a new reference, which recreates the container.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_env: BTreeMap<String, SecretRef>,
+    /// Published ports: a container port (`5000/tcp`; `5000` is TCP) to the host address
+    /// and port it is published on (`127.0.0.1:5005`, or `5005` on every address). Left
+    /// out of the serialized spec when empty, so the hash of a spec without ports is what
+    /// it was before specs had them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, String>,
 }
 
 impl ContainerSpec {
@@ -57,6 +64,33 @@ impl ContainerSpec {
     pub fn hash(&self) -> String {
         let bytes = serde_json::to_vec(self).unwrap_or_default();
         hex::encode(&Sha256::digest(&bytes)[..12])
+    }
+
+    /// The exposed ports and their host bindings, as the Engine takes them; none when the
+    /// spec publishes nothing.
+    fn published(&self) -> Result<Published, ActivityError> {
+        if self.ports.is_empty() {
+            return Ok((None, None));
+        }
+        let mut exposed = Vec::new();
+        let mut bindings = PortMap::new();
+        for (port, host) in &self.ports {
+            let port = container_port(port).map_err(|e| self.port_error(port, host, &e))?;
+            let binding = host_binding(host).map_err(|e| self.port_error(&port, host, &e))?;
+            if bindings.contains_key(&port) {
+                return Err(self.port_error(&port, host, "the port is given twice"));
+            }
+            exposed.push(port.clone());
+            bindings.insert(port, Some(vec![binding]));
+        }
+        Ok((Some(exposed), Some(bindings)))
+    }
+
+    fn port_error(&self, port: &str, host: &str, e: &str) -> ActivityError {
+        ActivityError::permanent(format!(
+            "container {}: publishing port {port} on {host}: {e}",
+            self.name
+        ))
     }
 
     fn create_body(&self, cx: &ActivityCx) -> Result<ContainerCreateBody, ActivityError> {
@@ -90,6 +124,7 @@ impl ContainerSpec {
                 },
             )])),
         });
+        let (exposed_ports, port_bindings) = self.published()?;
         Ok(ContainerCreateBody {
             image: Some(self.image.clone()),
             cmd: self.cmd.clone(),
@@ -97,17 +132,54 @@ impl ContainerSpec {
             env: Some(env),
             labels: Some(labels),
             hostname: self.hostname.clone(),
+            exposed_ports,
             host_config: Some(HostConfig {
                 network_mode: self.network.clone(),
                 privileged: Some(self.privileged),
                 binds: (!self.binds.is_empty()).then(|| self.binds.clone()),
                 tmpfs: (!self.tmpfs.is_empty()).then(|| self.tmpfs.clone().into_iter().collect()),
+                port_bindings,
                 ..HostConfig::default()
             }),
             networking_config,
             ..ContainerCreateBody::default()
         })
     }
+}
+
+/// A spec's published ports as the Engine takes them: the exposed ports, and their host
+/// bindings.
+type Published = (Option<Vec<String>>, Option<PortMap>);
+
+/// A container port as the Engine names it: `5000/tcp`, `53/udp`; a bare number is TCP.
+fn container_port(port: &str) -> Result<String, String> {
+    let (number, proto) = port.split_once('/').unwrap_or((port, "tcp"));
+    if !number.parse::<u16>().is_ok_and(|n| n != 0) {
+        return Err(format!("`{number}` is not a port number"));
+    }
+    if !matches!(proto, "tcp" | "udp" | "sctp") {
+        return Err(format!("`{proto}`: expected tcp, udp or sctp"));
+    }
+    Ok(format!("{number}/{proto}"))
+}
+
+/// A host binding: `127.0.0.1:5005`, `[::1]:5005`, or `5005` (every address).
+fn host_binding(host: &str) -> Result<PortBinding, String> {
+    let (ip, port) = match host.rsplit_once(':') {
+        Some((ip, port)) => {
+            let ip = ip.trim_start_matches('[').trim_end_matches(']');
+            ip.parse::<std::net::IpAddr>()
+                .map_err(|_| format!("`{ip}` is not an IP address"))?;
+            (Some(ip.to_string()), port)
+        }
+        None => (None, host),
+    };
+    port.parse::<u16>()
+        .map_err(|_| format!("`{port}` is not a port number"))?;
+    Ok(PortBinding {
+        host_ip: ip,
+        host_port: Some(port.to_string()),
+    })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -336,5 +408,111 @@ impl Activity for RemoveContainer {
         let docker = self.endpoint.connect().await?;
         remove(&docker, &self.endpoint, &self.name).await?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A spec with every field that existed before published ports.
+    fn full() -> ContainerSpec {
+        ContainerSpec {
+            name: "foundry-openbao".into(),
+            image: "foundry-lab-openbao:1".into(),
+            cmd: Some(vec![
+                "server".into(),
+                "-config=/etc/openbao/config.hcl".into(),
+            ]),
+            entrypoint: Some(vec!["/usr/local/bin/bao".into()]),
+            env: BTreeMap::from([("BAO_API_ADDR".into(), "http://10.77.3.20:8200".into())]),
+            labels: BTreeMap::from([("foundry.openbao".into(), "foundry-openbao".into())]),
+            hostname: Some("foundry-openbao".into()),
+            network: Some("foundry-lab".into()),
+            ipv4: Some("10.77.3.20".into()),
+            privileged: true,
+            binds: vec!["foundry-openbao:/openbao/data".into()],
+            tmpfs: BTreeMap::from([("/run".into(), "rw".into())]),
+            secret_env: BTreeMap::new(),
+            ports: BTreeMap::new(),
+        }
+    }
+
+    /// A container made by an earlier Foundry keeps its spec hash, so no upgrade recreates
+    /// it: these hashes were computed before the spec had published ports.
+    #[test]
+    fn the_hash_of_a_spec_without_new_fields_is_unchanged() {
+        assert_eq!(ContainerSpec::default().hash(), "769951f1ee8e7fac017b8a07");
+        assert_eq!(full().hash(), "17174b4d1fda0d414610024c");
+        let mut secret = full();
+        secret
+            .secret_env
+            .insert("PDNS_API_KEY".into(), SecretRef("local:dns/api-key".into()));
+        assert_eq!(secret.hash(), "0cb1fc16174d53bf5aa230f3");
+    }
+
+    #[test]
+    fn ports_change_the_hash_and_become_exposed_ports_and_bindings() {
+        let mut spec = full();
+        spec.ports
+            .insert("5000/tcp".into(), "127.0.0.1:5005".into());
+        spec.ports.insert("53/udp".into(), "5353".into());
+        assert_ne!(spec.hash(), full().hash());
+        let (exposed, bindings) = spec.published().expect("valid ports");
+        assert_eq!(
+            exposed,
+            Some(vec!["5000/tcp".to_string(), "53/udp".to_string()])
+        );
+        let bindings = bindings.expect("bindings");
+        assert_eq!(
+            bindings["5000/tcp"],
+            Some(vec![PortBinding {
+                host_ip: Some("127.0.0.1".into()),
+                host_port: Some("5005".into()),
+            }])
+        );
+        assert_eq!(
+            bindings["53/udp"],
+            Some(vec![PortBinding {
+                host_ip: None,
+                host_port: Some("5353".into()),
+            }])
+        );
+        assert_eq!(full().published().expect("no ports"), (None, None));
+    }
+
+    #[test]
+    fn a_bad_port_is_refused_naming_the_container_and_the_port() {
+        for (port, host, says) in [
+            ("http", "127.0.0.1:5005", "`http` is not a port number"),
+            ("5000/ip", "127.0.0.1:5005", "expected tcp, udp or sctp"),
+            ("5000", "localhost:5005", "`localhost` is not an IP address"),
+            ("5000", "127.0.0.1:99999", "`99999` is not a port number"),
+        ] {
+            let mut spec = full();
+            spec.ports.insert(port.into(), host.into());
+            let e = spec.published().expect_err("a bad port");
+            assert!(!e.transient, "{}", e.message);
+            assert!(
+                e.message
+                    .starts_with("container foundry-openbao: publishing port")
+                    && e.message.contains(says),
+                "{}",
+                e.message
+            );
+        }
+        let mut twice = full();
+        twice.ports.insert("5000".into(), "5005".into());
+        twice.ports.insert("5000/tcp".into(), "5006".into());
+        let e = twice.published().expect_err("a port given twice");
+        assert!(e.message.contains("given twice"), "{}", e.message);
+        assert_eq!(
+            container_port("[::1]:5005").map_err(|e| e.contains("port number")),
+            Err(true)
+        );
+        assert_eq!(
+            host_binding("[::1]:5005").expect("IPv6").host_ip.as_deref(),
+            Some("::1")
+        );
     }
 }

@@ -2,16 +2,12 @@
 //! Tokens travel in the `X-Vault-Token` header and never appear in an error message; an
 //! error quotes only the `errors` OpenBAO answered.
 
-use std::time::Duration;
-
 use foundry_core::{ActivityError, SecretValue};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-/// Seconds to open a connection, and for a whole request.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+use crate::http;
 
 /// OpenBAO at an address such as `http://10.77.3.20:8200`.
 #[derive(Clone, Debug)]
@@ -60,14 +56,9 @@ struct Answer {
 
 impl BaoClient {
     pub fn new(addr: &str) -> Result<BaoClient, ActivityError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| ActivityError::permanent(format!("an HTTP client for {addr}: {e}")))?;
         Ok(BaoClient {
             addr: addr.trim_end_matches('/').to_string(),
-            http,
+            http: http::client(addr)?,
         })
     }
 
@@ -94,7 +85,7 @@ impl BaoClient {
             ActivityError::transient(format!(
                 "{method} {path} at {}: {}",
                 self.addr,
-                without_url(&e)
+                http::without_url(&e)
             ))
         })?;
         let status = response.status();
@@ -102,7 +93,7 @@ impl BaoClient {
             ActivityError::transient(format!(
                 "{method} {path} at {}: reading the answer: {}",
                 self.addr,
-                without_url(&e)
+                http::without_url(&e)
             ))
         })?;
         let body = if text.trim().is_empty() {
@@ -129,11 +120,7 @@ impl BaoClient {
             false => format!(": {}", errors.join("; ")),
         };
         let message = format!("{what} at {}: {}{detail}", self.addr, answer.status);
-        if answer.status.is_server_error() || answer.status == StatusCode::TOO_MANY_REQUESTS {
-            ActivityError::transient(message)
-        } else {
-            ActivityError::permanent(message)
-        }
+        http::refused(answer.status, message)
     }
 
     fn decode<T: serde::de::DeserializeOwned>(
@@ -500,25 +487,4 @@ fn already_initialized(body: &Value) -> bool {
                 .is_some_and(|s| s.contains("already initialized"))
         })
     })
-}
-
-/// reqwest's message without the URL it quotes (the address is named once already).
-fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    let mut source = std::error::Error::source(e);
-    let mut detail = String::new();
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
-    match detail.is_empty() {
-        true => kind.to_string(),
-        false => format!("{kind}: {detail}"),
-    }
 }

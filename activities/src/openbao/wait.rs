@@ -1,15 +1,11 @@
 //! Waits, within a deadline, until OpenBAO answers `sys/health` (in any state: not yet
 //! initialized and sealed are answers too).
 
-use std::time::{Duration, Instant};
-
 use foundry_core::{Activity, ActivityCx, ActivityError};
 use serde::{Deserialize, Serialize};
 
 use super::{BaoClient, Health};
-
-/// How long to wait between two tries.
-const PAUSE: Duration = Duration::from_millis(250);
+use crate::http::until_answered;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BaoReady {
@@ -31,25 +27,6 @@ impl Activity for BaoReady {
 
     async fn apply(&self, cx: &ActivityCx) -> Result<Health, ActivityError> {
         let client = BaoClient::new(&self.addr)?;
-        let end = Instant::now() + Duration::from_secs(self.timeout_s);
-        loop {
-            let last = match client.health().await {
-                Ok(health) => return Ok(health),
-                Err(e) if !e.transient => return Err(e),
-                Err(e) => e,
-            };
-            if Instant::now() >= end {
-                return Err(ActivityError::transient(format!(
-                    "OpenBAO did not answer within {} s: {}",
-                    self.timeout_s, last.message
-                )));
-            }
-            tokio::select! {
-                () = tokio::time::sleep(PAUSE) => {}
-                () = cx.cancel_token().cancelled() => {
-                    return Err(ActivityError::permanent("cancelled while waiting for OpenBAO"));
-                }
-            }
-        }
+        until_answered(cx, "OpenBAO", self.timeout_s, || client.health()).await
     }
 }

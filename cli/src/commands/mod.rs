@@ -6,6 +6,7 @@ pub mod drive;
 pub mod host;
 pub mod lab;
 pub mod openbao;
+pub mod registry;
 pub mod secret;
 pub mod workflow;
 
@@ -27,6 +28,20 @@ pub(crate) fn engine(printer: &Printer) -> Result<(Engine, Option<ProgressBar>),
     let bar = (!printer.json() && printer.stderr_tty).then(ProgressBar::new_spinner);
     let input = Arc::new(TerminalInput::new(bar.clone()));
     Ok((Engine::new(home, foundry_workflows::registry(), input), bar))
+}
+
+/// Starts `workflow` with the input in `path` (YAML or JSON) and drives it here: the exit
+/// code, and the run's output when it completed.
+pub(crate) async fn start_from_file<T: serde::de::DeserializeOwned>(
+    workflow: &str,
+    path: &std::path::PathBuf,
+    printer: &Printer,
+) -> Result<(u8, Option<T>), CliError> {
+    let input = workflow::read_input(path)?;
+    let (engine, bar) = engine(printer)?;
+    let driver = engine.start(workflow, input)?;
+    let (code, output) = drive::drive(driver, printer, bar).await?;
+    Ok((code, output.and_then(|o| serde_json::from_value(o).ok())))
 }
 
 /// The stack config this command works on (`--config`, `FOUNDRY_CONFIG`, or the only one

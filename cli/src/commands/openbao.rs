@@ -41,14 +41,9 @@ pub async fn run(cmd: OpenbaoCmd, printer: &Printer) -> Result<u8, CliError> {
 }
 
 async fn install(input: PathBuf, printer: &Printer) -> Result<u8, CliError> {
-    let text = std::fs::read_to_string(&input)
-        .map_err(|e| CliError::new(format!("reading {}: {e}", input.display())))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| CliError::new(format!("{}: {e}", input.display())))?;
-    let (engine, bar) = super::engine(printer)?;
-    let driver = engine.start("openbao-install", value)?;
-    let (code, output) = super::drive::drive(driver, printer, bar).await?;
-    let Some(output) = output.and_then(|o| serde_json::from_value::<OpenbaoOutput>(o).ok()) else {
+    let (code, output) =
+        super::start_from_file::<OpenbaoOutput>("openbao-install", &input, printer).await?;
+    let Some(output) = output else {
         return Ok(code);
     };
     if printer.json() {

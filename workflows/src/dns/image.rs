@@ -3,7 +3,6 @@
 //! the recursor; its entry script takes the role.
 
 use foundry_activities::local::RunCommand;
-use foundry_core::RetryPolicy;
 
 /// The image both PowerDNS roles run.
 pub const PDNS_IMAGE: &str = "foundry-lab-pdns:1";
@@ -109,20 +108,5 @@ tar -C "$root" -c . | docker import -c 'ENTRYPOINT ["/usr/local/sbin/foundry-pdn
 
 /// The step that builds the image on this machine's Engine unless it is there already.
 pub fn build_image(image: &str, mirror: &str) -> RunCommand {
-    let s = |v: &str| v.to_string();
-    let mut cmd = RunCommand::new(vec![
-        s("sh"),
-        s("-c"),
-        s(BUILD),
-        s("foundry-pdns-image"),
-        s(image),
-        s(mirror),
-        s(ENTRY),
-    ]);
-    cmd.probe = Some(vec![s("docker"), s("image"), s("inspect"), s(image)]);
-    cmd.policy = RetryPolicy {
-        max_attempts: 3,
-        ..RetryPolicy::default()
-    };
-    cmd
+    crate::image::build_step("foundry-pdns-image", BUILD, image, &[image, mirror, ENTRY])
 }

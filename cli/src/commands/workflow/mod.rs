@@ -9,7 +9,9 @@ mod start;
 mod status;
 
 use clap::Subcommand;
+
 use foundry_core::{Engine, RunId};
+pub(crate) use start::read_input;
 
 use crate::exit::CliError;
 use crate::printer::Printer;

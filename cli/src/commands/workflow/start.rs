@@ -30,7 +30,8 @@ pub struct Args {
     input: Option<PathBuf>,
 }
 
-fn read_input(path: &PathBuf) -> Result<serde_json::Value, CliError> {
+/// A run's input from a YAML or JSON file, or from stdin for `-`.
+pub(crate) fn read_input(path: &PathBuf) -> Result<serde_json::Value, CliError> {
     let (name, text) = if path.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin()

@@ -1,0 +1,146 @@
+//! What the HTTP API clients share: a client with bounded connect and request times,
+//! reqwest's errors without the URL they quote, which answers are worth another attempt,
+//! and waiting, bounded, until a server answers.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use foundry_core::{ActivityCx, ActivityError};
+use reqwest::StatusCode;
+
+/// Seconds to open a connection, and for a whole request.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long to wait between two tries of a server that does not answer yet.
+const PAUSE: Duration = Duration::from_millis(250);
+
+/// An HTTP client for the server at `addr` (named in the error).
+pub(crate) fn client(addr: &str) -> Result<reqwest::Client, ActivityError> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(|e| ActivityError::permanent(format!("an HTTP client for {addr}: {e}")))
+}
+
+/// reqwest's message without the URL it quotes (the address is named once already).
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    match detail.is_empty() {
+        true => kind.to_string(),
+        false => format!("{kind}: {detail}"),
+    }
+}
+
+/// An answer a call did not expect, as an error: a 5xx (and 429) is worth another attempt,
+/// anything else is not.
+pub(crate) fn refused(status: StatusCode, message: String) -> ActivityError {
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        ActivityError::transient(message)
+    } else {
+        ActivityError::permanent(message)
+    }
+}
+
+/// Calls `ask` every 250 ms until it answers, and returns the answer. A permanent error
+/// ends the wait at once (it will not get better by waiting); a transient one is tried
+/// again until `timeout_s` seconds have passed, then reported as `<what> did not answer
+/// within N s: <the last error>`. A cancelled run stops the wait.
+pub(crate) async fn until_answered<T, F, Fut>(
+    cx: &ActivityCx,
+    what: &str,
+    timeout_s: u64,
+    mut ask: F,
+) -> Result<T, ActivityError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ActivityError>>,
+{
+    let end = Instant::now() + Duration::from_secs(timeout_s);
+    loop {
+        let last = match ask().await {
+            Ok(answer) => return Ok(answer),
+            Err(e) if !e.transient => return Err(e),
+            Err(e) => e,
+        };
+        if Instant::now() >= end {
+            return Err(ActivityError::transient(format!(
+                "{what} did not answer within {timeout_s} s: {}",
+                last.message
+            )));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PAUSE) => {}
+            () = cx.cancel_token().cancelled() => {
+                return Err(ActivityError::permanent(format!("cancelled while waiting for {what}")));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wait_retries_the_transient_stops_at_the_permanent_and_is_bounded() {
+        let cx = ActivityCx::standalone("wait");
+        let tries = AtomicU32::new(0);
+        let answer = until_answered(&cx, "the server", 5, || async {
+            match tries.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(ActivityError::transient("refused")),
+                n => Ok(n),
+            }
+        })
+        .await
+        .expect("answered on the third try");
+        assert_eq!(answer, 2);
+
+        let tries = AtomicU32::new(0);
+        let e = until_answered(&cx, "the server", 5, || async {
+            tries.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(ActivityError::permanent("404 Not Found"))
+        })
+        .await
+        .expect_err("a permanent error");
+        assert_eq!(
+            (e.message.as_str(), tries.load(Ordering::SeqCst)),
+            ("404 Not Found", 1)
+        );
+
+        let started = Instant::now();
+        let e = until_answered(&cx, "the server at http://127.0.0.1:9", 0, || async {
+            Err::<(), _>(ActivityError::transient("cannot connect"))
+        })
+        .await
+        .expect_err("never answers");
+        assert!(e.transient && started.elapsed() < Duration::from_secs(2));
+        assert_eq!(
+            e.message,
+            "the server at http://127.0.0.1:9 did not answer within 0 s: cannot connect"
+        );
+    }
+
+    #[test]
+    fn server_errors_and_throttling_are_worth_another_attempt() {
+        assert!(refused(StatusCode::SERVICE_UNAVAILABLE, "x".into()).transient);
+        assert!(refused(StatusCode::TOO_MANY_REQUESTS, "x".into()).transient);
+        assert!(!refused(StatusCode::NOT_FOUND, "x".into()).transient);
+        assert!(!refused(StatusCode::UNAUTHORIZED, "x".into()).transient);
+    }
+}

@@ -1,0 +1,279 @@
+//! `registry-install` through the real `foundry` binary against a real registry: a
+//! stand-in for Zot (which cannot be obtained here), Debian's `docker-registry`, which
+//! serves the same OCI distribution API. It runs in a container on a Docker network this
+//! test makes on a /24 of 10.77.251.0-10.77.254.0 (the other tests take theirs from
+//! 10.77.1.0-10.77.250.0), published on a free loopback port. Installed from nothing,
+//! again (nothing changes), then used with the real `docker` client: an image pushed to
+//! `127.0.0.1:<port>` (the daemon speaks plain HTTP to loopback registries without any
+//! configuration), found in the catalog and tags over the published port and over the
+//! container's own address, pulled back with the same id and digest; `foundry registry
+//! status` answers from the live container and API.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use foundry_activities::registry::RegistryClient;
+use foundry_tests::docker::{Cleanup, engine, test_image, unique};
+use foundry_tests::{Home, json_lines};
+use serde_json::{Value, json};
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).output().expect("docker")
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The lab's base image the registry image is layered on, made by `foundry lab up` when
+/// it is missing.
+fn base_image() {
+    engine();
+    let base = foundry_workflows::lab::LAB_IMAGE;
+    if !docker(&["image", "inspect", base]).status.success() {
+        drop(foundry_tests::lab::Lab::up("bi", 1));
+    }
+}
+
+/// A loopback port nothing listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// The install's Docker objects, removed when dropped: the container, then its volume and
+/// the image tag pushed from here, then the network (by the `Cleanup`).
+struct Objects {
+    container: String,
+    volume: String,
+    tag: String,
+    _cleanup: Cleanup,
+}
+
+impl Drop for Objects {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", "-v", &self.container]);
+        let _ = docker(&["volume", "rm", "-f", &self.volume]);
+        let _ = docker(&["image", "rm", &self.tag]);
+    }
+}
+
+/// A network of this test's own on the first free /24 of 10.77.251-254: its name and the
+/// first three octets.
+fn network(name: &str) -> String {
+    let mut last = String::new();
+    for third in 251..=254 {
+        let prefix = format!("10.77.{third}");
+        let out = docker(&[
+            "network",
+            "create",
+            "--subnet",
+            &format!("{prefix}.0/24"),
+            name,
+        ]);
+        if out.status.success() {
+            return prefix;
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+    }
+    panic!("no free subnet in 10.77.251.0-10.77.254.0 for the test network: {last}");
+}
+
+fn client(addr: &str) -> RegistryClient {
+    RegistryClient::new(addr).expect("a registry client")
+}
+
+/// The container's id and when it last started: both unchanged when nothing was changed.
+fn started(container: &str) -> String {
+    ok(
+        docker(&["inspect", "-f", "{{.Id}} {{.State.StartedAt}}", container]),
+        "docker inspect",
+    )
+}
+
+/// The digest `docker push` or `docker pull` printed (`digest: sha256:…`).
+fn digest_in(printed: &str) -> String {
+    printed
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .unwrap_or_else(|| panic!("no digest in: {printed}"))
+        .to_string()
+}
+
+#[test]
+fn registry_install_then_again_then_push_list_and_pull_through_it() {
+    base_image();
+    let busybox = test_image();
+    foundry_tests::foundry_bin();
+    let home = Home::new();
+    let name = unique("registry");
+    let net = unique("registry-net");
+    let port = free_port();
+    let published = format!("http://127.0.0.1:{port}");
+    let repo = "foundry/busybox";
+    let tag = format!("127.0.0.1:{port}/{repo}:1");
+    let objects = Objects {
+        container: name.clone(),
+        volume: format!("{name}-data"),
+        tag: tag.clone(),
+        _cleanup: Cleanup {
+            containers: vec![name.clone()],
+            networks: vec![net.clone()],
+        },
+    };
+    let prefix = network(&net);
+    let addr = format!("http://{prefix}.30:5000");
+    let input: PathBuf = home.scratch().join("registry.json");
+    let value = json!({
+        "name": name,
+        "network": net,
+        "ipv4": format!("{prefix}.30"),
+        "volume": objects.volume,
+        "publish": format!("127.0.0.1:{port}"),
+    });
+    std::fs::write(&input, value.to_string()).expect("writing the input");
+    let input = input.to_str().expect("utf8");
+
+    // From nothing, through `workflow start`: every step runs, the last waits for `/v2/`.
+    let events = json_lines(
+        ok(
+            home.run(&[
+                "workflow",
+                "start",
+                "registry-install",
+                "--input",
+                input,
+                "--output",
+                "json",
+            ]),
+            "the first install",
+        )
+        .as_bytes(),
+    );
+    let completed: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "step_completed")
+        .filter_map(|e| e["step"].as_str())
+        .collect();
+    for step in ["image-build", "image", "container", "ready"] {
+        assert!(
+            completed
+                .iter()
+                .any(|s| s.starts_with(&format!("registry/{step}"))),
+            "registry/{step} did not complete: {events:?}"
+        );
+    }
+    assert_eq!(
+        events.last().map(|e| &e["state"]),
+        Some(&json!("completed")),
+        "{events:?}"
+    );
+    let before = started(&name);
+
+    // Again, through `foundry registry install`: its output says nothing changed, and the
+    // container is the same one, not restarted.
+    let again = json_lines(
+        ok(
+            home.run(&["registry", "install", "--input", input, "--output", "json"]),
+            "the second install",
+        )
+        .as_bytes(),
+    );
+    let output: &Value = again.last().expect("an output line");
+    assert_eq!(output["container_created"], false, "{output}");
+    assert_eq!(output["container_recreated"], false, "{output}");
+    assert_eq!(output["addr"], addr.as_str(), "{output}");
+    assert_eq!(output["published"], published.as_str(), "{output}");
+    assert_eq!(
+        started(&name),
+        before,
+        "the second install touched the container"
+    );
+
+    // Push an image built here with the docker client to the published port.
+    ok(docker(&["tag", busybox, &tag]), "docker tag");
+    let pushed = digest_in(&ok(docker(&["push", &tag]), "docker push"));
+    let original = ok(
+        docker(&["image", "inspect", "-f", "{{.Id}}", busybox]),
+        "docker image inspect",
+    );
+
+    // The catalog and tags, over the published port and over the container's address.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    for at in [&published, &addr] {
+        let registry = client(at);
+        let (version, catalog, tags) = rt.block_on(async {
+            (
+                registry.ping().await.expect("GET /v2/"),
+                registry.catalog().await.expect("the catalog"),
+                registry.tags(repo).await.expect("the tags"),
+            )
+        });
+        assert_eq!(version.as_deref(), Some("registry/2.0"), "at {at}");
+        assert_eq!(catalog, [repo], "at {at}");
+        assert_eq!(tags, ["1"], "at {at}");
+        let unknown = rt
+            .block_on(registry.tags("foundry/nothing"))
+            .expect_err("an unknown repository");
+        assert!(
+            unknown.message.contains("404") && unknown.message.contains("NAME_UNKNOWN"),
+            "{}",
+            unknown.message
+        );
+    }
+
+    // Without the local tag, the image comes back from the registry, the same.
+    ok(docker(&["image", "rm", &tag]), "docker image rm");
+    assert!(!docker(&["image", "inspect", &tag]).status.success());
+    let pulled = digest_in(&ok(docker(&["pull", &tag]), "docker pull"));
+    assert_eq!(pulled, pushed, "the digest pulled is not the one pushed");
+    let back = ok(
+        docker(&["image", "inspect", "-f", "{{.Id}}", &tag]),
+        "docker image inspect",
+    );
+    assert_eq!(
+        back, original,
+        "the image pulled back is not the one pushed"
+    );
+    let digests = ok(
+        docker(&["image", "inspect", "-f", "{{json .RepoDigests}}", &tag]),
+        "docker image inspect",
+    );
+    assert!(
+        digests.contains(&format!("127.0.0.1:{port}/{repo}@{pushed}")),
+        "{digests}"
+    );
+
+    // `status` asks the container and the registry, now.
+    let status = home.json(&["registry", "status", "--name", &name, "--addr", &published]);
+    let status = status.first().expect("a status line");
+    assert_eq!(status["container"], "running", "{status}");
+    assert_eq!(status["api"], true, "{status}");
+    assert_eq!(status["api_version"], "registry/2.0", "{status}");
+    assert_eq!(status["repositories"], json!([repo]), "{status}");
+    assert_eq!(status["error"], Value::Null, "{status}");
+
+    // A stopped registry: its state, and why the API did not answer, naming the address.
+    ok(docker(&["stop", "-t", "5", &name]), "docker stop");
+    let status = home.json(&["registry", "status", "--name", &name, "--addr", &published]);
+    let status = status.first().expect("a status line");
+    assert_eq!(status["container"], "exited", "{status}");
+    assert_eq!(status["api"], false, "{status}");
+    assert!(
+        status["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("GET /v2/ at {published}"))),
+        "{status}"
+    );
+    drop(objects);
+}

@@ -1,0 +1,85 @@
+//! What the installs of a one-container component (OpenBAO, the registry) share: the
+//! defaults and checks of their inputs, and the steps that put the container in place
+//! (its lab image built here when asked, the image present, the container as specified).
+
+use foundry_activities::container::{
+    ContainerOutput, ContainerSpec, Endpoint, EnsureContainer, EnsureImage,
+};
+use foundry_activities::local::RunCommand;
+use foundry_core::{Ctx, RunError};
+
+pub(crate) fn yes() -> bool {
+    true
+}
+
+/// The lab's base image, which component images are layered on.
+pub(crate) fn lab_base_image() -> String {
+    crate::lab::LAB_IMAGE.into()
+}
+
+/// Each `(what, value)` is a plain Docker name: letters, digits, `-`, `_` and `.`.
+pub(crate) fn check_names(names: &[(&str, &str)]) -> Result<(), String> {
+    for (what, value) in names {
+        let plain = !value.is_empty()
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !plain {
+            return Err(format!(
+                "{what} `{value}`: use letters, digits, `-`, `_` and `.`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn check_ipv4(ipv4: &str) -> Result<(), String> {
+    match ipv4.parse::<std::net::Ipv4Addr>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("ipv4 `{ipv4}`: not an IPv4 address")),
+    }
+}
+
+/// The container of a component, in steps keyed `<prefix>/image-build` (when `build` is
+/// given), `<prefix>/image` and `<prefix>/container`.
+pub(crate) async fn container(
+    ctx: &Ctx,
+    prefix: &str,
+    endpoint: &Endpoint,
+    build: Option<RunCommand>,
+    spec: ContainerSpec,
+) -> Result<ContainerOutput, RunError> {
+    if let Some(build) = build {
+        ctx.step(&format!("{prefix}/image-build"), &build).await?;
+    }
+    let image = EnsureImage {
+        endpoint: endpoint.clone(),
+        name: spec.image.clone(),
+    };
+    ctx.step(&format!("{prefix}/image"), &image).await?;
+    let container = EnsureContainer {
+        endpoint: endpoint.clone(),
+        spec,
+    };
+    ctx.step(&format!("{prefix}/container"), &container).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_addresses_are_checked() {
+        assert_eq!(check_names(&[("name", "foundry-registry_1.a")]), Ok(()));
+        assert_eq!(
+            check_names(&[("name", "ok"), ("volume", "a/b")]),
+            Err("volume `a/b`: use letters, digits, `-`, `_` and `.`".into())
+        );
+        assert!(check_names(&[("network", "")]).is_err());
+        assert_eq!(check_ipv4("10.77.251.20"), Ok(()));
+        assert_eq!(
+            check_ipv4("10.77.251"),
+            Err("ipv4 `10.77.251`: not an IPv4 address".into())
+        );
+    }
+}
