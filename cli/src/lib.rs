@@ -71,16 +71,56 @@ enum Command {
     Registry(commands::registry::RegistryCmd),
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
+/// Foundry's own crates: `-v` to `-vvv` raise their level.
+const OWN_CRATES: [&str; 5] = [
+    "foundry",
+    "foundry_cli",
+    "foundry_core",
+    "foundry_activities",
+    "foundry_workflows",
+];
+
+/// Crates whose debug and trace output carries request and response bodies, headers or
+/// packets (a container's environment, a token header): they never log above `info`,
+/// whatever the filter says, since those can hold secrets.
+const BODY_LOGGERS: [&str; 7] = [
+    "bollard",
+    "russh",
+    "hyper",
+    "hyper_util",
+    "reqwest",
+    "h2",
+    "zbus",
+];
+
+/// The log filter: `FOUNDRY_LOG` when set, else `warn` with Foundry's crates at the level
+/// `-v` asks; either way, the body loggers capped at `info`.
+fn log_filter(verbose: u8, from_env: Option<&str>) -> EnvFilter {
+    let own = match verbose {
         0 => "warn",
         1 => "info",
         2 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("FOUNDRY_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let default = std::iter::once("warn".to_string())
+        .chain(OWN_CRATES.iter().map(|c| format!("{c}={own}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut filter = from_env
+        .and_then(|text| EnvFilter::try_new(text).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    for target in BODY_LOGGERS {
+        if let Ok(cap) = format!("{target}=info").parse() {
+            filter = filter.add_directive(cap);
+        }
+    }
+    filter
+}
+
+fn init_logging(verbose: u8) {
+    let from_env = std::env::var("FOUNDRY_LOG").ok();
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(log_filter(verbose, from_env.as_deref()))
         .with_ansi(printer::stderr_wants_color())
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -143,5 +183,37 @@ pub fn run() -> ExitCode {
             }
             exit::code(e.code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_loggers_never_log_above_info() {
+        for (verbose, env) in [
+            (3, None),
+            (0, Some("trace")),
+            (0, Some("bollard=trace,trace")),
+        ] {
+            let filter = log_filter(verbose, env).to_string();
+            for target in BODY_LOGGERS {
+                assert!(
+                    filter.contains(&format!("{target}=info")),
+                    "{verbose} {env:?}: {filter}"
+                );
+                assert!(
+                    !filter.contains(&format!("{target}=trace"))
+                        && !filter.contains(&format!("{target}=debug")),
+                    "{verbose} {env:?}: {filter}"
+                );
+            }
+        }
+        assert!(
+            log_filter(2, None)
+                .to_string()
+                .contains("foundry_core=debug")
+        );
     }
 }

@@ -625,6 +625,15 @@ pub mod leak {
                 .any(|w| w == needle.as_bytes())
     }
 
+    /// What precedes `secret`'s first occurrence in `haystack` (the secret itself left out).
+    fn context(haystack: &[u8], secret: &str) -> String {
+        let at = haystack
+            .windows(secret.len())
+            .position(|w| w == secret.as_bytes())
+            .unwrap_or(0);
+        String::from_utf8_lossy(&haystack[at.saturating_sub(160)..at]).into_owned()
+    }
+
     /// No secret in any byte of the files under `root` but `except` (and where `allowed`
     /// says one may be), nor in `extra`; a journal must be among the files searched.
     pub fn assert_nowhere(
@@ -642,16 +651,21 @@ pub mod leak {
             "no journal scanned: {:?}",
             files.keys()
         );
-        for secret in secrets {
+        for (i, secret) in secrets.iter().enumerate() {
             for (path, bytes) in &files {
                 assert!(
                     allowed(path, secret) || !contains(bytes, secret),
-                    "a secret is in {}",
-                    path.display()
+                    "secret #{i} is in {}: {}",
+                    path.display(),
+                    context(bytes, secret)
                 );
             }
             for (what, bytes) in extra {
-                assert!(!contains(bytes, secret), "a secret is in {what}");
+                assert!(
+                    !contains(bytes, secret),
+                    "secret #{i} is in {what}: {}",
+                    context(bytes, secret)
+                );
             }
         }
     }

@@ -41,7 +41,7 @@ impl Component {
         match self {
             Component::Openbao => crate::openbao::OpenbaoInstall::NAME,
             Component::Dns => crate::dns::DnsInstall::NAME,
-            Component::Zot => "registry-install",
+            Component::Zot => crate::registry::RegistryInstall::NAME,
         }
     }
 
@@ -90,7 +90,7 @@ impl Component {
         match self {
             Component::Openbao => crate::openbao::OPENBAO_IMAGE,
             Component::Dns => crate::dns::PDNS_IMAGE,
-            Component::Zot => "foundry-lab-registry:1",
+            Component::Zot => crate::registry::REGISTRY_IMAGE,
         }
     }
 }
@@ -270,16 +270,17 @@ pub fn install_input(
             token_file: None,
         }),
         Component::Dns => serde_json::to_value(dns_input(stack, &place)?),
-        Component::Zot => Ok(serde_json::json!({
-            "endpoint": place.endpoint,
-            "name": name,
-            "image": place.image,
-            "build_image": place.build_image,
-            "base_image": crate::lab::LAB_IMAGE,
-            "network": place.network,
-            "ipv4": place.address.to_string(),
-            "volume": component.volumes(name).concat(),
-        })),
+        Component::Zot => serde_json::to_value(crate::registry::RegistryInput {
+            endpoint: place.endpoint.clone(),
+            name: name.into(),
+            image: place.image.clone(),
+            build_image: place.build_image,
+            base_image: crate::lab::LAB_IMAGE.into(),
+            network: place.network.clone(),
+            ipv4: place.address.to_string(),
+            volume: component.volumes(name).concat(),
+            publish: None,
+        }),
     };
     input.map_err(|e| ComponentError::new(format!("{}: {e}", component.name())))
 }
@@ -461,7 +462,30 @@ pub async fn status(
             )
         }
         Component::Zot => {
-            return Err(ComponentError::new("zot: no status yet"));
+            let addr = format!("http://{}:{}", place.address, crate::registry::PORT);
+            let found = crate::registry::status(&place.endpoint, name, &addr)
+                .await
+                .map_err(failed)?;
+            let container = found.container.clone().unwrap_or_else(|| "missing".into());
+            let said = match (&found.error, found.api) {
+                (_, true) => format!(
+                    "API answers, {} repositories{}",
+                    found.repositories.len(),
+                    if place.build_image {
+                        " (the lab's stand-in for Zot)"
+                    } else {
+                        ""
+                    }
+                ),
+                (Some(e), false) => format!("not answering: {e}"),
+                (None, false) => "not answering".into(),
+            };
+            (
+                found.api && container == "running",
+                format!("container {container}, {said}"),
+                found.api_version.clone(),
+                serde_json::to_value(&found),
+            )
         }
     };
     Ok(ComponentStatus {
@@ -491,16 +515,8 @@ pub fn changes(component: Component, output: Value) -> Result<Vec<String>, Compo
         Component::Dns => serde_json::from_value::<crate::dns::DnsOutput>(output)
             .map_err(bad)?
             .changes(),
-        Component::Zot => {
-            let flag = |name: &str| output.get(name).and_then(Value::as_bool) == Some(true);
-            [
-                (flag("container_created"), "container created"),
-                (flag("container_recreated"), "container replaced"),
-            ]
-            .into_iter()
-            .filter(|(done, _)| *done)
-            .map(|(_, what)| what.to_string())
-            .collect()
-        }
+        Component::Zot => serde_json::from_value::<crate::registry::RegistryOutput>(output)
+            .map_err(bad)?
+            .changes(),
     })
 }

@@ -98,7 +98,19 @@ pub struct RegistryOutput {
 
 impl RegistryOutput {
     pub fn changed(&self) -> bool {
-        self.container_created || self.container_recreated
+        !self.changes().is_empty()
+    }
+
+    /// What this run changed, for people; empty when nothing changed.
+    pub fn changes(&self) -> Vec<String> {
+        [
+            (self.container_created, "container created"),
+            (self.container_recreated, "container replaced"),
+        ]
+        .into_iter()
+        .filter(|(done, _)| *done)
+        .map(|(_, what)| what.to_string())
+        .collect()
     }
 }
 
