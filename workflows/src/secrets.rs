@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use foundry_activities::openbao::{BaoClient, TokenStore};
+use foundry_activities::openbao::BaoClient;
 use foundry_core::SecretValue;
 
 use crate::config::StackConfig;
-use crate::openbao::FileTokenStore;
+use crate::openbao::token_store;
 use crate::secret_ref::{self, SecretRef};
 
 /// The KV v2 mount Foundry keeps secrets in.
@@ -84,14 +84,15 @@ impl Vault {
                 Some("set components.openbao.address, or network.openbao_hosts"),
             )
         })?;
-        let store = FileTokenStore::in_home(home);
+        let store = token_store::for_home(home)
+            .map_err(|e| SecretsError::new(e.to_string(), Some(e.hint())))?;
         let token = store
             .get()
             .map_err(|e| SecretsError::new(e.to_string(), None))?
             .ok_or_else(|| {
                 SecretsError::new(
                     format!(
-                        "Foundry holds no OpenBAO token ({} is empty)",
+                        "Foundry holds no OpenBAO token ({} holds none)",
                         store.place()
                     ),
                     Some("OpenBAO's install creates it; install OpenBAO first"),
