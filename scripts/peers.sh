@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Installs and starts the real peers the tests talk to, on a fresh Debian 12 machine:
 # Docker Engine (Debian's docker.io, dockerd started here), busybox-static for a tiny
-# test image, debootstrap for the lab's host image. Idempotent; every wait is bounded.
+# test image, debootstrap for the lab's host image, and a Secret Service for the keyring
+# tests (GNOME Keyring, D-Bus, secret-tool; each test starts its own private bus and
+# daemon). Idempotent; every wait is bounded.
 set -euo pipefail
 
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus-daemon)
+command -v dbus-send >/dev/null 2>&1 || need+=(dbus-bin)
+command -v gnome-keyring-daemon >/dev/null 2>&1 || need+=(gnome-keyring)
+command -v secret-tool >/dev/null 2>&1 || need+=(libsecret-tools)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing: ${need[*]}"
   apt-get update -qq

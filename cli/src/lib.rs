@@ -20,6 +20,9 @@ Environment:
   FOUNDRY_LOG         log filter, e.g. `debug` or `foundry_core=trace` (logs go to stderr)
   FOUNDRY_INPUT_<KEY> the answer to a run's question with that key
   FOUNDRY_CONFIG      the stack config, when --config is not given
+  FOUNDRY_KEYRING     where Foundry's OpenBAO token is kept: `auto` (the OS keyring, else
+                      a 0600 file in the home, with a warning), `off` (the file) or
+                      `required` (the OS keyring, else an error)
   NO_COLOR            no colours
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 run failed, 4 run paused (retries exhausted),

@@ -11,6 +11,7 @@ mod dns;
 mod drivers;
 mod format;
 mod host;
+mod keyring;
 mod lab;
 mod openbao;
 mod registry;

@@ -59,14 +59,14 @@ fn image() {
 }
 
 /// A Docker network of this test's own on a free 10.77.x.0/24, removed when dropped.
-struct Net {
+pub(crate) struct Net {
     name: String,
     prefix: String,
     _cleanup: Cleanup,
 }
 
 impl Net {
-    fn new() -> Net {
+    pub(crate) fn new() -> Net {
         image();
         let name = unique("bao");
         let mut last = String::new();
@@ -96,17 +96,17 @@ impl Net {
 }
 
 /// One install: its home, input file, container and volume (removed when dropped).
-struct Install {
-    home: Home,
+pub(crate) struct Install {
+    pub(crate) home: Home,
     name: String,
-    addr: String,
-    input: PathBuf,
-    handover: PathBuf,
-    token_file: PathBuf,
+    pub(crate) addr: String,
+    pub(crate) input: PathBuf,
+    pub(crate) handover: PathBuf,
+    pub(crate) token_file: PathBuf,
 }
 
 impl Install {
-    fn new(net: &Net, host: u8) -> Install {
+    pub(crate) fn new(net: &Net, host: u8) -> Install {
         let home = Home::new();
         let name = unique("openbao");
         let ipv4 = format!("{}.{host}", net.prefix);
@@ -132,7 +132,7 @@ impl Install {
         }
     }
 
-    fn cmd(&self) -> Command {
+    pub(crate) fn cmd(&self) -> Command {
         let mut cmd = self.home.cmd(&[
             "openbao",
             "install",
@@ -146,8 +146,15 @@ impl Install {
     }
 
     /// Installs, expecting success: the install's output line, and all it printed.
-    fn install(&self) -> (Value, Vec<u8>) {
-        let out = self.cmd().output().expect("foundry openbao install");
+    pub(crate) fn install(&self) -> (Value, Vec<u8>) {
+        self.install_with(&[])
+    }
+
+    /// Installs with these environment variables set, expecting success.
+    pub(crate) fn install_with(&self, env: &[(&str, &str)]) -> (Value, Vec<u8>) {
+        let mut cmd = self.cmd();
+        cmd.envs(env.iter().copied());
+        let out = cmd.output().expect("foundry openbao install");
         assert!(
             out.status.success(),
             "install failed ({:?}): {}",
@@ -157,6 +164,24 @@ impl Install {
         let lines = json_lines(&out.stdout);
         let last = lines.last().cloned().expect("an output line");
         (last, [out.stdout, out.stderr].concat())
+    }
+
+    /// The server's IPv4 address.
+    pub(crate) fn ip(&self) -> &str {
+        self.addr
+            .trim_start_matches("http://")
+            .trim_end_matches(":8200")
+    }
+
+    /// Writes the stack config that says where this OpenBAO runs, with `rest` after it.
+    pub(crate) fn stack_config(&self, rest: &str) -> PathBuf {
+        let config = self.home.path().join("stack.yaml");
+        let text = format!(
+            "components:\n  openbao:\n    address: {}\n{rest}",
+            self.ip()
+        );
+        std::fs::write(&config, text).expect("config");
+        config
     }
 
     fn handed(&self) -> Handed {
@@ -525,6 +550,37 @@ fn keys_lost_between_init_and_keep_are_reported_with_what_to_do() {
     assert!(health.initialized && health.sealed, "{health:?}");
 }
 
+/// `foundry` in `home` with `args`, `stdin` piped in when given, `env` set, and HOME a
+/// scratch directory (so `~/.foundryvars` is the test's own).
+pub(crate) fn run_foundry(
+    home: &Home,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> Output {
+    use std::io::Write;
+    let mut cmd = home.cmd(args);
+    cmd.env("HOME", home.scratch())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.envs(env.iter().copied());
+    let mut child = cmd.spawn().expect("foundry");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("foundry")
+}
+
 /// `foundry secret` against the installed OpenBAO, through the stack config that says
 /// where it runs, and the order in which a `${secret:…}` reference is resolved: the
 /// environment beats ~/.foundryvars, which beats OpenBAO; a value never leaks.
@@ -534,44 +590,11 @@ fn secrets_are_set_shown_listed_and_resolved_env_then_file_then_openbao() {
     let install = Install::new(&net, 40);
     install.install();
     let home = &install.home;
-    let ip = install
-        .addr
-        .trim_start_matches("http://")
-        .trim_end_matches(":8200");
-    let config = home.path().join("stack.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "components:\n  openbao:\n    address: {ip}\ndns:\n  api_key: ${{secret:foundry-core/dns:api_key}}\n"
-        ),
-    )
-    .expect("config");
-    let scratch = home.scratch();
+    install.stack_config("dns:\n  api_key: ${secret:foundry-core/dns:api_key}\n");
     let run = |args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]| -> Output {
-        use std::io::Write;
-        let mut cmd = home.cmd(args);
-        cmd.env("HOME", &scratch)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("foundry");
-        if let Some(text) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(text.as_bytes())
-                .expect("write stdin");
-        }
-        child.wait_with_output().expect("foundry")
+        run_foundry(home, args, stdin, env)
     };
+    let scratch = home.scratch();
     let value = format!("pdns-key-{}", rand::random::<u64>());
     let set = run(
         &["secret", "set", "foundry-core/dns:api_key", "--stdin"],
@@ -665,11 +688,7 @@ fn secrets_are_set_shown_listed_and_resolved_env_then_file_then_openbao() {
     std::fs::remove_file(&vars).expect("rm vars");
 
     // A reference OpenBAO does not hold fails by name.
-    std::fs::write(
-        &config,
-        format!("components:\n  openbao:\n    address: {ip}\ndns:\n  api_key: ${{secret:foundry-core/dns:nokey}}\n"),
-    )
-    .expect("config");
+    install.stack_config("dns:\n  api_key: ${secret:foundry-core/dns:nokey}\n");
     let dangling = run(&["config", "validate"], None, &[]);
     assert_eq!(dangling.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&dangling.stderr);

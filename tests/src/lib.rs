@@ -28,7 +28,10 @@ pub fn foundry_bin() -> &'static Path {
         if release {
             build.arg("--release");
         }
+        // The test's own CARGO_MANIFEST_DIR would dirty build scripts that watch it
+        // (ring's), so the next `cargo test` would rebuild them.
         let status = build
+            .env_remove("CARGO_MANIFEST_DIR")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("running cargo build for the foundry binary");
@@ -87,7 +90,9 @@ impl Home {
         all
     }
 
-    /// A `foundry` command with this home, no colours and no inherited crash points.
+    /// A `foundry` command with this home, no colours, no inherited crash points, and no
+    /// D-Bus session bus: the keyring of the person running the tests is never touched (a
+    /// test that wants one starts its own, [`keyring::SecretService`]).
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(foundry_bin());
         cmd.args(args)
@@ -96,6 +101,9 @@ impl Home {
             .env_remove("FOUNDRY_FAILPOINTS")
             .env_remove("FOUNDRY_LOG")
             .env_remove("FOUNDRY_CONFIG")
+            .env_remove("FOUNDRY_KEYRING")
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env_remove("XDG_RUNTIME_DIR")
             .stdin(Stdio::null());
         cmd
     }
@@ -267,6 +275,209 @@ pub fn lines_of(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .map(|s| s.lines().map(str::to_string).collect())
         .unwrap_or_default()
+}
+
+/// Runs `cmd` to its end within `deadline`, its output captured; kills it and panics
+/// naming `what` at the deadline.
+pub fn output_within(cmd: &mut Command, what: &str, deadline: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let end = Instant::now() + deadline;
+    while child.try_wait().expect("polling a child").is_none() {
+        if Instant::now() > end {
+            kill(&mut child);
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("a child's output")
+}
+
+/// A real Secret Service for one test: GNOME Keyring (`gnome-keyring-daemon`, its login
+/// collection unlocked by a known password) on a private D-Bus session bus, both in a
+/// temporary directory with their own HOME and XDG directories, so that a person's own
+/// keyring is never touched. Both stop when it is dropped.
+pub mod keyring {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use crate::{kill, output_within};
+
+    pub struct SecretService {
+        dir: tempfile::TempDir,
+        bus: Child,
+        daemon: Child,
+        address: String,
+    }
+
+    /// The private bus: no service is ever started on demand, so only the daemon this
+    /// test starts can answer as the Secret Service.
+    const BUS_CONFIG: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path=SOCKET</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#;
+
+    const TOOLS: [&str; 4] = [
+        "dbus-daemon",
+        "dbus-send",
+        "gnome-keyring-daemon",
+        "secret-tool",
+    ];
+
+    impl SecretService {
+        /// Starts the bus and the keyring and waits, bounded, until the keyring is on the
+        /// bus; fails loudly when the tools are missing.
+        pub fn start() -> SecretService {
+            for tool in TOOLS {
+                let found = Command::new("sh")
+                    .args(["-c", &format!("command -v {tool}")])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                assert!(
+                    found,
+                    "{tool} is missing: run `bash scripts/peers.sh` (it installs the Secret Service)"
+                );
+            }
+            let dir = tempfile::Builder::new()
+                .prefix("foundry-keyring-")
+                .tempdir()
+                .expect("temp dir");
+            let socket = dir.path().join("bus");
+            let socket_text = socket.to_str().expect("utf8 path").to_string();
+            let config = dir.path().join("bus.conf");
+            std::fs::write(&config, BUS_CONFIG.replace("SOCKET", &socket_text))
+                .expect("bus config");
+            let mut bus = Command::new("dbus-daemon")
+                .arg(format!("--config-file={}", config.display()))
+                .args(["--nofork", "--nopidfile"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting dbus-daemon");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !socket.exists() {
+                if Instant::now() > deadline {
+                    kill(&mut bus);
+                    panic!("dbus-daemon made no socket at {socket_text} in 10 s");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let address = format!("unix:path={socket_text}");
+            let daemon = start_daemon(dir.path(), &address);
+            let mut service = SecretService {
+                dir,
+                bus,
+                daemon,
+                address,
+            };
+            service.wait_ready();
+            service
+        }
+
+        /// `DBUS_SESSION_BUS_ADDRESS` for a `foundry` that should find this keyring.
+        pub fn address(&self) -> &str {
+            &self.address
+        }
+
+        /// The secret of the item with these attributes, as `secret-tool` (libsecret, a
+        /// client of its own) reads it; none when there is no such item.
+        pub fn lookup(&self, service: &str, user: &str) -> Option<String> {
+            let mut cmd = Command::new("secret-tool");
+            cmd.args(["lookup", "service", service, "username", user])
+                .env("DBUS_SESSION_BUS_ADDRESS", &self.address);
+            let out = output_within(&mut cmd, "secret-tool lookup", Duration::from_secs(20));
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (out.status.success() && !text.is_empty()).then_some(text)
+        }
+
+        /// Waits until the daemon owns the Secret Service's name on the bus.
+        fn wait_ready(&mut self) {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let owned = Command::new("dbus-send")
+                    .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+                    .args([
+                        "--session",
+                        "--print-reply",
+                        "--reply-timeout=2000",
+                        "--dest=org.freedesktop.DBus",
+                        "/org/freedesktop/DBus",
+                        "org.freedesktop.DBus.NameHasOwner",
+                        "string:org.freedesktop.secrets",
+                    ])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"));
+                if owned {
+                    return;
+                }
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default();
+                if let Ok(Some(status)) = self.daemon.try_wait() {
+                    panic!("gnome-keyring-daemon ended ({status}): {log}");
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the Secret Service is not on the bus after 20 s: {log}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// `gnome-keyring-daemon` with the Secret Service only, its login collection made or
+    /// unlocked with the password it reads on stdin, and nothing of this user's
+    /// environment.
+    fn start_daemon(dir: &Path, address: &str) -> Child {
+        let home = dir.join("home");
+        let runtime = dir.join("run");
+        for d in [&home, &runtime] {
+            std::fs::create_dir_all(d).expect("keyring dirs");
+        }
+        std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let log = std::fs::File::create(dir.join("daemon.log")).expect("daemon log");
+        let mut child = Command::new("gnome-keyring-daemon")
+            .args(["--unlock", "--components=secrets", "--foreground"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("XDG_DATA_HOME", home.join(".local/share"))
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("XDG_CACHE_HOME", home.join(".cache"))
+            .env("DBUS_SESSION_BUS_ADDRESS", address)
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting gnome-keyring-daemon");
+        // The password, then end of input: the daemon reads to the end.
+        let mut stdin = child.stdin.take().expect("stdin");
+        std::io::Write::write_all(&mut stdin, b"foundry-test").expect("the keyring's password");
+        child
+    }
+
+    impl Drop for SecretService {
+        fn drop(&mut self) {
+            kill(&mut self.daemon);
+            kill(&mut self.bus);
+        }
+    }
 }
 
 /// The local Docker Engine, a real peer (`scripts/peers.sh` installs and starts it).

@@ -91,7 +91,8 @@ pub struct OpenbaoInput {
     pub threshold: u32,
     /// The file the unseal keys and root token are handed over in, once.
     pub handover: PathBuf,
-    /// Where Foundry's token is kept (`$FOUNDRY_HOME/openbao/token` unless given).
+    /// A file to keep Foundry's token in; unless given, the home's store that
+    /// `FOUNDRY_KEYRING` chooses (the OS keyring, else `$FOUNDRY_HOME/openbao/token`).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
 }
@@ -107,13 +108,12 @@ impl OpenbaoInput {
             .with_file_name(format!(".{}-init.ref", self.name))
     }
 
-    fn token_store(&self) -> Result<FileTokenStore, RunError> {
-        match &self.token_file {
-            Some(path) => Ok(FileTokenStore::new(path)),
-            None => foundry_core::Home::from_env()
-                .map(|home| FileTokenStore::in_home(home.root()))
-                .map_err(|e| RunError::workflow(e.to_string())),
+    fn token_store(&self) -> Result<Arc<dyn TokenStore>, RunError> {
+        if let Some(path) = &self.token_file {
+            return Ok(Arc::new(FileTokenStore::new(path)));
         }
+        let home = foundry_core::Home::from_env().map_err(|e| RunError::workflow(e.to_string()))?;
+        token_store::for_home(home.root()).map_err(|e| RunError::workflow(e.with_hint()))
     }
 
     fn spec(&self) -> ContainerSpec {
@@ -230,7 +230,7 @@ impl Workflow for OpenbaoInstall {
 
     async fn run(&self, ctx: Ctx, input: OpenbaoInput) -> Result<OpenbaoOutput, RunError> {
         let addr = input.addr();
-        let store: Arc<dyn TokenStore> = Arc::new(input.token_store()?);
+        let store = input.token_store()?;
 
         let build = input
             .build_image

@@ -8,12 +8,12 @@ use std::path::Path;
 
 use foundry_activities::container::secret_ref_of;
 use foundry_activities::dns::{KeyHolder, random_key};
-use foundry_activities::openbao::{BaoClient, TokenStore};
+use foundry_activities::openbao::BaoClient;
 use foundry_core::{Activity, ActivityCx, ActivityError, SecretValue};
 use serde::{Deserialize, Serialize};
 
 use crate::config::StackConfig;
-use crate::openbao::FileTokenStore;
+use crate::openbao::token_store;
 use crate::secret_ref::{self, SecretRef};
 
 /// The KV v2 mount Foundry keeps secrets in.
@@ -92,14 +92,15 @@ impl Vault {
 
     /// OpenBAO at `addr` (`http://10.77.0.20:8200`), with the token Foundry keeps in `home`.
     pub fn at(addr: &str, home: &Path) -> Result<Vault, SecretsError> {
-        let store = FileTokenStore::in_home(home);
+        let store = token_store::for_home(home)
+            .map_err(|e| SecretsError::new(e.to_string(), Some(e.hint())))?;
         let token = store
             .get()
             .map_err(|e| SecretsError::new(e.to_string(), None))?
             .ok_or_else(|| {
                 SecretsError::new(
                     format!(
-                        "Foundry holds no OpenBAO token ({} is empty)",
+                        "Foundry holds no OpenBAO token ({} holds none)",
                         store.place()
                     ),
                     Some("OpenBAO's install creates it; install OpenBAO first"),

@@ -1,5 +1,5 @@
 //! Foundry's own OpenBAO token: made once with Foundry's policy and kept in a
-//! [`TokenStore`] (a private file today, the system keyring later), never in the journal.
+//! [`TokenStore`] (the OS keyring, else a private file), never in the journal.
 
 use std::sync::Arc;
 

@@ -28,6 +28,8 @@ pub async fn drive(
                 bar.enable_steady_tick(std::time::Duration::from_millis(120));
             }
             let mut lines = bar.as_ref().map(Lines::new);
+            // Whether a step said why the run failed; if none did, the run's end says it.
+            let mut step_failed = false;
             loop {
                 let event = match rx.recv().await {
                     Ok(e) => e,
@@ -35,6 +37,14 @@ pub async fn drive(
                     Err(RecvError::Closed) => return,
                 };
                 let last = matches!(event.kind, EventKind::RunFinished { .. });
+                step_failed |= matches!(event.kind, EventKind::StepFailed { .. });
+                let unsaid = matches!(
+                    &event.kind,
+                    EventKind::RunFinished {
+                        state: foundry_core::RunState::Failed,
+                        error: Some(_),
+                    } if !step_failed
+                );
                 if printer.json() {
                     if printer.data(&event).is_err() {
                         return;
@@ -50,9 +60,10 @@ pub async fn drive(
                         }
                         _ => {}
                     }
-                    // The run's end is said once, by the result line below; a step on a
-                    // line of its own needs no line per completion or output.
-                    let quiet = last
+                    // The run's end is said once, by the result line below (with its
+                    // error when no step said it); a step on a line of its own needs no
+                    // line per completion or output.
+                    let quiet = (last && !unsaid)
                         || (shown
                             && matches!(
                                 event.kind,
