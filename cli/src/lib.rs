@@ -65,6 +65,9 @@ enum Command {
     /// The infrastructure services (OpenBAO, PowerDNS, the registry): install, status.
     #[command(subcommand)]
     Component(commands::component::ComponentCmd),
+    /// The stack's DNS: zones, records, and what each server answers for a name.
+    #[command(subcommand)]
+    Dns(commands::dns::DnsCmd),
     /// The stack's secrets in OpenBAO: set one, show one, list them.
     #[command(subcommand)]
     Secret(commands::secret::SecretCmd),
@@ -164,6 +167,7 @@ pub fn run() -> ExitCode {
             Command::Component(cmd) => {
                 commands::component::run(cmd, &printer, cli.config.as_deref()).await
             }
+            Command::Dns(cmd) => commands::dns::run(cmd, &printer, cli.config.as_deref()).await,
             Command::Secret(cmd) => {
                 commands::secret::run(cmd, &printer, cli.config.as_deref()).await
             }

@@ -8,6 +8,7 @@ mod containers;
 mod crash;
 mod detach;
 mod dns;
+mod dns_cli;
 mod drivers;
 mod format;
 mod host;

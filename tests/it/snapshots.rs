@@ -102,6 +102,27 @@ fn help_texts() {
             home.ok(&["secret", verb, "--help"])
         );
     }
+    human_snapshot!("help_dns", home.ok(&["dns", "--help"]));
+    human_snapshot!("help_dns_test", home.ok(&["dns", "test", "--help"]));
+    for noun in ["zone", "record"] {
+        human_snapshot!(
+            format!("help_dns_{noun}"),
+            home.ok(&["dns", noun, "--help"])
+        );
+    }
+    for (noun, verb) in [
+        ("zone", "list"),
+        ("zone", "create"),
+        ("zone", "delete"),
+        ("record", "add"),
+        ("record", "list"),
+        ("record", "delete"),
+    ] {
+        human_snapshot!(
+            format!("help_dns_{noun}_{verb}"),
+            home.ok(&["dns", noun, verb, "--help"])
+        );
+    }
     human_snapshot!("help_config", home.ok(&["config", "--help"]));
     for verb in ["init", "validate", "show", "list"] {
         human_snapshot!(

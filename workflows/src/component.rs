@@ -117,14 +117,14 @@ pub struct ComponentError {
 }
 
 impl ComponentError {
-    fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         ComponentError {
             message: message.into(),
             hint: None,
         }
     }
 
-    fn hint(mut self, hint: impl Into<String>) -> Self {
+    pub(crate) fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }
@@ -312,7 +312,8 @@ pub fn dns_key(stack: &StackConfig) -> crate::secrets::EnsureStackSecret {
     }
 }
 
-fn dns_input(
+/// The input `dns-install` gets from the stack config, for the DNS placed at `place`.
+pub(crate) fn dns_input(
     stack: &StackConfig,
     place: &Placement,
 ) -> Result<crate::dns::DnsInput, ComponentError> {
@@ -360,6 +361,37 @@ fn dns_input(
         wait_s: 60,
         zones,
     })
+}
+
+/// The PowerDNS API key as the stack resolves it now (environment, `~/.foundryvars`,
+/// OpenBAO), kept in a store of this process only, and its reference there: the servers'
+/// clients reveal it from there, and it is never printed.
+pub(crate) async fn dns_key_kept(
+    stack: &StackConfig,
+    place: &Placement,
+) -> Result<
+    (
+        foundry_core::SecretRef,
+        std::sync::Arc<dyn foundry_core::secret::SecretStore>,
+    ),
+    ComponentError,
+> {
+    let key = dns_key(stack);
+    let (value, _) = key
+        .current()
+        .await
+        .map_err(|e| ComponentError::new(format!("dns on {}: {}", place.host, e.message)))?
+        .ok_or_else(|| {
+            ComponentError::new(format!(
+                "the PowerDNS API key (${{secret:{}:{}}}) is set nowhere",
+                key.path, key.key
+            ))
+            .hint("install DNS with `foundry component install dns`, which makes one")
+        })?;
+    let secrets = std::sync::Arc::new(foundry_core::secret::MemorySecretStore::default());
+    let reference = foundry_core::secret::SecretStore::put(secrets.as_ref(), &value)
+        .map_err(|e| ComponentError::new(e.to_string()))?;
+    Ok((reference, secrets))
 }
 
 /// A component as it is now.
@@ -423,17 +455,7 @@ pub async fn status(
         }
         Component::Dns => {
             let input = dns_input(stack, &place)?;
-            let key = dns_key(stack);
-            let (value, _) = key.current().await.map_err(failed)?.ok_or_else(|| {
-                ComponentError::new(format!(
-                    "the PowerDNS API key (${{secret:{}:{}}}) is set nowhere",
-                    key.path, key.key
-                ))
-                .hint("install DNS with `foundry component install dns`, which makes one")
-            })?;
-            let secrets = std::sync::Arc::new(foundry_core::secret::MemorySecretStore::default());
-            let reference = foundry_core::secret::SecretStore::put(secrets.as_ref(), &value)
-                .map_err(|e| ComponentError::new(e.to_string()))?;
+            let (reference, secrets) = dns_key_kept(stack, &place).await?;
             let found = crate::dns::status(&input, &reference, secrets)
                 .await
                 .map_err(failed)?;

@@ -7,6 +7,7 @@
 //! on a named volume; the API key is a secret environment variable, journaled by reference.
 
 mod image;
+pub mod manage;
 mod status;
 
 use std::collections::BTreeMap;
@@ -177,6 +178,66 @@ fn qualify(name: &str, zone: &str) -> String {
     }
 }
 
+/// Whether `owner` is `zone` or a name below it (both canonical).
+fn in_zone(owner: &str, zone: &str) -> bool {
+    owner == zone || owner.ends_with(&format!(".{zone}"))
+}
+
+impl ZoneInput {
+    /// The zone's canonical name, once its split-horizon rules hold: a domain name; public
+    /// only with a `public_cname`, and never a `.local` zone; its records inside it.
+    pub fn check(&self) -> Result<String, String> {
+        let name = canonical_name(&self.name);
+        if name == "."
+            || !self
+                .name
+                .trim_end_matches('.')
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(format!("zone `{}`: not a domain name", self.name));
+        }
+        if self.public && is_private(&name) {
+            return Err(format!(
+                "zone {name}: a .local zone is private and cannot be public"
+            ));
+        }
+        if self.public && self.public_cname.is_none() {
+            return Err(format!(
+                "zone {name}: a public zone needs `public_cname`, the name its records point to from outside"
+            ));
+        }
+        for r in &self.records {
+            let owner = qualify(&r.name, &name);
+            if !in_zone(&owner, &name) {
+                return Err(format!("record {owner} is not in zone {name}"));
+            }
+        }
+        Ok(name)
+    }
+
+    /// The apex's NS records a new zone gets: the ones given, else `ns1.<zone>`.
+    fn nameservers(&self) -> Vec<String> {
+        if self.nameservers.is_empty() {
+            vec![format!("ns1.{}", canonical_name(&self.name))]
+        } else {
+            self.nameservers.iter().map(|n| canonical_name(n)).collect()
+        }
+    }
+}
+
+/// Whether `owner` has a name on the external server in a public zone: every name below
+/// the apex does; the apex cannot be a CNAME (it has SOA and NS).
+fn has_public_name(zone: &str, owner: &str) -> bool {
+    canonical_name(owner) != canonical_name(zone)
+}
+
+/// The external server's rrset for `owner` in a public zone: a CNAME to the zone's
+/// `public_cname`.
+fn public_rrset(zone: &str, owner: &str, cname: &str) -> Option<(String, String)> {
+    has_public_name(zone, owner).then(|| ("CNAME".to_string(), canonical_name(cname)))
+}
+
 /// The rrsets of a zone: records grouped by owner name and type, in a stable order.
 fn rrsets(zone: &ZoneInput, ttl: u32) -> BTreeMap<(String, String), (u32, Vec<String>)> {
     let mut sets: BTreeMap<(String, String), (u32, Vec<String>)> = BTreeMap::new();
@@ -287,34 +348,9 @@ impl Workflow for DnsInstall {
         }
         let mut seen = std::collections::BTreeSet::new();
         for zone in &input.zones {
-            let name = canonical_name(&zone.name);
-            if name == "."
-                || !zone
-                    .name
-                    .trim_end_matches('.')
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-            {
-                return Err(format!("zone `{}`: not a domain name", zone.name));
-            }
+            let name = zone.check()?;
             if !seen.insert(name.clone()) {
                 return Err(format!("zone {name} is given twice"));
-            }
-            if zone.public && is_private(&name) {
-                return Err(format!(
-                    "zone {name}: a .local zone is private and cannot be public"
-                ));
-            }
-            if zone.public && zone.public_cname.is_none() {
-                return Err(format!(
-                    "zone {name}: a public zone needs `public_cname`, the name its records point to from outside"
-                ));
-            }
-            for r in &zone.records {
-                let owner = qualify(&r.name, &name);
-                if owner != name && !owner.ends_with(&format!(".{name}")) {
-                    return Err(format!("record {owner} is not in zone {name}"));
-                }
             }
         }
         Ok(())
@@ -389,14 +425,10 @@ impl Workflow for DnsInstall {
             ensure_zone(&ctx, "internal", &internal, zone, &sets, &mut out).await?;
             if zone.public {
                 let cname = zone.public_cname.as_deref().unwrap_or_default();
-                // The apex cannot be a CNAME (it has SOA and NS): only names below it.
                 let mut public = BTreeMap::new();
                 for (owner, _) in sets.keys() {
-                    if *owner != canonical_name(&zone.name) {
-                        public.insert(
-                            (owner.clone(), "CNAME".to_string()),
-                            (input.ttl, vec![canonical_name(cname)]),
-                        );
+                    if let Some((rtype, target)) = public_rrset(&zone.name, owner, cname) {
+                        public.insert((owner.clone(), rtype), (input.ttl, vec![target]));
                     }
                 }
                 ensure_zone(&ctx, "external", &external, zone, &public, &mut out).await?;
@@ -416,15 +448,10 @@ async fn ensure_zone(
     out: &mut DnsOutput,
 ) -> Result<(), RunError> {
     let name = canonical_name(&zone.name);
-    let nameservers = if zone.nameservers.is_empty() {
-        vec![format!("ns1.{name}")]
-    } else {
-        zone.nameservers.iter().map(|n| canonical_name(n)).collect()
-    };
     let ensure = EnsureZone {
         api: api.clone(),
         name: name.clone(),
-        nameservers,
+        nameservers: zone.nameservers(),
     };
     if ctx
         .step(&format!("{role}/zone/{name}"), &ensure)
@@ -466,5 +493,49 @@ mod tests {
         );
         assert!(is_private("db.lab.local"));
         assert!(!is_private("lab.example.com"));
+    }
+
+    #[test]
+    fn a_zone_keeps_the_split_horizon_rules() {
+        let zone = |name: &str, public: bool, cname: Option<&str>| ZoneInput {
+            name: name.into(),
+            public,
+            public_cname: cname.map(str::to_string),
+            nameservers: Vec::new(),
+            records: Vec::new(),
+        };
+        assert_eq!(
+            zone("Apps.Example.com", true, Some("home.example.net")).check(),
+            Ok("apps.example.com.".to_string())
+        );
+        assert_eq!(
+            zone("apps.lab.local", false, None).check(),
+            Ok("apps.lab.local.".into())
+        );
+        let local = zone("apps.lab.local", true, Some("home.example.net")).check();
+        assert!(local.is_err_and(|e| e.contains(".local")));
+        let no_cname = zone("apps.example.com", true, None).check();
+        assert!(no_cname.is_err_and(|e| e.contains("public_cname")));
+        assert!(zone("a b.example.com", false, None).check().is_err());
+        let mut outside = zone("apps.example.com", false, None);
+        outside.records.push(RecordInput {
+            name: "web.other.com.".into(),
+            rtype: "A".into(),
+            content: "10.0.0.1".into(),
+            ttl: None,
+        });
+        assert!(outside.check().is_err());
+        assert_eq!(
+            public_rrset(
+                "apps.example.com",
+                "web.apps.example.com.",
+                "Home.Example.net"
+            ),
+            Some(("CNAME".into(), "home.example.net.".into()))
+        );
+        assert_eq!(
+            public_rrset("apps.example.com", "apps.example.com.", "home.example.net"),
+            None
+        );
     }
 }

@@ -267,6 +267,54 @@ impl Client {
         }
     }
 
+    /// The values of one kind of a zone's metadata; empty when it has none, `None` when
+    /// the server has no such zone.
+    pub async fn metadata(
+        &self,
+        zone: &str,
+        kind: &str,
+    ) -> Result<Option<Vec<String>>, ActivityError> {
+        let doing = format!("reading {kind} of zone {}", canonical_name(zone));
+        let path = format!("{}/metadata/{kind}", zone_path(zone));
+        let (status, body) = self.send(Method::GET, &path, None).await?;
+        match status {
+            StatusCode::OK => {
+                let found: Value = self.decode(&doing, &body)?;
+                Ok(Some(
+                    found["metadata"]
+                        .as_array()
+                        .map(|values| {
+                            values
+                                .iter()
+                                .filter_map(|v| v.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                ))
+            }
+            _ if no_such_zone(status, &body) => Ok(None),
+            _ => Err(self.refusal(&doing, status, &body)),
+        }
+    }
+
+    /// Replaces one kind of a zone's metadata with these values (PowerDNS keeps any kind
+    /// starting with `X-` as given).
+    pub async fn set_metadata(
+        &self,
+        zone: &str,
+        kind: &str,
+        values: &[String],
+    ) -> Result<(), ActivityError> {
+        let doing = format!("setting {kind} of zone {}", canonical_name(zone));
+        let path = format!("{}/metadata/{kind}", zone_path(zone));
+        let body = serde_json::json!({ "kind": kind, "metadata": values });
+        let (status, text) = self.send(Method::PUT, &path, Some(&body)).await?;
+        match status {
+            StatusCode::OK | StatusCode::NO_CONTENT => Ok(()),
+            _ => Err(self.refusal(&doing, status, &text)),
+        }
+    }
+
     /// Replaces one rrset with these records (`None`: deletes it).
     pub async fn patch_rrset(
         &self,

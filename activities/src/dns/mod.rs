@@ -1,6 +1,7 @@
 //! PowerDNS through its HTTP API (reqwest, `X-API-Key`): the server's version, zones and
 //! their rrsets, and the activities that ensure them. The key is revealed from a
-//! `SecretRef` only to build the client; inputs and outputs carry the reference.
+//! `SecretRef` only to build the client; inputs and outputs carry the reference. And one
+//! question asked of a server over DNS itself (`wire.rs`), to show what it answers.
 //!
 //! PowerDNS facts this relies on: a zone create answers 201, or 409 when the zone exists;
 //! a PATCH that REPLACEs an rrset bumps the zone's serial even when nothing changed, so
@@ -11,10 +12,12 @@ mod api;
 mod key;
 mod ready;
 mod records;
+mod wire;
 mod zone;
 
 pub use api::{Client, PdnsApi, Rrset, Zone, ZoneSummary, canonical_name};
 pub use key::{ApiKeyOutput, KeyHolder, NewApiKey, random_key};
 pub use ready::{ApiReady, ServerInfo};
 pub use records::{DeleteRecords, EnsureRecords, RecordsOutput};
-pub use zone::{DeleteZone, EnsureZone, ZoneOutput};
+pub use wire::{Reply, WireRecord, ask, encode_query, type_code, type_name};
+pub use zone::{DeleteZone, EnsureZone, EnsureZoneMetadata, ZoneOutput};

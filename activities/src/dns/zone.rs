@@ -105,3 +105,58 @@ impl Activity for DeleteZone {
         self.api.client(cx)?.delete_zone(&self.name).await
     }
 }
+
+/// One kind of a zone's metadata holds exactly these values (order aside). Foundry keeps
+/// what it must remember about a zone there, under kinds starting with `X-FOUNDRY-`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnsureZoneMetadata {
+    pub api: PdnsApi,
+    pub zone: String,
+    pub kind: String,
+    pub values: Vec<String>,
+}
+
+impl EnsureZoneMetadata {
+    /// Whether the zone's metadata already holds the values; an error when there is no zone.
+    async fn in_sync(&self, client: &super::api::Client) -> Result<bool, ActivityError> {
+        let mut have = client
+            .metadata(&self.zone, &self.kind)
+            .await?
+            .ok_or_else(|| {
+                ActivityError::permanent(format!(
+                    "zone {} does not exist at {}: ensure the zone before its metadata",
+                    canonical_name(&self.zone),
+                    self.api.url
+                ))
+            })?;
+        let mut want = self.values.clone();
+        have.sort();
+        want.sort();
+        Ok(have == want)
+    }
+}
+
+impl Activity for EnsureZoneMetadata {
+    /// Whether this step changed it.
+    type Output = bool;
+
+    fn kind(&self) -> &'static str {
+        "dns-zone-metadata"
+    }
+
+    async fn probe(&self, cx: &ActivityCx) -> Result<Option<bool>, ActivityError> {
+        let client = self.api.client(cx)?;
+        Ok(self.in_sync(&client).await?.then_some(false))
+    }
+
+    async fn apply(&self, cx: &ActivityCx) -> Result<bool, ActivityError> {
+        let client = self.api.client(cx)?;
+        if self.in_sync(&client).await? {
+            return Ok(false);
+        }
+        client
+            .set_metadata(&self.zone, &self.kind, &self.values)
+            .await?;
+        Ok(true)
+    }
+}

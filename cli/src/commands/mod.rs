@@ -2,6 +2,7 @@
 
 pub mod component;
 pub mod config;
+pub mod dns;
 pub mod drive;
 pub mod host;
 pub mod lab;
