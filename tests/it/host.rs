@@ -297,14 +297,17 @@ fn host_add_by_password_or_agent_then_only_its_own_key_logs_in() {
         (t1.address.as_str(), "admin", 22)
     );
     assert_eq!(entry.host_key.as_deref(), Some(t1.host_key.as_str()));
-    let key = entry.key.clone().expect("a key path");
+    let key = match entry.key.clone().expect("a key") {
+        foundry_workflows::config::KeyField::File(path) => path,
+        other => panic!("a key file, not {other}"),
+    };
     assert_eq!(key, home.path().join("keys").join("web-1"));
     let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode(&key), 0o600);
     assert_eq!(mode(&home.path().join("keys")), 0o700);
     assert_ne!(public_line(&key), public_line(&t1.key), "a key of its own");
     let own = SshTarget {
-        key: key.clone(),
+        key: key.clone().into(),
         ..t1.clone()
     };
     let login = lab.ssh(&own, "grep -c 'foundry@web-1' ~/.ssh/authorized_keys");
@@ -412,7 +415,7 @@ fn host_add_by_password_or_agent_then_only_its_own_key_logs_in() {
         .and_then(|h| h.key.clone())
         .expect("web-2's key");
     let own2 = SshTarget {
-        key: key2,
+        key: key2.to_string().parse().expect("a key source"),
         ..t2.clone()
     };
     assert!(lab.ssh(&own2, "true").status.success());

@@ -17,3 +17,4 @@ mod retries;
 mod secrets;
 mod snapshots;
 mod ssh;
+mod ssh_keys;

@@ -101,7 +101,7 @@ pub async fn add(
         address: request.address.clone(),
         port: request.port,
         user: request.user.clone(),
-        key: PathBuf::new(),
+        key: PathBuf::new().into(),
         host_key: request.host_key.clone(),
     };
     let first = SshSession::connect_with(&target, &request.login).await?;
@@ -146,7 +146,7 @@ pub async fn add(
         address: request.address.clone(),
         user: request.user.clone(),
         port: request.port,
-        key: Some(key.clone()),
+        key: Some(key.clone().into()),
         host_key: Some(request.host_key.clone()),
     };
     let config_changed = !selected.exists || stack.host(&request.name) != Some(&entry);
