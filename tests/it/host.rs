@@ -133,7 +133,7 @@ fn host_configure_all_changes_every_host_once_then_nothing() {
     }
     assert!(out.contains("10 hosts, 10 changed"), "{out}");
 
-    let public = public_line(&lab.targets[0].key);
+    let public = public_line(lab.targets[0].key.file().expect("a key file"));
     for target in &lab.targets {
         let facts = lab.ssh(
             target,
@@ -305,7 +305,11 @@ fn host_add_by_password_or_agent_then_only_its_own_key_logs_in() {
     let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode(&key), 0o600);
     assert_eq!(mode(&home.path().join("keys")), 0o700);
-    assert_ne!(public_line(&key), public_line(&t1.key), "a key of its own");
+    assert_ne!(
+        public_line(&key),
+        public_line(t1.key.file().expect("a key file")),
+        "a key of its own"
+    );
     let own = SshTarget {
         key: key.clone().into(),
         ..t1.clone()
@@ -385,7 +389,7 @@ fn host_add_by_password_or_agent_then_only_its_own_key_logs_in() {
         socket.exists()
     });
     let added = Command::new("ssh-add")
-        .arg(&t1.key)
+        .arg(t1.key.file().expect("a key file"))
         .env("SSH_AUTH_SOCK", &socket)
         .output()
         .expect("ssh-add");

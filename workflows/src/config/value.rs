@@ -352,6 +352,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_host_key_is_a_file_or_a_reference() {
+        let file: KeyField = "/h/keys/web-1".parse().expect("file");
+        assert_eq!(file, KeyField::File("/h/keys/web-1".into()));
+        assert_eq!(file.place(), "file /h/keys/web-1");
+        let stored: KeyField = "${secret:foundry/ssh-keys/web-1:private_key}"
+            .parse()
+            .expect("reference");
+        assert_eq!(stored.place(), "openbao foundry/ssh-keys/web-1");
+        assert_eq!(
+            stored.to_string(),
+            "${secret:foundry/ssh-keys/web-1:private_key}"
+        );
+        assert!("${secret:no-key}".parse::<KeyField>().is_err());
+    }
+
+    #[test]
     fn cidrs_are_checked_and_contain() {
         let net: Cidr = "10.1.2.0/24".parse().expect("cidr");
         assert!(net.contains("10.1.2.200".parse().expect("ip")));

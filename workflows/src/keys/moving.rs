@@ -382,3 +382,66 @@ pub fn move_plan(
         left,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HostEntry;
+
+    fn entry(name: &str, key: Option<KeyField>) -> HostEntry {
+        HostEntry {
+            name: name.into(),
+            address: format!("10.0.0.{}", name.len()),
+            user: "admin".into(),
+            port: 22,
+            key,
+            host_key: None,
+        }
+    }
+
+    #[test]
+    fn only_keys_foundry_made_move() {
+        let home = Path::new("/h");
+        let mut stack = StackConfig::default();
+        stack.upsert_host(entry("made", Some(PathBuf::from("/h/keys/made").into())));
+        stack.upsert_host(entry(
+            "own",
+            Some(PathBuf::from("/u/.ssh/id_ed25519").into()),
+        ));
+        stack.upsert_host(entry("moved", Some(KeyField::Secret(reference("moved")))));
+        stack.upsert_host(entry("new", None));
+        // Without OpenBAO in the config, a key that would move is an error, not a guess.
+        let err = move_plan(&stack, Path::new("/h/s.yaml"), home, &[]).expect_err("no OpenBAO");
+        assert!(err.message.contains("OpenBAO"), "{}", err.message);
+        stack.components = Some(crate::config::Components::default());
+        if let Some(c) = stack.components.as_mut() {
+            c.openbao.address = Some(crate::config::At::new("10.0.0.9".parse().expect("ip")));
+        }
+        let plan = move_plan(&stack, Path::new("/h/s.yaml"), home, &[]).expect("plan");
+        let input = plan.input.expect("a move");
+        assert_eq!(input.openbao, "http://10.0.0.9:8200");
+        assert_eq!(
+            input.hosts,
+            [MoveHost {
+                name: "made".into(),
+                file: "/h/keys/made".into()
+            }]
+        );
+        let left: Vec<(&str, &str)> = plan
+            .left
+            .iter()
+            .map(|l| (l.host.as_str(), l.reason.as_str()))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                ("own", "not Foundry's, left where it is"),
+                ("moved", "in OpenBAO already"),
+                ("new", "no key yet"),
+            ]
+        );
+        let named = move_plan(&stack, Path::new("/h/s.yaml"), home, &["own".into()]).expect("own");
+        assert!(named.input.is_none());
+        assert!(move_plan(&stack, Path::new("/h/s.yaml"), home, &["nope".into()]).is_err());
+    }
+}
