@@ -66,21 +66,23 @@ fn set_password(lab: &Lab, host: &str) {
 }
 
 /// `foundry host add NAME` at `address` by password: Foundry makes the host's key.
-fn host_add(home: &Home, config: &str, name: &str, address: &str) -> Output {
+fn host_add(home: &Home, config: &str, name: &str, address: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "--config",
+        config,
+        "host",
+        "add",
+        name,
+        "--address",
+        address,
+        "--user",
+        "admin",
+        "--password-stdin",
+        "--accept-new-host-key",
+    ];
+    args.extend(extra);
     let mut child = home
-        .cmd(&[
-            "--config",
-            config,
-            "host",
-            "add",
-            name,
-            "--address",
-            address,
-            "--user",
-            "admin",
-            "--password-stdin",
-            "--accept-new-host-key",
-        ])
+        .cmd(&args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -149,8 +151,8 @@ fn keys_foundry_made_move_into_openbao_and_logins_read_them_there() {
     let (a1, a2) = (&lab.targets[0].address, &lab.targets[1].address);
 
     // Foundry makes a key for each host it adds: 0600 files in the home's key store.
-    host_add(home, cfg, "k1", a1);
-    host_add(home, cfg, "k2", a2);
+    host_add(home, cfg, "k1", a1, &[]);
+    host_add(home, cfg, "k2", a2, &[]);
     let keys = home.path().join("keys");
     let made = |h: &str| std::fs::read_to_string(keys.join(h)).expect("the key file");
     let (key1, key2) = (made("k1"), made("k2"));
@@ -213,13 +215,20 @@ fn keys_foundry_made_move_into_openbao_and_logins_read_them_there() {
         before
     );
 
+    // Adding a moved host again reuses its key from OpenBAO: no new key, no file.
+    let readded: Value =
+        serde_json::from_slice(&host_add(home, cfg, "k1", a1, &["-o", "json"]).stdout)
+            .expect("one JSON object");
+    assert_eq!(readded["new_key"], false, "{readded}");
+    assert_moved(&lab, cfg, "k1", &key1);
+
     // Killed at each boundary of each step, then resumed: the move finishes.
     let mut n = 0;
     for step in ["store", "config", "remove"] {
         for phase in ["started", "effect", "completed"] {
             n += 1;
             let host = format!("c{n}");
-            host_add(home, cfg, &host, a2);
+            host_add(home, cfg, &host, a2, &[]);
             let key = made(&host);
             let point = format!("ssh-keys/{host}/{step}#0@{phase}");
             let ids = |home: &Home| -> Vec<String> {
