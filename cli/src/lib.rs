@@ -144,6 +144,7 @@ pub fn run() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    foundry_workflows::keys::install_key_vault();
     let printer = Printer::new(cli.output);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

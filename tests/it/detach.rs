@@ -285,7 +285,7 @@ async fn where_systemd_is_pid_1_the_command_runs_as_a_transient_unit() {
         address,
         port: 22,
         user: "root".into(),
-        key,
+        key: key.into(),
         host_key,
     };
 

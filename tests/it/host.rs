@@ -133,7 +133,7 @@ fn host_configure_all_changes_every_host_once_then_nothing() {
     }
     assert!(out.contains("10 hosts, 10 changed"), "{out}");
 
-    let public = public_line(&lab.targets[0].key);
+    let public = public_line(lab.targets[0].key.file().expect("a key file"));
     for target in &lab.targets {
         let facts = lab.ssh(
             target,
@@ -297,14 +297,21 @@ fn host_add_by_password_or_agent_then_only_its_own_key_logs_in() {
         (t1.address.as_str(), "admin", 22)
     );
     assert_eq!(entry.host_key.as_deref(), Some(t1.host_key.as_str()));
-    let key = entry.key.clone().expect("a key path");
+    let key = match entry.key.clone().expect("a key") {
+        foundry_workflows::config::KeyField::File(path) => path,
+        other => panic!("a key file, not {other}"),
+    };
     assert_eq!(key, home.path().join("keys").join("web-1"));
     let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode(&key), 0o600);
     assert_eq!(mode(&home.path().join("keys")), 0o700);
-    assert_ne!(public_line(&key), public_line(&t1.key), "a key of its own");
+    assert_ne!(
+        public_line(&key),
+        public_line(t1.key.file().expect("a key file")),
+        "a key of its own"
+    );
     let own = SshTarget {
-        key: key.clone(),
+        key: key.clone().into(),
         ..t1.clone()
     };
     let login = lab.ssh(&own, "grep -c 'foundry@web-1' ~/.ssh/authorized_keys");
@@ -382,7 +389,7 @@ fn host_add_by_password_or_agent_then_only_its_own_key_logs_in() {
         socket.exists()
     });
     let added = Command::new("ssh-add")
-        .arg(&t1.key)
+        .arg(t1.key.file().expect("a key file"))
         .env("SSH_AUTH_SOCK", &socket)
         .output()
         .expect("ssh-add");
@@ -412,7 +419,7 @@ fn host_add_by_password_or_agent_then_only_its_own_key_logs_in() {
         .and_then(|h| h.key.clone())
         .expect("web-2's key");
     let own2 = SshTarget {
-        key: key2,
+        key: key2.to_string().parse().expect("a key source"),
         ..t2.clone()
     };
     assert!(lab.ssh(&own2, "true").status.success());

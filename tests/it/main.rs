@@ -20,3 +20,4 @@ mod retries;
 mod secrets;
 mod snapshots;
 mod ssh;
+mod ssh_keys;

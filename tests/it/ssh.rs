@@ -151,7 +151,7 @@ async fn ssh_runs_argv_exactly_with_sudo_and_checks_host_keys() {
         "{err:?}"
     );
     let mut keyless = host.clone();
-    keyless.key = "/nonexistent/id_ed25519".into();
+    keyless.key = std::path::PathBuf::from("/nonexistent/id_ed25519").into();
     let err = SshExec::new(keyless, argv(&["true"]))
         .apply(&cx())
         .await

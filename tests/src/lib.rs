@@ -643,7 +643,10 @@ pub mod lab {
                     address: h.address,
                     port: h.port,
                     user: h.user,
-                    key: h.key.expect("key"),
+                    key: match h.key.expect("key") {
+                        foundry_workflows::config::KeyField::File(path) => path.into(),
+                        other => panic!("a lab's key is a file, not {other}"),
+                    },
                     host_key: h.host_key.expect("host key"),
                 })
                 .collect();
@@ -690,7 +693,11 @@ pub mod lab {
             Command::new("ssh")
                 .args([
                     "-i",
-                    target.key.to_str().expect("utf8"),
+                    target
+                        .key
+                        .file()
+                        .and_then(|p| p.to_str())
+                        .expect("a key file, in UTF-8"),
                     "-o",
                     "StrictHostKeyChecking=no",
                     "-o",

@@ -173,9 +173,9 @@ pub fn placement(stack: &StackConfig, component: Component) -> Result<Placement,
         ))
         .hint("add it with `foundry host add`")
     })?;
-    let target = host
-        .ssh_target()
-        .map_err(|e| ComponentError::new(format!("{c} runs on {}: {e}", host.name)))?;
+    let target = stack.ssh_target(host).map_err(|e| {
+        ComponentError::new(format!("{c} runs on {}: {}", host.name, e.message)).hint(e.hint)
+    })?;
     let needs = |what: &str| {
         ComponentError::new(format!(
             "components.{c}.{what} is not set: {c} needs a container network and its address on it"
@@ -305,8 +305,7 @@ pub fn dns_key(stack: &StackConfig) -> crate::secrets::EnsureStackSecret {
         path,
         key,
         purpose: "PowerDNS API key".into(),
-        openbao: crate::secrets::openbao_address(stack)
-            .map(|a| format!("http://{a}:{}", crate::secrets::PORT)),
+        openbao: crate::secrets::openbao_url(stack),
         generate,
         holder: None,
     }

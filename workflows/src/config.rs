@@ -8,11 +8,11 @@ pub mod value;
 
 use std::path::{Path, PathBuf};
 
-use foundry_activities::ssh::SshTarget;
+use foundry_activities::ssh::{KeySource, SshTarget};
 use serde::{Deserialize, Serialize};
 
 pub use schema::*;
-pub use value::{At, Cidr, DnsName, SecretField};
+pub use value::{At, Cidr, DnsName, KeyField, SecretField};
 
 use crate::secret_ref::{self, SecretRef};
 
@@ -50,31 +50,13 @@ pub struct HostEntry {
     pub user: String,
     #[serde(default = "default_port")]
     pub port: u16,
-    /// The private key Foundry logs in with.
+    /// The private key Foundry logs in with: a file, or a reference to a key kept in
+    /// OpenBAO (`${secret:foundry/ssh-keys/NAME:private_key}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<PathBuf>,
+    pub key: Option<KeyField>,
     /// The host's public host key (`ssh-ed25519 AAAA…`), once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_key: Option<String>,
-}
-
-impl HostEntry {
-    /// How to reach the host over SSH: its key and host key must be known.
-    pub fn ssh_target(&self) -> Result<SshTarget, String> {
-        let missing = |what: &str| {
-            format!(
-                "host `{}` has no {what} yet\nhint: add it with `foundry host add {}`",
-                self.name, self.name
-            )
-        };
-        Ok(SshTarget {
-            address: self.address.clone(),
-            port: self.port,
-            user: self.user.clone(),
-            key: self.key.clone().ok_or_else(|| missing("key"))?,
-            host_key: self.host_key.clone().ok_or_else(|| missing("host key"))?,
-        })
-    }
 }
 
 fn default_user() -> String {
@@ -83,6 +65,14 @@ fn default_user() -> String {
 
 fn default_port() -> u16 {
     22
+}
+
+/// Why a host of the config cannot be reached yet, and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct TargetError {
+    pub message: String,
+    pub hint: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +236,42 @@ impl StackConfig {
         self.hosts
             .iter()
             .find(|h| h.name == entry || h.address == entry)
+    }
+
+    /// How to reach the host `entry` over SSH: its key and host key must be known. A key
+    /// kept in OpenBAO is read from the OpenBAO this config names, at login.
+    pub fn ssh_target(&self, entry: &HostEntry) -> Result<SshTarget, TargetError> {
+        let name = &entry.name;
+        let key = match &entry.key {
+            None => {
+                return Err(TargetError {
+                    message: format!("host {name}: no login key in the config"),
+                    hint: format!("`foundry host add {name}` makes one"),
+                });
+            }
+            Some(KeyField::File(path)) => KeySource::File(path.clone()),
+            Some(KeyField::Secret(reference)) => KeySource::Openbao {
+                addr: crate::secrets::openbao_url(self).ok_or_else(|| TargetError {
+                    message: format!(
+                        "host {name}: its key is in OpenBAO ({reference}), and the config says nowhere where OpenBAO runs"
+                    ),
+                    hint: "set components.openbao.address, or network.openbao_hosts".into(),
+                })?,
+                path: reference.path.clone(),
+                key: reference.key.clone(),
+            },
+        };
+        let host_key = entry.host_key.clone().ok_or_else(|| TargetError {
+            message: format!("host {name}: its host key is not known"),
+            hint: format!("`foundry host add {name}` records it after you accept its fingerprint"),
+        })?;
+        Ok(SshTarget {
+            address: entry.address.clone(),
+            port: entry.port,
+            user: entry.user.clone(),
+            key,
+            host_key,
+        })
     }
 
     /// Adds `entry`, or replaces the host of that name where it is.

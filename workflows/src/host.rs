@@ -10,7 +10,7 @@ mod ssh;
 use std::path::Path;
 
 use foundry_activities::ssh::{SshChange, SshExec, SshTarget, public_of};
-use foundry_core::{Ctx, FailurePolicy, RetryPolicy, RunError, SecretValue, Workflow};
+use foundry_core::{Ctx, FailurePolicy, RetryPolicy, RunError, Workflow};
 use serde::{Deserialize, Serialize};
 
 pub use add::{AddRequest, Added, HostKeyCheck, add, check_host_key};
@@ -59,6 +59,12 @@ impl From<foundry_core::ActivityError> for HostError {
             Some((message, hint)) => HostError::new(message).hint(hint),
             None => HostError::new(e.message),
         }
+    }
+}
+
+impl From<crate::config::TargetError> for HostError {
+    fn from(e: crate::config::TargetError) -> Self {
+        HostError::new(e.message).hint(e.hint)
     }
 }
 
@@ -125,44 +131,19 @@ impl ConfigureOutput {
     }
 }
 
-/// An SSH target from a config entry, which must have a key and a host key.
-pub fn target_of(entry: &HostEntry) -> Result<SshTarget, HostError> {
-    let key = entry.key.clone().ok_or_else(|| {
-        HostError::new(format!("host {}: no login key in the config", entry.name))
-            .hint(format!("`foundry host add {}` makes one", entry.name))
-    })?;
-    let host_key = entry.host_key.clone().ok_or_else(|| {
-        HostError::new(format!("host {}: its host key is not known", entry.name)).hint(format!(
-            "`foundry host add {}` records it after you accept its fingerprint",
-            entry.name
-        ))
-    })?;
-    Ok(SshTarget {
-        address: entry.address.clone(),
-        port: entry.port,
-        user: entry.user.clone(),
-        key,
-        host_key,
-    })
-}
-
-/// Reads a private key file and gives its public half.
-fn public_key_of(host: &str, key: &Path) -> Result<String, HostError> {
-    let text = std::fs::read_to_string(key).map_err(|e| {
-        HostError::new(format!(
-            "host {host}: reading the key {}: {e}",
-            key.display()
-        ))
-        .hint(format!(
+/// Reads a host's private key (from its file, or from OpenBAO) and gives its public half.
+async fn public_key_of(host: &str, target: &SshTarget) -> Result<String, HostError> {
+    let private = target.key.private_key().await.map_err(|e| {
+        HostError::new(format!("host {host}: {}", e.message)).hint(format!(
             "fix `key:` of {host} in the config, or `foundry host add {host}` again"
         ))
     })?;
-    public_of(&SecretValue::new(text))
-        .map_err(|e| HostError::new(format!("host {host}: the key {}: {e}", key.display())))
+    public_of(&private)
+        .map_err(|e| HostError::new(format!("host {host}: the key {}: {e}", target.key)))
 }
 
 /// The input of a `host-configure` run: the named hosts of `config` (or all of them).
-pub fn configure_input(
+pub async fn configure_input(
     config: &StackConfig,
     config_path: &Path,
     names: &[String],
@@ -193,18 +174,16 @@ pub fn configure_input(
             "--parallel 0: configure at least one host at a time",
         ));
     }
-    let hosts = entries
-        .into_iter()
-        .map(|entry| {
-            let target = target_of(entry)?;
-            let public_key = public_key_of(&entry.name, &target.key)?;
-            Ok(ConfigureHost {
-                name: entry.name.clone(),
-                target,
-                public_key,
-            })
-        })
-        .collect::<Result<_, HostError>>()?;
+    let mut hosts = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let target = config.ssh_target(entry)?;
+        let public_key = public_key_of(&entry.name, &target).await?;
+        hosts.push(ConfigureHost {
+            name: entry.name.clone(),
+            target,
+            public_key,
+        });
+    }
     Ok(ConfigureInput { hosts, parallel })
 }
 

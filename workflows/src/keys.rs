@@ -1,10 +1,47 @@
-//! Where Foundry keeps each host's private login key. A trait, so that a later release can
-//! keep keys in OpenBAO; today's store is a private directory under `$FOUNDRY_HOME`.
+//! Where Foundry keeps each host's private login key: first a private directory under
+//! `$FOUNDRY_HOME` (`host add` writes there), then, once OpenBAO is up, OpenBAO at
+//! `foundry/ssh-keys/<host>` (`moving`: the journaled move). Logins read a key kept in
+//! OpenBAO through [`OpenbaoKeys`], the vault the program installs at startup.
+
+mod moving;
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use foundry_core::SecretValue;
+use foundry_activities::ssh::{KeyVault, VaultRead, set_key_vault};
+use foundry_core::{ActivityError, SecretValue};
+
+pub use moving::{KeyPlan, KeysMove, LeftAlone, MoveHost, MoveInput, MoveOutput, Moved, move_plan};
+
+/// Where a host's key is kept in OpenBAO: `foundry/ssh-keys/<host>`, key `private_key`.
+pub const OPENBAO_PREFIX: &str = "foundry/ssh-keys";
+pub const OPENBAO_KEY: &str = "private_key";
+
+/// The secret path of `host`'s key in OpenBAO.
+pub fn openbao_path(host: &str) -> String {
+    format!("{OPENBAO_PREFIX}/{host}")
+}
+
+/// Reads keys kept in OpenBAO with the token Foundry keeps in `$FOUNDRY_HOME`.
+pub struct OpenbaoKeys;
+
+impl KeyVault for OpenbaoKeys {
+    fn read<'a>(&'a self, addr: &'a str, path: &'a str, key: &'a str) -> VaultRead<'a> {
+        Box::pin(async move {
+            let vault = crate::secrets::Vault::from_env(addr)?;
+            let mut found = vault.read(path).await.map_err(|e| {
+                ActivityError::transient(format!("reading the key at {path}: {}", e.message))
+            })?;
+            Ok(found.remove(key))
+        })
+    }
+}
+
+/// Lets every login of this process read keys kept in OpenBAO; once, at startup.
+pub fn install_key_vault() {
+    set_key_vault(Arc::new(OpenbaoKeys));
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("key store {}: {detail}", path.display())]
@@ -35,6 +72,15 @@ impl FileKeyStore {
     /// The store of a Foundry home.
     pub fn in_home(home: &Path) -> Self {
         FileKeyStore::new(home.join("keys"))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether `path` is `host`'s key in this store, a key Foundry made and keeps.
+    pub fn holds(&self, host: &str, path: &Path) -> bool {
+        self.path_of(host).is_ok_and(|own| own == path)
     }
 
     fn path_of(&self, host: &str) -> Result<PathBuf, KeyStoreError> {

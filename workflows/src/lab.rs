@@ -195,7 +195,7 @@ fn lab_config(lab: &LabInput, hosts: &[LabHost]) -> Result<String, RunError> {
                 address: h.address.clone(),
                 user: h.user.clone(),
                 port: h.port,
-                key: Some(lab.key_path()),
+                key: Some(lab.key_path().into()),
                 host_key: Some(h.host_key.clone()),
             })
             .collect(),

@@ -26,6 +26,7 @@ pub fn registry() -> Registry {
         .register(lab::LabUp)
         .register(lab::LabDown)
         .register(host::HostConfigure)
+        .register(keys::KeysMove)
         .register(dns::DnsInstall)
         .register(openbao::OpenbaoInstall)
         .register(registry::RegistryInstall)

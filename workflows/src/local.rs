@@ -297,7 +297,9 @@ fn host_target(config: Option<&(&Path, StackConfig)>, host: &str) -> Result<SshT
             names.join(", ")
         ))
     })?;
-    entry.ssh_target().map_err(RunError::workflow)
+    config
+        .ssh_target(entry)
+        .map_err(|e| RunError::workflow(format!("{}\nhint: {}", e.message, e.hint)))
 }
 
 #[cfg(test)]

@@ -81,13 +81,13 @@ pub struct Vault {
 impl Vault {
     /// OpenBAO of the stack `stack`, with the token Foundry keeps in the home `home`.
     pub fn of_stack(stack: &StackConfig, home: &Path) -> Result<Vault, SecretsError> {
-        let address = openbao_address(stack).ok_or_else(|| {
+        let addr = openbao_url(stack).ok_or_else(|| {
             SecretsError::new(
                 "the stack config says nowhere where OpenBAO runs",
                 Some("set components.openbao.address, or network.openbao_hosts"),
             )
         })?;
-        Vault::at(&format!("http://{address}:{PORT}"), home)
+        Vault::at(&addr, home)
     }
 
     /// OpenBAO at `addr` (`http://10.77.0.20:8200`), with the token Foundry keeps in `home`.
@@ -109,6 +109,17 @@ impl Vault {
         Ok(Vault {
             client: BaoClient::new(addr)?,
             token,
+        })
+    }
+
+    /// OpenBAO at `addr` with the token of the home `$FOUNDRY_HOME` names, for an
+    /// activity: a missing home or token is a permanent error that says what to do.
+    pub fn from_env(addr: &str) -> Result<Vault, ActivityError> {
+        let home =
+            foundry_core::Home::from_env().map_err(|e| ActivityError::permanent(e.to_string()))?;
+        Vault::at(addr, home.root()).map_err(|e| {
+            let hint = e.hint.map(|h| format!("\nhint: {h}")).unwrap_or_default();
+            ActivityError::permanent(format!("{}{hint}", e.message))
         })
     }
 
@@ -188,6 +199,11 @@ pub fn openbao_address(stack: &StackConfig) -> Option<String> {
         .map(|h| h.address.clone())
 }
 
+/// OpenBAO's API as the stack config places it: `http://ADDRESS:8200`.
+pub fn openbao_url(stack: &StackConfig) -> Option<String> {
+    openbao_address(stack).map(|address| format!("http://{address}:{PORT}"))
+}
+
 /// Values fetched from OpenBAO ahead of a resolution (the resolver asks synchronously).
 pub struct Prefetched(BTreeMap<(String, String), SecretValue>);
 
@@ -242,12 +258,9 @@ impl EnsureStackSecret {
         let Some(addr) = &self.openbao else {
             return Ok(None);
         };
-        let home =
-            foundry_core::Home::from_env().map_err(|e| ActivityError::permanent(e.to_string()))?;
-        Vault::at(addr, home.root()).map(Some).map_err(|e| {
-            let hint = e.hint.map(|h| format!("\nhint: {h}")).unwrap_or_default();
-            ActivityError::permanent(format!("the {}: {}{hint}", self.purpose, e.message))
-        })
+        Vault::from_env(addr)
+            .map(Some)
+            .map_err(|e| ActivityError::permanent(format!("the {}: {}", self.purpose, e.message)))
     }
 
     /// The value as it resolves now, and where it was found; none when it is set nowhere.

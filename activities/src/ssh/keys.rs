@@ -27,6 +27,35 @@ pub fn public_of(private: &SecretValue) -> Result<String, ActivityError> {
     public_line(key.public_key())
 }
 
+/// A private key in a file that exists only in this process's memory (a memfd, mode
+/// 0600), for a program such as `ssh -i` that reads keys from a path: the path works while
+/// this value lives, for this process and its children, and nothing reaches a disk.
+pub struct MemoryKeyFile {
+    _file: std::fs::File,
+    path: std::path::PathBuf,
+}
+
+impl MemoryKeyFile {
+    pub fn new(key: &SecretValue) -> Result<MemoryKeyFile, ActivityError> {
+        use rustix::fs::{MemfdFlags, Mode, fchmod, memfd_create};
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let failed =
+            |e: std::io::Error| ActivityError::permanent(format!("holding the key in memory: {e}"));
+        let fd =
+            memfd_create("foundry-ssh-key", MemfdFlags::CLOEXEC).map_err(|e| failed(e.into()))?;
+        fchmod(&fd, Mode::RUSR | Mode::WUSR).map_err(|e| failed(e.into()))?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(key.expose().as_bytes()).map_err(failed)?;
+        let path = format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd()).into();
+        Ok(MemoryKeyFile { _file: file, path })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,6 +66,9 @@ mod tests {
         assert!(public.starts_with("ssh-ed25519 ") && public.ends_with(" foundry@web-1"));
         let derived = public_of(&private).expect("public");
         assert!(public.starts_with(&derived), "{public} / {derived}");
+        let in_memory = MemoryKeyFile::new(&private).expect("memfd");
+        let read = std::fs::read_to_string(in_memory.path()).expect("read by path");
+        assert_eq!(read, private.expose());
         let (other, _) = generate_ed25519("x").expect("key");
         assert_ne!(
             public_of(&other).expect("public"),

@@ -10,13 +10,15 @@ use russh::keys::agent::client::AgentClient;
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
 
 use super::SshTarget;
+use super::key_source::KeySource;
 use super::session::Checker;
 
 /// A way to log in.
 #[derive(Clone, Debug)]
 pub enum Login {
-    /// A private key file (OpenSSH format).
-    Key(PathBuf),
+    /// A private key (OpenSSH format) from its source: a file, or OpenBAO (read now, held
+    /// in memory only).
+    Key(KeySource),
     /// A private key's text (OpenSSH format), e.g. from a key store.
     KeyData(SecretValue),
     /// Whatever key the SSH agent at `SSH_AUTH_SOCK` holds that the host accepts.
@@ -35,11 +37,18 @@ pub(super) enum Material {
 impl Login {
     pub(super) async fn material(&self) -> Result<Material, ActivityError> {
         Ok(match self {
-            Login::Key(path) => {
+            Login::Key(KeySource::File(path)) => {
                 let key = russh::keys::load_secret_key(path, None).map_err(|e| {
                     ActivityError::permanent(format!("reading the key {}: {e}", path.display()))
                 })?;
                 Material::Key(Box::new(key), format!("the key {}", path.display()))
+            }
+            Login::Key(stored) => {
+                let text = stored.private_key().await?;
+                let key = russh::keys::decode_secret_key(text.expose(), None).map_err(|e| {
+                    ActivityError::permanent(format!("the key {stored} cannot be read: {e}"))
+                })?;
+                Material::Key(Box::new(key), format!("the key {stored}"))
             }
             Login::KeyData(text) => {
                 let key = russh::keys::decode_secret_key(text.expose(), None).map_err(|e| {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use foundry_core::{ActivityCx, ActivityError, Stream};
 
+use super::key_source::KeySource;
 use super::login::Login;
 use russh::ChannelMsg;
 use russh::client::{self, Handle};
@@ -20,7 +21,7 @@ pub struct SshTarget {
     pub port: u16,
     pub user: String,
     /// The private key to log in with.
-    pub key: PathBuf,
+    pub key: KeySource,
     /// The host's public host key (`ssh-ed25519 AAAA…`): anything else is refused.
     pub host_key: String,
 }
@@ -283,7 +284,7 @@ pub async fn scan_host_key(address: &str, port: u16) -> Result<String, ActivityE
         address: address.to_string(),
         port,
         user: String::new(),
-        key: PathBuf::new(),
+        key: KeySource::File(PathBuf::new()),
         host_key: String::new(),
     };
     let offered = Arc::new(Mutex::new(None));

@@ -138,8 +138,8 @@ impl Lab {
         let mut hosts = Vec::with_capacity(stack.hosts.len());
         let mut known = String::new();
         for entry in stack.hosts {
-            let Some(key) = entry.key else {
-                bail!("{}: host {} has no key", config.display(), entry.name);
+            let Some(foundry_workflows::config::KeyField::File(key)) = entry.key else {
+                bail!("{}: host {} has no key file", config.display(), entry.name);
             };
             let Some(host_key) = entry.host_key else {
                 bail!("{}: host {} has no host_key", config.display(), entry.name);

@@ -128,8 +128,22 @@ async fn install(
         if code != exit::OK {
             return Ok(code);
         }
+        if c == Component::Openbao {
+            let code = move_keys(&selected.path, home.root(), printer).await?;
+            if code != exit::OK {
+                return Ok(code);
+            }
+        }
     }
     Ok(exit::OK)
+}
+
+/// Once OpenBAO is up, the hosts' keys Foundry made move into it (when there is any).
+async fn move_keys(config: &Path, home: &Path, printer: &Printer) -> Result<u8, CliError> {
+    // The config as it is now: an earlier move may have rewritten it.
+    let stack = foundry_workflows::config::load(config)?;
+    let announce = "OpenBAO is up: the hosts' keys Foundry made move into it";
+    super::host::keys::move_keys(&stack, config, home, &[], Some(announce), printer).await
 }
 
 /// OpenBAO's unseal keys and root token, handed over in a private file: on a terminal they

@@ -239,6 +239,52 @@ impl FromStr for SecretField {
 
 text_value!(SecretField);
 
+/// Where a host's login key is: a file, or a secret reference
+/// (`${secret:foundry/ssh-keys/web-1:private_key}`), which names a key kept in OpenBAO.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum KeyField {
+    File(std::path::PathBuf),
+    Secret(SecretRef),
+}
+
+impl KeyField {
+    /// Where the key lives, for people: `file PATH` or `openbao PATH`.
+    pub fn place(&self) -> String {
+        match self {
+            KeyField::File(path) => format!("file {}", path.display()),
+            KeyField::Secret(reference) => format!("openbao {}", reference.path),
+        }
+    }
+}
+
+impl From<std::path::PathBuf> for KeyField {
+    fn from(path: std::path::PathBuf) -> KeyField {
+        KeyField::File(path)
+    }
+}
+
+impl fmt::Display for KeyField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyField::File(path) => write!(f, "{}", path.display()),
+            KeyField::Secret(reference) => reference.fmt(f),
+        }
+    }
+}
+
+impl FromStr for KeyField {
+    type Err = String;
+    fn from_str(text: &str) -> Result<KeyField, String> {
+        if text.starts_with("${") {
+            return Ok(KeyField::Secret(text.parse::<SecretField>()?.0));
+        }
+        Ok(KeyField::File(text.into()))
+    }
+}
+
+text_value!(KeyField);
+
 /// How long something is kept: a number and a unit, `s`, `m`, `h`, `d` or `w` (`30d`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -304,6 +350,22 @@ text_value!(HttpUrl);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_key_is_a_file_or_a_reference() {
+        let file: KeyField = "/h/keys/web-1".parse().expect("file");
+        assert_eq!(file, KeyField::File("/h/keys/web-1".into()));
+        assert_eq!(file.place(), "file /h/keys/web-1");
+        let stored: KeyField = "${secret:foundry/ssh-keys/web-1:private_key}"
+            .parse()
+            .expect("reference");
+        assert_eq!(stored.place(), "openbao foundry/ssh-keys/web-1");
+        assert_eq!(
+            stored.to_string(),
+            "${secret:foundry/ssh-keys/web-1:private_key}"
+        );
+        assert!("${secret:no-key}".parse::<KeyField>().is_err());
+    }
 
     #[test]
     fn cidrs_are_checked_and_contain() {

@@ -11,7 +11,7 @@ use foundry_core::ActivityCx;
 use serde::Serialize;
 
 use super::HostError;
-use crate::config::{self, HostEntry, Selected, StackConfig};
+use crate::config::{self, HostEntry, KeyField, Selected, StackConfig};
 use crate::keys::KeyStore;
 
 /// Adds `$1` to the login user's `authorized_keys` once; runs as that user.
@@ -77,8 +77,8 @@ pub struct Added {
     pub address: String,
     pub user: String,
     pub port: u16,
-    /// Where the host's login key is kept.
-    pub key: PathBuf,
+    /// Where the host's login key is kept: its file, or its reference in OpenBAO.
+    pub key: KeyField,
     pub key_fingerprint: String,
     pub host_key_fingerprint: String,
     pub config: PathBuf,
@@ -101,13 +101,22 @@ pub async fn add(
         address: request.address.clone(),
         port: request.port,
         user: request.user.clone(),
-        key: PathBuf::new(),
+        key: PathBuf::new().into(),
         host_key: request.host_key.clone(),
     };
     let first = SshSession::connect_with(&target, &request.login).await?;
-    let (private, new_key) = match store.get(&request.name)? {
-        Some(key) => (key, false),
-        None => (generate_ed25519(&comment(&request.name))?.0, true),
+    // The host's key: the one in the store, else the one the config keeps in OpenBAO (a
+    // key that moved there), else a new one.
+    let in_openbao = stack
+        .host(&request.name)
+        .filter(|h| matches!(h.key, Some(KeyField::Secret(_))));
+    let (private, new_key, kept) = match (store.get(&request.name)?, in_openbao) {
+        (Some(key), _) => (key, false, None),
+        (None, Some(entry)) => {
+            let source = stack.ssh_target(entry)?.key;
+            (source.private_key().await?, false, entry.key.clone())
+        }
+        (None, None) => (generate_ed25519(&comment(&request.name))?.0, true, None),
     };
     let public = public_of(&private)?;
     let line = command_line(
@@ -140,7 +149,10 @@ pub async fn add(
             "{target}: a command over the new key's login exited with status {code}"
         )));
     }
-    let key = store.put(&request.name, &private)?;
+    let key = match kept {
+        Some(key) => key,
+        None => store.put(&request.name, &private)?.into(),
+    };
     let entry = HostEntry {
         name: request.name.clone(),
         address: request.address.clone(),

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use foundry_activities::ssh::SshSession;
+use foundry_activities::ssh::{SshSession, SshTarget};
 use foundry_core::ActivityCx;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::config::{HostEntry, StackConfig};
+use crate::config::{HostEntry, StackConfig, TargetError};
 
 /// At most this many hosts are asked at once.
 const CONCURRENCY: usize = 50;
@@ -21,6 +21,8 @@ pub struct HostStatus {
     pub address: String,
     pub port: u16,
     pub user: String,
+    /// Where its login key lives: `file PATH`, `openbao PATH`, or `none`.
+    pub key: String,
     pub reachable: bool,
     /// Connect and log in, in milliseconds.
     pub connect_ms: Option<u64>,
@@ -35,9 +37,10 @@ pub async fn status(config: &StackConfig, timeout: Duration) -> Vec<HostStatus> 
     let mut set = JoinSet::new();
     for (i, entry) in config.hosts.iter().cloned().enumerate() {
         let gate = gate.clone();
+        let target = config.ssh_target(&entry);
         set.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            (i, one(entry, timeout).await)
+            (i, one(entry, target, timeout).await)
         });
     }
     let mut found: Vec<Option<HostStatus>> = vec![None; config.hosts.len()];
@@ -61,6 +64,10 @@ fn unreachable_status(entry: &HostEntry, error: String) -> HostStatus {
         address: entry.address.clone(),
         port: entry.port,
         user: entry.user.clone(),
+        key: entry
+            .key
+            .as_ref()
+            .map_or_else(|| "none".into(), |k| k.place()),
         reachable: false,
         connect_ms: None,
         latency_ms: None,
@@ -68,8 +75,12 @@ fn unreachable_status(entry: &HostEntry, error: String) -> HostStatus {
     }
 }
 
-async fn one(entry: HostEntry, timeout: Duration) -> HostStatus {
-    let target = match super::target_of(&entry) {
+async fn one(
+    entry: HostEntry,
+    target: Result<SshTarget, TargetError>,
+    timeout: Duration,
+) -> HostStatus {
+    let target = match target {
         Ok(t) => t,
         Err(e) => return unreachable_status(&entry, e.message),
     };

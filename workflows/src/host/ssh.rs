@@ -1,25 +1,27 @@
 //! `foundry host ssh`: the system `ssh` with the host's key and a known_hosts file written
-//! from the config, so host keys are checked strictly.
+//! from the config, so host keys are checked strictly. A key kept in OpenBAO is handed to
+//! `ssh` as a file in this process's memory, never on a disk.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use foundry_activities::ssh::command_line;
+use foundry_activities::ssh::{KeySource, MemoryKeyFile, command_line};
 
 use super::HostError;
 use crate::config::StackConfig;
 
-/// A program and its arguments, to exec.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A program and its arguments, to exec; or, when `key` holds the key in memory, to run as
+/// a child while `key` lives.
 pub struct SshCommand {
     pub program: String,
     pub args: Vec<String>,
+    pub key: Option<MemoryKeyFile>,
 }
 
 /// Writes `home/known_hosts` from every host key in `config`, and gives the `ssh` command
 /// that opens a shell on `name` (or runs `command` there, each word as it is).
-pub fn ssh_command(
+pub async fn ssh_command(
     config: &StackConfig,
     home: &Path,
     name: &str,
@@ -29,14 +31,21 @@ pub fn ssh_command(
         HostError::new(format!("no host `{name}` in the config"))
             .hint("`foundry host list` shows the hosts")
     })?;
-    let target = super::target_of(entry)?;
-    if !target.key.exists() {
-        return Err(HostError::new(format!(
-            "host {name}: the key {} does not exist",
-            target.key.display()
-        ))
-        .hint(format!("`foundry host add {name}` makes a new one")));
-    }
+    let target = config.ssh_target(entry)?;
+    let (key_path, in_memory) = match &target.key {
+        KeySource::File(path) if !path.exists() => {
+            return Err(HostError::new(format!(
+                "host {name}: the key {} does not exist",
+                path.display()
+            ))
+            .hint(format!("`foundry host add {name}` makes a new one")));
+        }
+        KeySource::File(path) => (path.clone(), None),
+        stored => {
+            let key = MemoryKeyFile::new(&stored.private_key().await?)?;
+            (key.path().to_path_buf(), Some(key))
+        }
+    };
     let known = home.join("known_hosts");
     let lines: String = config
         .hosts
@@ -62,7 +71,7 @@ pub fn ssh_command(
         .map_err(write)?;
     let mut args: Vec<String> = vec![
         "-i".into(),
-        target.key.display().to_string(),
+        key_path.display().to_string(),
         "-o".into(),
         "IdentitiesOnly=yes".into(),
         "-o".into(),
@@ -84,5 +93,6 @@ pub fn ssh_command(
     Ok(SshCommand {
         program: "ssh".into(),
         args,
+        key: in_memory,
     })
 }

@@ -151,7 +151,7 @@ pub async fn run(mut args: Args, printer: &Printer, config: Option<&Path>) -> Re
             added.user,
             added.address,
             added.port,
-            added.key.display(),
+            added.key,
             added.key_fingerprint,
             added.config.display()
         ));

@@ -36,7 +36,8 @@ pub struct Args {
 pub async fn run(args: Args, printer: &Printer, config: Option<&Path>) -> Result<u8, CliError> {
     let (_, selected) = crate::commands::existing(config)?;
     let stack = selected.load()?;
-    let input = configure_input(&stack, &selected.path, &args.names, args.all, args.parallel)?;
+    let input =
+        configure_input(&stack, &selected.path, &args.names, args.all, args.parallel).await?;
     let input =
         serde_json::to_value(&input).map_err(|e| CliError::new(format!("the run's input: {e}")))?;
     let (engine, bar) = crate::commands::engine(printer)?;

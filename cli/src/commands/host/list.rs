@@ -6,6 +6,9 @@ use crate::printer::Printer;
 
 /// List the hosts of the stack config, each asked live: reachable, and its SSH latency.
 ///
+/// KEY says where the host's login key is kept: `file PATH`, or `openbao PATH` once
+/// Foundry's own keys moved into OpenBAO (`foundry host keys move`).
+///
 /// Every host is asked at once (a bounded number at a time), each within --timeout: it
 /// logs in with the host's key, checking its host key, and runs one command.
 #[derive(Debug, clap::Args)]
@@ -40,6 +43,7 @@ pub async fn run(args: Args, printer: &Printer, config: Option<&Path>) -> Result
             vec![
                 h.host.clone(),
                 format!("{}@{}:{}", h.user, h.address, h.port),
+                h.key.clone(),
                 if h.reachable { "yes" } else { "no" }.into(),
                 h.latency_ms
                     .map(|ms| format!("{ms}ms"))
@@ -48,6 +52,9 @@ pub async fn run(args: Args, printer: &Printer, config: Option<&Path>) -> Result
             ]
         })
         .collect();
-    let _ = printer.table(&["HOST", "LOGIN", "REACHABLE", "LATENCY", "ERROR"], &rows);
+    let _ = printer.table(
+        &["HOST", "LOGIN", "KEY", "REACHABLE", "LATENCY", "ERROR"],
+        &rows,
+    );
     Ok(exit::OK)
 }

@@ -2,6 +2,7 @@
 
 mod add;
 mod configure;
+pub(crate) mod keys;
 mod list;
 mod ssh;
 
@@ -19,6 +20,9 @@ pub enum HostCmd {
     Add(add::Args),
     Configure(configure::Args),
     List(list::Args),
+    /// Where the hosts' login keys are kept: move Foundry's own into OpenBAO.
+    #[command(subcommand)]
+    Keys(keys::KeysCmd),
     Ssh(ssh::Args),
 }
 
@@ -27,7 +31,8 @@ pub async fn run(cmd: HostCmd, printer: &Printer, config: Option<&Path>) -> Resu
         HostCmd::Add(args) => add::run(args, printer, config).await,
         HostCmd::Configure(args) => configure::run(args, printer, config).await,
         HostCmd::List(args) => list::run(args, printer, config).await,
-        HostCmd::Ssh(args) => ssh::run(args, config),
+        HostCmd::Keys(cmd) => keys::run(cmd, printer, config).await,
+        HostCmd::Ssh(args) => ssh::run(args, config).await,
     }
 }
 

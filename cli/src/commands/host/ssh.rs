@@ -21,13 +21,27 @@ pub struct Args {
     command: Vec<String>,
 }
 
-pub fn run(args: Args, config: Option<&Path>) -> Result<u8, CliError> {
+pub async fn run(args: Args, config: Option<&Path>) -> Result<u8, CliError> {
     let (home, selected) = crate::commands::existing(config)?;
     let stack = selected.load()?;
-    let ssh = foundry_workflows::host::ssh_command(&stack, home.root(), &args.name, &args.command)?;
-    let err = std::process::Command::new(&ssh.program)
-        .args(&ssh.args)
-        .exec();
+    let ssh = foundry_workflows::host::ssh_command(&stack, home.root(), &args.name, &args.command)
+        .await?;
+    let mut command = std::process::Command::new(&ssh.program);
+    command.args(&ssh.args);
+    // A key held in this process's memory lives only while foundry does: ssh runs as a child.
+    let err = if ssh.key.is_some() {
+        match command.status() {
+            Ok(status) => {
+                return Ok(status
+                    .code()
+                    .and_then(|c| u8::try_from(c).ok())
+                    .unwrap_or(255));
+            }
+            Err(e) => e,
+        }
+    } else {
+        command.exec()
+    };
     Err(
         CliError::new(format!("cannot run `{}`: {err}", ssh.program))
             .with_hint("install the OpenSSH client (Debian: openssh-client)"),
