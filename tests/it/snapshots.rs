@@ -95,6 +95,13 @@ fn help_texts() {
             home.ok(&["host", verb, "--help"])
         );
     }
+    human_snapshot!("help_component", home.ok(&["component", "--help"]));
+    for verb in ["install", "status"] {
+        human_snapshot!(
+            format!("help_component_{verb}"),
+            home.ok(&["component", verb, "--help"])
+        );
+    }
     human_snapshot!("help_secret", home.ok(&["secret", "--help"]));
     for verb in ["get", "set", "list"] {
         human_snapshot!(
