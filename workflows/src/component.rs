@@ -57,7 +57,7 @@ impl Component {
     /// The data volumes of the component's containers named `name`.
     pub fn volumes(self, name: &str) -> Vec<String> {
         match self {
-            Component::Openbao | Component::Zot => vec![format!("{name}-data")],
+            Component::Openbao | Component::Zot => vec![single_volume(name)],
             Component::Dns => ["internal", "external"]
                 .into_iter()
                 .map(|role| crate::dns::volume(name, role))
@@ -241,6 +241,11 @@ impl Placement {
     }
 }
 
+/// The data volume of a one-container component named `name`.
+fn single_volume(name: &str) -> String {
+    format!("{name}-data")
+}
+
 /// Where OpenBAO (the container `name`) hands the unseal keys and root token over, once.
 pub fn handover_path(home: &Path, name: &str) -> std::path::PathBuf {
     home.join("openbao").join(format!("{name}-handover.txt"))
@@ -263,7 +268,7 @@ pub fn install_input(
             base_image: crate::lab::LAB_IMAGE.into(),
             network: place.network.clone(),
             ipv4: place.address.to_string(),
-            volume: component.volumes(name).concat(),
+            volume: single_volume(name),
             shares: 3,
             threshold: 2,
             handover: handover_path(home, name),
@@ -278,7 +283,7 @@ pub fn install_input(
             base_image: crate::lab::LAB_IMAGE.into(),
             network: place.network.clone(),
             ipv4: place.address.to_string(),
-            volume: component.volumes(name).concat(),
+            volume: single_volume(name),
             publish: None,
         }),
     };

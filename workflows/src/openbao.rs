@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use foundry_activities::container::{ContainerSpec, list_labelled};
+use foundry_activities::container::{ContainerSpec, labelled_state};
 use foundry_activities::openbao::{
     BaoClient, BaoHandover, BaoInit, BaoInitStatus, BaoKvMount, BaoPolicy, BaoReady, BaoToken,
     BaoUnseal, ForgetInit, Health, InitMaterial, InitOutput, TokenStore,
@@ -335,11 +335,7 @@ pub async fn status(
     name: &str,
     addr: &str,
 ) -> Result<OpenbaoStatus, ActivityError> {
-    let container = list_labelled(endpoint, OPENBAO_LABEL, Some(name))
-        .await?
-        .into_iter()
-        .find(|c| c.name == name)
-        .map(|c| c.state);
+    let container = labelled_state(endpoint, OPENBAO_LABEL, name).await?;
     let (health, error) = match BaoClient::new(addr)?.health().await {
         Ok(h) => (Some(h), None),
         Err(e) => (None, Some(e.message)),

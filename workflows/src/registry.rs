@@ -8,7 +8,7 @@ pub mod image;
 
 use std::collections::BTreeMap;
 
-use foundry_activities::container::{ContainerSpec, list_labelled};
+use foundry_activities::container::{ContainerSpec, labelled_state};
 use foundry_activities::registry::{RegistryClient, RegistryReady};
 use foundry_core::{ActivityError, Ctx, RunError, Workflow};
 use serde::{Deserialize, Serialize};
@@ -182,11 +182,7 @@ pub async fn status(
     name: &str,
     addr: &str,
 ) -> Result<RegistryStatus, ActivityError> {
-    let container = list_labelled(endpoint, REGISTRY_LABEL, Some(name))
-        .await?
-        .into_iter()
-        .find(|c| c.name == name)
-        .map(|c| c.state);
+    let container = labelled_state(endpoint, REGISTRY_LABEL, name).await?;
     let client = RegistryClient::new(addr)?;
     let mut found = RegistryStatus {
         name: name.to_string(),

@@ -27,6 +27,20 @@ fn filter(key: &str, value: Option<&str>) -> HashMap<&'static str, Vec<String>> 
     HashMap::from([("label", vec![label])])
 }
 
+/// The state (`running`, `exited`, …) of the container `name` labelled `key=name`; none
+/// when there is no such container.
+pub async fn labelled_state(
+    endpoint: &Endpoint,
+    key: &str,
+    name: &str,
+) -> Result<Option<String>, ActivityError> {
+    Ok(list_labelled(endpoint, key, Some(name))
+        .await?
+        .into_iter()
+        .find(|c| c.name == name)
+        .map(|c| c.state))
+}
+
 /// The containers carrying label `key` (with `value`, if given), running or not, by name.
 pub async fn list_labelled(
     endpoint: &Endpoint,

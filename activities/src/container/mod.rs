@@ -21,7 +21,7 @@ pub use ensure::{
     SPEC_HASH_LABEL, secret_ref_of,
 };
 pub use image::{EnsureImage, ImageOutput};
-pub use labelled::{Labelled, RemoveLabelled, Removed, list_labelled};
+pub use labelled::{Labelled, RemoveLabelled, Removed, labelled_state, list_labelled};
 pub use network::{EnsureNetwork, NetworkOutput, connect, disconnect};
 
 /// Where a Docker Engine answers.
