@@ -34,9 +34,7 @@ impl Drop for Volumes {
     }
 }
 
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker").args(args).output().expect("docker")
-}
+use foundry_tests::docker::docker;
 
 /// The `step_output` lines of a run's JSON events that say an rrset was patched.
 fn patched(events: &[Value]) -> Vec<String> {
@@ -78,13 +76,7 @@ fn start(home: &Home, install: &Install, failpoints: Option<&str>) -> Output {
 }
 
 fn ok(out: &Output, what: &str) -> Vec<Value> {
-    assert!(
-        out.status.success(),
-        "{what} failed ({:?}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    foundry_tests::assert_success(out, what);
     json_lines(&out.stdout)
 }
 

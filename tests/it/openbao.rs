@@ -38,9 +38,7 @@ const STEPS: [&str; 12] = [
 /// Crash cases run at once (each its own home, container and volume).
 const PARALLEL: usize = 6;
 
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker").args(args).output().expect("docker")
-}
+use foundry_tests::docker::docker;
 
 /// The OpenBAO image, built once (on top of the lab's base image, itself made by
 /// `foundry lab up` when missing).

@@ -11,25 +11,17 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use foundry_activities::registry::RegistryClient;
 use foundry_tests::docker::{Cleanup, engine, test_image, unique};
 use foundry_tests::{Home, json_lines};
 use serde_json::{Value, json};
 
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker").args(args).output().expect("docker")
-}
+use foundry_tests::docker::docker;
 
 fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({:?}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    foundry_tests::assert_success(&out, what);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

@@ -40,6 +40,17 @@ pub fn foundry_bin() -> &'static Path {
     })
 }
 
+/// Fails the test, with all `what` printed, unless it succeeded.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A private Foundry home in a temporary directory, and a scratch directory beside it.
 pub struct Home {
     dir: tempfile::TempDir,
@@ -120,13 +131,7 @@ impl Home {
     /// Runs `foundry`, expecting success; returns all it printed.
     pub fn ok_output(&self, args: &[&str]) -> Output {
         let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "foundry {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, &format!("foundry {args:?}"));
         out
     }
 
@@ -490,6 +495,11 @@ pub mod docker {
 
     const SOCKET: &str = "/var/run/docker.sock";
     const IMAGE: &str = "foundry-test-busybox:1";
+
+    /// The `docker` client with `args`, whatever it answers.
+    pub fn docker(args: &[&str]) -> std::process::Output {
+        Command::new("docker").args(args).output().expect("docker")
+    }
 
     /// The Engine's endpoint; fails the test, loudly, when no Engine answers.
     pub fn engine() -> Endpoint {
