@@ -118,8 +118,10 @@ impl ControlServer {
         Ok(ControlServer { task, path })
     }
 
-    pub(crate) fn stop(self) {
+    /// Stops accepting and waits until the accepting task has ended.
+    pub(crate) async fn stop(self) {
         self.task.abort();
+        let _ = self.task.await;
         let _ = std::fs::remove_file(&self.path);
     }
 }

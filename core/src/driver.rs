@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::Value;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use crate::context::{Ctx, RunShared};
 use crate::control::ControlServer;
@@ -18,7 +19,7 @@ use crate::lease::{self, HEARTBEAT_EVERY};
 use crate::model::{RunId, RunMeta, RunState, RunSummary, StepRecord};
 use crate::time::Millis;
 use crate::workflow::DynWorkflow;
-use crate::writer::{MirrorState, Writer};
+use crate::writer::{MirrorState, WriteError, Writer};
 
 /// A run taken to be driven: subscribe to its events, then drive it.
 pub struct Driver {
@@ -95,7 +96,9 @@ impl Driver {
                 .state
                 .transition(first)
                 .map_err(|source| EngineError::Transition { run, source })?;
-            set_state(&writer, state, None, vec![]).await?;
+            set_state(&writer, state, None, vec![])
+                .await
+                .map_err(|e| drive_error(run, e))?;
             events.emit(EventKind::RunStarted {
                 workflow: snapshot.info.workflow.clone(),
                 resumed,
@@ -105,20 +108,19 @@ impl Driver {
                 shared.cancelling.store(true, Ordering::Relaxed);
                 shared.cancel.cancel();
             }
-            let background = spawn_background(&shared, cancelling);
+            let background = Background::spawn(&shared, cancelling);
             let ctx = Ctx::root(shared.clone());
             let result = workflow.run(ctx.clone(), snapshot.info.input.clone()).await;
-            for task in background {
-                task.abort();
-            }
+            // Nothing of this drive writes after its outcome: its tasks end first.
+            background.stop().await;
             finish(&engine, &shared, &ctx, &snapshot, started, result).await
         }
         .await;
 
         if let Some(control) = control {
-            control.stop();
+            control.stop().await;
         }
-        let journal = writer.close();
+        let journal = writer.close().await;
         events.flush_log();
         if let (Ok(outcome), Some(mut journal)) = (&result, journal)
             && outcome.state == RunState::Completed
@@ -138,46 +140,95 @@ async fn set_state(
     state: RunState,
     error: Option<String>,
     events: Vec<EventKind>,
-) -> Result<(), EngineError> {
-    let meta = RunMeta {
+) -> Result<(), WriteError> {
+    writer
+        .write(vec![WriteOp::Meta(meta(state, error))], events)
+        .await
+}
+
+fn meta(state: RunState, error: Option<String>) -> RunMeta {
+    RunMeta {
         state,
         updated_at: Millis::now(),
         error,
-    };
-    Ok(writer.write(vec![WriteOp::Meta(meta)], events).await?)
+    }
 }
 
-/// The heartbeat, and the watcher that journals a cancel request the moment it arrives.
-fn spawn_background(shared: &Arc<RunShared>, cancelling: bool) -> Vec<tokio::task::JoinHandle<()>> {
-    let beat = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut lease = lease::own_lease();
-            loop {
-                tokio::time::sleep(HEARTBEAT_EVERY).await;
-                lease.heartbeat_at = Millis::now();
-                if shared
-                    .writer
-                    .write_lazy(vec![WriteOp::Lease(lease.clone())], vec![])
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        })
-    };
-    let mut tasks = vec![beat];
-    if !cancelling {
-        let shared = shared.clone();
-        tasks.push(tokio::spawn(async move {
-            shared.cancel.cancelled().await;
-            let event = vec![EventKind::CancelRequested];
-            if let Err(e) = set_state(&shared.writer, RunState::Cancelling, None, event).await {
-                tracing::error!(error = %e, "could not journal the cancel request");
-            }
-        }));
+/// A write error as the drive reports it.
+fn drive_error(run: RunId, e: WriteError) -> EngineError {
+    match e {
+        WriteError::Journal(e) => EngineError::Journal(e),
+        WriteError::Illegal(source) => EngineError::Transition { run, source },
+        e @ WriteError::AfterOutcome { .. } => EngineError::Run {
+            run,
+            detail: e.to_string(),
+        },
     }
-    tasks
+}
+
+/// Journals a cancel request, once: the run becomes cancelling.
+async fn journal_cancel(shared: &RunShared) -> Result<(), WriteError> {
+    if shared.writer.state() == RunState::Cancelling {
+        return Ok(());
+    }
+    let event = vec![EventKind::CancelRequested];
+    set_state(&shared.writer, RunState::Cancelling, None, event).await
+}
+
+/// The drive's own tasks: the heartbeat, and the watcher that journals a cancel request
+/// the moment it arrives. Stopped and joined before the run's outcome is written.
+struct Background {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    fn spawn(shared: &Arc<RunShared>, cancelling: bool) -> Background {
+        let stop = CancellationToken::new();
+        let beat = {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut lease = lease::own_lease();
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    lease.heartbeat_at = Millis::now();
+                    if shared
+                        .writer
+                        .write_lazy(vec![WriteOp::Lease(lease.clone())], vec![])
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            })
+        };
+        let mut tasks = vec![beat];
+        if !cancelling {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    () = shared.cancel.cancelled() => {}
+                    () = stop.cancelled() => return,
+                }
+                if let Err(e) = journal_cancel(&shared).await {
+                    tracing::error!(error = %e, "could not journal the cancel request");
+                }
+            }));
+        }
+        Background { stop, tasks }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "a task of the drive ended badly");
+            }
+        }
+    }
 }
 
 /// Records how the workflow ended, running undo steps on cancel.
@@ -190,10 +241,19 @@ async fn finish(
     result: Result<Value, RunError>,
 ) -> Result<RunOutcome, EngineError> {
     let run = snapshot.info.id;
+    // A cancel journaled while the workflow ended is honoured: a cancelling run never
+    // becomes completed.
+    let cancel_journaled = shared.writer.state() == RunState::Cancelling;
     let result = match result {
         Err(_) if shared.cancel.is_cancelled() => Err(RunError::Cancelled),
+        Ok(_) if cancel_journaled => Err(RunError::Cancelled),
         other => other,
     };
+    if matches!(result, Err(RunError::Cancelled)) {
+        journal_cancel(shared)
+            .await
+            .map_err(|e| drive_error(run, e))?;
+    }
     let (state, output, error) = match result {
         Ok(output) => (RunState::Completed, Some(output), None),
         Err(RunError::Cancelled) => {
@@ -229,11 +289,17 @@ async fn finish(
         };
         shared
             .writer
-            .write(vec![WriteOp::Finish { meta, summary }], vec![finished])
-            .await?;
+            .write_last(vec![WriteOp::Finish { meta, summary }], vec![finished])
+            .await
+            .map_err(|e| drive_error(run, e))?;
         forget_secret_answers(engine, &records);
     } else {
-        set_state(&shared.writer, state, error.clone(), vec![finished]).await?;
+        let ops = vec![WriteOp::Meta(self::meta(state, error.clone()))];
+        shared
+            .writer
+            .write_last(ops, vec![finished])
+            .await
+            .map_err(|e| drive_error(run, e))?;
     }
     Ok(RunOutcome {
         run,

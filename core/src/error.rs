@@ -1,6 +1,7 @@
 //! Why a run stopped.
 
 use crate::journal::JournalError;
+use crate::writer::WriteError;
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum RunError {
@@ -38,6 +39,12 @@ impl RunError {
 
 impl From<JournalError> for RunError {
     fn from(e: JournalError) -> Self {
+        RunError::Journal(e.to_string())
+    }
+}
+
+impl From<WriteError> for RunError {
+    fn from(e: WriteError) -> Self {
         RunError::Journal(e.to_string())
     }
 }

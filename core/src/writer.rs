@@ -23,15 +23,61 @@ use tokio::sync::oneshot;
 use crate::events::{EventBus, EventKind};
 use crate::failpoint::{self, Phase};
 use crate::journal::{JournalError, JournalSnapshot, RunJournal, StepIndex, WriteOp};
-use crate::model::StepRecordState;
+use crate::model::{IllegalTransition, RunState, StepRecordState};
 
 /// How long a lazy write waits for company before it is committed alone.
 pub const LINGER: Duration = Duration::from_millis(2);
 
+/// Why a write was not made.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The write would move the run's state against the transition table.
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    /// The run's outcome is written: its journal takes nothing more.
+    #[error(
+        "E_ILLEGAL_TRANSITION: the run's outcome ({state}) is recorded; nothing may be written after it"
+    )]
+    AfterOutcome { state: RunState },
+}
+
 struct Request {
     ops: Vec<WriteOp>,
     events: Vec<EventKind>,
-    ack: Option<oneshot::Sender<Result<(), JournalError>>>,
+    ack: Option<oneshot::Sender<Result<(), WriteError>>>,
+    /// The drive's outcome: the writer takes nothing after it.
+    last: bool,
+}
+
+/// The run's state as committed, which every write is checked against.
+#[derive(Clone, Copy)]
+struct Gate {
+    state: RunState,
+    /// The drive's outcome is written.
+    sealed: bool,
+}
+
+impl Gate {
+    /// The gate after `ops`, or why they may not be written.
+    fn after(mut self, ops: &[WriteOp], last: bool) -> Result<Gate, WriteError> {
+        for op in ops {
+            if self.sealed || self.state.is_finished() {
+                return Err(WriteError::AfterOutcome { state: self.state });
+            }
+            match op {
+                WriteOp::Meta(meta) => self.state = self.state.transition(meta.state)?,
+                WriteOp::Finish { meta, .. } => {
+                    self.state = self.state.transition(meta.state)?;
+                    self.sealed = true;
+                }
+                WriteOp::Step(_) | WriteOp::Lease(_) => {}
+            }
+        }
+        self.sealed |= last;
+        Ok(self)
+    }
 }
 
 struct Queue {
@@ -41,6 +87,8 @@ struct Queue {
     /// When the oldest buffered lazy write was made.
     lazy_since: Option<Instant>,
     timer: bool,
+    /// The task of that timer, joined when the writer closes.
+    linger: Option<tokio::task::JoinHandle<()>>,
     /// A leader is committing: what is queued now will be committed by it.
     committing: bool,
 }
@@ -52,6 +100,8 @@ struct Inner {
     /// Once a commit fails, nothing later may be acknowledged: the journal no longer
     /// matches what the run believes.
     poisoned: Mutex<Option<JournalError>>,
+    /// Held by the leader only, like `journal`.
+    gate: Mutex<Gate>,
     mirror: Mirror,
     events: EventBus,
 }
@@ -96,12 +146,17 @@ fn completed_steps(ops: &[WriteOp]) -> impl Iterator<Item = &str> {
 
 impl Writer {
     pub(crate) fn new(journal: Box<dyn RunJournal>, mirror: Mirror, events: EventBus) -> Writer {
+        let gate = Gate {
+            state: lock(&mirror).snapshot.meta.state,
+            sealed: false,
+        };
         let queue = Queue {
             requests: Vec::new(),
             lazy_ops: Vec::new(),
             lazy_events: Vec::new(),
             lazy_since: None,
             timer: false,
+            linger: None,
             committing: false,
         };
         Writer {
@@ -109,6 +164,7 @@ impl Writer {
                 queue: Mutex::new(queue),
                 journal: Mutex::new(Some(journal)),
                 poisoned: Mutex::new(None),
+                gate: Mutex::new(gate),
                 mirror,
                 events,
             }),
@@ -128,7 +184,30 @@ impl Writer {
         &self,
         ops: Vec<WriteOp>,
         events: Vec<EventKind>,
-    ) -> Result<(), JournalError> {
+    ) -> Result<(), WriteError> {
+        self.request(ops, events, false).await
+    }
+
+    /// Writes the drive's outcome, like [`Writer::write`]; every later write is refused.
+    pub(crate) async fn write_last(
+        &self,
+        ops: Vec<WriteOp>,
+        events: Vec<EventKind>,
+    ) -> Result<(), WriteError> {
+        self.request(ops, events, true).await
+    }
+
+    /// The run's state as committed.
+    pub(crate) fn state(&self) -> RunState {
+        lock(&self.inner.gate).state
+    }
+
+    async fn request(
+        &self,
+        ops: Vec<WriteOp>,
+        events: Vec<EventKind>,
+        last: bool,
+    ) -> Result<(), WriteError> {
         let (ack, done) = oneshot::channel();
         let lead = {
             let mut q = lock(&self.inner.queue);
@@ -141,13 +220,14 @@ impl Writer {
                 ops: all_ops,
                 events: all_events,
                 ack: Some(ack),
+                last,
             });
             !std::mem::replace(&mut q.committing, true)
         };
         if lead {
             self.lead();
         }
-        done.await.map_err(|_| Self::closed())?
+        done.await.map_err(|_| WriteError::from(Self::closed()))?
     }
 
     /// Writes `ops` with the next commit; `events` are emitted once it is durable.
@@ -155,19 +235,21 @@ impl Writer {
         &self,
         ops: Vec<WriteOp>,
         events: Vec<EventKind>,
-    ) -> Result<(), JournalError> {
+    ) -> Result<(), WriteError> {
         let mut q = lock(&self.inner.queue);
         q.lazy_ops.extend(ops);
         q.lazy_events.extend(events);
         q.lazy_since.get_or_insert_with(Instant::now);
         if !std::mem::replace(&mut q.timer, true) {
-            drop(q);
             let writer = self.clone();
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
-                    rt.spawn(async move { writer.linger().await });
+                    q.linger = Some(rt.spawn(async move { writer.linger().await }));
                 }
-                Err(_) => self.flush(),
+                Err(_) => {
+                    drop(q);
+                    self.flush();
+                }
             }
         }
         Ok(())
@@ -209,6 +291,7 @@ impl Writer {
                     ops,
                     events,
                     ack: None,
+                    last: false,
                 });
             }
             !q.requests.is_empty() && !std::mem::replace(&mut q.committing, true)
@@ -218,10 +301,11 @@ impl Writer {
         }
     }
 
-    /// Commits what is queued, batch after batch, until nothing is.
+    /// Commits what is queued, batch after batch, until nothing is. A request the run's
+    /// state does not allow is refused alone; the others are committed.
     fn lead(&self) {
         loop {
-            let mut batch = {
+            let batch = {
                 let mut q = lock(&self.inner.queue);
                 if q.requests.is_empty() {
                     q.committing = false;
@@ -229,9 +313,30 @@ impl Writer {
                 }
                 std::mem::take(&mut q.requests)
             };
+            let mut gate = *lock(&self.inner.gate);
+            let mut allowed = Vec::with_capacity(batch.len());
+            for req in batch {
+                match gate.after(&req.ops, req.last) {
+                    Ok(next) => {
+                        gate = next;
+                        allowed.push(req);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "a journal write was refused");
+                        if let Some(ack) = req.ack {
+                            let _ = ack.send(Err(e));
+                        }
+                    }
+                }
+            }
+            let mut batch = allowed;
+            if batch.is_empty() {
+                continue;
+            }
             let ops: Vec<WriteOp> = batch.iter_mut().flat_map(|r| r.ops.drain(..)).collect();
             let result = self.commit(&ops);
             if result.is_ok() {
+                *lock(&self.inner.gate) = gate;
                 lock(&self.inner.mirror).apply(&ops);
                 for req in &mut batch {
                     for kind in req.events.drain(..) {
@@ -244,7 +349,7 @@ impl Writer {
             }
             for req in batch {
                 if let Some(ack) = req.ack {
-                    let _ = ack.send(result.clone());
+                    let _ = ack.send(result.clone().map_err(WriteError::from));
                 }
             }
         }
@@ -267,10 +372,160 @@ impl Writer {
         result
     }
 
-    /// Commits everything written so far and hands the journal back; later writes fail.
-    pub(crate) fn close(&self) -> Option<Box<dyn RunJournal>> {
+    /// Commits everything written so far, waits for the timer of lazy writes to end, and
+    /// hands the journal back; later writes fail.
+    pub(crate) async fn close(&self) -> Option<Box<dyn RunJournal>> {
         self.flush();
+        let linger = lock(&self.inner.queue).linger.take();
+        if let Some(task) = linger
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "the journal's timer ended badly");
+        }
         // A leader still at work holds the journal until the queue is empty.
         lock(&self.inner.journal).take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::journal::{JournalStore, RedbStore};
+    use crate::model::{RunId, RunInfo, RunMeta, RunSummary, StepRecord};
+    use crate::time::Millis;
+
+    fn meta(state: RunState) -> RunMeta {
+        RunMeta {
+            state,
+            updated_at: Millis::now(),
+            error: None,
+        }
+    }
+
+    fn step(key: &str) -> WriteOp {
+        WriteOp::Step(StepRecord {
+            seq: 0,
+            key: key.into(),
+            kind: "noop".into(),
+            state: StepRecordState::Started,
+            attempt: 1,
+            output: None,
+            error: None,
+            transient: false,
+            next_attempt_at: None,
+            exhausted: false,
+            from_probe: false,
+            first_started_at: Millis(1),
+            started_at: Millis(1),
+            finished_at: None,
+            policy: None,
+        })
+    }
+
+    fn finish() -> WriteOp {
+        WriteOp::Finish {
+            meta: meta(RunState::Completed),
+            summary: RunSummary {
+                steps: 0,
+                finished_at: Millis::now(),
+                duration_ms: 0,
+                output: Value::Null,
+            },
+        }
+    }
+
+    /// A writer on a new run's real journal, and where to read it back.
+    fn writer(dir: &tempfile::TempDir) -> (Writer, RedbStore, RunId) {
+        let store = RedbStore::new(dir.path().to_path_buf());
+        let id = RunId::new();
+        let info = RunInfo {
+            id,
+            workflow: "w".into(),
+            workflow_version: 1,
+            input: Value::Null,
+            foundry_version: "test".into(),
+            created_at: Millis::now(),
+        };
+        let lease = crate::lease::own_lease();
+        let (journal, snapshot) = store
+            .create(&info, &meta(RunState::Running), &lease)
+            .expect("create");
+        let writer = Writer::new(journal, MirrorState::new(snapshot), EventBus::new(id));
+        (writer, store, id)
+    }
+
+    #[tokio::test]
+    async fn nothing_is_written_after_the_finish_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, store, id) = writer(&dir);
+        writer.write(vec![step("a#0")], vec![]).await.expect("step");
+        writer
+            .write_last(vec![finish()], vec![])
+            .await
+            .expect("finish");
+
+        let refused = writer.write(vec![step("late#0")], vec![]).await;
+        let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.starts_with("E_ILLEGAL_TRANSITION"), "{message}");
+        let again = writer.write(vec![WriteOp::Meta(meta(RunState::Running))], vec![]);
+        assert!(matches!(again.await, Err(WriteError::AfterOutcome { .. })));
+        writer
+            .write_lazy(vec![step("lazy#0")], vec![])
+            .expect("buffered");
+        writer.flush();
+
+        drop(writer.close().await);
+        let read = store.read(id).expect("read");
+        assert_eq!(read.meta.state, RunState::Completed);
+        assert!(read.steps.is_empty(), "{:?}", read.steps);
+    }
+
+    #[tokio::test]
+    async fn every_write_is_checked_against_the_transition_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, store, id) = writer(&dir);
+        let cancelling = vec![WriteOp::Meta(meta(RunState::Cancelling))];
+        writer.write(cancelling, vec![]).await.expect("cancelling");
+        let refused = writer.write(vec![finish()], vec![]).await;
+        let message = refused.err().map(|e| e.to_string());
+        assert_eq!(
+            message.as_deref(),
+            Some("E_ILLEGAL_TRANSITION: a cancelling run cannot become completed")
+        );
+        // The refusal poisons nothing: a legal write still goes through.
+        writer
+            .write(vec![step("undo#0")], vec![])
+            .await
+            .expect("undo");
+        drop(writer.close().await);
+        let read = store.read(id).expect("read");
+        assert_eq!(read.meta.state, RunState::Cancelling);
+        assert_eq!(read.steps.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_paused_outcome_takes_no_heartbeat_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (writer, store, id) = writer(&dir);
+        let paused = vec![WriteOp::Meta(meta(RunState::Paused))];
+        writer.write_last(paused, vec![]).await.expect("paused");
+        let before = store_lease(&writer);
+        let mut lease = crate::lease::own_lease();
+        lease.heartbeat_at = Millis(before.as_ref().map_or(0, |l| l.heartbeat_at.0) + 60_000);
+        let late = writer.write(vec![WriteOp::Lease(lease)], vec![]).await;
+        assert!(matches!(late, Err(WriteError::AfterOutcome { .. })));
+        drop(writer.close().await);
+        let read = store.read(id).expect("read");
+        assert_eq!(read.meta.state, RunState::Paused);
+        assert_eq!(
+            read.lease.map(|l| l.heartbeat_at),
+            before.map(|l| l.heartbeat_at)
+        );
+    }
+
+    fn store_lease(writer: &Writer) -> Option<crate::model::Lease> {
+        lock(&writer.inner.mirror).snapshot.lease.clone()
     }
 }
