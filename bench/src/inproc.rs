@@ -196,7 +196,7 @@ pub fn resume_to_first_action(
     let id: foundry_core::RunId = run.parse().with_context(|| format!("run id {run}"))?;
     rt.block_on(async {
         let t0 = Instant::now();
-        let driver = engine.resume(id).context("taking the run")?;
+        let driver = engine.resume(id).await.context("taking the run")?;
         let took = t0.elapsed();
         let mut rx = driver.subscribe();
         let wanted = step.to_string();

@@ -132,15 +132,14 @@ pub fn counts_line(c: &StepCounts) -> String {
     parts.join(", ")
 }
 
-/// The human header of `status` and `show`.
-pub fn status_lines(view: &RunView) -> Vec<String> {
+/// The human header of `status` and `show`; `short` is the run's unique id prefix.
+pub fn status_lines(view: &RunView, short: &str) -> Vec<String> {
     let row = RunRow::new(view);
     let s = &view.snapshot;
     let state = match (&view.driver, view.interrupted()) {
         (Some(lease), _) => format!("{} (driven by {lease})", view.state()),
         (None, true) => format!(
-            "interrupted: no process drives it; `foundry workflow resume {}` continues",
-            view.id().short()
+            "interrupted: no process drives it; `foundry workflow resume {short}` continues"
         ),
         (None, false) => view.state().to_string(),
     };
@@ -207,8 +206,9 @@ pub const STEP_HEADER: [&str; 6] = [
     "LAST ERROR",
 ];
 
-/// One event as a human line, or `None` for events not worth a line.
-pub fn event_line(printer: &Printer, event: &Event) -> Option<String> {
+/// One event as a human line, or `None` for events not worth a line; `short` is the
+/// run's unique id prefix.
+pub fn event_line(printer: &Printer, event: &Event, short: &str) -> Option<String> {
     let line = match &event.kind {
         EventKind::RunStarted {
             workflow, resumed, ..
@@ -262,8 +262,8 @@ pub fn event_line(printer: &Printer, event: &Event) -> Option<String> {
         }
         EventKind::CancelRequested => "cancel requested: stopping at the next step boundary".into(),
         EventKind::RunFinished { state, error } => match error {
-            Some(e) => format!("run {} {state}: {e}", event.run.short()),
-            None => format!("run {} {state}", event.run.short()),
+            Some(e) => format!("run {short} {state}: {e}"),
+            None => format!("run {short} {state}"),
         },
         _ => return None,
     };

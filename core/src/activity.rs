@@ -187,12 +187,30 @@ impl ActivityCx {
     }
 }
 
+/// What the engine does with a step found in doubt: started, with no outcome recorded,
+/// because the process that ran it stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InDoubt {
+    /// Its probe decides: the effect is there (the step completes from the probe) or not
+    /// (the step runs again).
+    Probe,
+    /// Running it again is harmless: it runs again without a probe.
+    Rerun,
+    /// It must never run twice unchecked: the run pauses, naming the step, for a person to
+    /// check; `workflow resume` then runs it again, `workflow cancel` gives up.
+    Pause,
+}
+
 /// One idempotent thing done to real infrastructure.
 pub trait Activity: Send + Sync {
     type Output: Serialize + DeserializeOwned + Send;
 
     /// A short name of the activity's kind, shown in `workflow show`.
     fn kind(&self) -> &'static str;
+
+    /// What happens to a step of this activity found in doubt. Every activity says it.
+    fn in_doubt(&self) -> InDoubt;
 
     fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy::default()
@@ -214,6 +232,7 @@ pub trait Activity: Send + Sync {
 /// An activity with its output as JSON, as the engine stores it.
 pub(crate) trait DynActivity: Send + Sync {
     fn kind(&self) -> &'static str;
+    fn in_doubt(&self) -> InDoubt;
     fn policy(&self) -> RetryPolicy;
     fn probe<'a>(
         &'a self,
@@ -230,6 +249,10 @@ fn to_json<T: Serialize>(kind: &str, value: &T) -> Result<Value, ActivityError> 
 impl<A: Activity> DynActivity for A {
     fn kind(&self) -> &'static str {
         Activity::kind(self)
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        Activity::in_doubt(self)
     }
 
     fn policy(&self) -> RetryPolicy {

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::activity::{Activity, ActivityCx, ActivityError, DynActivity};
+use crate::activity::{Activity, ActivityCx, ActivityError, DynActivity, InDoubt};
 use crate::error::RunError;
 use crate::events::{EventBus, EventKind};
 use crate::failpoint::{self, Phase};
@@ -239,6 +239,65 @@ impl Ctx {
         }
     }
 
+    /// A step that must not run twice, found in doubt: recorded as failed for good, so the
+    /// run pauses on it and a `workflow resume` (a person's decision) runs it again.
+    async fn pause_in_doubt(&self, mut record: StepRecord) -> Result<Value, RunError> {
+        let step = record.key.clone();
+        self.shared
+            .events
+            .emit(EventKind::StepInDoubt { step: step.clone() });
+        let error = RunError::InDoubt { step: step.clone() };
+        record.state = StepRecordState::Failed;
+        record.error = Some(error.to_string());
+        record.transient = false;
+        record.exhausted = true;
+        record.next_attempt_at = None;
+        record.finished_at = Some(Millis::now());
+        let event = EventKind::StepFailed {
+            step,
+            attempt: record.attempt,
+            error: error.to_string(),
+            transient: false,
+            next_attempt_at: None,
+            exhausted: true,
+        };
+        self.write(&record, vec![event]).await?;
+        Err(error)
+    }
+
+    /// A cancelled run reaching a step: a step in doubt is probed first, so that an effect
+    /// already there is recorded (and its undo registered by the caller) rather than left
+    /// behind; anything else stops here.
+    async fn settle_for_cancel(
+        &self,
+        id: &str,
+        activity: &dyn DynActivity,
+        existing: Option<StepRecord>,
+    ) -> Result<Value, RunError> {
+        let in_doubt = existing.filter(|r| r.state == StepRecordState::Started);
+        let Some(record) = in_doubt.filter(|_| activity.in_doubt() == InDoubt::Probe) else {
+            return Err(RunError::Cancelled);
+        };
+        self.shared.events.emit(EventKind::StepInDoubt {
+            step: id.to_string(),
+        });
+        // The probe runs to its end: the run's token is already cancelled.
+        let cx = self.activity_cx(id, record.attempt, true);
+        let probed = activity.probe(&cx).await;
+        self.shared.events.emit(EventKind::ProbeResult {
+            step: id.to_string(),
+            present: matches!(probed, Ok(Some(_))),
+        });
+        match probed {
+            Ok(Some(output)) => self.complete(record, output, true),
+            Ok(None) => Err(RunError::Cancelled),
+            Err(e) => {
+                tracing::warn!(step = id, error = %e, "probe of a step in doubt failed while cancelling; its effect, if any, stays");
+                Err(RunError::Cancelled)
+            }
+        }
+    }
+
     async fn run_step(
         &self,
         id: &str,
@@ -252,7 +311,7 @@ impl Ctx {
             return Ok(r.output.clone().unwrap_or(Value::Null));
         }
         if !force && self.is_cancelled() {
-            return Err(RunError::Cancelled);
+            return self.settle_for_cancel(id, activity, existing).await;
         }
         let policy = activity.policy();
         let now = Millis::now();
@@ -260,7 +319,18 @@ impl Ctx {
         let mut settled: Option<ActivityError> = None;
         let mut record = match existing {
             Some(mut r) => {
+                // Recorded by an earlier drive: the retry budget's clock counts the time a
+                // process ran the step, not the time nothing did.
+                r.first_started_at = now.saturating_sub(r.time_driven());
                 match r.state {
+                    StepRecordState::Started if activity.in_doubt() == InDoubt::Pause => {
+                        return self.pause_in_doubt(r).await;
+                    }
+                    StepRecordState::Started if activity.in_doubt() == InDoubt::Rerun => {
+                        self.shared.events.emit(EventKind::StepInDoubt {
+                            step: id.to_string(),
+                        });
+                    }
                     StepRecordState::Started => {
                         // In doubt: the process stopped between `started` and an outcome.
                         self.shared.events.emit(EventKind::StepInDoubt {

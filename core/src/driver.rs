@@ -30,11 +30,17 @@ pub struct Driver {
     pub(crate) events: EventBus,
     pub(crate) resumed: bool,
     pub(crate) cancel: bool,
+    pub(crate) short_id: String,
 }
 
 impl Driver {
     pub fn run_id(&self) -> RunId {
         self.snapshot.info.id
+    }
+
+    /// The run's shortest unique id prefix, for human output.
+    pub fn short_id(&self) -> &str {
+        &self.short_id
     }
 
     pub fn snapshot(&self) -> &JournalSnapshot {
@@ -55,6 +61,7 @@ impl Driver {
             events,
             resumed,
             cancel,
+            short_id: _,
         } = self;
         let run = snapshot.info.id;
         let started = Millis::now();
@@ -263,7 +270,9 @@ async fn finish(
             (RunState::Cancelled, None, error)
         }
         Err(RunError::Journal(detail)) => return Err(EngineError::Run { run, detail }),
-        Err(e @ RunError::Exhausted { .. }) => (RunState::Paused, None, Some(e.to_string())),
+        Err(e @ (RunError::Exhausted { .. } | RunError::InDoubt { .. })) => {
+            (RunState::Paused, None, Some(e.to_string()))
+        }
         Err(e @ RunError::WaitingForInput { .. }) => {
             (RunState::WaitingForInput, None, Some(e.to_string()))
         }

@@ -14,10 +14,14 @@ use crate::input::InputProvider;
 use crate::journal::{JournalError, JournalSnapshot, JournalStore, RedbStore, RunJournal, WriteOp};
 use crate::lease;
 use crate::model::{IllegalTransition, Lease, RunId, RunInfo, RunMeta, RunState};
+use crate::retry::PollPolicy;
 use crate::secret::{FileSecretStore, SecretStore};
 use crate::status::RunView;
 use crate::time::Millis;
 use crate::workflow::{DynWorkflow, Registry};
+
+/// How a status read retries while a run's driver finishes between two looks.
+const VIEW_POLL: PollPolicy = PollPolicy::new(20, 100);
 
 /// How many completed runs keep their one-line summary.
 pub const KEEP_SUMMARIES: usize = 100;
@@ -147,21 +151,21 @@ impl Engine {
     }
 
     /// Takes an existing run to drive it on: refused while a live process drives it.
-    pub fn resume(&self, run: RunId) -> Result<Driver, EngineError> {
-        self.take(run, false)
+    pub async fn resume(&self, run: RunId) -> Result<Driver, EngineError> {
+        self.take(run, false).await
     }
 
     /// Takes a run nobody drives, to cancel it: undo steps run, then it is cancelled.
-    pub fn cancel_undriven(&self, run: RunId) -> Result<Driver, EngineError> {
-        self.take(run, true)
+    pub async fn cancel_undriven(&self, run: RunId) -> Result<Driver, EngineError> {
+        self.take(run, true).await
     }
 
-    fn take(&self, run: RunId, cancel: bool) -> Result<Driver, EngineError> {
+    async fn take(&self, run: RunId, cancel: bool) -> Result<Driver, EngineError> {
         self.home.ensure_writable()?;
         let (mut journal, mut snapshot) = match self.store.open(run) {
             Ok(opened) => opened,
             Err(JournalError::Busy { .. }) => {
-                let lease = self.live_lease(run);
+                let lease = self.live_lease(run).await;
                 return Err(EngineError::Driven { run, lease });
             }
             Err(e) => return Err(e.into()),
@@ -213,6 +217,7 @@ impl Engine {
     ) -> Driver {
         let events = EventBus::new(snapshot.info.id);
         Driver {
+            short_id: self.short_id(snapshot.info.id),
             engine: self.clone(),
             workflow,
             journal,
@@ -224,19 +229,17 @@ impl Engine {
     }
 
     /// The lease of the process holding a run, asked over its socket.
-    fn live_lease(&self, run: RunId) -> Option<Lease> {
+    async fn live_lease(&self, run: RunId) -> Option<Lease> {
         let path = self.home.socket_path(run);
-        let handle = tokio::runtime::Handle::try_current().ok()?;
-        tokio::task::block_in_place(|| handle.block_on(control::status(&path)))
-            .ok()
-            .and_then(|v| v.driver)
+        control::status(&path).await.ok().and_then(|v| v.driver)
     }
 
     /// A run's status, from its journal or from the process driving it.
     pub async fn view(&self, run: RunId) -> Result<RunView, EngineError> {
         // The driver may finish between our two looks; a few tries settle it.
         let mut last = String::new();
-        for _ in 0..3 {
+        let mut poll = VIEW_POLL.start();
+        while poll.tick().await {
             match self.store.read(run) {
                 Ok(snapshot) => {
                     return Ok(RunView {
@@ -251,7 +254,6 @@ impl Engine {
                 Ok(view) => return Ok(view),
                 Err(e) => last = e.detail,
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Err(EngineError::Unreachable { run, detail: last })
     }
@@ -275,7 +277,7 @@ impl Engine {
             Vec::new()
         } else {
             ids.into_iter()
-                .filter(|id| id.0.simple().to_string().starts_with(&wanted))
+                .filter(|id| id.hex().starts_with(&wanted))
                 .collect()
         };
         match matching.as_slice() {
@@ -289,6 +291,17 @@ impl Engine {
                 candidates: many.iter().map(|id| id.to_string()).collect(),
             }),
         }
+    }
+
+    /// The shortest prefix of `run`'s id that names it alone among the home's runs (at
+    /// least [`SHORT_ID_MIN`](crate::model::SHORT_ID_MIN) hex digits); what human output shows.
+    pub fn short_id(&self, run: RunId) -> String {
+        let mut ids = self.store.list().unwrap_or_default();
+        if !ids.contains(&run) {
+            ids.push(run);
+        }
+        let at = ids.iter().position(|id| *id == run).unwrap_or(0);
+        crate::model::unique_prefixes(&ids).swap_remove(at)
     }
 
     /// Asks the process driving `run` to cancel it.

@@ -15,6 +15,11 @@ pub enum RunError {
         attempts: u32,
         error: String,
     },
+    /// A step that must never run twice unchecked was found in doubt: the run pauses.
+    #[error(
+        "step {step} was interrupted and must not run twice unchecked; check whether it took effect, then `foundry workflow resume` runs it again or `foundry workflow cancel` gives up"
+    )]
+    InDoubt { step: String },
     #[error("cancelled")]
     Cancelled,
     /// Input is needed and nobody can be asked: the run waits.

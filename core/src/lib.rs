@@ -30,7 +30,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use activity::{Activity, ActivityCx, ActivityError};
+pub use activity::{Activity, ActivityCx, ActivityError, InDoubt};
 pub use context::Ctx;
 pub use driver::Driver;
 pub use engine::{Engine, EngineError, RunOutcome};
@@ -40,7 +40,7 @@ pub use fanout::FailurePolicy;
 pub use home::Home;
 pub use input::{Answer, InputProvider, NoInput, Question};
 pub use model::{RunId, RunState};
-pub use retry::RetryPolicy;
+pub use retry::{PollPolicy, RetryPolicy};
 pub use secret::{SecretRef, SecretValue};
 pub use status::RunView;
 pub use time::Millis;

@@ -21,10 +21,33 @@ impl RunId {
         RunId(Uuid::now_v7())
     }
 
-    /// The first eight hex digits, enough to name a run among a user's runs.
-    pub fn short(&self) -> String {
-        self.0.simple().to_string()[..8].to_string()
+    /// The id as 32 hex digits, the form prefixes are taken of.
+    pub fn hex(&self) -> String {
+        self.0.simple().to_string()
     }
+}
+
+/// The shortest prefix naming a run among others, as git abbreviates commits.
+pub const SHORT_ID_MIN: usize = 8;
+
+/// Each id's shortest prefix, of at least [`SHORT_ID_MIN`] hex digits, that no other id
+/// of `ids` shares, in the order of `ids`. Ids made in the same millisecond share their
+/// first 12 digits (a UUID v7 starts with its time), so eight digits are not always enough.
+pub fn unique_prefixes(ids: &[RunId]) -> Vec<String> {
+    let mut sorted: Vec<String> = ids.iter().map(RunId::hex).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let common = |a: &str, b: &str| a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    ids.iter()
+        .map(|id| {
+            let hex = id.hex();
+            let at = sorted.partition_point(|s| s.as_str() < hex.as_str());
+            let before = at.checked_sub(1).map_or(0, |i| common(&sorted[i], &hex));
+            let after = sorted.get(at + 1).map_or(0, |s| common(s, &hex));
+            let len = (before.max(after) + 1).clamp(SHORT_ID_MIN, hex.len());
+            hex[..len].to_string()
+        })
+        .collect()
 }
 
 impl Default for RunId {
@@ -262,6 +285,16 @@ impl StepRecord {
         }
     }
 
+    /// Time a process spent on the step by its last record: from the first attempt to
+    /// the last failure, or to the start of the attempt in doubt.
+    pub fn time_driven(&self) -> std::time::Duration {
+        let last = match self.state {
+            StepRecordState::Started => self.started_at,
+            _ => self.finished_at.unwrap_or(self.started_at),
+        };
+        self.first_started_at.until(last)
+    }
+
     /// Time spent on the step so far, from its first attempt.
     pub fn duration_ms(&self, now: Millis) -> u64 {
         let end = self.finished_at.unwrap_or(now);
@@ -286,6 +319,34 @@ mod tests {
             err.as_deref(),
             Some("E_ILLEGAL_TRANSITION: a cancelling run cannot become completed")
         );
+    }
+
+    fn id(hex: &str) -> RunId {
+        hex.parse().expect("a uuid")
+    }
+
+    #[test]
+    fn short_ids_are_unique_prefixes() {
+        let a = id("019ac2a1b2c3700080000000000000a1");
+        let b = id("019ac2a1b2c3700080000000000000b2");
+        let c = id("019ac2a2000070008000000000000001");
+        let other = id("7f000000000070008000000000000001");
+        let shorts = unique_prefixes(&[a, b, c, other]);
+        assert_eq!(
+            shorts,
+            vec![
+                "019ac2a1b2c3700080000000000000a",
+                "019ac2a1b2c3700080000000000000b",
+                "019ac2a2",
+                "7f000000",
+            ]
+        );
+        assert_eq!(unique_prefixes(&[a]), vec!["019ac2a1"]);
+        // Two runs made at once still get two names.
+        let (x, y) = (RunId::new(), RunId::new());
+        let both = unique_prefixes(&[x, y]);
+        assert_ne!(both[0], both[1]);
+        assert!(x.hex().starts_with(&both[0]) && y.hex().starts_with(&both[1]));
     }
 
     #[test]

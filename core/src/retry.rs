@@ -83,9 +83,81 @@ impl RetryPolicy {
     }
 }
 
+/// How a wait for a condition polls: every `interval_ms`, for at most `deadline_ms`. Data,
+/// like [`RetryPolicy`]: every bounded wait in Foundry takes one instead of constants of its
+/// own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollPolicy {
+    pub interval_ms: u64,
+    pub deadline_ms: u64,
+}
+
+impl PollPolicy {
+    pub const fn new(interval_ms: u64, deadline_ms: u64) -> Self {
+        PollPolicy {
+            interval_ms,
+            deadline_ms,
+        }
+    }
+
+    /// Starts a wait under this policy.
+    pub fn start(&self) -> Poll {
+        Poll {
+            interval: Duration::from_millis(self.interval_ms),
+            end: Instant::now() + Duration::from_millis(self.deadline_ms),
+            first: true,
+        }
+    }
+}
+
+/// One wait under a [`PollPolicy`]: `while poll.tick().await { .. }` tries at once, then once
+/// per interval while the deadline has not passed.
+#[derive(Debug)]
+pub struct Poll {
+    interval: Duration,
+    end: Instant,
+    first: bool,
+}
+
+impl Poll {
+    /// Whether to try (again): the first call says yes at once; later ones after the
+    /// interval, while the deadline has not passed.
+    pub async fn tick(&mut self) -> bool {
+        if std::mem::replace(&mut self.first, false) {
+            return true;
+        }
+        if Instant::now() + self.interval > self.end {
+            return false;
+        }
+        tokio::time::sleep(self.interval).await;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_poll_tries_at_once_then_per_interval_until_its_deadline() {
+        let mut once = PollPolicy::new(1_000, 0).start();
+        assert!(once.tick().await);
+        assert!(!once.tick().await, "no time for a second try");
+
+        let mut tries = 0;
+        let mut poll = PollPolicy::new(1, 60_000).start();
+        while poll.tick().await {
+            tries += 1;
+            if tries == 3 {
+                break;
+            }
+        }
+        assert_eq!(tries, 3);
+        let policy: PollPolicy =
+            serde_json::from_str(r#"{"interval_ms": 250, "deadline_ms": 30000}"#).expect("json");
+        assert_eq!(policy, PollPolicy::new(250, 30_000));
+    }
 
     #[test]
     fn delays_grow_and_are_capped() {

@@ -49,6 +49,10 @@ impl Activity for Probe {
         "probe"
     }
 
+    fn in_doubt(&self) -> crate::InDoubt {
+        crate::InDoubt::Probe
+    }
+
     fn retry_policy(&self) -> crate::RetryPolicy {
         crate::RetryPolicy::none()
     }
@@ -154,7 +158,6 @@ async fn fail_fast_cancels_the_siblings_and_reports_the_first_error() {
     let probe = Probe::new();
     let engine = engine(&dir, Registry::new().register(Fan(probe.clone())));
     let input = json!({"children": 4, "limit": 4, "failing": [2], "fail_fast": true});
-    let started = std::time::Instant::now();
     let outcome = drive(&engine, "fan", input).await;
     assert_eq!(outcome.state, RunState::Failed);
     let error = outcome.error.unwrap_or_default();
@@ -165,11 +168,7 @@ async fn fail_fast_cancels_the_siblings_and_reports_the_first_error() {
     assert_eq!(
         probe.saw_cancel.load(Ordering::SeqCst),
         3,
-        "the three siblings were cut"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "siblings did not run to the end"
+        "the three siblings were cut, not run to their end"
     );
 }
 
@@ -253,6 +252,7 @@ async fn replay_sees_the_same_values_and_skips_done_steps() {
     tokio::time::sleep(Duration::from_millis(5)).await;
     let second = engine
         .resume(run)
+        .await
         .expect("resume")
         .drive()
         .await
@@ -294,6 +294,10 @@ impl Activity for Logged {
 
     fn kind(&self) -> &'static str {
         "logged"
+    }
+
+    fn in_doubt(&self) -> crate::InDoubt {
+        crate::InDoubt::Rerun
     }
 
     fn retry_policy(&self) -> crate::RetryPolicy {
@@ -365,6 +369,7 @@ async fn after_an_upgrade_added_steps_run_and_removed_ones_are_ignored() {
     let new = engine(&dir, Registry::new().register(v2));
     let outcome = new
         .resume(run)
+        .await
         .expect("resume")
         .drive()
         .await
@@ -376,4 +381,339 @@ async fn after_an_upgrade_added_steps_run_and_removed_ones_are_ignored() {
         vec!["a", "b", "x", "c"],
         "a ran once, x was added, b was not undone"
     );
+}
+
+/// Holds its step until the test lets it go; says when it has started.
+#[derive(Clone)]
+struct Held {
+    started: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+impl Activity for Held {
+    type Output = ();
+
+    fn kind(&self) -> &'static str {
+        "held"
+    }
+
+    fn in_doubt(&self) -> crate::InDoubt {
+        crate::InDoubt::Rerun
+    }
+
+    async fn probe(&self, _cx: &ActivityCx) -> Result<Option<()>, ActivityError> {
+        Ok(None)
+    }
+
+    async fn apply(&self, _cx: &ActivityCx) -> Result<(), ActivityError> {
+        self.started.notify_one();
+        let permit = self.release.acquire().await;
+        permit
+            .map(drop)
+            .map_err(|_| ActivityError::permanent("released"))
+    }
+}
+
+struct HeldFlow(Held);
+
+impl Workflow for HeldFlow {
+    const NAME: &'static str = "held";
+    const VERSION: u32 = 1;
+    type Input = ();
+    type Output = ();
+
+    async fn run(&self, ctx: Ctx, _input: ()) -> Result<(), RunError> {
+        ctx.step("held", &self.0).await
+    }
+}
+
+/// The engine asks a driven run's owner over its socket: on a single-threaded runtime too.
+#[tokio::test(flavor = "current_thread")]
+async fn resume_and_status_work_on_a_current_thread_runtime() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let held = Held {
+        started: Arc::default(),
+        release: Arc::new(tokio::sync::Semaphore::new(0)),
+    };
+    let engine = engine(&dir, Registry::new().register(HeldFlow(held.clone())));
+    let driver = engine
+        .start("held", serde_json::Value::Null)
+        .expect("start");
+    let run = driver.run_id();
+    let driving = tokio::spawn(driver.drive());
+    held.started.notified().await;
+
+    let refused = engine.resume(run).await.err();
+    let Some(crate::EngineError::Driven { lease, .. }) = refused else {
+        panic!("a driven run was taken again: {refused:?}");
+    };
+    assert_eq!(lease.map(|l| l.pid), Some(std::process::id()));
+    let view = engine.view(run).await.expect("view");
+    assert_eq!(view.snapshot.meta.state, RunState::Running);
+
+    held.release.add_permits(1);
+    let outcome = driving.await.expect("join").expect("drive");
+    assert_eq!(outcome.state, RunState::Completed);
+}
+
+/// Fails transiently until `fail_until` attempts have run, then succeeds.
+#[derive(Clone)]
+struct Flaky {
+    attempts: Arc<AtomicUsize>,
+    fail_until: usize,
+}
+
+impl Activity for Flaky {
+    type Output = usize;
+
+    fn kind(&self) -> &'static str {
+        "flaky"
+    }
+
+    fn in_doubt(&self) -> crate::InDoubt {
+        crate::InDoubt::Probe
+    }
+
+    fn retry_policy(&self) -> crate::RetryPolicy {
+        crate::RetryPolicy {
+            initial_ms: 1,
+            factor: 1.0,
+            max_delay_ms: 1,
+            max_attempts: 10,
+            max_elapsed_ms: Some(60_000),
+            jitter: 0.0,
+        }
+    }
+
+    async fn probe(&self, _cx: &ActivityCx) -> Result<Option<usize>, ActivityError> {
+        Ok(None)
+    }
+
+    async fn apply(&self, _cx: &ActivityCx) -> Result<usize, ActivityError> {
+        let n = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        if n < self.fail_until {
+            return Err(ActivityError::transient(format!("not yet ({n})")));
+        }
+        Ok(n)
+    }
+}
+
+struct FlakyFlow(Flaky);
+
+impl Workflow for FlakyFlow {
+    const NAME: &'static str = "flaky";
+    const VERSION: u32 = 1;
+    type Input = ();
+    type Output = usize;
+
+    async fn run(&self, ctx: Ctx, _input: ()) -> Result<usize, RunError> {
+        ctx.step("flaky", &self.0).await
+    }
+}
+
+/// A step that failed once, then nothing ran for two hours (a process killed, a laptop
+/// closed): the retry policy's elapsed-time bound counts the time a process ran it, so the
+/// resumed run still retries instead of pausing at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_with_no_process_does_not_use_up_the_retry_budget() {
+    use crate::journal::{JournalStore, RedbStore, WriteOp};
+    use crate::model::{StepRecord, StepRecordState};
+    use crate::time::Millis;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flaky = Flaky {
+        attempts: Arc::default(),
+        fail_until: 2,
+    };
+    let engine = engine(&dir, Registry::new().register(FlakyFlow(flaky.clone())));
+    let run = engine
+        .start("flaky", serde_json::Value::Null)
+        .expect("start")
+        .run_id();
+    // The first attempt failed two hours ago; its process died before the retry.
+    let then = Millis(Millis::now().0 - 2 * 3_600_000);
+    let record = StepRecord {
+        seq: 0,
+        key: "flaky#0".into(),
+        kind: "flaky".into(),
+        state: StepRecordState::Failed,
+        attempt: 1,
+        output: None,
+        error: Some("not yet (0)".into()),
+        transient: true,
+        next_attempt_at: Some(Millis(then.0 + 200)),
+        exhausted: false,
+        from_probe: false,
+        first_started_at: then,
+        started_at: then,
+        finished_at: Some(Millis(then.0 + 100)),
+        policy: None,
+    };
+    let store = RedbStore::new(Home::at(dir.path()).runs_dir());
+    let (mut journal, _) = store.open(run).expect("open");
+    journal.write(&[WriteOp::Step(record)]).expect("write");
+    drop(journal);
+
+    let outcome = engine
+        .resume(run)
+        .await
+        .expect("resume")
+        .drive()
+        .await
+        .expect("drive");
+    assert_eq!(outcome.state, RunState::Completed, "{outcome:?}");
+    assert_eq!(outcome.output, Some(json!(2)), "two more attempts ran here");
+}
+
+/// An activity of a given in-doubt class that counts its probes and applies.
+#[derive(Clone)]
+struct Classed {
+    class: crate::InDoubt,
+    present: bool,
+    probes: Arc<AtomicUsize>,
+    applies: Arc<AtomicUsize>,
+}
+
+impl Activity for Classed {
+    type Output = String;
+
+    fn kind(&self) -> &'static str {
+        "classed"
+    }
+
+    fn in_doubt(&self) -> crate::InDoubt {
+        self.class
+    }
+
+    async fn probe(&self, _cx: &ActivityCx) -> Result<Option<String>, ActivityError> {
+        self.probes.fetch_add(1, Ordering::SeqCst);
+        Ok(self.present.then(|| "probed".into()))
+    }
+
+    async fn apply(&self, _cx: &ActivityCx) -> Result<String, ActivityError> {
+        self.applies.fetch_add(1, Ordering::SeqCst);
+        Ok("applied".into())
+    }
+}
+
+struct ClassedFlow(Classed);
+
+impl Workflow for ClassedFlow {
+    const NAME: &'static str = "classed";
+    const VERSION: u32 = 1;
+    type Input = ();
+    type Output = String;
+
+    async fn run(&self, ctx: Ctx, _input: ()) -> Result<String, RunError> {
+        ctx.step("it", &self.0).await
+    }
+}
+
+/// A run whose one step `it#0` is in doubt, as a killed process leaves it.
+fn run_in_doubt(dir: &tempfile::TempDir, activity: &Classed) -> (Engine, crate::RunId) {
+    use crate::journal::{JournalStore, RedbStore, WriteOp};
+    use crate::model::{StepRecord, StepRecordState};
+    use crate::time::Millis;
+
+    let engine = engine(
+        &dir,
+        Registry::new().register(ClassedFlow(activity.clone())),
+    );
+    let run = engine
+        .start("classed", serde_json::Value::Null)
+        .expect("start")
+        .run_id();
+    let now = Millis::now();
+    let record = StepRecord {
+        seq: 0,
+        key: "it#0".into(),
+        kind: "classed".into(),
+        state: StepRecordState::Started,
+        attempt: 1,
+        output: None,
+        error: None,
+        transient: false,
+        next_attempt_at: None,
+        exhausted: false,
+        from_probe: false,
+        first_started_at: now,
+        started_at: now,
+        finished_at: None,
+        policy: None,
+    };
+    let store = RedbStore::new(Home::at(dir.path()).runs_dir());
+    let (mut journal, _) = store.open(run).expect("open");
+    journal.write(&[WriteOp::Step(record)]).expect("write");
+    (engine, run)
+}
+
+fn classed(class: crate::InDoubt, present: bool) -> Classed {
+    Classed {
+        class,
+        present,
+        probes: Arc::default(),
+        applies: Arc::default(),
+    }
+}
+
+async fn resume(engine: &Engine, run: crate::RunId) -> crate::RunOutcome {
+    engine
+        .resume(run)
+        .await
+        .expect("resume")
+        .drive()
+        .await
+        .expect("drive")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_doubt_a_probed_step_is_decided_by_its_probe() {
+    for present in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let activity = classed(crate::InDoubt::Probe, present);
+        let (engine, run) = run_in_doubt(&dir, &activity);
+        let outcome = resume(&engine, run).await;
+        assert_eq!(outcome.state, RunState::Completed);
+        let expected = if present { "probed" } else { "applied" };
+        assert_eq!(outcome.output, Some(json!(expected)));
+        assert_eq!(activity.probes.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            activity.applies.load(Ordering::SeqCst),
+            usize::from(!present)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_doubt_a_rerun_step_runs_again_unprobed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let activity = classed(crate::InDoubt::Rerun, true);
+    let (engine, run) = run_in_doubt(&dir, &activity);
+    let outcome = resume(&engine, run).await;
+    assert_eq!(outcome.output, Some(json!("applied")));
+    assert_eq!(activity.probes.load(Ordering::SeqCst), 0);
+    assert_eq!(activity.applies.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_doubt_a_step_that_must_not_run_twice_pauses_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let activity = classed(crate::InDoubt::Pause, true);
+    let (engine, run) = run_in_doubt(&dir, &activity);
+    let outcome = resume(&engine, run).await;
+    assert_eq!(outcome.state, RunState::Paused);
+    let error = outcome.error.unwrap_or_default();
+    assert!(
+        error.contains("step it#0 was interrupted and must not run twice"),
+        "{error}"
+    );
+    assert_eq!(activity.probes.load(Ordering::SeqCst), 0);
+    assert_eq!(activity.applies.load(Ordering::SeqCst), 0, "nothing ran");
+    let view = engine.view(run).await.expect("view");
+    assert_eq!(view.snapshot.meta.state, RunState::Paused);
+
+    // A person checked: resuming runs it again.
+    let outcome = resume(&engine, run).await;
+    assert_eq!(outcome.state, RunState::Completed);
+    assert_eq!(activity.applies.load(Ordering::SeqCst), 1);
 }

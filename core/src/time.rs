@@ -26,6 +26,13 @@ impl Millis {
         )
     }
 
+    pub fn saturating_sub(self, d: Duration) -> Self {
+        Millis(
+            self.0
+                .saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        )
+    }
+
     /// Time from `self` until `later`, zero if `later` is not later.
     pub fn until(self, later: Millis) -> Duration {
         Duration::from_millis(later.0.saturating_sub(self.0))

@@ -75,3 +75,39 @@ fn cancel_of_an_undriven_run_runs_its_undo_here() {
     assert_eq!(lines_of(&dir.join("undo.log")), vec!["undo-a"]);
     assert_eq!(home.show(&run)["state"], "cancelled");
 }
+
+/// A step with an undo and a probe, killed at `point`; the run is then cancelled from
+/// another terminal. The step in doubt is probed first: its undo runs exactly when its
+/// effect is there.
+fn cancel_in_doubt(point: &str) -> (Vec<String>, bool) {
+    let home = Home::new();
+    let dir = home.scratch();
+    let mut step = undoable("a", &dir);
+    step["probe"] = json!(["test", "-f", dir.join("a").display().to_string()]);
+    let plan = json!({"steps": [step, {"key": "after", "run": ["true"]}]});
+    let status = home
+        .start_cmd(&plan)
+        .env("FOUNDRY_FAILPOINTS", point)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("start");
+    assert!(foundry_tests::killed(status), "{point}: {status:?}");
+    let run = home.only_run();
+    assert_eq!(home.show(&run)["step_list"][0]["state"], "in_doubt");
+    let cancel = home.run(&["workflow", "cancel", &run]);
+    assert_eq!(cancel.status.code(), Some(7), "{point}: {cancel:?}");
+    assert_eq!(home.show(&run)["state"], "cancelled");
+    (lines_of(&dir.join("undo.log")), dir.join("a").exists())
+}
+
+#[test]
+fn cancel_probes_a_step_in_doubt_and_undoes_its_effect() {
+    let (undone, left) = cancel_in_doubt("a#0@effect");
+    assert_eq!(undone, vec!["undo-a"], "the effect was there: undone");
+    assert!(!left, "the marker was removed by the undo");
+
+    let (undone, left) = cancel_in_doubt("a#0@started");
+    assert!(undone.is_empty(), "no effect, no undo: {undone:?}");
+    assert!(!left);
+}

@@ -1,6 +1,7 @@
 //! One driver per run: a second is refused naming the owner; after the owner is killed,
 //! the run is taken over. Status and list work from another process meanwhile.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Stdio};
 
@@ -76,15 +77,22 @@ fn status_follow_streams_a_driven_run_to_its_end() {
     let gate = home.scratch().join("go");
     let plan = json!({"steps": [gated_step("wait", &gate), {"key": "next", "run": ["true"]}]});
     let (mut owner, run) = start_until_running(&home, &plan, "wait#0");
-    let follower = home
+    let mut follower = home
         .cmd(&["workflow", "status", &run, "--follow", "--output", "json"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("follow");
+    // The gate opens only once the follower follows: its first line is the live status.
+    let mut stdout = BufReader::new(follower.stdout.take().expect("follower stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("follower's first line");
     std::fs::write(&gate, b"").expect("gate");
-    let out = follower.wait_with_output().expect("follower output");
-    assert!(out.status.success(), "{out:?}");
-    let lines = foundry_tests::json_lines(&out.stdout);
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).expect("follower output");
+    let status = follower.wait().expect("follower");
+    assert!(status.success(), "{status:?}: {first}");
+    let mut lines = foundry_tests::json_lines(first.as_bytes());
+    lines.extend(foundry_tests::json_lines(&rest));
     assert_eq!(
         lines[0]["state"], "running",
         "first line is the status: {lines:?}"

@@ -18,6 +18,7 @@ mod openbao;
 mod registry;
 mod retries;
 mod secrets;
+mod short_ids;
 mod snapshots;
 mod ssh;
 mod ssh_keys;

@@ -2,7 +2,8 @@
 //! It touches nothing but its journal.
 
 use foundry_core::{
-    Activity, ActivityCx, ActivityError, Ctx, FailurePolicy, RetryPolicy, RunError, Workflow,
+    Activity, ActivityCx, ActivityError, Ctx, FailurePolicy, InDoubt, RetryPolicy, RunError,
+    Workflow,
 };
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +30,10 @@ impl Activity for Noop {
 
     fn kind(&self) -> &'static str {
         "noop"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     fn retry_policy(&self) -> RetryPolicy {

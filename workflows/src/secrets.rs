@@ -9,7 +9,7 @@ use std::path::Path;
 use foundry_activities::container::secret_ref_of;
 use foundry_activities::dns::{KeyHolder, random_key};
 use foundry_activities::openbao::BaoClient;
-use foundry_core::{Activity, ActivityCx, ActivityError, SecretValue};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, SecretValue};
 use serde::{Deserialize, Serialize};
 
 use crate::config::StackConfig;
@@ -345,6 +345,10 @@ impl Activity for EnsureStackSecret {
 
     fn kind(&self) -> &'static str {
         "stack-secret"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     async fn probe(&self, cx: &ActivityCx) -> Result<Option<StackSecretOutput>, ActivityError> {

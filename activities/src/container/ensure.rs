@@ -9,7 +9,7 @@ use bollard::models::{
     PortBinding, PortMap,
 };
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
-use foundry_core::{Activity, ActivityCx, ActivityError, SecretRef};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, SecretRef};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -309,6 +309,10 @@ impl Activity for EnsureContainer {
         "container"
     }
 
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
+    }
+
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<ContainerOutput>, ActivityError> {
         let docker = self.endpoint.connect().await?;
         let hash = self.spec.hash();
@@ -388,6 +392,10 @@ impl Activity for RemoveContainer {
 
     fn kind(&self) -> &'static str {
         "remove-container"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<bool>, ActivityError> {

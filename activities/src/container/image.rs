@@ -1,7 +1,7 @@
 //! An image that must be present before containers use it. Nothing is pulled: images are
 //! built where they are used (the lab builds its own from Debian packages).
 
-use foundry_core::{Activity, ActivityCx, ActivityError};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt};
 use serde::{Deserialize, Serialize};
 
 use super::{Endpoint, not_found};
@@ -22,6 +22,10 @@ impl Activity for EnsureImage {
 
     fn kind(&self) -> &'static str {
         "image"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<ImageOutput>, ActivityError> {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
 use bollard::query_parameters::ListNetworksOptionsBuilder;
-use foundry_core::{Activity, ActivityCx, ActivityError};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt};
 use serde::{Deserialize, Serialize};
 
 use super::Endpoint;
@@ -50,6 +50,10 @@ impl Activity for EnsureNetwork {
 
     fn kind(&self) -> &'static str {
         "network"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<NetworkOutput>, ActivityError> {

@@ -1,7 +1,7 @@
 //! The API key: the one a running server was given, or a new one, kept in the run's secret
 //! store. Only its reference is journaled.
 
-use foundry_core::{Activity, ActivityCx, ActivityError, SecretRef, SecretValue};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, SecretRef, SecretValue};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +45,10 @@ impl Activity for NewApiKey {
 
     fn kind(&self) -> &'static str {
         "api-key"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Rerun
     }
 
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<ApiKeyOutput>, ActivityError> {

@@ -1,6 +1,6 @@
 //! Waits, bounded, until a PowerDNS API answers with its key.
 
-use foundry_core::{Activity, ActivityCx, ActivityError};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt};
 use serde::{Deserialize, Serialize};
 
 use super::api::PdnsApi;
@@ -23,6 +23,10 @@ impl Activity for ApiReady {
 
     fn kind(&self) -> &'static str {
         "dns-api-ready"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     async fn probe(&self, cx: &ActivityCx) -> Result<Option<ServerInfo>, ActivityError> {

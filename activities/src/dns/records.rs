@@ -2,7 +2,7 @@
 //! bumps the zone's serial even when it changes nothing, so the live rrset is compared
 //! first, canonically, and only a real difference is sent.
 
-use foundry_core::{Activity, ActivityCx, ActivityError, Stream};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, Stream};
 use serde::{Deserialize, Serialize};
 
 use super::api::{Client, PdnsApi, Rrset, canonical_name};
@@ -110,6 +110,10 @@ impl Activity for EnsureRecords {
         "dns-records"
     }
 
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
+    }
+
     async fn probe(&self, cx: &ActivityCx) -> Result<Option<RecordsOutput>, ActivityError> {
         let client = self.api.client(cx)?;
         Ok(self.in_sync(&client).await?.then(|| RecordsOutput {
@@ -174,6 +178,10 @@ impl Activity for DeleteRecords {
 
     fn kind(&self) -> &'static str {
         "dns-records-delete"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     async fn probe(&self, cx: &ActivityCx) -> Result<Option<bool>, ActivityError> {

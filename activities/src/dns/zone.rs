@@ -1,6 +1,6 @@
 //! A zone on a PowerDNS server: ensured (Native, with its nameservers) or deleted.
 
-use foundry_core::{Activity, ActivityCx, ActivityError};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt};
 use serde::{Deserialize, Serialize};
 
 use super::api::{PdnsApi, canonical_name};
@@ -41,6 +41,10 @@ impl Activity for EnsureZone {
 
     fn kind(&self) -> &'static str {
         "dns-zone"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     async fn probe(&self, cx: &ActivityCx) -> Result<Option<ZoneOutput>, ActivityError> {
@@ -96,6 +100,10 @@ impl Activity for DeleteZone {
         "dns-zone-delete"
     }
 
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
+    }
+
     async fn probe(&self, cx: &ActivityCx) -> Result<Option<bool>, ActivityError> {
         let client = self.api.client(cx)?;
         Ok(client.zone(&self.name).await?.is_none().then_some(false))
@@ -142,6 +150,10 @@ impl Activity for EnsureZoneMetadata {
 
     fn kind(&self) -> &'static str {
         "dns-zone-metadata"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     async fn probe(&self, cx: &ActivityCx) -> Result<Option<bool>, ActivityError> {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use foundry_core::{Activity, ActivityCx, ActivityError, RetryPolicy, Stream};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, RetryPolicy, Stream};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
@@ -165,6 +165,14 @@ impl Activity for RunCommand {
 
     fn kind(&self) -> &'static str {
         "command"
+    }
+
+    /// A command with a probe is decided by it; one without is run again.
+    fn in_doubt(&self) -> InDoubt {
+        match self.probe {
+            Some(_) => InDoubt::Probe,
+            None => InDoubt::Rerun,
+        }
     }
 
     fn retry_policy(&self) -> RetryPolicy {

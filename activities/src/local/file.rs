@@ -4,7 +4,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use foundry_core::{Activity, ActivityCx, ActivityError, RetryPolicy, SecretValue};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, RetryPolicy, SecretValue};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -88,6 +88,10 @@ impl Activity for EnsureFile {
         "file"
     }
 
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
+    }
+
     fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
             max_attempts: 3,
@@ -128,6 +132,10 @@ impl Activity for RemoveFile {
 
     fn kind(&self) -> &'static str {
         "remove-file"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<FileOutput>, ActivityError> {

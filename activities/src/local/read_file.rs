@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use foundry_core::{Activity, ActivityCx, ActivityError};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +35,10 @@ impl Activity for ReadFileWhenReady {
 
     fn kind(&self) -> &'static str {
         "read-file"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<String>, ActivityError> {

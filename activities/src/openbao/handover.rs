@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use foundry_core::{Activity, ActivityCx, ActivityError, SecretRef, SecretValue};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, SecretRef, SecretValue};
 use serde::{Deserialize, Serialize};
 
 use super::{InitMaterial, write_private};
@@ -70,6 +70,10 @@ impl Activity for BaoHandover {
         "openbao-handover"
     }
 
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
+    }
+
     async fn probe(&self, cx: &ActivityCx) -> Result<Option<HandoverOutput>, ActivityError> {
         if self.init.is_none() {
             return Ok(Some(self.output(false)));
@@ -117,6 +121,10 @@ impl Activity for ForgetInit {
 
     fn kind(&self) -> &'static str {
         "openbao-forget-init"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Rerun
     }
 
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<ForgotOutput>, ActivityError> {

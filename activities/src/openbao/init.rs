@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use foundry_core::{Activity, ActivityCx, ActivityError, SecretRef, SecretValue};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, SecretRef, SecretValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -32,6 +32,10 @@ impl Activity for BaoInitStatus {
 
     fn kind(&self) -> &'static str {
         "openbao-init-status"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     async fn probe(&self, cx: &ActivityCx) -> Result<Option<InitStatus>, ActivityError> {
@@ -155,6 +159,10 @@ impl Activity for BaoInit {
 
     fn kind(&self) -> &'static str {
         "openbao-init"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     async fn probe(&self, cx: &ActivityCx) -> Result<Option<InitOutput>, ActivityError> {

@@ -1,6 +1,6 @@
 //! The KV v2 mount Foundry keeps its secrets in, and Foundry's policy.
 
-use foundry_core::{Activity, ActivityCx, ActivityError, SecretValue};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, SecretValue};
 use serde::{Deserialize, Serialize};
 
 use super::{BaoClient, no_token};
@@ -51,6 +51,10 @@ impl Activity for BaoKvMount {
 
     fn kind(&self) -> &'static str {
         "openbao-kv-mount"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<KvMountOutput>, ActivityError> {
@@ -105,6 +109,10 @@ impl Activity for BaoPolicy {
 
     fn kind(&self) -> &'static str {
         "openbao-policy"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<PolicyOutput>, ActivityError> {

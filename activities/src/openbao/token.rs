@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use foundry_core::{Activity, ActivityCx, ActivityError, SecretValue};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, SecretValue};
 
 use super::{BaoClient, no_token};
 
@@ -60,6 +60,10 @@ impl Activity for BaoToken {
 
     fn kind(&self) -> &'static str {
         "openbao-token"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<TokenOutput>, ActivityError> {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use foundry_core::{Activity, ActivityCx, ActivityError, SecretRef};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, SecretRef};
 use serde::{Deserialize, Serialize};
 
 use super::{BaoClient, InitMaterial};
@@ -30,6 +30,10 @@ impl Activity for BaoUnseal {
 
     fn kind(&self) -> &'static str {
         "openbao-unseal"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<UnsealOutput>, ActivityError> {

@@ -1,7 +1,7 @@
 //! Waits, within a deadline, until OpenBAO answers `sys/health` (in any state: not yet
 //! initialized and sealed are answers too).
 
-use foundry_core::{Activity, ActivityCx, ActivityError};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt};
 use serde::{Deserialize, Serialize};
 
 use super::{BaoClient, Health};
@@ -19,6 +19,10 @@ impl Activity for BaoReady {
 
     fn kind(&self) -> &'static str {
         "openbao-ready"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<Health>, ActivityError> {

@@ -1,7 +1,7 @@
 //! Waits, within a deadline, until a registry answers `GET /v2/` with 200: it serves the
 //! distribution API and asks for no credentials.
 
-use foundry_core::{Activity, ActivityCx, ActivityError};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt};
 use serde::{Deserialize, Serialize};
 
 use super::RegistryClient;
@@ -26,6 +26,10 @@ impl Activity for RegistryReady {
 
     fn kind(&self) -> &'static str {
         "registry-ready"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<RegistryUp>, ActivityError> {

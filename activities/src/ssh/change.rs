@@ -1,7 +1,7 @@
 //! A remote check-and-change script: it looks, changes only what differs, and says which
 //! (`changed` or `unchanged` as its last line of output), in one round trip.
 
-use foundry_core::{Activity, ActivityCx, ActivityError, RetryPolicy};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, RetryPolicy};
 use serde::{Deserialize, Serialize};
 
 use super::{SshExec, command_line};
@@ -24,6 +24,10 @@ impl Activity for SshChange {
 
     fn kind(&self) -> &'static str {
         "ssh-change"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Rerun
     }
 
     fn retry_policy(&self) -> RetryPolicy {

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use foundry_core::{Activity, ActivityCx, ActivityError, RetryPolicy, Stream};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, RetryPolicy, Stream};
 use serde::{Deserialize, Serialize};
 
 use super::pool::SshPool;
@@ -315,6 +315,10 @@ impl Activity for SshDetached {
 
     fn kind(&self) -> &'static str {
         "ssh-detached"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     fn retry_policy(&self) -> RetryPolicy {

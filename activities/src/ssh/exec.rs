@@ -1,6 +1,6 @@
 //! Runs a command on a host over SSH, from an argv.
 
-use foundry_core::{Activity, ActivityCx, ActivityError, RetryPolicy};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, RetryPolicy};
 use serde::{Deserialize, Serialize};
 
 use super::{SshPool, SshTarget, command_line};
@@ -65,6 +65,14 @@ impl Activity for SshExec {
 
     fn kind(&self) -> &'static str {
         "ssh"
+    }
+
+    /// A command with a probe is decided by it; one without is run again.
+    fn in_doubt(&self) -> InDoubt {
+        match self.probe {
+            Some(_) => InDoubt::Probe,
+            None => InDoubt::Rerun,
+        }
     }
 
     fn retry_policy(&self) -> RetryPolicy {

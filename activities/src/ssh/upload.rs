@@ -1,7 +1,7 @@
 //! Uploads a file to a host over SSH, with its mode and owner; probed by hash, so an
 //! unchanged file is left alone (and said to be unchanged).
 
-use foundry_core::{Activity, ActivityCx, ActivityError, RetryPolicy, SecretValue};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, RetryPolicy, SecretValue};
 use sha2::{Digest, Sha256};
 
 use super::{SshPool, SshTarget, command_line};
@@ -98,6 +98,10 @@ impl Activity for SshUpload {
 
     fn kind(&self) -> &'static str {
         "ssh-upload"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     fn retry_policy(&self) -> RetryPolicy {

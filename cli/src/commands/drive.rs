@@ -19,9 +19,11 @@ pub async fn drive(
     bar: Option<ProgressBar>,
 ) -> Result<(u8, Option<serde_json::Value>), CliError> {
     let run = driver.run_id();
+    let short = driver.short_id().to_string();
     let mut rx = driver.subscribe();
     let renderer = {
         let printer = printer.clone();
+        let short = short.clone();
         let bar = bar.clone();
         tokio::spawn(async move {
             if let Some(bar) = &bar {
@@ -70,7 +72,7 @@ pub async fn drive(
                                 EventKind::StepCompleted { .. } | EventKind::StepOutput { .. }
                             ));
                     let line = (!quiet)
-                        .then(|| render::event_line(&printer, &event))
+                        .then(|| render::event_line(&printer, &event, &short))
                         .flatten();
                     if let Some(line) = line {
                         match &lines {
@@ -95,8 +97,7 @@ pub async fn drive(
                 bar.finish_and_clear();
             }
             printer.note(&format!(
-                "interrupted: the run is kept; `foundry workflow resume {}` continues it",
-                run.short()
+                "interrupted: the run is kept; `foundry workflow resume {short}` continues it"
             ));
             return Err(CliError::quiet(exit::INTERRUPTED));
         }
@@ -111,7 +112,7 @@ pub async fn drive(
             foundry_core::RunState::Paused
             | foundry_core::RunState::Failed
             | foundry_core::RunState::WaitingForInput => {
-                format!("; `foundry workflow resume {}` continues", run.short())
+                format!("; `foundry workflow resume {short}` continues")
             }
             _ => String::new(),
         };

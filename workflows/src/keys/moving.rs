@@ -7,7 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use foundry_core::{Activity, ActivityCx, ActivityError, Ctx, RunError, SecretValue, Workflow};
+use foundry_core::{
+    Activity, ActivityCx, ActivityError, Ctx, InDoubt, RunError, SecretValue, Workflow,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{FileKeyStore, OPENBAO_KEY, openbao_path};
@@ -121,6 +123,10 @@ impl Activity for StoreKey {
         "ssh-key-store"
     }
 
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
+    }
+
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<bool>, ActivityError> {
         match self.stored().await {
             Ok(Some((true, _))) => Ok(Some(false)),
@@ -176,6 +182,10 @@ impl Activity for PointConfig {
         "ssh-key-config"
     }
 
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
+    }
+
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<bool>, ActivityError> {
         let (_, _, points) = self.current()?;
         Ok(points.then_some(false))
@@ -229,6 +239,10 @@ impl Activity for RemoveKeyFile {
 
     fn kind(&self) -> &'static str {
         "ssh-key-remove"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
     }
 
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<bool>, ActivityError> {

@@ -36,13 +36,14 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
             let Some((_, mut follow)) = follow else {
                 return Ok(exit::OK);
             };
+            let short = engine.short_id(id);
             while let Some(event) = follow
                 .next()
                 .await
                 .map_err(|e| CliError::new(e.to_string()))?
             {
                 if !printer.json() {
-                    if let Some(line) = render::event_line(printer, &event) {
+                    if let Some(line) = render::event_line(printer, &event, &short) {
                         printer.note(&line);
                     }
                 } else if printer.data(&event).is_err() {
@@ -56,7 +57,7 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
         }
         Err(EngineError::Unreachable { .. }) => {
             // Nobody drives it: cancel it here, running its undo steps.
-            let driver = engine.cancel_undriven(id)?;
+            let driver = engine.cancel_undriven(id).await?;
             crate::commands::drive::drive(driver, printer, bar)
                 .await
                 .map(|(code, _)| code)

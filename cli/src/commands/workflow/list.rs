@@ -20,9 +20,11 @@ pub struct Args {
 pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
     let (engine, _) = super::engine(printer)?;
     let runs = engine.list().await?;
+    let ids: Vec<_> = runs.iter().map(|(id, _)| *id).collect();
+    let shorts = foundry_core::model::unique_prefixes(&ids);
     let mut rows = Vec::new();
     let mut unreadable = 0;
-    for (id, view) in runs {
+    for ((id, view), short) in runs.into_iter().zip(shorts) {
         match view {
             Ok(view) => {
                 if !args.all && view.state().is_finished() {
@@ -35,7 +37,7 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
                     }
                 } else {
                     rows.push(vec![
-                        id.short(),
+                        short.clone(),
                         row.workflow,
                         row.state,
                         format!("{}/{}", row.steps.done, row.steps.total),
@@ -53,7 +55,7 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
                     }
                 } else {
                     rows.push(vec![
-                        id.short(),
+                        short.clone(),
                         "?".into(),
                         "unreadable".into(),
                         "-".into(),

@@ -21,7 +21,7 @@ pub struct Args {
 pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
     let (engine, bar) = super::engine(printer)?;
     let id = super::resolve(&engine, &args.run)?;
-    let driver = match engine.resume(id) {
+    let driver = match engine.resume(id).await {
         Ok(driver) => driver,
         // Resuming until done is a fine script: a completed run needs nothing more.
         Err(EngineError::Finished {

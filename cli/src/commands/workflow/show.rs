@@ -29,7 +29,7 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
             step_list: steps,
         })
     } else {
-        let mut lines = render::status_lines(&view);
+        let mut lines = render::status_lines(&view, &engine.short_id(id));
         if !steps.is_empty() {
             lines.push(String::new());
             lines.extend(render::table(

@@ -22,11 +22,15 @@ pub struct Args {
     follow: bool,
 }
 
-fn print_view(printer: &Printer, view: &foundry_core::RunView) -> Result<(), CliError> {
+fn print_view(
+    printer: &Printer,
+    view: &foundry_core::RunView,
+    short: &str,
+) -> Result<(), CliError> {
     let result = if printer.json() {
         printer.data(&RunRow::new(view))
     } else {
-        render::status_lines(view)
+        render::status_lines(view, short)
             .iter()
             .try_for_each(|l| printer.line(l))
     };
@@ -36,10 +40,11 @@ fn print_view(printer: &Printer, view: &foundry_core::RunView) -> Result<(), Cli
 pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
     let (engine, _) = super::engine(printer)?;
     let id = super::resolve(&engine, &args.run)?;
+    let short = engine.short_id(id);
     if args.follow
         && let Ok((view, mut follow)) = engine.follow(id).await
     {
-        print_view(printer, &view)?;
+        print_view(printer, &view, &short)?;
         while let Some(event) = follow
             .next()
             .await
@@ -48,7 +53,8 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
             let quit = if printer.json() {
                 printer.data(&event).is_err()
             } else {
-                render::event_line(printer, &event).is_some_and(|l| printer.line(&l).is_err())
+                render::event_line(printer, &event, &short)
+                    .is_some_and(|l| printer.line(&l).is_err())
             };
             if let EventKind::RunFinished { state, .. } = event.kind {
                 return Ok(exit::for_state(state));
@@ -60,6 +66,6 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
         // The driver went away without finishing: show where the run was left.
     }
     let view = engine.view(id).await?;
-    print_view(printer, &view)?;
+    print_view(printer, &view, &short)?;
     Ok(exit::OK)
 }
