@@ -59,6 +59,7 @@ pub struct ActivityCx {
     cancel: CancellationToken,
     events: EventBus,
     secrets: Option<Arc<dyn SecretStore>>,
+    rerun_in_doubt: bool,
 }
 
 impl std::fmt::Debug for ActivityCx {
@@ -84,6 +85,7 @@ impl ActivityCx {
             cancel,
             events,
             secrets: Some(secrets),
+            rerun_in_doubt: false,
         }
     }
 
@@ -96,6 +98,7 @@ impl ActivityCx {
             cancel: CancellationToken::new(),
             events: EventBus::new(crate::model::RunId::new()),
             secrets: None,
+            rerun_in_doubt: false,
         }
     }
 
@@ -170,6 +173,17 @@ impl ActivityCx {
 
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// Whether this attempt runs again a step found in doubt (an [`InDoubt::Rerun`]
+    /// activity): the attempt before it may have made the change this one finds made, so
+    /// an activity that reports changes reports one.
+    pub fn rerun_in_doubt(&self) -> bool {
+        self.rerun_in_doubt
+    }
+
+    pub(crate) fn set_rerun_in_doubt(&mut self, rerun: bool) {
+        self.rerun_in_doubt = rerun;
     }
 
     /// Cancelled when the run is cancelled: long activities stop early and report it.

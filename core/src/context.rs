@@ -317,6 +317,8 @@ impl Ctx {
         let now = Millis::now();
         // The in-doubt attempt's outcome, when its probe found that it ran and failed.
         let mut settled: Option<ActivityError> = None;
+        // The next attempt runs again a step of the `Rerun` class found in doubt.
+        let mut rerun = false;
         let mut record = match existing {
             Some(mut r) => {
                 // Recorded by an earlier drive: the retry budget's clock counts the time a
@@ -330,6 +332,7 @@ impl Ctx {
                         self.shared.events.emit(EventKind::StepInDoubt {
                             step: id.to_string(),
                         });
+                        rerun = true;
                     }
                     StepRecordState::Started => {
                         // In doubt: the process stopped between `started` and an outcome.
@@ -402,7 +405,8 @@ impl Ctx {
                     });
                     failpoint::hit(id, Phase::Started);
 
-                    let cx = self.activity_cx(id, record.attempt, force);
+                    let mut cx = self.activity_cx(id, record.attempt, force);
+                    cx.set_rerun_in_doubt(std::mem::take(&mut rerun));
                     let result = activity.apply(&cx).await;
                     failpoint::hit(id, Phase::Effect);
                     result

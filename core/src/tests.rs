@@ -590,9 +590,13 @@ impl Activity for Classed {
         Ok(self.present.then(|| "probed".into()))
     }
 
-    async fn apply(&self, _cx: &ActivityCx) -> Result<String, ActivityError> {
+    async fn apply(&self, cx: &ActivityCx) -> Result<String, ActivityError> {
         self.applies.fetch_add(1, Ordering::SeqCst);
-        Ok("applied".into())
+        Ok(if cx.rerun_in_doubt() {
+            "applied again".into()
+        } else {
+            "applied".into()
+        })
     }
 }
 
@@ -615,10 +619,7 @@ fn run_in_doubt(dir: &tempfile::TempDir, activity: &Classed) -> (Engine, crate::
     use crate::model::{StepRecord, StepRecordState};
     use crate::time::Millis;
 
-    let engine = engine(
-        &dir,
-        Registry::new().register(ClassedFlow(activity.clone())),
-    );
+    let engine = engine(dir, Registry::new().register(ClassedFlow(activity.clone())));
     let run = engine
         .start("classed", serde_json::Value::Null)
         .expect("start")
@@ -690,7 +691,11 @@ async fn in_doubt_a_rerun_step_runs_again_unprobed() {
     let activity = classed(crate::InDoubt::Rerun, true);
     let (engine, run) = run_in_doubt(&dir, &activity);
     let outcome = resume(&engine, run).await;
-    assert_eq!(outcome.output, Some(json!("applied")));
+    assert_eq!(
+        outcome.output,
+        Some(json!("applied again")),
+        "the activity knows it runs again"
+    );
     assert_eq!(activity.probes.load(Ordering::SeqCst), 0);
     assert_eq!(activity.applies.load(Ordering::SeqCst), 1);
 }

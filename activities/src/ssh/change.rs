@@ -47,7 +47,10 @@ impl Activity for SshChange {
         CommandOutput::from_exit(&what, code.into(), last_err)?;
         match last_out.as_deref().map(str::trim) {
             Some("changed") => Ok(Change { changed: true }),
-            Some("unchanged") => Ok(Change { changed: false }),
+            // Unchanged now, but the attempt in doubt before this one may have changed it.
+            Some("unchanged") => Ok(Change {
+                changed: cx.rerun_in_doubt(),
+            }),
             other => Err(ActivityError::permanent(format!(
                 "{what}: expected `changed` or `unchanged` as its last line, got {:?}",
                 other.unwrap_or("nothing")
