@@ -15,6 +15,7 @@ mod host;
 mod journal_damage;
 mod keyring;
 mod lab;
+mod long_cells;
 mod openbao;
 mod registry;
 mod retries;
