@@ -23,3 +23,4 @@ mod secrets;
 mod snapshots;
 mod ssh;
 mod ssh_keys;
+mod stopped_driver;
