@@ -87,10 +87,29 @@ pub fn duration(ms: u64) -> String {
     }
 }
 
-/// Left-aligned columns separated by two spaces.
+/// The widest a table cell is shown; JSON output keeps the whole value.
+pub const MAX_CELL: usize = 80;
+
+/// The longest a run's error is shown in its header (`--output json` has all of it).
+pub const MAX_LINE: usize = 400;
+
+/// `text` cut to at most `max` characters, on a character boundary, the cut marked with an
+/// ellipsis.
+pub fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max.saturating_sub(1)) {
+        Some((at, _)) if text[at..].chars().nth(1).is_some() => format!("{}…", &text[..at]),
+        _ => text.to_string(),
+    }
+}
+
+/// Left-aligned columns separated by two spaces; a cell wider than [`MAX_CELL`] is cut.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| truncate(c, MAX_CELL)).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -153,13 +172,13 @@ pub fn status_lines(view: &RunView, short: &str) -> Vec<String> {
         format!("steps     {}", counts_line(&row.steps)),
     ];
     if let Some(current) = &row.current_step {
-        lines.push(format!("at        {current}"));
+        lines.push(format!("at        {}", truncate(current, MAX_CELL)));
     }
     if let Some(summary) = &s.summary {
         lines.push(format!("took      {}", duration(summary.duration_ms)));
     }
     if let Some(error) = &row.error {
-        lines.push(format!("error     {error}"));
+        lines.push(format!("error     {}", truncate(error, MAX_LINE)));
     }
     lines.push(format!(
         "started   {} ({})   updated {}",
@@ -268,4 +287,25 @@ pub fn event_line(printer: &Printer, event: &Event, short: &str) -> Option<Strin
         _ => return None,
     };
     Some(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_cells_are_cut_on_character_boundaries() {
+        assert_eq!(truncate("short", 80), "short");
+        assert_eq!(truncate("abcdef", 6), "abcdef");
+        assert_eq!(truncate("abcdefg", 6), "abcde…");
+        let wide = "é".repeat(70_000);
+        let cut = truncate(&wide, MAX_CELL);
+        assert_eq!(cut.chars().count(), MAX_CELL);
+        assert!(cut.ends_with('…'));
+        let lines = table(&["STEP", "STATE"], &[vec![wide, "done".into()]]);
+        assert!(
+            lines.iter().all(|l| l.chars().count() <= MAX_CELL + 2 + 5),
+            "{lines:?}"
+        );
+    }
 }

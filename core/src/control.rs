@@ -4,6 +4,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -30,6 +31,32 @@ enum Request {
 pub struct ControlError {
     pub path: PathBuf,
     pub detail: String,
+    /// The driver did not answer within [`ANSWER_WITHIN`]: it is stopped or stuck, and
+    /// asking again will not help.
+    pub timed_out: bool,
+}
+
+/// How long a client waits for the driving process to accept and answer. A driver that
+/// is stopped (SIGSTOP, a debugger) or stuck must not hang `list`, `status` or `cancel`.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+
+/// Runs a client exchange within [`ANSWER_WITHIN`].
+async fn within<T>(
+    path: &Path,
+    exchange: impl std::future::Future<Output = Result<T, ControlError>>,
+) -> Result<T, ControlError> {
+    tokio::time::timeout(ANSWER_WITHIN, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ControlError {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "the driving process did not answer within {} s (is it stopped?)",
+                    ANSWER_WITHIN.as_secs()
+                ),
+                timed_out: true,
+            })
+        })
 }
 
 pub(crate) struct ControlServer {
@@ -133,6 +160,7 @@ async fn connect(
     let err = |detail: String| ControlError {
         path: path.to_path_buf(),
         detail,
+        timed_out: false,
     };
     let stream = UnixStream::connect(path)
         .await
@@ -154,14 +182,19 @@ async fn connect(
 
 /// Asks the driving process for the run's status.
 pub async fn status(path: &Path) -> Result<RunView, ControlError> {
-    Ok(connect(path, Request::Status).await?.1)
+    Ok(within(path, connect(path, Request::Status)).await?.1)
 }
 
 /// Asks the driving process to cancel the run.
 pub async fn cancel(path: &Path) -> Result<(), ControlError> {
+    within(path, cancel_exchange(path)).await
+}
+
+async fn cancel_exchange(path: &Path) -> Result<(), ControlError> {
     let err = |detail: String| ControlError {
         path: path.to_path_buf(),
         detail,
+        timed_out: false,
     };
     let stream = UnixStream::connect(path)
         .await
@@ -197,12 +230,13 @@ impl Follow {
             .map_err(|e| ControlError {
                 path: self.path.clone(),
                 detail: e.to_string(),
+                timed_out: false,
             })
     }
 }
 
 pub async fn follow(path: &Path) -> Result<(RunView, Follow), ControlError> {
-    let (lines, view) = connect(path, Request::Follow).await?;
+    let (lines, view) = within(path, connect(path, Request::Follow)).await?;
     Ok((
         view,
         Follow {

@@ -252,6 +252,12 @@ impl Engine {
             }
             match control::status(&self.home.socket_path(run)).await {
                 Ok(view) => return Ok(view),
+                Err(e) if e.timed_out => {
+                    return Err(EngineError::Unreachable {
+                        run,
+                        detail: e.detail,
+                    });
+                }
                 Err(e) => last = e.detail,
             }
         }

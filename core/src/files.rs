@@ -18,20 +18,38 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.partial"));
+    // A name nobody can guess, opened only if it does not exist (O_CREAT|O_EXCL): a file
+    // or link planted beside `path` is never written through.
+    let tmp = path.with_file_name(format!(".{name}.{}.partial", uuid::Uuid::new_v4().simple()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_planted_link_at_the_old_temporary_name_is_never_written_through() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("victim");
+        std::fs::write(&target, b"untouched").expect("victim");
+        let path = dir.path().join("token");
+        std::os::unix::fs::symlink(&target, dir.path().join(".token.partial")).expect("link");
+        write_private(&path, b"secret").expect("write");
+        assert_eq!(std::fs::read(&target).expect("victim"), b"untouched");
+        assert_eq!(std::fs::read(&path).expect("token"), b"secret");
+    }
+
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;

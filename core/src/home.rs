@@ -19,11 +19,19 @@ pub enum HomeError {
     Unset,
     #[error("foundry home {}: {detail}", path.display())]
     Unusable { path: PathBuf, detail: String },
+    #[error("foundry home {} is not private: {detail}", path.display())]
+    Unsafe { path: PathBuf, detail: String },
 }
 
 impl HomeError {
     pub fn hint(&self) -> Option<String> {
-        Some("set FOUNDRY_HOME to a directory you can write to".into())
+        match self {
+            HomeError::Unsafe { path, .. } => Some(format!(
+                "check nobody else has put files there, then `chown -R $(id -u) {0}` and `chmod 700 {0}`; or set FOUNDRY_HOME to a directory of your own",
+                path.display()
+            )),
+            _ => Some("set FOUNDRY_HOME to a directory you can write to".into()),
+        }
     }
 }
 
@@ -82,8 +90,7 @@ impl Home {
         };
         fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&probe)
             .and_then(|mut f| f.write_all(b"ok"))
@@ -92,13 +99,51 @@ impl Home {
     }
 }
 
+/// A directory of the home that already exists must be ours and writable by us alone:
+/// another owner, or write access for group or others (who could plant a journal, a socket
+/// or a link), is refused; read access for them is taken away, with a warning.
+fn check_private_dir(dir: &Path, meta: &fs::Metadata) -> Result<(), HomeError> {
+    use std::os::unix::fs::MetadataExt;
+    let refused = |detail: String| HomeError::Unsafe {
+        path: dir.to_path_buf(),
+        detail,
+    };
+    let me = rustix::process::getuid().as_raw();
+    if meta.uid() != me {
+        return Err(refused(format!(
+            "owned by uid {}, not by you (uid {me})",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(refused(format!("mode {mode:o}: others may write to it")));
+    }
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| {
+            HomeError::Unusable {
+                path: dir.to_path_buf(),
+                detail: format!(
+                    "mode {mode:o} lets others read it, and making it 0700 failed: {e}"
+                ),
+            }
+        })?;
+        tracing::warn!(
+            dir = %dir.display(),
+            was = format!("{mode:o}"),
+            "others could read foundry's directory: made it 0700"
+        );
+    }
+    Ok(())
+}
+
 fn make_private_dir(dir: &Path) -> Result<(), HomeError> {
     let unusable = |e: std::io::Error| HomeError::Unusable {
         path: dir.to_path_buf(),
         detail: e.to_string(),
     };
     match fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(meta) if meta.is_dir() => check_private_dir(dir, &meta),
         Ok(_) => Err(HomeError::Unusable {
             path: dir.to_path_buf(),
             detail: "exists and is not a directory".into(),
@@ -118,6 +163,41 @@ fn make_private_dir(dir: &Path) -> Result<(), HomeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).expect("meta").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_home_others_may_write_is_refused_and_one_they_may_read_is_made_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = Home::at(dir.path().join("home"));
+        home.ensure_writable().expect("fresh");
+        fs::set_permissions(home.runs_dir(), fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = home.ensure_writable().expect_err("refused");
+        assert!(matches!(err, HomeError::Unsafe { .. }), "{err}");
+        assert!(err.to_string().contains("runs"), "{err}");
+        assert!(err.hint().is_some_and(|h| h.contains("chmod 700")));
+        assert_eq!(
+            mode(&home.runs_dir()),
+            0o777,
+            "a refused directory is left alone"
+        );
+
+        fs::set_permissions(home.runs_dir(), fs::Permissions::from_mode(0o700)).expect("chmod");
+        fs::set_permissions(home.secrets_dir(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::set_permissions(home.root(), fs::Permissions::from_mode(0o750)).expect("chmod");
+        home.ensure_writable().expect("fixed");
+        assert_eq!(mode(&home.secrets_dir()), 0o700);
+        assert_eq!(mode(home.root()), 0o700);
+
+        // Another owner (only root can make one here).
+        if rustix::process::getuid().is_root() {
+            std::os::unix::fs::chown(home.secrets_dir(), Some(65534), None).expect("chown");
+            let err = home.ensure_writable().expect_err("refused");
+            assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+        }
+    }
 
     /// Several `foundry` processes starting at once in a fresh home all find it usable.
     #[test]

@@ -122,14 +122,26 @@ pub enum JournalError {
     NotFound { id: RunId, path: PathBuf },
     #[error("journal {} is corrupt: {detail}", path.display())]
     Corrupt { path: PathBuf, detail: String },
-    #[error(
-        "journal {} has format {found}; this foundry ({}) reads format {FORMAT_VERSION}",
-        path.display(),
-        env!("CARGO_PKG_VERSION")
-    )]
+    /// A journal or write-ahead log of another format; `path` is the file that says so.
+    #[error("{}", format_message(path, *found))]
     Format { path: PathBuf, found: u32 },
     #[error("journal {}: {detail}", path.display())]
     Io { path: PathBuf, detail: String },
+}
+
+fn format_message(path: &std::path::Path, found: u32) -> String {
+    let ours = format!(
+        "format {found}; this foundry ({}) reads format {FORMAT_VERSION}",
+        env!("CARGO_PKG_VERSION")
+    );
+    if found > FORMAT_VERSION {
+        format!(
+            "journal {} was written by a newer Foundry ({ours})",
+            path.display()
+        )
+    } else {
+        format!("journal {} has {ours}", path.display())
+    }
 }
 
 impl JournalError {
@@ -143,9 +155,9 @@ impl JournalError {
                 "this run cannot be resumed; remove {} to forget it (other runs are unaffected)",
                 path.display()
             )),
-            JournalError::Format { found, .. } if *found > FORMAT_VERSION => {
-                Some("this run was started by a newer foundry: resume it with that version".into())
-            }
+            JournalError::Format { found, .. } if *found > FORMAT_VERSION => Some(
+                "upgrade Foundry to resume it (or resume it with the Foundry that started it); the file is kept as it is".into(),
+            ),
             JournalError::Format { .. } => Some(
                 "this run was started by an older foundry: finish it with that version, or remove the file".into(),
             ),

@@ -13,10 +13,7 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use redb::{
-    Builder, Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    TableDefinition,
-};
+use redb::{Builder, Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -171,7 +168,8 @@ fn read_snapshot(path: &Path, tx: &redb::ReadTransaction) -> Result<JournalSnaps
     let mut steps = Vec::new();
     match tx.open_table(STEPS) {
         Ok(table) => {
-            steps.reserve(usize::try_from(table.len().unwrap_or(0)).unwrap_or(0));
+            // No reserve from the table's recorded length: a damaged count must not size
+            // an allocation.
             for entry in table.iter().map_err(|e| storage_error(path, e))? {
                 let (key, value) = entry.map_err(|e| storage_error(path, e))?;
                 let record: StepRecord = decode(path, key.value(), value.value())?;
@@ -204,6 +202,9 @@ fn read_wal_seq(path: &Path, tx: &redb::ReadTransaction) -> Result<u64, JournalE
 
 fn wal_error(path: &Path, e: std::io::Error) -> JournalError {
     let path = path.to_path_buf();
+    if let Some(found) = wal::other_format(&e) {
+        return JournalError::Format { path, found };
+    }
     let detail = format!("write-ahead log: {e}");
     if e.kind() == std::io::ErrorKind::InvalidData {
         JournalError::Corrupt { path, detail }
@@ -345,6 +346,107 @@ impl RedbJournal {
     }
 }
 
+/// The largest journal read into memory to be repaired there; a run's journal holds only
+/// in-flight progress and stays far below it.
+const MAX_COPY: u64 = 256 << 20;
+
+/// A journal file's bytes in memory, for redb to repair without touching the file. It never
+/// grows beyond twice the file (redb sets lengths it read from the file's own header).
+#[derive(Debug)]
+struct MemoryCopy {
+    bytes: std::sync::RwLock<Vec<u8>>,
+    limit: u64,
+}
+
+impl MemoryCopy {
+    fn bytes(&self) -> std::sync::RwLockReadGuard<'_, Vec<u8>> {
+        self.bytes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn bytes_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<u8>> {
+        self.bytes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn out_of_range() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "a length or offset beyond the file",
+    )
+}
+
+impl redb::StorageBackend for MemoryCopy {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        Ok(self.bytes().len() as u64)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        let bytes = self.bytes();
+        let start = usize::try_from(offset).map_err(|_| out_of_range())?;
+        let end = start.checked_add(out.len()).ok_or_else(out_of_range)?;
+        out.copy_from_slice(bytes.get(start..end).ok_or_else(out_of_range)?);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        if len > self.limit {
+            return Err(out_of_range());
+        }
+        let len = usize::try_from(len).map_err(|_| out_of_range())?;
+        self.bytes_mut().resize(len, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        let mut bytes = self.bytes_mut();
+        let start = usize::try_from(offset).map_err(|_| out_of_range())?;
+        let end = start.checked_add(data.len()).ok_or_else(out_of_range)?;
+        bytes
+            .get_mut(start..end)
+            .ok_or_else(out_of_range)?
+            .copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// Reads a journal that needs repair by repairing a copy of it in memory: the file on disk
+/// is left as it is, for the process that drives the run to repair.
+fn read_repaired_copy(path: &Path) -> Result<(JournalSnapshot, u64), JournalError> {
+    let io = |e: std::io::Error| JournalError::Io {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let size = fs::metadata(path).map_err(io)?.len();
+    if size > MAX_COPY {
+        return Err(JournalError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!(
+                "{size} bytes, more than a journal holds ({MAX_COPY}): refused without its driver"
+            ),
+        });
+    }
+    let bytes = fs::read(path).map_err(io)?;
+    let copy = MemoryCopy {
+        limit: size.saturating_mul(2),
+        bytes: std::sync::RwLock::new(bytes),
+    };
+    guarded(path, || {
+        let db = Builder::new()
+            .create_with_backend(copy)
+            .map_err(|e| storage_error(path, e))?;
+        let tx = db.begin_read().map_err(|e| storage_error(path, e))?;
+        Ok((read_snapshot(path, &tx)?, read_wal_seq(path, &tx)?))
+    })
+}
+
 impl RedbStore {
     fn path_of(&self, id: RunId) -> PathBuf {
         self.dir.join(format!("{id}.{EXTENSION}"))
@@ -361,6 +463,9 @@ impl RedbStore {
         if !path.exists() {
             return Err(JournalError::NotFound { id, path });
         }
+        // Opening for writing changes the file (redb marks it open, repairs it): a journal
+        // or log that is damaged, or of another format, is refused before that.
+        self.read(id)?;
         let (db, mut snapshot, seq) = guarded(&path, || {
             let db = Builder::new()
                 .open(&path)
@@ -480,31 +585,34 @@ impl JournalStore for RedbStore {
             return Err(JournalError::NotFound { id, path });
         }
         let read_only = guarded(&path, || {
-            let db = Builder::new()
-                .open_read_only(&path)
-                .map_err(|e| storage_error(&path, e))?;
+            let db = match Builder::new().open_read_only(&path) {
+                Ok(db) => db,
+                // A file left by a killed process must be repaired before it can be read,
+                // and reading never writes: repair a copy in memory. Nobody held the file
+                // (that would be Busy).
+                Err(redb::DatabaseError::RepairAborted) => return Ok(None),
+                Err(e) => return Err(storage_error(&path, e)),
+            };
             let tx = db.begin_read().map_err(|e| storage_error(&path, e))?;
-            Ok((read_snapshot(&path, &tx)?, read_wal_seq(&path, &tx)?))
-        });
-        match read_only {
-            Ok((mut snapshot, seq)) => {
-                let wal_path = self.wal_path_of(id);
-                let batches = Wal::read(&wal_path, seq).map_err(|e| wal_error(&wal_path, e))?;
-                if !batches.is_empty() {
-                    let mut index = snapshot.step_index();
-                    for batch in &batches {
-                        snapshot.apply(batch, &mut index);
-                    }
-                    snapshot.steps.sort_by_key(|s| s.seq);
-                }
-                Ok(snapshot)
+            Ok(Some((
+                read_snapshot(&path, &tx)?,
+                read_wal_seq(&path, &tx)?,
+            )))
+        })?;
+        let (mut snapshot, seq) = match read_only {
+            Some(read) => read,
+            None => read_repaired_copy(&path)?,
+        };
+        let wal_path = self.wal_path_of(id);
+        let batches = Wal::read(&wal_path, seq).map_err(|e| wal_error(&wal_path, e))?;
+        if !batches.is_empty() {
+            let mut index = snapshot.step_index();
+            for batch in &batches {
+                snapshot.apply(batch, &mut index);
             }
-            // A file left by a killed process must be repaired before it can be read, and
-            // a read-only open cannot repair. Nobody holds it (that would be Busy), so
-            // open it for writing, which repairs, and read.
-            Err(JournalError::Io { .. }) => Ok(self.open_exclusive(id)?.1),
-            Err(e) => Err(e),
+            snapshot.steps.sort_by_key(|s| s.seq);
         }
+        Ok(snapshot)
     }
 
     fn list(&self) -> Result<Vec<RunId>, JournalError> {
@@ -622,9 +730,12 @@ mod tests {
             "{err:?}"
         );
         let message = err.to_string();
-        assert!(message.contains("has format 99"), "{message}");
+        assert!(message.contains("format 99"), "{message}");
         assert!(message.contains(&format!("{id}.journal")), "{message}");
-        assert!(err.hint().is_some_and(|h| h.contains("newer foundry")));
+        assert!(message.contains("written by a newer Foundry"), "{message}");
+        let hint = err.hint().unwrap_or_default();
+        assert!(hint.contains("upgrade Foundry to resume it"), "{hint}");
+        assert!(!hint.contains("remove"), "{hint}");
         assert!(matches!(
             store.open(id).err(),
             Some(JournalError::Format { .. })

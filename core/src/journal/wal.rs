@@ -51,15 +51,34 @@ fn check_header(bytes: &[u8]) -> io::Result<u32> {
     }
     let version = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
     if version != super::FORMAT_VERSION {
-        return Err(io::Error::new(
-            ErrorKind::InvalidData,
-            format!(
-                "format {version}; this foundry reads format {}",
-                super::FORMAT_VERSION
-            ),
-        ));
+        return Err(io::Error::new(ErrorKind::InvalidData, OtherFormat(version)));
     }
     Ok(version)
+}
+
+/// A log of another format than ours, carried inside an [`io::Error`]: [`other_format`]
+/// finds it again.
+#[derive(Debug)]
+pub(super) struct OtherFormat(pub(super) u32);
+
+impl std::fmt::Display for OtherFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "format {}; this foundry reads format {}",
+            self.0,
+            super::FORMAT_VERSION
+        )
+    }
+}
+
+impl std::error::Error for OtherFormat {}
+
+/// The format of a log refused for its format.
+pub(super) fn other_format(e: &io::Error) -> Option<u32> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<OtherFormat>())
+        .map(|f| f.0)
 }
 
 /// The log's size, written with zeroes when it is created: a frame then overwrites blocks
@@ -92,39 +111,73 @@ fn frame(seq: u64, ops: &[WriteOp]) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The frames of `bytes` from `first_seq` on, in order, and where they end.
-fn parse(bytes: &[u8], first_seq: u64) -> (Vec<Vec<WriteOp>>, u64) {
+/// The frame at `at` if it is whole, checksummed and carries `seq`: its payload.
+fn frame_at(bytes: &[u8], at: usize, seq: u64) -> Option<&[u8]> {
+    let header = bytes.get(at..at.checked_add(HEADER)?)?;
+    let word =
+        |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let mut seq_bytes = [0u8; 8];
+    seq_bytes.copy_from_slice(&header[8..16]);
+    if u64::from_le_bytes(seq_bytes) != seq {
+        return None;
+    }
+    // The length is checked against the bytes there are before anything is sliced.
+    let len = usize::try_from(word(0)).ok().filter(|&l| l > 0)?;
+    let payload = bytes.get(at + HEADER..(at + HEADER).checked_add(len)?)?;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&seq_bytes);
+    hasher.update(payload);
+    (hasher.finalize() == word(4)).then_some(payload)
+}
+
+/// How reading a log ended before its end.
+#[derive(Debug, PartialEq)]
+enum Stop {
+    /// At the last frame written (or torn while written): the log's true end.
+    End,
+    /// At a damaged frame with intact frames of the same round after it: the log lost data
+    /// in the middle, which a crash cannot do.
+    Damaged { seq: u64, at: usize },
+}
+
+/// The frames of `bytes` from `first_seq` on, in order, where they end, and why reading
+/// stopped there.
+fn parse(bytes: &[u8], first_seq: u64) -> (Vec<Vec<WriteOp>>, u64, Stop) {
     let mut batches = Vec::new();
     let mut at = START as usize;
     let mut expected = first_seq;
-    while let Some(header) = bytes.get(at..at + HEADER) {
-        let word =
-            |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-        let len = word(0) as usize;
-        let crc = word(4);
-        let mut seq_bytes = [0u8; 8];
-        seq_bytes.copy_from_slice(&header[8..16]);
-        let seq = u64::from_le_bytes(seq_bytes);
-        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else {
+    loop {
+        let ops = frame_at(bytes, at, expected)
+            .and_then(|payload| serde_json::from_slice::<Vec<WriteOp>>(payload).ok());
+        let Some(ops) = ops else {
             break;
         };
-        if seq != expected || len == 0 {
-            break;
-        }
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&seq_bytes);
-        hasher.update(payload);
-        if hasher.finalize() != crc {
-            break;
-        }
-        let Ok(ops) = serde_json::from_slice::<Vec<WriteOp>>(payload) else {
-            break;
-        };
+        at += HEADER + frame_len(bytes, at);
         batches.push(ops);
-        at += HEADER + len;
         expected += 1;
     }
-    (batches, at as u64)
+    // Where the log ends its next header is still the zeroes it was made with. Otherwise
+    // a later frame of this round (frames of earlier rounds further on carry smaller
+    // numbers) means the one here was damaged, not torn.
+    let zeroes = bytes
+        .get(at..at + HEADER)
+        .is_none_or(|h| h.iter().all(|&b| b == 0));
+    let damaged = !zeroes
+        && (at + 1..bytes.len().saturating_sub(HEADER))
+            .any(|p| frame_at(bytes, p, expected + 1).is_some());
+    let stop = if damaged {
+        Stop::Damaged { seq: expected, at }
+    } else {
+        Stop::End
+    };
+    (batches, at as u64, stop)
+}
+
+/// The payload length of the frame at `at`, already checked by [`frame_at`].
+fn frame_len(bytes: &[u8], at: usize) -> usize {
+    bytes
+        .get(at..at + 4)
+        .map_or(0, |w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as usize)
 }
 
 impl Wal {
@@ -173,10 +226,25 @@ impl Wal {
     /// The batches after the checkpoint that recorded `next_seq`, without opening the log
     /// for writing.
     pub(super) fn read(path: &Path, next_seq: u64) -> io::Result<Vec<Vec<WriteOp>>> {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.len() > 4 * CAPACITY => {
+                return Err(io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!("{} bytes: larger than any log foundry writes", meta.len()),
+                ));
+            }
+            _ => {}
+        }
         match std::fs::read(path) {
             Ok(bytes) => {
                 check_header(&bytes)?;
-                Ok(parse(&bytes, next_seq).0)
+                match parse(&bytes, next_seq) {
+                    (batches, _, Stop::End) => Ok(batches),
+                    (_, _, Stop::Damaged { seq, at }) => Err(io::Error::new(
+                        ErrorKind::InvalidData,
+                        format!("frame {seq} at byte {at} is damaged and later frames are intact"),
+                    )),
+                }
             }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e),
@@ -258,12 +326,13 @@ mod tests {
             batches.iter().map(|b| stamp(b)).collect::<Vec<_>>(),
             vec![0, 1, 2, 3, 4]
         );
-        // Another checkpoint's number: nothing of this round counts.
-        assert!(Wal::read(&path, 8).expect("read").is_empty());
+        // A later checkpoint's number: nothing of this round counts.
+        assert!(Wal::read(&path, 12).expect("read").is_empty());
 
         // A torn last frame ends the log before it.
         let mut bytes = std::fs::read(&path).expect("bytes");
         let end = parse(&bytes, 7).1 as usize;
+        assert_eq!(parse(&bytes, 7).2, Stop::End);
         bytes[end - 3] ^= 0xff;
         std::fs::write(&path, &bytes).expect("write");
         assert_eq!(Wal::read(&path, 7).expect("read").len(), 4);
@@ -280,6 +349,27 @@ mod tests {
             batches.iter().map(|b| stamp(b)).collect::<Vec<_>>(),
             vec![100]
         );
+    }
+
+    #[test]
+    fn a_frame_damaged_before_intact_ones_is_an_error_not_an_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.wal");
+        let mut wal = Wal::create(&path, 3).expect("create");
+        for n in 0..5 {
+            wal.append(&op(n)).expect("io").expect("fits");
+        }
+        let pristine = std::fs::read(&path).expect("bytes");
+        let second = START as usize + HEADER + frame_len(&pristine, START as usize);
+        // Its length, its checksum, its number, its payload.
+        for offset in [second, second + 5, second + 9, second + HEADER + 3] {
+            let mut bytes = pristine.clone();
+            bytes[offset] ^= 0xff;
+            std::fs::write(&path, &bytes).expect("write");
+            let err = Wal::read(&path, 3).expect_err("damaged");
+            assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+            assert!(err.to_string().contains("frame 4 at byte"), "{err}");
+        }
     }
 
     #[test]
