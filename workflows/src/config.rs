@@ -45,6 +45,8 @@ pub struct StackConfig {
 pub struct HostEntry {
     /// A short name: letters, digits, `-` and `.`.
     pub name: String,
+    /// An IP address or a DNS name.
+    #[serde(deserialize_with = "value::address")]
     pub address: String,
     #[serde(default = "default_user")]
     pub user: String,
@@ -55,7 +57,11 @@ pub struct HostEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<KeyField>,
     /// The host's public host key (`ssh-ed25519 AAAA…`), once known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "value::host_key",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub host_key: Option<String>,
 }
 

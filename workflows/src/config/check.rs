@@ -100,11 +100,11 @@ fn hosts(config: &StackConfig) -> Result<(), String> {
                 host.name
             ));
         }
-        if host.address.trim().is_empty() || host.address.chars().any(char::is_whitespace) {
-            return Err(format!(
-                "hosts[{i}] ({}): address `{}` is not an address",
-                host.name, host.address
-            ));
+        super::value::check_address(&host.address)
+            .map_err(|e| format!("hosts[{i}] ({}): {e}", host.name))?;
+        if let Some(key) = &host.host_key {
+            super::value::check_host_key(key)
+                .map_err(|e| format!("hosts[{i}] ({}): {e}", host.name))?;
         }
     }
     Ok(())

@@ -71,6 +71,56 @@ impl<T: Serialize> Serialize for At<T> {
     }
 }
 
+/// A host's address: an IP address or a DNS name, and nothing else. Checked where the
+/// config is read, so no address can reach `ssh` as an option (`-oProxyCommand=…`) or
+/// carry a space or a shell character.
+pub fn check_address(text: &str) -> Result<(), String> {
+    if text.parse::<std::net::IpAddr>().is_ok() || text.parse::<DnsName>().is_ok() {
+        return Ok(());
+    }
+    Err(format!(
+        "address `{}` is not an address: give an IP address or a DNS name",
+        shown(text)
+    ))
+}
+
+/// `text` as an error may quote it: at most 80 characters, control characters escaped.
+pub fn shown(text: &str) -> String {
+    let mut out: String = text.chars().take(80).flat_map(char::escape_debug).collect();
+    if text.chars().count() > 80 {
+        out.push('…');
+    }
+    out
+}
+
+/// `deserialize_with` for a host's address: see [`check_address`].
+pub(crate) fn address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    check_address(&text).map_err(serde::de::Error::custom)?;
+    Ok(text)
+}
+
+/// Checks a host's public host key (`ssh-ed25519 AAAA…`) by parsing it as a key.
+pub fn check_host_key(text: &str) -> Result<(), String> {
+    foundry_activities::ssh::fingerprint_of(text)
+        .map(|_| ())
+        .map_err(|_| {
+            format!(
+                "host_key `{}` is not an SSH public key like `ssh-ed25519 AAAA…`",
+                shown(text)
+            )
+        })
+}
+
+/// `deserialize_with` for a host's host key: see [`check_host_key`].
+pub(crate) fn host_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = Option::<String>::deserialize(d)?;
+    if let Some(text) = &text {
+        check_host_key(text).map_err(serde::de::Error::custom)?;
+    }
+    Ok(text)
+}
+
 /// Implements `Display`, string (de)serialization and `TryFrom<String>` from `FromStr`.
 macro_rules! text_value {
     ($ty:ty) => {

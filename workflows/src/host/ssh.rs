@@ -84,10 +84,11 @@ pub async fn ssh_command(
         target.port.to_string(),
         "-l".into(),
         target.user.clone(),
+        // Options end here: what follows is the host and the command, never an option.
+        "--".into(),
         target.address.clone(),
     ];
     if !command.is_empty() {
-        args.push("--".into());
         args.push(command_line(command, false)?);
     }
     Ok(SshCommand {
