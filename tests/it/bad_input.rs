@@ -263,3 +263,36 @@ fn a_host_key_that_is_no_key_is_refused_at_load() {
     ]);
     assert_clean_failure(&out, 1, &["line 4 column 15", "not an SSH public key"]);
 }
+
+#[test]
+fn local_commands_inherit_no_secrets_and_cannot_drive_the_terminal() {
+    let home = Home::new();
+    let plan = json!({"steps": [
+        {"key": "env", "run": ["env"]},
+        {"key": "escapes", "run": ["printf", "\\033]0;pwned\\007\\033[2Jvisible \\033[31mred\\033[0m\\n"]}
+    ]});
+    let out = home
+        .start_cmd(&plan)
+        .env("FOUNDRY_SECRET_demo_token", "secret-value-1")
+        .env("FOUNDRY_INPUT_DEMO", "input-value-2")
+        .env("FOUNDRY_TEST_WITNESS", "inherited")
+        .output()
+        .expect("foundry");
+    assert!(out.status.success(), "{out:?}");
+    let all = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+    let text = String::from_utf8_lossy(&all);
+    // The environment was printed: an ordinary variable is there.
+    assert!(text.contains("FOUNDRY_TEST_WITNESS=inherited"), "{text}");
+    for private in [
+        "FOUNDRY_SECRET_",
+        "FOUNDRY_INPUT_",
+        "secret-value-1",
+        "input-value-2",
+    ] {
+        assert!(!text.contains(private), "{private} reached a child: {text}");
+    }
+    assert!(text.contains("visible red"), "{text}");
+    for sequence in ["\x1b]0;pwned", "\x07", "\x1b[2J", "\x1b[31m"] {
+        assert!(!text.contains(sequence), "{sequence:?} printed: {text:?}");
+    }
+}
