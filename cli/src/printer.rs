@@ -28,6 +28,48 @@ pub fn stderr_wants_color() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+/// `text` without terminal control sequences (CSI `ESC [ … final`, OSC `ESC ] … BEL` or
+/// `ESC \`, other escapes) and without other control characters but tab: what a command
+/// printed cannot retitle the terminal, clear it or move the cursor.
+pub fn sanitized(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                Some('[') => {
+                    // Parameters and intermediates, up to the final byte.
+                    for c in chars.by_ref() {
+                        if ('\x40'..='\x7e').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                Some(']' | 'P' | 'X' | '^' | '_') => {
+                    // A string, to BEL or the string terminator `ESC \`.
+                    while let Some(c) = chars.next() {
+                        if c == '\x07' || (c == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\u{9b}' => {
+                for c in chars.by_ref() {
+                    if ('\x40'..='\x7e').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            '\t' | '\n' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl Printer {
     pub fn new(output: Output) -> Self {
         Printer {
@@ -83,5 +125,25 @@ impl Printer {
         } else {
             text.to_string()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sanitized;
+
+    #[test]
+    fn control_sequences_are_stripped_and_text_kept() {
+        assert_eq!(sanitized("\x1b]0;pwned\x07title kept"), "title kept");
+        assert_eq!(
+            sanitized("\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\"),
+            "link"
+        );
+        assert_eq!(sanitized("a\x1b[2Jb\x1b[1;31mc\x1b[0m"), "abc");
+        assert_eq!(sanitized("\u{9b}2Jx\x08\ry\x7f\tz"), "xy\tz");
+        assert_eq!(sanitized("ünïcode ✓ stays"), "ünïcode ✓ stays");
+        // An unterminated sequence swallows the rest, never panics.
+        assert_eq!(sanitized("ok\x1b]0;no end"), "ok");
+        assert_eq!(sanitized("ok\x1b"), "ok");
     }
 }

@@ -270,18 +270,22 @@ pub fn event_line(printer: &Printer, event: &Event, short: &str) -> Option<Strin
                 })
                 .unwrap_or_default();
             format!(
-                "  {} {step}: {error} (attempt {attempt}{next})",
-                printer.paint("✗", "31")
+                "  {} {step}: {} (attempt {attempt}{next})",
+                printer.paint("✗", "31"),
+                crate::printer::sanitized(error)
             )
         }
         EventKind::StepInDoubt { step } => format!("  ? {step} was interrupted; probing"),
-        EventKind::StepOutput { step, line, .. } => format!("    {step}| {line}"),
+        // What a command printed is shown, never obeyed by the terminal.
+        EventKind::StepOutput { step, line, .. } => {
+            format!("    {step}| {}", crate::printer::sanitized(line))
+        }
         EventKind::WaitingForInput { step, prompt } => {
             format!("  waiting for input at {step}: {prompt}")
         }
         EventKind::CancelRequested => "cancel requested: stopping at the next step boundary".into(),
         EventKind::RunFinished { state, error } => match error {
-            Some(e) => format!("run {short} {state}: {e}"),
+            Some(e) => format!("run {short} {state}: {}", crate::printer::sanitized(e)),
             None => format!("run {short} {state}"),
         },
         _ => return None,

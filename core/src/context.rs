@@ -350,7 +350,8 @@ impl Ctx {
                             Ok(Some(output)) => return self.complete(r, output, true),
                             Err(e) if e.settles => settled = Some(e),
                             Err(e) => {
-                                tracing::warn!(step = id, error = %e, "probe failed; running the step again");
+                                let error = self.shared.events.redacted(&e.message);
+                                tracing::warn!(step = id, %error, "probe failed; running the step again");
                             }
                             Ok(None) => {}
                         }

@@ -199,3 +199,100 @@ fn malformed_plans_are_refused_before_any_run_exists() {
     assert_clean_failure(&out, 2, &["frobnicate"]);
     assert!(home.runs().is_empty(), "no run was created");
 }
+
+/// A public key in the config's `host_key` form, for configs that must get past it.
+const HOST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF2LdNXOVcKWS65qPFT08M5wqMymzpR7MqwN+g4n8eF+";
+
+#[test]
+fn an_address_that_is_an_ssh_option_is_refused_and_runs_nothing() {
+    let home = Home::new();
+    let dir = home.scratch();
+    let witness = dir.join("proxy-command-ran");
+    let key = dir.join("key");
+    std::fs::write(&key, b"not read: the config is refused first").expect("key");
+    let config = dir.join("stack.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "hosts:\n  - name: web-1\n    address: '-oProxyCommand=touch${{IFS}}{}'\n    key: {}\n    host_key: {HOST_KEY}\n",
+            witness.display(),
+            key.display()
+        ),
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf8");
+    let out = home.run(&["--config", config, "config", "validate"]);
+    assert_clean_failure(
+        &out,
+        1,
+        &[
+            "line 3 column 14",
+            "address `-oProxyCommand=touch",
+            "an IP address or a DNS name",
+        ],
+    );
+    // With a command after the host, an address taken as an option leaves `true` as the
+    // destination, reached through the proxy command: `touch` ran before this was refused.
+    for command in [
+        &["host", "ssh", "web-1"][..],
+        &["host", "ssh", "web-1", "--", "true"],
+    ] {
+        let mut args = vec!["--config", config];
+        args.extend_from_slice(command);
+        let out = home.run(&args);
+        assert_clean_failure(&out, 1, &["line 3 column 14"]);
+    }
+    assert!(!witness.exists(), "nothing ran locally");
+}
+
+#[test]
+fn a_host_key_that_is_no_key_is_refused_at_load() {
+    let home = Home::new();
+    let config = home.scratch().join("stack.yaml");
+    std::fs::write(
+        &config,
+        "hosts:\n  - name: web-1\n    address: web-1.lab.example\n    host_key: ssh-ed25519 not-base64\n",
+    )
+    .expect("config");
+    let out = home.run(&[
+        "--config",
+        config.to_str().expect("utf8"),
+        "config",
+        "validate",
+    ]);
+    assert_clean_failure(&out, 1, &["line 4 column 15", "not an SSH public key"]);
+}
+
+#[test]
+fn local_commands_inherit_no_secrets_and_cannot_drive_the_terminal() {
+    let home = Home::new();
+    let plan = json!({"steps": [
+        {"key": "env", "run": ["env"]},
+        {"key": "escapes", "run": ["printf", "\\033]0;pwned\\007\\033[2Jvisible \\033[31mred\\033[0m\\n"]}
+    ]});
+    let out = home
+        .start_cmd(&plan)
+        .env("FOUNDRY_SECRET_demo_token", "secret-value-1")
+        .env("FOUNDRY_INPUT_DEMO", "input-value-2")
+        .env("FOUNDRY_TEST_WITNESS", "inherited")
+        .output()
+        .expect("foundry");
+    assert!(out.status.success(), "{out:?}");
+    let all = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+    let text = String::from_utf8_lossy(&all);
+    // The environment was printed: an ordinary variable is there.
+    assert!(text.contains("FOUNDRY_TEST_WITNESS=inherited"), "{text}");
+    for private in [
+        "FOUNDRY_SECRET_",
+        "FOUNDRY_INPUT_",
+        "secret-value-1",
+        "input-value-2",
+    ] {
+        assert!(!text.contains(private), "{private} reached a child: {text}");
+    }
+    assert!(text.contains("visible red"), "{text}");
+    for sequence in ["\x1b]0;pwned", "\x07", "\x1b[2J", "\x1b[31m"] {
+        assert!(!text.contains(sequence), "{sequence:?} printed: {text:?}");
+    }
+}

@@ -221,6 +221,92 @@ fn bad_configs() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
         (
+            "address that is an ssh option",
+            edit(
+                "    address: 10.9.0.21",
+                "    address: '-oProxyCommand=touch${IFS}/tmp/x'",
+            ),
+        ),
+        (
+            "address with a shell character",
+            edit("    address: 10.9.0.21", "    address: 'node-1;reboot'"),
+        ),
+        (
+            "host_key that is no key",
+            edit(
+                "    user: admin",
+                "    user: admin\n    host_key: ssh-ed25519 AAAA-not-a-key",
+            ),
+        ),
+        (
+            "user that is no user name",
+            edit("user: admin", "user: '-admin'"),
+        ),
+        (
+            "host listed twice under two names",
+            edit("    address: 10.9.0.21", "    address: 10.9.0.10"),
+        ),
+        (
+            "host listed twice in openbao_hosts",
+            edit(
+                "openbao_hosts: [infra-1]",
+                "openbao_hosts: [infra-1, 10.9.0.10]",
+            ),
+        ),
+        (
+            "host name longer than a DNS label",
+            edit("  - name: node-1", &format!("  - name: {}", "n".repeat(64))),
+        ),
+        (
+            "zone label longer than 63 bytes",
+            edit(
+                "name: lab.example.com",
+                &format!("name: {}.example.com", "l".repeat(64)),
+            ),
+        ),
+        (
+            "cluster name that is no DNS label",
+            edit("  name: production", "  name: prod.uction"),
+        ),
+        (
+            "string longer than 4 KiB",
+            edit(
+                "  name: production",
+                &format!("  name: {}", "p".repeat(5000)),
+            ),
+        ),
+        (
+            "vip is the gateway",
+            edit("k8s_vip: 10.9.0.50", "k8s_vip: 10.9.0.1"),
+        ),
+        (
+            "vip is a service address",
+            edit(
+                "dns: {image_tag: '49'}",
+                "dns: {image_tag: '49', address: 10.9.0.50}",
+            ),
+        ),
+        ("k3s tag without its build", edit("v1.28.5+k3s1", "v1.28.5")),
+        (
+            "image tag that is no tag",
+            edit("image_tag: '49'", "image_tag: '-49'"),
+        ),
+        (
+            "image that is no image reference",
+            edit("dns: {image_tag: '49'}", "dns: {image: 'PowerDNS:4.9'}"),
+        ),
+        (
+            "version that is no version",
+            edit(
+                "dns: {image_tag: '49'}",
+                "dns: {image_tag: '49', version: latest}",
+            ),
+        ),
+        (
+            "container name that is an option",
+            edit("dns: {image_tag: '49'}", "dns: {name: '--privileged'}"),
+        ),
+        (
             "duplicate key",
             edit(
                 "  gateway: 10.9.0.1",

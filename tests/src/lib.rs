@@ -718,6 +718,7 @@ pub mod lab {
                     "ConnectTimeout=10",
                     "-o",
                     "LogLevel=ERROR",
+                    "--",
                     &format!("{}@{}", target.user, target.address),
                     command,
                 ])

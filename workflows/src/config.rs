@@ -45,6 +45,8 @@ pub struct StackConfig {
 pub struct HostEntry {
     /// A short name: letters, digits, `-` and `.`.
     pub name: String,
+    /// An IP address or a DNS name.
+    #[serde(deserialize_with = "value::address")]
     pub address: String,
     #[serde(default = "default_user")]
     pub user: String,
@@ -55,7 +57,11 @@ pub struct HostEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<KeyField>,
     /// The host's public host key (`ssh-ed25519 AAAA…`), once known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "value::host_key",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub host_key: Option<String>,
 }
 
@@ -285,6 +291,8 @@ impl StackConfig {
 
 /// A host's name is safe as a file name and in a shell word: letters, digits, `-` and `.`,
 /// starting with a letter or digit.
+/// It becomes the host's hostname, so it keeps to DNS's limits: labels of at most 63
+/// bytes, 253 in all.
 pub fn check_host_name(name: &str) -> Result<(), String> {
     let valid = name
         .chars()
@@ -292,12 +300,15 @@ pub fn check_host_name(name: &str) -> Result<(), String> {
         .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && name.len() <= 253
+        && name.split('.').all(|label| label.len() <= 63);
     if valid {
         Ok(())
     } else {
         Err(format!(
-            "host name `{name}`: use letters, digits, `-` and `.`, starting with a letter or digit"
+            "host name `{}`: use letters, digits, `-` and `.`, starting with a letter or digit, at most 63 between dots and 253 in all",
+            value::shown(name)
         ))
     }
 }
@@ -337,12 +348,26 @@ pub fn resolve_references(
     Ok(references)
 }
 
+/// The most bytes a stack config file may hold.
+pub const MAX_FILE: u64 = 1 << 20;
+
 /// The config file's text: an unreadable or non-UTF-8 file is an error naming it.
 pub fn read_text(path: &Path) -> Result<String, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|e| ConfigError::Read {
+    use std::io::Read;
+    let read = |e: std::io::Error| ConfigError::Read {
         path: path.to_path_buf(),
         detail: e.to_string(),
-    })?;
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE + 1).read_to_end(&mut bytes))
+        .map_err(read)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            detail: format!("larger than {MAX_FILE} bytes: a stack config is a short YAML file"),
+        });
+    }
     String::from_utf8(bytes).map_err(|_| ConfigError::Read {
         path: path.to_path_buf(),
         detail: "not UTF-8 text: a stack config is a YAML file".into(),

@@ -81,6 +81,23 @@ async fn forward(cx: &ActivityCx, stream: Stream, pipe: impl AsyncRead + Unpin) 
     last
 }
 
+/// The environment variables that carry secrets and answers into foundry itself: a child
+/// process never inherits them.
+pub const PRIVATE_ENV_PREFIXES: [&str; 2] = ["FOUNDRY_SECRET_", "FOUNDRY_INPUT_"];
+
+/// Removes from `cmd` every variable of this process's environment that starts with one
+/// of [`PRIVATE_ENV_PREFIXES`]; variables set on `cmd` afterwards stay.
+pub fn without_private_env(cmd: &mut std::process::Command) {
+    for (name, _) in std::env::vars_os() {
+        let private = name
+            .to_str()
+            .is_some_and(|n| PRIVATE_ENV_PREFIXES.iter().any(|p| n.starts_with(p)));
+        if private {
+            cmd.env_remove(name);
+        }
+    }
+}
+
 /// A local command must not outlive a killed foundry: the step would be in doubt while
 /// the orphan still runs, and the resumed run could probe before the orphan's effect
 /// lands, then run the command a second time.
@@ -102,6 +119,7 @@ impl RunCommand {
             .split_first()
             .ok_or_else(|| ActivityError::permanent("empty command: argv needs a program"))?;
         let mut cmd = Command::new(program);
+        without_private_env(cmd.as_std_mut());
         cmd.args(args)
             .envs(&self.env)
             .stdin(Stdio::null())

@@ -5,6 +5,6 @@ mod command;
 mod file;
 mod read_file;
 
-pub use command::{CommandOutput, RunCommand};
+pub use command::{CommandOutput, PRIVATE_ENV_PREFIXES, RunCommand, without_private_env};
 pub use file::{EnsureFile, FileOutput, RemoveFile};
 pub use read_file::ReadFileWhenReady;

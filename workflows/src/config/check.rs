@@ -5,10 +5,20 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use super::value::{At, Cidr};
+use std::str::FromStr;
+
+use super::value::{
+    At, Cidr, DnsName, MAX_STRING, check_container_name, check_image, check_k3s_tag, check_tag,
+    check_version,
+};
 use super::{HostEntry, NodeRole, StackConfig, Zone, check_host_name};
 
+/// A check of one field's format.
+type Check = fn(&str) -> Result<(), String>;
+
 pub(super) fn stack(config: &StackConfig) -> Result<(), String> {
+    let tree = serde_json::to_value(config).map_err(|e| e.to_string())?;
+    bounded("", &tree)?;
     hosts(config)?;
     let subnet = match &config.network {
         Some(network) => Some(self::network(config, network)?),
@@ -37,12 +47,20 @@ pub(super) fn stack(config: &StackConfig) -> Result<(), String> {
         }
     }
     if let Some(cluster) = &config.cluster {
+        DnsName::from_str(&cluster.name)
+            .ok()
+            .filter(|_| !cluster.name.contains('.'))
+            .ok_or_else(|| {
+                format!(
+                    "cluster.name `{}` is not one DNS label: up to 63 letters, digits and `-`",
+                    super::value::shown(&cluster.name)
+                )
+            })?;
+        let mut seen = BTreeSet::new();
         for (i, node) in cluster.nodes.iter().enumerate() {
-            host_of(
-                config,
-                &format!("cluster.nodes[{i}].hostname"),
-                &node.hostname,
-            )?;
+            let field = format!("cluster.nodes[{i}].hostname");
+            let host = host_of(config, &field, &node.hostname)?;
+            once(&mut seen, host, &field, &node.hostname)?;
         }
         if !cluster.nodes.is_empty()
             && !cluster
@@ -70,6 +88,9 @@ pub(super) fn stack(config: &StackConfig) -> Result<(), String> {
         if let (Some(vip), Some(subnet)) = (&cluster.k8s_vip, subnet) {
             inside(subnet, "cluster.k8s_vip", vip)?;
         }
+        if let Some(vip) = &cluster.k8s_vip {
+            unused(config, "cluster.k8s_vip", vip)?;
+        }
     }
     if let Some(components) = &config.components {
         for (name, service) in [
@@ -80,10 +101,139 @@ pub(super) fn stack(config: &StackConfig) -> Result<(), String> {
             if let Some(host) = &service.host {
                 host_of(config, &format!("components.{name}.host"), host)?;
             }
+            let checks: [(&str, &Option<String>, Check); 5] = [
+                ("name", &service.name, check_container_name),
+                ("image", &service.image, check_image),
+                ("image_tag", &service.image_tag, check_tag),
+                ("version", &service.version, check_version),
+                (
+                    "docker_network",
+                    &service.docker_network,
+                    check_container_name,
+                ),
+            ];
+            for (field, value, check) in checks {
+                if let Some(value) = value {
+                    check(value).map_err(|e| format!("components.{name}.{field}: {e}"))?;
+                }
+            }
             if service.image.is_some() && service.image_tag.is_some() {
                 return Err(format!(
                     "components.{name}: give `image` (a whole image name) or `image_tag` (the default image's tag), not both"
                 ));
+            }
+        }
+    }
+    if let Some(tag) = config.components.as_ref().and_then(|c| c.k3s.tag.as_ref()) {
+        check_k3s_tag(tag).map_err(|e| format!("components.k3s.tag: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Every string of the config (a value or a key) holds at most [`MAX_STRING`] bytes.
+fn bounded(path: &str, value: &serde_json::Value) -> Result<(), String> {
+    let too_long = |path: &str, len: usize| {
+        Err(format!(
+            "{}: {len} bytes, more than the {MAX_STRING} a config string may hold",
+            path.trim_start_matches('.')
+        ))
+    };
+    match value {
+        serde_json::Value::String(text) if text.len() > MAX_STRING => too_long(path, text.len()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| bounded(&format!("{path}[{i}]"), item)),
+        serde_json::Value::Object(fields) => fields.iter().try_for_each(|(key, item)| {
+            if key.len() > MAX_STRING {
+                return too_long(&format!("{path}.{}…", super::value::shown(key)), key.len());
+            }
+            bounded(&format!("{path}.{key}"), item)
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A user name as `useradd` takes it: `[a-z_][a-z0-9_-]*`, at most 32 bytes.
+fn check_user(user: &str) -> Result<(), String> {
+    let valid = user.len() <= 32
+        && user
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && user
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "user `{}` is not a user name: up to 32 lower-case letters, digits, `_` and `-`, starting with a letter or `_`",
+            super::value::shown(user)
+        ))
+    }
+}
+
+/// Records that `field` names `host`; a second mention of the same host is an error.
+fn once<'a>(
+    seen: &mut BTreeSet<&'a str>,
+    host: &'a HostEntry,
+    field: &str,
+    entry: &At<String>,
+) -> Result<(), String> {
+    if seen.insert(host.name.as_str()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{field}: `{}` is host `{}`, which this list names already",
+            entry.place(),
+            entry.value,
+            host.name
+        ))
+    }
+}
+
+/// The VIP is no address in use: not the gateway, a host's or a service's.
+fn unused(config: &StackConfig, field: &str, vip: &At<Ipv4Addr>) -> Result<(), String> {
+    let taken = |what: String| {
+        Err(format!(
+            "{}{field} {} is {what}: the VIP must be an unused address",
+            vip.place(),
+            vip.value
+        ))
+    };
+    if let Some(network) = &config.network
+        && network.gateway.value == vip.value
+    {
+        return taken("the gateway's address".into());
+    }
+    if let Some(host) = config
+        .hosts
+        .iter()
+        .find(|h| h.address == vip.value.to_string())
+    {
+        return taken(format!("host `{}`'s address", host.name));
+    }
+    if let Some(components) = &config.components {
+        for (name, service) in [
+            ("openbao", &components.openbao),
+            ("dns", &components.dns),
+            ("zot", &components.zot),
+        ] {
+            let addresses = service
+                .address
+                .iter()
+                .map(|a| ("address".to_string(), a))
+                .chain(
+                    service
+                        .addresses
+                        .iter()
+                        .map(|(role, a)| (format!("addresses.{role}"), a)),
+                );
+            for (what, address) in addresses {
+                if address.value == vip.value {
+                    return taken(format!("components.{name}.{what}"));
+                }
             }
         }
     }
@@ -92,6 +242,7 @@ pub(super) fn stack(config: &StackConfig) -> Result<(), String> {
 
 fn hosts(config: &StackConfig) -> Result<(), String> {
     let mut names = BTreeSet::new();
+    let mut places = BTreeSet::new();
     for (i, host) in config.hosts.iter().enumerate() {
         check_host_name(&host.name).map_err(|e| format!("hosts[{i}]: {e}"))?;
         if !names.insert(host.name.as_str()) {
@@ -100,11 +251,18 @@ fn hosts(config: &StackConfig) -> Result<(), String> {
                 host.name
             ));
         }
-        if host.address.trim().is_empty() || host.address.chars().any(char::is_whitespace) {
+        super::value::check_address(&host.address)
+            .map_err(|e| format!("hosts[{i}] ({}): {e}", host.name))?;
+        check_user(&host.user).map_err(|e| format!("hosts[{i}] ({}): {e}", host.name))?;
+        if !places.insert((host.address.to_ascii_lowercase(), host.port)) {
             return Err(format!(
-                "hosts[{i}] ({}): address `{}` is not an address",
-                host.name, host.address
+                "hosts[{i}] ({}): {} port {} is listed already, under another name",
+                host.name, host.address, host.port
             ));
+        }
+        if let Some(key) = &host.host_key {
+            super::value::check_host_key(key)
+                .map_err(|e| format!("hosts[{i}] ({}): {e}", host.name))?;
         }
     }
     Ok(())
@@ -166,18 +324,7 @@ fn network(config: &StackConfig, network: &super::Network) -> Result<Cidr, Strin
     }
     if let Some(vip) = &network.k8s_vip {
         inside(subnet, "network.k8s_vip", vip)?;
-        if let Some(host) = config
-            .hosts
-            .iter()
-            .find(|h| h.address == vip.value.to_string())
-        {
-            return Err(format!(
-                "{}network.k8s_vip {} is host `{}`'s address: the VIP must be unused",
-                vip.place(),
-                vip.value,
-                host.name
-            ));
-        }
+        unused(config, "network.k8s_vip", vip)?;
     }
     for (list, entries) in [
         ("openbao_hosts", &network.openbao_hosts),
@@ -185,8 +332,11 @@ fn network(config: &StackConfig, network: &super::Network) -> Result<Cidr, Strin
         ("zot_hosts", &network.zot_hosts),
         ("truenas_hosts", &network.truenas_hosts),
     ] {
+        let mut seen = BTreeSet::new();
         for (i, entry) in entries.iter().enumerate() {
-            host_of(config, &format!("network.{list}[{i}]"), entry)?;
+            let field = format!("network.{list}[{i}]");
+            let host = host_of(config, &field, entry)?;
+            once(&mut seen, host, &field, entry)?;
         }
     }
     Ok(subnet)
@@ -225,15 +375,17 @@ fn zone(list: &str, zone: &Zone) -> Result<(), String> {
     let mut seen = BTreeSet::new();
     for record in &zone.records {
         let valid_name = record.name == "@"
-            || record.name.split('.').all(|l| {
-                !l.is_empty()
-                    && l.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '*')
-            });
+            || (record.name.len() <= 253
+                && record.name.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '*')
+                }));
         if !valid_name {
             return Err(format!(
-                "{at}{list}: record `{}` in `{name}` is not a name relative to the zone (or `@`)",
-                record.name
+                "{at}{list}: record `{}` in `{name}` is not a name relative to the zone (or `@`): labels of at most 63 bytes, 253 in all",
+                super::value::shown(&record.name)
             ));
         }
         if record.kind == super::RecordType::A && record.value.parse::<Ipv4Addr>().is_err() {

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::value::{At, Cidr, DnsName, HttpUrl, Retention, SecretField};
+use super::value::{self, At, Cidr, DnsName, HttpUrl, Retention, SecretField};
 
 /// A mapping whose value may be left empty (`openbao:` with only comments under it),
 /// which means the defaults.
@@ -175,22 +175,42 @@ pub struct Components {
 pub struct Service {
     /// The container's name (its prefix, for DNS's three); `foundry-<component>` when not
     /// given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "value::container_name",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub name: Option<String>,
     /// The image, `name:tag`; the component's default when not given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "value::image",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub image: Option<String>,
     /// Only the tag of the default image.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "value::tag",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub image_tag: Option<String>,
     /// The version `status` expects to find running.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "value::version",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub version: Option<String>,
     /// The host whose container engine runs it, instead of the first of `network.*_hosts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<At<String>>,
     /// A container network to join, with `address` on it, instead of the host's network.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "value::container_name",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub docker_network: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<At<Ipv4Addr>>,
@@ -203,7 +223,11 @@ pub struct Service {
 #[serde(deny_unknown_fields)]
 pub struct K3s {
     /// The K3s release, `v1.28.5+k3s1`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "value::k3s_tag",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tag: Option<String>,
 }
 

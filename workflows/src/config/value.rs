@@ -71,6 +71,254 @@ impl<T: Serialize> Serialize for At<T> {
     }
 }
 
+/// A host's address: an IP address or a DNS name, and nothing else. Checked where the
+/// config is read, so no address can reach `ssh` as an option (`-oProxyCommand=…`) or
+/// carry a space or a shell character.
+pub fn check_address(text: &str) -> Result<(), String> {
+    if text.parse::<std::net::IpAddr>().is_ok() || text.parse::<DnsName>().is_ok() {
+        return Ok(());
+    }
+    Err(format!(
+        "address `{}` is not an address: give an IP address or a DNS name",
+        shown(text)
+    ))
+}
+
+/// `text` as an error may quote it: at most 80 characters, control characters escaped.
+pub fn shown(text: &str) -> String {
+    let mut out: String = text.chars().take(80).flat_map(char::escape_debug).collect();
+    if text.chars().count() > 80 {
+        out.push('…');
+    }
+    out
+}
+
+/// `deserialize_with` for a host's address: see [`check_address`].
+pub(crate) fn address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    check_address(&text).map_err(serde::de::Error::custom)?;
+    Ok(text)
+}
+
+/// The most bytes a string of the config may hold.
+pub const MAX_STRING: usize = 4096;
+
+/// An image tag: `[\w][\w.-]{0,127}` (the OCI distribution grammar).
+pub fn check_tag(tag: &str) -> Result<(), String> {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let valid = tag.len() <= 128
+        && tag.chars().next().is_some_and(word)
+        && tag.chars().all(|c| word(c) || c == '.' || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "image tag `{}` is not a tag: up to 128 letters, digits, `_`, `.` and `-`, not starting with `.` or `-`",
+            shown(tag)
+        ))
+    }
+}
+
+/// An image reference by the OCI distribution grammar: `[domain[:port]/]path[:tag][@digest]`,
+/// each path component lower-case letters and digits joined by `.`, `_`, `__` or dashes.
+pub fn check_image(text: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "image `{}` is not an image reference like `registry.example/team/name:1.2`: {why}",
+            shown(text)
+        ))
+    };
+    let (rest, digest) = match text.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (text, None),
+    };
+    if let Some(digest) = digest {
+        let valid = digest.split_once(':').is_some_and(|(algorithm, encoded)| {
+            !algorithm.is_empty()
+                && algorithm.split(['+', '.', '_', '-']).all(|c| {
+                    !c.is_empty()
+                        && c.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                })
+                && encoded.len() >= 32
+                && encoded
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '=' | '_' | '-'))
+        });
+        if !valid {
+            return bad("the digest is not `algorithm:hex` (like sha256:…)");
+        }
+    }
+    let (name, tag) = match rest.rfind(':') {
+        Some(at) if !rest[at..].contains('/') => (&rest[..at], Some(&rest[at + 1..])),
+        _ => (rest, None),
+    };
+    if let Some(tag) = tag {
+        check_tag(tag)?;
+    }
+    if name.is_empty() || name.len() > 255 {
+        return bad("the name is empty or longer than 255 bytes");
+    }
+    let mut components: Vec<&str> = name.split('/').collect();
+    if components.len() > 1 && (components[0].contains(['.', ':']) || components[0] == "localhost")
+    {
+        let domain = components.remove(0);
+        let (host, port) = match domain.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || domain.starts_with('[') => {
+                (host, Some(port))
+            }
+            _ => (domain, None),
+        };
+        let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            }),
+        };
+        let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
+        if !host_ok || !port_ok {
+            return bad("the registry is not a host name or address with an optional port");
+        }
+    }
+    if !components.iter().all(|c| path_component(c)) {
+        return bad(
+            "each part of the name is lower-case letters and digits, joined by `.`, `_`, `__` or `-`",
+        );
+    }
+    Ok(())
+}
+
+/// `[a-z0-9]+ (separator [a-z0-9]+)*` with separators `.`, `_`, `__` and runs of `-`.
+fn path_component(text: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !text.starts_with(alnum) || !text.ends_with(alnum) {
+        return false;
+    }
+    text.split(alnum)
+        .filter(|separator| !separator.is_empty())
+        .all(|separator| {
+            matches!(separator, "." | "_" | "__") || separator.chars().all(|c| c == '-')
+        })
+}
+
+/// A K3s release: `v1.28.5+k3s1`, or a release candidate `v1.28.5-rc1+k3s1`.
+pub fn check_k3s_tag(text: &str) -> Result<(), String> {
+    let number = |n: &str| !n.is_empty() && n.len() <= 9 && n.chars().all(|c| c.is_ascii_digit());
+    let valid = text
+        .strip_prefix('v')
+        .and_then(|rest| rest.split_once("+k3s"))
+        .is_some_and(|(version, build)| {
+            let (version, rc) = match version.split_once("-rc") {
+                Some((version, rc)) => (version, Some(rc)),
+                None => (version, None),
+            };
+            number(build)
+                && rc.is_none_or(number)
+                && version.split('.').count() == 3
+                && version.split('.').all(number)
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "k3s tag `{}` is not a K3s release like v1.28.5+k3s1",
+            shown(text)
+        ))
+    }
+}
+
+/// A version a component reports: `2.1.0`, `v4.7.3`, `1.2.0-rc1`: numbers joined by dots,
+/// then an optional `-` or `+` suffix of letters, digits, `.` and `-`.
+pub fn check_version(text: &str) -> Result<(), String> {
+    let rest = text.strip_prefix('v').unwrap_or(text);
+    let (numbers, suffix) = match rest.find(['-', '+']) {
+        Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+        None => (rest, None),
+    };
+    let valid = text.len() <= 128
+        && numbers
+            .split('.')
+            .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        && suffix.is_none_or(|s| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'))
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "version `{}` is not a version like 2.1.0 or v4.7.3",
+            shown(text)
+        ))
+    }
+}
+
+/// A container or network name for the container engine: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at
+/// most 63 bytes.
+pub fn check_container_name(text: &str) -> Result<(), String> {
+    let valid = text.len() <= 63
+        && text
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a container engine name: up to 63 letters, digits, `_`, `.` and `-`, starting with a letter or digit",
+            shown(text)
+        ))
+    }
+}
+
+/// `deserialize_with` for an optional string checked by `$check`, so a bad value is
+/// reported at its line and column.
+macro_rules! checked_option {
+    ($name:ident, $check:path) => {
+        pub(crate) fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+            let text = Option::<String>::deserialize(d)?;
+            if let Some(text) = &text {
+                $check(text).map_err(serde::de::Error::custom)?;
+            }
+            Ok(text)
+        }
+    };
+}
+
+checked_option!(image, check_image);
+checked_option!(tag, check_tag);
+checked_option!(k3s_tag, check_k3s_tag);
+checked_option!(version, check_version);
+checked_option!(container_name, check_container_name);
+
+/// Checks a host's public host key (`ssh-ed25519 AAAA…`) by parsing it as a key.
+pub fn check_host_key(text: &str) -> Result<(), String> {
+    foundry_activities::ssh::fingerprint_of(text)
+        .map(|_| ())
+        .map_err(|_| {
+            format!(
+                "host_key `{}` is not an SSH public key like `ssh-ed25519 AAAA…`",
+                shown(text)
+            )
+        })
+}
+
+/// `deserialize_with` for a host's host key: see [`check_host_key`].
+pub(crate) fn host_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = Option::<String>::deserialize(d)?;
+    if let Some(text) = &text {
+        check_host_key(text).map_err(serde::de::Error::custom)?;
+    }
+    Ok(text)
+}
+
 /// Implements `Display`, string (de)serialization and `TryFrom<String>` from `FromStr`.
 macro_rules! text_value {
     ($ty:ty) => {
@@ -204,7 +452,8 @@ impl FromStr for DnsName {
         };
         if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
             return Err(format!(
-                "`{text}` is not a DNS name: labels of letters, digits and `-`, separated by dots"
+                "`{}` is not a DNS name: labels of up to 63 letters, digits and `-`, separated by dots, 253 bytes in all",
+                shown(text)
             ));
         }
         Ok(DnsName(name.to_string()))
@@ -397,6 +646,79 @@ mod tests {
                 "255.0.255.0".parse().expect("mask")
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn addresses_and_formats_keep_to_their_grammar() {
+        for good in ["10.0.0.1", "fd00::1", "web-1", "web-1.lab.example.com"] {
+            assert!(check_address(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-oProxyCommand=touch${IFS}/tmp/x",
+            "-p2222",
+            "a b",
+            "host;reboot",
+            "user@host",
+            "$(id)",
+            &"a".repeat(64),
+        ] {
+            assert!(check_address(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "pdns",
+            "powerdns/pdns-auth-49:4.9.4",
+            "ghcr.io/project-zot/zot-linux-amd64:v2.1.0",
+            "localhost:5000/a/b__c.d-e:1",
+            "[fd00::1]:5000/x",
+            "registry.example/x@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(check_image(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Pdns:4.9",
+            "pdns:",
+            "pdns:-x",
+            "pdns:a b",
+            "-x/pdns",
+            "a//b",
+            "a_-b",
+            "pdns@sha256:short",
+            &format!("pdns:{}", "t".repeat(129)),
+        ] {
+            assert!(check_image(bad).is_err(), "{bad}");
+        }
+        assert!(check_tag("4.9_a-b.c").is_ok());
+        assert!(check_tag(".x").is_err());
+        for good in ["v1.28.5+k3s1", "v1.30.0-rc1+k3s2"] {
+            assert!(check_k3s_tag(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "1.28.5+k3s1",
+            "v1.28+k3s1",
+            "v1.28.5",
+            "v1.28.5+k3s",
+            "v1.28.5+k3s1;x",
+        ] {
+            assert!(check_k3s_tag(bad).is_err(), "{bad}");
+        }
+        for good in ["2.1.0", "v4.7.3", "1.2.0-rc1", "49"] {
+            assert!(check_version(good).is_ok(), "{good}");
+        }
+        for bad in ["", "latest", "1..2", "1.2-", "1.2 x"] {
+            assert!(check_version(bad).is_err(), "{bad}");
+        }
+        assert!(check_container_name("foundry-dns_1.x").is_ok());
+        assert!(check_container_name("-x").is_err());
+        assert!(check_container_name(&"a".repeat(64)).is_err());
+        let long = format!("{}.com", "a".repeat(64));
+        assert!(long.parse::<DnsName>().is_err());
+        let quoted = check_address(&"\u{1b}".repeat(200)).expect_err("bad");
+        assert!(
+            !quoted.contains('\u{1b}') && quoted.contains("…"),
+            "{quoted}"
         );
     }
 

@@ -19,6 +19,17 @@ pub struct SshCommand {
     pub key: Option<MemoryKeyFile>,
 }
 
+impl SshCommand {
+    /// The command to run: `ssh` inherits none of foundry's secrets and answers
+    /// (`FOUNDRY_SECRET_*`, `FOUNDRY_INPUT_*`), which its proxy or local commands could read.
+    pub fn command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(&self.program);
+        command.args(&self.args);
+        foundry_activities::local::without_private_env(&mut command);
+        command
+    }
+}
+
 /// Writes `home/known_hosts` from every host key in `config`, and gives the `ssh` command
 /// that opens a shell on `name` (or runs `command` there, each word as it is).
 pub async fn ssh_command(
@@ -84,10 +95,11 @@ pub async fn ssh_command(
         target.port.to_string(),
         "-l".into(),
         target.user.clone(),
+        // Options end here: what follows is the host and the command, never an option.
+        "--".into(),
         target.address.clone(),
     ];
     if !command.is_empty() {
-        args.push("--".into());
         args.push(command_line(command, false)?);
     }
     Ok(SshCommand {

@@ -26,8 +26,7 @@ pub async fn run(args: Args, config: Option<&Path>) -> Result<u8, CliError> {
     let stack = selected.load()?;
     let ssh = foundry_workflows::host::ssh_command(&stack, home.root(), &args.name, &args.command)
         .await?;
-    let mut command = std::process::Command::new(&ssh.program);
-    command.args(&ssh.args);
+    let mut command = ssh.command();
     // A key held in this process's memory lives only while foundry does: ssh runs as a child.
     let err = if ssh.key.is_some() {
         match command.status() {
