@@ -4,11 +4,15 @@
 //! the lab (a container on the lab's network) and from outside (a container on a network
 //! of its own that only the external server joins). A second install sends no change; a
 //! changed record patches exactly its rrset; the API key is in no journal byte and in no
-//! JSON output.
+//! JSON output. The APIs listen on their containers' loopback only (refused at the
+//! containers' addresses) and answer through the Engine, also over SSH to the lab's engine
+//! host; the key is in no container's configuration (`docker inspect`), only on a tmpfs
+//! that a restart empties and the next install fills again.
 
 use std::process::{Command, Output};
 use std::sync::Arc;
 
+use foundry_activities::container::Endpoint;
 use foundry_activities::dns::{ApiReady, DeleteRecords, DeleteZone, EnsureRecords, PdnsApi};
 use foundry_core::secret::FileSecretStore;
 use foundry_core::secret::SecretStore;
@@ -45,6 +49,14 @@ fn patched(events: &[Value]) -> Vec<String> {
         .filter(|l| l.starts_with("patched "))
         .map(str::to_string)
         .collect()
+}
+
+/// The API key on the tmpfs of a server's container, if it is there.
+fn key_file(container: &str) -> Option<String> {
+    let out = docker(&["exec", container, "cat", "/run/foundry-pdns/api-key"]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 struct Install {
@@ -156,6 +168,36 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
         .expose()
         .to_string();
     assert!(key.len() >= 32);
+    let [int_c, ext_c, rec_c] = ["internal", "external", "recursor"].map(|r| format!("{name}-{r}"));
+
+    // The key is in no container's configuration: not in its environment, command,
+    // arguments or labels, nor anywhere else `docker inspect` shows.
+    for container in [&int_c, &ext_c, &rec_c] {
+        let inspected = docker(&["inspect", container]);
+        assert!(inspected.status.success(), "{inspected:?}");
+        assert!(
+            !contains(&inspected.stdout, &key),
+            "docker inspect {container} shows the API key"
+        );
+        let config: Value = serde_json::from_slice(&inspected.stdout).expect("inspect JSON");
+        let env = config[0]["Config"]["Env"].to_string();
+        assert!(!env.contains("PDNS_API_KEY="), "{container}: {env}");
+    }
+    // The key is on the tmpfs, which the server read it from.
+    assert_eq!(key_file(&int_c), Some(key.clone()));
+
+    // The APIs are not on the container network: refused at the containers' addresses.
+    for ip in [&internal, &external] {
+        let refused = std::net::TcpStream::connect_timeout(
+            &format!("{ip}:8081").parse().expect("an address"),
+            std::time::Duration::from_secs(5),
+        );
+        assert_eq!(
+            refused.as_ref().map_err(std::io::Error::kind).err(),
+            Some(std::io::ErrorKind::ConnectionRefused),
+            "{ip}:8081 answers: {refused:?}"
+        );
+    }
 
     // Inside the lab: A records, from both servers and through the recursor.
     for server in [&internal, &recursor] {
@@ -206,11 +248,11 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
         rt.block_on(async {
             let mut found = Vec::new();
             for (ip, zone) in [
-                (&internal, "lab.example.com"),
-                (&internal, "lab.local"),
-                (&external, "lab.example.com"),
+                (&int_c, "lab.example.com"),
+                (&int_c, "lab.local"),
+                (&ext_c, "lab.example.com"),
             ] {
-                let api = PdnsApi::new(format!("http://{ip}:8081"), key_ref.clone());
+                let api = PdnsApi::new(Endpoint::default(), ip.clone(), key_ref.clone());
                 let client = api.client(&cx).expect("client");
                 let z = client.zone(zone).await.expect("zone").expect("present");
                 found.push(z.serial);
@@ -275,12 +317,31 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
     );
     assert_eq!(serials(), before, "a run with no change moved a serial");
 
+    // Through SSH to the lab's engine host, the same API answers.
+    let over_ssh = rt.block_on(
+        ApiReady {
+            api: PdnsApi::new(lab.engine(), int_c.clone(), key_ref.clone()),
+            timeout_s: 30,
+        }
+        .apply(&cx),
+    );
+    assert_eq!(
+        over_ssh.map(|info| info.version).map_err(|e| e.message),
+        Ok("4.7.3".to_string())
+    );
+
+    // A restart empties the tmpfs: the server waits for its key, which the next install
+    // puts back.
+    assert!(docker(&["restart", &int_c]).status.success());
+    assert_eq!(key_file(&int_c), None, "a restart kept the key");
+
     // A changed record: exactly its rrset is patched, one serial moves.
     let moved = format!("{prefix}.99");
     input["zones"][0]["records"][0]["content"] = json!(moved);
     let third = start(home, &write_input(home, &input), None);
     let third_events = ok(&third, "the changed install");
     assert_eq!(patched(&third_events), ["patched web.lab.example.com./A"]);
+    assert_eq!(key_file(&int_c), Some(key.clone()), "the key is not back");
     let after = serials();
     assert!(after[0] > before[0], "{before:?} -> {after:?}");
     assert_eq!(
@@ -294,7 +355,7 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
     // The activities on their own: a 422 quoted, a refused key named, deletions that
     // happen once.
     rt.block_on(async {
-        let api = PdnsApi::new(format!("http://{internal}:8081"), key_ref.clone());
+        let api = PdnsApi::new(Endpoint::default(), int_c.clone(), key_ref.clone());
         let outside_zone = EnsureRecords {
             api: api.clone(),
             zone: "lab.example.com".into(),
@@ -316,7 +377,7 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
         );
         let wrong = store.put(&SecretValue::new("not-the-key")).expect("put");
         let bad = ApiReady {
-            api: PdnsApi::new(format!("http://{internal}:8081"), wrong),
+            api: PdnsApi::new(Endpoint::default(), int_c.clone(), wrong),
             timeout_s: 5,
         };
         let err = bad.apply(&cx).await.expect_err("a wrong key");
@@ -327,7 +388,7 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
         );
         assert!(!err.message.contains("not-the-key"), "{}", err.message);
 
-        let ext = PdnsApi::new(format!("http://{external}:8081"), key_ref.clone());
+        let ext = PdnsApi::new(Endpoint::default(), ext_c.clone(), key_ref.clone());
         let delete = DeleteRecords {
             api: ext.clone(),
             zone: "lab.example.com".into(),

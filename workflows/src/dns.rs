@@ -4,7 +4,10 @@
 //! public zones, each name a CNAME to the zone's public name; private zones are never
 //! created there. A recursor in front of the internal server forwards the zones to it and
 //! every other name to the configured forwarders. Both servers keep their data in SQLite
-//! on a named volume; the API key is a secret environment variable, journaled by reference.
+//! on a named volume. Each server's API listens on its container's own loopback only and is
+//! reached through the Engine (over SSH on a host), never over the container network; its
+//! key is written after the start onto a tmpfs in the container, never into its environment
+//! or command, and journaled by reference only.
 
 mod image;
 pub mod manage;
@@ -12,9 +15,11 @@ mod status;
 
 use std::collections::BTreeMap;
 
-use foundry_activities::container::{ContainerSpec, Endpoint, EnsureContainer};
+use foundry_activities::container::{
+    ContainerSpec, Endpoint, EnsureContainer, SECRET_REF_LABEL_PREFIX,
+};
 use foundry_activities::dns::{
-    ApiReady, EnsureRecords, EnsureZone, KeyHolder, NewApiKey, PdnsApi, canonical_name,
+    ApiReady, EnsureRecords, EnsureZone, KeyFile, KeyHolder, NewApiKey, PdnsApi, canonical_name,
 };
 use foundry_core::{Ctx, RunError, SecretRef, Workflow};
 use serde::{Deserialize, Serialize};
@@ -26,10 +31,15 @@ pub use status::{DnsStatus, InstanceStatus, status};
 pub const DNS_LABEL: &str = "foundry.dns";
 /// The container's role: `internal`, `external` or `recursor`.
 pub const ROLE_LABEL: &str = "foundry.dns.role";
-/// The environment variable the servers read their API key from.
+/// The name the API key's reference is labelled under on each server's container
+/// (`foundry.secret-ref.PDNS_API_KEY`), where a later run finds the key it runs with.
 const API_KEY_VAR: &str = "PDNS_API_KEY";
-/// The port of the servers' API.
-pub const API_PORT: u16 = 8081;
+/// The tmpfs in each server's container that holds its generated config and its key.
+const KEY_DIR: &str = "/run/foundry-pdns";
+/// The key's file there, which the entry point waits for.
+const KEY_FILE: &str = "/run/foundry-pdns/api-key";
+/// The port of the servers' API, on each container's loopback.
+pub use foundry_activities::dns::API_PORT;
 
 fn default_name() -> String {
     "foundry-dns".into()
@@ -265,8 +275,9 @@ impl DnsInput {
         format!("{}-{role}", self.name)
     }
 
-    pub fn api(&self, ipv4: &str, key: &SecretRef) -> PdnsApi {
-        PdnsApi::new(format!("http://{ipv4}:{API_PORT}"), key.clone())
+    /// The API of the server `role` (`internal`, `external`).
+    pub fn api(&self, role: &str, key: &SecretRef) -> PdnsApi {
+        PdnsApi::new(self.endpoint.clone(), self.container(role), key.clone())
     }
 
     fn spec(&self, role: &str, ipv4: &str, cmd: &str) -> ContainerSpec {
@@ -293,7 +304,15 @@ impl DnsInput {
     fn server_spec(&self, role: &str, ipv4: &str, key: &SecretRef) -> ContainerSpec {
         let mut spec = self.spec(role, ipv4, "auth");
         spec.binds = vec![format!("{}:/var/lib/powerdns", volume(&self.name, role))];
-        spec.secret_env.insert(API_KEY_VAR.into(), key.clone());
+        // The reference, not the key: it is in the spec's hash, so a new key recreates the
+        // container, and a later run reuses the key the servers run with.
+        spec.labels.insert(
+            format!("{SECRET_REF_LABEL_PREFIX}{API_KEY_VAR}"),
+            key.0.clone(),
+        );
+        spec.tmpfs
+            .insert(KEY_DIR.into(), "mode=0750,size=1m".into());
+        spec.env.insert("PDNS_API_KEY_FILE".into(), KEY_FILE.into());
         spec
     }
 
@@ -322,7 +341,7 @@ pub struct DnsInstall;
 
 impl Workflow for DnsInstall {
     const NAME: &'static str = "dns-install";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     type Input = DnsInput;
     type Output = DnsOutput;
 
@@ -381,13 +400,20 @@ impl Workflow for DnsInstall {
         };
         let (api_key, api_key_generated) = api_key;
 
+        // Each with whether it is a server, which gets the API key once it runs.
         let containers = [
-            input.server_spec("internal", &input.internal_ipv4, &api_key),
-            input.server_spec("external", &input.external_ipv4, &api_key),
-            input.recursor_spec(),
+            (
+                input.server_spec("internal", &input.internal_ipv4, &api_key),
+                true,
+            ),
+            (
+                input.server_spec("external", &input.external_ipv4, &api_key),
+                true,
+            ),
+            (input.recursor_spec(), false),
         ];
         let mut containers_changed = Vec::new();
-        for spec in containers {
+        for (spec, server) in containers {
             let key = format!("container/{}", spec.name);
             let name = spec.name.clone();
             let ensure = EnsureContainer {
@@ -396,12 +422,21 @@ impl Workflow for DnsInstall {
             };
             let done = ctx.step(&key, &ensure).await?;
             if done.created || done.recreated {
-                containers_changed.push(name);
+                containers_changed.push(name.clone());
+            }
+            if server {
+                let file = KeyFile {
+                    endpoint: input.endpoint.clone(),
+                    container: name.clone(),
+                    path: KEY_FILE.into(),
+                    api_key: api_key.clone(),
+                };
+                ctx.step(&format!("key-file/{name}"), &file).await?;
             }
         }
 
-        let internal = input.api(&input.internal_ipv4, &api_key);
-        let external = input.api(&input.external_ipv4, &api_key);
+        let internal = input.api("internal", &api_key);
+        let external = input.api("external", &api_key);
         let mut versions = Vec::new();
         for (role, api) in [("internal", &internal), ("external", &external)] {
             let ready = ApiReady {

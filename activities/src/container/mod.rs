@@ -3,6 +3,7 @@
 //! label decides whether to recreate; a start answered 304 means running.
 
 mod ensure;
+mod exec;
 mod image;
 mod labelled;
 mod network;
@@ -20,6 +21,7 @@ pub use ensure::{
     ContainerOutput, ContainerSpec, EnsureContainer, RemoveContainer, SECRET_REF_LABEL_PREFIX,
     SPEC_HASH_LABEL, secret_ref_of,
 };
+pub use exec::{ExecOutput, ExecStream, StderrHandle};
 pub use image::{EnsureImage, ImageOutput};
 pub use labelled::{Labelled, RemoveLabelled, Removed, labelled_state, list_labelled};
 pub use network::{EnsureNetwork, NetworkOutput, connect, disconnect};

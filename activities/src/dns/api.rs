@@ -1,24 +1,53 @@
 //! The PowerDNS HTTP API client: what each call sends, and how each answer becomes a value
 //! or a classified error.
+//!
+//! PowerDNS's API has no TLS of its own, so it listens on its container's own loopback
+//! only, and each request reaches it through the Engine that runs the container: a relay
+//! started in the container (`exec`, stdin and stdout joined to `127.0.0.1:PORT`) carries
+//! one HTTP/1.1 exchange. Over an SSH endpoint the Engine is reached through the host's
+//! SSH connection, so the key in the request's header never crosses a network in clear,
+//! and no proxy setting or redirect can send it elsewhere.
 
 use std::time::Duration;
 
+use bollard::Docker;
+use bytes::Bytes;
 use foundry_core::{ActivityCx, ActivityError, SecretRef};
-use reqwest::{Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::header::{ACCEPT, CONNECTION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Method, StatusCode};
+use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::container::Endpoint;
 
 /// Seconds one API request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// How much of an error body is quoted.
 const QUOTE_MAX: usize = 300;
+/// The port the API listens on in its container, by default.
+pub const API_PORT: u16 = 8081;
+
+/// The relay run in the server's container for each request: its stdin and stdout joined
+/// to the API on the container's loopback (bash's `/dev/tcp`, which PowerDNS's Debian
+/// images have). Arguments: the address and the port.
+const RELAY: &str = r#"exec 3<>"/dev/tcp/$1/$2" || exit 111
+cat <&3 &
+cat >&3
+kill "$!" 2>/dev/null
+wait"#;
 
 /// Where a PowerDNS API answers, and the reference of its key. Journaled: no secret here.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PdnsApi {
-    /// `http://10.77.0.53:8081`.
-    pub url: String,
+    /// The Engine that runs the server's container.
+    pub endpoint: Endpoint,
+    /// The server's container; the API listens on its loopback.
+    pub container: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
     pub api_key: SecretRef,
     /// The server id in the API's paths; PowerDNS has only `localhost`.
     #[serde(default = "default_server")]
@@ -29,45 +58,45 @@ fn default_server() -> String {
     "localhost".into()
 }
 
+fn default_port() -> u16 {
+    API_PORT
+}
+
 impl PdnsApi {
-    pub fn new(url: impl Into<String>, api_key: SecretRef) -> Self {
+    pub fn new(endpoint: Endpoint, container: impl Into<String>, api_key: SecretRef) -> Self {
         PdnsApi {
-            url: url.into(),
+            endpoint,
+            container: container.into(),
+            port: API_PORT,
             api_key,
             server: default_server(),
         }
     }
 
+    /// The API, for people: `the API of foundry-dns-internal`.
+    pub fn describe(&self) -> String {
+        format!("the API of {}", self.container)
+    }
+
     /// A client with the key revealed from the run's secret store.
     pub fn client(&self, cx: &ActivityCx) -> Result<Client, ActivityError> {
-        let key = cx.reveal(&self.api_key).map_err(|e| {
-            ActivityError::permanent(format!("the API key of {}: {}", self.url, e.message))
+        let place = self.describe();
+        let key = cx
+            .reveal(&self.api_key)
+            .map_err(|e| ActivityError::permanent(format!("the key of {place}: {}", e.message)))?;
+        let mut header = HeaderValue::from_str(key.expose().trim()).map_err(|_| {
+            ActivityError::permanent(format!(
+                "the key of {place} ({}) is not a valid header value",
+                self.api_key
+            ))
         })?;
-        let mut headers = reqwest::header::HeaderMap::new();
-        let mut value =
-            reqwest::header::HeaderValue::from_str(key.expose().trim()).map_err(|_| {
-                ActivityError::permanent(format!(
-                    "the API key of {} ({}) is not a valid header value",
-                    self.url, self.api_key
-                ))
-            })?;
-        value.set_sensitive(true);
-        headers.insert("X-API-Key", value);
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| {
-                ActivityError::permanent(format!("an HTTP client for {}: {e}", self.url))
-            })?;
+        header.set_sensitive(true);
         Ok(Client {
-            http,
-            base: format!(
-                "{}/api/v1/servers/{}",
-                self.url.trim_end_matches('/'),
-                self.server
-            ),
-            url: self.url.clone(),
+            api: self.clone(),
+            key: header,
+            base: format!("/api/v1/servers/{}", self.server),
+            url: place,
+            docker: tokio::sync::OnceCell::new(),
         })
     }
 }
@@ -136,9 +165,14 @@ pub fn canonical_name(name: &str) -> String {
 
 /// A PowerDNS API, reachable with its key.
 pub struct Client {
-    http: reqwest::Client,
+    api: PdnsApi,
+    key: HeaderValue,
+    /// The path every call's path is under.
     base: String,
+    /// The API, named in errors.
     url: String,
+    /// The Engine's client, made on the first call.
+    docker: tokio::sync::OnceCell<Docker>,
 }
 
 /// The zone's id in a path: its canonical name, with `/` escaped as PowerDNS does.
@@ -153,25 +187,90 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(StatusCode, String), ActivityError> {
-        let url = match path {
+        let path = match path {
             "" => self.base.clone(),
             _ => format!("{}/{path}", self.base),
         };
-        let mut request = self.http.request(method.clone(), &url);
-        if let Some(body) = body {
-            request = request.json(body);
+        let what = format!("{method} {path} at {}", self.url);
+        let body = match body {
+            Some(body) => Bytes::from(serde_json::to_vec(body).map_err(|e| {
+                ActivityError::permanent(format!("{what}: encoding the request: {e}"))
+            })?),
+            None => Bytes::new(),
+        };
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(&path)
+            .header(HOST, format!("127.0.0.1:{}", self.api.port))
+            .header(ACCEPT, "application/json")
+            .header(CONNECTION, "close")
+            .header("X-API-Key", self.key.clone());
+        if !body.is_empty() {
+            request = request.header(CONTENT_TYPE, "application/json");
         }
-        let what = format!("{method} {url}");
-        let response = request.send().await.map_err(|e| {
-            // A refused or timed-out connection: the server may be starting.
-            ActivityError::transient(format!("{what}: {}", without_url(&e)))
-        })?;
-        let status = response.status();
-        let text = response
-            .text()
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| ActivityError::permanent(format!("{what}: {e}")))?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(&what, request)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(ActivityError::transient(format!(
+                "{what}: no answer within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// One request through a relay started in the server's container.
+    async fn exchange(
+        &self,
+        what: &str,
+        request: hyper::Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, String), ActivityError> {
+        let docker = self
+            .docker
+            .get_or_try_init(|| self.api.endpoint.connect())
+            .await?;
+        let port = self.api.port.to_string();
+        let stream = self
+            .api
+            .endpoint
+            .exec_stream(
+                docker,
+                &self.api.container,
+                &["bash", "-c", RELAY, "foundry-pdns-api", "127.0.0.1", &port],
+            )
             .await
-            .map_err(|e| ActivityError::transient(format!("{what}: reading the answer: {e}")))?;
-        Ok((status, text))
+            .map_err(|e| ActivityError {
+                message: format!("{what}: {}", e.message),
+                ..e
+            })?;
+        let stderr = stream.stderr_handle();
+        // A relay that could not connect ends without an answer; what it said is why.
+        let broken = |e: hyper::Error| {
+            let said = stderr.text();
+            let why = match said.is_empty() {
+                true => e.to_string(),
+                false => said.lines().last().unwrap_or_default().to_string(),
+            };
+            ActivityError::transient(format!("{what}: the API does not answer: {why}"))
+        };
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(&broken)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "a PowerDNS API exchange ended");
+            }
+        });
+        let response = sender.send_request(request).await.map_err(&broken)?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ActivityError::transient(format!("{what}: reading the answer: {e}")))?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
     }
 
     /// An answer that is not what the call expects, as an error: 5xx and 429 are worth
@@ -344,21 +443,6 @@ impl Client {
             _ => Err(self.refusal(&doing, status, &text)),
         }
     }
-}
-
-/// A reqwest error without its URL (the caller names the request already).
-fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(&format!(" ({url})"), "");
-        text = text.replace(url.as_str(), "the API");
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
 }
 
 /// The API's error body, quoted: its JSON `error` field, or its text, shortened.

@@ -1,4 +1,4 @@
-//! PowerDNS through its HTTP API (reqwest, `X-API-Key`): the server's version, zones and
+//! PowerDNS through its HTTP API (`X-API-Key`, on the container's loopback): the server's version, zones and
 //! their rrsets, and the activities that ensure them. The key is revealed from a
 //! `SecretRef` only to build the client; inputs and outputs carry the reference. And one
 //! question asked of a server over DNS itself (`wire.rs`), to show what it answers.
@@ -15,8 +15,8 @@ mod records;
 mod wire;
 mod zone;
 
-pub use api::{Client, PdnsApi, Rrset, Zone, ZoneSummary, canonical_name};
-pub use key::{ApiKeyOutput, KeyHolder, NewApiKey, random_key};
+pub use api::{API_PORT, Client, PdnsApi, Rrset, Zone, ZoneSummary, canonical_name};
+pub use key::{ApiKeyOutput, KeyFile, KeyFileOutput, KeyHolder, NewApiKey, random_key};
 pub use ready::{ApiReady, ServerInfo};
 pub use records::{DeleteRecords, EnsureRecords, RecordsOutput};
 pub use wire::{Reply, WireRecord, ask, encode_query, type_code, type_name};

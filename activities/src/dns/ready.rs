@@ -40,7 +40,7 @@ impl Activity for ApiReady {
 
     async fn apply(&self, cx: &ActivityCx) -> Result<ServerInfo, ActivityError> {
         let client = self.api.client(cx)?;
-        let what = format!("the API at {}", self.api.url);
+        let what = self.api.describe();
         // A refused key or a wrong path is permanent: it will not get better by waiting.
         let version = until_answered(cx, &what, self.timeout_s, || client.version()).await?;
         Ok(ServerInfo { version })

@@ -96,7 +96,7 @@ impl EnsureRecords {
             ActivityError::permanent(format!(
                 "zone {} does not exist at {}: ensure the zone before its records",
                 canonical_name(&self.zone),
-                self.api.url
+                self.api.describe()
             ))
         })?;
         Ok(self.matches(zone.rrset(&self.name, &self.rtype)))
@@ -209,7 +209,11 @@ mod tests {
 
     fn ensure(rtype: &str, contents: &[&str]) -> EnsureRecords {
         EnsureRecords {
-            api: PdnsApi::new("http://127.0.0.1:8081", SecretRef("local:x".into())),
+            api: PdnsApi::new(
+                crate::container::Endpoint::default(),
+                "foundry-dns-internal",
+                SecretRef("local:x".into()),
+            ),
             zone: "lab.example.com".into(),
             name: "web.lab.example.com".into(),
             rtype: rtype.into(),

@@ -1,13 +1,16 @@
 //! One DNS question asked directly of a server over UDP, and its answer read back, to show
-//! what a server says. Enough of RFC 1035 for that: the question is built here, and the
-//! answer section decoded, names compressed or not; A, AAAA, NS, CNAME, PTR, MX, TXT,
-//! SOA, SRV and CAA in their presentation form, any other type in RFC 3597's generic form
-//! (`\# 4 0a000001`). A reply that cannot be read is an error, never a panic.
+//! what a server says. The messages are built and read by hickory-proto; here is only how
+//! its records are shown: A, AAAA, NS, CNAME, PTR, MX, TXT, SOA, SRV and CAA in their
+//! presentation form, any other type in RFC 3597's generic form (`\# 4 0a000001`). A reply
+//! that cannot be read is an error, never a panic.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use foundry_core::ActivityError;
+use hickory_proto::op::{Message, MessageType, Query};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::BinEncodable;
 use serde::{Deserialize, Serialize};
 
 /// Record types known by name.
@@ -27,8 +30,6 @@ const TYPES: [(&str, u16); 11] = [
 
 /// A UDP answer without EDNS is at most 512 bytes; more room costs nothing.
 const MAX_REPLY: usize = 4096;
-/// A name has at most 255 bytes, so at most 127 labels; more jumps than that is a loop.
-const MAX_JUMPS: usize = 128;
 
 /// The type's number: a known name (any case), or `TYPE<n>` (RFC 3597).
 pub fn type_code(name: &str) -> Option<u16> {
@@ -48,7 +49,7 @@ pub fn type_name(code: u16) -> String {
         .map_or_else(|| format!("TYPE{code}"), |(n, _)| (*n).to_string())
 }
 
-fn rcode_name(rcode: u8) -> String {
+fn rcode_name(rcode: u16) -> String {
     match rcode {
         0 => "NOERROR".into(),
         1 => "FORMERR".into(),
@@ -85,94 +86,43 @@ pub struct WireRecord {
 /// A query for `name`/`rtype` with id `id`, asking for recursion (an authoritative server
 /// ignores the bit; a recursor needs it).
 pub fn encode_query(id: u16, name: &str, rtype: u16) -> Result<Vec<u8>, String> {
-    let mut packet = Vec::with_capacity(64);
-    packet.extend(id.to_be_bytes());
-    packet.extend([0x01, 0x00]); // RD
-    packet.extend([0, 1, 0, 0, 0, 0, 0, 0]); // one question
     let trimmed = name.trim().trim_end_matches('.');
-    let mut length = 1;
-    if !trimmed.is_empty() {
-        for label in trimmed.split('.') {
-            if label.is_empty() || label.len() > 63 {
-                return Err(format!(
-                    "`{name}` is not a DNS name: each label has 1 to 63 bytes"
-                ));
-            }
-            length += label.len() + 1;
-            packet.push(label.len() as u8);
-            packet.extend(label.as_bytes());
+    let mut qname = if trimmed.is_empty() {
+        Name::root()
+    } else {
+        if trimmed
+            .split('.')
+            .any(|label| label.is_empty() || label.len() > 63)
+        {
+            return Err(format!(
+                "`{name}` is not a DNS name: each label has 1 to 63 bytes"
+            ));
         }
-    }
-    if length > 255 {
+        Name::from_ascii(trimmed).map_err(|e| format!("`{name}` is not a DNS name: {e}"))?
+    };
+    qname.set_fqdn(true);
+    if qname.len() > 255 {
         return Err(format!("`{name}` is longer than a DNS name may be"));
     }
-    packet.push(0);
-    packet.extend(rtype.to_be_bytes());
-    packet.extend([0, 1]); // IN
-    Ok(packet)
+    let mut query = Query::query(qname, RecordType::from(rtype));
+    query.set_query_class(DNSClass::IN);
+    let mut message = Message::new();
+    message
+        .set_id(id)
+        .set_recursion_desired(true)
+        .add_query(query);
+    message
+        .to_vec()
+        .map_err(|e| format!("`{name}`: the query cannot be encoded: {e}"))
 }
 
-/// Reads a packet from the front, every read bounded by its length.
-struct Reader<'a> {
-    packet: &'a [u8],
-}
-
-impl Reader<'_> {
-    fn bytes(&self, at: usize, n: usize) -> Result<&[u8], String> {
-        at.checked_add(n)
-            .and_then(|end| self.packet.get(at..end))
-            .ok_or_else(|| format!("the reply ends early (at byte {at}, {n} more wanted)"))
+/// A name as text, canonical with a trailing dot: each label lower case, escaped.
+fn show_name(name: &Name) -> String {
+    if name.is_root() {
+        return ".".into();
     }
-
-    fn u8(&self, at: usize) -> Result<u8, String> {
-        Ok(self.bytes(at, 1)?[0])
-    }
-
-    fn u16(&self, at: usize) -> Result<u16, String> {
-        let b = self.bytes(at, 2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&self, at: usize) -> Result<u32, String> {
-        let b = self.bytes(at, 4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    /// The name at `at`, canonical with a trailing dot, and where what follows it starts.
-    fn name(&self, at: usize) -> Result<(String, usize), String> {
-        let mut labels: Vec<String> = Vec::new();
-        let mut pos = at;
-        let mut after = None;
-        let mut jumps = 0;
-        loop {
-            let len = self.u8(pos)?;
-            match len >> 6 {
-                0b00 if len == 0 => {
-                    let name = if labels.is_empty() {
-                        ".".to_string()
-                    } else {
-                        format!("{}.", labels.join("."))
-                    };
-                    return Ok((name, after.unwrap_or(pos + 1)));
-                }
-                0b00 => {
-                    let label = self.bytes(pos + 1, usize::from(len))?;
-                    labels.push(escape_label(label));
-                    pos += 1 + usize::from(len);
-                }
-                0b11 => {
-                    jumps += 1;
-                    if jumps > MAX_JUMPS {
-                        return Err(format!("a name at byte {at} points in a loop"));
-                    }
-                    let target = usize::from(self.u16(pos)? & 0x3fff);
-                    after.get_or_insert(pos + 2);
-                    pos = target;
-                }
-                _ => return Err(format!("an unknown label type at byte {pos}")),
-            }
-        }
-    }
+    let labels: Vec<String> = name.iter().map(escape_label).collect();
+    format!("{}.", labels.join("."))
 }
 
 /// A label as text: printable ASCII as it is, `.` and `\` escaped, other bytes as `\DDD`.
@@ -208,133 +158,105 @@ fn quoted(bytes: &[u8]) -> String {
     text
 }
 
-/// The record data at `at..end` of type `rtype`, in presentation form.
-fn rdata(r: &Reader<'_>, rtype: u16, at: usize, end: usize) -> Result<String, String> {
-    let len = end - at;
-    let sized = |ok: bool, want: &str| {
-        if ok {
-            Ok(())
-        } else {
-            Err(format!(
-                "a {} record of {len} bytes, not {want}",
-                type_name(rtype)
-            ))
-        }
-    };
-    let fixed = |want: usize| sized(len == want, &want.to_string());
-    // A name inside the data must end inside it (a pointer may lead anywhere before).
-    let name_at = |pos: usize| -> Result<(String, usize), String> {
-        let (name, next) = r.name(pos)?;
-        if next > end {
-            return Err(format!("a name runs past its {} record", type_name(rtype)));
-        }
-        Ok((name, next))
-    };
-    Ok(match rtype {
-        1 => {
-            fixed(4)?;
-            let b = r.bytes(at, 4)?;
-            Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string()
-        }
-        28 => {
-            fixed(16)?;
-            let mut b = [0u8; 16];
-            b.copy_from_slice(r.bytes(at, 16)?);
-            Ipv6Addr::from(b).to_string()
-        }
-        2 | 5 | 12 => name_at(at)?.0,
-        15 => {
-            sized(len >= 3, "3 or more")?;
-            format!("{} {}", r.u16(at)?, name_at(at + 2)?.0)
-        }
-        33 => {
-            sized(len >= 7, "7 or more")?;
-            format!(
-                "{} {} {} {}",
-                r.u16(at)?,
-                r.u16(at + 2)?,
-                r.u16(at + 4)?,
-                name_at(at + 6)?.0
-            )
-        }
-        6 => {
-            let (mname, next) = name_at(at)?;
-            let (rname, next) = name_at(next)?;
-            sized(next + 20 <= end, "its names and 20 more")?;
-            let numbers: Vec<String> = (0..5)
-                .map(|i| r.u32(next + 4 * i).map(|n| n.to_string()))
-                .collect::<Result<_, _>>()?;
-            format!("{mname} {rname} {}", numbers.join(" "))
-        }
-        16 => {
-            let mut parts = Vec::new();
-            let mut pos = at;
-            while pos < end {
-                let n = usize::from(r.u8(pos)?);
-                if pos + 1 + n > end {
-                    return Err("a TXT string runs past its record".into());
-                }
-                parts.push(quoted(r.bytes(pos + 1, n)?));
-                pos += 1 + n;
-            }
-            parts.join(" ")
-        }
-        257 => {
-            sized(len >= 2, "2 or more")?;
-            let flags = r.u8(at)?;
-            let tag_len = usize::from(r.u8(at + 1)?);
-            if at + 2 + tag_len > end {
-                return Err("a CAA tag runs past its record".into());
-            }
-            let tag = String::from_utf8_lossy(r.bytes(at + 2, tag_len)?).into_owned();
-            let value = r.bytes(at + 2 + tag_len, end - (at + 2 + tag_len))?;
-            format!("{flags} {tag} {}", quoted(value))
-        }
+/// A record's data in presentation form.
+fn rdata(record: &Record) -> Result<String, String> {
+    let data = record.data();
+    Ok(match data {
+        RData::A(a) => a.0.to_string(),
+        RData::AAAA(aaaa) => aaaa.0.to_string(),
+        RData::NS(n) => show_name(&n.0),
+        RData::CNAME(n) => show_name(&n.0),
+        RData::PTR(n) => show_name(&n.0),
+        RData::MX(mx) => format!("{} {}", mx.preference(), show_name(mx.exchange())),
+        RData::SRV(srv) => format!(
+            "{} {} {} {}",
+            srv.priority(),
+            srv.weight(),
+            srv.port(),
+            show_name(srv.target())
+        ),
+        // The wire's numbers are unsigned; hickory keeps some of them signed.
+        RData::SOA(soa) => format!(
+            "{} {} {} {} {} {} {}",
+            show_name(soa.mname()),
+            show_name(soa.rname()),
+            soa.serial(),
+            soa.refresh() as u32,
+            soa.retry() as u32,
+            soa.expire() as u32,
+            soa.minimum()
+        ),
+        RData::TXT(txt) => txt
+            .txt_data()
+            .iter()
+            .map(|s| quoted(s))
+            .collect::<Vec<_>>()
+            .join(" "),
         _ => {
-            let data = r.bytes(at, len)?;
-            let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
-            format!("\\# {len} {hex}").trim_end().to_string()
+            let bytes = data.to_bytes().map_err(|e| {
+                format!(
+                    "a {} record cannot be shown: {e}",
+                    type_name(record.record_type().into())
+                )
+            })?;
+            match data {
+                RData::CAA(_) => caa(&bytes)?,
+                _ => generic(&bytes),
+            }
         }
     })
 }
 
+/// A CAA record from its wire form: flags, tag, and the value quoted as it was sent.
+fn caa(bytes: &[u8]) -> Result<String, String> {
+    let [flags, tag_len, rest @ ..] = bytes else {
+        return Err(format!(
+            "a CAA record of {} bytes, not 2 or more",
+            bytes.len()
+        ));
+    };
+    let (tag, value) = rest
+        .split_at_checked(usize::from(*tag_len))
+        .ok_or("a CAA tag runs past its record")?;
+    Ok(format!(
+        "{flags} {} {}",
+        String::from_utf8_lossy(tag),
+        quoted(value)
+    ))
+}
+
+/// RFC 3597's generic form: `\# <length> <hex>`.
+fn generic(bytes: &[u8]) -> String {
+    format!("\\# {} {}", bytes.len(), hex::encode(bytes))
+        .trim_end()
+        .to_string()
+}
+
 /// The reply to the query `id`: its status and its answer section.
 pub fn decode_reply(id: u16, packet: &[u8]) -> Result<Reply, String> {
-    let r = Reader { packet };
-    if r.u16(0)? != id {
+    let message = Message::from_vec(packet).map_err(|e| e.to_string())?;
+    if message.id() != id {
         return Err("a reply to another query".into());
     }
-    let flags = r.u16(2)?;
-    if flags & 0x8000 == 0 {
+    if message.message_type() != MessageType::Response {
         return Err("a query, not a reply".into());
     }
-    let questions = r.u16(4)?;
-    let count = r.u16(6)?;
-    let mut pos = 12;
-    for _ in 0..questions {
-        pos = r.name(pos)?.1 + 4;
-    }
-    let mut answers = Vec::new();
-    for _ in 0..count {
-        let (name, next) = r.name(pos)?;
-        let rtype = r.u16(next)?;
-        let ttl = r.u32(next + 4)?;
-        let len = usize::from(r.u16(next + 8)?);
-        let start = next + 10;
-        let end = start + len;
-        r.bytes(start, len)?;
-        answers.push(WireRecord {
-            name,
-            rtype: type_name(rtype),
-            ttl,
-            value: rdata(&r, rtype, start, end)?,
-        });
-        pos = end;
-    }
+    let answers = message
+        .answers()
+        .iter()
+        .map(|record| {
+            Ok(WireRecord {
+                name: show_name(record.name()),
+                rtype: type_name(record.record_type().into()),
+                ttl: record.ttl(),
+                value: rdata(record)?,
+            })
+        })
+        .collect::<Result<_, String>>()?;
     Ok(Reply {
-        rcode: rcode_name((flags & 0x000f) as u8),
-        authoritative: flags & 0x0400 != 0,
-        truncated: flags & 0x0200 != 0,
+        rcode: rcode_name(u16::from(message.response_code())),
+        authoritative: message.authoritative(),
+        truncated: message.truncated(),
         answers,
     })
 }
@@ -488,7 +410,9 @@ mod tests {
         p[7] = 1;
         let at = p.len() as u8;
         p.extend([0xc0, at]); // a name that points at itself
-        assert!(decode_reply(9, &p).expect_err("a loop").contains("loop"));
+        // hickory-proto takes only pointers that point back, so no loop can form.
+        let e = decode_reply(9, &p).expect_err("a loop");
+        assert!(e.contains("points to data not prior"), "{e}");
     }
 
     #[test]

@@ -31,7 +31,7 @@ impl EnsureZone {
         Err(ActivityError::permanent(format!(
             "zone {} at {} is of kind {kind}, not Native: delete it or change it by hand",
             canonical_name(&self.name),
-            self.api.url
+            self.api.describe()
         )))
     }
 }
@@ -73,7 +73,7 @@ impl Activity for EnsureZone {
                 ActivityError::transient(format!(
                     "zone {} at {}: creating it answered 409, yet it is not there",
                     canonical_name(&self.name),
-                    self.api.url
+                    self.api.describe()
                 ))
             })?;
             self.check_kind(&zone.kind)?;
@@ -134,7 +134,7 @@ impl EnsureZoneMetadata {
                 ActivityError::permanent(format!(
                     "zone {} does not exist at {}: ensure the zone before its metadata",
                     canonical_name(&self.zone),
-                    self.api.url
+                    self.api.describe()
                 ))
             })?;
         let mut want = self.values.clone();

@@ -5,14 +5,17 @@
 use foundry_activities::local::RunCommand;
 
 /// The image both PowerDNS roles run.
-pub const PDNS_IMAGE: &str = "foundry-lab-pdns:1";
+pub const PDNS_IMAGE: &str = "foundry-lab-pdns:2";
 
-/// Starts `auth` (pdns_server, SQLite backend, API on 8081) or `recursor` in the
-/// foreground. Settings come from the environment:
+/// Starts `auth` (pdns_server, SQLite backend, its API on the container's own loopback,
+/// port 8081, and nowhere else) or `recursor` in the foreground. Settings come from the
+/// environment:
 /// - `PDNS_API_KEY_FILE` (a file holding the key) or `PDNS_API_KEY`: the API key, written
-///   into a 0640 config file and dropped from the environment before the daemon starts, so
-///   it is neither on a command line nor in the daemon's environment;
-/// - `PDNS_ALLOW_FROM`: who may use the API (auth) or ask questions (recursor);
+///   into a 0640 config file beside it and dropped from the environment before the daemon
+///   starts, so it is neither on a command line nor in the daemon's environment. The file
+///   may appear after the start (Foundry writes it onto a tmpfs, which a restart empties):
+///   it is waited for `PDNS_API_KEY_WAIT` seconds (60), then the start fails saying so;
+/// - `PDNS_ALLOW_FROM` (recursor): who may ask questions;
 /// - `PDNS_FORWARD_ZONES` (recursor): `zone=ip,zone=ip`, each zone asked of that server;
 /// - `PDNS_FORWARDERS` (recursor): `ip;ip`, asked for every other name. Empty in the lab,
 ///   where `.` goes to the first forward zone's server instead, so the recursor never asks
@@ -25,8 +28,18 @@ set -eu
 role="${1:-}"
 [ "$#" -gt 0 ] && shift
 key=""
-if [ -n "${PDNS_API_KEY_FILE:-}" ]; then key=$(cat "$PDNS_API_KEY_FILE"); else key="${PDNS_API_KEY:-}"; fi
-unset PDNS_API_KEY PDNS_API_KEY_FILE
+if [ "$role" = auth ] && [ -n "${PDNS_API_KEY_FILE:-}" ]; then
+  tries=$(( ${PDNS_API_KEY_WAIT:-60} * 5 ))
+  while [ ! -s "$PDNS_API_KEY_FILE" ]; do
+    [ "$tries" -gt 0 ] || { echo "foundry-pdns: no API key in $PDNS_API_KEY_FILE after ${PDNS_API_KEY_WAIT:-60} s: it is written there after each start (a restart empties it); \`foundry component install dns\` puts it back" >&2; exit 2; }
+    tries=$((tries - 1))
+    sleep 0.2
+  done
+  key=$(cat "$PDNS_API_KEY_FILE")
+else
+  key="${PDNS_API_KEY:-}"
+fi
+unset PDNS_API_KEY PDNS_API_KEY_FILE PDNS_API_KEY_WAIT
 allow="${PDNS_ALLOW_FROM:-127.0.0.0/8}"
 conf=/run/foundry-pdns
 mkdir -p "$conf"
@@ -50,9 +63,9 @@ local-port=53
 api=yes
 api-key=$key
 webserver=yes
-webserver-address=0.0.0.0
+webserver-address=127.0.0.1
 webserver-port=8081
-webserver-allow-from=$allow
+webserver-allow-from=127.0.0.0/8
 security-poll-suffix=
 socket-dir=/run/pdns
 setuid=pdns

@@ -69,12 +69,12 @@ impl DnsServers {
             internal: Server {
                 role: "internal",
                 address: address(&input.internal_ipv4)?,
-                api: input.api(&input.internal_ipv4, &key),
+                api: input.api("internal", &key),
             },
             external: Server {
                 role: "external",
                 address: address(&input.external_ipv4)?,
-                api: input.api(&input.external_ipv4, &key),
+                api: input.api("external", &key),
             },
             recursor: address(&input.recursor_ipv4)?,
             declared: input.zones,

@@ -33,11 +33,11 @@ pub struct InstanceStatus {
 async fn instance(
     cx: &ActivityCx,
     input: &DnsInput,
-    ipv4: &str,
+    role: &str,
     key: &SecretRef,
 ) -> InstanceStatus {
     let asked = async {
-        let client = input.api(ipv4, key).client(cx)?;
+        let client = input.api(role, key).client(cx)?;
         let version = client.version().await?;
         let zones = client.zones().await?;
         Ok::<_, ActivityError>((version, zones))
@@ -82,7 +82,7 @@ pub async fn status(
     let cx = ActivityCx::standalone("dns-status").with_secrets(secrets);
     Ok(DnsStatus {
         containers,
-        internal: instance(&cx, input, &input.internal_ipv4, key).await,
-        external: instance(&cx, input, &input.external_ipv4, key).await,
+        internal: instance(&cx, input, "internal", key).await,
+        external: instance(&cx, input, "external", key).await,
     })
 }
