@@ -116,6 +116,10 @@ impl Activity for KeyFile {
         "api-key-file"
     }
 
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
+    }
+
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<KeyFileOutput>, ActivityError> {
         let docker = self.endpoint.connect().await?;
         Ok(self
