@@ -46,7 +46,7 @@ macro_rules! human_snapshot {
     ($name:expr, $text:expr) => {
         insta::with_settings!({filters => vec![
             (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "[run]"),
-            (r"\b[0-9a-f]{8}\b", "[id]"),
+            (r"\b[0-9a-f]{8,31}\b", "[id]"),
             (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[time]"),
             (r"just now|\d+[smhd] ago", "[ago]"),
             (r"\b\d+(\.\d+)?m?s\b", "[duration]"),
