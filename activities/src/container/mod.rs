@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::ssh::{SshPool, SshTarget};
 
 pub use ensure::{
-    ContainerOutput, ContainerSpec, EnsureContainer, RemoveContainer, SECRET_REF_LABEL_PREFIX,
-    SPEC_HASH_LABEL, secret_ref_of,
+    ContainerFile, ContainerOutput, ContainerSpec, EnsureContainer, RemoveContainer,
+    SECRET_REF_LABEL_PREFIX, SPEC_HASH_LABEL, secret_ref_of,
 };
 pub use image::{EnsureImage, ImageOutput};
 pub use labelled::{Labelled, RemoveLabelled, Removed, labelled_state, list_labelled};

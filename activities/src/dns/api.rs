@@ -53,13 +53,12 @@ impl PdnsApi {
             })?;
         value.set_sensitive(true);
         headers.insert("X-API-Key", value);
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| {
-                ActivityError::permanent(format!("an HTTP client for {}: {e}", self.url))
-            })?;
+        let http = crate::http::build(
+            &self.url,
+            crate::http::builder()
+                .default_headers(headers)
+                .timeout(REQUEST_TIMEOUT),
+        )?;
         Ok(Client {
             http,
             base: format!(
@@ -167,6 +166,9 @@ impl Client {
             ActivityError::transient(format!("{what}: {}", without_url(&e)))
         })?;
         let status = response.status();
+        if let Some(e) = crate::http::redirected(status, &what) {
+            return Err(e);
+        }
         let text = response
             .text()
             .await
