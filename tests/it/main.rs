@@ -21,3 +21,4 @@ mod secrets;
 mod snapshots;
 mod ssh;
 mod ssh_keys;
+mod wire;
