@@ -168,6 +168,20 @@ mod tests {
     }
 
     #[test]
+    fn a_redirect_is_a_permanent_error_that_says_it_is_not_followed() {
+        let e = redirected(
+            StatusCode::TEMPORARY_REDIRECT,
+            "GET x at http://127.0.0.1:1",
+        )
+        .expect("a 307 is refused");
+        assert!(!e.transient);
+        assert!(e.message.contains("307") && e.message.contains("redirects are not followed"));
+        assert!(redirected(StatusCode::OK, "GET x").is_none());
+        let e = refused(StatusCode::MOVED_PERMANENTLY, "GET x: 301".into());
+        assert!(!e.transient && e.message.contains("redirects are not followed"));
+    }
+
+    #[test]
     fn server_errors_and_throttling_are_worth_another_attempt() {
         assert!(refused(StatusCode::SERVICE_UNAVAILABLE, "x".into()).transient);
         assert!(refused(StatusCode::TOO_MANY_REQUESTS, "x".into()).transient);
