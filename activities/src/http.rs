@@ -1,6 +1,7 @@
-//! What the HTTP API clients share: a client with bounded connect and request times,
-//! reqwest's errors without the URL they quote, which answers are worth another attempt,
-//! and waiting, bounded, until a server answers.
+//! What the HTTP API clients share: a client with bounded connect and request times that
+//! ignores proxy variables and follows no redirect (every client here may carry a secret:
+//! a token, an API key), reqwest's errors without the URL they quote, which answers are
+//! worth another attempt, and waiting, bounded, until a server answers.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -15,13 +16,41 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long to wait between two tries of a server that does not answer yet.
 const PAUSE: Duration = Duration::from_millis(250);
 
-/// An HTTP client for the server at `addr` (named in the error).
-pub(crate) fn client(addr: &str) -> Result<reqwest::Client, ActivityError> {
+/// The one way a client is configured: bounded times, no proxy (`http_proxy`,
+/// `https_proxy`, `ALL_PROXY` and the system's are ignored, so a header never reaches a
+/// proxy), and no redirect followed (a 3xx comes back as it is, see [`refused`]).
+pub(crate) fn builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+}
+
+/// `builder` made into a client for the server at `addr` (named in the error).
+pub(crate) fn build(
+    addr: &str,
+    builder: reqwest::ClientBuilder,
+) -> Result<reqwest::Client, ActivityError> {
+    builder
         .build()
         .map_err(|e| ActivityError::permanent(format!("an HTTP client for {addr}: {e}")))
+}
+
+/// An HTTP client for the server at `addr` (named in the error).
+pub(crate) fn client(addr: &str) -> Result<reqwest::Client, ActivityError> {
+    build(addr, builder())
+}
+
+/// A redirect answered to `what`, as a permanent error: it is never followed, since the
+/// request's headers (a token, a key) would go to wherever it points.
+pub(crate) fn redirected(status: StatusCode, what: &str) -> Option<ActivityError> {
+    status.is_redirection().then(|| {
+        ActivityError::permanent(format!(
+            "{what}: answered {status}, and redirects are not followed\n\
+             hint: give the server's own address, the one it answers at without a redirect"
+        ))
+    })
 }
 
 /// reqwest's message without the URL it quotes (the address is named once already).
@@ -48,7 +77,9 @@ pub(crate) fn without_url(e: &reqwest::Error) -> String {
 /// An answer a call did not expect, as an error: a 5xx (and 429) is worth another attempt,
 /// anything else is not.
 pub(crate) fn refused(status: StatusCode, message: String) -> ActivityError {
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+    if status.is_redirection() {
+        ActivityError::permanent(format!("{message} (redirects are not followed)"))
+    } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         ActivityError::transient(message)
     } else {
         ActivityError::permanent(message)
@@ -134,6 +165,20 @@ mod tests {
             e.message,
             "the server at http://127.0.0.1:9 did not answer within 0 s: cannot connect"
         );
+    }
+
+    #[test]
+    fn a_redirect_is_a_permanent_error_that_says_it_is_not_followed() {
+        let e = redirected(
+            StatusCode::TEMPORARY_REDIRECT,
+            "GET x at http://127.0.0.1:1",
+        )
+        .expect("a 307 is refused");
+        assert!(!e.transient);
+        assert!(e.message.contains("307") && e.message.contains("redirects are not followed"));
+        assert!(redirected(StatusCode::OK, "GET x").is_none());
+        let e = refused(StatusCode::MOVED_PERMANENTLY, "GET x: 301".into());
+        assert!(!e.transient && e.message.contains("redirects are not followed"));
     }
 
     #[test]

@@ -8,7 +8,6 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 
-use foundry_activities::openbao::BaoClient;
 use foundry_core::SecretValue;
 use foundry_tests::keyring::SecretService;
 use foundry_workflows::openbao::token_store::{KEYRING_SERVICE, KeyringTokenStore};
@@ -43,12 +42,7 @@ fn keyring_token(keyring: &SecretService, install: &Install) -> Option<String> {
 fn assert_valid(install: &Install, token: &str) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let policies = rt
-        .block_on(async {
-            BaoClient::new(&install.addr)
-                .expect("client")
-                .lookup_self(&SecretValue::new(token))
-                .await
-        })
+        .block_on(async { install.client().lookup_self(&SecretValue::new(token)).await })
         .expect("lookup")
         .expect("the token is valid");
     assert!(policies.contains(&"foundry".to_string()), "{policies:?}");

@@ -25,3 +25,4 @@ mod snapshots;
 mod ssh;
 mod ssh_keys;
 mod stopped_driver;
+mod wire;

@@ -20,7 +20,8 @@ use foundry_workflows::openbao::{OPENBAO_IMAGE, build_step};
 use serde_json::{Value, json};
 
 /// The steps of `openbao-install`, in order.
-const STEPS: [&str; 12] = [
+const STEPS: [&str; 13] = [
+    "tls",
     "image-build",
     "image",
     "container",
@@ -122,7 +123,7 @@ impl Install {
         std::fs::write(&input, value.to_string()).expect("writing the input");
         Install {
             token_file: home.path().join("openbao").join("token"),
-            addr: format!("http://{ipv4}:8200"),
+            addr: format!("https://{ipv4}:8200"),
             home,
             name,
             input,
@@ -167,7 +168,7 @@ impl Install {
     /// The server's IPv4 address.
     pub(crate) fn ip(&self) -> &str {
         self.addr
-            .trim_start_matches("http://")
+            .trim_start_matches("https://")
             .trim_end_matches(":8200")
     }
 
@@ -180,6 +181,13 @@ impl Install {
         );
         std::fs::write(&config, text).expect("config");
         config
+    }
+
+    /// A client of this OpenBAO that pins the stack's CA the install made in the home.
+    pub(crate) fn client(&self) -> BaoClient {
+        let ca =
+            std::fs::read(self.home.path().join("tls").join("ca.crt")).expect("the stack's CA");
+        BaoClient::pinned(&self.addr, &ca).expect("client")
     }
 
     fn handed(&self) -> Handed {
@@ -213,7 +221,7 @@ fn assert_no_leak(install: &Install, secrets: &[String], extra: &[(&str, &[u8])]
 /// The server is initialized, unsealed and active; KV v2 works with Foundry's token, which
 /// can do nothing outside its policy; the root token is the one handed over.
 async fn assert_working(install: &Install, handed: &Handed) {
-    let client = BaoClient::new(&install.addr).expect("client");
+    let client = install.client();
     let health = client.health().await.expect("health");
     assert!(
         health.initialized && !health.sealed && !health.standby,
@@ -362,7 +370,7 @@ fn install_from_nothing_then_again_changes_nothing_and_leaks_nothing() {
 
     // Sealed, it opens with any two handed-over keys.
     rt.block_on(async {
-        let client = BaoClient::new(&install.addr).expect("client");
+        let client = install.client();
         client
             .seal(&SecretValue::new(handed.root.clone()))
             .await
@@ -381,7 +389,7 @@ fn install_from_nothing_then_again_changes_nothing_and_leaks_nothing() {
     // A recreated container keeps its data (the volume) and comes back sealed: the install
     // says how to unseal, and once unsealed by hand it completes with nothing to do.
     rt.block_on(async {
-        let client = BaoClient::new(&install.addr).expect("client");
+        let client = install.client();
         client
             .kv_put(&install.foundry_token(), "kv", "it/kept", &json!({"v": 1}))
             .await
@@ -408,7 +416,7 @@ fn install_from_nothing_then_again_changes_nothing_and_leaks_nothing() {
         .unwrap_or_else(|| panic!("no interrupted run: {runs:?}"))
         .to_string();
     rt.block_on(async {
-        let client = BaoClient::new(&install.addr).expect("client");
+        let client = install.client();
         for key in &handed.keys[..2] {
             client
                 .unseal(&SecretValue::new(key.clone()))
@@ -418,7 +426,7 @@ fn install_from_nothing_then_again_changes_nothing_and_leaks_nothing() {
     });
     install.home.ok(&["workflow", "resume", &run]);
     rt.block_on(async {
-        let client = BaoClient::new(&install.addr).expect("client");
+        let client = install.client();
         let kept = client
             .kv_get(&install.foundry_token(), "kv", "it/kept")
             .await
@@ -536,7 +544,7 @@ fn keys_lost_between_init_and_keep_are_reported_with_what_to_do() {
     assert!(!install.handover.exists(), "a handover file without keys");
     let deadline = Instant::now() + Duration::from_secs(5);
     let health = rt().block_on(async {
-        let client = BaoClient::new(&install.addr).expect("client");
+        let client = install.client();
         loop {
             match client.health().await {
                 Ok(h) => return h,

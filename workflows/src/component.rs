@@ -273,6 +273,7 @@ pub fn install_input(
             threshold: 2,
             handover: handover_path(home, name),
             token_file: None,
+            names: Vec::new(),
         }),
         Component::Dns => serde_json::to_value(dns_input(stack, &place)?),
         Component::Zot => serde_json::to_value(crate::registry::RegistryInput {
@@ -433,7 +434,7 @@ pub async fn status(
     };
     let (healthy, summary, version, detail) = match component {
         Component::Openbao => {
-            let addr = format!("http://{}:{}", place.address, crate::openbao::PORT);
+            let addr = format!("https://{}:{}", place.address, crate::openbao::PORT);
             let found = crate::openbao::status(&place.endpoint, name, &addr)
                 .await
                 .map_err(failed)?;

@@ -5,13 +5,14 @@
 //! `status` answers from the live container and server only.
 
 pub mod image;
+pub mod tls;
 pub mod token_store;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use foundry_activities::container::{ContainerSpec, labelled_state};
+use foundry_activities::container::{ContainerFile, ContainerSpec, labelled_state};
 use foundry_activities::openbao::{
     BaoClient, BaoHandover, BaoInit, BaoInitStatus, BaoKvMount, BaoPolicy, BaoReady, BaoToken,
     BaoUnseal, ForgetInit, Health, InitMaterial, InitOutput, TokenStore,
@@ -95,11 +96,26 @@ pub struct OpenbaoInput {
     /// `FOUNDRY_KEYRING` chooses (the OS keyring, else `$FOUNDRY_HOME/openbao/token`).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// Other addresses and DNS names OpenBAO is reached at (a host's address it is
+    /// published on), for its certificate beside its container address and name.
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 impl OpenbaoInput {
     pub fn addr(&self) -> String {
-        format!("http://{}:{PORT}", self.ipv4)
+        format!("https://{}:{PORT}", self.ipv4)
+    }
+
+    /// The certificate's names: the container's address, its name, then `names`.
+    pub fn sans(&self) -> Vec<String> {
+        let mut sans = vec![self.ipv4.clone(), self.name.clone()];
+        for name in &self.names {
+            if !sans.contains(name) {
+                sans.push(name.clone());
+            }
+        }
+        sans
     }
 
     /// The file naming the kept init answer's reference while the run needs it.
@@ -116,9 +132,16 @@ impl OpenbaoInput {
         token_store::for_home(home.root()).map_err(|e| RunError::workflow(e.with_hint()))
     }
 
-    fn spec(&self) -> ContainerSpec {
+    fn spec(&self, cert: &tls::CertOutput) -> ContainerSpec {
         let addr = self.addr();
-        let cluster = format!("http://{}:{}", self.ipv4, PORT + 1);
+        let cluster = format!("https://{}:{}", self.ipv4, PORT + 1);
+        let file = |source: &PathBuf, sha256: &str, mode: u32| ContainerFile {
+            source: source.clone(),
+            sha256: sha256.to_string(),
+            mode,
+            uid: 0,
+            gid: 0,
+        };
         ContainerSpec {
             name: self.name.clone(),
             image: self.image.clone(),
@@ -137,6 +160,16 @@ impl OpenbaoInput {
             ipv4: Some(self.ipv4.clone()),
             privileged: false,
             binds: vec![format!("{}:{}", self.volume, image::DATA_PATH)],
+            files: BTreeMap::from([
+                (
+                    image::TLS_CERT_PATH.to_string(),
+                    file(&cert.cert, &cert.cert_sha256, 0o644),
+                ),
+                (
+                    image::TLS_KEY_PATH.to_string(),
+                    file(&cert.key, &cert.key_sha256, 0o600),
+                ),
+            ]),
             ..ContainerSpec::default()
         }
     }
@@ -232,11 +265,19 @@ impl Workflow for OpenbaoInstall {
         let addr = input.addr();
         let store = input.token_store()?;
 
+        let home = foundry_core::Home::from_env().map_err(|e| RunError::workflow(e.to_string()))?;
+        let cert = tls::OpenbaoCert {
+            home: home.root().to_path_buf(),
+            name: input.name.clone(),
+            sans: input.sans(),
+            port: PORT,
+        };
+        let cert = ctx.step("openbao/tls", &cert).await?;
         let build = input
             .build_image
             .then(|| build_step(&input.image, &input.base_image));
-        let container =
-            install::container(&ctx, "openbao", &input.endpoint, build, input.spec()).await?;
+        let spec = input.spec(&cert);
+        let container = install::container(&ctx, "openbao", &input.endpoint, build, spec).await?;
         let ready = BaoReady {
             addr: addr.clone(),
             timeout_s: READY_TIMEOUT_S,

@@ -13,6 +13,7 @@ use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, SecretValue};
 use serde::{Deserialize, Serialize};
 
 use crate::config::StackConfig;
+use crate::openbao::tls::{self, TokenBinding};
 use crate::openbao::token_store;
 use crate::secret_ref::{self, SecretRef};
 
@@ -90,8 +91,35 @@ impl Vault {
         Vault::at(&addr, home)
     }
 
-    /// OpenBAO at `addr` (`http://10.77.0.20:8200`), with the token Foundry keeps in `home`.
+    /// OpenBAO at `addr` (`https://10.77.0.20:8200`), with the token Foundry keeps in
+    /// `home`: only when `addr` is the OpenBAO the token was minted for, under the CA it
+    /// was minted under (the binding beside it), checked before the token is even read.
     pub fn at(addr: &str, home: &Path) -> Result<Vault, SecretsError> {
+        let binding = TokenBinding::load(home)
+            .map_err(|e| SecretsError::new(e.0, None))?
+            .ok_or_else(|| {
+                SecretsError::new(
+                    format!(
+                        "Foundry's OpenBAO token has no record of the OpenBAO it was minted for \
+                         ({} is missing)",
+                        home.join(tls::BINDING_PATH).display()
+                    ),
+                    Some("install OpenBAO again (`foundry component install openbao`): it records it"),
+                )
+            })?;
+        let ca_path = home.join(foundry_activities::openbao::CA_CERT_PATH);
+        let ca = std::fs::read(&ca_path).map_err(|e| {
+            SecretsError::new(
+                format!("reading the stack's CA {}: {e}", ca_path.display()),
+                Some("OpenBAO's install makes it; install OpenBAO with this home first"),
+            )
+        })?;
+        binding.allows(addr, &ca).map_err(|e| {
+            SecretsError::new(
+                format!("{e}: the token is not sent there"),
+                Some("the stack config names another OpenBAO than the one Foundry's token belongs to: check components.openbao.address"),
+            )
+        })?;
         let store = token_store::for_home(home)
             .map_err(|e| SecretsError::new(e.to_string(), Some(e.hint())))?;
         let token = store
@@ -107,7 +135,7 @@ impl Vault {
                 )
             })?;
         Ok(Vault {
-            client: BaoClient::new(addr)?,
+            client: BaoClient::pinned(addr, &ca)?,
             token,
         })
     }
@@ -199,9 +227,9 @@ pub fn openbao_address(stack: &StackConfig) -> Option<String> {
         .map(|h| h.address.clone())
 }
 
-/// OpenBAO's API as the stack config places it: `http://ADDRESS:8200`.
+/// OpenBAO's API as the stack config places it: `https://ADDRESS:8200`.
 pub fn openbao_url(stack: &StackConfig) -> Option<String> {
-    openbao_address(stack).map(|address| format!("http://{address}:{PORT}"))
+    openbao_address(stack).map(|address| format!("https://{address}:{PORT}"))
 }
 
 /// Values fetched from OpenBAO ahead of a resolution (the resolver asks synchronously).
@@ -226,7 +254,7 @@ pub struct EnsureStackSecret {
     pub key: String,
     /// What the secret is for, in messages.
     pub purpose: String,
-    /// OpenBAO's address (`http://10.77.0.20:8200`); none where OpenBAO is not part of the
+    /// OpenBAO's address (`https://10.77.0.20:8200`); none where OpenBAO is not part of the
     /// stack.
     #[serde(default)]
     pub openbao: Option<String>,

@@ -2,13 +2,16 @@
 //! label holds the spec's hash), started when stopped.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, NetworkingConfig,
     PortBinding, PortMap,
 };
-use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
 use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, SecretRef};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -57,6 +60,42 @@ pub struct ContainerSpec {
     /// it was before specs had them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ports: BTreeMap<String, String>,
+    /// Files put into the container (by its path) through the Engine's archive API before
+    /// it starts: never through its environment or an argv, and the same way for a local
+    /// Engine and a host's Engine through SSH. The spec holds each file's source on this
+    /// machine and the SHA-256 of its content, so a new content recreates the container.
+    /// Left out of the serialized spec when empty, as `ports` is.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, ContainerFile>,
+}
+
+/// A file of this machine to put into a container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerFile {
+    pub source: PathBuf,
+    /// SHA-256 of the content, hex: what the container was specified with.
+    pub sha256: String,
+    pub mode: u32,
+    #[serde(default)]
+    pub uid: u64,
+    #[serde(default)]
+    pub gid: u64,
+}
+
+impl ContainerFile {
+    /// `source` as it is now, with the digest of its content.
+    pub fn of(source: &Path, mode: u32) -> Result<ContainerFile, ActivityError> {
+        let content = std::fs::read(source)
+            .map_err(|e| ActivityError::permanent(format!("reading {}: {e}", source.display())))?;
+        Ok(ContainerFile {
+            source: source.to_path_buf(),
+            sha256: hex::encode(Sha256::digest(&content)),
+            mode,
+            uid: 0,
+            gid: 0,
+        })
+    }
 }
 
 impl ContainerSpec {
@@ -143,6 +182,43 @@ impl ContainerSpec {
             }),
             networking_config,
             ..ContainerCreateBody::default()
+        })
+    }
+}
+
+impl ContainerSpec {
+    /// The spec's files as one tar archive, each read now and checked against its digest.
+    fn files_archive(&self) -> Result<Vec<u8>, ActivityError> {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, file) in &self.files {
+            let what = |e: String| {
+                ActivityError::permanent(format!(
+                    "container {}: file {path} from {}: {e}",
+                    self.name,
+                    file.source.display()
+                ))
+            };
+            let content = std::fs::read(&file.source).map_err(|e| what(e.to_string()))?;
+            if hex::encode(Sha256::digest(&content)) != file.sha256 {
+                return Err(what(
+                    "its content changed since the step was planned; run it again".into(),
+                ));
+            }
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(file.mode);
+            header.set_uid(file.uid);
+            header.set_gid(file.gid);
+            header.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(
+                &mut header,
+                path.trim_start_matches('/'),
+                content.as_slice(),
+            )
+            .map_err(|e| what(e.to_string()))?;
+        }
+        tar.into_inner().map_err(|e| {
+            ActivityError::permanent(format!("container {}: its files: {e}", self.name))
         })
     }
 }
@@ -343,6 +419,24 @@ impl Activity for EnsureContainer {
                 (id, Some(created), false)
             }
         };
+        // Before every start, not only after a create: a create cut short before its files
+        // were put leaves a container that never starts without them.
+        if !self.spec.files.is_empty() {
+            let options = UploadToContainerOptionsBuilder::new().path("/").build();
+            docker
+                .upload_to_container(
+                    &self.spec.name,
+                    Some(options),
+                    bollard::body_full(self.spec.files_archive()?.into()),
+                )
+                .await
+                .map_err(|e| {
+                    self.error(
+                        &format!("putting files into container {}", self.spec.name),
+                        &e,
+                    )
+                })?;
+        }
         // Starting a running container answers 304, which is success.
         docker
             .start_container(&self.spec.name, None)
@@ -443,6 +537,7 @@ mod tests {
             tmpfs: BTreeMap::from([("/run".into(), "rw".into())]),
             secret_env: BTreeMap::new(),
             ports: BTreeMap::new(),
+            files: BTreeMap::new(),
         }
     }
 

