@@ -15,6 +15,7 @@ mod host;
 mod keyring;
 mod lab;
 mod openbao;
+mod openbao_token;
 mod registry;
 mod retries;
 mod secrets;
