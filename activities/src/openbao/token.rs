@@ -175,3 +175,36 @@ fn warned(life: TokenLife) -> TokenLife {
     }
     life
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ttl(ttl: u64, creation_ttl: u64) -> TokenTtl {
+        TokenTtl {
+            ttl,
+            creation_ttl,
+            renewable: true,
+            policies: vec![],
+        }
+    }
+
+    #[test]
+    fn less_than_half_left_is_half_spent_and_a_token_without_expiry_never_is() {
+        assert!(!half_spent(&ttl(10, 20)));
+        assert!(half_spent(&ttl(9, 20)));
+        assert!(!half_spent(&ttl(0, 0)), "a root token");
+        let life = TokenLife::of(&ttl(9, 20), false);
+        assert!(life.low && !life.renewed);
+    }
+
+    #[test]
+    fn the_time_left_reads_in_its_two_largest_units() {
+        let left = |s| TokenLife::of(&ttl(s, 2_764_800), false).left();
+        assert_eq!(left(0), "never expires");
+        assert_eq!(left(42), "42s");
+        assert_eq!(left(125), "2m 5s");
+        assert_eq!(left(3 * 3600 + 120), "3h 2m");
+        assert_eq!(left(2_764_800), "32d 0h");
+    }
+}
