@@ -135,6 +135,17 @@ impl ActivityCx {
         Ok(value)
     }
 
+    /// Events of this run redact `value` from then on: for a part of a revealed secret
+    /// (one key of several, or the same value in another encoding) that may show alone.
+    pub fn redact(&self, value: &SecretValue) {
+        self.events.redact(value.expose());
+    }
+
+    /// `text` as this run's events would carry it, every secret it knows replaced.
+    pub fn redacted(&self, text: &str) -> String {
+        self.events.redacted(text)
+    }
+
     /// Drops a kept secret once nothing needs it any more; a missing one is no error.
     pub fn forget(&self, reference: &SecretRef) -> Result<(), ActivityError> {
         self.store()?

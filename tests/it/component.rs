@@ -64,7 +64,7 @@ fn plain(raw: &[u8]) -> String {
 }
 
 /// Runs `foundry --config CONFIG ARGS` on a pseudo-terminal (util-linux `script`), answers
-/// `y` once `prompt` shows, and returns the terminal's transcript.
+/// `y` each time `prompt` shows, and returns the terminal's transcript.
 fn on_terminal(home: &Home, config: &str, args: &str, prompt: &str) -> String {
     use std::io::{Read, Write};
     let line = format!(
@@ -97,24 +97,24 @@ fn on_terminal(home: &Home, config: &str, args: &str, prompt: &str) -> String {
     let mut seen = Vec::new();
     let mut stdin = child.stdin.take().expect("stdin");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
-    let mut answered = false;
+    let mut answered = 0;
     while std::time::Instant::now() < deadline {
         match rx.recv_timeout(std::time::Duration::from_millis(200)) {
             Ok(bytes) => seen.extend(bytes),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        if !answered && plain(&seen).contains(prompt) {
+        if plain(&seen).matches(prompt).count() > answered {
             stdin.write_all(b"y").expect("answer");
             stdin.flush().expect("flush");
-            answered = true;
+            answered += 1;
         }
     }
     drop(stdin);
     let status = child.wait().expect("script");
     let _ = reader.join();
     let transcript = plain(&seen);
-    assert!(answered, "no prompt `{prompt}` shown:\n{transcript}");
+    assert!(answered > 0, "no prompt `{prompt}` shown:\n{transcript}");
     assert!(status.success(), "{status:?}:\n{transcript}");
     transcript
 }
@@ -142,8 +142,12 @@ fn every_component_installs_from_a_fresh_config_and_again_changes_nothing() {
         .path()
         .join("openbao")
         .join(format!("foundry-lab-{}-openbao-handover.txt", lab.name));
-    let transcript = on_terminal(home, &config, "component install openbao", "Stored them");
+    let asked = "Its file is then deleted [y/N]";
+    let transcript = on_terminal(home, &config, "component install openbao", asked);
     let handed = Handed::parse(&transcript);
+    // One key at a time, each confirmed before the next; the root token revoked.
+    assert_eq!(transcript.matches(asked).count(), 3, "{transcript}");
+    assert!(handed.root.is_none(), "{transcript}");
     assert!(
         transcript
             .lines()
@@ -207,6 +211,14 @@ fn every_component_installs_from_a_fresh_config_and_again_changes_nothing() {
         assert_eq!(s["address"], address(c), "{s}");
     }
     assert_eq!(status[0]["version"], "2.7.2", "{status:?}");
+    // Foundry's token: a month to live, not low, shown on the status line too.
+    let ttl = status[0]["token"]["ttl_s"]
+        .as_u64()
+        .expect("the token's TTL");
+    assert!(ttl > 30 * 86_400, "{status:?}");
+    assert_eq!(status[0]["token"]["low"], false, "{status:?}");
+    let summary = status[0]["summary"].as_str().expect("summary");
+    assert!(summary.contains("Foundry's token: 3"), "{summary}");
     outputs.push(("status".into(), [stdout, stderr].concat()));
 
     // The lab's names answer inside the lab, through the recursor.

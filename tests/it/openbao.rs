@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use foundry_activities::openbao::BaoClient;
+use foundry_activities::openbao::{BaoClient, handover_file};
 use foundry_core::{Activity, ActivityCx, SecretValue};
 use foundry_tests::docker::{Cleanup, engine, unique};
 use foundry_tests::leak::{Handed, assert_nowhere, contains, files_under};
@@ -20,7 +20,7 @@ use foundry_workflows::openbao::{OPENBAO_IMAGE, build_step};
 use serde_json::{Value, json};
 
 /// The steps of `openbao-install`, in order.
-const STEPS: [&str; 13] = [
+const STEPS: [&str; 14] = [
     "tls",
     "image-build",
     "image",
@@ -32,6 +32,7 @@ const STEPS: [&str; 13] = [
     "kv",
     "policy",
     "token",
+    "revoke-root",
     "handover",
     "forget",
 ];
@@ -106,12 +107,17 @@ pub(crate) struct Install {
 
 impl Install {
     pub(crate) fn new(net: &Net, host: u8) -> Install {
+        Install::with(net, host, json!({}))
+    }
+
+    /// An install whose input has `extra`'s fields besides the usual ones.
+    pub(crate) fn with(net: &Net, host: u8, extra: Value) -> Install {
         let home = Home::new();
         let name = unique("openbao");
         let ipv4 = format!("{}.{host}", net.prefix);
         let handover = home.path().join("openbao").join(format!("{name}-init.txt"));
         let input = home.scratch().join("openbao.json");
-        let value = json!({
+        let mut value = json!({
             "name": name,
             "network": net.name,
             "ipv4": ipv4,
@@ -120,6 +126,9 @@ impl Install {
             "threshold": 2,
             "handover": handover,
         });
+        if let (Some(value), Some(extra)) = (value.as_object_mut(), extra.as_object()) {
+            value.extend(extra.clone());
+        }
         std::fs::write(&input, value.to_string()).expect("writing the input");
         Install {
             token_file: home.path().join("openbao").join("token"),
@@ -190,11 +199,11 @@ impl Install {
         BaoClient::pinned(&self.addr, &ca).expect("client")
     }
 
-    fn handed(&self) -> Handed {
+    pub(crate) fn handed(&self) -> Handed {
         Handed::read(&self.handover)
     }
 
-    fn foundry_token(&self) -> SecretValue {
+    pub(crate) fn foundry_token(&self) -> SecretValue {
         let text = std::fs::read_to_string(&self.token_file).expect("the token file");
         SecretValue::new(text.trim())
     }
@@ -208,14 +217,15 @@ impl Drop for Install {
 }
 
 /// No secret in any byte of the home but the handover and token files, nor in `extra`.
-fn assert_no_leak(install: &Install, secrets: &[String], extra: &[(&str, &[u8])]) {
-    assert_nowhere(
-        &install.home.path(),
-        &[&install.handover, &install.token_file],
-        &|_, _| false,
-        secrets,
-        extra,
-    );
+pub(crate) fn assert_no_leak(install: &Install, secrets: &[String], extra: &[(&str, &[u8])]) {
+    let handed: Vec<PathBuf> = (1..=3)
+        .map(|n| format!("unseal-key-{n}"))
+        .chain(["root-token".to_string()])
+        .map(|what| handover_file(&install.handover, &what))
+        .collect();
+    let mut except: Vec<&std::path::Path> = vec![&install.handover, &install.token_file];
+    except.extend(handed.iter().map(PathBuf::as_path));
+    assert_nowhere(&install.home.path(), &except, &|_, _| false, secrets, extra);
 }
 
 /// The server is initialized, unsealed and active; KV v2 works with Foundry's token, which
@@ -264,13 +274,14 @@ async fn assert_working(install: &Install, handed: &Handed) {
         .await
         .expect_err("a policy write outside Foundry's policy");
     assert!(refused.message.contains("403"), "{}", refused.message);
-    let root = SecretValue::new(handed.root.clone());
-    let policies = client
-        .lookup_self(&root)
-        .await
-        .expect("lookup")
-        .expect("the handed-over root token is valid");
-    assert!(policies.contains(&"root".to_string()), "{policies:?}");
+    if let Some(root) = &handed.root {
+        let policies = client
+            .lookup_self(&SecretValue::new(root.clone()))
+            .await
+            .expect("lookup")
+            .expect("the handed-over root token is valid");
+        assert!(policies.contains(&"root".to_string()), "{policies:?}");
+    }
     // The kept init answer and the file naming it are gone.
     let kept = files_under(&install.home.path().join("secrets"), &[]);
     assert!(kept.is_empty(), "kept secrets remain: {:?}", kept.keys());
@@ -300,7 +311,7 @@ fn rt() -> tokio::runtime::Runtime {
 #[test]
 fn install_from_nothing_then_again_changes_nothing_and_leaks_nothing() {
     let net = Net::new();
-    let install = Install::new(&net, 20);
+    let install = Install::with(&net, 20, json!({"keep_root_token": true}));
     foundry_tests::foundry_bin();
     let started = Instant::now();
     let (first, printed) = install.install();
@@ -340,6 +351,7 @@ fn install_from_nothing_then_again_changes_nothing_and_leaks_nothing() {
         "{status}"
     );
 
+    assert_eq!(first["root_token_revoked"], false, "{first}");
     let handover_bytes = std::fs::read(&install.handover).expect("handover");
     let token_before = install.foundry_token();
     let started = Instant::now();
@@ -372,7 +384,9 @@ fn install_from_nothing_then_again_changes_nothing_and_leaks_nothing() {
     rt.block_on(async {
         let client = install.client();
         client
-            .seal(&SecretValue::new(handed.root.clone()))
+            .seal(&SecretValue::new(
+                handed.root.clone().expect("the kept root token"),
+            ))
             .await
             .expect("seal");
         assert!(client.seal_status().await.expect("status").sealed);

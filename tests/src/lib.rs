@@ -758,27 +758,51 @@ pub mod leak {
     use std::os::unix::fs::PermissionsExt;
     use std::path::{Path, PathBuf};
 
-    /// What the handover file holds.
+    /// What was handed over: the unseal keys, and the root token when it was kept.
     pub struct Handed {
-        pub root: String,
+        pub root: Option<String>,
         pub keys: Vec<String>,
     }
 
-    impl Handed {
-        pub fn read(path: &Path) -> Handed {
-            let text = std::fs::read_to_string(path)
-                .unwrap_or_else(|e| panic!("the handover file {}: {e}", path.display()));
-            let mode = std::fs::metadata(path).expect("meta").permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600, "handover file mode");
-            Handed::parse(&text)
-        }
+    fn private(path: &Path) -> String {
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("the handover file {}: {e}", path.display()));
+        let mode = std::fs::metadata(path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} mode", path.display());
+        text
+    }
 
-        /// The keys and root token in the handover's text, wherever it was shown.
-        pub fn parse(text: &str) -> Handed {
+    impl Handed {
+        /// The handover's index file (no secret in it) and the files it lists, one secret
+        /// each: `…-unseal-key-<n>.txt`, `…-root-token.txt`.
+        pub fn read(index: &Path) -> Handed {
+            let text = private(index);
             assert!(
-                text.contains("password manager") && text.contains("delete this file"),
+                text.contains("password manager") && text.contains("delete its file"),
                 "{text}"
             );
+            let mut handed = Handed {
+                root: None,
+                keys: Vec::new(),
+            };
+            for line in text.lines().filter(|l| l.starts_with('/')) {
+                let path = Path::new(line);
+                let secret = private(path).trim().to_string();
+                assert!(!text.contains(&secret), "the index holds a secret");
+                let name = path.file_name().expect("name").to_string_lossy();
+                if name.ends_with("-root-token.txt") {
+                    handed.root = Some(secret);
+                } else {
+                    assert!(name.contains("-unseal-key-"), "{name}");
+                    handed.keys.push(secret);
+                }
+            }
+            assert_eq!(handed.keys.len(), 3, "{text}");
+            handed
+        }
+
+        /// The keys and root token shown on a terminal, one by one.
+        pub fn parse(text: &str) -> Handed {
             let value = |prefix: &str| -> Vec<String> {
                 text.lines()
                     .filter_map(|l| l.strip_prefix(prefix))
@@ -788,16 +812,16 @@ pub mod leak {
             let keys = value("Unseal Key ");
             let root = value("Initial Root Token: ");
             assert_eq!(keys.len(), 3, "{text}");
-            assert_eq!(root.len(), 1, "{text}");
+            assert!(root.len() <= 1, "{text}");
             Handed {
-                root: root[0].clone(),
+                root: root.first().cloned(),
                 keys,
             }
         }
 
         /// Every form a secret could be written in: root token, keys base64 and hex.
         pub fn secrets(&self) -> Vec<String> {
-            let mut all = vec![self.root.clone()];
+            let mut all: Vec<String> = self.root.iter().cloned().collect();
             for key in &self.keys {
                 all.push(key.clone());
                 all.push(hex(&base64(key)));

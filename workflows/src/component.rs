@@ -274,6 +274,7 @@ pub fn install_input(
             handover: handover_path(home, name),
             token_file: None,
             names: Vec::new(),
+            keep_root_token: false,
         }),
         Component::Dns => serde_json::to_value(dns_input(stack, &place)?),
         Component::Zot => serde_json::to_value(crate::registry::RegistryInput {
@@ -415,6 +416,77 @@ pub struct ComponentStatus {
     pub expected_version: Option<String>,
     /// What the containers and the service said, in full.
     pub detail: Value,
+    /// OpenBAO only: the life left to Foundry's token (renewed by this look when half
+    /// spent), or why it is unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenStatus>,
+}
+
+/// Foundry's OpenBAO token as `component status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenStatus {
+    /// Seconds left (0: it never expires); none when it could not be asked.
+    pub ttl_s: Option<u64>,
+    /// Less than half its time left, and not renewable any further.
+    pub low: bool,
+    pub renewed: bool,
+    pub error: Option<String>,
+}
+
+/// Foundry's token's life, asked of OpenBAO with the token itself.
+async fn token_status(stack: &StackConfig) -> TokenStatus {
+    let asked = async {
+        let home = foundry_core::Home::from_env().map_err(|e| e.to_string())?;
+        let vault =
+            crate::secrets::Vault::of_stack(stack, home.root()).map_err(|e| e.message.clone())?;
+        vault
+            .token_life()
+            .await
+            .cloned()
+            .map_err(|e| e.message.clone())
+    };
+    match asked.await {
+        Ok(life) => TokenStatus {
+            ttl_s: Some(life.ttl_s),
+            low: life.low,
+            renewed: life.renewed,
+            error: None,
+        },
+        Err(error) => TokenStatus {
+            ttl_s: None,
+            low: false,
+            renewed: false,
+            error: Some(error),
+        },
+    }
+}
+
+impl TokenStatus {
+    /// For the status line: `Foundry's token: 31d 23h left`.
+    fn said(&self) -> String {
+        match (&self.error, self.ttl_s) {
+            (Some(e), _) => format!("Foundry's token: {e}"),
+            (None, Some(ttl)) => {
+                let left = foundry_activities::openbao::TokenLife {
+                    ttl_s: ttl,
+                    creation_ttl_s: 0,
+                    renewed: self.renewed,
+                    low: self.low,
+                }
+                .left();
+                let low = if self.low {
+                    " (LOW: not renewable; see `foundry secret recover-token`)"
+                } else {
+                    ""
+                };
+                match ttl {
+                    0 => format!("Foundry's token never expires{low}"),
+                    _ => format!("Foundry's token: {left} left{low}"),
+                }
+            }
+            (None, None) => "Foundry's token: unknown".into(),
+        }
+    }
 }
 
 /// `component` as it is now, asked of its containers and its service.
@@ -432,6 +504,7 @@ pub async fn status(
             e.message
         ))
     };
+    let mut token = None;
     let (healthy, summary, version, detail) = match component {
         Component::Openbao => {
             let addr = format!("https://{}:{}", place.address, crate::openbao::PORT);
@@ -450,7 +523,12 @@ pub async fn status(
                 ),
             };
             let version = found.health.as_ref().map(|h| h.version.clone());
-            let summary = format!("container {container}, {said}");
+            let mut summary = format!("container {container}, {said}");
+            if healthy {
+                let life = token_status(stack).await;
+                summary = format!("{summary}; {}", life.said());
+                token = Some(life);
+            }
             (
                 healthy && container == "running",
                 summary,
@@ -524,6 +602,7 @@ pub async fn status(
         version,
         expected_version: place.version.clone(),
         detail: detail.map_err(|e| ComponentError::new(e.to_string()))?,
+        token,
     })
 }
 

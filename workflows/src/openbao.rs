@@ -5,6 +5,7 @@
 //! `status` answers from the live container and server only.
 
 pub mod image;
+pub mod recover;
 pub mod tls;
 pub mod token_store;
 
@@ -14,8 +15,8 @@ use std::sync::Arc;
 
 use foundry_activities::container::{ContainerFile, ContainerSpec, labelled_state};
 use foundry_activities::openbao::{
-    BaoClient, BaoHandover, BaoInit, BaoInitStatus, BaoKvMount, BaoPolicy, BaoReady, BaoToken,
-    BaoUnseal, ForgetInit, Health, InitMaterial, InitOutput, TokenStore,
+    BaoClient, BaoHandover, BaoInit, BaoInitStatus, BaoKvMount, BaoPolicy, BaoReady, BaoRevokeRoot,
+    BaoToken, BaoUnseal, ForgetInit, Health, InitMaterial, InitOutput, TokenStore,
 };
 use foundry_core::{ActivityError, Ctx, RunError, SecretValue, Workflow};
 use serde::{Deserialize, Serialize};
@@ -100,6 +101,9 @@ pub struct OpenbaoInput {
     /// published on), for its certificate beside its container address and name.
     #[serde(default)]
     pub names: Vec<String>,
+    /// Hand the root token over instead of revoking it once Foundry's token is made.
+    #[serde(default)]
+    pub keep_root_token: bool,
 }
 
 impl OpenbaoInput {
@@ -187,9 +191,17 @@ pub struct OpenbaoOutput {
     pub kv_mounted: bool,
     pub policy_written: bool,
     pub token_created: bool,
-    /// The unseal keys and root token are in the handover file (this run's init).
+    /// The unseal keys (and the root token, if kept) are in their files (this run's
+    /// init).
     pub handed_over: bool,
+    /// The file saying what was handed over and where.
     pub handover: PathBuf,
+    /// The files holding one secret each: the unseal keys in order, then the root token.
+    #[serde(default)]
+    pub handover_files: Vec<PathBuf>,
+    /// The root token of this run's init was revoked once Foundry's token was made.
+    #[serde(default)]
+    pub root_token_revoked: bool,
 }
 
 impl OpenbaoOutput {
@@ -208,6 +220,7 @@ impl OpenbaoOutput {
             (self.policy_written, "policy written"),
             (self.token_created, "Foundry's token made"),
             (self.handed_over, "keys handed over"),
+            (self.root_token_revoked, "root token revoked"),
         ]
         .into_iter()
         .filter(|(done, _)| *done)
@@ -322,11 +335,17 @@ impl Workflow for OpenbaoInstall {
         let foundry_token = BaoToken {
             addr: addr.clone(),
             policy: POLICY.into(),
-            period: "768h".into(),
+            period: recover::TOKEN_PERIOD.into(),
             token,
             store,
         };
         let foundry_token = ctx.step("openbao/token", &foundry_token).await?;
+        let revoke = BaoRevokeRoot {
+            addr: addr.clone(),
+            init: init.reference.clone(),
+            keep: input.keep_root_token,
+        };
+        let revoked = ctx.step("openbao/revoke-root", &revoke).await?;
 
         let handover = BaoHandover {
             init: init.reference.clone(),
@@ -334,6 +353,7 @@ impl Workflow for OpenbaoInstall {
             addr: addr.clone(),
             name: input.name.clone(),
             threshold: input.threshold,
+            keep_root_token: input.keep_root_token,
         };
         let handover = ctx.step("openbao/handover", &handover).await?;
         let forget = ForgetInit {
@@ -353,6 +373,8 @@ impl Workflow for OpenbaoInstall {
             token_created: foundry_token.created,
             handed_over: handover.handed_over,
             handover: handover.path,
+            handover_files: handover.files,
+            root_token_revoked: revoked.revoked,
         })
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use foundry_activities::container::secret_ref_of;
 use foundry_activities::dns::{KeyHolder, random_key};
-use foundry_activities::openbao::BaoClient;
+use foundry_activities::openbao::{BaoClient, TokenLife, keep_alive};
 use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, SecretValue};
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +77,8 @@ impl std::str::FromStr for SecretPath {
 pub struct Vault {
     client: BaoClient,
     token: SecretValue,
+    /// The token's life, asked (and renewed when half spent) at its first use.
+    life: tokio::sync::OnceCell<TokenLife>,
 }
 
 impl Vault {
@@ -137,6 +139,7 @@ impl Vault {
         Ok(Vault {
             client: BaoClient::pinned(addr, &ca)?,
             token,
+            life: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -155,8 +158,31 @@ impl Vault {
         self.client.addr()
     }
 
+    /// Foundry's token's life, asked at its first use, when it is renewed if half spent;
+    /// a token OpenBAO no longer knows is an error that says how to get a new one.
+    pub async fn token_life(&self) -> Result<&TokenLife, SecretsError> {
+        self.life
+            .get_or_try_init(|| async {
+                keep_alive(&self.client, &self.token).await?.ok_or_else(|| {
+                    SecretsError::new(
+                        format!(
+                            "OpenBAO at {} no longer accepts Foundry's token (it expired or \
+                             was revoked)",
+                            self.addr()
+                        ),
+                        Some(
+                            "`foundry secret recover-token` makes a new one from the root \
+                             token or a quorum of unseal keys",
+                        ),
+                    )
+                })
+            })
+            .await
+    }
+
     /// The keys and values at `path`: none when there is no such secret.
     pub async fn read(&self, path: &str) -> Result<BTreeMap<String, SecretValue>, SecretsError> {
+        self.token_life().await?;
         let data = self.client.kv_get(&self.token, MOUNT, path).await?;
         Ok(data
             .and_then(|d| d.as_object().cloned())
@@ -197,6 +223,7 @@ impl Vault {
 
     /// The secrets and folders (ending in `/`) under `path` (`""` for the top).
     pub async fn list(&self, path: &str) -> Result<Vec<String>, SecretsError> {
+        self.token_life().await?;
         Ok(self.client.kv_list(&self.token, MOUNT, path).await?)
     }
 

@@ -394,7 +394,6 @@ impl BaoClient {
         display_name: &str,
         period: &str,
     ) -> Result<SecretValue, ActivityError> {
-        let what = "POST auth/token/create";
         let body = json!({
             "policies": policies,
             "no_parent": true,
@@ -402,8 +401,23 @@ impl BaoClient {
             "display_name": display_name,
             "period": period,
         });
+        self.create_token_with(token, body).await
+    }
+
+    /// A new token made with `options` as `auth/token/create` takes them; the token itself.
+    pub async fn create_token_with(
+        &self,
+        token: &SecretValue,
+        options: Value,
+    ) -> Result<SecretValue, ActivityError> {
+        let what = "POST auth/token/create";
         let answer = self
-            .call(Method::POST, "auth/token/create", Some(token), Some(body))
+            .call(
+                Method::POST,
+                "auth/token/create",
+                Some(token),
+                Some(options),
+            )
             .await?;
         if !answer.status.is_success() {
             return Err(self.refused(what, &answer));
@@ -562,6 +576,173 @@ fn transport(addr: &str) -> Result<Transport, ActivityError> {
              hint: write it as https://HOST:8200"
         ))),
     }
+}
+
+impl BaoClient {
+    /// A token's time to live as OpenBAO sees it now, or `None` when OpenBAO does not
+    /// know the token (403: revoked or expired).
+    pub async fn token_ttl(&self, token: &SecretValue) -> Result<Option<TokenTtl>, ActivityError> {
+        let what = "GET auth/token/lookup-self";
+        let answer = self
+            .call(Method::GET, "auth/token/lookup-self", Some(token), None)
+            .await?;
+        if answer.status == StatusCode::FORBIDDEN {
+            return Ok(None);
+        }
+        if !answer.status.is_success() {
+            return Err(self.refused(what, &answer));
+        }
+        Ok(Some(self.decode(what, answer.body["data"].clone())?))
+    }
+
+    /// Renews a token by itself (`auth/token/renew-self`, no increment: a periodic token
+    /// gets its period again); its time to live after the renewal, in seconds.
+    pub async fn renew_self(&self, token: &SecretValue) -> Result<u64, ActivityError> {
+        let what = "PUT auth/token/renew-self";
+        let answer = self
+            .call(
+                Method::PUT,
+                "auth/token/renew-self",
+                Some(token),
+                Some(json!({})),
+            )
+            .await?;
+        if !answer.status.is_success() {
+            return Err(self.refused(what, &answer));
+        }
+        answer.body["auth"]["lease_duration"]
+            .as_u64()
+            .ok_or_else(|| {
+                ActivityError::permanent(format!(
+                    "{what} at {}: the answer holds no lease duration",
+                    self.addr
+                ))
+            })
+    }
+
+    /// Revokes a token by itself (`auth/token/revoke-self`); a token OpenBAO no longer
+    /// knows (403) is no error.
+    pub async fn revoke_self(&self, token: &SecretValue) -> Result<(), ActivityError> {
+        let what = "PUT auth/token/revoke-self";
+        let answer = self
+            .call(Method::PUT, "auth/token/revoke-self", Some(token), None)
+            .await?;
+        if !answer.status.is_success() && answer.status != StatusCode::FORBIDDEN {
+            return Err(self.refused(what, &answer));
+        }
+        Ok(())
+    }
+
+    /// Where a root token generation stands (`GET sys/generate-root/attempt`).
+    pub async fn generate_root_status(&self) -> Result<GenerateRoot, ActivityError> {
+        let what = "GET sys/generate-root/attempt";
+        let answer = self
+            .call(Method::GET, "sys/generate-root/attempt", None, None)
+            .await?;
+        if !answer.status.is_success() {
+            return Err(self.refused(what, &answer));
+        }
+        self.decode(what, answer.body)
+    }
+
+    /// Starts a root token generation; OpenBAO makes the one-time password, which only
+    /// this answer carries.
+    pub async fn generate_root_start(&self) -> Result<GenerateRoot, ActivityError> {
+        let what = "PUT sys/generate-root/attempt";
+        let answer = self
+            .call(
+                Method::PUT,
+                "sys/generate-root/attempt",
+                None,
+                Some(json!({})),
+            )
+            .await?;
+        if !answer.status.is_success() {
+            return Err(self.refused(what, &answer));
+        }
+        self.decode(what, answer.body)
+    }
+
+    /// Gives one unseal key to the generation `nonce`; with the last one needed, the answer
+    /// carries the encoded root token.
+    pub async fn generate_root_update(
+        &self,
+        key: &SecretValue,
+        nonce: &str,
+    ) -> Result<GenerateRoot, ActivityError> {
+        let what = "PUT sys/generate-root/update";
+        let body = json!({"key": key.expose(), "nonce": nonce});
+        let answer = self
+            .call(Method::PUT, "sys/generate-root/update", None, Some(body))
+            .await?;
+        if !answer.status.is_success() {
+            return Err(self.refused(what, &answer));
+        }
+        self.decode(what, answer.body)
+    }
+
+    /// Cancels the root token generation in progress, if any.
+    pub async fn generate_root_cancel(&self) -> Result<(), ActivityError> {
+        let what = "DELETE sys/generate-root/attempt";
+        let answer = self
+            .call(Method::DELETE, "sys/generate-root/attempt", None, None)
+            .await?;
+        if !answer.status.is_success() {
+            return Err(self.refused(what, &answer));
+        }
+        Ok(())
+    }
+}
+
+/// What `auth/token/lookup-self` says of a token's life, in seconds (0 for a token that
+/// never expires, such as a root token).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenTtl {
+    pub ttl: u64,
+    /// The time to live it was given when made (for a periodic token, its period).
+    #[serde(default)]
+    pub creation_ttl: u64,
+    #[serde(default)]
+    pub renewable: bool,
+    #[serde(default)]
+    pub policies: Vec<String>,
+}
+
+/// A root token generation (`sys/generate-root`): how far it is, and at its end the
+/// encoded token. The one-time password is a secret, never printed.
+#[derive(Clone, Deserialize)]
+pub struct GenerateRoot {
+    #[serde(default)]
+    pub started: bool,
+    #[serde(default)]
+    pub nonce: String,
+    #[serde(default)]
+    pub progress: u32,
+    #[serde(default)]
+    pub required: u32,
+    #[serde(default)]
+    pub complete: bool,
+    #[serde(default)]
+    pub encoded_token: String,
+    #[serde(default, deserialize_with = "secret_text")]
+    pub otp: Option<SecretValue>,
+}
+
+impl std::fmt::Debug for GenerateRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenerateRoot")
+            .field("started", &self.started)
+            .field("progress", &self.progress)
+            .field("required", &self.required)
+            .field("complete", &self.complete)
+            .finish_non_exhaustive()
+    }
+}
+
+fn secret_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretValue>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?
+        .filter(|s| !s.is_empty())
+        .map(SecretValue::new))
 }
 
 /// Whether a 400 from `sys/init` says the server is already initialized.

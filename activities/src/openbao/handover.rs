@@ -1,64 +1,109 @@
-//! The unseal keys and root token reach the user once: written to a private file the user
-//! is told to empty into a password manager and delete. Then the kept init answer is
-//! forgotten, so nothing but that file holds them.
+//! The unseal keys (and the root token, when the user keeps it) reach the user once, one
+//! secret per private file, so that each can go to its own keeper: beside them, a file
+//! with no secret says what they are and where. Then the kept init answer is forgotten, so
+//! nothing but those files holds them. Unless kept, the root token is revoked before the
+//! handover, once Foundry's own token exists.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, SecretRef, SecretValue};
 use serde::{Deserialize, Serialize};
 
-use super::{InitMaterial, write_private};
+use super::{BaoClient, InitMaterial, write_private};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BaoHandover {
     /// The kept init answer; none when this install did not initialize the server.
     pub init: Option<SecretRef>,
-    /// The file to write (`$FOUNDRY_HOME/openbao/<name>-init.txt`).
+    /// The file that says what was handed over and where (no secret in it); each key is in
+    /// a file beside it (`<stem>-unseal-key-<n>.txt`, `<stem>-root-token.txt`).
     pub path: PathBuf,
     /// What the file names: the server's address and container.
     pub addr: String,
     pub name: String,
     pub threshold: u32,
+    /// The root token is handed over too (the user asked to keep it).
+    #[serde(default)]
+    pub keep_root_token: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HandoverOutput {
     pub path: PathBuf,
-    /// The keys and root token are in the file (handed over by this install).
+    /// The keys (and the root token, if kept) are in their files (handed over by this
+    /// install).
     pub handed_over: bool,
+    /// The files holding one secret each: the unseal keys in order, then the root token.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+}
+
+/// The file beside `index` that holds one handed-over secret (`unseal-key-1`, `root-token`).
+pub fn handover_file(index: &Path, what: &str) -> PathBuf {
+    let stem = index
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "openbao".into());
+    index.with_file_name(format!("{stem}-{what}.txt"))
 }
 
 impl BaoHandover {
-    fn text(&self, material: &InitMaterial) -> SecretValue {
+    /// Each file to write, with its secret.
+    fn files<'m>(&self, material: &'m InitMaterial) -> Vec<(PathBuf, &'m SecretValue)> {
+        let mut files: Vec<(PathBuf, &SecretValue)> = material
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                (
+                    handover_file(&self.path, &format!("unseal-key-{}", i + 1)),
+                    key,
+                )
+            })
+            .collect();
+        if self.keep_root_token {
+            files.push((
+                handover_file(&self.path, "root-token"),
+                &material.root_token,
+            ));
+        }
+        files
+    }
+
+    /// What the index file says: no secret, only what each file holds.
+    fn index(&self, files: &[(PathBuf, &SecretValue)]) -> SecretValue {
         let mut text = format!(
             "OpenBAO `{}` at {} was initialized by Foundry.\n\n\
-             Move the unseal keys and the root token below to a password manager now, then \
-             delete this file.\nFoundry keeps no copy: without {} of the unseal keys, a \
-             restarted OpenBAO stays sealed and its data out of reach.\n\n",
+             Each file below holds one secret. Move each to a password manager (best: each \
+             unseal key to a different keeper), then delete its file.\nFoundry keeps no copy: \
+             without {} of the unseal keys, a restarted OpenBAO stays sealed and its data out \
+             of reach.\n",
             self.name, self.addr, self.threshold
         );
-        for (i, key) in material.keys.iter().enumerate() {
-            text.push_str(&format!("Unseal Key {}: {}\n", i + 1, key.expose()));
+        if !self.keep_root_token {
+            text.push_str(
+                "The root token was revoked once Foundry's own token was made; a quorum of \
+                 unseal keys makes a new one (`bao operator generate-root`).\n",
+            );
         }
-        text.push_str(&format!(
-            "\nInitial Root Token: {}\n",
-            material.root_token.expose()
-        ));
+        text.push('\n');
+        for (path, _) in files {
+            text.push_str(&format!("{}\n", path.display()));
+        }
         SecretValue::new(text)
     }
 
     /// The init material, or `None` when there is none to hand over (or no longer).
     fn material(&self, cx: &ActivityCx) -> Option<InitMaterial> {
         let reference = self.init.as_ref()?;
-        cx.reveal(reference)
-            .and_then(|v| InitMaterial::parse(&v))
-            .ok()
+        InitMaterial::revealed(cx, reference).ok()
     }
 
-    fn output(&self, handed_over: bool) -> HandoverOutput {
+    fn output(&self, handed_over: bool, files: Vec<PathBuf>) -> HandoverOutput {
         HandoverOutput {
             path: self.path.clone(),
             handed_over,
+            files,
         }
     }
 }
@@ -76,20 +121,22 @@ impl Activity for BaoHandover {
 
     async fn probe(&self, cx: &ActivityCx) -> Result<Option<HandoverOutput>, ActivityError> {
         if self.init.is_none() {
-            return Ok(Some(self.output(false)));
+            return Ok(Some(self.output(false, Vec::new())));
         }
-        let on_disk = std::fs::read_to_string(&self.path).ok();
-        match (self.material(cx), on_disk) {
-            (Some(m), Some(text)) if text.contains(m.root_token.expose()) => {
-                Ok(Some(self.output(true)))
-            }
-            _ => Ok(None),
-        }
+        let Some(material) = self.material(cx) else {
+            return Ok(None);
+        };
+        let files = self.files(&material);
+        let all_there = self.path.exists()
+            && files.iter().all(|(path, secret)| {
+                std::fs::read_to_string(path).is_ok_and(|t| t.trim() == secret.expose())
+            });
+        Ok(all_there.then(|| self.output(true, files.into_iter().map(|(p, _)| p).collect())))
     }
 
     async fn apply(&self, cx: &ActivityCx) -> Result<HandoverOutput, ActivityError> {
         if self.init.is_none() {
-            return Ok(self.output(false));
+            return Ok(self.output(false, Vec::new()));
         }
         let Some(material) = self.material(cx) else {
             return Err(ActivityError::permanent(format!(
@@ -98,8 +145,69 @@ impl Activity for BaoHandover {
                 self.path.display()
             )));
         };
-        write_private(&self.path, &self.text(&material))?;
-        Ok(self.output(true))
+        let files = self.files(&material);
+        for (path, secret) in &files {
+            write_private(path, &SecretValue::new(format!("{}\n", secret.expose())))?;
+        }
+        // Written last: its presence says every secret file is written.
+        write_private(&self.path, &self.index(&files))?;
+        Ok(self.output(true, files.into_iter().map(|(p, _)| p).collect()))
+    }
+}
+
+/// Revokes the root token of this install's init once Foundry's token exists, unless the
+/// user keeps it. Decided by OpenBAO itself: a root token it refuses is revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaoRevokeRoot {
+    pub addr: String,
+    /// The kept init answer; none when this install did not initialize the server.
+    pub init: Option<SecretRef>,
+    pub keep: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeOutput {
+    pub revoked: bool,
+}
+
+impl BaoRevokeRoot {
+    fn root(&self, cx: &ActivityCx) -> Result<Option<SecretValue>, ActivityError> {
+        match (&self.init, self.keep) {
+            (Some(reference), false) => Ok(Some(InitMaterial::revealed(cx, reference)?.root_token)),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl Activity for BaoRevokeRoot {
+    type Output = RevokeOutput;
+
+    fn kind(&self) -> &'static str {
+        "openbao-revoke-root"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
+    }
+
+    async fn probe(&self, cx: &ActivityCx) -> Result<Option<RevokeOutput>, ActivityError> {
+        let Some(root) = self.root(cx)? else {
+            return Ok(Some(RevokeOutput { revoked: false }));
+        };
+        let client = BaoClient::new(&self.addr)?;
+        Ok(client
+            .lookup_self(&root)
+            .await?
+            .is_none()
+            .then_some(RevokeOutput { revoked: true }))
+    }
+
+    async fn apply(&self, cx: &ActivityCx) -> Result<RevokeOutput, ActivityError> {
+        let Some(root) = self.root(cx)? else {
+            return Ok(RevokeOutput { revoked: false });
+        };
+        BaoClient::new(&self.addr)?.revoke_self(&root).await?;
+        Ok(RevokeOutput { revoked: true })
     }
 }
 

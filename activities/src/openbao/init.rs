@@ -80,6 +80,36 @@ pub struct InitMaterial {
 }
 
 impl InitMaterial {
+    /// The kept answer behind `reference`, revealed and parsed, with each of its parts
+    /// (every key and the root token, as text, base64 and hex) redacted from the run's
+    /// events on its own: a key shown alone is redacted as well as the whole answer.
+    pub fn revealed(cx: &ActivityCx, reference: &SecretRef) -> Result<InitMaterial, ActivityError> {
+        let material = InitMaterial::parse(&cx.reveal(reference)?)?;
+        material.redact(cx);
+        Ok(material)
+    }
+
+    fn redact(&self, cx: &ActivityCx) {
+        use base64::Engine as _;
+        let parts = self.keys.iter().chain(&self.keys_hex);
+        for part in parts.chain(std::iter::once(&self.root_token)) {
+            let text = part.expose();
+            cx.redact(part);
+            for engine in [
+                &base64::engine::general_purpose::STANDARD,
+                &base64::engine::general_purpose::STANDARD_NO_PAD,
+            ] {
+                cx.redact(&SecretValue::new(engine.encode(text)));
+            }
+            cx.redact(&SecretValue::new(hex::encode(text)));
+            if let Ok(raw) = hex::decode(text) {
+                cx.redact(&SecretValue::new(
+                    base64::engine::general_purpose::STANDARD.encode(raw),
+                ));
+            }
+        }
+    }
+
     /// Parses the kept answer. An error never quotes it.
     pub fn parse(answer: &SecretValue) -> Result<InitMaterial, ActivityError> {
         let bad = || ActivityError::permanent("the kept OpenBAO init answer is not readable");
@@ -193,5 +223,44 @@ impl Activity for BaoInit {
             reference: Some(reference),
             already: false,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_key_and_the_root_token_are_redacted_alone_and_encoded() {
+        use base64::Engine as _;
+        let raw = [0xde_u8, 0xad, 0xbe, 0xef, 0x01, 0x02];
+        let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+        let hex_key = hex::encode(raw);
+        let answer = serde_json::json!({
+            "keys": [hex_key, "0a0b0c"],
+            "keys_base64": [b64, "CgsM"],
+            "root_token": "s.ROOTTOKEN",
+        });
+        let store = std::sync::Arc::new(foundry_core::secret::MemorySecretStore::default());
+        let cx = ActivityCx::standalone("it").with_secrets(store);
+        let reference = cx
+            .keep(&SecretValue::new(answer.to_string()))
+            .expect("keep");
+        let material = InitMaterial::revealed(&cx, &reference).expect("material");
+        assert_eq!(material.keys.len(), 2);
+        let root_b64 = base64::engine::general_purpose::STANDARD.encode("s.ROOTTOKEN");
+        let root_hex = hex::encode("s.ROOTTOKEN");
+        for shown in [
+            b64.as_str(),
+            hex_key.as_str(),
+            "CgsM",
+            "0a0b0c",
+            "s.ROOTTOKEN",
+            root_b64.as_str(),
+            root_hex.as_str(),
+        ] {
+            let said = cx.redacted(&format!("error: {shown} refused"));
+            assert_eq!(said, "error: <redacted> refused", "{shown}");
+        }
     }
 }

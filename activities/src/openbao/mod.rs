@@ -19,11 +19,14 @@ use std::path::Path;
 
 use foundry_core::{ActivityError, SecretValue};
 
-pub use client::{BaoClient, CA_CERT_PATH, Health, Mount, SealStatus};
-pub use handover::{BaoHandover, ForgetInit, ForgotOutput, HandoverOutput};
+pub use client::{BaoClient, CA_CERT_PATH, GenerateRoot, Health, Mount, SealStatus, TokenTtl};
+pub use handover::{
+    BaoHandover, BaoRevokeRoot, ForgetInit, ForgotOutput, HandoverOutput, RevokeOutput,
+    handover_file,
+};
 pub use init::{BaoInit, BaoInitStatus, InitMaterial, InitOutput, InitStatus};
 pub use kv::{BaoKvMount, BaoPolicy, KvMountOutput, PolicyOutput};
-pub use token::{BaoToken, TokenOutput, TokenStore, TokenStoreError};
+pub use token::{BaoToken, TokenLife, TokenOutput, TokenStore, TokenStoreError, keep_alive};
 pub use unseal::{BaoUnseal, UnsealOutput};
 pub use wait::BaoReady;
 

@@ -56,10 +56,7 @@ impl Activity for BaoUnseal {
             return Ok(UnsealOutput { unsealed: false });
         }
         let material = match &self.init {
-            Some(reference) => cx
-                .reveal(reference)
-                .and_then(|v| InitMaterial::parse(&v))
-                .ok(),
+            Some(reference) => InitMaterial::revealed(cx, reference).ok(),
             None => None,
         };
         let Some(material) = material else {

@@ -20,7 +20,7 @@ Examples:
   foundry component install
   foundry component install openbao dns
   foundry component install zot --output json")]
-    Install(Names),
+    Install(InstallArgs),
     /// Each component's containers and service, asked now (all when none is named).
     #[command(after_help = "\
 Exits 1 when a component is not healthy.
@@ -29,6 +29,16 @@ Examples:
   foundry component status
   foundry component status dns --output json")]
     Status(Names),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    names: Names,
+    /// Hand OpenBAO's root token over too, instead of revoking it once Foundry's own token
+    /// is made (a quorum of unseal keys can always make a new one).
+    #[arg(long)]
+    keep_root_token: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,13 +79,17 @@ pub async fn run(
     config: Option<&Path>,
 ) -> Result<u8, CliError> {
     match cmd {
-        ComponentCmd::Install(names) => install(names.components()?, printer, config).await,
+        ComponentCmd::Install(args) => {
+            let keep = args.keep_root_token;
+            install(args.names.components()?, keep, printer, config).await
+        }
         ComponentCmd::Status(names) => status(names.components()?, printer, config).await,
     }
 }
 
 async fn install(
     components: Vec<Component>,
+    keep_root_token: bool,
     printer: &Printer,
     config: Option<&Path>,
 ) -> Result<u8, CliError> {
@@ -84,7 +98,13 @@ async fn install(
     // Every input is built first: a config that cannot place one component installs none.
     let inputs = components
         .iter()
-        .map(|&c| Ok((c, component::install_input(&stack, home.root(), c)?)))
+        .map(|&c| {
+            let mut input = component::install_input(&stack, home.root(), c)?;
+            if c == Component::Openbao && keep_root_token {
+                input["keep_root_token"] = serde_json::Value::Bool(true);
+            }
+            Ok((c, input))
+        })
         .collect::<Result<Vec<_>, ComponentError>>()?;
     for (c, input) in inputs {
         let place = component::placement(&stack, c)?;
@@ -96,6 +116,11 @@ async fn install(
             return Ok(code);
         };
         let handed_over = output.get("handed_over").and_then(|v| v.as_bool()) == Some(true);
+        let handed_files: Vec<std::path::PathBuf> = output
+            .get("handover_files")
+            .cloned()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
         let changes = component::changes(c, output)?;
         if printer.json() {
             let _ = printer.data(&serde_json::json!({
@@ -123,7 +148,11 @@ async fn install(
             ));
         }
         if handed_over && !printer.json() {
-            hand_over(&component::handover_path(home.root(), &place.name), printer);
+            hand_over(
+                &component::handover_path(home.root(), &place.name),
+                &handed_files,
+                printer,
+            );
         }
         if code != exit::OK {
             return Ok(code);
@@ -146,42 +175,55 @@ async fn move_keys(config: &Path, home: &Path, printer: &Printer) -> Result<u8, 
     super::host::keys::move_keys(&stack, config, home, &[], Some(announce), printer).await
 }
 
-/// OpenBAO's unseal keys and root token, handed over in a private file: on a terminal they
-/// are shown there, and the file is deleted once the person says they are stored; else the
-/// file stays, and where it is is said.
-fn hand_over(handover: &Path, printer: &Printer) {
+/// OpenBAO's unseal keys (and root token, if kept), handed over one per private file: on
+/// a terminal each is shown on its own and its file deleted once the person says it is
+/// stored, before the next; else the files stay, and where they are is said.
+fn hand_over(index: &Path, files: &[std::path::PathBuf], printer: &Printer) {
+    let listed: Vec<String> = files.iter().map(|f| format!("  {}", f.display())).collect();
     let where_ = format!(
-        "OpenBAO's unseal keys and root token are in {} (readable only by you): store them \
-         somewhere safe, then delete the file",
-        handover.display()
+        "OpenBAO's unseal keys are in these files, one secret each, readable only by you \
+         (what they are: {}): store each somewhere safe, then delete its file\n{}",
+        index.display(),
+        listed.join("\n")
     );
     let terminal = {
         use std::io::IsTerminal;
         super::interactive() && std::io::stdout().is_terminal()
     };
-    let text = match std::fs::read_to_string(handover) {
-        Ok(text) if terminal => text,
-        _ => return printer.note(&where_),
-    };
-    let _ = printer.line(&format!("\n{}", text.trim_end()));
-    let stored = dialoguer::Confirm::new()
-        .with_prompt("Stored them somewhere safe? The file holding them is then deleted")
-        .default(false)
-        .interact()
-        .unwrap_or(false);
-    if !stored {
+    if !terminal {
         return printer.note(&where_);
     }
-    match std::fs::remove_file(handover) {
-        Ok(()) => printer.note(&format!(
-            "deleted {}: Foundry keeps no copy of the keys",
-            handover.display()
-        )),
-        Err(e) => printer.note(&format!(
-            "could not delete {}: {e}; delete it yourself",
-            handover.display()
-        )),
+    let keys = files
+        .iter()
+        .filter(|f| !f.to_string_lossy().ends_with("-root-token.txt"))
+        .count();
+    for (i, file) in files.iter().enumerate() {
+        let Ok(secret) = std::fs::read_to_string(file) else {
+            return printer.note(&where_);
+        };
+        let label = if i < keys {
+            format!("Unseal Key {} of {keys}", i + 1)
+        } else {
+            "Initial Root Token".to_string()
+        };
+        let _ = printer.line(&format!("\n{label}: {}", secret.trim()));
+        let stored = dialoguer::Confirm::new()
+            .with_prompt("Stored it somewhere safe? Its file is then deleted")
+            .default(false)
+            .interact()
+            .unwrap_or(false);
+        if !stored {
+            return printer.note(&where_);
+        }
+        if let Err(e) = std::fs::remove_file(file) {
+            printer.note(&format!(
+                "could not delete {}: {e}; delete it yourself",
+                file.display()
+            ));
+        }
     }
+    let _ = std::fs::remove_file(index);
+    printer.note("every key is stored and its file deleted: Foundry keeps no copy of the keys");
 }
 
 async fn status(

