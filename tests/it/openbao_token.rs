@@ -6,7 +6,7 @@
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use foundry_activities::openbao::{BaoClient, TokenTtl};
+use foundry_activities::openbao::TokenTtl;
 use foundry_core::SecretValue;
 use serde_json::{Value, json};
 
@@ -19,7 +19,7 @@ fn rt() -> tokio::runtime::Runtime {
 /// A token with Foundry's policy made with the root token and `options`, put where the
 /// install keeps Foundry's token.
 fn foundry_token_with(install: &Install, root: &SecretValue, options: Value) -> SecretValue {
-    let client = BaoClient::new(&install.addr).expect("client");
+    let client = install.client();
     let mut body = json!({"policies": ["foundry"], "no_parent": true});
     if let (Some(body), Some(extra)) = (body.as_object_mut(), options.as_object()) {
         body.extend(extra.clone());
@@ -33,7 +33,7 @@ fn foundry_token_with(install: &Install, root: &SecretValue, options: Value) -> 
 }
 
 fn ttl(install: &Install, token: &SecretValue) -> Option<TokenTtl> {
-    let client = BaoClient::new(&install.addr).expect("client");
+    let client = install.client();
     rt().block_on(client.token_ttl(token)).expect("lookup-self")
 }
 
@@ -133,7 +133,7 @@ fn a_revoked_token_is_recovered_from_the_root_token_and_from_unseal_keys() {
     install.stack_config("");
     let handed = install.handed();
     let rt = rt();
-    let client = BaoClient::new(&install.addr).expect("client");
+    let client = install.client();
     let mut outputs: Vec<(String, Vec<u8>)> = vec![("the install".into(), printed)];
     let mut tokens = vec![install.foundry_token()];
     let set = foundry(
@@ -252,7 +252,7 @@ fn the_root_token_is_revoked_after_the_install_unless_kept() {
         .filter_map(|bytes| serde_json::from_slice::<Value>(bytes).ok())
         .find_map(|answer| answer["root_token"].as_str().map(SecretValue::new))
         .expect("the kept init answer");
-    let client = BaoClient::new(&install.addr).expect("client");
+    let client = install.client();
     let rt = rt();
     assert!(
         rt.block_on(client.lookup_self(&root))
