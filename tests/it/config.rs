@@ -243,10 +243,6 @@ fn bad_configs() -> Vec<(&'static str, Vec<u8>)> {
             edit("user: admin", "user: '-admin'"),
         ),
         (
-            "host listed twice under two names",
-            edit("    address: 10.9.0.21", "    address: 10.9.0.10"),
-        ),
-        (
             "host listed twice in openbao_hosts",
             edit(
                 "openbao_hosts: [infra-1]",

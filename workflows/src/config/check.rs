@@ -242,7 +242,6 @@ fn unused(config: &StackConfig, field: &str, vip: &At<Ipv4Addr>) -> Result<(), S
 
 fn hosts(config: &StackConfig) -> Result<(), String> {
     let mut names = BTreeSet::new();
-    let mut places = BTreeSet::new();
     for (i, host) in config.hosts.iter().enumerate() {
         check_host_name(&host.name).map_err(|e| format!("hosts[{i}]: {e}"))?;
         if !names.insert(host.name.as_str()) {
@@ -254,12 +253,6 @@ fn hosts(config: &StackConfig) -> Result<(), String> {
         super::value::check_address(&host.address)
             .map_err(|e| format!("hosts[{i}] ({}): {e}", host.name))?;
         check_user(&host.user).map_err(|e| format!("hosts[{i}] ({}): {e}", host.name))?;
-        if !places.insert((host.address.to_ascii_lowercase(), host.port)) {
-            return Err(format!(
-                "hosts[{i}] ({}): {} port {} is listed already, under another name",
-                host.name, host.address, host.port
-            ));
-        }
         if let Some(key) = &host.host_key {
             super::value::check_host_key(key)
                 .map_err(|e| format!("hosts[{i}] ({}): {e}", host.name))?;
