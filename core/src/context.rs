@@ -371,23 +371,12 @@ impl Ctx {
                 }
                 r
             }
-            None => StepRecord {
-                seq: self.shared.next_seq.fetch_add(1, Ordering::Relaxed),
-                key: id.to_string(),
-                kind: activity.kind().to_string(),
-                state: StepRecordState::Started,
-                attempt: 0,
-                output: None,
-                error: None,
-                transient: false,
-                next_attempt_at: None,
-                exhausted: false,
-                from_probe: false,
-                first_started_at: now,
-                started_at: now,
-                finished_at: None,
-                policy: None,
-            },
+            None => StepRecord::new_started(
+                self.shared.next_seq.fetch_add(1, Ordering::Relaxed),
+                id.to_string(),
+                activity.kind().to_string(),
+                now,
+            ),
         };
         loop {
             let result = match settled.take() {

@@ -274,6 +274,27 @@ impl StepStatus {
 }
 
 impl StepRecord {
+    /// A step `key` of `kind` first started at `now`, before its first attempt.
+    pub fn new_started(seq: u64, key: String, kind: String, now: Millis) -> StepRecord {
+        StepRecord {
+            seq,
+            key,
+            kind,
+            state: StepRecordState::Started,
+            attempt: 0,
+            output: None,
+            error: None,
+            transient: false,
+            next_attempt_at: None,
+            exhausted: false,
+            from_probe: false,
+            first_started_at: now,
+            started_at: now,
+            finished_at: None,
+            policy: None,
+        }
+    }
+
     /// The step's status; `driven` says whether a live process owns the run.
     pub fn status(&self, driven: bool) -> StepStatus {
         match self.state {
@@ -352,21 +373,8 @@ mod tests {
     #[test]
     fn step_status_depends_on_driver() {
         let mut r = StepRecord {
-            seq: 0,
-            key: "k#0".into(),
-            kind: "noop".into(),
-            state: StepRecordState::Started,
             attempt: 1,
-            output: None,
-            error: None,
-            transient: false,
-            next_attempt_at: None,
-            exhausted: false,
-            from_probe: false,
-            first_started_at: Millis(1),
-            started_at: Millis(1),
-            finished_at: None,
-            policy: None,
+            ..StepRecord::new_started(0, "k#0".into(), "noop".into(), Millis(1))
         };
         assert_eq!(r.status(true), StepStatus::Running);
         assert_eq!(r.status(false), StepStatus::InDoubt);

@@ -616,7 +616,7 @@ impl Workflow for ClassedFlow {
 /// A run whose one step `it#0` is in doubt, as a killed process leaves it.
 fn run_in_doubt(dir: &tempfile::TempDir, activity: &Classed) -> (Engine, crate::RunId) {
     use crate::journal::{JournalStore, RedbStore, WriteOp};
-    use crate::model::{StepRecord, StepRecordState};
+    use crate::model::StepRecord;
     use crate::time::Millis;
 
     let engine = engine(dir, Registry::new().register(ClassedFlow(activity.clone())));
@@ -626,21 +626,8 @@ fn run_in_doubt(dir: &tempfile::TempDir, activity: &Classed) -> (Engine, crate::
         .run_id();
     let now = Millis::now();
     let record = StepRecord {
-        seq: 0,
-        key: "it#0".into(),
-        kind: "classed".into(),
-        state: StepRecordState::Started,
         attempt: 1,
-        output: None,
-        error: None,
-        transient: false,
-        next_attempt_at: None,
-        exhausted: false,
-        from_probe: false,
-        first_started_at: now,
-        started_at: now,
-        finished_at: None,
-        policy: None,
+        ..StepRecord::new_started(0, "it#0".into(), "classed".into(), now)
     };
     let store = RedbStore::new(Home::at(dir.path()).runs_dir());
     let (mut journal, _) = store.open(run).expect("open");

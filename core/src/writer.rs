@@ -406,21 +406,8 @@ mod tests {
 
     fn step(key: &str) -> WriteOp {
         WriteOp::Step(StepRecord {
-            seq: 0,
-            key: key.into(),
-            kind: "noop".into(),
-            state: StepRecordState::Started,
             attempt: 1,
-            output: None,
-            error: None,
-            transient: false,
-            next_attempt_at: None,
-            exhausted: false,
-            from_probe: false,
-            first_started_at: Millis(1),
-            started_at: Millis(1),
-            finished_at: None,
-            policy: None,
+            ..StepRecord::new_started(0, key.into(), "noop".into(), Millis(1))
         })
     }
 
