@@ -154,6 +154,22 @@ impl BaoClient {
         Ok(Answer { status, body })
     }
 
+    /// `call`, with any answer but a success refused as `what`.
+    async fn succeeded(
+        &self,
+        what: &str,
+        method: Method,
+        path: &str,
+        token: Option<&SecretValue>,
+        body: Option<Value>,
+    ) -> Result<Answer, ActivityError> {
+        let answer = self.call(method, path, token, body).await?;
+        if !answer.status.is_success() {
+            return Err(self.refused(what, &answer));
+        }
+        Ok(answer)
+    }
+
     /// An answer that is not what the call expects, as an error: a 5xx (and 429) is worth
     /// another attempt, anything else is not.
     fn refused(&self, what: &str, answer: &Answer) -> ActivityError {
@@ -188,26 +204,23 @@ impl BaoClient {
     pub async fn health(&self) -> Result<Health, ActivityError> {
         let what = "GET sys/health";
         let answer = self
-            .call(
+            .succeeded(
+                what,
                 Method::GET,
                 "sys/health?standbyok=true&perfstandbyok=true&sealedcode=200&uninitcode=200",
                 None,
                 None,
             )
             .await?;
-        if !answer.status.is_success() {
-            return Err(self.refused(what, &answer));
-        }
         self.decode(what, answer.body)
     }
 
     /// Whether the server is initialized (`GET sys/init`).
     pub async fn init_status(&self) -> Result<bool, ActivityError> {
         let what = "GET sys/init";
-        let answer = self.call(Method::GET, "sys/init", None, None).await?;
-        if !answer.status.is_success() {
-            return Err(self.refused(what, &answer));
-        }
+        let answer = self
+            .succeeded(what, Method::GET, "sys/init", None, None)
+            .await?;
         answer.body["initialized"].as_bool().ok_or_else(|| {
             ActivityError::permanent(format!(
                 "{what} at {}: the answer does not say whether it is initialized",
@@ -244,23 +257,16 @@ impl BaoClient {
     pub async fn seal_status(&self) -> Result<SealStatus, ActivityError> {
         let what = "GET sys/seal-status";
         let answer = self
-            .call(Method::GET, "sys/seal-status", None, None)
+            .succeeded(what, Method::GET, "sys/seal-status", None, None)
             .await?;
-        if !answer.status.is_success() {
-            return Err(self.refused(what, &answer));
-        }
         self.decode(what, answer.body)
     }
 
     /// Seals the server (`PUT sys/seal`, root's right).
     pub async fn seal(&self, token: &SecretValue) -> Result<(), ActivityError> {
         let what = "PUT sys/seal";
-        let answer = self
-            .call(Method::PUT, "sys/seal", Some(token), None)
+        self.succeeded(what, Method::PUT, "sys/seal", Some(token), None)
             .await?;
-        if !answer.status.is_success() {
-            return Err(self.refused(what, &answer));
-        }
         Ok(())
     }
 
@@ -269,11 +275,8 @@ impl BaoClient {
         let what = "PUT sys/unseal";
         let body = json!({"key": key.expose()});
         let answer = self
-            .call(Method::PUT, "sys/unseal", None, Some(body))
+            .succeeded(what, Method::PUT, "sys/unseal", None, Some(body))
             .await?;
-        if !answer.status.is_success() {
-            return Err(self.refused(what, &answer));
-        }
         self.decode(what, answer.body)
     }
 
@@ -281,12 +284,8 @@ impl BaoClient {
     pub async fn unseal_reset(&self) -> Result<(), ActivityError> {
         let what = "PUT sys/unseal (reset)";
         let body = json!({"reset": true});
-        let answer = self
-            .call(Method::PUT, "sys/unseal", None, Some(body))
+        self.succeeded(what, Method::PUT, "sys/unseal", None, Some(body))
             .await?;
-        if !answer.status.is_success() {
-            return Err(self.refused(what, &answer));
-        }
         Ok(())
     }
 
@@ -412,16 +411,14 @@ impl BaoClient {
     ) -> Result<SecretValue, ActivityError> {
         let what = "POST auth/token/create";
         let answer = self
-            .call(
+            .succeeded(
+                what,
                 Method::POST,
                 "auth/token/create",
                 Some(token),
                 Some(options),
             )
             .await?;
-        if !answer.status.is_success() {
-            return Err(self.refused(what, &answer));
-        }
         answer.body["auth"]["client_token"]
             .as_str()
             .map(SecretValue::new)
@@ -600,16 +597,14 @@ impl BaoClient {
     pub async fn renew_self(&self, token: &SecretValue) -> Result<u64, ActivityError> {
         let what = "PUT auth/token/renew-self";
         let answer = self
-            .call(
+            .succeeded(
+                what,
                 Method::PUT,
                 "auth/token/renew-self",
                 Some(token),
                 Some(json!({})),
             )
             .await?;
-        if !answer.status.is_success() {
-            return Err(self.refused(what, &answer));
-        }
         answer.body["auth"]["lease_duration"]
             .as_u64()
             .ok_or_else(|| {
@@ -637,11 +632,8 @@ impl BaoClient {
     pub async fn generate_root_status(&self) -> Result<GenerateRoot, ActivityError> {
         let what = "GET sys/generate-root/attempt";
         let answer = self
-            .call(Method::GET, "sys/generate-root/attempt", None, None)
+            .succeeded(what, Method::GET, "sys/generate-root/attempt", None, None)
             .await?;
-        if !answer.status.is_success() {
-            return Err(self.refused(what, &answer));
-        }
         self.decode(what, answer.body)
     }
 
@@ -650,16 +642,14 @@ impl BaoClient {
     pub async fn generate_root_start(&self) -> Result<GenerateRoot, ActivityError> {
         let what = "PUT sys/generate-root/attempt";
         let answer = self
-            .call(
+            .succeeded(
+                what,
                 Method::PUT,
                 "sys/generate-root/attempt",
                 None,
                 Some(json!({})),
             )
             .await?;
-        if !answer.status.is_success() {
-            return Err(self.refused(what, &answer));
-        }
         self.decode(what, answer.body)
     }
 
@@ -673,23 +663,28 @@ impl BaoClient {
         let what = "PUT sys/generate-root/update";
         let body = json!({"key": key.expose(), "nonce": nonce});
         let answer = self
-            .call(Method::PUT, "sys/generate-root/update", None, Some(body))
+            .succeeded(
+                what,
+                Method::PUT,
+                "sys/generate-root/update",
+                None,
+                Some(body),
+            )
             .await?;
-        if !answer.status.is_success() {
-            return Err(self.refused(what, &answer));
-        }
         self.decode(what, answer.body)
     }
 
     /// Cancels the root token generation in progress, if any.
     pub async fn generate_root_cancel(&self) -> Result<(), ActivityError> {
         let what = "DELETE sys/generate-root/attempt";
-        let answer = self
-            .call(Method::DELETE, "sys/generate-root/attempt", None, None)
-            .await?;
-        if !answer.status.is_success() {
-            return Err(self.refused(what, &answer));
-        }
+        self.succeeded(
+            what,
+            Method::DELETE,
+            "sys/generate-root/attempt",
+            None,
+            None,
+        )
+        .await?;
         Ok(())
     }
 }
