@@ -6,14 +6,19 @@
 //! changed record patches exactly its rrset; the API key is in no journal byte and in no
 //! JSON output. The APIs listen on their containers' loopback only (refused at the
 //! containers' addresses) and answer through the Engine, also over SSH to the lab's engine
-//! host; the key is in no container's configuration (`docker inspect`), only on a tmpfs
-//! that a restart empties and the next install fills again.
+//! host; neither the key nor its hash is in any container's configuration (`docker
+//! inspect`); the servers hold only the hash, in a file, so a `docker restart` and a
+//! `docker stop`/`start` leave their APIs answering with the key, with no Foundry run in
+//! between. An install killed right after it made the key, and one killed after it found
+//! the running servers' key, each resumed: the servers run with a key the store has.
 
 use std::process::{Command, Output};
 use std::sync::Arc;
 
 use foundry_activities::container::Endpoint;
-use foundry_activities::dns::{ApiReady, DeleteRecords, DeleteZone, EnsureRecords, PdnsApi};
+use foundry_activities::dns::{
+    ApiReady, DeleteRecords, DeleteZone, EnsureRecords, PdnsApi, verifies,
+};
 use foundry_core::secret::FileSecretStore;
 use foundry_core::secret::SecretStore;
 use foundry_core::{Activity, ActivityCx, SecretRef, SecretValue};
@@ -51,12 +56,28 @@ fn patched(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// The API key on the tmpfs of a server's container, if it is there.
-fn key_file(container: &str) -> Option<String> {
-    let out = docker(&["exec", container, "cat", "/run/foundry-pdns/api-key"]);
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+/// The file setting a server's API key (hashed), as its container has it.
+fn key_conf(container: &str) -> String {
+    let out = docker(&[
+        "exec",
+        container,
+        "cat",
+        "/etc/powerdns/pdns.d/foundry-api-key.conf",
+    ]);
+    assert!(out.status.success(), "{container}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The container's id and its API key's reference label.
+fn identity(container: &str) -> String {
+    let out = docker(&[
+        "inspect",
+        "-f",
+        "{{.Id}} {{index .Config.Labels \"foundry.secret-ref.PDNS_API_KEY\"}}",
+        container,
+    ]);
+    assert!(out.status.success(), "{container}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 struct Install {
@@ -136,9 +157,29 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
     });
     let parsed: DnsInput = serde_json::from_value(input.clone()).expect("a dns-install input");
 
-    // First install: everything is made, three rrsets patched.
-    let first = start(home, &write_input(home, &input), None);
+    // First install, killed once the key is made and kept but before that is journaled,
+    // then resumed: the step runs again (a key nothing references is never used), and
+    // everything is made, three rrsets patched.
+    let first_input = write_input(home, &input);
+    let made_key = start(home, &first_input, Some("api-key#0@effect"));
+    assert!(killed(made_key.status), "{made_key:?}");
+    let first_run = home
+        .runs()
+        .iter()
+        .find(|r| r["state"] != "completed")
+        .and_then(|r| r["run"].as_str().map(str::to_string))
+        .expect("the killed run");
+    let first = home
+        .cmd(&["workflow", "resume", &first_run, "--output", "json"])
+        .output()
+        .expect("resume");
     let first_events = ok(&first, "the first install");
+    assert!(
+        first_events
+            .iter()
+            .any(|e| e["event"] == "step_in_doubt" && e["step"] == "api-key#0"),
+        "{first_events:?}"
+    );
     let mut made = patched(&first_events);
     made.sort();
     assert_eq!(
@@ -170,21 +211,34 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
     assert!(key.len() >= 32);
     let [int_c, ext_c, rec_c] = ["internal", "external", "recursor"].map(|r| format!("{name}-{r}"));
 
-    // The key is in no container's configuration: not in its environment, command,
-    // arguments or labels, nor anywhere else `docker inspect` shows.
+    // Each server holds the key's hash, in the file it includes, and not the key.
+    let conf = key_conf(&int_c);
+    assert_eq!(key_conf(&ext_c), conf);
+    assert!(!conf.contains(&key), "{conf}");
+    let hashed = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("api-key="))
+        .expect("an api-key line")
+        .to_string();
+    assert!(hashed.starts_with("$scrypt$ln=10,p=1,r=8$"), "{hashed}");
+    assert!(verifies(&hashed, &key), "the hash is not the key's");
+    // Neither the key nor its hash (nor its salt or digest alone) is in any container's
+    // configuration: not in its environment, command, arguments or labels, nor anywhere
+    // else `docker inspect` shows.
+    let hash_parts: Vec<&str> = hashed.rsplit('$').take(2).collect();
     for container in [&int_c, &ext_c, &rec_c] {
         let inspected = docker(&["inspect", container]);
         assert!(inspected.status.success(), "{inspected:?}");
-        assert!(
-            !contains(&inspected.stdout, &key),
-            "docker inspect {container} shows the API key"
-        );
+        for secret in [key.as_str(), hashed.as_str()].iter().chain(&hash_parts) {
+            assert!(
+                !contains(&inspected.stdout, secret),
+                "docker inspect {container} shows the API key or its hash"
+            );
+        }
         let config: Value = serde_json::from_slice(&inspected.stdout).expect("inspect JSON");
         let env = config[0]["Config"]["Env"].to_string();
-        assert!(!env.contains("PDNS_API_KEY="), "{container}: {env}");
+        assert!(!env.contains("PDNS_API_KEY"), "{container}: {env}");
     }
-    // The key is on the tmpfs, which the server read it from.
-    assert_eq!(key_file(&int_c), Some(key.clone()));
 
     // The APIs are not on the container network: refused at the containers' addresses.
     for ip in [&internal, &external] {
@@ -330,18 +384,58 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
         Ok("4.7.3".to_string())
     );
 
-    // A restart empties the tmpfs: the server waits for its key, which the next install
-    // puts back.
+    // Restarted by the Engine alone, with no Foundry run in between (`docker restart`;
+    // `docker stop` then `docker start`), each server answers with the key again, through
+    // the same relay Foundry uses, and the live status is healthy.
+    let ids = [identity(&int_c), identity(&ext_c)];
     assert!(docker(&["restart", &int_c]).status.success());
-    assert_eq!(key_file(&int_c), None, "a restart kept the key");
+    assert!(docker(&["stop", &ext_c]).status.success());
+    assert!(docker(&["start", &ext_c]).status.success());
+    for container in [&int_c, &ext_c] {
+        let again = rt.block_on(
+            ApiReady {
+                api: PdnsApi::new(Endpoint::default(), container.clone(), key_ref.clone()),
+                timeout_s: 30,
+            }
+            .apply(&cx),
+        );
+        assert_eq!(
+            again.map(|info| info.version).map_err(|e| e.message),
+            Ok("4.7.3".to_string()),
+            "{container} after its restart"
+        );
+    }
+    let restarted = rt
+        .block_on(foundry_workflows::dns::status(
+            &parsed,
+            &key_ref,
+            store.clone(),
+        ))
+        .expect("status");
+    assert!(
+        restarted.internal.reachable
+            && restarted.external.reachable
+            && restarted.containers.iter().all(|(_, s)| s == "running"),
+        "{restarted:?}"
+    );
+    assert_eq!(
+        (restarted.internal.zones, restarted.external.zones),
+        (2, 1),
+        "{restarted:?}"
+    );
 
-    // A changed record: exactly its rrset is patched, one serial moves.
+    // A changed record: exactly its rrset is patched, one serial moves; the servers, with
+    // their key, are left as they are.
     let moved = format!("{prefix}.99");
     input["zones"][0]["records"][0]["content"] = json!(moved);
     let third = start(home, &write_input(home, &input), None);
     let third_events = ok(&third, "the changed install");
     assert_eq!(patched(&third_events), ["patched web.lab.example.com./A"]);
-    assert_eq!(key_file(&int_c), Some(key.clone()), "the key is not back");
+    assert_eq!(
+        [identity(&int_c), identity(&ext_c)],
+        ids,
+        "a server was replaced"
+    );
     let after = serials();
     assert!(after[0] > before[0], "{before:?} -> {after:?}");
     assert_eq!(
@@ -410,8 +504,39 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
     let (status, _) = dig(&outside, &outside_addr, "web.lab.example.com", "A");
     assert_eq!(status, "REFUSED", "the deleted zone still answers");
 
+    // Killed once it found the running servers' key, before that is journaled, then
+    // resumed: the key is found again, and the servers are left as they are.
+    let ids = [identity(&int_c), identity(&ext_c)];
+    let again = write_input(home, &input);
+    let found_key = start(home, &again, Some("api-key#0@effect"));
+    assert!(killed(found_key.status), "{found_key:?}");
+    let run = home
+        .runs()
+        .iter()
+        .find(|r| r["state"] != "completed")
+        .and_then(|r| r["run"].as_str().map(str::to_string))
+        .expect("the killed run");
+    let fourth = home
+        .cmd(&["workflow", "resume", &run, "--output", "json"])
+        .output()
+        .expect("resume");
+    ok(&fourth, "the install resumed after finding the key");
+    assert_eq!(
+        [identity(&int_c), identity(&ext_c)],
+        ids,
+        "a server was replaced"
+    );
+
     // The key in no output of any run, nor in any byte under runs/.
-    for out in [&first, &killed_run, &resumed, &third] {
+    for out in [
+        &made_key,
+        &first,
+        &killed_run,
+        &resumed,
+        &third,
+        &found_key,
+        &fourth,
+    ] {
         assert!(
             !contains(&out.stdout, &key),
             "JSON output holds the API key"

@@ -5,9 +5,11 @@
 //! created there. A recursor in front of the internal server forwards the zones to it and
 //! every other name to the configured forwarders. Both servers keep their data in SQLite
 //! on a named volume. Each server's API listens on its container's own loopback only and is
-//! reached through the Engine (over SSH on a host), never over the container network; its
-//! key is written after the start onto a tmpfs in the container, never into its environment
-//! or command, and journaled by reference only.
+//! reached through the Engine (over SSH on a host), never over the container network. Its
+//! key is journaled by reference only; the servers hold only its scrypt hash, in a
+//! configuration file put into each container before it starts (never in its environment,
+//! command or labels), so a server restarted by its Engine or a reboot serves its API again
+//! with nothing from Foundry.
 
 mod image;
 pub mod manage;
@@ -16,10 +18,10 @@ mod status;
 use std::collections::BTreeMap;
 
 use foundry_activities::container::{
-    ContainerSpec, Endpoint, EnsureContainer, SECRET_REF_LABEL_PREFIX,
+    ContainerFile, ContainerSpec, Endpoint, EnsureContainer, SECRET_REF_LABEL_PREFIX,
 };
 use foundry_activities::dns::{
-    ApiReady, EnsureRecords, EnsureZone, KeyFile, KeyHolder, NewApiKey, PdnsApi, canonical_name,
+    ApiKeyConf, ApiReady, EnsureRecords, EnsureZone, KeyHolder, NewApiKey, PdnsApi, canonical_name,
 };
 use foundry_core::{Ctx, RunError, SecretRef, Workflow};
 use serde::{Deserialize, Serialize};
@@ -34,10 +36,12 @@ pub const ROLE_LABEL: &str = "foundry.dns.role";
 /// The name the API key's reference is labelled under on each server's container
 /// (`foundry.secret-ref.PDNS_API_KEY`), where a later run finds the key it runs with.
 const API_KEY_VAR: &str = "PDNS_API_KEY";
-/// The tmpfs in each server's container that holds its generated config and its key.
-const KEY_DIR: &str = "/run/foundry-pdns";
-/// The key's file there, which the entry point waits for.
-const KEY_FILE: &str = "/run/foundry-pdns/api-key";
+/// Where each server's container gets the configuration file setting its API key (hashed):
+/// a folder PowerDNS includes (`include-dir`), in the upstream image as in the lab's.
+const API_KEY_CONF: &str = "/etc/powerdns/pdns.d/foundry-api-key.conf";
+/// The lab's images whose servers took the key from a file Foundry wrote after each
+/// start (`:2`) or from their environment (`:1`); a run started with one is refused.
+const OLDER_IMAGES: [&str; 2] = ["foundry-lab-pdns:1", "foundry-lab-pdns:2"];
 /// The port of the servers' API, on each container's loopback.
 pub use foundry_activities::dns::API_PORT;
 
@@ -301,19 +305,34 @@ impl DnsInput {
         spec
     }
 
-    fn server_spec(&self, role: &str, ipv4: &str, key: &SecretRef) -> ContainerSpec {
+    /// A server's container: the API key's reference as a label (a later run reuses the
+    /// key the servers run with) and its hash as a file; both are in the spec's hash, so a
+    /// new key recreates the container.
+    fn server_spec(
+        &self,
+        role: &str,
+        ipv4: &str,
+        key: &SecretRef,
+        conf: &ContainerFile,
+    ) -> ContainerSpec {
         let mut spec = self.spec(role, ipv4, "auth");
         spec.binds = vec![format!("{}:/var/lib/powerdns", volume(&self.name, role))];
-        // The reference, not the key: it is in the spec's hash, so a new key recreates the
-        // container, and a later run reuses the key the servers run with.
         spec.labels.insert(
             format!("{SECRET_REF_LABEL_PREFIX}{API_KEY_VAR}"),
             key.0.clone(),
         );
-        spec.tmpfs
-            .insert(KEY_DIR.into(), "mode=0750,size=1m".into());
-        spec.env.insert("PDNS_API_KEY_FILE".into(), KEY_FILE.into());
+        spec.files.insert(API_KEY_CONF.into(), conf.clone());
         spec
+    }
+
+    /// Where this machine keeps the servers' key configuration (the hash, 0600), the
+    /// source of the file put into their containers.
+    fn key_conf_path(&self) -> Result<std::path::PathBuf, RunError> {
+        let home = foundry_core::Home::from_env().map_err(|e| RunError::workflow(e.to_string()))?;
+        Ok(home
+            .root()
+            .join("dns")
+            .join(format!("{}-api-key.conf", self.name)))
     }
 
     fn recursor_spec(&self) -> ContainerSpec {
@@ -341,7 +360,7 @@ pub struct DnsInstall;
 
 impl Workflow for DnsInstall {
     const NAME: &'static str = "dns-install";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     type Input = DnsInput;
     type Output = DnsOutput;
 
@@ -376,6 +395,7 @@ impl Workflow for DnsInstall {
     }
 
     async fn run(&self, ctx: Ctx, input: DnsInput) -> Result<DnsOutput, RunError> {
+        refuse_older_image(&input.image)?;
         ctx.step("image", &build_image(&input.image, &input.mirror))
             .await?;
 
@@ -400,20 +420,25 @@ impl Workflow for DnsInstall {
         };
         let (api_key, api_key_generated) = api_key;
 
-        // Each with whether it is a server, which gets the API key once it runs.
+        let conf = ApiKeyConf {
+            path: input.key_conf_path()?,
+            api_key: api_key.clone(),
+        };
+        let written = ctx.step("api-key-conf", &conf).await?;
+        let conf = ContainerFile {
+            source: conf.path,
+            sha256: written.sha256,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+        };
         let containers = [
-            (
-                input.server_spec("internal", &input.internal_ipv4, &api_key),
-                true,
-            ),
-            (
-                input.server_spec("external", &input.external_ipv4, &api_key),
-                true,
-            ),
-            (input.recursor_spec(), false),
+            input.server_spec("internal", &input.internal_ipv4, &api_key, &conf),
+            input.server_spec("external", &input.external_ipv4, &api_key, &conf),
+            input.recursor_spec(),
         ];
         let mut containers_changed = Vec::new();
-        for (spec, server) in containers {
+        for spec in containers {
             let key = format!("container/{}", spec.name);
             let name = spec.name.clone();
             let ensure = EnsureContainer {
@@ -422,16 +447,7 @@ impl Workflow for DnsInstall {
             };
             let done = ctx.step(&key, &ensure).await?;
             if done.created || done.recreated {
-                containers_changed.push(name.clone());
-            }
-            if server {
-                let file = KeyFile {
-                    endpoint: input.endpoint.clone(),
-                    container: name.clone(),
-                    path: KEY_FILE.into(),
-                    api_key: api_key.clone(),
-                };
-                ctx.step(&format!("key-file/{name}"), &file).await?;
+                containers_changed.push(name);
             }
         }
 
@@ -471,6 +487,20 @@ impl Workflow for DnsInstall {
         }
         Ok(out)
     }
+}
+
+/// A run started with one of the lab's older images (recorded in its input) is refused:
+/// its servers wait for a key this version no longer writes.
+fn refuse_older_image(image: &str) -> Result<(), RunError> {
+    if OLDER_IMAGES.contains(&image) {
+        return Err(RunError::workflow(format!(
+            "this run was started by an older Foundry with the image {image}, whose servers \
+             wait at each start for an API key this version no longer writes\n\
+             hint: start the install again (`foundry component install dns`); it replaces \
+             the containers and keeps their data and key"
+        )));
+    }
+    Ok(())
 }
 
 /// A zone on one server with these rrsets; what changed goes into `out`.
@@ -517,6 +547,18 @@ async fn ensure_zone(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_of_an_older_image_is_refused() {
+        for image in OLDER_IMAGES {
+            let err = refuse_older_image(image).expect_err(image).to_string();
+            assert!(
+                err.contains(image) && err.contains("component install dns"),
+                "{err}"
+            );
+        }
+        assert!(refuse_older_image(PDNS_IMAGE).is_ok());
+    }
 
     #[test]
     fn names_are_qualified_in_their_zone() {

@@ -9,6 +9,7 @@
 //! (trailing dot) or the API answers 422.
 
 mod api;
+mod hashed_key;
 mod key;
 mod ready;
 mod records;
@@ -16,7 +17,8 @@ mod wire;
 mod zone;
 
 pub use api::{API_PORT, Client, PdnsApi, Rrset, Zone, ZoneSummary, canonical_name};
-pub use key::{ApiKeyOutput, KeyFile, KeyFileOutput, KeyHolder, NewApiKey, random_key};
+pub use hashed_key::{ApiKeyConf, ApiKeyConfOutput, api_key_conf, hash_api_key, verifies};
+pub use key::{ApiKeyOutput, KeyHolder, NewApiKey, random_key};
 pub use ready::{ApiReady, ServerInfo};
 pub use records::{DeleteRecords, EnsureRecords, RecordsOutput};
 pub use wire::{Reply, WireRecord, ask, encode_query, type_code, type_name};

@@ -5,16 +5,15 @@
 use foundry_activities::local::RunCommand;
 
 /// The image both PowerDNS roles run.
-pub const PDNS_IMAGE: &str = "foundry-lab-pdns:2";
+pub const PDNS_IMAGE: &str = "foundry-lab-pdns:3";
 
 /// Starts `auth` (pdns_server, SQLite backend, its API on the container's own loopback,
-/// port 8081, and nowhere else) or `recursor` in the foreground. Settings come from the
-/// environment:
-/// - `PDNS_API_KEY_FILE` (a file holding the key) or `PDNS_API_KEY`: the API key, written
-///   into a 0640 config file beside it and dropped from the environment before the daemon
-///   starts, so it is neither on a command line nor in the daemon's environment. The file
-///   may appear after the start (Foundry writes it onto a tmpfs, which a restart empties):
-///   it is waited for `PDNS_API_KEY_WAIT` seconds (60), then the start fails saying so;
+/// port 8081, and nowhere else) or `recursor` in the foreground. As in PowerDNS's own
+/// image, `auth` includes the files of `/etc/powerdns/pdns.d`: the API key is set there
+/// (Foundry puts a file holding only its scrypt hash there before the start), never in the
+/// environment or on a command line, so a restarted container serves its API again with
+/// nothing from outside; with no `api-key` there, the start fails saying so. Other
+/// settings come from the environment:
 /// - `PDNS_ALLOW_FROM` (recursor): who may ask questions;
 /// - `PDNS_FORWARD_ZONES` (recursor): `zone=ip,zone=ip`, each zone asked of that server;
 /// - `PDNS_FORWARDERS` (recursor): `ip;ip`, asked for every other name. Empty in the lab,
@@ -27,26 +26,13 @@ const ENTRY: &str = r#"#!/bin/sh
 set -eu
 role="${1:-}"
 [ "$#" -gt 0 ] && shift
-key=""
-if [ "$role" = auth ] && [ -n "${PDNS_API_KEY_FILE:-}" ]; then
-  tries=$(( ${PDNS_API_KEY_WAIT:-60} * 5 ))
-  while [ ! -s "$PDNS_API_KEY_FILE" ]; do
-    [ "$tries" -gt 0 ] || { echo "foundry-pdns: no API key in $PDNS_API_KEY_FILE after ${PDNS_API_KEY_WAIT:-60} s: it is written there after each start (a restart empties it); \`foundry component install dns\` puts it back" >&2; exit 2; }
-    tries=$((tries - 1))
-    sleep 0.2
-  done
-  key=$(cat "$PDNS_API_KEY_FILE")
-else
-  key="${PDNS_API_KEY:-}"
-fi
-unset PDNS_API_KEY PDNS_API_KEY_FILE PDNS_API_KEY_WAIT
 allow="${PDNS_ALLOW_FROM:-127.0.0.0/8}"
 conf=/run/foundry-pdns
 mkdir -p "$conf"
 umask 027
 case "$role" in
 auth)
-  [ -n "$key" ] || { echo "foundry-pdns: no API key (PDNS_API_KEY or PDNS_API_KEY_FILE)" >&2; exit 2; }
+  grep -qs '^[[:space:]]*api-key=.' /etc/powerdns/pdns.d/*.conf || { echo "foundry-pdns: no API key: no file in /etc/powerdns/pdns.d sets api-key (\`foundry component install dns\` puts one there)" >&2; exit 2; }
   db=/var/lib/powerdns/pdns.sqlite3
   mkdir -p /var/lib/powerdns /run/pdns
   if [ ! -s "$db" ]; then
@@ -56,12 +42,12 @@ auth)
   fi
   chown -R pdns:pdns /var/lib/powerdns /run/pdns
   cat > "$conf/pdns.conf" <<CONF
+include-dir=/etc/powerdns/pdns.d
 launch=gsqlite3
 gsqlite3-database=$db
 local-address=0.0.0.0
 local-port=53
 api=yes
-api-key=$key
 webserver=yes
 webserver-address=127.0.0.1
 webserver-port=8081
