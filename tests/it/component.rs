@@ -5,13 +5,18 @@
 //! second install changes nothing and says so for each component. The PowerDNS API key is
 //! made once and kept in OpenBAO. After it all, no secret (root token, unseal keys, the
 //! API key, Foundry's token, a secret set by the user) is in any byte of the home but the
-//! handover and token files, nor in any output or log line.
+//! handover and token files, nor in any output or log line, nor in what `docker inspect`
+//! shows of any container on the Engine, nor on any command line sampled during the
+//! installs, on the lab's host and on this machine (whose `/proc` shows every container's
+//! processes).
 
 use std::process::Command;
 
 use foundry_tests::Home;
 use foundry_tests::dns::dig;
+use foundry_tests::docker::{Cleanup, docker, test_image, unique};
 use foundry_tests::lab::Lab;
+use foundry_tests::leak::live::{Procs, Sampler, assert_no_container_shows, base64};
 use foundry_tests::leak::{Handed, assert_nowhere};
 use serde_json::Value;
 
@@ -142,6 +147,11 @@ fn every_component_installs_from_a_fresh_config_and_again_changes_nothing() {
         .path()
         .join("openbao")
         .join(format!("foundry-lab-{}-openbao-handover.txt", lab.name));
+    // Command lines are sampled while the installs run: on the lab's host as its users see
+    // them, and on this machine, every 200 ms, for at most 10 minutes.
+    let every = std::time::Duration::from_millis(200);
+    let host_procs = Sampler::start(Procs::Container(lab.container(&lab.names[0])), every, 3000);
+    let local_procs = Sampler::start(Procs::Local, every, 3000);
     let asked = "Its file is then deleted [y/N]";
     let transcript = on_terminal(home, &config, "component install openbao", asked);
     let handed = Handed::parse(&transcript);
@@ -174,6 +184,8 @@ fn every_component_installs_from_a_fresh_config_and_again_changes_nothing() {
     let dns_changes = first[1]["changes"].to_string();
     assert!(dns_changes.contains("API key made"), "{dns_changes}");
     outputs.push(("first install".into(), [stdout, stderr].concat()));
+    let host_procs = host_procs.stop();
+    let local_procs = local_procs.stop();
 
     // Again, with every log line on: nothing changes, and each component says so.
     let mut again = home.cmd(&["--config", &config, "component", "install", "-vvv"]);
@@ -311,8 +323,44 @@ fn every_component_installs_from_a_fresh_config_and_again_changes_nothing() {
         token.trim().to_string(),
         user_secret.to_string(),
     ]);
-    // The run keeps the API key for the containers' environment in its private store; only
-    // there may its value be.
+    // No secret on a command line seen while the installs ran. The samplers saw the
+    // installs' own processes, so they cannot pass for having seen nothing: Foundry's SSH
+    // sessions on the lab's host, PowerDNS and OpenBAO on this machine.
+    let user = &lab.targets[0].user;
+    assert!(
+        host_procs.samples >= 5 && host_procs.saw(|l| l.starts_with(&format!("sshd: {user}"))),
+        "no SSH session of {user} seen on the lab's host in {} samples: {:?}",
+        host_procs.samples,
+        host_procs.lines
+    );
+    assert!(
+        local_procs.saw(|l| l.contains("pdns_server"))
+            && local_procs.saw(|l| l.contains("bao") && l.contains("server")),
+        "PowerDNS or OpenBAO never seen in {} samples",
+        local_procs.samples
+    );
+    host_procs.assert_clean("the lab's host", &secrets);
+    local_procs.assert_clean("this machine", &secrets);
+    // Nor in any container's configuration on the Engine; the stack's and the lab's among
+    // those searched.
+    let searched = assert_no_container_shows(&secrets);
+    for c in [
+        "openbao",
+        "dns-internal",
+        "dns-external",
+        "dns-recursor",
+        "zot",
+        "host-1",
+    ] {
+        let name = format!("/foundry-lab-{}-{c}", lab.name);
+        assert!(
+            searched.contains(&name),
+            "{name} not searched: {searched:?}"
+        );
+    }
+
+    // The run keeps the API key for its own clients in its private store; only there may
+    // its value be.
     let store = home.path().join("secrets");
     let outputs: Vec<(&str, &[u8])> = outputs
         .iter()
@@ -348,4 +396,56 @@ fn every_component_installs_from_a_fresh_config_and_again_changes_nothing() {
         "",
         "volumes left"
     );
+}
+
+/// The live leak search can fail: a secret planted as is in a container's command, one as
+/// base64 in its labels and one as hex in its environment are each found in `docker
+/// inspect`, and the first on the command lines sampled on this machine and inside the
+/// container.
+#[test]
+fn the_live_leak_search_finds_planted_secrets() {
+    let image = test_image();
+    let planted = || format!("planted-{:016x}", rand::random::<u64>());
+    let (in_cmd, in_label, in_env) = (planted(), planted(), planted());
+    let hex: String = in_env.bytes().map(|b| format!("{b:02x}")).collect();
+    let name = unique("leak");
+    let _cleanup = Cleanup {
+        containers: vec![name.clone()],
+        networks: Vec::new(),
+    };
+    let started = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        &format!("foundry.test={}", base64(in_label.as_bytes(), b"+/")),
+        "-e",
+        &format!("PLANTED={hex}"),
+        image,
+        "sh",
+        "-c",
+        &format!("sleep 600; true {in_cmd}"),
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    let found = |secret: &str| {
+        let secrets = vec![secret.to_string()];
+        std::panic::catch_unwind(|| assert_no_container_shows(&secrets)).is_err()
+    };
+    for secret in [&in_cmd, &in_label, &in_env] {
+        assert!(found(secret), "a planted secret was not found");
+    }
+    assert!(!found(&planted()), "a secret never planted was found");
+
+    let every = std::time::Duration::from_millis(50);
+    for procs in [Procs::Local, Procs::Container(name.clone())] {
+        let seen = Sampler::start(procs.clone(), every, 2).stop();
+        assert!(seen.samples >= 1, "{procs:?}: no sample");
+        let secrets = vec![in_cmd.clone()];
+        assert!(
+            std::panic::catch_unwind(|| seen.assert_clean("the test", &secrets)).is_err(),
+            "{procs:?}: the planted command line was not found"
+        );
+        seen.assert_clean("the test", &[planted()]);
+    }
 }

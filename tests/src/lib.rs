@@ -737,6 +737,29 @@ pub mod lab {
                 .ok(&["lab", "restore", host, "--name", &self.name]);
         }
 
+        /// The container of the lab's host `host`.
+        pub fn container(&self, host: &str) -> String {
+            let out = Command::new("docker")
+                .args([
+                    "ps",
+                    "-q",
+                    "--no-trunc",
+                    "--filter",
+                    &format!("label=foundry.lab={}", self.name),
+                    "--filter",
+                    &format!("label=foundry.lab.host={host}"),
+                ])
+                .output()
+                .expect("docker ps");
+            let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            assert!(
+                !id.is_empty(),
+                "lab {} has no container for {host}",
+                self.name
+            );
+            id
+        }
+
         /// A file's bytes on a host, or `None` when it cannot be read.
         pub fn read_file(&self, target: &SshTarget, path: &str) -> Option<Vec<u8>> {
             let out = self.ssh(target, &format!("cat {path}"));
@@ -754,6 +777,8 @@ pub mod lab {
 /// Looking for secrets where they must never be: the handover file's contents, every
 /// file of a home, byte searches.
 pub mod leak {
+    pub mod live;
+
     use std::collections::BTreeMap;
     use std::os::unix::fs::PermissionsExt;
     use std::path::{Path, PathBuf};
