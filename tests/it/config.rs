@@ -574,3 +574,58 @@ fn validate_says_when_it_did_not_ask_openbao() {
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("OpenBAO not asked"), "{stderr}");
 }
+
+/// A CA and a certificate it issued for `names`, as PEM: (CA, certificate, key).
+fn own_certificate(names: &[&str]) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("key");
+    let ca_pem = ca.self_signed(&ca_key).expect("ca").pem();
+    let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .expect("params");
+    let key = KeyPair::generate().expect("key");
+    let cert = params
+        .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
+        .expect("signed");
+    (ca_pem, cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn validate_checks_a_certificate_the_config_brings_for_openbao() {
+    let home = Home::new();
+    let dir = home.scratch();
+    let path = dir.join("stack.yaml");
+    let with = |names: &[&str]| {
+        let (ca, cert, key) = own_certificate(names);
+        for (file, text) in [("ca.crt", &ca), ("bao.crt", &cert), ("bao.key", &key)] {
+            std::fs::write(dir.join(file), text).expect("write");
+        }
+        let tls = format!(
+            "  openbao:\n    docker_network: lab\n    address: 10.9.0.40\n    tls:\n      cert: {}\n      key: {}\n      ca: {}\n",
+            dir.join("bao.crt").display(),
+            dir.join("bao.key").display(),
+            dir.join("ca.crt").display()
+        );
+        std::fs::write(&path, GOOD.replace("  openbao:\n", &tls)).expect("write");
+        key
+    };
+    with(&["10.9.0.40", "bao.lab.example"]);
+    let out = validate(&home, &path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let key = with(&["bao.other.example"]);
+    let out = validate(&home, &path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("line 33 column 7: components.openbao.tls")
+            && stderr.contains("does not cover `10.9.0.40`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(key.trim()), "the key is never shown");
+}

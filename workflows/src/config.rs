@@ -3,7 +3,7 @@
 //! the checks that compare fields in `check`.
 
 mod check;
-pub(crate) mod place;
+pub mod place;
 pub mod schema;
 pub mod value;
 

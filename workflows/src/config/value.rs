@@ -348,6 +348,11 @@ impl Cidr {
         self.0.network()
     }
 
+    /// The prefix's length in bits (`24`).
+    pub fn prefix_len(&self) -> u8 {
+        self.0.prefix_len()
+    }
+
     /// Whether `addr` lies in this network.
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
         self.0.contains(&addr)
@@ -634,6 +639,10 @@ mod tests {
     #[test]
     fn cidrs_are_checked_and_contain() {
         let net: Cidr = "10.1.2.0/24".parse().expect("cidr");
+        assert_eq!(
+            (net.network().octets(), net.prefix_len()),
+            ([10, 1, 2, 0], 24)
+        );
         assert!(net.contains("10.1.2.200".parse().expect("ip")));
         assert!(!net.contains("10.1.3.1".parse().expect("ip")));
         assert!(

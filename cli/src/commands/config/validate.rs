@@ -77,6 +77,37 @@ async fn openbao_values(
     vault.fetch(&references).await.map(Some).map_err(skipped)
 }
 
+/// A certificate the config brings for OpenBAO is checked now, as the install will check
+/// it: key, CA, validity and OpenBAO's address.
+fn check_own_tls(stack: &config::StackConfig, text: &str, path: &Path) -> Result<(), CliError> {
+    let Some(tls) = stack
+        .components
+        .as_ref()
+        .and_then(|c| c.openbao.tls.as_ref())
+    else {
+        return Ok(());
+    };
+    let names: Vec<String> = foundry_workflows::secrets::openbao_address(stack)
+        .into_iter()
+        .collect();
+    tls.check(&names).map_err(|e| {
+        let at = config::place::locate(text, &["components", "openbao", "tls"].map(Into::into))
+            .map(|(line, column)| format!("line {line} column {column}: "))
+            .unwrap_or_default();
+        let (message, hint) = match e.0.split_once("\nhint: ") {
+            Some((message, hint)) => (message, Some(hint.to_string())),
+            None => (e.0.as_str(), None),
+        };
+        let mut err = CliError::new(format!(
+            "config {}: {at}components.openbao.tls: {message}",
+            path.display()
+        ));
+        err.hint = hint;
+        err
+    })?;
+    Ok(())
+}
+
 pub async fn run(_: Args, printer: &Printer, flag: Option<&Path>) -> Result<u8, CliError> {
     let (home, selected) = crate::commands::existing(flag)?;
     let text = config::read_text(&selected.path)?;
@@ -102,6 +133,7 @@ pub async fn run(_: Args, printer: &Printer, flag: Option<&Path>) -> Result<u8, 
             .map(|p| p as &dyn foundry_workflows::secret_ref::SecretStore),
     };
     let references = config::resolve_references(&selected.path, &text, &resolver)?;
+    check_own_tls(&stack, &text, &selected.path)?;
     let zones = stack.dns.as_ref().map_or(0, |d| {
         d.infrastructure_zones.len() + d.kubernetes_zones.len()
     });
