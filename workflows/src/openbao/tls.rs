@@ -171,6 +171,11 @@ impl OwnTls {
 
         let cert = self.cert.to_string();
         let ca = self.ca.display().to_string();
+        if names.is_empty() {
+            return Err(TlsError(format!(
+                "OpenBAO's certificate {cert}: no address of OpenBAO's to check it against"
+            )));
+        }
         let chain_pem = own_source("certificate", &self.cert)?;
         let chain = CertificateDer::pem_slice_iter(chain_pem.expose().as_bytes())
             .collect::<Result<Vec<_>, _>>()
@@ -605,6 +610,7 @@ mod tests {
         };
         let e = missing.check(&names).err().expect("no file");
         assert!(e.0.contains("nowhere.crt"), "{e}");
+        assert!(expired.check(&[]).is_err(), "never checked against no name");
     }
 
     #[test]
