@@ -303,6 +303,45 @@ fn bad_configs() -> Vec<(&'static str, Vec<u8>)> {
             edit("dns: {image_tag: '49'}", "dns: {name: '--privileged'}"),
         ),
         (
+            "record name that is no name",
+            edit("{name: web, type: A,", "{name: 'we b', type: A,"),
+        ),
+        (
+            "record given twice",
+            edit(
+                "        - {name: web, type: A, value: 10.9.0.10}",
+                "        - {name: web, type: A, value: 10.9.0.10}\n        - {name: WEB, type: A, value: 10.9.0.10}",
+            ),
+        ),
+        (
+            "own certificate for a service that is not OpenBAO",
+            edit(
+                "dns: {image_tag: '49'}",
+                "dns: {image_tag: '49', tls: {cert: /etc/c.pem, key: /etc/k.pem, ca: /etc/ca.pem}}",
+            ),
+        ),
+        (
+            "own certificate by a relative path",
+            edit(
+                "  openbao:\n",
+                "  openbao:\n    tls: {cert: bao.pem, key: '${secret:foundry-core/tls:key}', ca: /etc/ca.pem}\n",
+            ),
+        ),
+        (
+            "own certificate with an unknown field",
+            edit(
+                "  openbao:\n",
+                "  openbao:\n    tls: {cert: /etc/c.pem, key: /etc/k.pem, ca: /etc/ca.pem, chain: /x}\n",
+            ),
+        ),
+        (
+            "url that is no url",
+            edit(
+                "observability:",
+                "storage:\n  truenas: {api_url: 'truenas.lab', api_key: '${secret:foundry-core/dns:api_key}'}\nobservability:",
+            ),
+        ),
+        (
             "duplicate key",
             edit(
                 "  gateway: 10.9.0.1",
@@ -494,4 +533,99 @@ fn init_writes_a_valid_config_and_show_and_list_read_it() {
         shown.contains("${secret:foundry-core/dns:api_key}"),
         "{shown}"
     );
+}
+
+#[test]
+fn validate_says_when_it_did_not_ask_openbao() {
+    let home = Home::new();
+    let path = home.scratch().join("stack.yaml");
+    std::fs::write(&path, GOOD).expect("write");
+    let out = validate(&home, &path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: OpenBAO not asked") && stderr.contains("not installed"),
+        "a skipped OpenBAO is said: {stderr}"
+    );
+    let json = home
+        .cmd(&[
+            "--config",
+            path.to_str().expect("utf8"),
+            "config",
+            "validate",
+            "--output",
+            "json",
+        ])
+        .env("HOME", home.scratch())
+        .env("FOUNDRY_SECRET_foundry_core_dns_api_key", "not-shown-1")
+        .env("FOUNDRY_KEYRING", "off")
+        .output()
+        .expect("foundry");
+    assert!(json.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    let skipped = report["openbao_skipped"].as_str().expect("a reason");
+    assert!(skipped.contains("no OpenBAO token"), "{report}");
+
+    // With no reference to ask about, nothing is skipped and nothing is said.
+    let plain = GOOD.replace("  api_key: ${secret:foundry-core/dns:api_key}\n", "");
+    std::fs::write(&path, plain).expect("write");
+    let out = validate(&home, &path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("OpenBAO not asked"), "{stderr}");
+}
+
+/// A CA and a certificate it issued for `names`, as PEM: (CA, certificate, key).
+fn own_certificate(names: &[&str]) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("key");
+    let ca_pem = ca.self_signed(&ca_key).expect("ca").pem();
+    let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .expect("params");
+    let key = KeyPair::generate().expect("key");
+    let cert = params
+        .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
+        .expect("signed");
+    (ca_pem, cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn validate_checks_a_certificate_the_config_brings_for_openbao() {
+    let home = Home::new();
+    let dir = home.scratch();
+    let path = dir.join("stack.yaml");
+    let with = |names: &[&str]| {
+        let (ca, cert, key) = own_certificate(names);
+        for (file, text) in [("ca.crt", &ca), ("bao.crt", &cert), ("bao.key", &key)] {
+            std::fs::write(dir.join(file), text).expect("write");
+        }
+        let tls = format!(
+            "  openbao:\n    docker_network: lab\n    address: 10.9.0.40\n    tls:\n      cert: {}\n      key: {}\n      ca: {}\n",
+            dir.join("bao.crt").display(),
+            dir.join("bao.key").display(),
+            dir.join("ca.crt").display()
+        );
+        std::fs::write(&path, GOOD.replace("  openbao:\n", &tls)).expect("write");
+        key
+    };
+    with(&["10.9.0.40", "bao.lab.example"]);
+    let out = validate(&home, &path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let key = with(&["bao.other.example"]);
+    let out = validate(&home, &path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("line 33 column 7: components.openbao.tls")
+            && stderr.contains("does not cover `10.9.0.40`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(key.trim()), "the key is never shown");
 }

@@ -17,6 +17,7 @@ mod keyring;
 mod lab;
 mod long_cells;
 mod openbao;
+mod openbao_own_tls;
 mod openbao_token;
 mod registry;
 mod retries;

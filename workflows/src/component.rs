@@ -275,6 +275,10 @@ pub fn install_input(
             token_file: None,
             names: Vec::new(),
             keep_root_token: false,
+            tls: stack
+                .components
+                .as_ref()
+                .and_then(|c| c.openbao.tls.clone()),
         }),
         Component::Dns => serde_json::to_value(dns_input(stack, &place)?),
         Component::Zot => serde_json::to_value(crate::registry::RegistryInput {

@@ -3,6 +3,7 @@
 //! the checks that compare fields in `check`.
 
 mod check;
+pub mod place;
 pub mod schema;
 pub mod value;
 
@@ -414,7 +415,7 @@ pub fn parse(path: &Path, text: &str) -> Result<StackConfig, ConfigError> {
         detail,
     };
     references_in(text).map_err(invalid)?;
-    check(&config).map_err(invalid)?;
+    check::stack(&config).map_err(|e| invalid(e.placed(text)))?;
     Ok(config)
 }
 
@@ -491,7 +492,7 @@ fn without_comments(text: &str) -> String {
 }
 
 fn check(config: &StackConfig) -> Result<(), String> {
-    check::stack(config)
+    check::stack(config).map_err(|e| e.message)
 }
 
 /// The config as YAML, under a comment line.
@@ -536,6 +537,33 @@ mod tests {
                 .contains("used twice")
         );
         assert!(err("hosts:\n  - {name: a, address: ''}\n").contains("is not an address"));
+    }
+
+    #[test]
+    fn openbao_takes_a_certificate_of_the_users_own() {
+        let text = "components:\n  openbao:\n    tls:\n      cert: /etc/bao.crt\n      key: ${secret:foundry-core/openbao-tls:key}\n      ca: /etc/ca.crt\n";
+        let config = parse(Path::new("x"), text).expect("parse");
+        let tls = config
+            .components
+            .as_ref()
+            .and_then(|c| c.openbao.tls.clone())
+            .expect("tls");
+        assert_eq!(tls.cert, KeyField::File("/etc/bao.crt".into()));
+        assert!(matches!(tls.key, KeyField::Secret(_)));
+        assert_eq!(
+            parse(Path::new("x"), &render(&config, "t").expect("render")).expect("again"),
+            config
+        );
+        let relative = text.replace("/etc/ca.crt", "ca.crt");
+        assert!(
+            err(&relative).contains(
+                "line 6 column 11: components.openbao.tls.ca: `ca.crt` is a relative path"
+            ),
+            "{}",
+            err(&relative)
+        );
+        let elsewhere = "components:\n  zot:\n    tls: {cert: /a, key: /b, ca: /c}\n";
+        assert!(err(elsewhere).contains("line 3 column 10: components.zot.tls: only OpenBAO"));
     }
 
     #[test]

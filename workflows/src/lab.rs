@@ -121,20 +121,18 @@ pub struct LabOutput {
 
 impl LabInput {
     fn prefix(&self) -> Result<String, String> {
-        let (net, bits) = self.subnet.split_once('/').ok_or_else(|| {
+        let bad = || {
             format!(
                 "subnet `{}`: expected a /24 such as 10.77.0.0/24",
                 self.subnet
             )
-        })?;
-        let octets: Vec<u8> = net.split('.').filter_map(|o| o.parse().ok()).collect();
-        if bits != "24" || octets.len() != 4 || octets[3] != 0 {
-            return Err(format!(
-                "subnet `{}`: expected a /24 such as 10.77.0.0/24",
-                self.subnet
-            ));
+        };
+        let net: crate::config::Cidr = self.subnet.parse().map_err(|_| bad())?;
+        if net.prefix_len() != 24 {
+            return Err(bad());
         }
-        Ok(format!("{}.{}.{}", octets[0], octets[1], octets[2]))
+        let [a, b, c, _] = net.network().octets();
+        Ok(format!("{a}.{b}.{c}"))
     }
 
     pub fn key_path(&self) -> PathBuf {
@@ -571,4 +569,32 @@ pub async fn restore(lab: &str, host: &str) -> Result<(), foundry_core::Activity
     })?;
     foundry_activities::container::connect(&Endpoint::default(), &network, &found.name, address)
         .await
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::*;
+
+    #[test]
+    fn the_lab_network_is_a_slash_24() {
+        let lab = |subnet: &str| LabInput {
+            name: "t".into(),
+            hosts: 1,
+            subnet: subnet.into(),
+            dir: "/tmp/t".into(),
+            config: "/tmp/t.yaml".into(),
+            mirror: String::new(),
+            engine_host: None,
+        };
+        assert_eq!(lab("10.77.3.0/24").prefix().as_deref(), Ok("10.77.3"));
+        for bad in [
+            "10.77.3.0/25",
+            "10.77.3.1/24",
+            "10.77.3.0",
+            "10.77.0/24",
+            "x",
+        ] {
+            assert!(lab(bad).prefix().is_err(), "{bad}");
+        }
+    }
 }

@@ -104,6 +104,10 @@ pub struct OpenbaoInput {
     /// Hand the root token over instead of revoking it once Foundry's token is made.
     #[serde(default)]
     pub keep_root_token: bool,
+    /// A certificate of the user's own (`components.openbao.tls`), served instead of one
+    /// issued from the stack's CA: where it is, never its key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::config::OwnTls>,
 }
 
 impl OpenbaoInput {
@@ -111,9 +115,14 @@ impl OpenbaoInput {
         format!("https://{}:{PORT}", self.ipv4)
     }
 
-    /// The certificate's names: the container's address, its name, then `names`.
+    /// The certificate's names: the container's address, its name, then `names`. A
+    /// certificate of the user's own must cover the address and `names`, where clients
+    /// reach OpenBAO; the container's name is Foundry's, not theirs.
     pub fn sans(&self) -> Vec<String> {
-        let mut sans = vec![self.ipv4.clone(), self.name.clone()];
+        let mut sans = vec![self.ipv4.clone()];
+        if self.tls.is_none() {
+            sans.push(self.name.clone());
+        }
         for name in &self.names {
             if !sans.contains(name) {
                 sans.push(name.clone());
@@ -271,6 +280,10 @@ impl Workflow for OpenbaoInstall {
                 input.handover.display()
             ));
         }
+        // A certificate of the user's own is checked before anything is installed.
+        if let Some(own) = &input.tls {
+            own.check(&input.sans()).map_err(|e| e.0)?;
+        }
         Ok(())
     }
 
@@ -284,6 +297,7 @@ impl Workflow for OpenbaoInstall {
             name: input.name.clone(),
             sans: input.sans(),
             port: PORT,
+            own: input.tls.clone(),
         };
         let cert = ctx.step("openbao/tls", &cert).await?;
         let build = input

@@ -1,12 +1,14 @@
 //! The checks that compare fields: names used twice, hosts referred to but not declared,
 //! addresses outside the network. Each error names the field and, where the value came
-//! from the file, its line and column.
+//! from the file, its line and column: from the value itself (`At<T>`), or found in the
+//! text by the field's path ([`Invalid::placed`]).
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use std::str::FromStr;
 
+use super::place::{self, Seg, field_path};
 use super::value::{
     At, Cidr, DnsName, MAX_STRING, check_container_name, check_image, check_k3s_tag, check_tag,
     check_version,
@@ -16,9 +18,42 @@ use super::{HostEntry, NodeRole, StackConfig, Zone, check_host_name};
 /// A check of one field's format.
 type Check = fn(&str) -> Result<(), String>;
 
-pub(super) fn stack(config: &StackConfig) -> Result<(), String> {
+/// What a check refuses: the message, and the path of the value it is about when the
+/// message does not say where that value stands.
+#[derive(Debug)]
+pub(super) struct Invalid {
+    pub at: Vec<Seg>,
+    pub message: String,
+}
+
+impl From<String> for Invalid {
+    fn from(message: String) -> Invalid {
+        Invalid {
+            at: Vec::new(),
+            message,
+        }
+    }
+}
+
+impl Invalid {
+    /// The message, after the line and column of the value in `text` when it has a path
+    /// and the text holds it.
+    pub fn placed(self, text: &str) -> String {
+        match place::locate(text, &self.at).filter(|_| !self.at.is_empty()) {
+            Some((line, column)) => format!("line {line} column {column}: {}", self.message),
+            None => self.message,
+        }
+    }
+}
+
+/// Turns a message into an [`Invalid`] about the value at `at`.
+fn at(at: Vec<Seg>) -> impl FnOnce(String) -> Invalid {
+    move |message| Invalid { at, message }
+}
+
+pub(super) fn stack(config: &StackConfig) -> Result<(), Invalid> {
     let tree = serde_json::to_value(config).map_err(|e| e.to_string())?;
-    bounded("", &tree)?;
+    bounded(&mut Vec::new(), &tree)?;
     hosts(config)?;
     let subnet = match &config.network {
         Some(network) => Some(self::network(config, network)?),
@@ -29,20 +64,23 @@ pub(super) fn stack(config: &StackConfig) -> Result<(), String> {
         let zones = dns
             .infrastructure_zones
             .iter()
-            .map(|z| ("dns.infrastructure_zones", z))
+            .enumerate()
+            .map(|(i, z)| ("dns.infrastructure_zones", i, z))
             .chain(
                 dns.kubernetes_zones
                     .iter()
-                    .map(|z| ("dns.kubernetes_zones", z)),
+                    .enumerate()
+                    .map(|(i, z)| ("dns.kubernetes_zones", i, z)),
             );
-        for (list, zone) in zones {
-            self::zone(list, zone)?;
+        for (list, index, zone) in zones {
+            self::zone(list, index, zone)?;
             if !seen.insert(zone.name.canonical()) {
                 return Err(format!(
                     "{}{list}: the zone `{}` is declared twice",
                     zone.name.place(),
                     *zone.name
-                ));
+                )
+                .into());
             }
         }
     }
@@ -55,7 +93,8 @@ pub(super) fn stack(config: &StackConfig) -> Result<(), String> {
                     "cluster.name `{}` is not one DNS label: up to 63 letters, digits and `-`",
                     super::value::shown(&cluster.name)
                 )
-            })?;
+            })
+            .map_err(at(field_path!["cluster", "name"]))?;
         let mut seen = BTreeSet::new();
         for (i, node) in cluster.nodes.iter().enumerate() {
             let field = format!("cluster.nodes[{i}].hostname");
@@ -68,10 +107,10 @@ pub(super) fn stack(config: &StackConfig) -> Result<(), String> {
                 .iter()
                 .any(|n| n.role == NodeRole::ControlPlane)
         {
-            return Err(
+            return Err(at(field_path!["cluster", "nodes"])(
                 "cluster.nodes: no node has the role control-plane; a cluster needs at least one"
                     .into(),
-            );
+            ));
         }
         let network_vip = config.network.as_ref().and_then(|n| n.k8s_vip.as_ref());
         if let (Some(vip), Some(other)) = (&cluster.k8s_vip, network_vip)
@@ -83,7 +122,8 @@ pub(super) fn stack(config: &StackConfig) -> Result<(), String> {
                 vip.value,
                 other.value,
                 other.place().trim_end_matches(": ")
-            ));
+            )
+            .into());
         }
         if let (Some(vip), Some(subnet)) = (&cluster.k8s_vip, subnet) {
             inside(subnet, "cluster.k8s_vip", vip)?;
@@ -114,41 +154,95 @@ pub(super) fn stack(config: &StackConfig) -> Result<(), String> {
             ];
             for (field, value, check) in checks {
                 if let Some(value) = value {
-                    check(value).map_err(|e| format!("components.{name}.{field}: {e}"))?;
+                    check(value)
+                        .map_err(|e| format!("components.{name}.{field}: {e}"))
+                        .map_err(at(field_path!["components", name, field]))?;
                 }
             }
+            if let Some(tls) = &service.tls {
+                own_tls(name, tls)?;
+            }
             if service.image.is_some() && service.image_tag.is_some() {
-                return Err(format!(
+                return Err(at(field_path!["components", name, "image"])(format!(
                     "components.{name}: give `image` (a whole image name) or `image_tag` (the default image's tag), not both"
-                ));
+                )));
             }
         }
     }
     if let Some(tag) = config.components.as_ref().and_then(|c| c.k3s.tag.as_ref()) {
-        check_k3s_tag(tag).map_err(|e| format!("components.k3s.tag: {e}"))?;
+        check_k3s_tag(tag)
+            .map_err(|e| format!("components.k3s.tag: {e}"))
+            .map_err(at(field_path!["components", "k3s", "tag"]))?;
+    }
+    Ok(())
+}
+
+/// A certificate of the user's own: OpenBAO's only (the other services are reached
+/// through SSH), its files by absolute path.
+fn own_tls(component: &str, tls: &super::OwnTls) -> Result<(), Invalid> {
+    if component != "openbao" {
+        return Err(at(field_path!["components", component, "tls"])(format!(
+            "components.{component}.tls: only OpenBAO serves a certificate of yours; {component} is reached through the SSH connection to its host"
+        )));
+    }
+    let files = [
+        ("cert", tls.cert.file()),
+        ("key", tls.key.file()),
+        ("ca", Some(tls.ca.as_path())),
+    ];
+    for (field, file) in files {
+        if let Some(file) = file.filter(|f| !f.is_absolute()) {
+            return Err(at(field_path!["components", component, "tls", field])(
+                format!(
+                    "components.{component}.tls.{field}: `{}` is a relative path: give an absolute one, since Foundry may run from anywhere",
+                    super::value::shown(&file.display().to_string())
+                ),
+            ));
+        }
     }
     Ok(())
 }
 
 /// Every string of the config (a value or a key) holds at most [`MAX_STRING`] bytes.
-fn bounded(path: &str, value: &serde_json::Value) -> Result<(), String> {
-    let too_long = |path: &str, len: usize| {
-        Err(format!(
-            "{}: {len} bytes, more than the {MAX_STRING} a config string may hold",
-            path.trim_start_matches('.')
-        ))
+/// `at` is the path to `value`.
+fn bounded(at: &mut Vec<Seg>, value: &serde_json::Value) -> Result<(), Invalid> {
+    let too_long = |at: &[Seg], len: usize, last: Option<String>| {
+        let mut shown = String::new();
+        for seg in at {
+            match seg {
+                Seg::Key(key) => shown.push_str(&format!(".{key}")),
+                Seg::Index(i) => shown.push_str(&format!("[{i}]")),
+            }
+        }
+        if let Some(key) = last {
+            shown.push_str(&format!(".{key}…"));
+        }
+        Err(Invalid {
+            at: at.to_vec(),
+            message: format!(
+                "{}: {len} bytes, more than the {MAX_STRING} a config string may hold",
+                shown.trim_start_matches('.')
+            ),
+        })
     };
     match value {
-        serde_json::Value::String(text) if text.len() > MAX_STRING => too_long(path, text.len()),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, item)| bounded(&format!("{path}[{i}]"), item)),
+        serde_json::Value::String(text) if text.len() > MAX_STRING => {
+            too_long(at, text.len(), None)
+        }
+        serde_json::Value::Array(items) => items.iter().enumerate().try_for_each(|(i, item)| {
+            at.push(Seg::Index(i));
+            let checked = bounded(at, item);
+            at.pop();
+            checked
+        }),
         serde_json::Value::Object(fields) => fields.iter().try_for_each(|(key, item)| {
             if key.len() > MAX_STRING {
-                return too_long(&format!("{path}.{}…", super::value::shown(key)), key.len());
+                return too_long(at, key.len(), Some(super::value::shown(key)));
             }
-            bounded(&format!("{path}.{key}"), item)
+            at.push(Seg::Key(key.clone()));
+            let checked = bounded(at, item);
+            at.pop();
+            checked
         }),
         _ => Ok(()),
     }
@@ -240,22 +334,29 @@ fn unused(config: &StackConfig, field: &str, vip: &At<Ipv4Addr>) -> Result<(), S
     Ok(())
 }
 
-fn hosts(config: &StackConfig) -> Result<(), String> {
+fn hosts(config: &StackConfig) -> Result<(), Invalid> {
     let mut names = BTreeSet::new();
     for (i, host) in config.hosts.iter().enumerate() {
-        check_host_name(&host.name).map_err(|e| format!("hosts[{i}]: {e}"))?;
+        check_host_name(&host.name)
+            .map_err(|e| format!("hosts[{i}]: {e}"))
+            .map_err(at(field_path!["hosts", i, "name"]))?;
         if !names.insert(host.name.as_str()) {
-            return Err(format!(
+            return Err(at(field_path!["hosts", i, "name"])(format!(
                 "hosts[{i}]: the name `{}` is used twice",
                 host.name
-            ));
+            )));
         }
+        let of = |e: String| format!("hosts[{i}] ({}): {e}", host.name);
         super::value::check_address(&host.address)
-            .map_err(|e| format!("hosts[{i}] ({}): {e}", host.name))?;
-        check_user(&host.user).map_err(|e| format!("hosts[{i}] ({}): {e}", host.name))?;
+            .map_err(of)
+            .map_err(at(field_path!["hosts", i, "address"]))?;
+        check_user(&host.user)
+            .map_err(of)
+            .map_err(at(field_path!["hosts", i, "user"]))?;
         if let Some(key) = &host.host_key {
             super::value::check_host_key(key)
-                .map_err(|e| format!("hosts[{i}] ({}): {e}", host.name))?;
+                .map_err(of)
+                .map_err(at(field_path!["hosts", i, "host_key"]))?;
         }
     }
     Ok(())
@@ -347,26 +448,29 @@ fn inside(subnet: Cidr, field: &str, addr: &At<Ipv4Addr>) -> Result<(), String> 
     }
 }
 
-fn zone(list: &str, zone: &Zone) -> Result<(), String> {
-    let at = zone.name.place();
+fn zone(list: &str, index: usize, zone: &Zone) -> Result<(), Invalid> {
+    let at_zone = zone.name.place();
     let name = &*zone.name;
     if zone.public && name.is_local() {
         return Err(format!(
-            "{at}{list}: `{name}` is a .local zone, which stays private: it cannot be public"
-        ));
+            "{at_zone}{list}: `{name}` is a .local zone, which stays private: it cannot be public"
+        )
+        .into());
     }
     if zone.public && zone.public_cname.is_none() {
         return Err(format!(
-            "{at}{list}: the public zone `{name}` needs `public_cname`, the name outside clients are sent to"
-        ));
+            "{at_zone}{list}: the public zone `{name}` needs `public_cname`, the name outside clients are sent to"
+        ).into());
     }
     if !zone.public && zone.public_cname.is_some() {
         return Err(format!(
-            "{at}{list}: `{name}` has a public_cname but is not public: add `public: true` or drop it"
-        ));
+            "{at_zone}{list}: `{name}` has a public_cname but is not public: add `public: true` or drop it"
+        ).into());
     }
+    let (section, field) = list.split_once('.').unwrap_or((list, ""));
     let mut seen = BTreeSet::new();
-    for record in &zone.records {
+    for (i, record) in zone.records.iter().enumerate() {
+        let record_at = |key: &str| field_path![section, field, index, "records", i, key];
         let valid_name = record.name == "@"
             || (record.name.len() <= 253
                 && record.name.split('.').all(|l| {
@@ -376,26 +480,29 @@ fn zone(list: &str, zone: &Zone) -> Result<(), String> {
                             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '*')
                 }));
         if !valid_name {
-            return Err(format!(
-                "{at}{list}: record `{}` in `{name}` is not a name relative to the zone (or `@`): labels of at most 63 bytes, 253 in all",
+            return Err(at(record_at("name"))(format!(
+                "{list}[{index}].records[{i}]: record `{}` in `{name}` is not a name relative to the zone (or `@`): labels of at most 63 bytes, 253 in all",
                 super::value::shown(&record.name)
-            ));
+            )));
         }
         if record.kind == super::RecordType::A && record.value.parse::<Ipv4Addr>().is_err() {
-            return Err(format!(
-                "{at}{list}: record `{}` in `{name}` is type A, but `{}` is not an IPv4 address",
-                record.name, record.value
-            ));
+            return Err(at(record_at("value"))(format!(
+                "{list}[{index}].records[{i}]: record `{}` in `{name}` is type A, but `{}` is not an IPv4 address",
+                record.name,
+                super::value::shown(&record.value)
+            )));
         }
         if !seen.insert((
             record.name.to_ascii_lowercase(),
             record.kind as u8,
             record.value.clone(),
         )) {
-            return Err(format!(
-                "{at}{list}: record `{} {:?} {}` in `{name}` is given twice",
-                record.name, record.kind, record.value
-            ));
+            return Err(at(record_at("name"))(format!(
+                "{list}[{index}].records[{i}]: record `{} {:?} {}` in `{name}` is given twice",
+                record.name,
+                record.kind,
+                super::value::shown(&record.value)
+            )));
         }
     }
     Ok(())

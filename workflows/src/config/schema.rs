@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::value::{self, At, Cidr, DnsName, HttpUrl, Retention, SecretField};
+use super::value::{self, At, Cidr, DnsName, HttpUrl, KeyField, Retention, SecretField};
 
 /// A mapping whose value may be left empty (`openbao:` with only comments under it),
 /// which means the defaults.
@@ -217,6 +217,24 @@ pub struct Service {
     /// More addresses on that network, by role (`external`, `recursor` for DNS).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub addresses: BTreeMap<String, At<Ipv4Addr>>,
+    /// OpenBAO only: a certificate of the user's own, served instead of one issued from
+    /// the stack's CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<OwnTls>,
+}
+
+/// A certificate the user brings for OpenBAO: the certificate (its chain may follow it in
+/// the same PEM), its private key, and the CA that issued it, which every client then pins
+/// instead of the stack's CA. `cert` and `key` are files or `${secret:…}` references (the
+/// key, a secret, is best a reference), `ca` a file; files by absolute path. A reference
+/// resolves from the environment or `~/.foundryvars`: OpenBAO cannot hold the key it needs
+/// to start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnTls {
+    pub cert: KeyField,
+    pub key: KeyField,
+    pub ca: std::path::PathBuf,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -337,67 +337,60 @@ macro_rules! text_value {
     };
 }
 
-/// An IPv4 network, `10.1.2.0/24`.
+/// An IPv4 network, `10.1.2.0/24` (ipnet's `Ipv4Net`), with no host bits set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Cidr {
-    pub network: Ipv4Addr,
-    pub prefix: u8,
-}
+pub struct Cidr(ipnet::Ipv4Net);
 
 impl Cidr {
-    fn mask(&self) -> u32 {
-        u32::MAX
-            .checked_shl(32 - u32::from(self.prefix))
-            .unwrap_or(0)
+    /// The network's own address (`10.1.2.0`).
+    pub fn network(&self) -> Ipv4Addr {
+        self.0.network()
+    }
+
+    /// The prefix's length in bits (`24`).
+    pub fn prefix_len(&self) -> u8 {
+        self.0.prefix_len()
     }
 
     /// Whether `addr` lies in this network.
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        u32::from(addr) & self.mask() == u32::from(self.network)
+        self.0.contains(&addr)
     }
 
     /// The network of `addr` under the dotted mask `netmask`.
     pub fn from_netmask(addr: Ipv4Addr, netmask: Ipv4Addr) -> Result<Cidr, String> {
-        let bits = u32::from(netmask);
-        let prefix = bits.leading_ones();
-        if bits.checked_shl(prefix).unwrap_or(0) != 0 {
-            return Err(format!(
-                "netmask {netmask} is not a run of ones then zeros (like 255.255.255.0)"
-            ));
-        }
-        let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
-        Ok(Cidr {
-            network: Ipv4Addr::from(u32::from(addr) & mask),
-            prefix: prefix as u8,
-        })
+        ipnet::Ipv4Net::with_netmask(addr, netmask)
+            .map(|net| Cidr(net.trunc()))
+            .map_err(|_| {
+                format!("netmask {netmask} is not a run of ones then zeros (like 255.255.255.0)")
+            })
     }
 }
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
+        self.0.fmt(f)
     }
 }
 
 impl FromStr for Cidr {
     type Err = String;
     fn from_str(text: &str) -> Result<Cidr, String> {
-        let bad = || format!("`{text}` is not an IPv4 network like 192.168.1.0/24");
-        let (addr, prefix) = text.split_once('/').ok_or_else(bad)?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
-        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(bad)?;
-        let cidr = Cidr {
-            network: addr,
-            prefix,
-        };
-        let network = Ipv4Addr::from(u32::from(addr) & cidr.mask());
-        if network != addr {
+        let net: ipnet::Ipv4Net = text.parse().map_err(|_| {
+            format!(
+                "`{}` is not an IPv4 network like 192.168.1.0/24",
+                shown(text)
+            )
+        })?;
+        if net.trunc() != net {
             return Err(format!(
-                "`{text}` has host bits set: the network is {network}/{prefix}"
+                "`{}` has host bits set: the network is {}",
+                shown(text),
+                net.trunc()
             ));
         }
-        Ok(cidr)
+        Ok(Cidr(net))
     }
 }
 
@@ -488,8 +481,8 @@ impl FromStr for SecretField {
 
 text_value!(SecretField);
 
-/// Where a host's login key is: a file, or a secret reference
-/// (`${secret:foundry/ssh-keys/web-1:private_key}`), which names a key kept in OpenBAO.
+/// Where a host's login key (or another private key, or a certificate) is: a file, or a
+/// secret reference (`${secret:foundry/ssh-keys/web-1:private_key}`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum KeyField {
@@ -498,6 +491,14 @@ pub enum KeyField {
 }
 
 impl KeyField {
+    /// The file, when it is one.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        match self {
+            KeyField::File(path) => Some(path),
+            KeyField::Secret(_) => None,
+        }
+    }
+
     /// Where the key lives, for people: `file PATH` or `openbao PATH`.
     pub fn place(&self) -> String {
         match self {
@@ -534,10 +535,17 @@ impl FromStr for KeyField {
 
 text_value!(KeyField);
 
-/// How long something is kept: a number and a unit, `s`, `m`, `h`, `d` or `w` (`30d`).
+/// How long something is kept: a duration as humantime reads it (`30d`, `12h`, `2w 3d`),
+/// more than zero; kept as written.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Retention(String);
+
+impl Retention {
+    pub fn duration(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.0).unwrap_or_default()
+    }
+}
 
 impl fmt::Display for Retention {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -548,17 +556,11 @@ impl fmt::Display for Retention {
 impl FromStr for Retention {
     type Err = String;
     fn from_str(text: &str) -> Result<Retention, String> {
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        if number.is_empty()
-            || number.parse::<u32>().map_or(true, |n| n == 0)
-            || !matches!(unit, "s" | "m" | "h" | "d" | "w")
-        {
-            return Err(format!(
-                "`{text}` is not a duration like 30d: a number, then s, m, h, d or w"
-            ));
+        let bad =
+            |why: String| format!("`{}` is not a duration like 30d or 12h: {why}", shown(text));
+        let duration = humantime::parse_duration(text).map_err(|e| bad(e.to_string()))?;
+        if duration.is_zero() {
+            return Err(bad("it is zero".into()));
         }
         Ok(Retention(text.to_string()))
     }
@@ -566,31 +568,49 @@ impl FromStr for Retention {
 
 text_value!(Retention);
 
-/// An `http://` or `https://` URL.
+/// An `http://` or `https://` URL with a host, as the url crate reads it; kept as written.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct HttpUrl(String);
+pub struct HttpUrl {
+    text: String,
+    url: url::Url,
+}
+
+impl HttpUrl {
+    pub fn url(&self) -> &url::Url {
+        &self.url
+    }
+}
 
 impl fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
 impl FromStr for HttpUrl {
     type Err = String;
     fn from_str(text: &str) -> Result<HttpUrl, String> {
-        let rest = text
-            .strip_prefix("https://")
-            .or_else(|| text.strip_prefix("http://"));
-        match rest {
-            Some(rest) if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
-                Ok(HttpUrl(text.to_string()))
-            }
-            _ => Err(format!(
-                "`{text}` is not a URL starting with http:// or https://"
-            )),
+        let bad = |why: String| {
+            format!(
+                "`{}` is not a URL like https://truenas.lab.example: {why}",
+                shown(text)
+            )
+        };
+        let url = url::Url::parse(text).map_err(|e| bad(e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad(format!(
+                "the scheme is `{}`, not http or https",
+                url.scheme()
+            )));
         }
+        if url.host().is_none() {
+            return Err(bad("it names no host".into()));
+        }
+        Ok(HttpUrl {
+            text: text.to_string(),
+            url,
+        })
     }
 }
 
@@ -619,6 +639,10 @@ mod tests {
     #[test]
     fn cidrs_are_checked_and_contain() {
         let net: Cidr = "10.1.2.0/24".parse().expect("cidr");
+        assert_eq!(
+            (net.network().octets(), net.prefix_len()),
+            ([10, 1, 2, 0], 24)
+        );
         assert!(net.contains("10.1.2.200".parse().expect("ip")));
         assert!(!net.contains("10.1.3.1".parse().expect("ip")));
         assert!(
@@ -744,7 +768,24 @@ mod tests {
         assert!(!literal.contains("hunter2"), "{literal}");
         assert!("x${secret:a:b}".parse::<SecretField>().is_err());
         assert!("30d".parse::<Retention>().is_ok());
-        assert!("30 days".parse::<Retention>().is_err());
+        assert_eq!(
+            "2w 1d".parse::<Retention>().expect("two units").duration(),
+            std::time::Duration::from_secs(15 * 86_400)
+        );
+        assert!("30 parsecs".parse::<Retention>().is_err());
+        assert!("forever".parse::<Retention>().is_err());
         assert!("0d".parse::<Retention>().is_err());
+        let url: HttpUrl = "https://truenas.lab:8443/api".parse().expect("url");
+        assert_eq!(url.to_string(), "https://truenas.lab:8443/api");
+        assert_eq!(url.url().port(), Some(8443));
+        for bad in [
+            "truenas.lab",
+            "ftp://x",
+            "https://",
+            "https://a b",
+            "http://[::1",
+        ] {
+            assert!(bad.parse::<HttpUrl>().is_err(), "{bad}");
+        }
     }
 }

@@ -73,7 +73,7 @@ fn ask() -> Result<config::StackConfig, CliError> {
         .default("192.168.1.0/24".parse().map_err(CliError::new)?)
         .interact_text()
         .map_err(failed)?;
-    let first = u32::from(subnet.network).saturating_add(1);
+    let first = u32::from(subnet.network()).saturating_add(1);
     let gateway: std::net::Ipv4Addr = Input::new()
         .with_prompt("Gateway")
         .default(std::net::Ipv4Addr::from(first))

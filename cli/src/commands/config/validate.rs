@@ -25,6 +25,9 @@ struct Report {
     hosts: usize,
     zones: usize,
     references: Vec<Resolved>,
+    /// Why OpenBAO was not asked for the references, when it was not (none when it was, or
+    /// when the config has no reference to ask it for).
+    openbao_skipped: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -36,30 +39,75 @@ struct Resolved {
 }
 
 /// What OpenBAO holds for the config's references, when the config says where OpenBAO
-/// runs and Foundry has its token; an OpenBAO that does not answer is said, not fatal
-/// (the references it would have answered then fail by name).
+/// runs and Foundry has its token; else why it was not asked. Neither is fatal (the
+/// references it would have answered then fail by name), and a skip is said on stderr.
 async fn openbao_values(
     stack: &config::StackConfig,
     text: &str,
     home: &Path,
     printer: &Printer,
-) -> Option<foundry_workflows::secrets::Prefetched> {
+) -> Result<Option<foundry_workflows::secrets::Prefetched>, String> {
     let references: Vec<_> = config::references_in(text)
-        .ok()?
+        .unwrap_or_default()
         .into_iter()
         .map(|p| p.reference)
         .collect();
     if references.is_empty() {
-        return None;
+        return Ok(None);
     }
-    let vault = foundry_workflows::secrets::Vault::of_stack(stack, home).ok()?;
-    match vault.fetch(&references).await {
-        Ok(found) => Some(found),
-        Err(e) => {
-            printer.note(&format!("warning: OpenBAO not asked: {e}"));
-            None
+    let skipped = |e: foundry_workflows::secrets::SecretsError| {
+        printer.note(&format!(
+            "warning: OpenBAO not asked for the config's secret references: {e}"
+        ));
+        if let Some(hint) = &e.hint {
+            printer.note(&format!("hint: {hint}"));
         }
+        e.message
+    };
+    if !home
+        .join(foundry_workflows::openbao::tls::BINDING_PATH)
+        .exists()
+    {
+        return Err(skipped(foundry_workflows::secrets::SecretsError {
+            message: "Foundry holds no OpenBAO token in this home (OpenBAO is not installed from it yet)".into(),
+            hint: Some("`foundry component install openbao` installs it; until then references resolve from the environment and ~/.foundryvars".into()),
+        }));
     }
+    let vault = foundry_workflows::secrets::Vault::of_stack(stack, home).map_err(skipped)?;
+    vault.fetch(&references).await.map(Some).map_err(skipped)
+}
+
+/// A certificate the config brings for OpenBAO is checked now, as the install will check
+/// it: key, CA, validity and OpenBAO's address.
+fn check_own_tls(stack: &config::StackConfig, text: &str, path: &Path) -> Result<(), CliError> {
+    let Some(tls) = stack
+        .components
+        .as_ref()
+        .and_then(|c| c.openbao.tls.as_ref())
+    else {
+        return Ok(());
+    };
+    // Where the config does not place OpenBAO yet, its install refuses it; nothing to check.
+    let Some(address) = foundry_workflows::secrets::openbao_address(stack) else {
+        return Ok(());
+    };
+    let names = vec![address];
+    tls.check(&names).map_err(|e| {
+        let at = config::place::locate(text, &["components", "openbao", "tls"].map(Into::into))
+            .map(|(line, column)| format!("line {line} column {column}: "))
+            .unwrap_or_default();
+        let (message, hint) = match e.0.split_once("\nhint: ") {
+            Some((message, hint)) => (message, Some(hint.to_string())),
+            None => (e.0.as_str(), None),
+        };
+        let mut err = CliError::new(format!(
+            "config {}: {at}components.openbao.tls: {message}",
+            path.display()
+        ));
+        err.hint = hint;
+        err
+    })?;
+    Ok(())
 }
 
 pub async fn run(_: Args, printer: &Printer, flag: Option<&Path>) -> Result<u8, CliError> {
@@ -73,7 +121,11 @@ pub async fn run(_: Args, printer: &Printer, flag: Option<&Path>) -> Result<u8, 
         err
     })?;
     let env = |name: &str| std::env::var(name).ok();
-    let openbao = openbao_values(&stack, &text, home.root(), printer).await;
+    let (openbao, openbao_skipped) = match openbao_values(&stack, &text, home.root(), printer).await
+    {
+        Ok(found) => (found, None),
+        Err(why) => (None, Some(why)),
+    };
     let resolver = Resolver {
         namespace: secret_ref::STACK_NAMESPACE.into(),
         env: &env,
@@ -83,6 +135,7 @@ pub async fn run(_: Args, printer: &Printer, flag: Option<&Path>) -> Result<u8, 
             .map(|p| p as &dyn foundry_workflows::secret_ref::SecretStore),
     };
     let references = config::resolve_references(&selected.path, &text, &resolver)?;
+    check_own_tls(&stack, &text, &selected.path)?;
     let zones = stack.dns.as_ref().map_or(0, |d| {
         d.infrastructure_zones.len() + d.kubernetes_zones.len()
     });
@@ -104,6 +157,7 @@ pub async fn run(_: Args, printer: &Printer, flag: Option<&Path>) -> Result<u8, 
                 },
             })
             .collect(),
+        openbao_skipped,
     };
     if printer.json() {
         let _ = printer.data(&report);
