@@ -137,10 +137,21 @@ impl SshSession {
         command: &str,
         cx: &ActivityCx,
     ) -> Result<(u32, Option<String>, Option<String>), ActivityError> {
+        self.run_capture_with_input(command, None, cx).await
+    }
+
+    /// [`SshSession::run_capture`] with `input` sent to the command's stdin, then end of
+    /// file: how a secret reaches a remote command without being on its command line.
+    pub async fn run_capture_with_input(
+        &self,
+        command: &str,
+        input: Option<&[u8]>,
+        cx: &ActivityCx,
+    ) -> Result<(u32, Option<String>, Option<String>), ActivityError> {
         let (mut last_out, mut last_err) = (None, None);
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = self
-            .exec(command, cx, |stream, data| match stream {
+            .exec_with_input(command, input, cx, |stream, data| match stream {
                 Stream::Stdout => emit_lines(cx, stream, &mut out, data, &mut last_out),
                 Stream::Stderr => emit_lines(cx, stream, &mut err, data, &mut last_err),
             })
