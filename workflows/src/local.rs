@@ -37,8 +37,9 @@ pub struct PlanStep {
     pub undo: Option<Vec<String>>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// For `run`: what the command reads on stdin. A secret answer goes here (or, for a
-    /// local step, in `env`), never in an argument, where the process list shows it.
+    /// For `run` (and its `undo`): what the command reads on stdin. A secret answer goes
+    /// here (or, for a local step, in `env`), never in an argument, where the process list
+    /// shows it.
     #[serde(default)]
     pub stdin: Option<String>,
     #[serde(default)]
@@ -298,6 +299,7 @@ impl Workflow for LocalPlan {
                         let mut undo_cmd = RunCommand::new(answers.argv(&ctx, key, undo)?);
                         undo_cmd.cwd = step.cwd.clone();
                         undo_cmd.env = cmd.env.clone();
+                        undo_cmd.stdin = cmd.stdin.clone();
                         ctx.step_with_undo(key, &cmd, undo_cmd).await?;
                     }
                     None => {
