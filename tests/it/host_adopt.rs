@@ -2,7 +2,8 @@
 //! `docker exec` with a key and a password of someone else's: refused before anything
 //! changes, listing that key (type, fingerprint, comment) and "password set", in human
 //! output and in JSON; `--adopt` accepts the user as it is and says what it adopted; a
-//! later plain `host configure` is quiet. Every check on the host is made with the
+//! later plain `host configure` is quiet. A run killed with that look in doubt looks
+//! again when resumed. Every check on the host is made with the
 //! OpenSSH client or `docker exec`, independent witnesses.
 
 use std::process::{Command, Output};
@@ -82,8 +83,24 @@ fn host_configure_refuses_an_existing_foundry_user_until_adopted() {
         )
     };
 
-    // Refused, listing what is there; nothing changed.
-    let refused = home.run(&["host", "configure", &host, "--config", config]);
+    // Killed with its look at the user in doubt, the resumed run looks again (the step is
+    // read-only, so it runs again): refused, listing what is there; nothing changed.
+    let crashed = home
+        .cmd(&["host", "configure", &host, "--config", config])
+        .env(
+            "FOUNDRY_FAILPOINTS",
+            format!("{host}/existing-user#0@started"),
+        )
+        .output()
+        .expect("foundry");
+    assert!(foundry_tests::killed(crashed.status), "{crashed:?}");
+    let run = home
+        .runs()
+        .into_iter()
+        .find(|r| r["workflow"] == "host-configure" && r["state"] == "interrupted")
+        .and_then(|r| r["run"].as_str().map(str::to_string))
+        .expect("the interrupted run");
+    let refused = home.run(&["workflow", "resume", &run]);
     let said = format!("{}{}", text(&refused.stdout), text(&refused.stderr));
     assert_ne!(refused.status.code(), Some(0), "{said}");
     assert!(!said.contains("panicked"), "{said}");
