@@ -49,7 +49,7 @@ fn run_with_stdin(home: &Home, args: &[&str], stdin: &str) -> Output {
 }
 
 /// The Docker container of a lab host, found by its labels.
-fn container(lab: &Lab, host: &str) -> String {
+pub(crate) fn container(lab: &Lab, host: &str) -> String {
     let out = Command::new("docker")
         .args([
             "ps",
@@ -191,8 +191,16 @@ fn host_configure_all_changes_every_host_once_then_nothing() {
         .filter(|e| e["event"] == "step_completed")
         .filter_map(|e| e["step"].as_str())
         .collect();
-    assert_eq!(completed.len(), 50, "{completed:?}");
-    for concern in ["user", "sudoers", "ssh-key", "packages", "hostname"] {
+    // The look at an existing `foundry` user, then the five concerns.
+    assert_eq!(completed.len(), 60, "{completed:?}");
+    for concern in [
+        "existing-user",
+        "user",
+        "sudoers",
+        "ssh-key",
+        "packages",
+        "hostname",
+    ] {
         assert!(completed.contains(&format!("host-7/{concern}#0").as_str()));
     }
     let human = home.ok(&["host", "configure", "--all", "--config", config]);

@@ -18,8 +18,8 @@ fn a_secret_answer_never_leaks() {
     let plan = home.plan(&json!({"steps": [
         {"key": "db-password", "ask": {"prompt": "Database password", "secret": true}},
         {"key": "conf", "file": {"path": conf.display().to_string(), "content": "password=${input:db-password}\n", "mode": 0o600}},
-        {"key": "echo", "run": ["sh", "-c", "echo \"out $1\"; echo \"err $1\" >&2", "sh", "${input:db-password}"]},
-        {"key": "flaky", "run": ["sh", "-c", format!("[ -f '{flag}' ] || {{ touch '{flag}'; echo \"bad $1\" >&2; exit 1; }}"), "sh", "${input:db-password}"],
+        {"key": "echo", "run": ["sh", "-c", "read -r pw; echo \"out $pw\"; echo \"err $pw\" >&2"], "stdin": "${input:db-password}\n"},
+        {"key": "flaky", "run": ["sh", "-c", format!("read -r pw; [ -f '{flag}' ] || {{ touch '{flag}'; echo \"bad $pw\" >&2; exit 1; }}")], "stdin": "${input:db-password}\n",
          "retry": {"initial_ms": 50, "jitter": 0.0, "max_attempts": 3}},
         {"key": "last", "run": ["true"]},
     ]}));

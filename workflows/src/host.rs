@@ -9,7 +9,7 @@ mod ssh;
 
 use std::path::Path;
 
-use foundry_activities::ssh::{SshChange, SshExec, SshTarget, public_of};
+use foundry_activities::ssh::{ExistingUser, SshChange, SshExec, SshTarget, public_of};
 use foundry_core::{Ctx, FailurePolicy, RetryPolicy, RunError, Workflow};
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +102,10 @@ pub struct ConfigureHost {
 pub struct ConfigureInput {
     pub hosts: Vec<ConfigureHost>,
     pub parallel: usize,
+    /// Accept a `foundry` user that exists already with keys or a password Foundry did
+    /// not put there, instead of refusing it.
+    #[serde(default)]
+    pub adopt: bool,
 }
 
 /// What a run changed on one host.
@@ -110,6 +114,9 @@ pub struct HostChanges {
     pub host: String,
     pub changed: Vec<String>,
     pub unchanged: Vec<String>,
+    /// What an existing `foundry` user had that Foundry accepted as it was (`--adopt`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adopted: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +156,7 @@ pub async fn configure_input(
     names: &[String],
     all: bool,
     parallel: usize,
+    adopt: bool,
 ) -> Result<ConfigureInput, HostError> {
     let entries: Vec<&HostEntry> = if all {
         config.hosts.iter().collect()
@@ -184,7 +192,11 @@ pub async fn configure_input(
             public_key,
         });
     }
-    Ok(ConfigureInput { hosts, parallel })
+    Ok(ConfigureInput {
+        hosts,
+        parallel,
+        adopt,
+    })
 }
 
 pub struct HostConfigure;
@@ -206,6 +218,7 @@ impl Workflow for HostConfigure {
     }
 
     async fn run(&self, ctx: Ctx, input: ConfigureInput) -> Result<ConfigureOutput, RunError> {
+        let adopt = input.adopt;
         let items: Vec<(String, ConfigureHost)> = input
             .hosts
             .into_iter()
@@ -216,7 +229,7 @@ impl Workflow for HostConfigure {
                 items,
                 input.parallel,
                 FailurePolicy::CollectAll,
-                |child, host| async move { configure_host(&child, &host).await },
+                move |child, host| async move { configure_host(&child, &host, adopt).await },
             )
             .await?;
         Ok(ConfigureOutput { hosts })
@@ -235,9 +248,25 @@ fn script(target: &SshTarget, script: &str, args: &[&str]) -> SshChange {
     SshChange { exec }
 }
 
-/// Every concern on one host, each one step that checks and changes in one round trip.
-async fn configure_host(ctx: &Ctx, host: &ConfigureHost) -> Result<HostChanges, RunError> {
+/// Every concern on one host, each one step that checks and changes in one round trip,
+/// after a look at a `foundry` user that may exist already: one with keys or a password
+/// Foundry did not put there is refused (nothing changed) unless `adopt`.
+async fn configure_host(
+    ctx: &Ctx,
+    host: &ConfigureHost,
+    adopt: bool,
+) -> Result<HostChanges, RunError> {
     let t = &host.target;
+    let existing = ExistingUser {
+        target: t.clone(),
+        host: host.name.clone(),
+        user: FOUNDRY_USER.into(),
+        foundry_key: host.public_key.clone(),
+        sudoers_path: SUDOERS_PATH.into(),
+        sudoers_line: SUDOERS_LINE.into(),
+        adopt,
+    };
+    let adopted = ctx.step("existing-user", &existing).await?.adopted;
     let steps = [
         (
             "user",
@@ -262,6 +291,7 @@ async fn configure_host(ctx: &Ctx, host: &ConfigureHost) -> Result<HostChanges, 
         host: host.name.clone(),
         changed: Vec::new(),
         unchanged: Vec::new(),
+        adopted,
     };
     for (concern, activity) in &steps {
         let change = ctx.step(concern, activity).await?;

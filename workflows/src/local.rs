@@ -37,6 +37,11 @@ pub struct PlanStep {
     pub undo: Option<Vec<String>>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// For `run` (and its `undo`): what the command reads on stdin. A secret answer goes
+    /// here (or, for a local step, in `env`), never in an argument, where the process list
+    /// shows it.
+    #[serde(default)]
+    pub stdin: Option<String>,
     #[serde(default)]
     pub cwd: Option<PathBuf>,
     #[serde(default)]
@@ -95,6 +100,7 @@ impl PlanStep {
             .flatten();
         argv.map(String::as_str)
             .chain(self.env.values().map(String::as_str))
+            .chain(self.stdin.as_deref())
             .chain(self.file.iter().map(|f| f.content.as_str()))
     }
 
@@ -129,6 +135,19 @@ impl Answers {
     fn argv(&self, ctx: &Ctx, step: &str, argv: &[String]) -> Result<Vec<String>, RunError> {
         argv.iter().map(|a| self.substitute(ctx, step, a)).collect()
     }
+
+    /// The step's `stdin`, answers substituted: kept as a secret, since it may hold one.
+    fn stdin(
+        &self,
+        ctx: &Ctx,
+        key: &str,
+        step: &PlanStep,
+    ) -> Result<Option<SecretValue>, RunError> {
+        step.stdin
+            .as_deref()
+            .map(|text| self.substitute(ctx, key, text).map(SecretValue::new))
+            .transpose()
+    }
 }
 
 impl Workflow for LocalPlan {
@@ -140,6 +159,8 @@ impl Workflow for LocalPlan {
     fn check(&self, plan: &Plan) -> Result<(), String> {
         let mut seen: Vec<&str> = Vec::new();
         let mut asked: Vec<&str> = Vec::new();
+        // The asks whose answers are secret.
+        let mut secret: Vec<&str> = Vec::new();
         for (i, step) in plan.steps.iter().enumerate() {
             let at = format!("steps[{i}] (key `{}`)", step.key);
             if step.key.trim().is_empty() {
@@ -159,8 +180,12 @@ impl Workflow for LocalPlan {
                     return Err(format!("{at}: a command needs at least a program"));
                 }
             }
-            if step.run.is_none() && (step.probe.is_some() || step.undo.is_some()) {
-                return Err(format!("{at}: `probe` and `undo` belong to a `run` step"));
+            if step.run.is_none()
+                && (step.probe.is_some() || step.undo.is_some() || step.stdin.is_some())
+            {
+                return Err(format!(
+                    "{at}: `probe`, `undo` and `stdin` belong to a `run` step"
+                ));
             }
             match &step.host {
                 Some(_) if step.run.is_none() => {
@@ -181,6 +206,12 @@ impl Workflow for LocalPlan {
                         "{at}: a detached step finds its command by name: drop `probe`"
                     ));
                 }
+                Some(_) if step.detach && step.stdin.is_some() => {
+                    return Err(format!(
+                        "{at}: a detached command outlives the connection its stdin would \
+                         come through: drop `stdin` or `detach`"
+                    ));
+                }
                 None if step.sudo || step.detach => {
                     return Err(format!("{at}: `sudo` and `detach` need a `host`"));
                 }
@@ -193,8 +224,26 @@ impl Workflow for LocalPlan {
                     ));
                 }
             }
-            if step.ask.is_some() {
+            let argv = [&step.run, &step.probe, &step.undo].into_iter().flatten();
+            for name in argv.flatten().flat_map(|a| references(a)) {
+                if secret.contains(&name) {
+                    return Err(format!(
+                        "{at}: ${{input:{name}}} is a secret answer: in a command's \
+                         arguments, any user of the machine could read it in the process \
+                         list\nhint: give it on the command's stdin (`stdin: \"${{input:{name}}}\\n\"`){}",
+                        if step.host.is_none() {
+                            ", or in `env`"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+            }
+            if let Some(question) = &step.ask {
                 asked.push(&step.key);
+                if question.secret {
+                    secret.push(&step.key);
+                }
             }
         }
         Ok(())
@@ -221,6 +270,7 @@ impl Workflow for LocalPlan {
                     let mut cmd = SshExec::new(target, argv);
                     cmd.sudo = step.sudo;
                     cmd.policy = policy;
+                    cmd.stdin = answers.stdin(&ctx, key, step)?;
                     cmd.probe = step
                         .probe
                         .as_ref()
@@ -236,6 +286,7 @@ impl Workflow for LocalPlan {
                     .map(|p| answers.argv(&ctx, key, p))
                     .transpose()?;
                 cmd.cwd = step.cwd.clone();
+                cmd.stdin = answers.stdin(&ctx, key, step)?;
                 for (name, value) in &step.env {
                     cmd.env
                         .insert(name.clone(), answers.substitute(&ctx, key, value)?);
@@ -248,6 +299,7 @@ impl Workflow for LocalPlan {
                         let mut undo_cmd = RunCommand::new(answers.argv(&ctx, key, undo)?);
                         undo_cmd.cwd = step.cwd.clone();
                         undo_cmd.env = cmd.env.clone();
+                        undo_cmd.stdin = cmd.stdin.clone();
                         ctx.step_with_undo(key, &cmd, undo_cmd).await?;
                     }
                     None => {
@@ -339,9 +391,52 @@ mod tests {
                 .contains("unknown field `runn`")
         );
         let ok = plan(serde_json::json!({"steps": [
-            {"key": "pw", "ask": {"prompt": "Password", "secret": true}},
+            {"key": "pw", "ask": {"prompt": "Password"}},
             {"key": "a", "run": ["echo", "${input:pw}"]}
         ]}));
         assert_eq!(ok, Ok(()));
+    }
+
+    #[test]
+    fn a_secret_answer_is_refused_in_an_argv_and_taken_on_stdin() {
+        let ask = serde_json::json!({"key": "pw", "ask": {"prompt": "Password", "secret": true}});
+        for field in ["run", "probe", "undo"] {
+            let mut step = serde_json::json!({"key": "a", "run": ["true"]});
+            step[field] = serde_json::json!(["sh", "-c", "x", "sh", "--pw=${input:pw}"]);
+            let refused = plan(serde_json::json!({"steps": [ask.clone(), step]}));
+            let e = refused.expect_err("refused");
+            assert!(
+                e.contains("steps[1] (key `a`): ${input:pw} is a secret answer")
+                    && e.contains("hint: give it on the command's stdin"),
+                "{field}: {e}"
+            );
+        }
+        let on_stdin = plan(serde_json::json!({"steps": [ask.clone(),
+            {"key": "a", "run": ["sh", "-c", "read -r pw"], "stdin": "${input:pw}\n",
+             "env": {"PW": "${input:pw}"}}
+        ]}));
+        assert_eq!(on_stdin, Ok(()));
+        // A text answer may still be an argument.
+        let text = plan(serde_json::json!({"steps": [
+            {"key": "name", "ask": {"prompt": "Name"}},
+            {"key": "a", "run": ["echo", "${input:name}"]}
+        ]}));
+        assert_eq!(text, Ok(()));
+        let stray = plan(serde_json::json!({"steps": [ask.clone(),
+            {"key": "a", "file": {"path": "/tmp/x", "content": ""}, "stdin": "x"}
+        ]}));
+        assert!(
+            stray
+                .expect_err("refused")
+                .contains("belong to a `run` step")
+        );
+        let detached = plan(serde_json::json!({"config": "/c.yaml", "steps": [
+            {"key": "a", "run": ["true"], "host": "h", "detach": true, "stdin": "x"}
+        ]}));
+        assert!(
+            detached
+                .expect_err("refused")
+                .contains("drop `stdin` or `detach`")
+        );
     }
 }

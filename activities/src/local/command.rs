@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, RetryPolicy, Stream};
+use foundry_core::{
+    Activity, ActivityCx, ActivityError, InDoubt, RetryPolicy, SecretValue, Stream,
+};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 /// A program and its arguments, run as they are: no shell sees them.
@@ -19,6 +21,11 @@ pub struct RunCommand {
     pub cwd: Option<PathBuf>,
     pub env: BTreeMap<String, String>,
     pub policy: RetryPolicy,
+    /// What the command reads on stdin (then end of file; without it, stdin is empty):
+    /// the way to give it a secret, which in its argv any user of this machine could read
+    /// in the process list. Never serialized; the probe gets none.
+    #[serde(skip)]
+    pub stdin: Option<SecretValue>,
 }
 
 impl RunCommand {
@@ -29,6 +36,7 @@ impl RunCommand {
             cwd: None,
             env: BTreeMap::new(),
             policy: RetryPolicy::default(),
+            stdin: None,
         }
     }
 }
@@ -71,14 +79,30 @@ impl CommandOutput {
     }
 }
 
+/// A longer line is shown in pieces of this many bytes.
+const LINE_BYTES: u64 = 64 * 1024;
+
+/// Streams `pipe` as output events, line by line, to its end; its last line. Bytes that
+/// are not UTF-8 are shown as U+FFFD: a program's output never stops the step.
 async fn forward(cx: &ActivityCx, stream: Stream, pipe: impl AsyncRead + Unpin) -> Option<String> {
-    let mut lines = BufReader::new(pipe).lines();
+    let mut reader = BufReader::new(pipe);
+    let mut line = Vec::new();
     let mut last = None;
-    while let Ok(Some(line)) = lines.next_line().await {
-        cx.output(stream, line.clone());
-        last = Some(line);
+    loop {
+        line.clear();
+        match (&mut reader)
+            .take(LINE_BYTES)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(0) | Err(_) => return last,
+            Ok(_) => {}
+        }
+        let bytes = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = String::from_utf8_lossy(bytes).into_owned();
+        cx.output(stream, text.clone());
+        last = Some(text);
     }
-    last
 }
 
 /// The environment variables that carry secrets and answers into foundry itself: a child
@@ -131,20 +155,33 @@ impl RunCommand {
         Ok(cmd)
     }
 
-    /// Runs `argv`, streaming its output as events; its exit code, or an error.
+    /// Runs `argv`, `input` on its stdin, streaming its output as events; its exit code,
+    /// or an error.
     async fn exec(
         &self,
         cx: &ActivityCx,
         argv: &[String],
+        input: Option<&SecretValue>,
     ) -> Result<(i32, Option<String>), ActivityError> {
-        let mut child = self
-            .command(argv)?
+        let mut cmd = self.command(argv)?;
+        if input.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| ActivityError::permanent(format!("cannot run `{}`: {e}", argv[0])))?;
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
+        let stdin = child.stdin.take();
+        let feed = async {
+            if let (Some(mut pipe), Some(input)) = (stdin, input) {
+                // A command that does not read it all closes the pipe: not an error here,
+                // its exit status says how it went.
+                let _ = pipe.write_all(input.expose().as_bytes()).await;
+            }
+        };
         let out = async {
             match stdout {
                 Some(p) => forward(cx, Stream::Stdout, p).await,
@@ -158,7 +195,7 @@ impl RunCommand {
             }
         };
         let run = async {
-            let (_, last_err, status) = tokio::join!(out, err, child.wait());
+            let (_, last_err, (), status) = tokio::join!(out, err, feed, child.wait());
             (last_err, status)
         };
         let (last_err, status) = tokio::select! {
@@ -201,12 +238,12 @@ impl Activity for RunCommand {
         let Some(probe) = &self.probe else {
             return Ok(None);
         };
-        let (code, _) = self.exec(cx, probe).await?;
+        let (code, _) = self.exec(cx, probe, None).await?;
         Ok(CommandOutput::from_probe(code.into()))
     }
 
     async fn apply(&self, cx: &ActivityCx) -> Result<CommandOutput, ActivityError> {
-        let (code, last_err) = self.exec(cx, &self.argv).await?;
+        let (code, last_err) = self.exec(cx, &self.argv, self.stdin.as_ref()).await?;
         CommandOutput::from_exit(&format!("`{}`", self.argv[0]), code.into(), last_err)
     }
 }

@@ -42,7 +42,7 @@ impl Activity for SshChange {
     async fn apply(&self, cx: &ActivityCx) -> Result<Change, ActivityError> {
         let exec = &self.exec;
         let line = command_line(&exec.argv, exec.sudo)?;
-        let (code, last_out, last_err) = exec.run_line(&line, cx).await?;
+        let (code, last_out, last_err) = exec.run_line(&line, exec.stdin.as_ref(), cx).await?;
         let what = format!("{}: `{}`", exec.target, cx.step());
         CommandOutput::from_exit(&what, code.into(), last_err)?;
         match last_out.as_deref().map(str::trim) {

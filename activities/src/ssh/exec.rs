@@ -1,6 +1,6 @@
 //! Runs a command on a host over SSH, from an argv.
 
-use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, RetryPolicy};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, RetryPolicy, SecretValue};
 use serde::{Deserialize, Serialize};
 
 use super::{SshPool, SshTarget, command_line};
@@ -21,6 +21,11 @@ pub struct SshExec {
     /// [`super::SshDetached`].
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// What the command reads on stdin (then end of file): the way to give it a secret,
+    /// which on its command line any user of the host could read in the process list.
+    /// Never serialized; the probe gets none.
+    #[serde(skip)]
+    pub stdin: Option<SecretValue>,
 }
 
 impl SshExec {
@@ -32,23 +37,26 @@ impl SshExec {
             probe: None,
             policy: RetryPolicy::default(),
             timeout_ms: None,
+            stdin: None,
         }
     }
 
-    /// Runs `line` on the host's pooled connection, within the timeout: its exit code,
-    /// last line of stdout and last line of stderr.
+    /// Runs `line` on the host's pooled connection, within the timeout, `input` on its
+    /// stdin: its exit code, last line of stdout and last line of stderr.
     pub(super) async fn run_line(
         &self,
         line: &str,
+        input: Option<&SecretValue>,
         cx: &ActivityCx,
     ) -> Result<(u32, Option<String>, Option<String>), ActivityError> {
         let session = SshPool::global().session(&self.target).await?;
+        let input = input.map(|v| v.expose().as_bytes());
         let Some(ms) = self.timeout_ms else {
-            return session.run_capture(line, cx).await;
+            return session.run_capture(line, input, cx).await;
         };
         tokio::time::timeout(
             std::time::Duration::from_millis(ms),
-            session.run_capture(line, cx),
+            session.run_capture(line, input, cx),
         )
         .await
         .unwrap_or_else(|_| {
@@ -84,13 +92,13 @@ impl Activity for SshExec {
             return Ok(None);
         };
         let line = command_line(probe, self.sudo)?;
-        let (code, _, _) = self.run_line(&line, cx).await?;
+        let (code, _, _) = self.run_line(&line, None, cx).await?;
         Ok(CommandOutput::from_probe(code.into()))
     }
 
     async fn apply(&self, cx: &ActivityCx) -> Result<CommandOutput, ActivityError> {
         let line = command_line(&self.argv, self.sudo)?;
-        let (code, _, last_err) = self.run_line(&line, cx).await?;
+        let (code, _, last_err) = self.run_line(&line, self.stdin.as_ref(), cx).await?;
         let what = format!("{}: `{}`", self.target, self.argv[0]);
         CommandOutput::from_exit(&what, code.into(), last_err)
     }

@@ -5,6 +5,7 @@
 mod change;
 mod detach;
 mod exec;
+mod existing_user;
 mod forward;
 mod key_source;
 mod keys;
@@ -16,6 +17,7 @@ mod upload;
 pub use change::{Change, SshChange};
 pub use detach::SshDetached;
 pub use exec::SshExec;
+pub use existing_user::{Adopted, ExistingUser};
 pub use forward::ForwardError;
 pub use key_source::{KeySource, KeyVault, VaultRead, set_key_vault};
 pub use keys::{MemoryKeyFile, generate_ed25519, public_of};

@@ -33,13 +33,18 @@ impl PooledSession {
         })
     }
 
-    /// Runs `command` on a channel of this connection; see [`SshSession::run_capture`].
+    /// Runs `command` on a channel of this connection, `input` on its stdin; see
+    /// [`SshSession::run_capture_with_input`].
     pub async fn run_capture(
         &self,
         command: &str,
+        input: Option<&[u8]>,
         cx: &ActivityCx,
     ) -> Result<(u32, Option<String>, Option<String>), ActivityError> {
-        self.channel().await?.run_capture(command, cx).await
+        self.channel()
+            .await?
+            .run_capture_with_input(command, input, cx)
+            .await
     }
 
     /// The session itself, for channels that are not commands (forwarded streams do not

@@ -137,10 +137,21 @@ impl SshSession {
         command: &str,
         cx: &ActivityCx,
     ) -> Result<(u32, Option<String>, Option<String>), ActivityError> {
+        self.run_capture_with_input(command, None, cx).await
+    }
+
+    /// [`SshSession::run_capture`] with `input` sent to the command's stdin, then end of
+    /// file: how a secret reaches a remote command without being on its command line.
+    pub async fn run_capture_with_input(
+        &self,
+        command: &str,
+        input: Option<&[u8]>,
+        cx: &ActivityCx,
+    ) -> Result<(u32, Option<String>, Option<String>), ActivityError> {
         let (mut last_out, mut last_err) = (None, None);
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = self
-            .exec(command, cx, |stream, data| match stream {
+            .exec_with_input(command, input, cx, |stream, data| match stream {
                 Stream::Stdout => emit_lines(cx, stream, &mut out, data, &mut last_out),
                 Stream::Stderr => emit_lines(cx, stream, &mut err, data, &mut last_err),
             })
@@ -332,7 +343,12 @@ pub fn fingerprint_of(public: &str) -> Result<String, ActivityError> {
         .map_err(|e| ActivityError::permanent(format!("not a public key: {e}")))
 }
 
-/// Emits each complete line of `pending + data`; keeps the rest for later.
+/// A longer line is shown in pieces of about this many bytes, so a host that never ends
+/// a line cannot fill this process's memory.
+const LINE_BYTES: usize = 64 * 1024;
+
+/// Emits each complete line of `pending + data`, lossily decoded (output that is not
+/// UTF-8 never stops a command); keeps the rest for later.
 fn emit_lines(
     cx: &ActivityCx,
     stream: Stream,
@@ -341,6 +357,9 @@ fn emit_lines(
     last: &mut Option<String>,
 ) {
     pending.extend_from_slice(data);
+    if !pending.contains(&b'\n') && pending.len() > LINE_BYTES {
+        pending.push(b'\n');
+    }
     while let Some(at) = pending.iter().position(|&b| b == b'\n') {
         let line: Vec<u8> = pending.drain(..=at).collect();
         let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
@@ -348,5 +367,32 @@ fn emit_lines(
             cx.output(stream, text.clone());
             *last = Some(text);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_lines_are_read_lossily_and_bounded() {
+        let cx = ActivityCx::standalone("test");
+        let (mut pending, mut last) = (Vec::new(), None);
+        emit_lines(&cx, Stream::Stdout, &mut pending, b"\xff\xfe o", &mut last);
+        emit_lines(&cx, Stream::Stdout, &mut pending, b"k\nrest", &mut last);
+        assert_eq!(last.as_deref(), Some("\u{fffd}\u{fffd} ok"));
+        assert_eq!(pending, b"rest");
+        // A host that never ends its line: shown in pieces, never all kept.
+        for _ in 0..64 {
+            emit_lines(
+                &cx,
+                Stream::Stdout,
+                &mut pending,
+                &[b'x'; 32 * 1024],
+                &mut last,
+            );
+            assert!(pending.len() <= LINE_BYTES + 32 * 1024, "{}", pending.len());
+        }
+        assert!(last.is_some_and(|l| l.len() > LINE_BYTES));
     }
 }
