@@ -254,9 +254,18 @@ pub fn openbao_address(stack: &StackConfig) -> Option<String> {
         .map(|h| h.address.clone())
 }
 
-/// OpenBAO's API as the stack config places it: `https://ADDRESS:8200`.
+/// OpenBAO's API as the stack config places it: `https://ADDRESS:8200` (an IPv6 address
+/// in brackets).
 pub fn openbao_url(stack: &StackConfig) -> Option<String> {
-    openbao_address(stack).map(|address| format!("https://{address}:{PORT}"))
+    openbao_address(stack).map(|address| https_url(&address, PORT))
+}
+
+/// `https://HOST:PORT`, with an IPv6 address in brackets as URLs need it.
+fn https_url(host: &str, port: u16) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => format!("https://[{host}]:{port}"),
+        Err(_) => format!("https://{host}:{port}"),
+    }
 }
 
 /// Values fetched from OpenBAO ahead of a resolution (the resolver asks synchronously).
@@ -431,5 +440,19 @@ impl Activity for EnsureStackSecret {
             secret: self.keep(cx, &value).await?,
             source: GENERATED.into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::https_url;
+
+    #[test]
+    fn an_ipv6_address_is_bracketed_in_the_url() {
+        assert_eq!(https_url("10.77.0.20", 8200), "https://10.77.0.20:8200");
+        assert_eq!(https_url("bao.example.org", 8200), "https://bao.example.org:8200");
+        assert_eq!(https_url("fd00::20", 8200), "https://[fd00::20]:8200");
+        let url = url::Url::parse(&https_url("fd00::20", 8200)).expect("a URL");
+        assert_eq!(url.port(), Some(8200));
     }
 }
