@@ -20,6 +20,7 @@ mod openbao;
 mod openbao_token;
 mod registry;
 mod retries;
+mod run_secrets;
 mod secrets;
 mod short_ids;
 mod snapshots;
