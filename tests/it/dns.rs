@@ -2,8 +2,9 @@
 //! image built here from Debian's packages, an internal and an external authoritative
 //! server and a recursor as containers on the lab's network. Asked with `dig` from inside
 //! the lab (a container on the lab's network) and from outside (a container on a network
-//! of its own that only the external server joins). A second install sends no change; a
-//! changed record patches exactly its rrset; the API key is in no journal byte and in no
+//! of its own that only the external server joins). A second install patches nothing (its
+//! run made a new key, since the first run's store is gone with that run); a changed record
+//! patches exactly its rrset; the API key is in no journal byte and in no
 //! JSON output. The APIs listen on their containers' loopback only (refused at the
 //! containers' addresses) and answer through the Engine, also over SSH to the lab's engine
 //! host; the key is in no container's configuration (`docker inspect`), only on a tmpfs
@@ -151,23 +152,29 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
         "{first_events:?}"
     );
 
-    // The key: the reference the servers were created from, its value in the store.
+    // The key: the reference the servers were created from. The run that kept it has
+    // ended, and its store with it: the value is on the servers' tmpfs only, and this test
+    // keeps it in a store of its own to reach them.
     let label = docker(&[
         "inspect",
         "-f",
         "{{index .Config.Labels \"foundry.secret-ref.PDNS_API_KEY\"}}",
         &format!("{name}-internal"),
     ]);
-    let key_ref = SecretRef(String::from_utf8_lossy(&label.stdout).trim().to_string());
-    assert!(key_ref.0.starts_with("local:"), "{key_ref}");
-    let store = Arc::new(FileSecretStore::new(home.path().join("secrets")));
+    let label_ref = SecretRef(String::from_utf8_lossy(&label.stdout).trim().to_string());
+    assert!(label_ref.0.starts_with("local:"), "{label_ref}");
+    let store = Arc::new(FileSecretStore::new(home.scratch().join("test-secrets")));
     let cx = ActivityCx::standalone("dns-test").with_secrets(store.clone());
-    let key = cx
-        .reveal(&key_ref)
-        .expect("the key is kept")
-        .expose()
-        .to_string();
+    let key = key_file(&format!("{name}-internal")).expect("the key on the tmpfs");
     assert!(key.len() >= 32);
+    let kept_by_runs = || {
+        foundry_tests::leak::files_under(&home.path().join("secrets"), &[])
+            .into_values()
+            .filter(|bytes| !bytes.is_empty())
+            .count()
+    };
+    assert_eq!(kept_by_runs(), 0, "a finished run's store outlived it");
+    let key_ref = store.put(&SecretValue::new(key.clone())).expect("put");
     let [int_c, ext_c, rec_c] = ["internal", "external", "recursor"].map(|r| format!("{name}-{r}"));
 
     // The key is in no container's configuration: not in its environment, command,
@@ -244,7 +251,7 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
     assert!(answers.is_empty(), "the private zone leaks: {answers:?}");
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let serials = || {
+    let serials = |key_ref: &SecretRef| {
         rt.block_on(async {
             let mut found = Vec::new();
             for (ip, zone) in [
@@ -260,7 +267,7 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
             found
         })
     };
-    let before = serials();
+    let before = serials(&key_ref);
 
     // Live status.
     let status = rt
@@ -295,7 +302,7 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
     assert!(killed(killed_run.status), "{killed_run:?}");
     let journal = home.runs_bytes();
     assert!(
-        contains(&journal, &key_ref.0),
+        contains(&journal, &label_ref.0),
         "the journal holds the key's reference"
     );
     assert!(!contains(&journal, &key), "the journal holds the API key");
@@ -315,7 +322,17 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
         Vec::<String>::new(),
         "{resumed_events:?}"
     );
-    assert_eq!(serials(), before, "a run with no change moved a serial");
+    // The first key is in no store any more: the second run made another, which the
+    // servers now run with.
+    let key2 = key_file(&int_c).expect("the second key on the tmpfs");
+    assert_ne!(key2, key, "the first run's key outlived its run");
+    let key_ref = store.put(&SecretValue::new(key2.clone())).expect("put");
+    assert_eq!(kept_by_runs(), 0, "a finished run's store outlived it");
+    assert_eq!(
+        serials(&key_ref),
+        before,
+        "a run with no change moved a serial"
+    );
 
     // Through SSH to the lab's engine host, the same API answers.
     let over_ssh = rt.block_on(
@@ -341,8 +358,9 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
     let third = start(home, &write_input(home, &input), None);
     let third_events = ok(&third, "the changed install");
     assert_eq!(patched(&third_events), ["patched web.lab.example.com./A"]);
-    assert_eq!(key_file(&int_c), Some(key.clone()), "the key is not back");
-    let after = serials();
+    let key3 = key_file(&int_c).expect("the key is not back");
+    let key_ref = store.put(&SecretValue::new(key3.clone())).expect("put");
+    let after = serials(&key_ref);
     assert!(after[0] > before[0], "{before:?} -> {after:?}");
     assert_eq!(
         after[1..],
@@ -411,15 +429,14 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
     assert_eq!(status, "REFUSED", "the deleted zone still answers");
 
     // The key in no output of any run, nor in any byte under runs/.
-    for out in [&first, &killed_run, &resumed, &third] {
+    for key in [&key, &key2, &key3] {
+        for out in [&first, &killed_run, &resumed, &third] {
+            assert!(!contains(&out.stdout, key), "JSON output holds the API key");
+            assert!(!contains(&out.stderr, key), "logs hold the API key");
+        }
         assert!(
-            !contains(&out.stdout, &key),
-            "JSON output holds the API key"
+            !contains(&home.runs_bytes(), key),
+            "a journal or run log holds the API key"
         );
-        assert!(!contains(&out.stderr, &key), "logs hold the API key");
     }
-    assert!(
-        !contains(&home.runs_bytes(), &key),
-        "a journal or run log holds the API key"
-    );
 }
