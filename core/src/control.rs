@@ -190,6 +190,33 @@ pub async fn cancel(path: &Path) -> Result<(), ControlError> {
     within(path, cancel_exchange(path)).await
 }
 
+/// How long [`leave_cancel`] may take to hand its request over.
+const LEAVE_WITHIN: Duration = Duration::from_millis(500);
+
+/// Writes a cancel request to a driver that does not answer (stopped, stuck), without
+/// waiting for its answer: the socket keeps it, and the driver cancels if it runs again.
+pub async fn leave_cancel(path: &Path) -> Result<(), ControlError> {
+    let err = |detail: String| ControlError {
+        path: path.to_path_buf(),
+        detail,
+        timed_out: false,
+    };
+    let exchange = async {
+        let mut stream = UnixStream::connect(path)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let mut line = serde_json::to_vec(&Request::Cancel).map_err(|e| err(e.to_string()))?;
+        line.push(b'\n');
+        stream
+            .write_all(&line)
+            .await
+            .map_err(|e| err(e.to_string()))
+    };
+    tokio::time::timeout(LEAVE_WITHIN, exchange)
+        .await
+        .unwrap_or_else(|_| Err(err("the socket took no request".into())))
+}
+
 async fn cancel_exchange(path: &Path) -> Result<(), ControlError> {
     let err = |detail: String| ControlError {
         path: path.to_path_buf(),

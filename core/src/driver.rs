@@ -13,10 +13,9 @@ use crate::control::ControlServer;
 use crate::engine::{Engine, EngineError, RunOutcome};
 use crate::error::RunError;
 use crate::events::{Event, EventBus, EventKind};
-use crate::input::Answer;
 use crate::journal::{JournalSnapshot, RunJournal, WriteOp};
 use crate::lease::{self, HEARTBEAT_EVERY};
-use crate::model::{RunId, RunMeta, RunState, RunSummary, StepRecord};
+use crate::model::{RunId, RunMeta, RunState, RunSummary};
 use crate::time::Millis;
 use crate::workflow::DynWorkflow;
 use crate::writer::{MirrorState, WriteError, Writer};
@@ -72,7 +71,7 @@ impl Driver {
             writer.clone(),
             snapshot.steps.clone(),
             events.clone(),
-            engine.secrets.clone(),
+            engine.run_secrets(run),
             engine.input.clone(),
         );
         if let Err(e) = events.log_to(&engine.home.log_path(run)) {
@@ -301,7 +300,6 @@ async fn finish(
             .write_last(vec![WriteOp::Finish { meta, summary }], vec![finished])
             .await
             .map_err(|e| drive_error(run, e))?;
-        forget_secret_answers(engine, &records);
     } else {
         let ops = vec![WriteOp::Meta(self::meta(state, error.clone()))];
         shared
@@ -309,6 +307,14 @@ async fn finish(
             .write_last(ops, vec![finished])
             .await
             .map_err(|e| drive_error(run, e))?;
+    }
+    if state.is_finished() {
+        // Nothing reads a finished run's secrets again: no step of it will run. Removed
+        // after the finish is journaled, so a crash in between leaves an orphan that
+        // `workflow gc` removes, never a run that needs what is gone.
+        if let Err(e) = crate::secret::forget_run(&engine.home, run) {
+            tracing::warn!(error = %e, "could not remove a finished run's secrets");
+        }
     }
     Ok(RunOutcome {
         run,
@@ -327,19 +333,4 @@ async fn undo_all(shared: &Arc<RunShared>, ctx: &Ctx) -> Vec<String> {
         }
     }
     failures
-}
-
-/// A completed run's secret answers are no longer referenced by any journal.
-fn forget_secret_answers(engine: &Engine, records: &[StepRecord]) {
-    for record in records.iter().filter(|r| r.kind == "input") {
-        let answer = record
-            .output
-            .clone()
-            .and_then(|o| serde_json::from_value::<Answer>(o).ok());
-        if let Some(Answer::Secret(reference)) = answer
-            && let Err(e) = engine.secrets.delete(&reference)
-        {
-            tracing::warn!(error = %e, "could not remove a finished run's secret answer");
-        }
-    }
 }

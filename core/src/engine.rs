@@ -73,6 +73,15 @@ impl EngineError {
     }
 }
 
+/// What `workflow gc` removed, or would remove.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Collected {
+    /// Runs forgotten: their journals, logs and kept secrets.
+    pub runs: Vec<RunId>,
+    /// Kept secrets no run will read again, each a run's directory or a file.
+    pub secrets: Vec<std::path::PathBuf>,
+}
+
 /// How a drive ended.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct RunOutcome {
@@ -88,25 +97,27 @@ pub struct Engine {
     pub(crate) home: Home,
     store: Arc<dyn JournalStore>,
     registry: Registry,
-    pub(crate) secrets: Arc<dyn SecretStore>,
     pub(crate) input: Arc<dyn InputProvider>,
 }
 
 impl Engine {
     pub fn new(home: Home, registry: Registry, input: Arc<dyn InputProvider>) -> Engine {
         let store = Arc::new(RedbStore::new(home.runs_dir()));
-        let secrets = Arc::new(FileSecretStore::new(home.secrets_dir()));
         Engine {
             home,
             store,
             registry,
-            secrets,
             input,
         }
     }
 
     pub fn home(&self) -> &Home {
         &self.home
+    }
+
+    /// The secret store of `run`: a directory of its own, removed when the run ends.
+    pub(crate) fn run_secrets(&self, run: RunId) -> Arc<dyn SecretStore> {
+        Arc::new(FileSecretStore::for_run(&self.home, run))
     }
 
     pub fn registry(&self) -> &Registry {
@@ -331,17 +342,21 @@ impl Engine {
     }
 
     /// Removes the journals of runs nobody drives that ended (completed, cancelled,
-    /// failed, paused or waiting) longer than `older_than` ago. Interrupted runs are kept:
-    /// they are resumable. Returns the removed runs.
-    pub fn gc(&self, older_than: Duration) -> Result<Vec<RunId>, EngineError> {
+    /// failed, paused or waiting) longer than `older_than` ago, with their logs and kept
+    /// secrets, and the kept secrets no run will read again (see [`Engine::orphan_secrets`]).
+    /// Interrupted runs are kept: they are resumable. With `dry_run`, only says what it
+    /// would remove.
+    pub fn gc(&self, older_than: Duration, dry_run: bool) -> Result<Collected, EngineError> {
         let cutoff = Millis(
             Millis::now()
                 .0
                 .saturating_sub(u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX)),
         );
-        // A journal being created right now is younger than a minute; older ones were cut off.
-        self.store.sweep(Duration::from_secs(60))?;
-        let mut removed = Vec::new();
+        if !dry_run {
+            // A journal being created right now is younger than a minute; older ones were cut off.
+            self.store.sweep(Duration::from_secs(60))?;
+        }
+        let mut collected = Collected::default();
         for id in self.store.list()? {
             let Ok(snapshot) = self.store.read(id) else {
                 continue;
@@ -351,16 +366,98 @@ impl Engine {
                 RunState::Running | RunState::Cancelling
             );
             if ended && snapshot.meta.updated_at < cutoff {
-                self.remove_run(id)?;
-                removed.push(id);
+                if !dry_run {
+                    self.remove_run(id)?;
+                }
+                collected.runs.push(id);
             }
         }
-        Ok(removed)
+        for orphan in self.orphan_secrets()? {
+            if !dry_run {
+                let removed = if orphan.is_dir() {
+                    std::fs::remove_dir_all(&orphan)
+                } else {
+                    std::fs::remove_file(&orphan)
+                };
+                match removed {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(EngineError::Home(HomeError::Unusable {
+                            detail: format!("cannot remove it: {e}"),
+                            path: orphan,
+                        }));
+                    }
+                }
+            }
+            collected.secrets.push(orphan);
+        }
+        Ok(collected)
+    }
+
+    /// What the home's secret store holds that no run will read again: the directory of a
+    /// run that finished (completed or cancelled) or whose journal is gone, and a secret of
+    /// the store's older layout (a file directly in it) once no run can be resumed. A
+    /// directory younger than a minute is left alone (its run may be starting), and so is
+    /// one whose run's journal cannot be read (it may be resumable once repaired).
+    pub fn orphan_secrets(&self) -> Result<Vec<std::path::PathBuf>, EngineError> {
+        let dir = self.home.secrets_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(EngineError::Home(HomeError::Unusable {
+                    path: dir,
+                    detail: format!("cannot read it: {e}"),
+                }));
+            }
+        };
+        let runs = self.store.list()?;
+        let mut resumable = false;
+        let mut finished = std::collections::HashSet::new();
+        for id in &runs {
+            match self.store.read(*id) {
+                Ok(s) if s.meta.state.is_finished() => {
+                    finished.insert(*id);
+                }
+                _ => resumable = true,
+            }
+        }
+        let mut orphans = Vec::new();
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                let Ok(run) = name.parse::<RunId>() else {
+                    continue;
+                };
+                let young = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_none_or(|age| age < Duration::from_secs(60));
+                if finished.contains(&run) || (!runs.contains(&run) && !young) {
+                    orphans.push(path);
+                }
+            } else if meta.is_file() && uuid::Uuid::parse_str(&name).is_ok() && !resumable {
+                orphans.push(path);
+            }
+        }
+        orphans.sort();
+        Ok(orphans)
     }
 
     fn remove_run(&self, id: RunId) -> Result<(), EngineError> {
         self.store.remove(id)?;
         let _ = std::fs::remove_file(self.home.log_path(id));
+        if let Err(e) = crate::secret::forget_run(&self.home, id) {
+            tracing::warn!(run = %id, error = %e, "could not remove a forgotten run's secrets");
+        }
         Ok(())
     }
 

@@ -9,9 +9,12 @@
 //! host; neither the key nor its hash is in any container's configuration (`docker
 //! inspect`); the servers hold only the hash, in a file, so a `docker restart` and a
 //! `docker stop`/`start` leave their APIs answering with the key, with no Foundry run in
-//! between. An install killed right after it made the key, and one killed after it found
-//! the running servers' key, each resumed: the servers run with a key the store has.
+//! between. Without OpenBAO the key is kept for the servers' life in a 0600 file of the
+//! home, and in no run's store once that run ended. An install killed right after it made
+//! the key, and one killed after it read the kept key, each resumed: the servers run with
+//! the kept key and are not replaced.
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
@@ -192,23 +195,33 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
         "{first_events:?}"
     );
 
-    // The key: the reference the servers were created from, its value in the store.
+    // The key: kept for the servers' life in a 0600 file of the home (no OpenBAO here),
+    // and in no run's store once that run ended; the servers' label names the reference
+    // the runs handed it around under.
     let label = docker(&[
         "inspect",
         "-f",
         "{{index .Config.Labels \"foundry.secret-ref.PDNS_API_KEY\"}}",
         &format!("{name}-internal"),
     ]);
-    let key_ref = SecretRef(String::from_utf8_lossy(&label.stdout).trim().to_string());
-    assert!(key_ref.0.starts_with("local:"), "{key_ref}");
-    let store = Arc::new(FileSecretStore::new(home.path().join("secrets")));
-    let cx = ActivityCx::standalone("dns-test").with_secrets(store.clone());
-    let key = cx
-        .reveal(&key_ref)
-        .expect("the key is kept")
-        .expose()
+    let label_ref = SecretRef(String::from_utf8_lossy(&label.stdout).trim().to_string());
+    assert!(label_ref.0.starts_with("local:"), "{label_ref}");
+    let key_path = home.path().join("dns").join(format!("{name}-api-key"));
+    let key = std::fs::read_to_string(&key_path)
+        .expect("the key kept in the home")
+        .trim()
         .to_string();
     assert!(key.len() >= 32);
+    let mode = std::fs::metadata(&key_path).expect("meta").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the kept key is not private");
+    let kept_by_runs = foundry_tests::leak::files_under(&home.path().join("secrets"), &[])
+        .into_values()
+        .filter(|bytes| contains(bytes, &key))
+        .count();
+    assert_eq!(kept_by_runs, 0, "a finished run's store outlived it");
+    let store = Arc::new(FileSecretStore::new(home.scratch().join("test-secrets")));
+    let cx = ActivityCx::standalone("dns-test").with_secrets(store.clone());
+    let key_ref = store.put(&SecretValue::new(key.clone())).expect("put");
     let [int_c, ext_c, rec_c] = ["internal", "external", "recursor"].map(|r| format!("{name}-{r}"));
 
     // Each server holds the key's hash, in the file it includes, and not the key.
@@ -349,7 +362,7 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
     assert!(killed(killed_run.status), "{killed_run:?}");
     let journal = home.runs_bytes();
     assert!(
-        contains(&journal, &key_ref.0),
+        contains(&journal, &label_ref.0),
         "the journal holds the key's reference"
     );
     assert!(!contains(&journal, &key), "the journal holds the API key");
@@ -504,8 +517,8 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
     let (status, _) = dig(&outside, &outside_addr, "web.lab.example.com", "A");
     assert_eq!(status, "REFUSED", "the deleted zone still answers");
 
-    // Killed once it found the running servers' key, before that is journaled, then
-    // resumed: the key is found again, and the servers are left as they are.
+    // Killed once it read the kept key, before that is journaled, then resumed: the key
+    // is read again, and the servers are left as they are.
     let ids = [identity(&int_c), identity(&ext_c)];
     let again = write_input(home, &input);
     let found_key = start(home, &again, Some("api-key#0@effect"));
@@ -520,7 +533,7 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
         .cmd(&["workflow", "resume", &run, "--output", "json"])
         .output()
         .expect("resume");
-    ok(&fourth, "the install resumed after finding the key");
+    ok(&fourth, "the install resumed after reading the key");
     assert_eq!(
         [identity(&int_c), identity(&ext_c)],
         ids,

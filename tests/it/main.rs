@@ -23,6 +23,7 @@ mod openbao_own_tls;
 mod openbao_token;
 mod registry;
 mod retries;
+mod run_secrets;
 mod secrets;
 mod short_ids;
 mod snapshots;

@@ -93,7 +93,8 @@ pub struct DnsInput {
     /// Where the recursor sends names outside the zones; none: to the internal server.
     #[serde(default)]
     pub forwarders: Vec<String>,
-    /// The API key of both servers; none: the running servers' key, or a new one.
+    /// The API key of both servers; none: the one this machine keeps for them
+    /// (`$FOUNDRY_HOME/dns/<name>-api-key`), made on the first install.
     #[serde(default)]
     pub api_key: Option<SecretRef>,
     /// The API key as the stack names it, in its secret store (generated in OpenBAO when
@@ -328,11 +329,16 @@ impl DnsInput {
     /// Where this machine keeps the servers' key configuration (the hash, 0600), the
     /// source of the file put into their containers.
     fn key_conf_path(&self) -> Result<std::path::PathBuf, RunError> {
+        self.home_file("api-key.conf")
+    }
+
+    /// `$FOUNDRY_HOME/dns/<name>-<what>`: what this machine keeps for these servers.
+    fn home_file(&self, what: &str) -> Result<std::path::PathBuf, RunError> {
         let home = foundry_core::Home::from_env().map_err(|e| RunError::workflow(e.to_string()))?;
         Ok(home
             .root()
             .join("dns")
-            .join(format!("{}-api-key.conf", self.name)))
+            .join(format!("{}-{what}", self.name)))
     }
 
     fn recursor_spec(&self) -> ContainerSpec {
@@ -412,7 +418,7 @@ impl Workflow for DnsInstall {
             (None, None) => {
                 let key = NewApiKey {
                     purpose: "PowerDNS API key".into(),
-                    holder: Some(input.key_holder()),
+                    path: input.home_file("api-key")?,
                 };
                 let made = ctx.step("api-key", &key).await?;
                 (made.api_key, !made.reused)

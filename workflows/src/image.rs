@@ -10,8 +10,13 @@ use foundry_core::RetryPolicy;
 /// `layer_begin IMAGE BASE` sets `$image` and `$base`, and ends the script when the image
 /// exists. Concurrent builds of one image (two runs, two test processes) take a lock per
 /// image, so the second waits for the first and then finds the image, rather than
-/// building it again. A missing base image is refused, naming what builds it. `$dir` is
-/// the build context and `$log` the build's log, both removed at exit.
+/// building it again. The lock is a file in the Foundry home of this machine (the one
+/// running Foundry, wherever its Engine is): `locks/` (0700) in `$FOUNDRY_HOME`, else in
+/// `~/.foundry`, the file 0600, refused if it is a symbolic link. The wait is bounded,
+/// `FOUNDRY_IMAGE_LOCK_WAIT_S` seconds (default [`LOCK_WAIT_S`]); past it the build fails
+/// naming the lock and who took it last. A missing base image is refused, naming what
+/// builds it. `$dir` is the build context and `$log` the build's log, both removed at
+/// exit.
 ///
 /// `layer_build NETWORK` builds `$dir` as `$image` with the legacy builder (no buildx
 /// here), on NETWORK (`none` when everything was fetched before, `host` for apt); the
@@ -20,12 +25,8 @@ const LAYER: &str = r#"set -eu
 layer_begin() {
   image="$1"; base="$2"
   docker image inspect "$image" >/dev/null 2>&1 && exit 0
-  lock="/var/tmp/foundry-image-$(printf '%s' "$image" | tr -c 'A-Za-z0-9._-' '_').lock"
-  if (umask 0; : >>"$lock") 2>/dev/null; then
-    exec 9>>"$lock"
-    flock 9
-    docker image inspect "$image" >/dev/null 2>&1 && exit 0
-  fi
+  layer_lock
+  docker image inspect "$image" >/dev/null 2>&1 && exit 0
   if ! docker image inspect "$base" >/dev/null 2>&1; then
     echo "the lab's base image $base is missing: \`foundry lab up\` builds it" >&2
     exit 2
@@ -34,6 +35,33 @@ layer_begin() {
   log=$(mktemp /var/tmp/foundry-image-build.XXXXXX)
   trap 'rm -rf "$dir" "$log"' EXIT
 }
+layer_lock() {
+  locks="${FOUNDRY_HOME:-${HOME:?neither FOUNDRY_HOME nor HOME is set}/.foundry}/locks"
+  wait_s="${FOUNDRY_IMAGE_LOCK_WAIT_S:-__WAIT_S__}"
+  case "$wait_s" in
+    ''|*[!0-9]*) echo "FOUNDRY_IMAGE_LOCK_WAIT_S=$wait_s is not a whole number of seconds" >&2; exit 2 ;;
+  esac
+  (umask 077 && mkdir -p "$locks")
+  if [ -L "$locks" ] || [ ! -O "$locks" ]; then
+    echo "the lock directory $locks is not a directory of yours: refused" >&2
+    exit 2
+  fi
+  chmod 700 "$locks"
+  lock="$locks/image-$(printf '%s' "$image" | tr -c 'A-Za-z0-9._-' '_').lock"
+  if [ -L "$lock" ]; then
+    echo "the image lock $lock is a symbolic link: refused" >&2
+    exit 2
+  fi
+  (umask 077 && : >>"$lock")
+  chmod 600 "$lock"
+  exec 9<>"$lock"
+  if ! flock -w "$wait_s" 9; then
+    holder=$(head -c 200 "$lock" | tr -cd 'A-Za-z0-9 .:_-')
+    echo "waited $wait_s s for the image lock $lock: another build of $image holds it (the lock was last taken by ${holder:-an unknown process}); wait for it to end, or stop it" >&2
+    exit 3
+  fi
+  printf 'pid %s at %s' "$$" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$lock"
+}
 layer_build() {
   if ! DOCKER_BUILDKIT=0 docker build --network "$1" -t "$image" "$dir" >"$log" 2>&1; then
     cat "$log" >&2
@@ -41,6 +69,9 @@ layer_build() {
   fi
 }
 "#;
+
+/// How long a build waits for another build of its image, in seconds.
+pub const LOCK_WAIT_S: u64 = 600;
 
 /// The step that runs `script` (`sh -c`, named `name` in `$0`) with `args` to build
 /// `image` on this machine's Engine. Its probe: the image is there. Three attempts.
@@ -77,11 +108,14 @@ pub fn layered_step(
 ) -> RunCommand {
     let mut args = vec![image, base];
     args.extend_from_slice(extra);
-    build_step(name, &format!("{LAYER}{script}"), image, &args)
+    let layer = LAYER.replace("__WAIT_S__", &LOCK_WAIT_S.to_string());
+    build_step(name, &format!("{layer}{script}"), image, &args)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
 
     #[test]
@@ -94,8 +128,9 @@ mod tests {
             &["a b"],
         );
         assert_eq!(step.argv[0..2], ["sh", "-c"]);
+        let layer = LAYER.replace("__WAIT_S__", "600");
         assert!(
-            step.argv[2].starts_with(LAYER)
+            step.argv[2].starts_with(&layer)
                 && step.argv[2].ends_with("layer_begin \"$1\" \"$2\"\n")
         );
         assert_eq!(
@@ -112,5 +147,94 @@ mod tests {
             ])
         );
         assert_eq!(step.policy.max_attempts, 3);
+    }
+
+    /// The script of a layered build of an image that does not exist on a base that does
+    /// not either: past the lock it stops, saying the base is missing.
+    fn build(home: &std::path::Path, wait_s: &str) -> (std::process::Output, Duration) {
+        let step = layered_step(
+            "foundry-lock-test",
+            "layer_begin \"$1\" \"$2\"\necho built\n",
+            "foundry-lock-test-absent:1",
+            "foundry-lock-test-absent-base:1",
+            &[],
+        );
+        let began = Instant::now();
+        let out = std::process::Command::new(&step.argv[0])
+            .args(&step.argv[1..])
+            .env("FOUNDRY_HOME", home)
+            .env("FOUNDRY_IMAGE_LOCK_WAIT_S", wait_s)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("sh");
+        (out, began.elapsed())
+    }
+
+    #[test]
+    fn a_build_waits_a_bounded_time_for_the_image_lock_in_the_home() {
+        use std::io::BufRead;
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        let (free, _) = build(&home, "1");
+        let said = String::from_utf8_lossy(&free.stderr);
+        assert_eq!(free.status.code(), Some(2), "{said}");
+        assert!(
+            said.contains("base image foundry-lock-test-absent-base:1 is missing"),
+            "{said}"
+        );
+        let locks = home.join("locks");
+        let lock = locks.join("image-foundry-lock-test-absent_1.lock");
+        let mode = |p: &std::path::Path| {
+            std::fs::symlink_metadata(p)
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(&locks), 0o700);
+        assert_eq!(mode(&lock), 0o600);
+
+        // Another process holds it: the build waits its bound, then fails naming the lock.
+        let mut holder = std::process::Command::new("flock")
+            .arg(&lock)
+            .args(["-c", "echo held; exec sleep 60"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("flock");
+        let mut line = String::new();
+        std::io::BufReader::new(holder.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        assert_eq!(line.trim(), "held");
+        let (held, took) = build(&home, "1");
+        let _ = holder.kill();
+        let _ = holder.wait();
+        let said = String::from_utf8_lossy(&held.stderr);
+        assert_eq!(held.status.code(), Some(3), "{said}");
+        assert!(
+            said.contains(&format!("waited 1 s for the image lock {}", lock.display()))
+                && said.contains("last taken by pid "),
+            "{said}"
+        );
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+            "{took:?}"
+        );
+
+        // A link planted in its place is refused, never written through.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").expect("victim");
+        std::fs::remove_file(&lock).expect("rm");
+        std::os::unix::fs::symlink(&victim, &lock).expect("link");
+        let (linked, _) = build(&home, "1");
+        let said = String::from_utf8_lossy(&linked.stderr);
+        assert_eq!(linked.status.code(), Some(2), "{said}");
+        assert!(said.contains("is a symbolic link: refused"), "{said}");
+        assert_eq!(
+            std::fs::read_to_string(&victim).expect("victim"),
+            "untouched"
+        );
     }
 }

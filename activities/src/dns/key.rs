@@ -1,11 +1,15 @@
-//! The API key: the one a running server was given, or a new one, kept in the run's secret
-//! store. Only its reference is journaled.
+//! The API key of the DNS servers where no stack secret store holds it: kept in a private
+//! file for the servers' life, handed to a run through its own secret store. Only its
+//! reference is journaled.
+
+use std::io::Read;
+use std::path::PathBuf;
 
 use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, SecretRef, SecretValue};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::container::{Endpoint, secret_ref_of};
+use crate::container::Endpoint;
 
 /// A container whose label `foundry.secret-ref.<var>` may name the key already.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,21 +26,63 @@ pub fn random_key() -> SecretValue {
     SecretValue::new(hex::encode(bytes))
 }
 
-/// The holder's key when it has one the secret store still knows; otherwise a new random
-/// key (32 bytes, hex), kept. There is nothing to probe: a step in doubt makes another,
-/// and the one lost in between is never referenced.
+/// The key of servers whose stack keeps no secret store of its own (no OpenBAO): kept for
+/// their whole life in a 0600 file on this machine (`path`), which only this step writes.
+/// The first run makes it (32 random bytes, hex); every later run reads it, so the servers
+/// keep their key and are not recreated. A run's own secret store, which ends with the
+/// run, holds it for that run's other steps. In doubt it runs again: a key it made is in
+/// the file by then and is read back, never made twice.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewApiKey {
     /// What the key is for, in errors.
     pub purpose: String,
-    #[serde(default)]
-    pub holder: Option<KeyHolder>,
+    /// Where the key is kept between runs.
+    pub path: PathBuf,
+}
+
+/// The longest file read as a key: ours is 64 hex digits and a newline.
+const MAX_KEY_FILE: u64 = 1024;
+
+impl NewApiKey {
+    fn fail(&self, what: &str, e: impl std::fmt::Display) -> ActivityError {
+        ActivityError::permanent(format!(
+            "{what} the {} at {}: {e}",
+            self.purpose,
+            self.path.display()
+        ))
+    }
+
+    /// The kept key, when the file is there.
+    fn read(&self) -> Result<Option<SecretValue>, ActivityError> {
+        let file = match std::fs::File::open(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.fail("reading", e)),
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_KEY_FILE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.fail("reading", e))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let key = text.trim();
+        if bytes.len() as u64 > MAX_KEY_FILE
+            || key.is_empty()
+            || !key.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(self.fail(
+                "reading",
+                "not a key written by Foundry (hint: move it away to make a new key; the \
+                 servers are then recreated with it)",
+            ));
+        }
+        Ok(Some(SecretValue::new(key)))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyOutput {
     pub api_key: SecretRef,
-    /// Taken from the holder rather than made.
+    /// Read from the file rather than made.
     pub reused: bool,
 }
 
@@ -56,23 +102,18 @@ impl Activity for NewApiKey {
     }
 
     async fn apply(&self, cx: &ActivityCx) -> Result<ApiKeyOutput, ActivityError> {
-        if let Some(holder) = &self.holder
-            && let Some(reference) =
-                secret_ref_of(&holder.endpoint, &holder.container, &holder.var).await?
-            && cx.reveal(&reference).is_ok()
-        {
-            return Ok(ApiKeyOutput {
-                api_key: reference,
-                reused: true,
-            });
-        }
-        let value = random_key();
+        let (value, reused) = match self.read()? {
+            Some(value) => (value, true),
+            None => {
+                let value = random_key();
+                foundry_core::files::write_private(&self.path, value.expose().as_bytes())
+                    .map_err(|e| self.fail("keeping", e))?;
+                (value, false)
+            }
+        };
         let api_key = cx.keep(&value).map_err(|e| {
             ActivityError::permanent(format!("keeping the {}: {}", self.purpose, e.message))
         })?;
-        Ok(ApiKeyOutput {
-            api_key,
-            reused: false,
-        })
+        Ok(ApiKeyOutput { api_key, reused })
     }
 }

@@ -1,3 +1,4 @@
+use foundry_core::control;
 use foundry_core::{EngineError, EventKind};
 
 use crate::exit::{self, CliError};
@@ -24,13 +25,20 @@ pub struct Args {
 pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
     let (engine, bar) = super::engine(printer)?;
     let id = super::resolve(&engine, &args.run)?;
+    let socket = engine.home().socket_path(id);
     // Follow first, so the end of the run is not missed between the request and the follow.
+    // A driver that does not answer within the bound is stopped or stuck: asking it again
+    // would only wait as long once more, so the cancel is left on its socket instead.
     let follow = if args.no_wait {
         None
     } else {
-        engine.follow(id).await.ok()
+        match control::follow(&socket).await {
+            Ok(follow) => Some(follow),
+            Err(e) if e.timed_out => return Err(unanswered(id, &socket, e).await),
+            Err(_) => None,
+        }
     };
-    match engine.request_cancel(id).await {
+    match control::cancel(&socket).await {
         Ok(()) => {
             printer.note(&format!("cancel requested for run {id}"));
             let Some((_, mut follow)) = follow else {
@@ -55,13 +63,37 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
             }
             Ok(exit::OK)
         }
-        Err(EngineError::Unreachable { .. }) => {
+        // The request was written and is left there: the driver reads it if it wakes.
+        Err(e) if e.timed_out => Err(EngineError::Unreachable {
+            run: id,
+            detail: format!("{}; the cancel waits on its socket", e.detail),
+        }
+        .into()),
+        Err(_) => {
             // Nobody drives it: cancel it here, running its undo steps.
             let driver = engine.cancel_undriven(id).await?;
             crate::commands::drive::drive(driver, printer, bar)
                 .await
                 .map(|(code, _)| code)
         }
-        Err(e) => Err(e.into()),
     }
+}
+
+/// The error for a driver that did not answer: the cancel is written to its socket
+/// without waiting for an answer again, so it takes effect if the driver wakes up.
+async fn unanswered(
+    run: foundry_core::RunId,
+    socket: &std::path::Path,
+    e: control::ControlError,
+) -> CliError {
+    let left = control::leave_cancel(socket).await.is_ok();
+    let detail = if left {
+        format!(
+            "{}; the cancel waits on its socket and takes effect if it runs again",
+            e.detail
+        )
+    } else {
+        e.detail
+    };
+    EngineError::Unreachable { run, detail }.into()
 }
