@@ -12,6 +12,7 @@ mod dns_cli;
 mod drivers;
 mod format;
 mod host;
+mod in_doubt;
 mod journal_damage;
 mod keyring;
 mod lab;
