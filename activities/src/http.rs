@@ -4,17 +4,17 @@
 //! worth another attempt, and waiting, bounded, until a server answers.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use foundry_core::{ActivityCx, ActivityError};
+use foundry_core::{ActivityCx, ActivityError, PollPolicy};
 use reqwest::StatusCode;
 
 /// Seconds to open a connection, and for a whole request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// How long to wait between two tries of a server that does not answer yet.
-const PAUSE: Duration = Duration::from_millis(250);
+/// How often to try a server that does not answer yet (the deadline is the caller's).
+const ANSWER_POLL: PollPolicy = PollPolicy::new(250, 0);
 
 /// The one way a client is configured: bounded times, no proxy (`http_proxy`,
 /// `https_proxy`, `ALL_PROXY` and the system's are ignored, so a header never reaches a
@@ -86,7 +86,7 @@ pub(crate) fn refused(status: StatusCode, message: String) -> ActivityError {
     }
 }
 
-/// Calls `ask` every 250 ms until it answers, and returns the answer. A permanent error
+/// Calls `ask` every 250 ms ([`ANSWER_POLL`]) until it answers, and returns the answer. A permanent error
 /// ends the wait at once (it will not get better by waiting); a transient one is tried
 /// again until `timeout_s` seconds have passed, then reported as `<what> did not answer
 /// within N s: <the last error>`. A cancelled run stops the wait.
@@ -100,26 +100,22 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ActivityError>>,
 {
-    let end = Instant::now() + Duration::from_secs(timeout_s);
-    loop {
-        let last = match ask().await {
+    let mut poll = ANSWER_POLL.within(Duration::from_secs(timeout_s)).start();
+    let mut last = String::new();
+    while poll
+        .tick_unless(cx.cancel_token())
+        .await
+        .map_err(|_| ActivityError::permanent(format!("cancelled while waiting for {what}")))?
+    {
+        match ask().await {
             Ok(answer) => return Ok(answer),
             Err(e) if !e.transient => return Err(e),
-            Err(e) => e,
-        };
-        if Instant::now() >= end {
-            return Err(ActivityError::transient(format!(
-                "{what} did not answer within {timeout_s} s: {}",
-                last.message
-            )));
-        }
-        tokio::select! {
-            () = tokio::time::sleep(PAUSE) => {}
-            () = cx.cancel_token().cancelled() => {
-                return Err(ActivityError::permanent(format!("cancelled while waiting for {what}")));
-            }
+            Err(e) => last = e.message,
         }
     }
+    Err(ActivityError::transient(format!(
+        "{what} did not answer within {timeout_s} s: {last}"
+    )))
 }
 
 #[cfg(test)]
@@ -154,17 +150,28 @@ mod tests {
             ("404 Not Found", 1)
         );
 
-        let started = Instant::now();
+        let tries = AtomicU32::new(0);
         let e = until_answered(&cx, "the server at http://127.0.0.1:9", 0, || async {
+            tries.fetch_add(1, Ordering::SeqCst);
             Err::<(), _>(ActivityError::transient("cannot connect"))
         })
         .await
         .expect_err("never answers");
-        assert!(e.transient && started.elapsed() < Duration::from_secs(2));
+        assert!(e.transient);
+        assert_eq!(tries.load(Ordering::SeqCst), 1, "no time for a second try");
         assert_eq!(
             e.message,
             "the server at http://127.0.0.1:9 did not answer within 0 s: cannot connect"
         );
+
+        let cancelled = ActivityCx::standalone("wait");
+        cancelled.cancel_token().cancel();
+        let e = until_answered(&cancelled, "the server", 60, || async {
+            Err::<(), _>(ActivityError::transient("cannot connect"))
+        })
+        .await
+        .expect_err("cancelled");
+        assert!(!e.transient && e.message.contains("cancelled"), "{e:?}");
     }
 
     #[test]

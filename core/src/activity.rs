@@ -223,8 +223,19 @@ pub enum InDoubt {
     /// Running it again is harmless: it runs again without a probe.
     Rerun,
     /// It must never run twice unchecked: the run pauses, naming the step, for a person to
-    /// check; `workflow resume` then runs it again, `workflow cancel` gives up.
+    /// check and say what happened ([`Decision`]); `workflow cancel` gives up.
     Pause,
+}
+
+/// A person's word on a step that paused its run in doubt ([`InDoubt::Pause`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Its effect is there: the step is recorded done with [`Activity::assumed_done`]'s
+    /// output, without running.
+    Done,
+    /// Its effect is not there: the step runs again.
+    Redo,
 }
 
 /// One idempotent thing done to real infrastructure.
@@ -239,6 +250,13 @@ pub trait Activity: Send + Sync {
 
     fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy::default()
+    }
+
+    /// The output recorded when a person says the effect of this step's interrupted
+    /// attempt is there ([`Decision::Done`]); `None` when it cannot be known without
+    /// running the step, so only [`Decision::Redo`] applies.
+    fn assumed_done(&self) -> Option<Self::Output> {
+        None
     }
 
     /// Read-only: the effect's output if it is already there, `None` if not.
@@ -259,6 +277,7 @@ pub(crate) trait DynActivity: Send + Sync {
     fn kind(&self) -> &'static str;
     fn in_doubt(&self) -> InDoubt;
     fn policy(&self) -> RetryPolicy;
+    fn assumed_done(&self) -> Result<Option<Value>, ActivityError>;
     fn probe<'a>(
         &'a self,
         cx: &'a ActivityCx,
@@ -282,6 +301,12 @@ impl<A: Activity> DynActivity for A {
 
     fn policy(&self) -> RetryPolicy {
         self.retry_policy()
+    }
+
+    fn assumed_done(&self) -> Result<Option<Value>, ActivityError> {
+        Activity::assumed_done(self)
+            .map(|out| to_json(Activity::kind(self), &out))
+            .transpose()
     }
 
     fn probe<'a>(

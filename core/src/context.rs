@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::activity::{Activity, ActivityCx, ActivityError, DynActivity, InDoubt};
+use crate::activity::{Activity, ActivityCx, ActivityError, Decision, DynActivity, InDoubt};
 use crate::error::RunError;
 use crate::events::{EventBus, EventKind};
 use crate::failpoint::{self, Phase};
@@ -43,6 +43,9 @@ pub(crate) struct RunShared {
     pub(crate) undo: Mutex<Vec<UndoEntry>>,
     pub(crate) secrets: Arc<dyn SecretStore>,
     input: Arc<dyn InputProvider>,
+    /// A person's word on steps found in doubt, by key, each applied once when its step
+    /// is reached (`workflow resume --done` / `--redo`).
+    decisions: Mutex<HashMap<String, Decision>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -59,6 +62,7 @@ impl RunShared {
         events: EventBus,
         secrets: Arc<dyn SecretStore>,
         input: Arc<dyn InputProvider>,
+        decisions: HashMap<String, Decision>,
     ) -> Arc<RunShared> {
         let next_seq = steps.iter().map(|s| s.seq + 1).max().unwrap_or(0);
         let memo = steps.into_iter().map(|s| (s.key.clone(), s)).collect();
@@ -74,6 +78,7 @@ impl RunShared {
             undo: Mutex::new(Vec::new()),
             secrets,
             input,
+            decisions: Mutex::new(decisions),
         })
     }
 
@@ -82,9 +87,22 @@ impl RunShared {
         lock(&self.memo).values().cloned().collect()
     }
 
+    fn take_decision(&self, key: &str) -> Option<Decision> {
+        lock(&self.decisions).remove(key)
+    }
+
     pub(crate) fn take_undo(&self) -> Vec<UndoEntry> {
         std::mem::take(&mut *lock(&self.undo))
     }
+}
+
+/// A step resumed after a pause or a failure for good, or redone on a person's word: a
+/// fresh budget of attempts.
+fn fresh_budget(record: &mut StepRecord, now: Millis) {
+    record.attempt = 0;
+    record.first_started_at = now;
+    record.exhausted = false;
+    record.awaits_decision = false;
 }
 
 /// A workflow's handle on its run. Cheap to clone; a fan-out child gets one scoped under
@@ -239,8 +257,33 @@ impl Ctx {
         }
     }
 
-    /// A step that must not run twice, found in doubt: recorded as failed for good, so the
-    /// run pauses on it and a `workflow resume` (a person's decision) runs it again.
+    /// A person said the effect of a step in doubt is there: it is recorded done with the
+    /// output its activity assumes, without running.
+    fn assume_done(
+        &self,
+        record: StepRecord,
+        activity: &dyn DynActivity,
+    ) -> Result<Value, RunError> {
+        let step = record.key.clone();
+        match activity.assumed_done() {
+            Ok(Some(output)) => self.complete(record, output, true),
+            Ok(None) => Err(RunError::StepFailed {
+                step: step.clone(),
+                error: format!(
+                    "a {} step's output cannot be known without running it: resume with `--redo {step}` instead of `--done`",
+                    activity.kind()
+                ),
+            }),
+            Err(e) => Err(RunError::StepFailed {
+                step,
+                error: e.message,
+            }),
+        }
+    }
+
+    /// A step that must not run twice, found in doubt: recorded as failed for good and
+    /// awaiting a person's decision, so the run pauses on it until `workflow resume`
+    /// says whether it took effect (`--done`) or not (`--redo`).
     async fn pause_in_doubt(&self, mut record: StepRecord) -> Result<Value, RunError> {
         let step = record.key.clone();
         self.shared
@@ -251,6 +294,7 @@ impl Ctx {
         record.error = Some(error.to_string());
         record.transient = false;
         record.exhausted = true;
+        record.awaits_decision = true;
         record.next_attempt_at = None;
         record.finished_at = Some(Millis::now());
         let event = EventKind::StepFailed {
@@ -324,7 +368,22 @@ impl Ctx {
                 // Recorded by an earlier drive: the retry budget's clock counts the time a
                 // process ran the step, not the time nothing did.
                 r.first_started_at = now.saturating_sub(r.time_driven());
+                // A person's word, checked by the driver to name a step in doubt.
+                let decided = self.shared.take_decision(id);
                 match r.state {
+                    _ if decided == Some(Decision::Done) => {
+                        return self.assume_done(r, activity);
+                    }
+                    _ if decided == Some(Decision::Redo) => fresh_budget(&mut r, now),
+                    StepRecordState::Failed if r.awaits_decision => {
+                        // Still nobody said whether it took effect: the run stays paused.
+                        self.shared.events.emit(EventKind::StepInDoubt {
+                            step: id.to_string(),
+                        });
+                        return Err(RunError::InDoubt {
+                            step: id.to_string(),
+                        });
+                    }
                     StepRecordState::Started if activity.in_doubt() == InDoubt::Pause => {
                         return self.pause_in_doubt(r).await;
                     }
@@ -362,12 +421,8 @@ impl Ctx {
                             self.wait_until(at, force).await?;
                         }
                     }
-                    _ => {
-                        // Paused or failed for good, and resumed: a fresh budget of attempts.
-                        r.attempt = 0;
-                        r.first_started_at = now;
-                        r.exhausted = false;
-                    }
+                    // Paused or failed for good, and resumed: a fresh budget of attempts.
+                    _ => fresh_budget(&mut r, now),
                 }
                 r
             }
@@ -481,6 +536,7 @@ impl Ctx {
             next_attempt_at: None,
             exhausted: false,
             from_probe: false,
+            awaits_decision: false,
             first_started_at: now,
             started_at: now,
             finished_at: Some(now),
@@ -555,6 +611,7 @@ impl Ctx {
             next_attempt_at: None,
             exhausted: false,
             from_probe: false,
+            awaits_decision: false,
             first_started_at: now,
             started_at: now,
             finished_at: Some(now),

@@ -1,6 +1,7 @@
 //! Driving one run: from taking it to its outcome, with undo steps on cancel and the
 //! completed run's summary written in the transaction that deletes its steps.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -8,6 +9,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::activity::Decision;
 use crate::context::{Ctx, RunShared};
 use crate::control::ControlServer;
 use crate::engine::{Engine, EngineError, RunOutcome};
@@ -15,7 +17,7 @@ use crate::error::RunError;
 use crate::events::{Event, EventBus, EventKind};
 use crate::journal::{JournalSnapshot, RunJournal, WriteOp};
 use crate::lease::{self, HEARTBEAT_EVERY};
-use crate::model::{RunId, RunMeta, RunState, RunSummary};
+use crate::model::{RunId, RunMeta, RunState, RunSummary, StepRecord, StepRecordState};
 use crate::time::Millis;
 use crate::workflow::DynWorkflow;
 use crate::writer::{MirrorState, WriteError, Writer};
@@ -30,6 +32,7 @@ pub struct Driver {
     pub(crate) resumed: bool,
     pub(crate) cancel: bool,
     pub(crate) short_id: String,
+    pub(crate) decisions: HashMap<String, Decision>,
 }
 
 impl Driver {
@@ -50,6 +53,47 @@ impl Driver {
         self.events.subscribe()
     }
 
+    /// Records a person's word on a step found in doubt, applied when the drive reaches
+    /// it: its effect is there ([`Decision::Done`]) or not ([`Decision::Redo`]). `step` is
+    /// the key `workflow status` shows, its `#0` optional. Refused for a step that is not
+    /// in doubt. Returns the step's full key.
+    pub fn decide(&mut self, step: &str, decision: Decision) -> Result<String, EngineError> {
+        let run = self.run_id();
+        let in_doubt = |r: &&StepRecord| r.awaits_decision || r.state == StepRecordState::Started;
+        let occurrence = |key: &str| {
+            key.strip_prefix(step)
+                .and_then(|rest| rest.strip_prefix('#'))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        };
+        let named: Vec<&StepRecord> = match self.snapshot.steps.iter().find(|r| r.key == step) {
+            Some(exact) => vec![exact],
+            None => self
+                .snapshot
+                .steps
+                .iter()
+                .filter(|r| occurrence(&r.key))
+                .collect(),
+        };
+        match named.as_slice() {
+            [one] if in_doubt(one) => {
+                let key = one.key.clone();
+                self.decisions.insert(key.clone(), decision);
+                Ok(key)
+            }
+            _ => Err(EngineError::NotInDoubt {
+                run,
+                step: step.to_string(),
+                in_doubt: self
+                    .snapshot
+                    .steps
+                    .iter()
+                    .filter(in_doubt)
+                    .map(|r| r.key.clone())
+                    .collect(),
+            }),
+        }
+    }
+
     /// Drives the run until it completes, pauses, fails, waits for input or is cancelled.
     pub async fn drive(self) -> Result<RunOutcome, EngineError> {
         let Driver {
@@ -61,6 +105,7 @@ impl Driver {
             resumed,
             cancel,
             short_id: _,
+            decisions,
         } = self;
         let run = snapshot.info.id;
         let started = Millis::now();
@@ -73,6 +118,7 @@ impl Driver {
             events.clone(),
             engine.run_secrets(run),
             engine.input.clone(),
+            decisions,
         );
         if let Err(e) = events.log_to(&engine.home.log_path(run)) {
             tracing::warn!(error = %e, "no log file for this run");

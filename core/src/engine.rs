@@ -56,6 +56,12 @@ pub enum EngineError {
     Unreachable { run: RunId, detail: String },
     #[error("run {run}: {detail}")]
     Run { run: RunId, detail: String },
+    #[error("run {run}: step `{step}` is not in doubt{}", if .in_doubt.is_empty() { String::new() } else { format!(" (in doubt: {})", .in_doubt.join(", ")) })]
+    NotInDoubt {
+        run: RunId,
+        step: String,
+        in_doubt: Vec<String>,
+    },
 }
 
 impl EngineError {
@@ -68,6 +74,9 @@ impl EngineError {
             ),
             EngineError::NoSuchRun { .. } => Some("`foundry workflow list --all` shows every run".into()),
             EngineError::Ambiguous { .. } => Some("give more characters of the run id".into()),
+            EngineError::NotInDoubt { .. } => Some(
+                "`--done` and `--redo` name a step `foundry workflow status` shows in doubt".into(),
+            ),
             _ => None,
         }
     }
@@ -236,6 +245,7 @@ impl Engine {
             events,
             resumed,
             cancel,
+            decisions: std::collections::HashMap::new(),
         }
     }
 

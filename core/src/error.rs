@@ -17,7 +17,7 @@ pub enum RunError {
     },
     /// A step that must never run twice unchecked was found in doubt: the run pauses.
     #[error(
-        "step {step} was interrupted and must not run twice unchecked; check whether it took effect, then `foundry workflow resume` runs it again or `foundry workflow cancel` gives up"
+        "step {step} was interrupted and must not run twice unchecked; check whether it took effect, then `foundry workflow resume <run> --done {step}` if it did, `--redo {step}` if it did not, or `foundry workflow cancel <run>` to give up"
     )]
     InDoubt { step: String },
     #[error("cancelled")]

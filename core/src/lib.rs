@@ -30,7 +30,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use activity::{Activity, ActivityCx, ActivityError, InDoubt};
+pub use activity::{Activity, ActivityCx, ActivityError, Decision, InDoubt};
 pub use context::Ctx;
 pub use driver::Driver;
 pub use engine::{Collected, Engine, EngineError, RunOutcome};

@@ -225,9 +225,15 @@ pub struct StepRecord {
     /// Retries were exhausted: the run paused on this step.
     #[serde(default, skip_serializing_if = "is_false")]
     pub exhausted: bool,
-    /// The step's outcome was taken from the activity's probe after a crash.
+    /// The step's outcome was taken from the activity's probe after a crash, or from a
+    /// person's word that its effect is there (`workflow resume --done`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub from_probe: bool,
+    /// Found in doubt, and of an activity that must not run twice unchecked: the run
+    /// paused on it until a person says whether it took effect (`workflow resume --done`
+    /// or `--redo`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub awaits_decision: bool,
     pub first_started_at: Millis,
     pub started_at: Millis,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -253,7 +259,8 @@ pub enum StepStatus {
     Done,
     /// Being run by the driving process now.
     Running,
-    /// Started, no outcome, and no process is running it: the probe decides on resume.
+    /// Started, no outcome, and no process is running it: the probe decides on resume,
+    /// or a person does for a step that must not run twice unchecked.
     InDoubt,
     /// Failed and waiting for its next attempt.
     Pending,
@@ -288,6 +295,7 @@ impl StepRecord {
             next_attempt_at: None,
             exhausted: false,
             from_probe: false,
+            awaits_decision: false,
             first_started_at: now,
             started_at: now,
             finished_at: None,
@@ -301,6 +309,7 @@ impl StepRecord {
             StepRecordState::Completed => StepStatus::Done,
             StepRecordState::Started if driven => StepStatus::Running,
             StepRecordState::Started => StepStatus::InDoubt,
+            StepRecordState::Failed if self.awaits_decision => StepStatus::InDoubt,
             StepRecordState::Failed if self.transient && !self.exhausted => StepStatus::Pending,
             StepRecordState::Failed => StepStatus::Failed,
         }
@@ -383,5 +392,11 @@ mod tests {
         assert_eq!(r.status(false), StepStatus::Pending);
         r.exhausted = true;
         assert_eq!(r.status(false), StepStatus::Failed);
+        r.awaits_decision = true;
+        assert_eq!(
+            r.status(true),
+            StepStatus::InDoubt,
+            "until a person decides"
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use backoff::backoff::Backoff;
 use backoff::exponential::ExponentialBackoff;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 /// How an activity is retried after a transient error. Data, not code: it is journaled
 /// with each step and shown by `foundry workflow show`.
@@ -101,6 +102,19 @@ impl PollPolicy {
         }
     }
 
+    /// The same interval with another deadline: a wait whose bound is given at run time.
+    pub fn within(self, deadline: Duration) -> Self {
+        PollPolicy {
+            deadline_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+            ..self
+        }
+    }
+
+    /// The deadline, for messages.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+
     /// Starts a wait under this policy.
     pub fn start(&self) -> Poll {
         Poll {
@@ -133,7 +147,23 @@ impl Poll {
         tokio::time::sleep(self.interval).await;
         true
     }
+
+    /// Like [`Poll::tick`], for a wait a cancelled run stops: `Err(Cancelled)` as soon as
+    /// `cancel` fires during the interval.
+    pub async fn tick_unless(&mut self, cancel: &CancellationToken) -> Result<bool, Cancelled> {
+        if cancel.is_cancelled() {
+            return Err(Cancelled);
+        }
+        tokio::select! {
+            more = self.tick() => Ok(more),
+            () = cancel.cancelled() => Err(Cancelled),
+        }
+    }
 }
+
+/// A wait stopped because its run was cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cancelled;
 
 #[cfg(test)]
 mod tests {
@@ -157,6 +187,25 @@ mod tests {
         let policy: PollPolicy =
             serde_json::from_str(r#"{"interval_ms": 250, "deadline_ms": 30000}"#).expect("json");
         assert_eq!(policy, PollPolicy::new(250, 30_000));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_run_stops_a_poll_at_once() {
+        let cancel = CancellationToken::new();
+        let mut poll = PollPolicy::new(60_000, 600_000).start();
+        assert_eq!(poll.tick_unless(&cancel).await, Ok(true), "the first try");
+        let stopper = cancel.clone();
+        tokio::spawn(async move { stopper.cancel() });
+        assert_eq!(
+            poll.tick_unless(&cancel).await,
+            Err(Cancelled),
+            "not after the minute's interval"
+        );
+        let mut fresh = PollPolicy::new(1, 60_000).start();
+        assert_eq!(fresh.tick_unless(&cancel).await, Err(Cancelled));
+        let policy = PollPolicy::new(250, 1_000).within(Duration::from_secs(3));
+        assert_eq!(policy, PollPolicy::new(250, 3_000));
+        assert_eq!(policy.deadline(), Duration::from_secs(3));
     }
 
     #[test]

@@ -544,6 +544,7 @@ async fn time_with_no_process_does_not_use_up_the_retry_budget() {
         next_attempt_at: Some(Millis(then.0 + 200)),
         exhausted: false,
         from_probe: false,
+        awaits_decision: false,
         first_started_at: then,
         started_at: then,
         finished_at: Some(Millis(then.0 + 100)),
@@ -583,6 +584,10 @@ impl Activity for Classed {
 
     fn in_doubt(&self) -> crate::InDoubt {
         self.class
+    }
+
+    fn assumed_done(&self) -> Option<String> {
+        (self.class == crate::InDoubt::Pause).then(|| "assumed".into())
     }
 
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<String>, ActivityError> {
@@ -687,25 +692,74 @@ async fn in_doubt_a_rerun_step_runs_again_unprobed() {
     assert_eq!(activity.applies.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_doubt_a_step_that_must_not_run_twice_pauses_the_run() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let activity = classed(crate::InDoubt::Pause, true);
-    let (engine, run) = run_in_doubt(&dir, &activity);
-    let outcome = resume(&engine, run).await;
-    assert_eq!(outcome.state, RunState::Paused);
-    let error = outcome.error.unwrap_or_default();
-    assert!(
-        error.contains("step it#0 was interrupted and must not run twice"),
-        "{error}"
-    );
-    assert_eq!(activity.probes.load(Ordering::SeqCst), 0);
-    assert_eq!(activity.applies.load(Ordering::SeqCst), 0, "nothing ran");
-    let view = engine.view(run).await.expect("view");
-    assert_eq!(view.snapshot.meta.state, RunState::Paused);
+async fn resume_deciding(
+    engine: &Engine,
+    run: crate::RunId,
+    step: &str,
+    decision: crate::Decision,
+) -> crate::RunOutcome {
+    let mut driver = engine.resume(run).await.expect("resume");
+    assert_eq!(driver.decide(step, decision).expect("decide"), "it#0");
+    driver.drive().await.expect("drive")
+}
 
-    // A person checked: resuming runs it again.
-    let outcome = resume(&engine, run).await;
-    assert_eq!(outcome.state, RunState::Completed);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_doubt_a_step_that_must_not_run_twice_pauses_until_a_person_decides() {
+    for decision in [crate::Decision::Redo, crate::Decision::Done] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let activity = classed(crate::InDoubt::Pause, true);
+        let (engine, run) = run_in_doubt(&dir, &activity);
+        // Resumed without a word: it pauses, naming the step, and again on the next
+        // resume; nothing runs.
+        for _ in 0..2 {
+            let outcome = resume(&engine, run).await;
+            assert_eq!(outcome.state, RunState::Paused);
+            let error = outcome.error.unwrap_or_default();
+            assert!(
+                error.contains("step it#0 was interrupted and must not run twice")
+                    && error.contains("--done it#0"),
+                "{error}"
+            );
+            let view = engine.view(run).await.expect("view");
+            assert_eq!(view.snapshot.meta.state, RunState::Paused);
+            assert_eq!(view.counts().in_doubt, 1, "shown in doubt");
+            assert_eq!(view.current_step(), Some("it#0"));
+        }
+        assert_eq!(activity.probes.load(Ordering::SeqCst), 0);
+        assert_eq!(activity.applies.load(Ordering::SeqCst), 0, "nothing ran");
+
+        // A step that is not in doubt is refused.
+        let mut driver = engine.resume(run).await.expect("resume");
+        let refused = driver
+            .decide("other", decision)
+            .expect_err("not in doubt")
+            .to_string();
+        assert!(refused.contains("(in doubt: it#0)"), "{refused}");
+        drop(driver);
+
+        // A person checked and said: the step runs again, or is recorded done unrun.
+        let outcome = resume_deciding(&engine, run, "it", decision).await;
+        assert_eq!(outcome.state, RunState::Completed, "{outcome:?}");
+        let (output, applies) = match decision {
+            crate::Decision::Redo => ("applied", 1),
+            crate::Decision::Done => ("assumed", 0),
+        };
+        assert_eq!(outcome.output, Some(json!(output)));
+        assert_eq!(activity.applies.load(Ordering::SeqCst), applies);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_doubt_only_a_step_that_can_assume_its_output_is_taken_as_done() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let activity = classed(crate::InDoubt::Rerun, true);
+    let (engine, run) = run_in_doubt(&dir, &activity);
+    let outcome = resume_deciding(&engine, run, "it#0", crate::Decision::Done).await;
+    assert_eq!(outcome.state, RunState::Failed);
+    let error = outcome.error.unwrap_or_default();
+    assert!(error.contains("resume with `--redo it#0`"), "{error}");
+    assert_eq!(activity.applies.load(Ordering::SeqCst), 0, "nothing ran");
+    let outcome = resume_deciding(&engine, run, "it#0", crate::Decision::Redo).await;
+    assert_eq!(outcome.state, RunState::Completed, "{outcome:?}");
     assert_eq!(activity.applies.load(Ordering::SeqCst), 1);
 }

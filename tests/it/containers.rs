@@ -311,7 +311,8 @@ async fn ssh_lab_a_wrong_socket_is_named_and_a_cut_host_is_transient() {
     }
 
     // An Engine client made before the cut: its next request fails once the connection is
-    // found dead (SSH keepalive), not after the Engine request timeout.
+    // found dead (SSH keepalive, about 15 s), not after the Engine request timeout (120 s).
+    // The bound is only that it does not hang: generous for a loaded machine.
     let endpoint = Endpoint::ssh(target.clone());
     let before = endpoint.connect().await.expect("connected before the cut");
     lab.cable(&host, false);
@@ -319,12 +320,13 @@ async fn ssh_lab_a_wrong_socket_is_named_and_a_cut_host_is_transient() {
     let pinged = before.ping().await;
     assert!(pinged.is_err(), "a cut host answered: {pinged:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(45),
-        "took {:?}",
+        started.elapsed() < Duration::from_secs(100),
+        "waited for the request timeout: {:?}",
         started.elapsed()
     );
 
-    // A connection made after the cut: a transient error within the connect deadline.
+    // A connection made after the cut: a transient error within the connect deadline
+    // (10 s), not the request timeout; again only a bound against hanging.
     let started = Instant::now();
     let err = ensure(endpoint.clone())
         .apply(&cx())
@@ -337,8 +339,8 @@ async fn ssh_lab_a_wrong_socket_is_named_and_a_cut_host_is_transient() {
         err.message
     );
     assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "took {:?}",
+        started.elapsed() < Duration::from_secs(100),
+        "waited for the request timeout: {:?}",
         started.elapsed()
     );
 

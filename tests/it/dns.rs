@@ -212,7 +212,10 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
         .trim()
         .to_string();
     assert!(key.len() >= 32);
-    let mode = std::fs::metadata(&key_path).expect("meta").permissions().mode();
+    let mode = std::fs::metadata(&key_path)
+        .expect("meta")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "the kept key is not private");
     let kept_by_runs = foundry_tests::leak::files_under(&home.path().join("secrets"), &[])
         .into_values()

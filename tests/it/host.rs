@@ -459,8 +459,9 @@ fn host_add_by_password_or_agent_then_only_its_own_key_logs_in() {
         "x\n",
     );
     assert_refused(&out, &[&absent]);
+    // Only that it does not hang (the connect deadline is 10 s): generous under load.
     assert!(
-        start.elapsed() < Duration::from_secs(30),
+        start.elapsed() < Duration::from_secs(90),
         "{:?}",
         start.elapsed()
     );
@@ -502,8 +503,10 @@ fn host_list_shows_latency_and_a_cut_host_unreachable_in_bounded_time() {
     home.ok(&["lab", "cut", "host-2", "--name", &lab.name]);
     let start = Instant::now();
     let out = home.ok(&["host", "list", "--config", config, "--timeout", "3s"]);
+    // Only that it does not hang on the cut host (TCP would give up after minutes): a
+    // generous bound, since the point is the `--timeout`, checked in the row below.
     assert!(
-        start.elapsed() < Duration::from_secs(10),
+        start.elapsed() < Duration::from_secs(60),
         "{:?}",
         start.elapsed()
     );

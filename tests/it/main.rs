@@ -13,6 +13,7 @@ mod drivers;
 mod format;
 mod host;
 mod host_adopt;
+mod in_doubt;
 mod journal_damage;
 mod keyring;
 mod lab;

@@ -9,10 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use foundry_activities::openbao::{BaoClient, handover_file};
-use foundry_core::{Activity, ActivityCx, SecretValue};
+use foundry_core::{Activity, ActivityCx, PollPolicy, SecretValue};
 use foundry_tests::docker::{Cleanup, engine, unique};
 use foundry_tests::leak::{Handed, assert_nowhere, contains, files_under};
 use foundry_tests::{Home, json_lines, killed};
@@ -293,15 +293,16 @@ async fn assert_working(install: &Install, handed: &Handed) {
 
 /// Waits, within a deadline, until a server unsealed by hand is the active node.
 async fn wait_active(client: &BaoClient) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let mut poll = PollPolicy::new(100, 30_000).start();
+    let mut last = None;
+    while poll.tick().await {
         let health = client.health().await.expect("health");
         if !health.sealed && !health.standby {
             return;
         }
-        assert!(Instant::now() < deadline, "not active in 30 s: {health:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = Some(health);
     }
+    panic!("not active in 30 s: {last:?}");
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -556,16 +557,17 @@ fn keys_lost_between_init_and_keep_are_reported_with_what_to_do() {
         "{said}"
     );
     assert!(!install.handover.exists(), "a handover file without keys");
-    let deadline = Instant::now() + Duration::from_secs(5);
     let health = rt().block_on(async {
         let client = install.client();
-        loop {
+        let mut poll = PollPolicy::new(100, 5_000).start();
+        let mut last = String::new();
+        while poll.tick().await {
             match client.health().await {
                 Ok(h) => return h,
-                Err(e) if Instant::now() > deadline => panic!("{}", e.message),
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => last = e.message,
             }
         }
+        panic!("no health answer within 5 s: {last}")
     });
     assert!(health.initialized && health.sealed, "{health:?}");
 }

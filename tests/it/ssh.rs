@@ -77,16 +77,15 @@ async fn ssh_runs_argv_exactly_with_sudo_and_checks_host_keys() {
         "one pooled connection"
     );
 
-    // A command past its timeout: a transient failure, in bounded time.
+    // A command past its timeout: a transient failure (`sleep 30` left to its end would
+    // succeed, so the error itself proves the timeout ended it).
     let mut slow = SshExec::new(host.clone(), argv(&["sleep", "30"]));
     slow.timeout_ms = Some(500);
-    let begun = std::time::Instant::now();
     let err = slow.apply(&cx()).await.expect_err("timed out");
     assert!(
         err.transient && err.message.contains("did not end within 500 ms"),
         "{err:?}"
     );
-    assert!(begun.elapsed() < std::time::Duration::from_secs(10));
 
     // Upload: content, mode and owner; unchanged the second time; the content never on a
     // command line.

@@ -5,9 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use foundry_activities::local::{EnsureFile, RemoveFile, RunCommand};
+use foundry_activities::local::{CommandOutput, EnsureFile, RemoveFile, RunCommand};
 use foundry_activities::ssh::{SshDetached, SshExec, SshTarget};
-use foundry_core::{Answer, Ctx, Question, RetryPolicy, RunError, SecretValue, Workflow};
+use foundry_core::{
+    Activity, ActivityCx, ActivityError, Answer, Ctx, InDoubt, Question, RetryPolicy, RunError,
+    SecretValue, Workflow,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::config::StackConfig;
@@ -60,6 +63,64 @@ pub struct PlanStep {
     /// not stop it; the step reattaches and reads its exit code.
     #[serde(default)]
     pub detach: bool,
+    /// For `run` without `probe`: what happens when Foundry stopped while the command ran
+    /// and nothing can tell whether it took effect.
+    #[serde(default)]
+    pub in_doubt: Unprobed,
+}
+
+/// What a plan's command without a probe does when it is found in doubt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unprobed {
+    /// It runs again: the command must be harmless to run twice.
+    #[default]
+    Rerun,
+    /// It never runs twice unchecked: the run pauses on it until a person says whether it
+    /// took effect (`workflow resume --done <step>`) or not (`--redo <step>`).
+    Pause,
+}
+
+/// A plan's command with the in-doubt class its step declares.
+struct Declared<A> {
+    command: A,
+    pause: bool,
+}
+
+impl<A: Activity<Output = CommandOutput>> Activity for Declared<A> {
+    type Output = CommandOutput;
+
+    fn kind(&self) -> &'static str {
+        self.command.kind()
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        if self.pause {
+            InDoubt::Pause
+        } else {
+            self.command.in_doubt()
+        }
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        self.command.retry_policy()
+    }
+
+    /// A person said it took effect: it succeeded, as far as anyone can tell.
+    fn assumed_done(&self) -> Option<CommandOutput> {
+        self.pause.then_some(CommandOutput {
+            exit_code: 0,
+            probed: true,
+        })
+    }
+
+    async fn probe(&self, cx: &ActivityCx) -> Result<Option<CommandOutput>, ActivityError> {
+        self.command.probe(cx).await
+    }
+
+    async fn apply(&self, cx: &ActivityCx) -> Result<CommandOutput, ActivityError> {
+        self.command.apply(cx).await
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -187,6 +248,16 @@ impl Workflow for LocalPlan {
                     "{at}: `probe`, `undo` and `stdin` belong to a `run` step"
                 ));
             }
+            if step.in_doubt == Unprobed::Pause && (step.run.is_none() || step.probe.is_some()) {
+                return Err(format!(
+                    "{at}: `in_doubt` belongs to a `run` step without `probe` (a probe decides)"
+                ));
+            }
+            if step.in_doubt == Unprobed::Pause && step.detach {
+                return Err(format!(
+                    "{at}: a detached step finds its command by name: drop `in_doubt`"
+                ));
+            }
             match &step.host {
                 Some(_) if step.run.is_none() => {
                     return Err(format!("{at}: `host` belongs to a `run` step"));
@@ -261,6 +332,7 @@ impl Workflow for LocalPlan {
                 let target = host_target(config.as_ref(), host)?;
                 let argv = answers.argv(&ctx, key, argv)?;
                 let policy = step.retry.clone().unwrap_or_default();
+                let pause = step.in_doubt == Unprobed::Pause;
                 if step.detach {
                     let mut cmd = SshDetached::new(target, argv);
                     cmd.sudo = step.sudo;
@@ -276,7 +348,11 @@ impl Workflow for LocalPlan {
                         .as_ref()
                         .map(|p| answers.argv(&ctx, key, p))
                         .transpose()?;
-                    ctx.step(key, &cmd).await?;
+                    let command = Declared {
+                        command: cmd,
+                        pause,
+                    };
+                    ctx.step(key, &command).await?;
                 }
             } else if let Some(argv) = &step.run {
                 let mut cmd = RunCommand::new(answers.argv(&ctx, key, argv)?);
@@ -294,12 +370,17 @@ impl Workflow for LocalPlan {
                 if let Some(policy) = &step.retry {
                     cmd.policy = policy.clone();
                 }
-                match &step.undo {
+                let undo = step.undo.as_ref();
+                let cmd = Declared {
+                    command: cmd,
+                    pause: step.in_doubt == Unprobed::Pause,
+                };
+                match undo {
                     Some(undo) => {
                         let mut undo_cmd = RunCommand::new(answers.argv(&ctx, key, undo)?);
                         undo_cmd.cwd = step.cwd.clone();
-                        undo_cmd.env = cmd.env.clone();
-                        undo_cmd.stdin = cmd.stdin.clone();
+                        undo_cmd.env = cmd.command.env.clone();
+                        undo_cmd.stdin = cmd.command.stdin.clone();
                         ctx.step_with_undo(key, &cmd, undo_cmd).await?;
                     }
                     None => {
@@ -390,7 +471,29 @@ mod tests {
                 .expect_err("refused")
                 .contains("unknown field `runn`")
         );
+        let probed = plan(serde_json::json!({"steps": [
+            {"key": "a", "run": ["true"], "probe": ["true"], "in_doubt": "pause"}
+        ]}));
+        assert!(
+            probed
+                .expect_err("refused")
+                .contains("`in_doubt` belongs to a `run` step without `probe`")
+        );
+        let asked = plan(serde_json::json!({"steps": [
+            {"key": "a", "ask": {"prompt": "Name"}, "in_doubt": "pause"}
+        ]}));
+        assert!(asked.expect_err("refused").contains("`in_doubt` belongs"));
+        let unknown_class = plan(serde_json::json!({"steps": [
+            {"key": "a", "run": ["true"], "in_doubt": "probe"}
+        ]}));
+        assert!(
+            unknown_class
+                .expect_err("refused")
+                .contains("expected `rerun` or `pause`")
+        );
         let ok = plan(serde_json::json!({"steps": [
+            {"key": "once", "run": ["true"], "in_doubt": "pause"},
+            {"key": "again", "run": ["true"], "in_doubt": "rerun"},
             {"key": "pw", "ask": {"prompt": "Password"}},
             {"key": "a", "run": ["echo", "${input:pw}"]}
         ]}));

@@ -240,14 +240,17 @@ impl OpenbaoOutput {
 
 /// The token privileged steps act with: the root token of this install's init while it is
 /// kept, else Foundry's stored token (a re-run). Revealed here, never journaled.
-fn privileged(ctx: &Ctx, init: &InitOutput, store: &dyn TokenStore) -> Option<SecretValue> {
+async fn privileged(ctx: &Ctx, init: &InitOutput, store: &dyn TokenStore) -> Option<SecretValue> {
     let root = init
         .reference
         .as_ref()
         .and_then(|r| ctx.reveal(r).ok())
         .and_then(|answer| InitMaterial::parse(&answer).ok())
         .map(|m| m.root_token);
-    root.or_else(|| store.get().ok().flatten())
+    match root {
+        Some(root) => Some(root),
+        None => store.fetch().await.ok().flatten(),
+    }
 }
 
 pub struct OpenbaoInstall;
@@ -332,7 +335,7 @@ impl Workflow for OpenbaoInstall {
         };
         let unsealed = ctx.step("openbao/unseal", &unseal).await?;
 
-        let token = privileged(&ctx, &init, store.as_ref());
+        let token = privileged(&ctx, &init, store.as_ref()).await;
         let kv = BaoKvMount {
             addr: addr.clone(),
             path: KV_MOUNT.into(),

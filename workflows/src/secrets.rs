@@ -450,7 +450,10 @@ mod tests {
     #[test]
     fn an_ipv6_address_is_bracketed_in_the_url() {
         assert_eq!(https_url("10.77.0.20", 8200), "https://10.77.0.20:8200");
-        assert_eq!(https_url("bao.example.org", 8200), "https://bao.example.org:8200");
+        assert_eq!(
+            https_url("bao.example.org", 8200),
+            "https://bao.example.org:8200"
+        );
         assert_eq!(https_url("fd00::20", 8200), "https://[fd00::20]:8200");
         let url = url::Url::parse(&https_url("fd00::20", 8200)).expect("a URL");
         assert_eq!(url.port(), Some(8200));

@@ -18,11 +18,10 @@ use sha2::{Digest, Sha256};
 
 use super::{Endpoint, not_found, status_of};
 
-/// How often, and how far apart, a container named in a 409 is looked for: the Engine
+/// How often, and for how long, a container named in a 409 is looked for: the Engine
 /// reserves the name before the container can be inspected, and on a busy machine that
 /// gap has been seen to last over a second.
-const CONFLICT_LOOKS: u32 = 200;
-const CONFLICT_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+const CONFLICT_POLL: foundry_core::PollPolicy = foundry_core::PollPolicy::new(50, 10_000);
 
 /// The label that records which spec a container was created from.
 pub const SPEC_HASH_LABEL: &str = "foundry.spec-hash";
@@ -328,7 +327,8 @@ impl EnsureContainer {
     /// may still be under way), if it has this spec.
     async fn take_concurrent(&self, docker: &Docker) -> Result<String, ActivityError> {
         let hash = self.spec.hash();
-        for _ in 0..CONFLICT_LOOKS {
+        let mut poll = CONFLICT_POLL.start();
+        while poll.tick().await {
             match self.inspect(docker).await? {
                 Some(found) if found.hash.as_deref() == Some(hash.as_str()) => {
                     return Ok(found.id);
@@ -339,13 +339,13 @@ impl EnsureContainer {
                         self.spec.name
                     )));
                 }
-                None => tokio::time::sleep(CONFLICT_PAUSE).await,
+                None => {}
             }
         }
         Err(ActivityError::transient(format!(
             "container {}: the Engine says the name is taken, but no such container appeared within {:?}",
             self.spec.name,
-            CONFLICT_PAUSE * CONFLICT_LOOKS
+            CONFLICT_POLL.deadline()
         )))
     }
 

@@ -19,9 +19,8 @@ use super::{Endpoint, status_of};
 
 /// How much of a process's stderr (and of a short command's stdout) is kept.
 const STDERR_MAX: usize = 2048;
-/// How often, and how far apart, a finished process's exit code is asked for.
-const EXIT_LOOKS: u32 = 100;
-const EXIT_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+/// How often, and for how long, a finished process's exit code is asked for.
+const EXIT_POLL: foundry_core::PollPolicy = foundry_core::PollPolicy::new(20, 2_000);
 
 type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
 
@@ -212,7 +211,8 @@ impl Endpoint {
         doing: &str,
         id: &str,
     ) -> Result<i64, ActivityError> {
-        for _ in 0..EXIT_LOOKS {
+        let mut poll = EXIT_POLL.start();
+        while poll.tick().await {
             let found = docker
                 .inspect_exec(id)
                 .await
@@ -220,11 +220,10 @@ impl Endpoint {
             if let (Some(false), Some(code)) = (found.running, found.exit_code) {
                 return Ok(code);
             }
-            tokio::time::sleep(EXIT_PAUSE).await;
         }
         Err(ActivityError::transient(format!(
             "{doing}: the process's output ended but the Engine reports no exit code after {:?}",
-            EXIT_PAUSE * EXIT_LOOKS
+            EXIT_POLL.deadline()
         )))
     }
 

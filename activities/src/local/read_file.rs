@@ -2,9 +2,9 @@
 //! (a lab host's public host key). Read-only, so its probe is the read itself.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, PollPolicy};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,7 +14,8 @@ pub struct ReadFileWhenReady {
     pub timeout: Duration,
 }
 
-const POLL: Duration = Duration::from_millis(100);
+/// How often to look for the file (the deadline is the step's `timeout`).
+const FILE_POLL: PollPolicy = PollPolicy::new(100, 0);
 
 impl ReadFileWhenReady {
     fn read(&self) -> Result<Option<String>, ActivityError> {
@@ -46,24 +47,20 @@ impl Activity for ReadFileWhenReady {
     }
 
     async fn apply(&self, cx: &ActivityCx) -> Result<String, ActivityError> {
-        let deadline = Instant::now() + self.timeout;
-        loop {
+        let mut poll = FILE_POLL.within(self.timeout).start();
+        while poll
+            .tick_unless(cx.cancel_token())
+            .await
+            .map_err(|_| ActivityError::permanent("cancelled"))?
+        {
             if let Some(text) = self.read()? {
                 return Ok(text);
             }
-            if Instant::now() >= deadline {
-                return Err(ActivityError::transient(format!(
-                    "{} did not appear within {:?}",
-                    self.path.display(),
-                    self.timeout
-                )));
-            }
-            tokio::select! {
-                () = tokio::time::sleep(POLL) => {}
-                () = cx.cancel_token().cancelled() => {
-                    return Err(ActivityError::permanent("cancelled"));
-                }
-            }
         }
+        Err(ActivityError::transient(format!(
+            "{} did not appear within {:?}",
+            self.path.display(),
+            self.timeout
+        )))
     }
 }

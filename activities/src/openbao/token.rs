@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use foundry_core::activity::BoxFuture;
 use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, SecretValue};
 
 use super::client::TokenTtl;
@@ -22,6 +23,18 @@ pub trait TokenStore: Send + Sync {
     fn put(&self, token: &SecretValue) -> Result<(), TokenStoreError>;
     /// Where it keeps it, for messages.
     fn place(&self) -> String;
+
+    /// [`TokenStore::get`] for async callers: a store that waits on another process (the
+    /// OS keyring) overrides it so the caller's runtime goes on meanwhile, whatever its
+    /// flavour.
+    fn fetch(&self) -> BoxFuture<'_, Result<Option<SecretValue>, TokenStoreError>> {
+        Box::pin(std::future::ready(self.get()))
+    }
+
+    /// [`TokenStore::put`] for async callers, as [`TokenStore::fetch`].
+    fn keep<'a>(&'a self, token: &'a SecretValue) -> BoxFuture<'a, Result<(), TokenStoreError>> {
+        Box::pin(std::future::ready(self.put(token)))
+    }
 }
 
 /// A token with `policy`, kept in `store`; the stored one when OpenBAO still knows it.
@@ -47,7 +60,7 @@ fn stored_error(e: TokenStoreError) -> ActivityError {
 
 impl BaoToken {
     async fn stored_works(&self, client: &BaoClient) -> Result<bool, ActivityError> {
-        let Some(stored) = self.store.get().map_err(stored_error)? else {
+        let Some(stored) = self.store.fetch().await.map_err(stored_error)? else {
             return Ok(false);
         };
         Ok(client
@@ -93,7 +106,7 @@ impl Activity for BaoToken {
                 &self.period,
             )
             .await?;
-        self.store.put(&token).map_err(|e| {
+        self.store.keep(&token).await.map_err(|e| {
             ActivityError::permanent(format!(
                 "{e}\nhint: the token made in OpenBAO was not kept; running the step again makes another"
             ))

@@ -1,16 +1,13 @@
 //! Unseals OpenBAO with the kept init answer's keys, one by one until it is unsealed.
 
-use std::time::{Duration, Instant};
-
-use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, SecretRef};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, PollPolicy, SecretRef};
 use serde::{Deserialize, Serialize};
 
 use super::{BaoClient, InitMaterial};
 
 /// How long a freshly unsealed server may take to become the active node (raft elects
 /// itself), and how often to look.
-const ACTIVE_WITHIN: Duration = Duration::from_secs(30);
-const ACTIVE_PAUSE: Duration = Duration::from_millis(200);
+const ACTIVE_POLL: PollPolicy = PollPolicy::new(200, 30_000);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BaoUnseal {
@@ -87,24 +84,20 @@ impl Activity for BaoUnseal {
 
 /// Waits until the unsealed server is the active node and serves requests.
 async fn wait_active(client: &BaoClient, cx: &ActivityCx) -> Result<(), ActivityError> {
-    let end = Instant::now() + ACTIVE_WITHIN;
-    loop {
+    let mut poll = ACTIVE_POLL.start();
+    while poll
+        .tick_unless(cx.cancel_token())
+        .await
+        .map_err(|_| ActivityError::permanent("cancelled while OpenBAO becomes active"))?
+    {
         let health = client.health().await?;
         if !health.sealed && !health.standby {
             return Ok(());
         }
-        if Instant::now() >= end {
-            return Err(ActivityError::transient(format!(
-                "OpenBAO at {} is unsealed but not active after {} s",
-                client.addr(),
-                ACTIVE_WITHIN.as_secs()
-            )));
-        }
-        tokio::select! {
-            () = tokio::time::sleep(ACTIVE_PAUSE) => {}
-            () = cx.cancel_token().cancelled() => {
-                return Err(ActivityError::permanent("cancelled while OpenBAO becomes active"));
-            }
-        }
     }
+    Err(ActivityError::transient(format!(
+        "OpenBAO at {} is unsealed but not active after {} s",
+        client.addr(),
+        ACTIVE_POLL.deadline().as_secs()
+    )))
 }

@@ -165,8 +165,9 @@ impl SshDetached {
         let pool = SshPool::global();
         let mut out = LineSplitter::new(Stream::Stdout);
         let mut err = LineSplitter::new(Stream::Stderr);
+        let reconnect = self.reconnect_policy();
         let mut unreachable_since: Option<Instant> = None;
-        let mut pause = Duration::from_millis(200);
+        let mut failures = 0;
         loop {
             let attempt = async {
                 let line = self.line(mode, cx, (out.offset, err.offset))?;
@@ -200,19 +201,19 @@ impl SshDetached {
                 }
                 Err(e) if e.transient && !cx.cancel_token().is_cancelled() => {
                     let since = *unreachable_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= Duration::from_millis(self.reattach_for_ms) {
+                    failures += 1;
+                    let Some(pause) = reconnect.delay_after(failures, since.elapsed()) else {
                         return Err(ActivityError::transient(format!(
                             "{}; out of reach for {}s, the command may still be running and the next attempt reattaches to it",
                             e.message,
                             since.elapsed().as_secs()
                         )));
-                    }
+                    };
                     tracing::info!(target = %self.target, error = %e.message, "reattaching to the detached command");
                     tokio::select! {
                         () = tokio::time::sleep(pause) => {}
                         () = cx.cancel_token().cancelled() => {}
                     }
-                    pause = (pause * 2).min(Duration::from_secs(5));
                     continue;
                 }
                 Err(e) => {
@@ -223,7 +224,20 @@ impl SshDetached {
                 }
             }
             unreachable_since = None;
-            pause = Duration::from_millis(200);
+            failures = 0;
+        }
+    }
+
+    /// How [`Self::follow`] reconnects to a host out of reach: after 200 ms, doubling up to
+    /// 5 s, for as long as `reattach_for_ms` allows. A policy, as data, like a step's.
+    fn reconnect_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            initial_ms: 200,
+            factor: 2.0,
+            max_delay_ms: 5_000,
+            max_attempts: u32::MAX,
+            max_elapsed_ms: Some(self.reattach_for_ms),
+            jitter: 0.0,
         }
     }
 

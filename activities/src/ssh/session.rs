@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use foundry_core::{ActivityCx, ActivityError, Stream};
+use foundry_core::{ActivityCx, ActivityError, PollPolicy, Stream};
 
 use super::key_source::KeySource;
 use super::login::Login;
@@ -203,24 +203,22 @@ impl SshSession {
 
     /// A session channel. sshd frees a closed channel's session a moment after this side
     /// has let go of it, and refuses a new one past `MaxSessions` with "connect failed"
-    /// meanwhile: that answer is asked again a bounded number of times.
+    /// meanwhile: that answer is asked again, every 50 ms for 2 s.
     async fn open_session_channel(
         &self,
     ) -> Result<russh::Channel<russh::client::Msg>, russh::Error> {
-        const TRIES: u32 = 40;
-        const PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
-        let mut tries = 1;
-        loop {
+        const REFUSED_POLL: PollPolicy = PollPolicy::new(50, 2_000);
+        let mut poll = REFUSED_POLL.start();
+        while poll.tick().await {
             match self.handle.channel_open_session().await {
-                Err(russh::Error::ChannelOpenFailure(russh::ChannelOpenFailure::ConnectFailed))
-                    if tries < TRIES =>
-                {
-                    tries += 1;
-                    tokio::time::sleep(PAUSE).await;
+                Err(russh::Error::ChannelOpenFailure(russh::ChannelOpenFailure::ConnectFailed)) => {
                 }
                 other => return other,
             }
         }
+        Err(russh::Error::ChannelOpenFailure(
+            russh::ChannelOpenFailure::ConnectFailed,
+        ))
     }
 
     /// Like [`SshSession::exec`], with `input` sent to the command's stdin, then end of file.

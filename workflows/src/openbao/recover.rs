@@ -31,7 +31,8 @@ pub struct Recovered {
 /// is nothing to recover, and no root token is needed.
 pub async fn kept_works(addr: &str, store: &dyn TokenStore) -> Result<bool, ActivityError> {
     let Some(kept) = store
-        .get()
+        .fetch()
+        .await
         .map_err(|e| ActivityError::permanent(e.to_string()))?
     else {
         return Ok(false);

@@ -6,7 +6,9 @@
 //! The `keyring` crate blocks on a single-threaded tokio runtime of its own, which panics
 //! when started inside another runtime; so each call runs on a thread of its own and the
 //! caller waits for it within a deadline: a Secret Service that never answers must not
-//! hang Foundry.
+//! hang Foundry. An async caller ([`TokenStore::fetch`], [`TokenStore::keep`]) awaits the
+//! answer, so its runtime, of either flavour, goes on meanwhile; a detached thread, not
+//! `spawn_blocking`, since a runtime waits for its blocking tasks when it shuts down.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -17,6 +19,7 @@ use std::time::Duration;
 
 use foundry_activities::openbao::{TokenStore, TokenStoreError};
 use foundry_core::SecretValue;
+use foundry_core::activity::BoxFuture;
 
 /// The keyring entry's service.
 pub const SERVICE: &str = "foundry";
@@ -77,43 +80,68 @@ impl KeyringTokenStore {
         })
     }
 
-    /// Runs `op` on the entry on a thread of its own, waiting at most the timeout (out of
-    /// a multi-threaded runtime's worker, so its other tasks go on meanwhile).
-    fn call<T: Send + 'static>(
+    /// Starts `op` on the entry on a thread of its own; `answer` gets its result.
+    fn spawn<T: Send + 'static>(
         &self,
         op: impl FnOnce(&keyring::Entry) -> keyring::Result<T> + Send + 'static,
-    ) -> Result<T, String> {
+        answer: impl FnOnce(Result<T, String>) + Send + 'static,
+    ) -> Result<(), String> {
         if self.silent.load(Ordering::Relaxed) {
             return Err("the Secret Service stopped answering earlier".into());
         }
         let user = self.user.clone();
-        let (tx, rx) = mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("foundry-keyring".into())
             .spawn(move || {
                 let result = keyring::Entry::new(SERVICE, &user).and_then(|entry| op(&entry));
-                let _ = tx.send(result.map_err(describe));
+                answer(result.map_err(describe));
             })
-            .map_err(|e| format!("starting a thread for the keyring: {e}"))?;
-        let wait = || rx.recv_timeout(self.timeout);
-        let answer = match tokio::runtime::Handle::try_current() {
-            Ok(rt) if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(wait)
-            }
-            _ => wait(),
-        };
-        match answer {
+            .map(drop)
+            .map_err(|e| format!("starting a thread for the keyring: {e}"))
+    }
+
+    /// The error of a call that ran out of time; this store does not ask again.
+    fn timed_out(&self) -> String {
+        self.silent.store(true, Ordering::Relaxed);
+        format!(
+            "the Secret Service did not answer within {:?}",
+            self.timeout
+        )
+    }
+
+    /// Runs `op` on the entry, blocking this thread for at most the timeout: for the
+    /// synchronous [`TokenStore`] calls.
+    fn call<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&keyring::Entry) -> keyring::Result<T> + Send + 'static,
+    ) -> Result<T, String> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.spawn(op, move |result| {
+            let _ = tx.send(result);
+        })?;
+        match rx.recv_timeout(self.timeout) {
             Ok(result) => result,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                self.silent.store(true, Ordering::Relaxed);
-                Err(format!(
-                    "the Secret Service did not answer within {:?}",
-                    self.timeout
-                ))
-            }
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(self.timed_out()),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 Err("the keyring call ended without an answer".into())
             }
+        }
+    }
+
+    /// Runs `op` on the entry and awaits its answer for at most the timeout, without
+    /// blocking the caller's runtime.
+    async fn call_async<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&keyring::Entry) -> keyring::Result<T> + Send + 'static,
+    ) -> Result<T, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.spawn(op, move |result| {
+            let _ = tx.send(result);
+        })?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the keyring call ended without an answer".into()),
+            Err(_) => Err(self.timed_out()),
         }
     }
 
@@ -138,6 +166,27 @@ impl TokenStore for KeyringTokenStore {
 
     fn place(&self) -> String {
         format!("the OS keyring (service `{SERVICE}`, user `{}`)", self.user)
+    }
+
+    fn fetch(&self) -> BoxFuture<'_, Result<Option<SecretValue>, TokenStoreError>> {
+        Box::pin(async move {
+            self.call_async(|entry| match entry.get_password() {
+                Ok(token) => Ok(Some(SecretValue::new(token))),
+                Err(keyring::Error::NoEntry) => Ok(None),
+                Err(e) => Err(e),
+            })
+            .await
+            .map_err(|e| self.error(e))
+        })
+    }
+
+    fn keep<'a>(&'a self, token: &'a SecretValue) -> BoxFuture<'a, Result<(), TokenStoreError>> {
+        let token = token.clone();
+        Box::pin(async move {
+            self.call_async(move |entry| entry.set_password(token.expose()))
+                .await
+                .map_err(|e| self.error(e))
+        })
     }
 }
 
@@ -233,6 +282,53 @@ mod tests {
         assert!(why.contains("did not answer within 50ms"), "{why}");
         let again = store.call(|_| Ok(())).expect_err("asked again");
         assert!(again.contains("stopped answering"), "{again}");
+    }
+
+    /// While a keyring call waits, the caller's runtime runs its other tasks, even when it
+    /// has only one thread.
+    #[test]
+    fn an_async_keyring_call_leaves_a_current_thread_runtime_free_meanwhile() {
+        let single = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        single.block_on(async {
+            let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let ticker = {
+                let ticks = ticks.clone();
+                tokio::spawn(async move {
+                    loop {
+                        ticks.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                })
+            };
+            let store = slow_store(Duration::from_secs(30));
+            // The keyring answers once the runtime has ticked (which it can only do while
+            // the call waits), or after 5 s.
+            let seen = ticks.clone();
+            let answered = store
+                .call_async(move |_| {
+                    let end = std::time::Instant::now() + Duration::from_secs(5);
+                    while seen.load(Ordering::SeqCst) < 3 && std::time::Instant::now() < end {
+                        std::thread::yield_now();
+                    }
+                    Ok(seen.load(Ordering::SeqCst))
+                })
+                .await;
+            ticker.abort();
+            assert!(answered.expect("answered") >= 3, "the runtime stood still");
+
+            let store = slow_store(Duration::from_millis(50));
+            let why = store
+                .call_async(|_| {
+                    std::thread::sleep(Duration::from_millis(500));
+                    Ok(())
+                })
+                .await
+                .expect_err("timed out");
+            assert!(why.contains("did not answer within 50ms"), "{why}");
+        });
     }
 
     #[test]
