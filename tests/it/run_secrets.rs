@@ -16,7 +16,7 @@ fn killed_run(home: &Home, secret: &str) -> String {
     let before: Vec<Value> = home.runs();
     let plan = home.plan(&json!({"steps": [
         {"key": "token", "ask": {"prompt": "Token", "secret": true}},
-        {"key": "echo", "run": ["sh", "-c", "echo \"$1\" >/dev/null", "sh", "${input:token}"]},
+        {"key": "echo", "run": ["sh", "-c", "cat >/dev/null"], "stdin": "${input:token}\n"},
         {"key": "last", "run": ["true"]},
     ]}));
     let out = home

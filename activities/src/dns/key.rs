@@ -117,3 +117,47 @@ impl Activity for NewApiKey {
         Ok(ApiKeyOutput { api_key, reused })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+
+    use foundry_core::secret::FileSecretStore;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_key_is_made_once_kept_private_and_read_by_every_later_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(FileSecretStore::new(dir.path().join("secrets")));
+        let cx = ActivityCx::standalone("key").with_secrets(store);
+        let step = NewApiKey {
+            purpose: "PowerDNS API key".into(),
+            path: dir.path().join("dns").join("lab-api-key"),
+        };
+        let made = step.apply(&cx).await.expect("made");
+        assert!(!made.reused);
+        let kept = std::fs::read_to_string(&step.path).expect("kept");
+        assert_eq!(kept.len(), 64);
+        assert_eq!(cx.reveal(&made.api_key).expect("in the run").expose(), kept);
+        let mode = std::fs::metadata(&step.path).expect("meta").permissions();
+        assert_eq!(mode.mode() & 0o777, 0o600);
+
+        // A later run, or this one run again in doubt, reads it: never a second key.
+        let again = step.apply(&cx).await.expect("read");
+        assert!(again.reused);
+        assert_eq!(
+            cx.reveal(&again.api_key).expect("in the run").expose(),
+            kept
+        );
+        assert_eq!(std::fs::read_to_string(&step.path).expect("kept"), kept);
+
+        // A file that is not a key of ours is an error naming it, never a key.
+        std::fs::write(&step.path, "-----BEGIN PRIVATE KEY-----\n").expect("write");
+        let refused = step.apply(&cx).await.expect_err("refused");
+        assert!(refused.message.contains("lab-api-key"), "{refused:?}");
+        std::fs::write(&step.path, vec![b'a'; 4096]).expect("write");
+        assert!(step.apply(&cx).await.is_err());
+    }
+}
