@@ -71,6 +71,11 @@ enum Command {
     /// The stack's secrets in OpenBAO: set one, show one, list them.
     #[command(subcommand)]
     Secret(commands::secret::SecretCmd),
+    /// A completion script for your shell: `source <(foundry completions bash)`.
+    Completions {
+        /// The shell to write it for.
+        shell: clap_complete::Shell,
+    },
     #[command(subcommand, hide = true)]
     Openbao(commands::openbao::OpenbaoCmd),
     #[command(subcommand, hide = true)]
@@ -143,6 +148,9 @@ pub fn run() -> ExitCode {
             return exit::code(u8::try_from(e.exit_code()).unwrap_or(exit::USAGE));
         }
     };
+    if let Command::Completions { shell } = cli.command {
+        return completions(shell);
+    }
     init_logging(cli.verbose);
     foundry_workflows::keys::install_key_vault();
     let printer = Printer::new(cli.output);
@@ -172,6 +180,7 @@ pub fn run() -> ExitCode {
             Command::Secret(cmd) => {
                 commands::secret::run(cmd, &printer, cli.config.as_deref()).await
             }
+            Command::Completions { .. } => Ok(exit::OK),
             Command::Openbao(cmd) => commands::openbao::run(cmd, &printer).await,
             Command::Registry(cmd) => commands::registry::run(cmd, &printer).await,
         }
@@ -191,6 +200,21 @@ pub fn run() -> ExitCode {
             }
             exit::code(e.code)
         }
+    }
+}
+
+/// Writes `shell`'s completion script for every visible command to stdout. Made in memory
+/// first: the generator panics on a write error, and a closed pipe is no reason to.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "foundry", &mut script);
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&script).and_then(|()| out.flush()) {
+        Ok(()) => exit::code(exit::OK),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::code(exit::OK),
+        Err(_) => exit::code(exit::ERROR),
     }
 }
 
