@@ -202,3 +202,97 @@ fn lab_up_refuses_a_bad_name_or_subnet_before_touching_anything() {
     }
     assert!(home.runs().is_empty());
 }
+
+/// The subnet of the Docker network `name`, as the Engine reports it.
+fn network_subnet(name: &str) -> String {
+    let out = Command::new("docker")
+        .args([
+            "network",
+            "inspect",
+            "-f",
+            "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+            name,
+        ])
+        .output()
+        .expect("docker network inspect");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Removes a network the test made.
+struct NetworkGuard(String);
+
+impl Drop for NetworkGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn lab_up_takes_a_free_subnet_keeps_its_own_and_explains_an_overlap() {
+    engine();
+    let home = Home::new();
+    let tag = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+
+    // A network of someone else's holds a subnet: asking for it is refused in Foundry's
+    // words, naming that network, before any run starts.
+    let occupier = format!("foundry-test-occupy-{tag}");
+    let taken = format!("10.79.{}.0/24", rand::random::<u8>());
+    let made = Command::new("docker")
+        .args(["network", "create", "--subnet", &taken, &occupier])
+        .output()
+        .expect("docker network create");
+    assert!(made.status.success(), "{made:?}");
+    let _occupier = NetworkGuard(occupier.clone());
+    let name = format!("sub{tag}");
+    let _lab = LabGuard(name.clone());
+    let refused = home.run(&[
+        "lab", "up", "--hosts", "1", "--name", &name, "--subnet", &taken,
+    ]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains(&format!("overlaps Docker network `{occupier}` ({taken})")),
+        "{err}"
+    );
+    assert!(err.contains("hint: leave out --subnet"), "{err}");
+    assert!(!err.contains("Pool overlaps"), "{err}");
+    assert!(home.runs().is_empty(), "a run was started");
+
+    // Without --subnet: a /24 no network overlapped when it was chosen.
+    let up = home.run(&["lab", "up", "--hosts", "1", "--name", &name]);
+    assert!(up.status.success(), "{up:?}");
+    let network = format!("foundry-lab-{name}");
+    let subnet = network_subnet(&network);
+    assert!(
+        subnet.starts_with("10.77.") && subnet.ends_with(".0/24"),
+        "{subnet}"
+    );
+    let addresses: Vec<String> = hosts_of(&home.path().join(format!("lab-{name}.yaml")))
+        .into_iter()
+        .map(|(address, _)| address)
+        .collect();
+    let prefix = subnet.trim_end_matches("0/24");
+    assert!(
+        addresses.iter().all(|a| a.starts_with(prefix)),
+        "{addresses:?} outside {subnet}"
+    );
+
+    // Grown without --subnet: the lab keeps its own. Another subnet for it is refused.
+    let grown = home.run(&["lab", "up", "--hosts", "2", "--name", &name]);
+    assert!(grown.status.success(), "{grown:?}");
+    assert_eq!(network_subnet(&network), subnet);
+    let moved = home.run(&[
+        "lab", "up", "--hosts", "2", "--name", &name, "--subnet", &taken,
+    ]);
+    assert_eq!(moved.status.code(), Some(1), "{moved:?}");
+    let err = String::from_utf8_lossy(&moved.stderr);
+    assert!(
+        err.contains(&format!("lab `{name}` is on {subnet}, not {taken}")),
+        "{err}"
+    );
+
+    let down = home.run(&["lab", "down", "--name", &name]);
+    assert!(down.status.success(), "{down:?}");
+}

@@ -550,6 +550,61 @@ async fn find_host(
         })
 }
 
+/// Why no subnet could be given to a lab, and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SubnetError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl SubnetError {
+    fn new(message: String, hint: Option<String>) -> Self {
+        SubnetError { message, hint }
+    }
+}
+
+/// The /24 the lab `name` gets, asked of the Engine on this machine: the one its network
+/// already has (a lab grown by a second `lab up`); else `requested`, unless another network
+/// overlaps it; else the first `10.77.N.0/24` no network uses.
+pub async fn choose_subnet(name: &str, requested: Option<&str>) -> Result<String, SubnetError> {
+    let networks = foundry_activities::container::subnets(&Endpoint::default())
+        .await
+        .map_err(|e| SubnetError::new(e.message, None))?;
+    let own = format!("foundry-lab-{name}");
+    if let Some((_, subnet)) = networks.iter().find(|(n, _)| *n == own) {
+        return match requested {
+            Some(asked) if asked != subnet => Err(SubnetError::new(
+                format!("lab `{name}` is on {subnet}, not {asked}"),
+                Some(format!(
+                    "leave out --subnet to grow it, or `foundry lab down --name {name}` first"
+                )),
+            )),
+            _ => Ok(subnet.clone()),
+        };
+    }
+    let others: Vec<(String, String)> = networks.into_iter().filter(|(n, _)| *n != own).collect();
+    let taken = |subnet: &str| foundry_activities::container::overlapping(&others, subnet);
+    if let Some(asked) = requested {
+        return match taken(asked) {
+            Some((network, theirs)) => Err(SubnetError::new(
+                format!("subnet {asked} overlaps Docker network `{network}` ({theirs})"),
+                Some("leave out --subnet to take a free one, or choose another".into()),
+            )),
+            None => Ok(asked.to_string()),
+        };
+    }
+    (0..=255u16)
+        .map(|n| format!("10.77.{n}.0/24"))
+        .find(|subnet| taken(subnet).is_none())
+        .ok_or_else(|| {
+            SubnetError::new(
+                "every 10.77.N.0/24 overlaps a Docker network".into(),
+                Some("name a free /24 with --subnet".into()),
+            )
+        })
+}
+
 /// Cuts a lab host off its network, as a pulled cable would; `restore` puts it back.
 pub async fn cut(lab: &str, host: &str) -> Result<(), foundry_core::ActivityError> {
     let found = find_host(lab, host).await?;

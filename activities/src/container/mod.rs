@@ -24,7 +24,7 @@ pub use ensure::{
 pub use exec::{ExecOutput, ExecStream, StderrHandle};
 pub use image::{EnsureImage, ImageOutput};
 pub use labelled::{Labelled, RemoveLabelled, Removed, labelled_state, list_labelled};
-pub use network::{EnsureNetwork, NetworkOutput, connect, disconnect};
+pub use network::{EnsureNetwork, NetworkOutput, connect, disconnect, overlapping, subnets};
 
 /// Where a Docker Engine answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -71,6 +71,15 @@ impl Activity for EnsureNetwork {
             return Ok(found);
         }
         let docker = self.endpoint.connect().await?;
+        if let Some(subnet) = &self.subnet
+            && let Some((name, theirs)) = overlapping(&subnets(&self.endpoint).await?, subnet)
+        {
+            return Err(ActivityError::permanent(format!(
+                "subnet {subnet} overlaps Docker network `{name}` ({theirs}) on {}; \
+                 hint: choose a subnet no network uses (`docker network ls`)",
+                self.endpoint
+            )));
+        }
         let ipam = self.subnet.as_ref().map(|subnet| Ipam {
             config: Some(vec![IpamConfig {
                 subnet: Some(subnet.clone()),
@@ -116,6 +125,40 @@ impl Activity for EnsureNetwork {
     }
 }
 
+/// Every network on the Engine with each subnet its IPAM gives it: `(name, subnet)`.
+pub async fn subnets(endpoint: &Endpoint) -> Result<Vec<(String, String)>, ActivityError> {
+    let docker = endpoint.connect().await?;
+    let networks = docker
+        .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+        .await
+        .map_err(|e| endpoint.error("listing networks", &e))?;
+    Ok(networks
+        .into_iter()
+        .flat_map(|n| {
+            let name = n.name.unwrap_or_default();
+            n.ipam
+                .and_then(|ipam| ipam.config)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(move |c| Some((name.clone(), c.subnet?)))
+        })
+        .collect())
+}
+
+/// The first of `networks` whose subnet shares an address with `subnet`; subnets that do
+/// not parse share none.
+pub fn overlapping<'a>(
+    networks: &'a [(String, String)],
+    subnet: &str,
+) -> Option<&'a (String, String)> {
+    let ours: ipnet::IpNet = subnet.parse().ok()?;
+    networks.iter().find(|(_, theirs)| {
+        theirs.parse::<ipnet::IpNet>().is_ok_and(|theirs| {
+            theirs.contains(&ours.network()) || ours.contains(&theirs.network())
+        })
+    })
+}
+
 /// Takes `container` off `network` (a cable pulled); already off is fine.
 pub async fn disconnect(
     endpoint: &Endpoint,
@@ -157,5 +200,28 @@ pub async fn connect(
         Ok(()) => Ok(()),
         Err(e) if e.to_string().contains("already exists") => Ok(()),
         Err(e) => Err(endpoint.error(&format!("connecting {container} to {network}"), &e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overlapping;
+
+    #[test]
+    fn subnets_overlap_when_they_share_an_address() {
+        let networks = [
+            ("bridge".to_string(), "172.17.0.0/16".to_string()),
+            ("lab".to_string(), "10.77.5.0/24".to_string()),
+            ("v6".to_string(), "fd00::/64".to_string()),
+            ("odd".to_string(), "not a subnet".to_string()),
+        ];
+        let named = |s: &str| overlapping(&networks, s).map(|(n, _)| n.as_str());
+        assert_eq!(named("10.77.5.0/24"), Some("lab"));
+        assert_eq!(named("10.77.0.0/16"), Some("lab"));
+        assert_eq!(named("10.77.5.128/25"), Some("lab"));
+        assert_eq!(named("172.17.3.0/24"), Some("bridge"));
+        assert_eq!(named("10.77.6.0/24"), None);
+        assert_eq!(named("fd00::/48"), Some("v6"));
+        assert_eq!(named("garbage"), None);
     }
 }

@@ -27,9 +27,10 @@ pub struct Args {
     /// The lab's name.
     #[arg(long, default_value = "default")]
     name: String,
-    /// The lab's network: hosts get .11, .12, …
-    #[arg(long, default_value = "10.77.0.0/24")]
-    subnet: String,
+    /// The lab's network, a /24: hosts get .11, .12, … [default: the lab's own when it
+    /// exists, else the first 10.77.N.0/24 no Docker network uses]
+    #[arg(long)]
+    subnet: Option<String>,
     /// The Debian mirror the image is built from.
     #[arg(
         long,
@@ -46,10 +47,17 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
     super::require_engine()?;
     let (engine, bar) = crate::commands::engine(printer)?;
     let (dir, config) = super::lab_paths(&args.name)?;
+    let subnet = foundry_workflows::lab::choose_subnet(&args.name, args.subnet.as_deref())
+        .await
+        .map_err(|e| CliError {
+            code: exit::ERROR,
+            message: e.message,
+            hint: e.hint,
+        })?;
     let input = serde_json::json!({
         "name": args.name,
         "hosts": args.hosts,
-        "subnet": args.subnet,
+        "subnet": subnet,
         "dir": dir,
         "config": config,
         "mirror": args.mirror,
