@@ -70,6 +70,22 @@ layer_build() {
 }
 "#;
 
+/// The shell function a build from Debian's packages calls: `bootstrap ROOT MIRROR
+/// PACKAGES` runs debootstrap (bookworm, minbase, PACKAGES comma-separated) into ROOT. It
+/// says so in one line and keeps debootstrap's hundreds in a log, shown (its last 50
+/// lines) only when it fails.
+pub const BOOTSTRAP: &str = r#"bootstrap() {
+  echo "debootstrap: Debian bookworm with $3 from $2 (about a minute)"
+  bootlog=$(mktemp /var/tmp/foundry-debootstrap.XXXXXX)
+  if ! debootstrap --variant=minbase --include="$3" bookworm "$1" "$2" >"$bootlog" 2>&1; then
+    tail -n 50 "$bootlog" >&2
+    rm -f "$bootlog"
+    exit 1
+  fi
+  rm -f "$bootlog"
+}
+"#;
+
 /// How long a build waits for another build of its image, in seconds.
 pub const LOCK_WAIT_S: u64 = 600;
 
@@ -117,6 +133,61 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+
+    /// `bootstrap` with a stand-in `debootstrap` first on PATH that prints `lines` lines
+    /// and exits with `code`: (exit code, stdout, stderr).
+    fn bootstrap_with(lines: u32, code: i32) -> (Option<i32>, String, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = dir.path().join("debootstrap");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\nfor i in $(seq 1 {lines}); do echo \"I: Retrieving package $i\"; done\nexit {code}\n"
+            ),
+        )
+        .expect("write");
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let script = format!(
+            "set -eu\n{BOOTSTRAP}bootstrap /nonexistent http://mirror.invalid sudo,curl\necho after\n"
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("PATH", path)
+            .output()
+            .expect("sh");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[test]
+    fn debootstrap_shows_one_line_and_its_log_only_when_it_fails() {
+        let (code, stdout, stderr) = bootstrap_with(400, 0);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert_eq!(
+            stdout.lines().collect::<Vec<_>>(),
+            [
+                "debootstrap: Debian bookworm with sudo,curl from http://mirror.invalid (about a minute)",
+                "after"
+            ]
+        );
+        assert_eq!(stderr, "");
+
+        let (code, stdout, stderr) = bootstrap_with(400, 1);
+        assert_eq!(code, Some(1));
+        assert!(!stdout.contains("after"), "{stdout}");
+        let shown: Vec<&str> = stderr.lines().collect();
+        assert_eq!(shown.len(), 50, "{stderr}");
+        assert_eq!(shown[49], "I: Retrieving package 400");
+    }
 
     #[test]
     fn a_layered_build_passes_its_values_as_arguments_and_probes_the_image() {

@@ -38,7 +38,7 @@ image="$1"; mirror="$2"
 docker image inspect "$image" >/dev/null 2>&1 && exit 0
 root=$(mktemp -d /var/tmp/foundry-lab-rootfs.XXXXXX)
 trap 'rm -rf "$root"' EXIT
-debootstrap --variant=minbase --include=openssh-server,sudo,iproute2,procps,python3 bookworm "$root" "$mirror"
+bootstrap "$root" "$mirror" openssh-server,sudo,iproute2,procps,python3
 chroot "$root" useradd --create-home --shell /bin/bash admin
 printf 'admin ALL=(ALL) NOPASSWD:ALL\n' > "$root/etc/sudoers.d/foundry-admin"
 chmod 0440 "$root/etc/sudoers.d/foundry-admin"
@@ -333,7 +333,7 @@ impl Workflow for LabUp {
         let mut build = lab_command(vec![
             s("sh"),
             s("-c"),
-            s(BUILD_IMAGE),
+            [crate::image::BOOTSTRAP, BUILD_IMAGE].concat(),
             s("foundry-lab-image"),
             s(LAB_IMAGE),
             lab.mirror.clone(),

@@ -98,7 +98,7 @@ image="$1"; mirror="$2"; entry="$3"
 docker image inspect "$image" >/dev/null 2>&1 && exit 0
 root=$(mktemp -d /var/tmp/foundry-pdns-rootfs.XXXXXX)
 trap 'rm -rf "$root"' EXIT
-debootstrap --variant=minbase --include=pdns-server,pdns-backend-sqlite3,pdns-recursor,sqlite3,dnsutils bookworm "$root" "$mirror"
+bootstrap "$root" "$mirror" pdns-server,pdns-backend-sqlite3,pdns-recursor,sqlite3,dnsutils
 printf '%s' "$entry" > "$root/usr/local/sbin/foundry-pdns"
 chmod 0755 "$root/usr/local/sbin/foundry-pdns"
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/lib/powerdns/*
@@ -107,5 +107,11 @@ tar -C "$root" -c . | docker import -c 'ENTRYPOINT ["/usr/local/sbin/foundry-pdn
 
 /// The step that builds the image on this machine's Engine unless it is there already.
 pub fn build_image(image: &str, mirror: &str) -> RunCommand {
-    crate::image::build_step("foundry-pdns-image", BUILD, image, &[image, mirror, ENTRY])
+    let script = [crate::image::BOOTSTRAP, BUILD].concat();
+    crate::image::build_step(
+        "foundry-pdns-image",
+        &script,
+        image,
+        &[image, mirror, ENTRY],
+    )
 }
