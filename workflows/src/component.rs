@@ -316,7 +316,7 @@ pub fn dns_key(stack: &StackConfig) -> crate::secrets::EnsureStackSecret {
         path,
         key,
         purpose: "PowerDNS API key".into(),
-        openbao: crate::secrets::openbao_url(stack),
+        openbao: stack.openbao_url(),
         generate,
         holder: None,
     }

@@ -232,7 +232,37 @@ pub fn write_text(path: &Path, text: &str) -> Result<(), ConfigError> {
     })
 }
 
+/// OpenBAO's API port.
+pub const OPENBAO_PORT: u16 = 8200;
+
+/// `https://HOST:PORT`, with an IPv6 address in brackets as URLs need it.
+fn https_url(host: &str, port: u16) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => format!("https://[{host}]:{port}"),
+        Err(_) => format!("https://{host}:{port}"),
+    }
+}
+
 impl StackConfig {
+    /// Where OpenBAO answers: `components.openbao.address`, else the address of the first
+    /// of `network.openbao_hosts`.
+    pub fn openbao_address(&self) -> Option<String> {
+        let components = self.components.as_ref();
+        if let Some(address) = components.and_then(|c| c.openbao.address.as_ref()) {
+            return Some(address.value.to_string());
+        }
+        let first = self.network.as_ref()?.openbao_hosts.first()?;
+        self.host_named_or_at(&first.value)
+            .map(|h| h.address.clone())
+    }
+
+    /// OpenBAO's API as this config places it: `https://ADDRESS:8200` (an IPv6 address in
+    /// brackets).
+    pub fn openbao_url(&self) -> Option<String> {
+        self.openbao_address()
+            .map(|address| https_url(&address, OPENBAO_PORT))
+    }
+
     pub fn host(&self, name: &str) -> Option<&HostEntry> {
         self.hosts.iter().find(|h| h.name == name)
     }
@@ -258,7 +288,7 @@ impl StackConfig {
             }
             Some(KeyField::File(path)) => KeySource::File(path.clone()),
             Some(KeyField::Secret(reference)) => KeySource::Openbao {
-                addr: crate::secrets::openbao_url(self).ok_or_else(|| TargetError {
+                addr: self.openbao_url().ok_or_else(|| TargetError {
                     message: format!(
                         "host {name}: its key is in OpenBAO ({reference}), and the config says nowhere where OpenBAO runs"
                     ),
@@ -503,6 +533,24 @@ pub fn render(config: &StackConfig, comment: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_ipv6_address_is_bracketed_in_the_url() {
+        assert_eq!(
+            super::https_url("10.77.0.20", 8200),
+            "https://10.77.0.20:8200"
+        );
+        assert_eq!(
+            super::https_url("bao.example.org", 8200),
+            "https://bao.example.org:8200"
+        );
+        assert_eq!(
+            super::https_url("fd00::20", 8200),
+            "https://[fd00::20]:8200"
+        );
+        let url = url::Url::parse(&super::https_url("fd00::20", 8200)).expect("a URL");
+        assert_eq!(url.port(), Some(8200));
+    }
     use super::*;
 
     fn err(text: &str) -> String {

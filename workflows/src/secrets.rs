@@ -20,7 +20,7 @@ use crate::secret_ref::{self, SecretRef};
 /// The KV v2 mount Foundry keeps secrets in.
 pub const MOUNT: &str = "kv";
 /// OpenBAO's API port.
-pub const PORT: u16 = 8200;
+pub const PORT: u16 = crate::config::OPENBAO_PORT;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -84,7 +84,7 @@ pub struct Vault {
 impl Vault {
     /// OpenBAO of the stack `stack`, with the token Foundry keeps in the home `home`.
     pub fn of_stack(stack: &StackConfig, home: &Path) -> Result<Vault, SecretsError> {
-        let addr = openbao_url(stack).ok_or_else(|| {
+        let addr = stack.openbao_url().ok_or_else(|| {
             SecretsError::new(
                 "the stack config says nowhere where OpenBAO runs",
                 Some("set components.openbao.address, or network.openbao_hosts"),
@@ -238,33 +238,6 @@ impl Vault {
             }
         }
         Ok(Prefetched(found))
-    }
-}
-
-/// Where OpenBAO answers: `components.openbao.address`, else the address of the first of
-/// `network.openbao_hosts`.
-pub fn openbao_address(stack: &StackConfig) -> Option<String> {
-    let components = stack.components.as_ref();
-    if let Some(address) = components.and_then(|c| c.openbao.address.as_ref()) {
-        return Some(address.value.to_string());
-    }
-    let first = stack.network.as_ref()?.openbao_hosts.first()?;
-    stack
-        .host_named_or_at(&first.value)
-        .map(|h| h.address.clone())
-}
-
-/// OpenBAO's API as the stack config places it: `https://ADDRESS:8200` (an IPv6 address
-/// in brackets).
-pub fn openbao_url(stack: &StackConfig) -> Option<String> {
-    openbao_address(stack).map(|address| https_url(&address, PORT))
-}
-
-/// `https://HOST:PORT`, with an IPv6 address in brackets as URLs need it.
-fn https_url(host: &str, port: u16) -> String {
-    match host.parse::<std::net::Ipv6Addr>() {
-        Ok(_) => format!("https://[{host}]:{port}"),
-        Err(_) => format!("https://{host}:{port}"),
     }
 }
 
@@ -440,22 +413,5 @@ impl Activity for EnsureStackSecret {
             secret: self.keep(cx, &value).await?,
             source: GENERATED.into(),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::https_url;
-
-    #[test]
-    fn an_ipv6_address_is_bracketed_in_the_url() {
-        assert_eq!(https_url("10.77.0.20", 8200), "https://10.77.0.20:8200");
-        assert_eq!(
-            https_url("bao.example.org", 8200),
-            "https://bao.example.org:8200"
-        );
-        assert_eq!(https_url("fd00::20", 8200), "https://[fd00::20]:8200");
-        let url = url::Url::parse(&https_url("fd00::20", 8200)).expect("a URL");
-        assert_eq!(url.port(), Some(8200));
     }
 }

@@ -381,7 +381,7 @@ pub fn move_plan(
     if hosts.is_empty() {
         return Ok(KeyPlan { input: None, left });
     }
-    let openbao = crate::secrets::openbao_url(stack).ok_or_else(|| {
+    let openbao = stack.openbao_url().ok_or_else(|| {
         HostError::new(
             "the stack config says nowhere where OpenBAO runs: the keys stay in their files",
         )

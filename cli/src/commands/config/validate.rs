@@ -88,7 +88,7 @@ fn check_own_tls(stack: &config::StackConfig, text: &str, path: &Path) -> Result
         return Ok(());
     };
     // Where the config does not place OpenBAO yet, its install refuses it; nothing to check.
-    let Some(address) = foundry_workflows::secrets::openbao_address(stack) else {
+    let Some(address) = stack.openbao_address() else {
         return Ok(());
     };
     let names = vec![address];

@@ -4,7 +4,6 @@ use std::path::Path;
 use foundry_core::SecretValue;
 use foundry_workflows::openbao::recover::{self, Progress, Recovered, RootGeneration, TokenStore};
 use foundry_workflows::openbao::token_store;
-use foundry_workflows::secrets::openbao_url;
 
 use crate::exit::{self, CliError};
 use crate::printer::Printer;
@@ -33,7 +32,7 @@ pub struct Args {
 pub async fn run(args: Args, printer: &Printer, config: Option<&Path>) -> Result<u8, CliError> {
     let (home, selected) = crate::commands::existing(config)?;
     let stack = selected.load()?;
-    let addr = openbao_url(&stack).ok_or_else(|| {
+    let addr = stack.openbao_url().ok_or_else(|| {
         CliError::new("the stack config says nowhere where OpenBAO runs")
             .with_hint("set components.openbao.address, or network.openbao_hosts")
     })?;
