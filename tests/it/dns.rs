@@ -166,12 +166,7 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
     let first_input = write_input(home, &input);
     let made_key = start(home, &first_input, Some("api-key#0@effect"));
     assert!(killed(made_key.status), "{made_key:?}");
-    let first_run = home
-        .runs()
-        .iter()
-        .find(|r| r["state"] != "completed")
-        .and_then(|r| r["run"].as_str().map(str::to_string))
-        .expect("the killed run");
+    let first_run = home.unfinished_run();
     let first = home
         .cmd(&["workflow", "resume", &first_run, "--output", "json"])
         .output()
@@ -369,12 +364,7 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
         "the journal holds the key's reference"
     );
     assert!(!contains(&journal, &key), "the journal holds the API key");
-    let run = home
-        .runs()
-        .iter()
-        .find(|r| r["state"] != "completed")
-        .and_then(|r| r["run"].as_str().map(str::to_string))
-        .expect("the killed run");
+    let run = home.unfinished_run();
     let resumed = home
         .cmd(&["workflow", "resume", &run, "--output", "json"])
         .output()
@@ -526,12 +516,7 @@ fn dns_install_splits_the_horizon_and_sends_only_real_changes() {
     let again = write_input(home, &input);
     let found_key = start(home, &again, Some("api-key#0@effect"));
     assert!(killed(found_key.status), "{found_key:?}");
-    let run = home
-        .runs()
-        .iter()
-        .find(|r| r["state"] != "completed")
-        .and_then(|r| r["run"].as_str().map(str::to_string))
-        .expect("the killed run");
+    let run = home.unfinished_run();
     let fourth = home
         .cmd(&["workflow", "resume", &run, "--output", "json"])
         .output()

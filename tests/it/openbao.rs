@@ -423,13 +423,7 @@ fn install_from_nothing_then_again_changes_nothing_and_leaks_nothing() {
             && err.contains("bao operator unseal"),
         "{err}"
     );
-    let runs = install.home.runs();
-    let run = runs
-        .iter()
-        .find(|r| r["state"] != "completed")
-        .and_then(|r| r["run"].as_str())
-        .unwrap_or_else(|| panic!("no interrupted run: {runs:?}"))
-        .to_string();
+    let run = install.home.unfinished_run();
     rt.block_on(async {
         let client = install.client();
         for key in &handed.keys[..2] {

@@ -210,6 +210,16 @@ impl Home {
         runs[0]["run"].as_str().expect("run id").to_string()
     }
 
+    /// The id of a run of this home that has not completed (one killed part-way).
+    pub fn unfinished_run(&self) -> String {
+        let runs = self.runs();
+        runs.iter()
+            .find(|r| r["state"] != "completed")
+            .and_then(|r| r["run"].as_str())
+            .unwrap_or_else(|| panic!("no unfinished run: {runs:?}"))
+            .to_string()
+    }
+
     /// `workflow show --output json` of a run.
     pub fn show(&self, run: &str) -> Value {
         let lines = self.json(&["workflow", "show", run]);

@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 
 use crate::http;
 
+/// The path that tells a token what OpenBAO knows of it.
+const LOOKUP_SELF: &str = "auth/token/lookup-self";
+
 /// OpenBAO at an address such as `http://10.77.3.20:8200`.
 #[derive(Clone, Debug)]
 pub struct BaoClient {
@@ -430,22 +433,30 @@ impl BaoClient {
             })
     }
 
-    /// The policies of a token, or `None` when OpenBAO does not know it (403).
-    pub async fn lookup_self(
-        &self,
-        token: &SecretValue,
-    ) -> Result<Option<Vec<String>>, ActivityError> {
-        let what = "GET auth/token/lookup-self";
+    /// What OpenBAO says of a token (`lookup-self`'s `data`), or `None` when it does not
+    /// know the token (403: revoked or expired).
+    async fn lookup_self_data(&self, token: &SecretValue) -> Result<Option<Value>, ActivityError> {
         let answer = self
-            .call(Method::GET, "auth/token/lookup-self", Some(token), None)
+            .call(Method::GET, LOOKUP_SELF, Some(token), None)
             .await?;
         if answer.status == StatusCode::FORBIDDEN {
             return Ok(None);
         }
         if !answer.status.is_success() {
-            return Err(self.refused(what, &answer));
+            return Err(self.refused(&format!("GET {LOOKUP_SELF}"), &answer));
         }
-        let policies = answer.body["data"]["policies"]
+        Ok(Some(answer.body["data"].clone()))
+    }
+
+    /// The policies of a token, or `None` when OpenBAO does not know it (403).
+    pub async fn lookup_self(
+        &self,
+        token: &SecretValue,
+    ) -> Result<Option<Vec<String>>, ActivityError> {
+        let Some(data) = self.lookup_self_data(token).await? else {
+            return Ok(None);
+        };
+        let policies = data["policies"]
             .as_array()
             .map(|a| {
                 a.iter()
@@ -579,17 +590,10 @@ impl BaoClient {
     /// A token's time to live as OpenBAO sees it now, or `None` when OpenBAO does not
     /// know the token (403: revoked or expired).
     pub async fn token_ttl(&self, token: &SecretValue) -> Result<Option<TokenTtl>, ActivityError> {
-        let what = "GET auth/token/lookup-self";
-        let answer = self
-            .call(Method::GET, "auth/token/lookup-self", Some(token), None)
-            .await?;
-        if answer.status == StatusCode::FORBIDDEN {
-            return Ok(None);
+        match self.lookup_self_data(token).await? {
+            Some(data) => Ok(Some(self.decode(&format!("GET {LOOKUP_SELF}"), data)?)),
+            None => Ok(None),
         }
-        if !answer.status.is_success() {
-            return Err(self.refused(what, &answer));
-        }
-        Ok(Some(self.decode(what, answer.body["data"].clone())?))
     }
 
     /// Renews a token by itself (`auth/token/renew-self`, no increment: a periodic token
