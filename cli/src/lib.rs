@@ -71,7 +71,12 @@ enum Command {
     /// The stack's secrets in OpenBAO: set one, show one, list them.
     #[command(subcommand)]
     Secret(commands::secret::SecretCmd),
-    /// A completion script for your shell: `source <(foundry completions bash)`.
+    /// A completion script for your shell, written to stdout.
+    #[command(after_help = "\
+Examples:
+  source <(foundry completions bash)                 # in ~/.bashrc
+  foundry completions zsh > \"${fpath[1]}/_foundry\"
+  foundry completions fish > ~/.config/fish/completions/foundry.fish")]
     Completions {
         /// The shell to write it for.
         shell: clap_complete::Shell,
