@@ -163,8 +163,8 @@ async fn concurrent_creates_end_in_one_container(endpoint: &Endpoint) {
     panic!("no caller was answered 409 in {ROUNDS} rounds of {CALLERS} concurrent creates");
 }
 
-/// Concurrent creates of one network: every caller names the oldest, and the duplicates
-/// Engine 20.10 makes under a race are removed.
+/// Concurrent creates of one network: Engine 20.10 would make one network per caller, so
+/// they take turns; exactly one creates it, every caller names it, and it is listed once.
 async fn networks_are_looked_up_by_name_and_never_duplicated(endpoint: &Endpoint) {
     let mut cleanup = Cleanup::default();
     let name = unique("net");
@@ -186,6 +186,11 @@ async fn networks_are_looked_up_by_name_and_never_duplicated(endpoint: &Endpoint
         outputs.push(t.await.expect("task").expect("ensure network"));
     }
     assert!(outputs.iter().all(|o| o.id == outputs[0].id), "{outputs:?}");
+    assert_eq!(
+        outputs.iter().filter(|o| o.created).count(),
+        1,
+        "{outputs:?}"
+    );
     let listed = docker(&["network", "ls", "-q", "--filter", &format!("name=^{name}$")]);
     assert_eq!(
         listed.lines().count(),

@@ -1,7 +1,10 @@
 //! A named network. Engine 20.10 creates a second network with the same name if asked
-//! twice, so the name is looked up first, and again after a create.
+//! twice, so the name is looked up first, and again after a create. Callers in one
+//! process take turns per Engine and name; callers in different processes can still race,
+//! and the oldest network of the name wins (its duplicates are removed by their makers).
 
 use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
 use bollard::query_parameters::ListNetworksOptionsBuilder;
@@ -67,6 +70,10 @@ impl Activity for EnsureNetwork {
     }
 
     async fn apply(&self, cx: &ActivityCx) -> Result<NetworkOutput, ActivityError> {
+        // A create is only seen by a lookup once the Engine has stored it, so two creates in
+        // flight at once can each see only their own network; one at a time, they cannot.
+        let turn = turn(&format!("{}\n{}", self.endpoint, self.name));
+        let _turn = turn.lock().await;
         if let Some(found) = self.probe(cx).await? {
             return Ok(found);
         }
@@ -123,6 +130,16 @@ impl Activity for EnsureNetwork {
             ))),
         }
     }
+}
+
+/// The lock that callers creating one network (named by Engine and name) take in turn.
+fn turn(key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static TURNS: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
+        LazyLock::new(Mutex::default);
+    let mut turns = TURNS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    turns.entry(key.to_string()).or_default().clone()
 }
 
 /// Every network on the Engine with each subnet its IPAM gives it: `(name, subnet)`.
