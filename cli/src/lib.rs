@@ -62,7 +62,12 @@ enum Command {
     /// The stack config: write one, check it, show it, list them.
     #[command(subcommand)]
     Config(commands::config::ConfigCmd),
-    /// The infrastructure services (OpenBAO, PowerDNS, the registry): install, status.
+    /// Set up the whole stack on your hosts as one resumable run.
+    Setup(commands::setup::Args),
+    /// The whole stack the config places: install it as one run, its status, validate.
+    #[command(subcommand)]
+    Stack(commands::stack::StackCmd),
+    /// The stack's components one by one (OpenBAO, PowerDNS, the registry): list, install, status.
     #[command(subcommand)]
     Component(commands::component::ComponentCmd),
     /// The stack's DNS: zones, records, and what each server answers for a name.
@@ -178,6 +183,10 @@ pub fn run() -> ExitCode {
             Command::Config(cmd) => {
                 commands::config::run(cmd, &printer, cli.config.as_deref()).await
             }
+            Command::Setup(args) => {
+                commands::setup::run(args, &printer, cli.config.as_deref()).await
+            }
+            Command::Stack(cmd) => commands::stack::run(cmd, &printer, cli.config.as_deref()).await,
             Command::Component(cmd) => {
                 commands::component::run(cmd, &printer, cli.config.as_deref()).await
             }

@@ -20,7 +20,10 @@ pub enum FailurePolicy {
 }
 
 impl Ctx {
-    fn child(&self, name: &str) -> Ctx {
+    /// A scope of this run named `name`: the steps taken through it are keyed under
+    /// `name/`, and cancelling this run cancels it. How a run runs another workflow's body
+    /// as one of its phases (see [`crate::Part`]).
+    pub fn scope(&self, name: &str) -> Ctx {
         Ctx {
             shared: self.shared.clone(),
             scope: format!("{}{name}/", self.scope),
@@ -49,7 +52,7 @@ impl Ctx {
         let mut set = JoinSet::new();
         let names: Vec<String> = items.iter().map(|(n, _)| n.clone()).collect();
         for (index, (name, item)) in items.into_iter().enumerate() {
-            let mut child = self.child(&name);
+            let mut child = self.scope(&name);
             child.cancel = siblings.child_token();
             let (f, gate) = (f.clone(), gate.clone());
             set.spawn(async move {

@@ -30,7 +30,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use activity::{Activity, ActivityCx, ActivityError, Decision, InDoubt};
+pub use activity::{Activity, ActivityCx, ActivityError, BoxFuture, Decision, InDoubt};
 pub use context::Ctx;
 pub use driver::Driver;
 pub use engine::{Collected, Engine, EngineError, RunOutcome};
@@ -44,4 +44,4 @@ pub use retry::{PollPolicy, RetryPolicy};
 pub use secret::{SecretRef, SecretValue};
 pub use status::RunView;
 pub use time::Millis;
-pub use workflow::{Registry, Workflow};
+pub use workflow::{Part, Registry, Workflow};

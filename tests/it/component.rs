@@ -213,6 +213,36 @@ fn every_component_installs_from_a_fresh_config_and_again_changes_nothing() {
     assert_eq!(third[0]["changed"], false, "{third:?}");
     outputs.push(("third install".into(), [stdout, stderr].concat()));
 
+    // The stack as one: every placed component installed in one run that changes
+    // nothing now, each one validated, and the components listed with what they need.
+    let (stdout, stderr) = foundry(home, &config, &["stack", "install", "-o", "json"]);
+    let whole = summaries(&stdout);
+    assert_eq!(names(&whole), ["openbao", "dns", "zot"], "{whole:?}");
+    assert!(whole.iter().all(|s| s["changed"] == false), "{whole:?}");
+    assert!(
+        whole.iter().all(|s| s["run"] == whole[0]["run"]),
+        "one run: {whole:?}"
+    );
+    outputs.push(("stack install".into(), [stdout, stderr].concat()));
+    let (stdout, _) = foundry(home, &config, &["stack", "validate", "-o", "json"]);
+    let valid = foundry_tests::json_lines(&stdout);
+    assert_eq!(names(&valid), ["openbao", "dns", "zot"], "{valid:?}");
+    assert!(
+        valid
+            .iter()
+            .all(|v| v["ok"] == true && v["host"] == "host-1"),
+        "{valid:?}"
+    );
+    let (stdout, _) = foundry(home, &config, &["component", "list", "-o", "json"]);
+    let listed = foundry_tests::json_lines(&stdout);
+    assert_eq!(names(&listed), ["openbao", "dns", "zot"], "{listed:?}");
+    assert_eq!(
+        listed[1]["needs"],
+        serde_json::json!(["openbao"]),
+        "{listed:?}"
+    );
+    assert_eq!(listed[2]["placed"]["host"], "host-1", "{listed:?}");
+
     // Live status: every component healthy, at the config's addresses.
     let (stdout, stderr) = foundry(home, &config, &["component", "status", "-o", "json"]);
     let status = foundry_tests::json_lines(&stdout);

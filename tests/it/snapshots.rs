@@ -96,10 +96,17 @@ fn help_texts() {
         );
     }
     human_snapshot!("help_component", home.ok(&["component", "--help"]));
-    for verb in ["install", "status"] {
+    for verb in ["list", "install", "status"] {
         human_snapshot!(
             format!("help_component_{verb}"),
             home.ok(&["component", verb, "--help"])
+        );
+    }
+    human_snapshot!("help_stack", home.ok(&["stack", "--help"]));
+    for verb in ["install", "status", "validate"] {
+        human_snapshot!(
+            format!("help_stack_{verb}"),
+            home.ok(&["stack", verb, "--help"])
         );
     }
     human_snapshot!("help_secret", home.ok(&["secret", "--help"]));

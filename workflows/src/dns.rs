@@ -11,6 +11,7 @@
 //! command or labels), so a server restarted by its Engine or a reboot serves its API again
 //! with nothing from Foundry.
 
+pub mod component;
 mod image;
 pub mod manage;
 mod status;
@@ -362,6 +363,7 @@ impl DnsInput {
     }
 }
 
+#[derive(Default)]
 pub struct DnsInstall;
 
 impl Workflow for DnsInstall {

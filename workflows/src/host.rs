@@ -199,6 +199,7 @@ pub async fn configure_input(
     })
 }
 
+#[derive(Default)]
 pub struct HostConfigure;
 
 impl Workflow for HostConfigure {

@@ -492,6 +492,9 @@ pub struct LabDownInput {
     pub name: String,
     pub dir: PathBuf,
     pub config: PathBuf,
+    /// The data volumes of the components the lab's config placed on it.
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 pub struct LabDown;
@@ -513,12 +516,11 @@ impl Workflow for LabDown {
                 },
             )
             .await?;
-        // The data volumes of the services the lab's config placed on it.
-        let mut volumes = vec!["docker".into(), "volume".into(), "rm".into(), "-f".into()];
-        for c in crate::component::Component::ALL {
-            volumes.extend(c.volumes(&service_name(&input.name, c.name())));
+        if !input.volumes.is_empty() {
+            let mut volumes = vec!["docker".into(), "volume".into(), "rm".into(), "-f".into()];
+            volumes.extend(input.volumes.iter().cloned());
+            ctx.step("volumes", &RunCommand::new(volumes)).await?;
         }
-        ctx.step("volumes", &RunCommand::new(volumes)).await?;
         let dir = input.dir.display().to_string();
         let config = input.config.display().to_string();
         let rm = RunCommand::new(vec!["rm".into(), "-rf".into(), dir, config]);

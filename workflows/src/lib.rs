@@ -15,6 +15,8 @@ pub mod openbao;
 pub mod registry;
 pub mod secret_ref;
 pub mod secrets;
+pub mod setup;
+pub mod stack;
 
 use foundry_core::Registry;
 
@@ -30,4 +32,6 @@ pub fn registry() -> Registry {
         .register(dns::DnsInstall)
         .register(openbao::OpenbaoInstall)
         .register(registry::RegistryInstall)
+        .register(stack::StackInstall)
+        .register(setup::Setup)
 }

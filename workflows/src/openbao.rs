@@ -4,6 +4,7 @@
 //! and root token are handed to the user once, in a private file, and then forgotten.
 //! `status` answers from the live container and server only.
 
+pub mod component;
 pub mod image;
 pub mod recover;
 pub mod tls;
@@ -253,6 +254,7 @@ async fn privileged(ctx: &Ctx, init: &InitOutput, store: &dyn TokenStore) -> Opt
     }
 }
 
+#[derive(Default)]
 pub struct OpenbaoInstall;
 
 impl Workflow for OpenbaoInstall {

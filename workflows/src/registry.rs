@@ -4,6 +4,7 @@
 //! Debian's `docker-registry` (same OCI distribution API), from the image built in
 //! `registry/image.rs`. `status` answers from the live container and registry only.
 
+pub mod component;
 pub mod image;
 
 use std::collections::BTreeMap;
@@ -114,6 +115,7 @@ impl RegistryOutput {
     }
 }
 
+#[derive(Default)]
 pub struct RegistryInstall;
 
 impl Workflow for RegistryInstall {

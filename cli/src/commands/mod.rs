@@ -9,6 +9,8 @@ pub mod lab;
 pub mod openbao;
 pub mod registry;
 pub mod secret;
+pub mod setup;
+pub mod stack;
 pub mod workflow;
 
 use std::sync::Arc;

@@ -18,8 +18,9 @@ use std::net::Ipv4Addr;
 use foundry_activities::dns::{Client, PdnsApi, canonical_name};
 use foundry_core::{Activity, ActivityCx, ActivityError};
 
+use super::component::{Dns, dns_input, dns_key, dns_key_kept};
 use super::{ZoneInput, in_zone};
-use crate::component::{self, Component, ComponentError};
+use crate::component::ComponentError;
 use crate::config::StackConfig;
 
 pub use lookup::Lookup;
@@ -57,14 +58,14 @@ pub struct DnsServers {
 impl DnsServers {
     /// The servers the stack config places, and the API key as the stack resolves it.
     pub async fn of_stack(stack: &StackConfig) -> Result<DnsServers, ComponentError> {
-        let place = component::placement(stack, Component::Dns)?;
-        let input = component::dns_input(stack, &place)?;
-        let (key, secrets) = component::dns_key_kept(stack, &place).await?;
+        let place = Dns.place(stack)?;
+        let input = dns_input(stack, &place)?;
+        let (key, secrets) = dns_key_kept(stack, &place).await?;
         let address = |text: &str| {
             text.parse::<Ipv4Addr>()
                 .map_err(|_| ComponentError::new(format!("`{text}` is not an IPv4 address")))
         };
-        let stack_key = component::dns_key(stack);
+        let stack_key = dns_key(stack);
         Ok(DnsServers {
             internal: Server {
                 role: "internal",

@@ -273,6 +273,7 @@ impl Activity for RemoveKeyFile {
     }
 }
 
+#[derive(Default)]
 pub struct KeysMove;
 
 impl Workflow for KeysMove {
@@ -324,7 +325,7 @@ impl Workflow for KeysMove {
 }
 
 /// A host whose key does not move, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeftAlone {
     pub host: String,
     /// Where its key is: `file PATH`, `openbao PATH`, or `none`.

@@ -1,0 +1,226 @@
+//! DNS (PowerDNS, split horizon) as a component of the stack: `components.dns`, placed on
+//! `network.dns_hosts`, its zones and records from `dns:`. Its API key is kept in OpenBAO,
+//! so OpenBAO is installed first.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use foundry_core::secret::SecretStore;
+use foundry_core::{BoxFuture, Part, SecretRef};
+use serde_json::Value;
+
+use crate::component::container::{self, ContainerPlacement, Site};
+use crate::component::{
+    self as c, Component, ComponentError, ComponentStatus, InstallOptions, Placement,
+};
+use crate::config::StackConfig;
+
+pub struct Dns;
+
+/// The reference the PowerDNS API key is kept under when the config gives none.
+pub const DNS_KEY_PATH: &str = "foundry-core/dns";
+pub const DNS_KEY_KEY: &str = "api_key";
+
+impl Dns {
+    pub(crate) fn place(&self, stack: &StackConfig) -> Result<ContainerPlacement, ComponentError> {
+        container::place(
+            stack,
+            Site {
+                component: self.name(),
+                service: container::components(stack).dns,
+                hosts: container::hosts(stack, |n| &n.dns_hosts),
+                default_name: "foundry-dns",
+                lab_image: super::PDNS_IMAGE,
+            },
+        )
+    }
+}
+
+impl Component for Dns {
+    fn name(&self) -> &'static str {
+        "dns"
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        &["powerdns"]
+    }
+
+    fn about(&self) -> &'static str {
+        "PowerDNS: the stack's names, in a private and a public view"
+    }
+
+    fn needs(&self) -> &'static [&'static str] {
+        &["openbao"]
+    }
+
+    fn placement(&self, stack: &StackConfig) -> Result<Placement, ComponentError> {
+        Ok(self.place(stack)?.placement())
+    }
+
+    fn install(&self) -> Part {
+        Part::of::<super::DnsInstall>()
+    }
+
+    fn install_input(
+        &self,
+        stack: &StackConfig,
+        _home: &Path,
+        _options: &InstallOptions,
+    ) -> Result<Value, ComponentError> {
+        c::input(self.name(), &dns_input(stack, &self.place(stack)?)?)
+    }
+
+    fn changes(&self, output: Value) -> Result<Vec<String>, ComponentError> {
+        Ok(c::output::<super::DnsOutput>(self.name(), output)?.changes())
+    }
+
+    fn status<'a>(
+        &'a self,
+        stack: &'a StackConfig,
+    ) -> BoxFuture<'a, Result<ComponentStatus, ComponentError>> {
+        Box::pin(async move {
+            let place = self.place(stack)?;
+            let input = dns_input(stack, &place)?;
+            let (reference, secrets) = dns_key_kept(stack, &place).await?;
+            let found = super::status(&input, &reference, secrets)
+                .await
+                .map_err(|e| place.failed(e))?;
+            let running = found.containers.iter().all(|(_, state)| state == "running");
+            let containers: Vec<String> = found
+                .containers
+                .iter()
+                .map(|(role, state)| format!("{role} {state}"))
+                .collect();
+            let zones = |i: &super::InstanceStatus| match (&i.error, i.reachable) {
+                (_, true) => format!("{} zones", i.zones),
+                (Some(e), false) => format!("not answering: {e}"),
+                (None, false) => "not answering".into(),
+            };
+            Ok(ComponentStatus {
+                component: self.name().into(),
+                host: place.host.clone(),
+                address: Some(place.address),
+                healthy: running && found.internal.reachable && found.external.reachable,
+                summary: format!(
+                    "{}; internal: {}, external: {}",
+                    containers.join(", "),
+                    zones(&found.internal),
+                    zones(&found.external)
+                ),
+                version: found.internal.version.clone(),
+                expected_version: place.version.clone(),
+                detail: serde_json::to_value(&found)
+                    .map_err(|e| ComponentError::new(e.to_string()))?,
+                more: serde_json::Map::new(),
+            })
+        })
+    }
+
+    fn volumes(&self, stack: &StackConfig) -> Vec<String> {
+        let Ok(place) = self.place(stack) else {
+            return Vec::new();
+        };
+        ["internal", "external"]
+            .into_iter()
+            .map(|role| super::volume(&place.name, role))
+            .collect()
+    }
+}
+
+/// Where the PowerDNS API key is: the config's `dns.api_key` reference, else the default
+/// place in OpenBAO, where the install generates it.
+pub fn dns_key(stack: &StackConfig) -> crate::secrets::EnsureStackSecret {
+    let named = stack
+        .dns
+        .as_ref()
+        .and_then(|d| d.api_key.as_ref())
+        .map(|field| field.0.clone());
+    let (path, key) = match named {
+        Some(r) => (r.path, r.key),
+        None => (DNS_KEY_PATH.into(), DNS_KEY_KEY.into()),
+    };
+    crate::secrets::EnsureStackSecret {
+        path,
+        key,
+        purpose: "PowerDNS API key".into(),
+        openbao: stack.openbao_url(),
+        generate: true,
+        holder: None,
+    }
+}
+
+/// The input `dns-install` gets from the stack config, for the DNS placed at `place`.
+pub(crate) fn dns_input(
+    stack: &StackConfig,
+    place: &ContainerPlacement,
+) -> Result<super::DnsInput, ComponentError> {
+    use super::{RecordInput, ZoneInput};
+    let dns = stack.dns.clone().unwrap_or_default();
+    let zones = dns
+        .infrastructure_zones
+        .iter()
+        .chain(&dns.kubernetes_zones)
+        .map(|z| ZoneInput {
+            name: z.name.value.as_str().to_string(),
+            public: z.public,
+            public_cname: z.public_cname.as_ref().map(|n| n.as_str().to_string()),
+            nameservers: Vec::new(),
+            records: z
+                .records
+                .iter()
+                .map(|r| RecordInput {
+                    name: r.name.clone(),
+                    rtype: format!("{:?}", r.kind),
+                    content: r.value.clone(),
+                    ttl: r.ttl,
+                })
+                .collect(),
+        })
+        .collect();
+    let mut allow_from = vec!["127.0.0.0/8".to_string()];
+    if let Some(subnet) = stack.network.as_ref().and_then(|n| n.cidr()) {
+        allow_from.push(subnet.to_string());
+    }
+    Ok(super::DnsInput {
+        endpoint: place.endpoint.clone(),
+        name: place.name.clone(),
+        image: place.image.clone(),
+        mirror: super::DEFAULT_MIRROR.into(),
+        network: place.network.clone(),
+        internal_ipv4: place.address.to_string(),
+        external_ipv4: place.role("external")?.to_string(),
+        recursor_ipv4: place.role("recursor")?.to_string(),
+        allow_from,
+        forwarders: dns.forwarders.iter().map(|f| f.value.to_string()).collect(),
+        api_key: None,
+        api_key_from: Some(dns_key(stack)),
+        ttl: 300,
+        wait_s: 60,
+        zones,
+    })
+}
+
+/// The PowerDNS API key as the stack resolves it now (environment, `~/.foundryvars`,
+/// OpenBAO), kept in a store of this process only, and its reference there: the servers'
+/// clients reveal it from there, and it is never printed.
+pub(crate) async fn dns_key_kept(
+    stack: &StackConfig,
+    place: &ContainerPlacement,
+) -> Result<(SecretRef, Arc<dyn SecretStore>), ComponentError> {
+    let key = dns_key(stack);
+    let (value, _) = key
+        .current()
+        .await
+        .map_err(|e| ComponentError::new(format!("dns on {}: {}", place.host, e.message)))?
+        .ok_or_else(|| {
+            ComponentError::new(format!(
+                "the PowerDNS API key (${{secret:{}:{}}}) is set nowhere",
+                key.path, key.key
+            ))
+            .hint("install DNS with `foundry component install dns`, which makes one")
+        })?;
+    let secrets = Arc::new(foundry_core::secret::MemorySecretStore::default());
+    let reference = SecretStore::put(secrets.as_ref(), &value)
+        .map_err(|e| ComponentError::new(e.to_string()))?;
+    Ok((reference, secrets))
+}

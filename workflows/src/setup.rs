@@ -1,0 +1,301 @@
+//! `setup`: the whole stack from a stack config, as one durable run, in phases: the hosts
+//! configured for Foundry (`hosts/`), every component the config places, each after what
+//! it needs (`stack/`), the hosts' keys Foundry made moved into OpenBAO (`keys/`), and a
+//! last look at every component (`verify`). Each phase's input is read from the config by
+//! a step of its own (`<phase>/read`), when the phase starts: a config that cannot work
+//! stops the run before that phase changes anything, and a resumed setup goes on with what
+//! it read instead of asking the config again.
+
+use std::path::PathBuf;
+
+use foundry_core::{Activity, ActivityCx, ActivityError, Ctx, InDoubt, Part, RunError, Workflow};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::component::{ComponentStatus, InstallOptions};
+use crate::config::StackConfig;
+use crate::host::{ConfigureOutput, HostConfigure};
+use crate::keys::{KeysMove, LeftAlone, MoveOutput};
+use crate::stack::{StackInstall, StackOutput};
+
+fn default_parallel() -> usize {
+    10
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetupInput {
+    /// The stack config, read by each phase when it starts.
+    pub config: PathBuf,
+    /// Hand OpenBAO's root token over too, instead of revoking it.
+    #[serde(default)]
+    pub keep_root_token: bool,
+    /// Hosts configured at once.
+    #[serde(default = "default_parallel")]
+    pub parallel: usize,
+    /// Accept a `foundry` user that exists already on a host.
+    #[serde(default)]
+    pub adopt: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SetupOutput {
+    pub hosts: ConfigureOutput,
+    /// Each component's install output, by component.
+    pub stack: StackOutput,
+    /// The keys moved into OpenBAO (none when no key was Foundry's to move).
+    pub keys: Option<MoveOutput>,
+    pub keys_left: Vec<LeftAlone>,
+    /// Every placed component as the last look found it: all healthy.
+    pub status: Vec<ComponentStatus>,
+}
+
+/// A phase of a setup, whose input is read from the config when it starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Hosts,
+    Stack,
+    Keys,
+}
+
+/// Reads a phase's input from the stack config. Reading twice is harmless.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReadPhase {
+    pub config: PathBuf,
+    pub phase: Phase,
+    pub keep_root_token: bool,
+    pub parallel: usize,
+    pub adopt: bool,
+}
+
+/// What a phase read: its workflow's input, and (keys) the hosts whose keys stay.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PhaseInput {
+    pub input: Option<Value>,
+    #[serde(default)]
+    pub left: Vec<LeftAlone>,
+}
+
+impl ReadPhase {
+    fn config(&self) -> Result<StackConfig, ActivityError> {
+        crate::config::load(&self.config).map_err(|e| ActivityError::permanent(e.to_string()))
+    }
+}
+
+/// A phase's input as JSON.
+fn json<T: Serialize>(input: &T) -> Result<Option<Value>, ActivityError> {
+    serde_json::to_value(input)
+        .map(Some)
+        .map_err(|e| ActivityError::permanent(e.to_string()))
+}
+
+/// An error with its hint, as a step's permanent error says it.
+fn said(message: String, hint: Option<String>) -> ActivityError {
+    ActivityError::permanent(match hint {
+        Some(hint) => format!("{message}\nhint: {hint}"),
+        None => message,
+    })
+}
+
+impl Activity for ReadPhase {
+    type Output = PhaseInput;
+
+    fn kind(&self) -> &'static str {
+        "read-config"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Rerun
+    }
+
+    async fn probe(&self, _cx: &ActivityCx) -> Result<Option<PhaseInput>, ActivityError> {
+        Ok(None)
+    }
+
+    async fn apply(&self, _cx: &ActivityCx) -> Result<PhaseInput, ActivityError> {
+        let stack = self.config()?;
+        let home =
+            foundry_core::Home::from_env().map_err(|e| ActivityError::permanent(e.to_string()))?;
+        match self.phase {
+            Phase::Hosts => {
+                let input = crate::host::configure_input(
+                    &stack,
+                    &self.config,
+                    &[],
+                    true,
+                    self.parallel,
+                    self.adopt,
+                )
+                .await
+                .map_err(|e| said(e.message, e.hint))?;
+                Ok(PhaseInput {
+                    input: json(&input)?,
+                    left: Vec::new(),
+                })
+            }
+            Phase::Stack => {
+                let placed = crate::stack::placed(&stack);
+                if placed.is_empty() {
+                    return Err(said(
+                        format!("{} places no component on a host", self.config.display()),
+                        Some(
+                            "name their hosts under network: (openbao_hosts, dns_hosts, zot_hosts)"
+                                .into(),
+                        ),
+                    ));
+                }
+                let options = InstallOptions {
+                    keep_root_token: self.keep_root_token,
+                };
+                let input = crate::stack::install_input(&stack, home.root(), &placed, &options)
+                    .map_err(|e| said(e.message, e.hint))?;
+                Ok(PhaseInput {
+                    input: json(&input)?,
+                    left: Vec::new(),
+                })
+            }
+            Phase::Keys => {
+                let plan = crate::keys::move_plan(&stack, &self.config, home.root(), &[])
+                    .map_err(|e| said(e.message, e.hint))?;
+                Ok(PhaseInput {
+                    input: plan.input.as_ref().map(json).transpose()?.flatten(),
+                    left: plan.left,
+                })
+            }
+        }
+    }
+}
+
+/// The last look: every placed component, asked now where it runs. One not yet healthy
+/// is asked again (a service may take a moment to answer after its container starts).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Verify {
+    pub config: PathBuf,
+}
+
+impl Activity for Verify {
+    type Output = Vec<ComponentStatus>;
+
+    fn kind(&self) -> &'static str {
+        "verify"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Rerun
+    }
+
+    async fn probe(&self, _cx: &ActivityCx) -> Result<Option<Vec<ComponentStatus>>, ActivityError> {
+        Ok(None)
+    }
+
+    async fn apply(&self, _cx: &ActivityCx) -> Result<Vec<ComponentStatus>, ActivityError> {
+        let stack = crate::config::load(&self.config)
+            .map_err(|e| ActivityError::permanent(e.to_string()))?;
+        let mut found = Vec::new();
+        for c in crate::stack::placed(&stack) {
+            let status = c
+                .status(&stack)
+                .await
+                .map_err(|e| ActivityError::transient(e.message))?;
+            if !status.healthy {
+                return Err(ActivityError::transient(format!(
+                    "{} on {} is not healthy: {}",
+                    status.component, status.host, status.summary
+                )));
+            }
+            found.push(status);
+        }
+        Ok(found)
+    }
+}
+
+#[derive(Default)]
+pub struct Setup;
+
+impl Setup {
+    /// Reads `phase`'s input, then runs `part` on it in the phase's scope: `None` when
+    /// the phase has nothing to do.
+    async fn phase(
+        ctx: &Ctx,
+        input: &SetupInput,
+        phase: Phase,
+        name: &str,
+        part: Part,
+    ) -> Result<(Option<Value>, Vec<LeftAlone>), RunError> {
+        let read = ReadPhase {
+            config: input.config.clone(),
+            phase,
+            keep_root_token: input.keep_root_token,
+            parallel: input.parallel,
+            adopt: input.adopt,
+        };
+        let read = ctx.step(&format!("{name}/read"), &read).await?;
+        let Some(phase_input) = read.input else {
+            return Ok((None, read.left));
+        };
+        let output = part.run(ctx.scope(name), phase_input).await?;
+        Ok((Some(output), read.left))
+    }
+}
+
+/// Reads a phase's output as its workflow's output type.
+fn output<T: serde::de::DeserializeOwned>(phase: &str, output: Value) -> Result<T, RunError> {
+    serde_json::from_value(output)
+        .map_err(|e| RunError::workflow(format!("the {phase} phase's output: {e}")))
+}
+
+impl Workflow for Setup {
+    const NAME: &'static str = "setup";
+    const VERSION: u32 = 1;
+    type Input = SetupInput;
+    type Output = SetupOutput;
+
+    fn check(&self, input: &SetupInput) -> Result<(), String> {
+        if input.parallel == 0 {
+            return Err("parallel 0: configure at least one host at a time".into());
+        }
+        crate::config::load(&input.config)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn run(&self, ctx: Ctx, input: SetupInput) -> Result<SetupOutput, RunError> {
+        let (hosts, _) = Self::phase(
+            &ctx,
+            &input,
+            Phase::Hosts,
+            "hosts",
+            Part::of::<HostConfigure>(),
+        )
+        .await?;
+        let hosts: ConfigureOutput = output("hosts", hosts.unwrap_or(Value::Null))?;
+        let (stack, _) = Self::phase(
+            &ctx,
+            &input,
+            Phase::Stack,
+            "stack",
+            Part::of::<StackInstall>(),
+        )
+        .await?;
+        let stack: StackOutput = output("stack", stack.unwrap_or(Value::Null))?;
+        let (keys, keys_left) =
+            Self::phase(&ctx, &input, Phase::Keys, "keys", Part::of::<KeysMove>()).await?;
+        let keys: Option<MoveOutput> = keys.map(|k| output("keys", k)).transpose()?;
+        let status = ctx
+            .step(
+                "verify",
+                &Verify {
+                    config: input.config.clone(),
+                },
+            )
+            .await?;
+        Ok(SetupOutput {
+            hosts,
+            stack,
+            keys,
+            keys_left,
+            status,
+        })
+    }
+}
