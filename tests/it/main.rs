@@ -27,6 +27,7 @@ mod registry;
 mod retries;
 mod run_secrets;
 mod secrets;
+mod setup;
 mod short_ids;
 mod snapshots;
 mod ssh;

@@ -117,9 +117,38 @@ pub struct ComponentStatus {
     pub expected_version: Option<String>,
     /// What the containers and the service said, in full.
     pub detail: Value,
+    /// What runs, by what it is (`container foundry-openbao`), with its state
+    /// (`running`, `exited`, … or `missing`).
+    pub parts: std::collections::BTreeMap<String, String>,
     /// What only this component has to say (OpenBAO: `token`, its token's life).
     #[serde(flatten)]
     pub more: serde_json::Map<String, Value>,
+}
+
+impl ComponentStatus {
+    /// What an install would do now, as this status shows it: each missing part made,
+    /// each stopped one started, a service that does not answer as it should repaired,
+    /// and a version other than the config's changed. Empty when there is nothing to do.
+    pub fn plan(&self) -> Vec<String> {
+        let mut plan: Vec<String> = self
+            .parts
+            .iter()
+            .filter(|(_, state)| *state != "running")
+            .map(|(part, state)| match state.as_str() {
+                "missing" => format!("create {part}"),
+                other => format!("start {part} ({other})"),
+            })
+            .collect();
+        if plan.is_empty() && !self.healthy {
+            plan.push(format!("repair: {}", self.summary));
+        }
+        if let (Some(running), Some(wanted)) = (&self.version, &self.expected_version)
+            && running != wanted
+        {
+            plan.push(format!("change version {running} to {wanted}"));
+        }
+        plan
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -119,20 +119,28 @@ pub struct LabOutput {
     pub hosts: Vec<LabHost>,
 }
 
+/// A lab's name: letters, digits and `-`.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(format!("lab name `{name}`: use letters, digits and `-`"));
+    }
+    Ok(())
+}
+
+/// The first three octets of a lab's subnet, which must be a /24.
+fn prefix_of(subnet: &str) -> Result<String, String> {
+    let bad = || format!("subnet `{subnet}`: expected a /24 such as 10.77.0.0/24");
+    let net: crate::config::Cidr = subnet.parse().map_err(|_| bad())?;
+    if net.prefix_len() != 24 {
+        return Err(bad());
+    }
+    let [a, b, c, _] = net.network().octets();
+    Ok(format!("{a}.{b}.{c}"))
+}
+
 impl LabInput {
     fn prefix(&self) -> Result<String, String> {
-        let bad = || {
-            format!(
-                "subnet `{}`: expected a /24 such as 10.77.0.0/24",
-                self.subnet
-            )
-        };
-        let net: crate::config::Cidr = self.subnet.parse().map_err(|_| bad())?;
-        if net.prefix_len() != 24 {
-            return Err(bad());
-        }
-        let [a, b, c, _] = net.network().octets();
-        Ok(format!("{a}.{b}.{c}"))
+        prefix_of(&self.subnet)
     }
 
     pub fn key_path(&self) -> PathBuf {
@@ -293,17 +301,7 @@ impl Workflow for LabUp {
     type Output = LabOutput;
 
     fn check(&self, lab: &LabInput) -> Result<(), String> {
-        if lab.name.is_empty()
-            || !lab
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-')
-        {
-            return Err(format!(
-                "lab name `{}`: use letters, digits and `-`",
-                lab.name
-            ));
-        }
+        check_name(&lab.name)?;
         if !(1..=200).contains(&lab.hosts) {
             return Err(format!("{} hosts: a lab has 1 to 200", lab.hosts));
         }
@@ -570,6 +568,11 @@ impl SubnetError {
 /// already has (a lab grown by a second `lab up`); else `requested`, unless another network
 /// overlaps it; else the first `10.77.N.0/24` no network uses.
 pub async fn choose_subnet(name: &str, requested: Option<&str>) -> Result<String, SubnetError> {
+    // A name or a subnet that cannot be a lab's is said so before any network is looked at.
+    check_name(name).map_err(|e| SubnetError::new(e, None))?;
+    if let Some(asked) = requested {
+        prefix_of(asked).map_err(|e| SubnetError::new(e, None))?;
+    }
     let networks = foundry_activities::container::subnets(&Endpoint::default())
         .await
         .map_err(|e| SubnetError::new(e.message, None))?;

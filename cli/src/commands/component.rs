@@ -61,6 +61,9 @@ pub async fn run(
 ) -> Result<u8, CliError> {
     match cmd {
         ComponentCmd::List => list(printer, config),
+        ComponentCmd::Install(args) if args.stack.dry_run => {
+            super::stack::plan(stack::select(&args.names.names)?, printer, config).await
+        }
         ComponentCmd::Install(args) => {
             let options = InstallOptions {
                 keep_root_token: args.stack.keep_root_token,

@@ -39,6 +39,17 @@ Examples:
   foundry stack validate
   foundry stack validate --output json")]
     Validate,
+    /// What an install would change now, asked live of each placed component.
+    #[command(after_help = "\
+Each component is asked where it runs: a missing container is to be created, a stopped
+one started, a service that does not answer as it should repaired, a version other than
+the config's changed. Nothing is changed. Exits 0 either way; `--output json` gives one
+object per component with its `plan`.
+
+Examples:
+  foundry stack plan
+  foundry stack plan --output json")]
+    Plan,
 }
 
 #[derive(Debug, clap::Args)]
@@ -47,6 +58,9 @@ pub struct InstallFlags {
     /// is made (a quorum of unseal keys can always make a new one).
     #[arg(long)]
     pub keep_root_token: bool,
+    /// Print what the install would change, asked live, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 impl From<ComponentError> for CliError {
@@ -69,12 +83,14 @@ pub async fn run(cmd: StackCmd, printer: &Printer, config: Option<&Path>) -> Res
         .with_hint("name their hosts under network: (openbao_hosts, dns_hosts, zot_hosts)"));
     }
     match cmd {
+        StackCmd::Install(args) if args.dry_run => plan(placed, printer, config).await,
         StackCmd::Install(args) => {
             let options = InstallOptions {
                 keep_root_token: args.keep_root_token,
             };
             install(placed, &options, printer, config).await
         }
+        StackCmd::Plan => plan(placed, printer, config).await,
         StackCmd::Status => status(placed, printer, config).await,
         StackCmd::Validate => validate(printer, config),
     }
@@ -265,6 +281,53 @@ pub(crate) async fn status(
     }
     let healthy = found.iter().all(|s| s.healthy);
     Ok(if healthy { exit::OK } else { exit::ERROR })
+}
+
+/// What installing `components` would change now, asked live; exit 0 either way.
+pub(crate) async fn plan(
+    components: Vec<&'static dyn Component>,
+    printer: &Printer,
+    config: Option<&Path>,
+) -> Result<u8, CliError> {
+    let (_, selected) = super::existing(config)?;
+    let stack = selected.load()?;
+    let mut planned = Vec::new();
+    for c in components {
+        let status = c.status(&stack).await?;
+        let plan = status.plan();
+        planned.push(serde_json::json!({
+            "component": status.component,
+            "host": status.host,
+            "address": status.address,
+            "plan": plan,
+        }));
+    }
+    if printer.json() {
+        let _ = printer.data_each(&planned);
+        return Ok(exit::OK);
+    }
+    let mut nothing = true;
+    for p in &planned {
+        let name = p["component"].as_str().unwrap_or_default();
+        let host = p["host"].as_str().unwrap_or_default();
+        let steps: Vec<&str> = p["plan"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+            .unwrap_or_default();
+        if steps.is_empty() {
+            let _ = printer.line(&format!("{name} on {host}: nothing to do"));
+        } else {
+            nothing = false;
+            let _ = printer.line(&format!("{name} on {host}:"));
+            for step in steps {
+                let _ = printer.line(&format!("  {step}"));
+            }
+        }
+    }
+    if nothing {
+        let _ = printer.line("nothing to do");
+    }
+    Ok(exit::OK)
 }
 
 /// Whether the config places each component and each install would start: one row each.

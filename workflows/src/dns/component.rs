@@ -111,6 +111,13 @@ impl Component for Dns {
                 expected_version: place.version.clone(),
                 detail: serde_json::to_value(&found)
                     .map_err(|e| ComponentError::new(e.to_string()))?,
+                parts: found
+                    .containers
+                    .iter()
+                    .map(|(role, state)| {
+                        (format!("container {}-{role}", place.name), state.clone())
+                    })
+                    .collect(),
                 more: serde_json::Map::new(),
             })
         })

@@ -130,6 +130,7 @@ impl Component for Openbao {
                 expected_version: place.version.clone(),
                 detail: serde_json::to_value(&found)
                     .map_err(|e| ComponentError::new(e.to_string()))?,
+                parts: [(format!("container {}", place.name), container)].into(),
                 more,
             })
         })

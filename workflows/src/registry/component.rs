@@ -112,6 +112,7 @@ impl Component for Zot {
                 expected_version: place.version.clone(),
                 detail: serde_json::to_value(&found)
                     .map_err(|e| ComponentError::new(e.to_string()))?,
+                parts: [(format!("container {}", place.name), container)].into(),
                 more: serde_json::Map::new(),
             })
         })

@@ -1,0 +1,419 @@
+//! `foundry setup` on a fresh lab: the hosts configured, OpenBAO, PowerDNS and the registry
+//! installed, the last look healthy, as one durable run. Killed (SIGKILL) at chosen step
+//! boundaries and at random moments, `foundry setup` again resumes it each time; it
+//! converges, and every remote effect happened once: each container created once (the
+//! Engine's events), OpenBAO initialized once (its log), each zone created once (the
+//! servers' own database). Run again, it changes nothing. A config that does not read
+//! stops it before anything is changed.
+//!
+//! A kill inside OpenBAO's init request itself loses the unseal keys (ARCHITECTURE.md,
+//! "The init window"): the random test then checks the setup says so and stops.
+//!
+//! In CI the boundaries are a sample (one phase per step, chosen by a seed that is
+//! printed) and the random kills are few; `FOUNDRY_CRASH_FULL=1` kills at every phase of
+//! every step (three chains, each on a fresh stack) and at 30 random moments.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use foundry_tests::lab::Lab;
+use foundry_tests::{Home, docker::docker, kill, killed};
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+fn full() -> bool {
+    std::env::var_os("FOUNDRY_CRASH_FULL").is_some()
+}
+
+/// `foundry setup --yes` on the lab's config.
+fn setup(lab: &Lab) -> Command {
+    let config = lab.config.to_str().expect("utf8");
+    let mut cmd = lab.home.cmd(&["--config", config, "setup", "--yes"]);
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The setup runs of the lab's home, newest last.
+fn setup_runs(home: &Home) -> Vec<Value> {
+    let mut runs: Vec<Value> = home
+        .runs()
+        .into_iter()
+        .filter(|r| r["workflow"] == "setup")
+        .collect();
+    runs.reverse();
+    runs
+}
+
+/// The names of the containers the lab's stack runs.
+fn containers(lab: &Lab) -> Vec<String> {
+    [
+        "openbao",
+        "dns-internal",
+        "dns-external",
+        "dns-recursor",
+        "zot",
+    ]
+    .iter()
+    .map(|c| format!("foundry-lab-{}-{c}", lab.name))
+    .collect()
+}
+
+/// Every step key of a setup of the lab, in an order each comes after what it needs.
+fn step_keys(lab: &Lab) -> Vec<String> {
+    let stack = foundry_workflows::config::load(&lab.config).expect("the lab's config");
+    let mut keys = vec!["hosts/read".to_string()];
+    for host in &lab.names {
+        for step in [
+            "existing-user",
+            "user",
+            "sudoers",
+            "ssh-key",
+            "packages",
+            "hostname",
+        ] {
+            keys.push(format!("hosts/{host}/{step}"));
+        }
+    }
+    keys.push("stack/read".into());
+    for step in [
+        "tls",
+        "image-build",
+        "image",
+        "container",
+        "api",
+        "init-status",
+        "init",
+        "unseal",
+        "kv",
+        "policy",
+        "token",
+        "revoke-root",
+        "handover",
+        "forget",
+    ] {
+        keys.push(format!("stack/openbao/openbao/{step}"));
+    }
+    for step in ["image-build", "image", "container", "ready"] {
+        keys.push(format!("stack/zot/registry/{step}"));
+    }
+    for step in ["image", "api-key", "api-key-conf"] {
+        keys.push(format!("stack/dns/{step}"));
+    }
+    for role in ["internal", "external", "recursor"] {
+        keys.push(format!(
+            "stack/dns/container/foundry-lab-{}-dns-{role}",
+            lab.name
+        ));
+    }
+    keys.push("stack/dns/ready/internal".into());
+    keys.push("stack/dns/ready/external".into());
+    let dns = stack.dns.as_ref().expect("the lab's zones");
+    for zone in &dns.infrastructure_zones {
+        let name = zone.name.value.as_str().trim_end_matches('.').to_string();
+        keys.push(format!("stack/dns/internal/zone/{name}."));
+        if zone.public {
+            keys.push(format!("stack/dns/external/zone/{name}."));
+        }
+    }
+    keys.push("keys/read".into());
+    keys.push("verify".into());
+    keys
+}
+
+/// The state of each step the unfinished run `run` has a record of, by key.
+fn step_states(home: &Home, run: &str) -> std::collections::BTreeMap<String, String> {
+    home.show(run)["step_list"]
+        .as_array()
+        .map(|steps| {
+            steps
+                .iter()
+                .filter_map(|s| {
+                    let key = s["key"].as_str()?.trim_end_matches("#0").to_string();
+                    Some((key, s["state"].as_str()?.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Setup killed at each of `points` (`<step>@<phase>`) in turn, each time resumed by
+/// `foundry setup` again; a point whose step is done already is passed over, and a point
+/// whose step a kill left in doubt may be passed by (its probe completes it). Returns how
+/// many kills there were.
+fn killed_along(lab: &Lab, points: &[String]) -> usize {
+    let mut kills = 0;
+    let mut run: Option<String> = None;
+    for point in points {
+        let (step, _) = point.split_once('@').expect("step@phase");
+        let before = run
+            .as_deref()
+            .map(|r| step_states(&lab.home, r))
+            .unwrap_or_default();
+        if before.get(step).is_some_and(|s| s == "done") {
+            continue;
+        }
+        let out = setup(lab)
+            .env(
+                "FOUNDRY_FAILPOINTS",
+                format!("{step}#0@{}", &point[step.len() + 1..]),
+            )
+            .output()
+            .expect("setup");
+        if run.is_some() {
+            assert!(
+                text(&out).contains("resuming the unfinished setup"),
+                "{point}: not resumed: {}",
+                text(&out)
+            );
+        }
+        if killed(out.status) {
+            kills += 1;
+            let runs = setup_runs(&lab.home);
+            let last = runs.last().expect("a setup run");
+            assert_ne!(last["state"], "completed", "{point}: {last}");
+            run = last["run"].as_str().map(str::to_string);
+            continue;
+        }
+        // Not killed: only a step a kill left in doubt may be passed by, and then the
+        // setup ran to its end.
+        assert!(
+            before.contains_key(step),
+            "{point}: the setup was not killed there: {}",
+            text(&out)
+        );
+        assert!(out.status.success(), "{point}: {}", text(&out));
+        break;
+    }
+    kills
+}
+
+/// What the Engine, OpenBAO and PowerDNS say happened since `since`: each container
+/// created once, OpenBAO initialized once, each zone created once.
+fn assert_effects_once(lab: &Lab, since: &str) {
+    let events = docker(&[
+        "events",
+        "--since",
+        since,
+        "--until",
+        &chrono_now(),
+        "--filter",
+        "type=container",
+        "--filter",
+        "event=create",
+        "--format",
+        "{{.Actor.Attributes.name}}",
+    ]);
+    let created = String::from_utf8_lossy(&events.stdout).into_owned();
+    for name in containers(lab) {
+        let times = created.lines().filter(|l| *l == name).count();
+        assert_eq!(times, 1, "{name} created {times} times: {created}");
+    }
+    let logs = docker(&["logs", &format!("foundry-lab-{}-openbao", lab.name)]);
+    let inits = text(&logs)
+        .lines()
+        .filter(|l| l.contains("security barrier initialized"))
+        .count();
+    assert_eq!(inits, 1, "OpenBAO initialized {inits} times");
+    for role in ["internal", "external"] {
+        let container = format!("foundry-lab-{}-dns-{role}", lab.name);
+        let out = docker(&[
+            "exec",
+            &container,
+            "sqlite3",
+            "/var/lib/powerdns/pdns.sqlite3",
+            "select count(*) || ' ' || max(id) from domains",
+        ]);
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let (count, max) = said.split_once(' ').expect("count and max");
+        assert_eq!(
+            count, max,
+            "{container}: a zone was made more than once (ids skip): {said}"
+        );
+    }
+}
+
+/// Now, as `docker events --until` reads it (Unix seconds).
+fn chrono_now() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        .saturating_add(1)
+        .to_string()
+}
+
+/// The setup completes (resumed, when a kill left it unfinished), every component
+/// healthy, and run again it changes nothing.
+fn assert_converged(lab: &Lab) {
+    let out = setup(lab).output().expect("setup");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = setup(lab).output().expect("setup again");
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("setup complete: nothing changed"), "{said}");
+    for c in ["openbao", "dns", "zot"] {
+        assert!(
+            said.lines()
+                .any(|l| l.starts_with(c) && l.contains("healthy") && !l.contains("unhealthy")),
+            "{c}: {said}"
+        );
+    }
+    let runs = setup_runs(&lab.home);
+    assert!(
+        runs.iter().all(|r| r["state"] == "completed"),
+        "every setup run completed: {runs:?}"
+    );
+}
+
+#[test]
+fn setup_killed_at_step_boundaries_resumes_and_converges_with_each_effect_once() {
+    let seed: u64 = std::env::var("FOUNDRY_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("crash seed {seed} (FOUNDRY_CRASH_SEED={seed} replays it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let phases = ["started", "effect", "completed"];
+    // Full: one chain per phase, each on a fresh stack; else one chain with a phase
+    // chosen per step, over a sample of the steps.
+    let chains: Vec<Option<&str>> = if full() {
+        phases.iter().map(|p| Some(*p)).collect()
+    } else {
+        vec![None]
+    };
+    for phase in chains {
+        let lab = Lab::up("setup", 2);
+        let since = chrono_now();
+        let keys = step_keys(&lab);
+        let mut points = Vec::new();
+        for k in &keys {
+            if phase.is_none() && !rng.random_bool(0.4) {
+                continue;
+            }
+            let p = phase.unwrap_or_else(|| phases[rng.random_range(0..phases.len())]);
+            points.push(format!("{k}@{p}"));
+        }
+        let started = Instant::now();
+        let kills = killed_along(&lab, &points);
+        eprintln!(
+            "{kills} kills at {} chosen points in {:?}: {points:?}",
+            points.len(),
+            started.elapsed()
+        );
+        assert!(kills >= points.len() / 2, "{kills} kills of {points:?}");
+        assert_converged(&lab);
+        assert_effects_once(&lab, &since);
+    }
+}
+
+#[test]
+fn setup_killed_at_random_moments_resumes_and_converges_with_each_effect_once() {
+    let seed: u64 = std::env::var("FOUNDRY_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("crash seed {seed} (FOUNDRY_CRASH_SEED={seed} replays it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let wanted = if full() { 30 } else { 4 };
+    let lab = Lab::up("setuprand", 1);
+    let since = chrono_now();
+    let mut kills = 0;
+    for round in 0..(wanted * 3) {
+        if kills >= wanted {
+            break;
+        }
+        let mut child = setup(&lab)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("setup");
+        // Later rounds get longer, so the setup eventually gets through.
+        let delay = Duration::from_millis(rng.random_range(200..(1500 + 700 * round as u64)));
+        let deadline = Instant::now() + delay;
+        let mut status = None;
+        while Instant::now() < deadline && status.is_none() {
+            status = child.try_wait().expect("try_wait");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match status {
+            // Done before the kill came: the kills so far must still have converged.
+            Some(s) => {
+                assert!(s.success(), "round {round}: {s:?}");
+                break;
+            }
+            None => {
+                kill(&mut child);
+                kills += 1;
+            }
+        }
+    }
+    eprintln!("{kills} kills at random moments (seed {seed})");
+    assert!(kills >= 1, "no kill landed while the setup ran");
+    // A kill inside OpenBAO's init request (the server initialized, its answer not yet
+    // kept) loses the unseal keys: a known gap (ARCHITECTURE.md, "The init window"). The
+    // setup must then say so, with what to do, and go no further.
+    let out = setup(&lab).output().expect("setup");
+    let said = text(&out);
+    if said.contains("were lost before Foundry could keep them") {
+        assert!(!out.status.success(), "{said}");
+        assert!(
+            said.contains(&format!("docker rm -f foundry-lab-{}-openbao", lab.name)),
+            "{said}"
+        );
+        eprintln!("seed {seed}: a kill landed in OpenBAO's init window: {said}");
+        return;
+    }
+    assert!(out.status.success(), "{said}");
+    assert_converged(&lab);
+    assert_effects_once(&lab, &since);
+}
+
+#[test]
+fn a_config_that_does_not_read_stops_setup_before_any_change() {
+    let home = Home::new();
+    let config = home.scratch().join("stack.yaml");
+    std::fs::write(
+        &config,
+        "hosts:\n  - name: a\n    address: 10.77.3.5\n    user: admin\n    colour: blue\n",
+    )
+    .expect("write");
+    let out = home
+        .cmd(&["--config", config.to_str().expect("utf8"), "setup", "--yes"])
+        .output()
+        .expect("setup");
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("stack.yaml") && said.contains("line 5") && said.contains("colour"),
+        "names the file, line and field: {said}"
+    );
+    assert!(!said.contains("panicked"), "{said}");
+    assert!(
+        home.runs().is_empty(),
+        "a run was started: {:?}",
+        home.runs()
+    );
+    // Nothing to resume, said plainly.
+    let good = home.scratch().join("empty.yaml");
+    std::fs::write(&good, "hosts: []\n").expect("write");
+    let out = home
+        .cmd(&[
+            "--config",
+            good.to_str().expect("utf8"),
+            "setup",
+            "--resume",
+        ])
+        .output()
+        .expect("setup --resume");
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("no unfinished setup"), "{said}");
+}
