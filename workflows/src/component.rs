@@ -193,7 +193,11 @@ pub fn placement(stack: &StackConfig, component: Component) -> Result<Placement,
         .as_ref()
         .map(|a| a.value)
         .ok_or_else(|| needs("address"))?;
-    let default = component.lab_image();
+    // Zot's default is upstream's pinned image; the others' are still their lab images.
+    let default = match component {
+        Component::Zot => crate::registry::ZOT_IMAGE,
+        _ => component.lab_image(),
+    };
     let image = match (&service.image, &service.image_tag) {
         (Some(image), _) => image.clone(),
         (None, Some(tag)) => format!(
@@ -202,7 +206,7 @@ pub fn placement(stack: &StackConfig, component: Component) -> Result<Placement,
         ),
         (None, None) => default.to_string(),
     };
-    let build_image = service.image.is_none() && service.image_tag.is_none();
+    let build_image = image == component.lab_image();
     let name = service
         .name
         .clone()
