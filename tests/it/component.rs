@@ -1,7 +1,7 @@
 //! `foundry component install|status` from a fresh lab's stack config, against the real
 //! services on the lab's engine host: OpenBAO (the real `bao` server), PowerDNS (Debian's
-//! packages), and the registry (Debian's `docker-registry`, the lab's stand-in for Zot,
-//! which speaks the same OCI distribution API). Installed from nothing, then again: the
+//! packages), and the registry (the lab's stand-in for Zot, which keeps Zot's image
+//! contract with Debian's `docker-registry` behind it). Installed from nothing, then again: the
 //! second install changes nothing and says so for each component. The PowerDNS API key is
 //! made once and kept in OpenBAO. After it all, no secret (root token, unseal keys, the
 //! API key, Foundry's token, a secret set by the user) is in any byte of the home but the
