@@ -230,6 +230,18 @@ fn registry_install_then_again_then_push_list_and_pull_through_it() {
         );
     }
 
+    // Stored where Zot's `storage.rootDirectory` says, on the volume.
+    ok(
+        docker(&[
+            "exec",
+            &name,
+            "test",
+            "-d",
+            &format!("/var/lib/registry/docker/registry/v2/repositories/{repo}"),
+        ]),
+        "the repository in /var/lib/registry",
+    );
+
     // Without the local tag, the image comes back from the registry, the same.
     ok(docker(&["image", "rm", &tag]), "docker image rm");
     assert!(!docker(&["image", "inspect", &tag]).status.success());
@@ -348,6 +360,23 @@ fn zots_contract(home: &Home, name: &str) {
     assert_eq!(config["http"]["port"], "5000", "{config}");
     assert_eq!(config["http"]["address"], "0.0.0.0", "{config}");
     assert!(config["distSpecVersion"].is_string(), "{config}");
+
+    // Each key the product writes reached docker-registry's config through the stand-in's
+    // translation.
+    let translated = ok(
+        docker(&["exec", name, "cat", "/run/zot-stand-in/registry.yml"]),
+        "docker exec cat",
+    );
+    for line in [
+        "  level: info",
+        r#"    rootdirectory: "/var/lib/registry""#,
+        r#"  addr: "0.0.0.0:5000""#,
+    ] {
+        assert!(
+            translated.lines().any(|l| l == line),
+            "{line}: {translated}"
+        );
+    }
 }
 
 /// The stand-in, started as the product starts Zot (its default command, the file put in
