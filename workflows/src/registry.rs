@@ -64,7 +64,8 @@ pub struct RegistryInput {
     #[serde(default = "default_image")]
     pub image: String,
     /// Build the image on this machine's Engine when it is missing: only the lab's
-    /// stand-in ([`REGISTRY_IMAGE`]) can be built; any other image is pulled.
+    /// stand-in ([`REGISTRY_IMAGE`]) can be built; any other image must be on the Engine
+    /// already (`registry/image` refuses to go on without it).
     #[serde(default)]
     pub build_image: bool,
     #[serde(default = "install::lab_base_image")]
@@ -344,10 +345,7 @@ mod tests {
         let input = input(serde_json::json!({}));
         assert_eq!(input.name, "foundry-registry");
         assert_eq!(input.image, ZOT_IMAGE);
-        assert!(
-            !input.build_image,
-            "upstream Zot's image is pulled, not built"
-        );
+        assert!(!input.build_image, "upstream Zot's image is not built here");
         assert_eq!(input.base_image, crate::lab::LAB_IMAGE);
         assert_eq!(input.addr(), "http://10.77.251.30:5000");
         let spec = input.spec(config_file(&input));
@@ -449,7 +447,7 @@ mod tests {
         }
     }
 
-    /// A user's config without an image gets upstream Zot, pulled; the lab's config names
+    /// A user's config without an image gets upstream Zot, not built; the lab's config names
     /// the stand-in, which is built; a tag alone is upstream Zot's tag.
     #[test]
     fn the_config_picks_upstream_zot_unless_it_names_the_lab_stand_in() {
