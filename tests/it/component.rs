@@ -1,7 +1,7 @@
 //! `foundry component install|status` from a fresh lab's stack config, against the real
 //! services on the lab's engine host: OpenBAO (the real `bao` server), PowerDNS (Debian's
-//! packages), and the registry (Debian's `docker-registry`, the lab's stand-in for Zot,
-//! which speaks the same OCI distribution API). Installed from nothing, then again: the
+//! packages), and the registry (the lab's stand-in for Zot, which keeps Zot's image
+//! contract with Debian's `docker-registry` behind it). Installed from nothing, then again: the
 //! second install changes nothing and says so for each component. The PowerDNS API key is
 //! made once and kept in OpenBAO. After it all, no secret (root token, unseal keys, the
 //! API key, Foundry's token, a secret set by the user) is in any byte of the home but the
@@ -139,6 +139,15 @@ fn every_component_installs_from_a_fresh_config_and_again_changes_nothing() {
         };
         service.address.as_ref().expect("address").value.to_string()
     };
+    // The lab's config names the lab's stand-in for Zot; a config without one gets
+    // upstream Zot's image.
+    assert_eq!(
+        stack
+            .components
+            .as_ref()
+            .and_then(|c| c.zot.image.as_deref()),
+        Some(foundry_workflows::registry::REGISTRY_IMAGE)
+    );
     let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
 
     // OpenBAO first, from nothing, on a terminal: the unseal keys and root token are shown
@@ -181,6 +190,24 @@ fn every_component_installs_from_a_fresh_config_and_again_changes_nothing() {
         assert_eq!(summary["changed"], true, "{summary}");
         assert_eq!(summary["host"], "host-1", "{summary}");
     }
+    // The registry runs the stand-in, built here, with Zot's command.
+    let zot = format!("foundry-lab-{}-zot", lab.name);
+    let run = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{.Config.Image}} {{json .Config.Cmd}}",
+            &zot,
+        ])
+        .output()
+        .expect("docker inspect");
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout).trim(),
+        format!(
+            r#"{} ["serve","/etc/zot/config.json"]"#,
+            foundry_workflows::registry::REGISTRY_IMAGE
+        )
+    );
     let dns_changes = first[1]["changes"].to_string();
     assert!(dns_changes.contains("API key made"), "{dns_changes}");
     outputs.push(("first install".into(), [stdout, stderr].concat()));

@@ -1,13 +1,16 @@
-//! `registry-install` through the real `foundry` binary against a real registry: a
-//! stand-in for Zot (which cannot be obtained here), Debian's `docker-registry`, which
-//! serves the same OCI distribution API. It runs in a container on a Docker network this
-//! test makes on a /24 of 10.77.251.0-10.77.254.0 (the other tests take theirs from
-//! 10.77.1.0-10.77.250.0), published on a free loopback port. Installed from nothing,
+//! `registry-install` through the real `foundry` binary against a real registry: the lab's
+//! stand-in for Zot (whose upstream image cannot be pulled here), which keeps Zot's image
+//! contract (`zot serve /etc/zot/config.json`, Zot's `config.json`, port 5000,
+//! `/var/lib/registry`) with Debian's `docker-registry` behind it. It runs in a container on
+//! a Docker network this test makes on a /24 of 10.77.251.0-10.77.254.0 (the other tests
+//! take theirs from 10.77.1.0-10.77.250.0), published on a free loopback port. Installed
+//! from nothing (the container runs Zot's command with the `config.json` Foundry wrote),
 //! again (nothing changes), then used with the real `docker` client: an image pushed to
 //! `127.0.0.1:<port>` (the daemon speaks plain HTTP to loopback registries without any
 //! configuration), found in the catalog and tags over the published port and over the
 //! container's own address, pulled back with the same id and digest; `foundry registry
-//! status` answers from the live container and API.
+//! status` answers from the live container and API. Last, the stand-in refuses a
+//! `config.json` with a key it does not translate.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -128,6 +131,8 @@ fn registry_install_then_again_then_push_list_and_pull_through_it() {
     let input: PathBuf = home.scratch().join("registry.json");
     let value = json!({
         "name": name,
+        "image": foundry_workflows::registry::REGISTRY_IMAGE,
+        "build_image": true,
         "network": net,
         "ipv4": format!("{prefix}.30"),
         "volume": objects.volume,
@@ -171,6 +176,7 @@ fn registry_install_then_again_then_push_list_and_pull_through_it() {
         "{events:?}"
     );
     let before = started(&name);
+    zots_contract(&home, &name);
 
     // Again, through `foundry registry install`: its output says nothing changed, and the
     // container is the same one, not restarted.
@@ -224,6 +230,18 @@ fn registry_install_then_again_then_push_list_and_pull_through_it() {
         );
     }
 
+    // Stored where Zot's `storage.rootDirectory` says, on the volume.
+    ok(
+        docker(&[
+            "exec",
+            &name,
+            "test",
+            "-d",
+            &format!("/var/lib/registry/docker/registry/v2/repositories/{repo}"),
+        ]),
+        "the repository in /var/lib/registry",
+    );
+
     // Without the local tag, the image comes back from the registry, the same.
     ok(docker(&["image", "rm", &tag]), "docker image rm");
     assert!(!docker(&["image", "inspect", &tag]).status.success());
@@ -268,4 +286,166 @@ fn registry_install_then_again_then_push_list_and_pull_through_it() {
         "{status}"
     );
     drop(objects);
+    the_stand_in_refuses_what_it_does_not_translate(&name);
+}
+
+/// The container runs as upstream Zot's image would: the image's entrypoint, Zot's command
+/// `serve /etc/zot/config.json`, no environment of Foundry's (nothing of docker-registry's
+/// flags or `REGISTRY_*` variables), its storage on `/var/lib/registry`; the file at
+/// `/etc/zot/config.json` is, byte for byte, the `config.json` Foundry wrote.
+fn zots_contract(home: &Home, name: &str) {
+    let inspected = ok(
+        docker(&[
+            "inspect",
+            "-f",
+            "{{json .Config.Entrypoint}} {{json .Config.Cmd}} {{json .Mounts}}",
+            name,
+        ]),
+        "docker inspect",
+    );
+    assert!(
+        inspected.starts_with(r#"["/usr/bin/zot"] ["serve","/etc/zot/config.json"] "#),
+        "{inspected}"
+    );
+    assert!(
+        inspected.contains(r#""Destination":"/var/lib/registry""#),
+        "{inspected}"
+    );
+    let image_env = ok(
+        docker(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{json .Config.Env}}",
+            foundry_workflows::registry::REGISTRY_IMAGE,
+        ]),
+        "docker image inspect",
+    );
+    let env = ok(
+        docker(&["inspect", "-f", "{{json .Config.Env}}", name]),
+        "docker inspect",
+    );
+    assert_eq!(
+        env, image_env,
+        "the container has an environment of its own"
+    );
+    assert!(!env.contains("REGISTRY_"), "{env}");
+    let label = ok(
+        docker(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"org.opencontainers.image.description\"}}",
+            foundry_workflows::registry::REGISTRY_IMAGE,
+        ]),
+        "docker image inspect",
+    );
+    assert!(label.contains("stand-in for Zot"), "{label}");
+
+    let inside = ok(
+        docker(&["exec", name, "cat", "/etc/zot/config.json"]),
+        "docker exec cat",
+    );
+    let kept = home
+        .path()
+        .join("registry")
+        .join(format!("{name}-config.json"));
+    let written = std::fs::read_to_string(&kept).expect("the config.json Foundry wrote");
+    assert_eq!(inside, written);
+    let config: Value = serde_json::from_str(&inside).expect("config.json is JSON");
+    assert_eq!(
+        config["storage"]["rootDirectory"], "/var/lib/registry",
+        "{config}"
+    );
+    assert_eq!(config["http"]["port"], "5000", "{config}");
+    assert_eq!(config["http"]["address"], "0.0.0.0", "{config}");
+    assert!(config["distSpecVersion"].is_string(), "{config}");
+
+    // Each key the product writes reached docker-registry's config through the stand-in's
+    // translation.
+    let translated = ok(
+        docker(&["exec", name, "cat", "/run/zot-stand-in/registry.yml"]),
+        "docker exec cat",
+    );
+    for line in [
+        "  level: info",
+        r#"    rootdirectory: "/var/lib/registry""#,
+        r#"  addr: "0.0.0.0:5000""#,
+    ] {
+        assert!(
+            translated.lines().any(|l| l == line),
+            "{line}: {translated}"
+        );
+    }
+}
+
+/// The stand-in, started as the product starts Zot (its default command, the file put in
+/// through the Engine's archive API), exits non-zero naming a key it does not translate:
+/// nothing Foundry writes can be silently ignored in the lab.
+fn the_stand_in_refuses_what_it_does_not_translate(name: &str) {
+    let good: Value = json!({
+        "distSpecVersion": "1.1.1",
+        "storage": { "rootDirectory": "/var/lib/registry" },
+        "http": { "address": "0.0.0.0", "port": "5000", "compat": ["docker2s2"] },
+        "log": { "level": "info" },
+    });
+    let with = |path: &[&str], value: Value| -> Value {
+        let mut config = good.clone();
+        let mut at = &mut config;
+        for key in &path[..path.len() - 1] {
+            at = &mut at[*key];
+        }
+        at[path[path.len() - 1]] = value;
+        config
+    };
+    let scratch = tempfile::tempdir().expect("tempdir");
+    for (config, says) in [
+        (
+            with(&["extensions"], json!({"search": {"enable": true}})),
+            "unsupported key `extensions`",
+        ),
+        (
+            with(&["storage", "dedupe"], json!(true)),
+            "unsupported key `storage.dedupe`",
+        ),
+        (
+            with(&["http", "realm"], json!("zot")),
+            "unsupported key `http.realm`",
+        ),
+        (
+            with(&["log", "output"], json!("/tmp/zot.log")),
+            "unsupported key `log.output`",
+        ),
+        (with(&["http", "port"], json!(5000)), "`http.port` 5000"),
+        (with(&["log", "level"], json!("loud")), "`log.level` 'loud'"),
+    ] {
+        let container = format!("{name}-bad");
+        let file = scratch.path().join("config.json");
+        std::fs::write(&file, config.to_string()).expect("writing the config");
+        let file = file.to_str().expect("utf8");
+        let _ = docker(&["rm", "-f", &container]);
+        ok(
+            docker(&[
+                "create",
+                "--name",
+                &container,
+                "--network",
+                "none",
+                foundry_workflows::registry::REGISTRY_IMAGE,
+            ]),
+            "docker create",
+        );
+        ok(
+            docker(&["cp", file, &format!("{container}:/etc/zot/config.json")]),
+            "docker cp",
+        );
+        let started = docker(&["start", "-a", &container]);
+        let _ = docker(&["rm", "-f", &container]);
+        let stderr = String::from_utf8_lossy(&started.stderr);
+        assert_eq!(started.status.code(), Some(1), "{config}: {stderr}");
+        assert!(
+            stderr.contains("the lab's stand-in for Zot") && stderr.contains(says),
+            "{config}: expected `{says}` in: {stderr}"
+        );
+    }
 }

@@ -251,7 +251,11 @@ fn lab_config(lab: &LabInput, hosts: &[LabHost]) -> Result<String, RunError> {
                 "dns",
                 &[("external", "dns-external"), ("recursor", "dns-recursor")],
             )?,
-            zot: service("zot", &[])?,
+            // The lab's stand-in for Zot, by name: a config without one gets upstream Zot.
+            zot: schema::Service {
+                image: Some(crate::registry::REGISTRY_IMAGE.into()),
+                ..service("zot", &[])?
+            },
             ..schema::Components::default()
         });
         let record = |name: &str, value: String| schema::Record {

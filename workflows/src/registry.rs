@@ -1,23 +1,43 @@
-//! `registry-install`: the stack's OCI registry as a container on an infra host's Docker
-//! Engine, on a network at a fixed address, its storage in a named volume, optionally
-//! published on a host address. Real deployments run Zot; the lab runs a stand-in for Zot,
-//! Debian's `docker-registry` (same OCI distribution API), from the image built in
-//! `registry/image.rs`. `status` answers from the live container and registry only.
+//! `registry-install`: the stack's OCI registry, Zot, as a container on an infra host's
+//! Docker Engine, on a network at a fixed address, its storage in a named volume,
+//! optionally published on a host address. Foundry speaks to it as to upstream Zot's
+//! image (`ghcr.io/project-zot/zot`, pinned by [`ZOT_IMAGE`]): it renders Zot's
+//! `config.json`, puts it into the container at `/etc/zot/config.json` through the
+//! Engine's archive API (so it is part of the spec's hash), and runs the image's own
+//! command, `serve /etc/zot/config.json`, with no environment. The lab runs the stand-in
+//! built in `registry/image.rs`, which keeps that contract. `status` answers from the live
+//! container and registry only.
 
 pub mod component;
 pub mod image;
 
 use std::collections::BTreeMap;
 
-use foundry_activities::container::{ContainerSpec, labelled_state};
+use foundry_activities::container::{ContainerFile, ContainerSpec, labelled_state};
+use foundry_activities::local::EnsureFile;
 use foundry_activities::registry::{RegistryClient, RegistryReady};
-use foundry_core::{ActivityError, Ctx, RunError, Workflow};
+use foundry_core::{ActivityError, Ctx, RunError, SecretValue, Workflow};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::install;
 
 pub use foundry_activities::container::Endpoint;
-pub use image::{PORT, REGISTRY_IMAGE, build_step};
+pub use image::{REGISTRY_IMAGE, build_step};
+
+/// Upstream Zot's image, pinned: the default when the config names no image. Release tags
+/// are `v<version>`; `ghcr.io/project-zot/zot` is the multi-arch index of
+/// `zot-linux-amd64`, `zot-linux-arm64`, ….
+pub const ZOT_IMAGE: &str = "ghcr.io/project-zot/zot:v2.1.20";
+/// Where Zot's image reads its config: its command is `serve` with this path.
+pub const CONFIG_PATH: &str = "/etc/zot/config.json";
+/// Where Zot keeps its blobs and manifests (`storage.rootDirectory`): the container mounts
+/// a named volume there.
+pub const DATA_PATH: &str = "/var/lib/registry";
+/// The port Zot serves the OCI distribution API on (`http.port`).
+pub const PORT: u16 = 5000;
+/// The distribution spec version Zot v2.1 serves (`distSpecVersion`).
+const DIST_SPEC_VERSION: &str = "1.1.1";
 
 /// The label on the registry's container, with its name.
 pub const REGISTRY_LABEL: &str = "foundry.registry";
@@ -29,7 +49,7 @@ fn default_name() -> String {
 }
 
 fn default_image() -> String {
-    REGISTRY_IMAGE.into()
+    ZOT_IMAGE.into()
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,10 +61,13 @@ pub struct RegistryInput {
     /// The container's name (`foundry-registry`).
     #[serde(default = "default_name")]
     pub name: String,
+    /// Upstream Zot's pinned image unless given (the lab gives its stand-in's).
     #[serde(default = "default_image")]
     pub image: String,
-    /// Build the image on this machine's Engine when it is missing (the lab's image).
-    #[serde(default = "install::yes")]
+    /// Build the image on this machine's Engine when it is missing: only the lab's
+    /// stand-in ([`REGISTRY_IMAGE`]) can be built; any other image must be on the Engine
+    /// already (`registry/image` refuses to go on without it).
+    #[serde(default)]
     pub build_image: bool,
     #[serde(default = "install::lab_base_image")]
     pub base_image: String,
@@ -66,24 +89,90 @@ impl RegistryInput {
         format!("http://{}:{PORT}", self.ipv4)
     }
 
-    fn spec(&self) -> ContainerSpec {
+    /// Zot's `config.json` for this registry: its storage in the volume, the API on every
+    /// address of the container at [`PORT`], Docker's image manifests accepted (`docker
+    /// push` sends them; Zot refuses them without `compat`), logs at `info`.
+    pub fn zot_config(&self) -> String {
+        let config = ZotConfig {
+            dist_spec_version: DIST_SPEC_VERSION.into(),
+            storage: ZotStorage {
+                root_directory: DATA_PATH.into(),
+            },
+            http: ZotHttp {
+                address: "0.0.0.0".into(),
+                port: PORT.to_string(),
+                compat: vec!["docker2s2".into()],
+            },
+            log: ZotLog {
+                level: "info".into(),
+            },
+        };
+        // A struct of strings always serializes.
+        let mut text = serde_json::to_string_pretty(&config).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    /// Where this machine keeps the registry's `config.json`, the source of the file put
+    /// into its container: `$FOUNDRY_HOME/registry/<name>-config.json`.
+    fn config_source(&self) -> Result<std::path::PathBuf, RunError> {
+        let home = foundry_core::Home::from_env().map_err(|e| RunError::workflow(e.to_string()))?;
+        Ok(home
+            .root()
+            .join("registry")
+            .join(format!("{}-config.json", self.name)))
+    }
+
+    fn spec(&self, config: ContainerFile) -> ContainerSpec {
         ContainerSpec {
             name: self.name.clone(),
             image: self.image.clone(),
-            cmd: Some(vec!["serve".into(), image::CONFIG_PATH.into()]),
+            cmd: Some(vec!["serve".into(), CONFIG_PATH.into()]),
             labels: BTreeMap::from([(REGISTRY_LABEL.to_string(), self.name.clone())]),
             hostname: Some(self.name.clone()),
             network: Some(self.network.clone()),
             ipv4: Some(self.ipv4.clone()),
-            binds: vec![format!("{}:{}", self.volume, image::DATA_PATH)],
+            binds: vec![format!("{}:{DATA_PATH}", self.volume)],
             ports: self
                 .publish
                 .iter()
                 .map(|host| (format!("{PORT}/tcp"), host.clone()))
                 .collect(),
+            files: BTreeMap::from([(CONFIG_PATH.to_string(), config)]),
             ..ContainerSpec::default()
         }
     }
+}
+
+/// Zot's `config.json`: the keys Foundry writes, in Zot's spelling.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ZotConfig {
+    pub dist_spec_version: String,
+    pub storage: ZotStorage,
+    pub http: ZotHttp,
+    pub log: ZotLog,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ZotStorage {
+    pub root_directory: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZotHttp {
+    pub address: String,
+    /// A string, as Zot reads it.
+    pub port: String,
+    pub compat: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZotLog {
+    pub level: String,
 }
 
 /// What the install did; both flags false on a run that changed nothing.
@@ -120,7 +209,9 @@ pub struct RegistryInstall;
 
 impl Workflow for RegistryInstall {
     const NAME: &'static str = "registry-install";
-    const VERSION: u32 = 1;
+    /// 2: Zot's contract (its image by default, its `config.json` put into the container,
+    /// a `registry/config` step); 1 ran docker-registry's own command line.
+    const VERSION: u32 = 2;
     type Input = RegistryInput;
     type Output = RegistryOutput;
 
@@ -145,8 +236,24 @@ impl Workflow for RegistryInstall {
         let build = input
             .build_image
             .then(|| build_step(&input.image, &input.base_image));
+        let config = input.zot_config();
+        let source = input.config_source()?;
+        let write = EnsureFile {
+            path: source.clone(),
+            content: SecretValue::new(config.clone()),
+            mode: 0o644,
+        };
+        ctx.step("registry/config", &write).await?;
+        let config = ContainerFile {
+            source,
+            sha256: hex::encode(Sha256::digest(config.as_bytes())),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        };
         let container =
-            install::container(&ctx, "registry", &input.endpoint, build, input.spec()).await?;
+            install::container(&ctx, "registry", &input.endpoint, build, input.spec(config))
+                .await?;
         let ready = RegistryReady {
             addr: input.addr(),
             timeout_s: READY_TIMEOUT_S,
@@ -224,17 +331,28 @@ mod tests {
         serde_json::from_value(value).expect("a registry-install input")
     }
 
+    /// A file for the spec, as the install makes it.
+    fn config_file(input: &RegistryInput) -> ContainerFile {
+        ContainerFile {
+            source: "/home/u/.foundry/registry/foundry-registry-config.json".into(),
+            sha256: hex::encode(Sha256::digest(input.zot_config().as_bytes())),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
     #[test]
-    fn defaults_name_the_lab_image_and_publish_nothing() {
+    fn defaults_name_upstream_zot_and_publish_nothing() {
         let input = input(serde_json::json!({}));
         assert_eq!(input.name, "foundry-registry");
-        assert_eq!(input.image, REGISTRY_IMAGE);
+        assert_eq!(input.image, ZOT_IMAGE);
+        assert!(!input.build_image, "upstream Zot's image is not built here");
         assert_eq!(input.base_image, crate::lab::LAB_IMAGE);
-        assert!(input.build_image);
         assert_eq!(input.addr(), "http://10.77.251.30:5000");
-        let spec = input.spec();
+        let spec = input.spec(config_file(&input));
         assert!(spec.ports.is_empty());
-        assert_eq!(spec.binds, ["registry-data:/var/lib/docker-registry"]);
+        assert_eq!(spec.binds, ["registry-data:/var/lib/registry"]);
         assert_eq!(
             spec.labels.get(REGISTRY_LABEL).map(String::as_str),
             Some("foundry-registry")
@@ -242,11 +360,124 @@ mod tests {
         assert_eq!(RegistryInstall.check(&input), Ok(()));
     }
 
+    /// The pinned image is upstream's, by its release tag (`v2.1.20`), and the lab's
+    /// stand-in is named apart from it.
+    #[test]
+    fn the_default_image_is_upstream_zot_pinned_by_its_release_tag() {
+        let (name, tag) = ZOT_IMAGE.rsplit_once(':').expect("a tag");
+        assert_eq!(name, "ghcr.io/project-zot/zot");
+        let version = tag.strip_prefix('v').expect("a v-prefixed release tag");
+        let parts: Vec<u32> = version
+            .split('.')
+            .map(|p| p.parse().expect("a numeric version"))
+            .collect();
+        assert_eq!(parts.len(), 3, "{tag}");
+        assert_eq!(parts[..2], [2, 1], "{tag}");
+        assert!(REGISTRY_IMAGE.starts_with("foundry-lab-registry:"));
+    }
+
+    /// Zot's command and its config file, and nothing of docker-registry's: no flags, no
+    /// environment, no entrypoint of Foundry's.
+    #[test]
+    fn the_container_runs_zots_command_with_its_config_file() {
+        let input = input(serde_json::json!({}));
+        let file = config_file(&input);
+        let spec = input.spec(file.clone());
+        assert_eq!(spec.entrypoint, None);
+        assert_eq!(
+            spec.cmd,
+            Some(vec![
+                "serve".to_string(),
+                "/etc/zot/config.json".to_string()
+            ])
+        );
+        assert!(spec.env.is_empty(), "{:?}", spec.env);
+        assert!(spec.secret_env.is_empty());
+        assert_eq!(
+            spec.files,
+            BTreeMap::from([(CONFIG_PATH.to_string(), file)])
+        );
+        let text = serde_json::to_string(&spec).expect("a spec");
+        for docker_registry in ["config.yml", "docker-registry", "REGISTRY_"] {
+            assert!(!text.contains(docker_registry), "{text}");
+        }
+    }
+
+    /// The rendered `config.json` has Zot's shape, key by key, and says nothing else.
+    #[test]
+    fn the_rendered_config_has_zots_shape() {
+        let text = input(serde_json::json!({})).zot_config();
+        assert!(text.ends_with('\n'));
+        let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "distSpecVersion": "1.1.1",
+                "storage": { "rootDirectory": "/var/lib/registry" },
+                "http": { "address": "0.0.0.0", "port": "5000", "compat": ["docker2s2"] },
+                "log": { "level": "info" },
+            })
+        );
+        let typed: ZotConfig = serde_json::from_str(&text).expect("Zot's keys only");
+        assert_eq!(typed.storage.root_directory, DATA_PATH);
+    }
+
+    /// A stack config placing the registry on one host, with `image` as its config says.
+    fn stack(image: Option<&str>, image_tag: Option<&str>) -> crate::config::StackConfig {
+        use crate::config::{At, HostEntry, StackConfig, schema};
+        StackConfig {
+            hosts: vec![HostEntry {
+                name: "infra-1".into(),
+                address: "10.9.0.10".into(),
+                user: "foundry".into(),
+                port: 22,
+                key: Some(crate::config::KeyField::File("/k/infra-1".into())),
+                host_key: Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOr5".into()),
+            }],
+            components: Some(schema::Components {
+                zot: schema::Service {
+                    host: Some(At::new("infra-1".to_string())),
+                    docker_network: Some("infra".into()),
+                    address: Some(At::new("10.9.0.44".parse().expect("an address"))),
+                    image: image.map(str::to_string),
+                    image_tag: image_tag.map(str::to_string),
+                    ..schema::Service::default()
+                },
+                ..schema::Components::default()
+            }),
+            ..StackConfig::default()
+        }
+    }
+
+    /// A user's config without an image gets upstream Zot, not built; the lab's config names
+    /// the stand-in, which is built; a tag alone is upstream Zot's tag.
+    #[test]
+    fn the_config_picks_upstream_zot_unless_it_names_the_lab_stand_in() {
+        let place = |image, tag| {
+            super::component::Zot
+                .place(&stack(image, tag))
+                .expect("placed")
+        };
+        let user = place(None, None);
+        assert_eq!((user.image.as_str(), user.build_image), (ZOT_IMAGE, false));
+        let lab = place(Some(REGISTRY_IMAGE), None);
+        assert_eq!(
+            (lab.image.as_str(), lab.build_image),
+            (REGISTRY_IMAGE, true)
+        );
+        let tagged = place(None, Some("v2.1.15"));
+        assert_eq!(
+            (tagged.image.as_str(), tagged.build_image),
+            ("ghcr.io/project-zot/zot:v2.1.15", false)
+        );
+        assert_eq!(crate::config::value::check_image(ZOT_IMAGE), Ok(()));
+    }
+
     #[test]
     fn publish_maps_the_api_port_to_the_host_address() {
         let input = input(serde_json::json!({"publish": "127.0.0.1:5005"}));
         assert_eq!(
-            input.spec().ports,
+            input.spec(config_file(&input)).ports,
             BTreeMap::from([("5000/tcp".to_string(), "127.0.0.1:5005".to_string())])
         );
         assert_eq!(RegistryInstall.check(&input), Ok(()));

@@ -1,7 +1,7 @@
 //! Ensures a local file has a given content and mode; probed by hash.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, RetryPolicy, SecretValue};
@@ -66,6 +66,12 @@ impl EnsureFile {
         })?;
         let tmp = dir.join(format!(".{}.foundry-tmp", name.to_string_lossy()));
         let err = |what: &str, e| io_error(&self.path, what, e);
+        // A missing directory is made, private to this user, as Foundry's home is.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| err("making the directory of", e))?;
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -157,5 +163,27 @@ impl Activity for RemoveFile {
             }),
             Err(e) => Err(io_error(&self.path, "removing", e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_in_a_missing_directory_is_written_and_the_directory_made_private() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let path = root.path().join("registry").join("r-config.json");
+        let file = EnsureFile {
+            path: path.clone(),
+            content: SecretValue::new("{}\n".to_string()),
+            mode: 0o644,
+        };
+        assert!(!file.is_in_place().expect("probing"));
+        file.write().expect("writing");
+        assert!(file.is_in_place().expect("probing"));
+        assert_eq!(std::fs::read_to_string(&path).expect("reading"), "{}\n");
+        let dir = std::fs::metadata(root.path().join("registry")).expect("the directory");
+        assert_eq!(dir.permissions().mode() & 0o777, 0o700);
     }
 }

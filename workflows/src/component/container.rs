@@ -21,7 +21,9 @@ pub struct Site {
     pub hosts: Vec<At<String>>,
     /// The container's (DNS: its containers' prefix) name when the config gives none.
     pub default_name: &'static str,
-    /// The lab's image, built on this machine when the config names no image.
+    /// The image when the config names none (upstream's, pinned).
+    pub default_image: &'static str,
+    /// The lab's image, built on this machine when the config names it.
     pub lab_image: &'static str,
 }
 
@@ -88,7 +90,7 @@ pub fn place(stack: &StackConfig, site: Site) -> Result<ContainerPlacement, Comp
         .as_ref()
         .map(|a| a.value)
         .ok_or_else(|| needs("address"))?;
-    let default = site.lab_image;
+    let default = site.default_image;
     let image = match (&service.image, &service.image_tag) {
         (Some(image), _) => image.clone(),
         (None, Some(tag)) => format!(
@@ -97,7 +99,7 @@ pub fn place(stack: &StackConfig, site: Site) -> Result<ContainerPlacement, Comp
         ),
         (None, None) => default.to_string(),
     };
-    let build_image = service.image.is_none() && service.image_tag.is_none();
+    let build_image = image == site.lab_image;
     Ok(ContainerPlacement {
         component: c,
         name: service

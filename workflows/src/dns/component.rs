@@ -30,6 +30,7 @@ impl Dns {
                 service: container::components(stack).dns,
                 hosts: container::hosts(stack, |n| &n.dns_hosts),
                 default_name: "foundry-dns",
+                default_image: super::PDNS_IMAGE,
                 lab_image: super::PDNS_IMAGE,
             },
         )

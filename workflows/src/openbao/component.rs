@@ -23,6 +23,7 @@ impl Openbao {
                 service: container::components(stack).openbao,
                 hosts: container::hosts(stack, |n| &n.openbao_hosts),
                 default_name: "foundry-openbao",
+                default_image: super::OPENBAO_IMAGE,
                 lab_image: super::OPENBAO_IMAGE,
             },
         )

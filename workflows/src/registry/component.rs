@@ -15,7 +15,7 @@ use crate::config::StackConfig;
 pub struct Zot;
 
 impl Zot {
-    fn place(&self, stack: &StackConfig) -> Result<ContainerPlacement, ComponentError> {
+    pub(crate) fn place(&self, stack: &StackConfig) -> Result<ContainerPlacement, ComponentError> {
         container::place(
             stack,
             Site {
@@ -23,6 +23,7 @@ impl Zot {
                 service: container::components(stack).zot,
                 hosts: container::hosts(stack, |n| &n.zot_hosts),
                 default_name: "foundry-registry",
+                default_image: super::ZOT_IMAGE,
                 lab_image: super::REGISTRY_IMAGE,
             },
         )
