@@ -566,6 +566,54 @@ fn keys_lost_between_init_and_keep_are_reported_with_what_to_do() {
     assert!(health.initialized && health.sealed, "{health:?}");
 }
 
+/// Killed as the init starts, while the init itself goes on in the server's container (as
+/// the killed run's `bao operator init` does: the process in the container outlives
+/// Foundry): the resume finds the answer the init left on the container's tmpfs, keeps
+/// it, removes it there, and hands the keys over; nothing is initialized twice.
+#[test]
+fn an_init_that_outlived_a_killed_foundry_is_found_in_the_container_on_resume() {
+    let net = Net::new();
+    let install = Install::new(&net, 21);
+    let status = install
+        .cmd()
+        .env("FOUNDRY_FAILPOINTS", "openbao/init#0@started")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("install");
+    assert!(killed(status), "not killed: {status:?}");
+    let answer = "/dev/shm/foundry-openbao-init.json";
+    let init = docker(&[
+        "exec",
+        &install.name,
+        "sh",
+        "-c",
+        &format!(
+            "umask 077; bao operator init -address=https://127.0.0.1:8200 -tls-skip-verify \
+             -key-shares=3 -key-threshold=2 -format=json > {answer}.part && mv {answer}.part {answer}"
+        ),
+    ]);
+    assert!(init.status.success(), "{init:?}");
+    let run = install.home.only_run();
+    let out = install.home.run(&["workflow", "resume", &run]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    let handed = install.handed();
+    rt().block_on(assert_working(&install, &handed));
+    let left = docker(&["exec", &install.name, "ls", "-A", "/dev/shm"]);
+    assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "", "{left:?}");
+    let logs = docker(&["logs", &install.name]);
+    let inits = String::from_utf8_lossy(&[logs.stdout, logs.stderr].concat())
+        .lines()
+        .filter(|l| l.contains("security barrier initialized"))
+        .count();
+    assert_eq!(inits, 1, "initialized {inits} times");
+}
+
 /// `foundry` in `home` with `args`, `stdin` piped in when given, `env` set, and HOME a
 /// scratch directory (so `~/.foundryvars` is the test's own).
 pub(crate) fn run_foundry(

@@ -6,8 +6,8 @@
 //! servers' own database). Run again, it changes nothing. A config that does not read
 //! stops it before anything is changed.
 //!
-//! A kill inside OpenBAO's init request itself loses the unseal keys (ARCHITECTURE.md,
-//! "The init window"): the random test then checks the setup says so and stops.
+//! A kill while OpenBAO's init is in flight is among the moments: the init runs in the
+//! server's container and leaves its answer there, so the resume finds it.
 //!
 //! In CI the boundaries are a sample (one phase per step, chosen by a seed that is
 //! printed) and the random kills are few; `FOUNDRY_CRASH_FULL=1` kills at every phase of
@@ -145,9 +145,9 @@ fn step_states(home: &Home, run: &str) -> std::collections::BTreeMap<String, Str
 }
 
 /// Setup killed at each of `points` (`<step>@<phase>`) in turn, each time resumed by
-/// `foundry setup` again; a point whose step is done already is passed over, and a point
-/// whose step a kill left in doubt may be passed by (its probe completes it). Returns how
-/// many kills there were.
+/// `foundry setup` again; a point whose step has a record already (done, or left in doubt
+/// by a kill at a step beside it) is passed over, and every other point must kill it.
+/// Returns how many kills there were.
 fn killed_along(lab: &Lab, points: &[String]) -> usize {
     let mut kills = 0;
     let mut run: Option<String> = None;
@@ -157,7 +157,9 @@ fn killed_along(lab: &Lab, points: &[String]) -> usize {
             .as_deref()
             .map(|r| step_states(&lab.home, r))
             .unwrap_or_default();
-        if before.get(step).is_some_and(|s| s == "done") {
+        // Done already, or left in doubt by a kill elsewhere (its probe may complete it
+        // without the point being reached): passed over.
+        if before.contains_key(step) {
             continue;
         }
         let out = setup(lab)
@@ -182,15 +184,7 @@ fn killed_along(lab: &Lab, points: &[String]) -> usize {
             run = last["run"].as_str().map(str::to_string);
             continue;
         }
-        // Not killed: only a step a kill left in doubt may be passed by, and then the
-        // setup ran to its end.
-        assert!(
-            before.contains_key(step),
-            "{point}: the setup was not killed there: {}",
-            text(&out)
-        );
-        assert!(out.status.success(), "{point}: {}", text(&out));
-        break;
+        panic!("{point}: the setup was not killed there: {}", text(&out));
     }
     kills
 }
@@ -308,7 +302,7 @@ fn setup_killed_at_step_boundaries_resumes_and_converges_with_each_effect_once()
             points.len(),
             started.elapsed()
         );
-        assert!(kills >= points.len() / 2, "{kills} kills of {points:?}");
+        assert!(kills >= points.len() / 3, "{kills} kills of {points:?}");
         assert_converged(&lab);
         assert_effects_once(&lab, &since);
     }
@@ -357,21 +351,6 @@ fn setup_killed_at_random_moments_resumes_and_converges_with_each_effect_once() 
     }
     eprintln!("{kills} kills at random moments (seed {seed})");
     assert!(kills >= 1, "no kill landed while the setup ran");
-    // A kill inside OpenBAO's init request (the server initialized, its answer not yet
-    // kept) loses the unseal keys: a known gap (ARCHITECTURE.md, "The init window"). The
-    // setup must then say so, with what to do, and go no further.
-    let out = setup(&lab).output().expect("setup");
-    let said = text(&out);
-    if said.contains("were lost before Foundry could keep them") {
-        assert!(!out.status.success(), "{said}");
-        assert!(
-            said.contains(&format!("docker rm -f foundry-lab-{}-openbao", lab.name)),
-            "{said}"
-        );
-        eprintln!("seed {seed}: a kill landed in OpenBAO's init window: {said}");
-        return;
-    }
-    assert!(out.status.success(), "{said}");
     assert_converged(&lab);
     assert_effects_once(&lab, &since);
 }
@@ -416,4 +395,66 @@ fn a_config_that_does_not_read_stops_setup_before_any_change() {
     let said = text(&out);
     assert!(!out.status.success(), "{said}");
     assert!(said.contains("no unfinished setup"), "{said}");
+}
+
+/// The infrastructure host cut off its network for 30 s once the stack's installs have
+/// begun: the setup rides it out on its retries and completes with nobody's help, each
+/// effect once.
+#[test]
+fn setup_survives_the_infrastructure_host_cut_off_for_30_s() {
+    let lab = Lab::up("setupcut", 1);
+    let since = chrono_now();
+    let started = Instant::now();
+    // Its output goes to a file: a pipe nobody reads while the host is cut would fill.
+    let log = lab.home.scratch().join("setup.log");
+    let file = std::fs::File::create(&log).expect("log");
+    let mut child = setup(&lab)
+        .stdout(file.try_clone().expect("log"))
+        .stderr(file)
+        .spawn()
+        .expect("setup");
+    // Until the run is in its stack phase (bounded: the hosts' phase takes seconds).
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let in_stack = loop {
+        let runs = setup_runs(&lab.home);
+        let stack = runs
+            .last()
+            .and_then(|r| r["run"].as_str())
+            .is_some_and(|run| {
+                step_states(&lab.home, run)
+                    .keys()
+                    .any(|k| k.starts_with("stack/") && k != "stack/read")
+            });
+        if stack || Instant::now() > deadline {
+            break stack;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(in_stack, "the setup never reached its stack phase");
+    let host = &lab.names[0];
+    lab.cut(host);
+    let cut_at = started.elapsed();
+    // The length of the outage is what this test is about.
+    std::thread::sleep(Duration::from_secs(30));
+    lab.restore(host);
+    let end = Instant::now() + Duration::from_secs(600);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > end {
+            kill(&mut child);
+            panic!("the setup did not end within 600 s of the cut's end");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let said = std::fs::read_to_string(&log).expect("the setup's output");
+    eprintln!(
+        "cut at {cut_at:?} for 30 s; the setup ended after {:?}",
+        started.elapsed()
+    );
+    assert!(status.success(), "{said}");
+    assert!(said.contains("setup complete"), "{said}");
+    assert_converged(&lab);
+    assert_effects_once(&lab, &since);
 }

@@ -320,6 +320,8 @@ impl Workflow for OpenbaoInstall {
         let before = ctx.step("openbao/init-status", &before).await?;
         let init = BaoInit {
             addr: addr.clone(),
+            endpoint: input.endpoint.clone(),
+            container: input.name.clone(),
             shares: input.shares,
             threshold: input.threshold,
             initialized_before: before.initialized,

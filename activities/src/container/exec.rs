@@ -177,6 +177,19 @@ impl Endpoint {
         argv: &[&str],
         input: &[u8],
     ) -> Result<ExecOutput, ActivityError> {
+        self.exec_collect(docker, container, argv, input, STDERR_MAX)
+            .await
+    }
+
+    /// [`Endpoint::exec_with_input`], keeping at most `stdout_max` bytes of its stdout.
+    pub async fn exec_collect(
+        &self,
+        docker: &Docker,
+        container: &str,
+        argv: &[&str],
+        input: &[u8],
+        stdout_max: usize,
+    ) -> Result<ExecOutput, ActivityError> {
         let doing = format!("running {} in container {container}", argv.join(" "));
         let mut stream = self.exec_stream(docker, container, argv).await?;
         let lost =
@@ -187,7 +200,7 @@ impl Endpoint {
         while let Some(item) = stream.output.next().await {
             match item.map_err(|e| self.exec_error(&doing, &e))? {
                 LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                    let room = STDERR_MAX.saturating_sub(stdout.len());
+                    let room = stdout_max.saturating_sub(stdout.len());
                     stdout.extend_from_slice(&message[..message.len().min(room)]);
                 }
                 LogOutput::StdErr { message } => keep_stderr(&stream.stderr, &message),

@@ -232,31 +232,6 @@ impl BaoClient {
         })
     }
 
-    /// `PUT sys/init`: the answer (unseal keys and root token) as one secret JSON text, or
-    /// `None` when the server says it is already initialized.
-    pub async fn init(
-        &self,
-        shares: u32,
-        threshold: u32,
-    ) -> Result<Option<SecretValue>, ActivityError> {
-        let what = "PUT sys/init";
-        let body = json!({"secret_shares": shares, "secret_threshold": threshold});
-        let answer = self.call(Method::PUT, "sys/init", None, Some(body)).await?;
-        if answer.status == StatusCode::BAD_REQUEST && already_initialized(&answer.body) {
-            return Ok(None);
-        }
-        if !answer.status.is_success() {
-            return Err(self.refused(what, &answer));
-        }
-        if answer.body["root_token"].as_str().is_none() || !answer.body["keys"].is_array() {
-            return Err(ActivityError::permanent(format!(
-                "{what} at {}: the answer holds no keys and root token",
-                self.addr
-            )));
-        }
-        Ok(Some(SecretValue::new(answer.body.to_string())))
-    }
-
     pub async fn seal_status(&self) -> Result<SealStatus, ActivityError> {
         let what = "GET sys/seal-status";
         let answer = self
@@ -742,16 +717,6 @@ fn secret_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SecretVa
     Ok(Option::<String>::deserialize(d)?
         .filter(|s| !s.is_empty())
         .map(SecretValue::new))
-}
-
-/// Whether a 400 from `sys/init` says the server is already initialized.
-fn already_initialized(body: &Value) -> bool {
-    body["errors"].as_array().is_some_and(|a| {
-        a.iter().any(|e| {
-            e.as_str()
-                .is_some_and(|s| s.contains("already initialized"))
-        })
-    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,12 @@
 //! `sys/init`: the one moment OpenBAO hands out its unseal keys and root token. The answer
 //! is kept in the run's secret store at once and only its reference is journaled.
 //!
+//! The init runs inside the server's container (`bao operator init` on its loopback,
+//! through the Engine's exec API), and leaves its answer in a 0600 file on the container's
+//! own tmpfs (`/dev/shm`) before Foundry reads it: the process in the container outlives a
+//! Foundry killed while the init is in flight, so the answer is found there on resume
+//! instead of being lost with an HTTP response nobody read. Once kept, the file is removed.
+//!
 //! A step in doubt is decided by two facts kept outside the answer: whether the server was
 //! initialized before this run (a step of its own, journaled before the init), and a small
 //! file naming the kept answer's reference (not the secret), written right after keeping
@@ -15,6 +21,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{BaoClient, write_private};
+use crate::container::Endpoint;
+
+/// Where the in-container init leaves its answer: the container's tmpfs, never its disk.
+const ANSWER: &str = "/dev/shm/foundry-openbao-init.json";
+/// How long an init found under way in the container (its answer file begun, not done)
+/// is waited for.
+const UNDER_WAY: foundry_core::PollPolicy = foundry_core::PollPolicy::new(200, 60_000);
+/// The most an answer file may hold (ten shares take under 2 KiB).
+const ANSWER_MAX: usize = 16 * 1024;
 
 /// Whether the server is initialized: read-only, so its probe is its apply.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +66,9 @@ impl Activity for BaoInitStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BaoInit {
     pub addr: String,
+    /// The Engine that runs the server's container, and the container: the init runs in it.
+    pub endpoint: Endpoint,
+    pub container: String,
     pub shares: u32,
     pub threshold: u32,
     /// What `BaoInitStatus` found before this step, in this run.
@@ -128,8 +146,13 @@ impl InitMaterial {
             .as_str()
             .map(SecretValue::new)
             .ok_or_else(bad)?;
-        let keys = list("keys_base64");
-        let keys_hex = list("keys");
+        // `sys/init`'s answer, or `bao operator init -format=json`'s.
+        let either = |api: &str, cli: &str| match list(api) {
+            found if !found.is_empty() => found,
+            _ => list(cli),
+        };
+        let keys = either("keys_base64", "unseal_keys_b64");
+        let keys_hex = either("keys", "unseal_keys_hex");
         if keys.is_empty() && keys_hex.is_empty() {
             return Err(bad());
         }
@@ -180,7 +203,81 @@ impl BaoInit {
                 already: true,
             }));
         }
-        Err(self.lost())
+        // Initialized since: by this run's init in the container, whose answer is there,
+        // or on its way there.
+        match self.take_answer(cx).await? {
+            Some(reference) => Ok(Some(InitOutput {
+                reference: Some(reference),
+                already: false,
+            })),
+            None => Err(self.lost()),
+        }
+    }
+
+    /// Runs `sh -c script` in the server's container: its exit code, stdout and stderr.
+    async fn exec(
+        &self,
+        script: &str,
+        stdout_max: usize,
+    ) -> Result<crate::container::ExecOutput, ActivityError> {
+        let docker = self.endpoint.connect().await?;
+        self.endpoint
+            .exec_collect(
+                &docker,
+                &self.container,
+                &["sh", "-c", script],
+                b"",
+                stdout_max,
+            )
+            .await
+    }
+
+    /// The answer the init left in the container, kept in the run's store (its reference
+    /// file written) and then removed from the container; waits for an init found under
+    /// way. `None` when the container holds no answer and no init is under way.
+    async fn take_answer(&self, cx: &ActivityCx) -> Result<Option<SecretRef>, ActivityError> {
+        let mut poll = UNDER_WAY.start();
+        let text = loop {
+            let out = self
+                .exec(
+                    &format!(
+                        "if [ -e {ANSWER} ]; then cat {ANSWER}; \
+                         elif [ -e {ANSWER}.part ]; then exit 3; else exit 4; fi"
+                    ),
+                    ANSWER_MAX,
+                )
+                .await?;
+            match out.code {
+                0 => break SecretValue::new(out.stdout),
+                3 if poll.tick().await => continue,
+                3 => {
+                    return Err(ActivityError::transient(format!(
+                        "OpenBAO's init in container {} is still under way after {:?}",
+                        self.container,
+                        UNDER_WAY.deadline()
+                    )));
+                }
+                4 => return Ok(None),
+                code => {
+                    return Err(ActivityError::transient(format!(
+                        "reading the init's answer in container {} (exit {code}): {}",
+                        self.container, out.stderr
+                    )));
+                }
+            }
+        };
+        // Readable before kept: a torn or foreign file is refused, never kept.
+        InitMaterial::parse(&text)?;
+        let reference = cx.keep(&text)?;
+        // Only a recovery aid for a step in doubt: the answer is kept already.
+        if let Err(e) = write_private(&self.ref_file, &SecretValue::new(reference.0.clone())) {
+            tracing::warn!(error = %e.message, "the init answer's reference file was not written");
+        }
+        let removed = self.exec(&format!("rm -f {ANSWER}"), 0).await?;
+        if removed.code != 0 {
+            tracing::warn!(container = %self.container, "the init's answer file was not removed: {}", removed.stderr);
+        }
+        Ok(Some(reference))
     }
 }
 
@@ -206,23 +303,38 @@ impl Activity for BaoInit {
         if let Some(out) = self.settled(cx).await? {
             return Ok(out);
         }
-        let client = BaoClient::new(&self.addr)?;
-        let Some(answer) = client.init(self.shares, self.threshold).await? else {
+        // The answer goes to a private file on the container's tmpfs, renamed into place
+        // once whole; the redirection makes the `.part` file before the init starts, so an
+        // init under way can be told from none.
+        let script = format!(
+            "umask 077; [ -e {ANSWER} ] && exit 0; \
+             bao operator init -address=https://127.0.0.1:8200 -tls-skip-verify \
+             -key-shares={} -key-threshold={} -format=json > {ANSWER}.part \
+             && mv {ANSWER}.part {ANSWER}",
+            self.shares, self.threshold
+        );
+        let out = self.exec(&script, 0).await?;
+        if out.code != 0 {
+            let _ = self.exec(&format!("rm -f {ANSWER}.part"), 0).await;
             // Initialized by someone else between our look and our init.
-            return Ok(InitOutput {
-                reference: None,
-                already: true,
-            });
-        };
-        let reference = cx.keep(&answer)?;
-        // Only a recovery aid for a step in doubt: the answer is kept already.
-        if let Err(e) = write_private(&self.ref_file, &SecretValue::new(reference.0.clone())) {
-            tracing::warn!(error = %e.message, "the init answer's reference file was not written");
+            if out.stderr.contains("already initialized") {
+                return Ok(InitOutput {
+                    reference: None,
+                    already: true,
+                });
+            }
+            return Err(ActivityError::transient(format!(
+                "bao operator init in container {} (exit {}): {}",
+                self.container, out.code, out.stderr
+            )));
         }
-        Ok(InitOutput {
-            reference: Some(reference),
-            already: false,
-        })
+        match self.take_answer(cx).await? {
+            Some(reference) => Ok(InitOutput {
+                reference: Some(reference),
+                already: false,
+            }),
+            None => Err(self.lost()),
+        }
     }
 }
 
