@@ -65,6 +65,9 @@ enum Command {
     /// The infrastructure services (OpenBAO, PowerDNS, the registry): install, status.
     #[command(subcommand)]
     Component(commands::component::ComponentCmd),
+    /// The hosts' network: plan the stack's addresses, detect MACs, validate it live.
+    #[command(subcommand)]
+    Network(commands::network::NetworkCmd),
     /// The stack's DNS: zones, records, and what each server answers for a name.
     #[command(subcommand)]
     Dns(commands::dns::DnsCmd),
@@ -180,6 +183,9 @@ pub fn run() -> ExitCode {
             }
             Command::Component(cmd) => {
                 commands::component::run(cmd, &printer, cli.config.as_deref()).await
+            }
+            Command::Network(cmd) => {
+                commands::network::run(cmd, &printer, cli.config.as_deref()).await
             }
             Command::Dns(cmd) => commands::dns::run(cmd, &printer, cli.config.as_deref()).await,
             Command::Secret(cmd) => {
