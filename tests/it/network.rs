@@ -395,3 +395,63 @@ fn lab_plan_writes_a_network_validate_accepts_and_validate_names_what_fails() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(failed(&out), ["required network.k8s_vip"], "{}", text(&out));
 }
+
+#[test]
+fn lab_validate_asks_powerdns_for_each_zone_once_it_runs() {
+    let lab = Lab::up("netdns", 1);
+    let wrote = run(&lab, &["network", "plan", "--write", "--yes"]);
+    assert!(wrote.status.success(), "{}", text(&wrote));
+    let dns_rows = |out: &Output| -> Vec<Value> {
+        json_lines(&out.stdout)
+            .into_iter()
+            .filter(|c| c["check"] == "dns")
+            .collect()
+    };
+
+    // Before PowerDNS is installed: skipped, with what to do.
+    let before = run(&lab, &["network", "validate", "--output", "json"]);
+    assert!(before.status.success(), "{}", text(&before));
+    let rows = dns_rows(&before);
+    assert!(
+        rows.len() == 1 && rows[0]["status"] == "skip" && rows[0]["hint"].is_string(),
+        "{}",
+        text(&before)
+    );
+
+    let install = run(&lab, &["component", "install", "openbao", "dns"]);
+    assert!(install.status.success(), "{}", text(&install));
+    let after = run(&lab, &["network", "validate", "--output", "json"]);
+    assert!(after.status.success(), "{}", text(&after));
+    let rows = dns_rows(&after);
+    let zones: Vec<&str> = rows.iter().filter_map(|r| r["subject"].as_str()).collect();
+    assert_eq!(zones.len(), 2, "{}", text(&after));
+    assert!(
+        zones[0].starts_with(&format!("{}.lab.local. at ", lab.name)),
+        "{zones:?}"
+    );
+    assert!(
+        rows.iter().all(|r| r["status"] == "pass"
+            && r["detail"].as_str().is_some_and(|d| d.starts_with("SOA "))),
+        "{}",
+        text(&after)
+    );
+
+    // The internal server stopped while the others run: a failure, not "not installed".
+    let internal = format!("foundry-lab-{}-dns-internal", lab.name);
+    // `lab down` removes the lab's running containers; this one is stopped.
+    let _cleanup = Cleanup {
+        containers: vec![internal.clone()],
+        networks: Vec::new(),
+    };
+    let stopped = docker(&["stop", &internal]);
+    assert!(stopped.status.success(), "docker stop: {stopped:?}");
+    let down = run(&lab, &["network", "validate", "--output", "json"]);
+    assert_eq!(down.status.code(), Some(1), "{}", text(&down));
+    let rows = dns_rows(&down);
+    assert!(
+        rows.len() == 1 && rows[0]["status"] == "fail",
+        "{}",
+        text(&down)
+    );
+    assert_eq!(failed(&down).len(), 1, "{}", text(&down));
+}

@@ -297,18 +297,7 @@ async fn dns(config: &StackConfig) -> Vec<Check> {
         let asked = foundry_activities::dns::ask(server, &zone, soa, DNS_WAIT, DNS_TRIES).await;
         checks.push(match asked {
             Err(e) if e.transient && checks.is_empty() => {
-                return vec![
-                    Check::new(
-                        "dns",
-                        address.to_string(),
-                        Status::Skip,
-                        format!(
-                            "nothing answers DNS there yet, so PowerDNS is not up: {}",
-                            e.message
-                        ),
-                    )
-                    .hint("`foundry component install dns` installs it"),
-                ];
+                return vec![silent(config, address, &zone, e.message).await];
             }
             Err(e) => Check::new("dns", subject, Status::Fail, e.message),
             Ok(reply) => match reply.answers.iter().find(|r| r.rtype == "SOA") {
@@ -329,4 +318,38 @@ async fn dns(config: &StackConfig) -> Vec<Check> {
         });
     }
     checks
+}
+
+/// The verdict when the internal server gives no answer: PowerDNS is down when another of
+/// its servers (external, recursor) answers, else not installed yet.
+async fn silent(config: &StackConfig, address: Ipv4Addr, zone: &str, why: String) -> Check {
+    let soa = foundry_activities::dns::type_code("SOA").unwrap_or(6);
+    let others: Vec<(String, Ipv4Addr)> = config
+        .components
+        .iter()
+        .flat_map(|c| c.dns.addresses.iter())
+        .map(|(role, a)| (role.clone(), a.value))
+        .collect();
+    for (role, other) in others {
+        let server = SocketAddr::from((other, 53));
+        if foundry_activities::dns::ask(server, zone, soa, DNS_WAIT, 1)
+            .await
+            .is_ok()
+        {
+            return Check::new(
+                "dns",
+                address.to_string(),
+                Status::Fail,
+                format!("the internal server gives no answer, but the {role} server at {other} does: {why}"),
+            )
+            .hint("`foundry component status dns` shows its containers");
+        }
+    }
+    Check::new(
+        "dns",
+        address.to_string(),
+        Status::Skip,
+        format!("nothing answers DNS there or at its other addresses: PowerDNS is not installed yet ({why})"),
+    )
+    .hint("`foundry component install dns` installs it")
 }
