@@ -353,3 +353,69 @@ async fn silent(config: &StackConfig, address: Ipv4Addr, zone: &str, why: String
     )
     .hint("`foundry component install dns` installs it")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack(text: &str) -> (StackConfig, Option<String>) {
+        config::parse_unchecked(std::path::Path::new("t.yaml"), text).expect("a config")
+    }
+
+    const HOSTS: &str =
+        "hosts:\n  - {name: a, address: 10.0.0.5}\n  - {name: b, address: 10.0.0.6}\n";
+
+    fn failing(checks: &[Check]) -> Vec<String> {
+        checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .map(|c| format!("{} {}", c.check, c.subject))
+            .collect()
+    }
+
+    #[test]
+    fn every_required_address_is_named_when_missing() {
+        let (config, refused) = stack(HOSTS);
+        assert_eq!(refused, None);
+        assert_eq!(
+            failing(&required(&config)),
+            [
+                "required network.gateway",
+                "required network.subnet",
+                "required network.dhcp_range",
+                "required network.k8s_vip",
+                "required network.openbao_hosts",
+                "required network.dns_hosts",
+                "required network.zot_hosts",
+            ]
+        );
+        assert!(vip_unique(&config).is_none() && outside_dhcp(&config).is_empty());
+    }
+
+    #[test]
+    fn a_vip_in_use_and_statics_in_the_dhcp_range_fail_by_name() {
+        let text = format!(
+            "{HOSTS}network:\n  subnet: 10.0.0.0/24\n  gateway: 10.0.0.1\n  dhcp_range: {{start: 10.0.0.6, end: 10.0.0.100}}\n  k8s_vip: 10.0.0.5\n  openbao_hosts: [a]\n  dns_hosts: [a]\n  zot_hosts: [zz]\n"
+        );
+        let (config, refused) = stack(&text);
+        assert!(refused.is_some(), "the config's own checks refuse it");
+        let unique = vip_unique(&config).expect("a VIP");
+        assert_eq!(unique.status, Status::Fail);
+        assert!(unique.detail.contains("host `a`"), "{}", unique.detail);
+        assert_eq!(
+            failing(&outside_dhcp(&config)),
+            ["static-outside-dhcp host b 10.0.0.6"]
+        );
+        let zot = required(&config)
+            .into_iter()
+            .find(|c| c.subject == "network.zot_hosts");
+        assert!(zot.is_some_and(|c| c.detail.contains("not under hosts:")));
+        let fine = text
+            .replace("start: 10.0.0.6", "start: 10.0.0.50")
+            .replace("k8s_vip: 10.0.0.5", "k8s_vip: 10.0.0.40");
+        let (config, _) = stack(&fine);
+        assert_eq!(vip_unique(&config).map(|c| c.status), Some(Status::Pass));
+        let outside = outside_dhcp(&config);
+        assert_eq!((outside.len(), outside[0].status), (1, Status::Pass));
+    }
+}
