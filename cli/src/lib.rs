@@ -70,6 +70,9 @@ enum Command {
     /// The stack's components one by one (OpenBAO, PowerDNS, the registry): list, install, status.
     #[command(subcommand)]
     Component(commands::component::ComponentCmd),
+    /// The hosts' network: plan the stack's addresses, detect MACs, validate it live.
+    #[command(subcommand)]
+    Network(commands::network::NetworkCmd),
     /// The stack's DNS: zones, records, and what each server answers for a name.
     #[command(subcommand)]
     Dns(commands::dns::DnsCmd),
@@ -189,6 +192,9 @@ pub fn run() -> ExitCode {
             Command::Stack(cmd) => commands::stack::run(cmd, &printer, cli.config.as_deref()).await,
             Command::Component(cmd) => {
                 commands::component::run(cmd, &printer, cli.config.as_deref()).await
+            }
+            Command::Network(cmd) => {
+                commands::network::run(cmd, &printer, cli.config.as_deref()).await
             }
             Command::Dns(cmd) => commands::dns::run(cmd, &printer, cli.config.as_deref()).await,
             Command::Secret(cmd) => {

@@ -20,6 +20,7 @@ mod keyring;
 mod lab;
 mod local_io;
 mod long_cells;
+mod network;
 mod openbao;
 mod openbao_own_tls;
 mod openbao_token;

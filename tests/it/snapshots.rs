@@ -137,6 +137,13 @@ fn help_texts() {
             home.ok(&["dns", noun, verb, "--help"])
         );
     }
+    human_snapshot!("help_network", home.ok(&["network", "--help"]));
+    for verb in ["plan", "detect-macs", "validate"] {
+        human_snapshot!(
+            format!("help_network_{}", verb.replace('-', "_")),
+            home.ok(&["network", verb, "--help"])
+        );
+    }
     human_snapshot!("help_config", home.ok(&["config", "--help"]));
     for verb in ["init", "validate", "show", "list"] {
         human_snapshot!(

@@ -5,6 +5,7 @@
 mod check;
 pub mod place;
 pub mod schema;
+mod section;
 pub mod value;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use foundry_activities::ssh::{KeySource, SshTarget};
 use serde::{Deserialize, Serialize};
 
+pub(crate) use check::{service_addresses, taken_by};
 pub use schema::*;
 pub use value::{At, Cidr, DnsName, KeyField, SecretField};
 
@@ -232,6 +234,35 @@ pub fn write_text(path: &Path, text: &str) -> Result<(), ConfigError> {
     })
 }
 
+/// Writes `config`, which differs from the config file at `path` (whose text is `text`)
+/// only in its top-level section `key`, by replacing that section's text: the rest of the
+/// file keeps its comments and layout. When the edited text would not read back as
+/// `config`, the whole config is written out instead (under `comment`); whether the layout
+/// was kept.
+pub fn write_section(
+    path: &Path,
+    text: &str,
+    config: &StackConfig,
+    key: &str,
+    comment: &str,
+) -> Result<bool, ConfigError> {
+    let invalid = |detail: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        detail,
+    };
+    check(config).map_err(invalid)?;
+    let rendered = render(config, comment).map_err(invalid)?;
+    let new = section::section(&rendered, key).unwrap_or_default();
+    let edited = section::replaced(text, key, &new);
+    if parse(path, &edited).ok().as_ref() == Some(config) {
+        write_text(path, &edited)?;
+        Ok(true)
+    } else {
+        write_text(path, &rendered)?;
+        Ok(false)
+    }
+}
+
 /// OpenBAO's API port.
 pub const OPENBAO_PORT: u16 = 8200;
 
@@ -407,6 +438,22 @@ pub fn read_text(path: &Path) -> Result<String, ConfigError> {
 
 /// Parses and checks config text; `path` names it in errors.
 pub fn parse(path: &Path, text: &str) -> Result<StackConfig, ConfigError> {
+    match parse_unchecked(path, text)? {
+        (config, None) => Ok(config),
+        (_, Some(detail)) => Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            detail,
+        }),
+    }
+}
+
+/// Parses config text, each value checked as it is read, and gives beside it what the
+/// checks that compare fields refuse (placed at its line and column), if anything: for
+/// `foundry network validate`, which reports each problem as a check of its own.
+pub fn parse_unchecked(
+    path: &Path,
+    text: &str,
+) -> Result<(StackConfig, Option<String>), ConfigError> {
     let blank = text
         .lines()
         .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
@@ -445,8 +492,8 @@ pub fn parse(path: &Path, text: &str) -> Result<StackConfig, ConfigError> {
         detail,
     };
     references_in(text).map_err(invalid)?;
-    check::stack(&config).map_err(|e| invalid(e.placed(text)))?;
-    Ok(config)
+    let refused = check::stack(&config).err().map(|e| e.placed(text));
+    Ok((config, refused))
 }
 
 /// A secret reference in the config text, and where it stands.

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use add::{AddRequest, Added, HostKeyCheck, add, check_host_key};
 /// How `host add` logs in the first time.
 pub use foundry_activities::ssh::Login;
+pub(crate) use list::each_host;
 pub use list::{HostStatus, status};
 pub use ssh::{SshCommand, ssh_command};
 

@@ -11,6 +11,7 @@ mod install;
 pub mod keys;
 pub mod lab;
 pub mod local;
+pub mod network;
 pub mod openbao;
 pub mod registry;
 pub mod secret_ref;

@@ -6,6 +6,7 @@ pub mod dns;
 pub mod drive;
 pub mod host;
 pub mod lab;
+pub mod network;
 pub mod openbao;
 pub mod registry;
 pub mod secret;

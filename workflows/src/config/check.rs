@@ -289,49 +289,63 @@ fn once<'a>(
 
 /// The VIP is no address in use: not the gateway, a host's or a service's.
 fn unused(config: &StackConfig, field: &str, vip: &At<Ipv4Addr>) -> Result<(), String> {
-    let taken = |what: String| {
-        Err(format!(
+    match taken_by(config, vip.value) {
+        Some(what) => Err(format!(
             "{}{field} {} is {what}: the VIP must be an unused address",
             vip.place(),
             vip.value
-        ))
-    };
+        )),
+        None => Ok(()),
+    }
+}
+
+/// What the config gives `address` to already: the gateway, a host (`host `x`'s
+/// address`) or a service (`components.dns.addresses.external`); none when nothing.
+pub(crate) fn taken_by(config: &StackConfig, address: Ipv4Addr) -> Option<String> {
     if let Some(network) = &config.network
-        && network.gateway.value == vip.value
+        && network.gateway.value == address
     {
-        return taken("the gateway's address".into());
+        return Some("the gateway's address".into());
     }
     if let Some(host) = config
         .hosts
         .iter()
-        .find(|h| h.address == vip.value.to_string())
+        .find(|h| h.address == address.to_string())
     {
-        return taken(format!("host `{}`'s address", host.name));
+        return Some(format!("host `{}`'s address", host.name));
     }
-    if let Some(components) = &config.components {
-        for (name, service) in [
-            ("openbao", &components.openbao),
-            ("dns", &components.dns),
-            ("zot", &components.zot),
-        ] {
-            let addresses = service
-                .address
-                .iter()
-                .map(|a| ("address".to_string(), a))
-                .chain(
-                    service
-                        .addresses
-                        .iter()
-                        .map(|(role, a)| (format!("addresses.{role}"), a)),
-                );
-            for (what, address) in addresses {
-                if address.value == vip.value {
-                    return taken(format!("components.{name}.{what}"));
-                }
-            }
+    service_addresses(config)
+        .into_iter()
+        .find(|(_, a)| *a == address)
+        .map(|(what, _)| what)
+}
+
+/// Every address the config gives a service, with its field (`components.dns.address`).
+pub(crate) fn service_addresses(config: &StackConfig) -> Vec<(String, Ipv4Addr)> {
+    let Some(components) = &config.components else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for (name, service) in [
+        ("openbao", &components.openbao),
+        ("dns", &components.dns),
+        ("zot", &components.zot),
+    ] {
+        let addresses = service
+            .address
+            .iter()
+            .map(|a| ("address".to_string(), a))
+            .chain(
+                service
+                    .addresses
+                    .iter()
+                    .map(|(role, a)| (format!("addresses.{role}"), a)),
+            );
+        for (what, address) in addresses {
+            found.push((format!("components.{name}.{what}"), address.value));
         }
     }
-    Ok(())
+    found
 }
 
 fn hosts(config: &StackConfig) -> Result<(), Invalid> {

@@ -33,22 +33,7 @@ pub struct HostStatus {
 
 /// Each host of `config`, in order, each given at most `timeout`.
 pub async fn status(config: &StackConfig, timeout: Duration) -> Vec<HostStatus> {
-    let gate = Arc::new(Semaphore::new(CONCURRENCY));
-    let mut set = JoinSet::new();
-    for (i, entry) in config.hosts.iter().cloned().enumerate() {
-        let gate = gate.clone();
-        let target = config.ssh_target(&entry);
-        set.spawn(async move {
-            let _permit = gate.acquire_owned().await;
-            (i, one(entry, target, timeout).await)
-        });
-    }
-    let mut found: Vec<Option<HostStatus>> = vec![None; config.hosts.len()];
-    while let Some(joined) = set.join_next().await {
-        if let Ok((i, status)) = joined {
-            found[i] = Some(status);
-        }
-    }
+    let found = each_host(config, move |entry, target| one(entry, target, timeout)).await;
     found
         .into_iter()
         .zip(&config.hosts)
@@ -56,6 +41,39 @@ pub async fn status(config: &StackConfig, timeout: Duration) -> Vec<HostStatus> 
             s.unwrap_or_else(|| unreachable_status(entry, "the check stopped".into()))
         })
         .collect()
+}
+
+/// `ask` of each host of `config` (its entry, and how to reach it over SSH), every host at
+/// once but at most [`CONCURRENCY`] at a time; the answers in the config's order, none
+/// where the task stopped.
+pub(crate) async fn each_host<T, F, Fut>(config: &StackConfig, ask: F) -> Vec<Option<T>>
+where
+    F: Fn(HostEntry, Result<SshTarget, TargetError>) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let gate = Arc::new(Semaphore::new(CONCURRENCY));
+    let mut set = JoinSet::new();
+    for (i, entry) in config.hosts.iter().cloned().enumerate() {
+        let gate = gate.clone();
+        let target = config.ssh_target(&entry);
+        let asked = ask(entry, target);
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            (i, asked.await)
+        });
+    }
+    let mut found: Vec<Option<T>> = std::iter::repeat_with(|| None)
+        .take(config.hosts.len())
+        .collect();
+    while let Some(joined) = set.join_next().await {
+        if let Ok((i, answer)) = joined
+            && let Some(slot) = found.get_mut(i)
+        {
+            *slot = Some(answer);
+        }
+    }
+    found
 }
 
 fn unreachable_status(entry: &HostEntry, error: String) -> HostStatus {

@@ -1,0 +1,114 @@
+//! Whether anything answers at an address on a host's network, asked from that host: the
+//! host's own addresses, then `ping` where it is installed, then ARP: a request on a raw
+//! socket (as root or through sudo), else through the kernel (a datagram toward the
+//! address makes the host ask who has it; a neighbour entry with a hardware address is an
+//! answer). ARP answers even where a firewall drops pings. No answer within 1.5 s (three
+//! requests, where a neighbour on the link answers in milliseconds) means free.
+
+use std::net::Ipv4Addr;
+
+use foundry_activities::ssh::SshTarget;
+
+/// Prints `self`, `ping`, `arp <what answered>` for an answer, `free`, or `missing
+/// <command>`. Needs iproute2 and python3 (Foundry's base packages). Arguments: the
+/// address, and [`RAW_ARP`]. A raw ARP request needs root (or sudo); without it the
+/// kernel's neighbour table is read instead, where an entry the host may not flush (no
+/// `CAP_NET_ADMIN`) still counts as an answer while it lasts.
+const PROBE: &str = r#"set -u
+a="$1"
+for c in ip python3; do command -v "$c" >/dev/null 2>&1 || { echo "missing $c"; exit 0; }; done
+if ip -4 -o addr show | grep -q "inet $a/"; then echo self; exit 0; fi
+if command -v ping >/dev/null 2>&1 && ping -c 1 -W 1 "$a" >/dev/null 2>&1; then echo ping; exit 0; fi
+dev=$(ip -4 -o route get "$a" 2>/dev/null | sed -n 's/.* dev \([^ ]*\).*/\1/p')
+if [ -n "$dev" ]; then
+  if [ "$(id -u)" = 0 ]; then r=$(python3 -c "$2" "$a" "$dev" 2>/dev/null); else r=$(sudo -n python3 -c "$2" "$a" "$dev" 2>/dev/null); fi
+  case "$r" in
+    none) echo free; exit 0 ;;
+    ??:??:??:??:??:??) echo "arp $a is at $r"; exit 0 ;;
+  esac
+fi
+sudo -n ip neigh flush to "$a" >/dev/null 2>&1 || ip neigh flush to "$a" >/dev/null 2>&1 || true
+python3 -c 'import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"", (sys.argv[1], 9))' "$a" 2>/dev/null || true
+i=0
+n=""
+while [ "$i" -lt 15 ]; do
+  n=$(ip -4 neigh show to "$a")
+  case "$n" in
+    *lladdr*REACHABLE*|*lladdr*PERMANENT*|*lladdr*NOARP*) echo "arp $n"; exit 0 ;;
+    *FAILED*) echo free; exit 0 ;;
+  esac
+  sleep 0.1
+  i=$((i + 1))
+done
+case "$n" in
+  *lladdr*) echo "arp $n" ;;
+  *) echo free ;;
+esac
+"#;
+
+/// An ARP request for the address (argument 1) on the interface (argument 2), sent three
+/// times over 1.5 s on a raw socket: prints the MAC that answers, or `none`.
+const RAW_ARP: &str = r#"import fcntl, socket, struct, sys, time
+target, dev = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+s.bind((dev, 0))
+mine = s.getsockname()[4]
+try:
+    inet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    src = fcntl.ioctl(inet.fileno(), 0x8915, struct.pack("256s", dev[:15].encode()))[20:24]
+except OSError:
+    src = bytes(4)
+tpa = socket.inet_aton(target)
+arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mine, src, bytes(6), tpa)
+frame = b"\xff" * 6 + mine + b"\x08\x06" + arp
+s.settimeout(0.1)
+start = time.monotonic()
+sent = 0
+while time.monotonic() - start < 1.5:
+    if sent < 3 and time.monotonic() - start >= sent * 0.5:
+        s.send(frame)
+        sent += 1
+    try:
+        data = s.recv(128)
+    except socket.timeout:
+        continue
+    if len(data) >= 42 and data[12:14] == b"\x08\x06" and data[20:22] == b"\x00\x02" and data[28:32] == tpa:
+        print(":".join("%02x" % b for b in data[22:28]))
+        sys.exit(0)
+print("none")
+"#;
+
+/// What answered at `address`, asked from `host` (reached as `target`); none when nothing
+/// did.
+pub(super) async fn answers(
+    host: &str,
+    target: &SshTarget,
+    address: Ipv4Addr,
+) -> Result<Option<String>, String> {
+    let address = address.to_string();
+    let out = super::run_on(
+        target,
+        &["sh", "-c", PROBE, "foundry-probe", &address, RAW_ARP],
+    )
+    .await
+    .map_err(|e| format!("probing {address} from {host}: {e}"))?;
+    let said = String::from_utf8_lossy(&out).trim().to_string();
+    Ok(
+        match said.split_once(' ').map_or(said.as_str(), |(w, _)| w) {
+            "free" => None,
+            "missing" => {
+                return Err(format!(
+                    "probing {address} from {host}: `{}` is not installed there (`foundry host configure` installs it)",
+                    said.trim_start_matches("missing ").trim()
+                ));
+            }
+            "self" => Some(format!("{host} holds {address} itself")),
+            "ping" => Some(format!("{address} answered a ping from {host}")),
+            "arp" => Some(format!(
+                "{address} answered ARP from {host}: {}",
+                said.trim_start_matches("arp ").trim()
+            )),
+            _ => return Err(format!("probing {address} from {host}: it said `{said}`")),
+        },
+    )
+}

@@ -1,0 +1,421 @@
+//! `network validate`: each address the stack needs is set, the VIP is unique and nothing
+//! answers at it (probed from a host), no static address lies in the DHCP range, every host
+//! answers over SSH, and the DNS server answers for the infrastructure zones once it runs.
+//! One check per line, each saying what it looked at and where.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::{self, StackConfig};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Fail,
+    /// Not checked, and why is in the detail (DNS before PowerDNS runs).
+    Skip,
+}
+
+/// One check's verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// `required`, `config`, `vip-unique`, `static-outside-dhcp`, `reachable`,
+    /// `vip-unused` or `dns`.
+    pub check: &'static str,
+    /// What was checked: a field, a host, an address, a zone.
+    pub subject: String,
+    pub status: Status,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl Check {
+    fn new(
+        check: &'static str,
+        subject: impl Into<String>,
+        status: Status,
+        detail: impl Into<String>,
+    ) -> Check {
+        Check {
+            check,
+            subject: subject.into(),
+            status,
+            detail: detail.into(),
+            hint: None,
+        }
+    }
+
+    fn hint(mut self, hint: impl Into<String>) -> Check {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+const PLAN_HINT: &str =
+    "`foundry network plan --write` proposes the network section from what the hosts report";
+
+/// Every check of `config`; `refused` is what the config's own checks refuse in it, if
+/// anything. Each host is given `timeout` to answer.
+pub async fn validate(
+    config: &StackConfig,
+    refused: Option<&str>,
+    timeout: Duration,
+) -> Vec<Check> {
+    let mut checks = Vec::new();
+    checks.push(match refused {
+        None => Check::new(
+            "config",
+            "stack config",
+            Status::Pass,
+            "its own checks pass",
+        ),
+        Some(e) => Check::new("config", "stack config", Status::Fail, e),
+    });
+    checks.extend(required(config));
+    checks.extend(vip_unique(config));
+    checks.extend(outside_dhcp(config));
+    let reached = async {
+        let hosts = crate::host::status(config, timeout).await;
+        let prober = hosts.iter().filter(|h| h.reachable).find_map(|h| {
+            let target = config.ssh_target(config.host(&h.host)?).ok()?;
+            Some((h.host.clone(), target))
+        });
+        let probed = vip_unused(config, prober).await;
+        (hosts, probed)
+    };
+    let ((hosts, probed), dns) = tokio::join!(reached, dns(config));
+    for h in &hosts {
+        let login = format!("{}@{}:{}", h.user, h.address, h.port);
+        checks.push(match (&h.error, h.latency_ms) {
+            (None, Some(ms)) => Check::new(
+                "reachable",
+                &h.host,
+                Status::Pass,
+                format!("{login}, a command in {ms} ms"),
+            ),
+            (error, _) => Check::new(
+                "reachable",
+                &h.host,
+                Status::Fail,
+                format!("{login}: {}", error.as_deref().unwrap_or("no answer")),
+            )
+            .hint("`foundry host list` asks each host; `foundry host add NAME` records its key"),
+        });
+    }
+    checks.push(probed);
+    checks.extend(dns);
+    checks
+}
+
+fn vip(config: &StackConfig) -> Option<Ipv4Addr> {
+    config.network.as_ref()?.k8s_vip.as_ref().map(|v| v.value)
+}
+
+/// Each address the stack needs, set: the gateway, the subnet, the DHCP range, the VIP,
+/// and a host for each infrastructure service.
+fn required(config: &StackConfig) -> Vec<Check> {
+    let check = |field: &str, value: Option<String>| match value {
+        Some(v) => Check::new("required", format!("network.{field}"), Status::Pass, v),
+        None => Check::new(
+            "required",
+            format!("network.{field}"),
+            Status::Fail,
+            "not set",
+        )
+        .hint(PLAN_HINT),
+    };
+    let n = config.network.as_ref();
+    let mut checks = vec![
+        check("gateway", n.map(|n| n.gateway.value.to_string())),
+        check("subnet", n.and_then(|n| n.cidr()).map(|c| c.to_string())),
+        check(
+            "dhcp_range",
+            n.and_then(|n| n.dhcp_range.as_ref())
+                .map(|r| format!("{}-{}", r.start.value, r.end.value)),
+        ),
+        check("k8s_vip", vip(config).map(|v| v.to_string())),
+    ];
+    for (list, entries) in [
+        ("openbao_hosts", n.map(|n| &n.openbao_hosts)),
+        ("dns_hosts", n.map(|n| &n.dns_hosts)),
+        ("zot_hosts", n.map(|n| &n.zot_hosts)),
+    ] {
+        let placed: Vec<String> = entries
+            .into_iter()
+            .flatten()
+            .map(|e| match config.host_named_or_at(&e.value) {
+                Some(h) => format!("{} ({})", h.name, h.address),
+                None => format!("{} (not under hosts:)", e.value),
+            })
+            .collect();
+        checks.push(check(list, (!placed.is_empty()).then(|| placed.join(", "))));
+    }
+    checks
+}
+
+/// The VIP is no address the config gives anything else.
+fn vip_unique(config: &StackConfig) -> Option<Check> {
+    let vip = vip(config)?;
+    Some(match config::taken_by(config, vip) {
+        Some(what) => Check::new(
+            "vip-unique",
+            vip.to_string(),
+            Status::Fail,
+            format!("it is {what}"),
+        )
+        .hint("the VIP must be an address nothing else has: `foundry network plan` proposes one"),
+        None => Check::new(
+            "vip-unique",
+            vip.to_string(),
+            Status::Pass,
+            "no host, service or the gateway has it",
+        ),
+    })
+}
+
+/// No static address (the gateway, a host's, a service's, the VIP) lies in the DHCP range:
+/// a DHCP client could be given it.
+fn outside_dhcp(config: &StackConfig) -> Vec<Check> {
+    let Some(range) = config.network.as_ref().and_then(|n| n.dhcp_range.as_ref()) else {
+        return Vec::new();
+    };
+    let (start, end) = (range.start.value, range.end.value);
+    let shown = format!("{start}-{end}");
+    let mut statics: Vec<(String, Ipv4Addr)> = Vec::new();
+    if let Some(n) = &config.network {
+        statics.push(("network.gateway".into(), n.gateway.value));
+    }
+    statics.extend(
+        config
+            .hosts
+            .iter()
+            .filter_map(|h| Some((format!("host {}", h.name), h.address.parse().ok()?))),
+    );
+    statics.extend(config::service_addresses(config));
+    statics.extend(vip(config).map(|v| ("network.k8s_vip".to_string(), v)));
+    let inside: Vec<Check> = statics
+        .iter()
+        .filter(|(_, a)| (start..=end).contains(a))
+        .map(|(what, a)| {
+            Check::new(
+                "static-outside-dhcp",
+                format!("{what} {a}"),
+                Status::Fail,
+                format!("lies in the DHCP range {shown}: a DHCP client could be given it"),
+            )
+            .hint("move the DHCP range, or the address: `foundry network plan` proposes a range that holds none")
+        })
+        .collect();
+    if inside.is_empty() {
+        vec![Check::new(
+            "static-outside-dhcp",
+            shown,
+            Status::Pass,
+            format!("none of {} static addresses lies in it", statics.len()),
+        )]
+    } else {
+        inside
+    }
+}
+
+/// Nothing answers at the VIP, asked from `prober` (a host that answered).
+async fn vip_unused(
+    config: &StackConfig,
+    prober: Option<(String, foundry_activities::ssh::SshTarget)>,
+) -> Check {
+    let Some(vip) = vip(config) else {
+        return Check::new(
+            "vip-unused",
+            "network.k8s_vip",
+            Status::Skip,
+            "no VIP to probe",
+        );
+    };
+    let Some((host, target)) = prober else {
+        return Check::new(
+            "vip-unused",
+            vip.to_string(),
+            Status::Skip,
+            "no host answered to probe it from",
+        );
+    };
+    match super::probe::answers(&host, &target, vip).await {
+        Ok(None) => Check::new(
+            "vip-unused",
+            vip.to_string(),
+            Status::Pass,
+            format!("nothing answers at it (probed from {host})"),
+        ),
+        Ok(Some(said)) => Check::new("vip-unused", vip.to_string(), Status::Fail, said)
+            .hint("something holds that address: `foundry network plan` proposes a free one"),
+        Err(e) => Check::new("vip-unused", vip.to_string(), Status::Fail, e),
+    }
+}
+
+/// How long one try waits for the DNS server, and how many tries.
+const DNS_WAIT: Duration = Duration::from_secs(1);
+const DNS_TRIES: u32 = 2;
+
+/// The DNS server the config places answers each infrastructure zone's SOA; skipped, with
+/// a note, while nothing answers DNS there (PowerDNS not installed yet).
+async fn dns(config: &StackConfig) -> Vec<Check> {
+    let address = config
+        .components
+        .as_ref()
+        .and_then(|c| c.dns.address.as_ref())
+        .map(|a| a.value);
+    let Some(address) = address else {
+        return vec![Check::new(
+            "dns",
+            "components.dns.address",
+            Status::Skip,
+            "the config places no DNS server",
+        )];
+    };
+    let zones: Vec<String> = config
+        .dns
+        .iter()
+        .flat_map(|d| d.infrastructure_zones.iter().map(|z| z.name.canonical()))
+        .collect();
+    if zones.is_empty() {
+        return vec![Check::new(
+            "dns",
+            address.to_string(),
+            Status::Skip,
+            "the config declares no infrastructure zone to ask for",
+        )];
+    }
+    let server = SocketAddr::from((address, 53));
+    let soa = foundry_activities::dns::type_code("SOA").unwrap_or(6);
+    let mut checks = Vec::new();
+    for zone in zones {
+        let subject = format!("{zone} at {address}");
+        let asked = foundry_activities::dns::ask(server, &zone, soa, DNS_WAIT, DNS_TRIES).await;
+        checks.push(match asked {
+            Err(e) if e.transient && checks.is_empty() => {
+                return vec![silent(config, address, &zone, e.message).await];
+            }
+            Err(e) => Check::new("dns", subject, Status::Fail, e.message),
+            Ok(reply) => match reply.answers.iter().find(|r| r.rtype == "SOA") {
+                Some(record) if reply.rcode == "NOERROR" => Check::new(
+                    "dns",
+                    subject,
+                    Status::Pass,
+                    format!("SOA {}", record.value),
+                ),
+                _ => Check::new(
+                    "dns",
+                    subject,
+                    Status::Fail,
+                    format!("answered {} with no SOA for the zone", reply.rcode),
+                )
+                .hint("`foundry component install dns` makes the zones the config declares"),
+            },
+        });
+    }
+    checks
+}
+
+/// The verdict when the internal server gives no answer: PowerDNS is down when another of
+/// its servers (external, recursor) answers, else not installed yet.
+async fn silent(config: &StackConfig, address: Ipv4Addr, zone: &str, why: String) -> Check {
+    let soa = foundry_activities::dns::type_code("SOA").unwrap_or(6);
+    let others: Vec<(String, Ipv4Addr)> = config
+        .components
+        .iter()
+        .flat_map(|c| c.dns.addresses.iter())
+        .map(|(role, a)| (role.clone(), a.value))
+        .collect();
+    for (role, other) in others {
+        let server = SocketAddr::from((other, 53));
+        if foundry_activities::dns::ask(server, zone, soa, DNS_WAIT, 1)
+            .await
+            .is_ok()
+        {
+            return Check::new(
+                "dns",
+                address.to_string(),
+                Status::Fail,
+                format!("the internal server gives no answer, but the {role} server at {other} does: {why}"),
+            )
+            .hint("`foundry component status dns` shows its containers");
+        }
+    }
+    Check::new(
+        "dns",
+        address.to_string(),
+        Status::Skip,
+        format!("nothing answers DNS there or at its other addresses: PowerDNS is not installed yet ({why})"),
+    )
+    .hint("`foundry component install dns` installs it")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack(text: &str) -> (StackConfig, Option<String>) {
+        config::parse_unchecked(std::path::Path::new("t.yaml"), text).expect("a config")
+    }
+
+    const HOSTS: &str =
+        "hosts:\n  - {name: a, address: 10.0.0.5}\n  - {name: b, address: 10.0.0.6}\n";
+
+    fn failing(checks: &[Check]) -> Vec<String> {
+        checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .map(|c| format!("{} {}", c.check, c.subject))
+            .collect()
+    }
+
+    #[test]
+    fn every_required_address_is_named_when_missing() {
+        let (config, refused) = stack(HOSTS);
+        assert_eq!(refused, None);
+        assert_eq!(
+            failing(&required(&config)),
+            [
+                "required network.gateway",
+                "required network.subnet",
+                "required network.dhcp_range",
+                "required network.k8s_vip",
+                "required network.openbao_hosts",
+                "required network.dns_hosts",
+                "required network.zot_hosts",
+            ]
+        );
+        assert!(vip_unique(&config).is_none() && outside_dhcp(&config).is_empty());
+    }
+
+    #[test]
+    fn a_vip_in_use_and_statics_in_the_dhcp_range_fail_by_name() {
+        let text = format!(
+            "{HOSTS}network:\n  subnet: 10.0.0.0/24\n  gateway: 10.0.0.1\n  dhcp_range: {{start: 10.0.0.6, end: 10.0.0.100}}\n  k8s_vip: 10.0.0.5\n  openbao_hosts: [a]\n  dns_hosts: [a]\n  zot_hosts: [zz]\n"
+        );
+        let (config, refused) = stack(&text);
+        assert!(refused.is_some(), "the config's own checks refuse it");
+        let unique = vip_unique(&config).expect("a VIP");
+        assert_eq!(unique.status, Status::Fail);
+        assert!(unique.detail.contains("host `a`"), "{}", unique.detail);
+        assert_eq!(
+            failing(&outside_dhcp(&config)),
+            ["static-outside-dhcp host b 10.0.0.6"]
+        );
+        let zot = required(&config)
+            .into_iter()
+            .find(|c| c.subject == "network.zot_hosts");
+        assert!(zot.is_some_and(|c| c.detail.contains("not under hosts:")));
+        let fine = text
+            .replace("start: 10.0.0.6", "start: 10.0.0.50")
+            .replace("k8s_vip: 10.0.0.5", "k8s_vip: 10.0.0.40");
+        let (config, _) = stack(&fine);
+        assert_eq!(vip_unique(&config).map(|c| c.status), Some(Status::Pass));
+        let outside = outside_dhcp(&config);
+        assert_eq!((outside.len(), outside[0].status), (1, Status::Pass));
+    }
+}
