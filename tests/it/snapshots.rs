@@ -103,7 +103,8 @@ fn help_texts() {
         );
     }
     human_snapshot!("help_stack", home.ok(&["stack", "--help"]));
-    for verb in ["install", "status", "validate"] {
+    human_snapshot!("help_setup", home.ok(&["setup", "--help"]));
+    for verb in ["install", "status", "validate", "plan"] {
         human_snapshot!(
             format!("help_stack_{verb}"),
             home.ok(&["stack", verb, "--help"])
