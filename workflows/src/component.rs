@@ -147,6 +147,10 @@ pub struct Placement {
     pub image: String,
     /// The image is the lab's, built on this machine when missing.
     pub build_image: bool,
+    /// How the image reaches the host's Engine (`components.<c>.image_source`), and the
+    /// registry mirror a pull goes through.
+    pub image_source: Option<foundry_activities::container::ImageSource>,
+    pub registry_mirror: Option<String>,
     /// The version `status` expects to find running, when the config names one.
     pub version: Option<String>,
 }
@@ -221,6 +225,8 @@ pub fn placement(stack: &StackConfig, component: Component) -> Result<Placement,
             .collect(),
         image,
         build_image,
+        image_source: service.image_source,
+        registry_mirror: service.registry_mirror.clone(),
         version: service.version.clone(),
     })
 }
@@ -265,6 +271,8 @@ pub fn install_input(
             name: name.into(),
             image: place.image.clone(),
             build_image: place.build_image,
+            image_source: place.image_source,
+            registry_mirror: place.registry_mirror.clone(),
             base_image: crate::lab::LAB_IMAGE.into(),
             network: place.network.clone(),
             ipv4: place.address.to_string(),
@@ -286,6 +294,8 @@ pub fn install_input(
             name: name.into(),
             image: place.image.clone(),
             build_image: place.build_image,
+            image_source: place.image_source,
+            registry_mirror: place.registry_mirror.clone(),
             base_image: crate::lab::LAB_IMAGE.into(),
             network: place.network.clone(),
             ipv4: place.address.to_string(),
@@ -358,6 +368,9 @@ pub(crate) fn dns_input(
         endpoint: place.endpoint.clone(),
         name: place.name.clone(),
         image: place.image.clone(),
+        build_image: place.build_image,
+        image_source: place.image_source,
+        registry_mirror: place.registry_mirror.clone(),
         mirror: crate::dns::DEFAULT_MIRROR.into(),
         network: place.network.clone(),
         internal_ipv4: place.address.to_string(),

@@ -45,6 +45,15 @@ pub struct RegistryInput {
     /// Build the image on this machine's Engine when it is missing (the lab's image).
     #[serde(default = "install::yes")]
     pub build_image: bool,
+    /// How the image reaches the Engine when it is not there: `pull` (by that Engine, from
+    /// its registry) or `load` (from this machine's Engine, through the endpoint); by
+    /// default `load` for an image built here and `pull` for any other.
+    #[serde(default)]
+    pub image_source: Option<foundry_activities::container::ImageSource>,
+    /// A registry (`host[:port][/prefix]`) the Engine pulls the image through instead of
+    /// its own registry.
+    #[serde(default)]
+    pub registry_mirror: Option<String>,
     #[serde(default = "install::lab_base_image")]
     pub base_image: String,
     /// The Docker network to join, and the fixed address on it.
@@ -143,8 +152,11 @@ impl Workflow for RegistryInstall {
         let build = input
             .build_image
             .then(|| build_step(&input.image, &input.base_image));
+        let source = install::source(input.build_image, input.image_source);
+        let delivery = (source, input.registry_mirror.clone());
+        let spec = input.spec();
         let container =
-            install::container(&ctx, "registry", &input.endpoint, build, input.spec()).await?;
+            install::container(&ctx, "registry", &input.endpoint, build, delivery, spec).await?;
         let ready = RegistryReady {
             addr: input.addr(),
             timeout_s: READY_TIMEOUT_S,
