@@ -84,18 +84,30 @@ pub fn own_engine(spec: &mut ContainerSpec, subnet: &str) {
 /// The lab's network inside the host's own Engine, so that a service the lab's config
 /// places there gets its address on the lab's network, reachable from this machine and
 /// every host: a macvlan network on the host's interface, with the lab's subnet and
-/// gateway, handing out addresses only from the services' range (`.240/28`).
-/// Arguments: container, network, subnet, gateway, range.
+/// gateway, handing out addresses only from the services' range (`.240/28`). A macvlan
+/// parent cannot reach its own children, so the host also gets a macvlan interface of its
+/// own (`foundry-shim`, at `.239`) routing that range: its Engine can then pull from the
+/// registry it runs. Arguments: container, network, subnet, gateway, range, shim address.
 const NETWORK: &str = r#"set -eu
-docker exec "$1" docker network inspect "$2" >/dev/null 2>&1 && exit 0
-docker exec "$1" docker network create --driver macvlan --opt parent=eth0 \
-  --subnet "$3" --gateway "$4" --ip-range "$5" "$2" >/dev/null
+docker exec "$1" docker network inspect "$2" >/dev/null 2>&1 ||
+  docker exec "$1" docker network create --driver macvlan --opt parent=eth0 \
+    --subnet "$3" --gateway "$4" --ip-range "$5" "$2" >/dev/null
+docker exec "$1" sh -c 'ip link show foundry-shim >/dev/null 2>&1 && exit 0
+ip link add foundry-shim link eth0 type macvlan mode bridge
+ip addr add "$1" dev foundry-shim
+ip link set foundry-shim up
+ip route add "$2" dev foundry-shim' foundry-lab-engine-shim "$6/32" "$5"
 "#;
+
+/// Exit status 0 when the network and the shim are both there. Argument: network.
+const NETWORK_PROBE: &str =
+    r#"docker network inspect "$1" >/dev/null && ip link show foundry-shim >/dev/null"#;
 
 /// The step that makes the lab's network in the host's Engine; its probe: it is there.
 pub fn network_step(container: &str, network: &str, subnet: &str, prefix: &str) -> RunCommand {
     let gateway = format!("{prefix}.1");
     let range = format!("{prefix}.240/28");
+    let shim = format!("{prefix}.239");
     let argv = [
         "sh",
         "-c",
@@ -106,11 +118,19 @@ pub fn network_step(container: &str, network: &str, subnet: &str, prefix: &str) 
         subnet,
         &gateway,
         &range,
+        &shim,
     ];
     let mut step = super::lab_command(argv.map(String::from).to_vec());
     step.probe = Some(
         [
-            "docker", "exec", container, "docker", "network", "inspect", network,
+            "docker",
+            "exec",
+            container,
+            "sh",
+            "-c",
+            NETWORK_PROBE,
+            "foundry-lab-engine-network",
+            network,
         ]
         .map(String::from)
         .to_vec(),
@@ -146,7 +166,8 @@ mod tests {
                 "foundry-lab-x",
                 "10.77.9.0/24",
                 "10.77.9.1",
-                "10.77.9.240/28"
+                "10.77.9.240/28",
+                "10.77.9.239"
             ]
         );
     }
