@@ -6,8 +6,10 @@
 //! the registry's (a build would have run its steps in containers of its own); this
 //! machine's Engine runs no registry of the lab's; the registry answers at its lab address.
 //! A second install loads nothing (the load step's probe finds the image). Pulls through
-//! that Engine: an image its registry does not have is a permanent error naming the image
-//! and the Engine; a registry it cannot reach is a transient one that says so. And the lab
+//! that Engine: an image pushed to the lab's registry is pulled through it as a mirror,
+//! under its upstream name, once; an image its registry does not have is a permanent error
+//! naming the image and the Engine; a registry it cannot reach is a transient one that
+//! says so. And the lab
 //! as it is otherwise, one Engine for both: a load finds the image there and moves nothing.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -157,6 +159,8 @@ fn lab_own_engine_host_gets_the_registry_image_by_the_load_path_once() {
 
     // Pulls through the host's Engine (which takes the lab's registry over plain HTTP).
     let endpoint = Endpoint::ssh(lab.targets[0].clone());
+    let mirror = format!("{address}:5000");
+    pulled_through_the_mirror(&rt, &host, &endpoint, &mirror);
     let absent = format!("{address}:5000/foundry/absent:1");
     let pull = PullImage {
         endpoint: endpoint.clone(),
@@ -179,7 +183,7 @@ fn lab_own_engine_host_gets_the_registry_image_by_the_load_path_once() {
     let mirrored = PullImage {
         endpoint: endpoint.clone(),
         image: "ghcr.io/foundry/absent:1".into(),
-        mirror: Some(format!("{address}:5000")),
+        mirror: Some(mirror.clone()),
     };
     let err = rt
         .block_on(mirrored.apply(&cx()))
@@ -203,6 +207,56 @@ fn lab_own_engine_host_gets_the_registry_image_by_the_load_path_once() {
         "{}",
         err.message
     );
+}
+
+/// An image loaded into the host's Engine and pushed from there to the lab's registry,
+/// then removed: named by an upstream registry, it is pulled through the lab's registry
+/// as the mirror, with the same id, under its own name; then found, not pulled again.
+fn pulled_through_the_mirror(
+    rt: &tokio::runtime::Runtime,
+    host: &str,
+    endpoint: &Endpoint,
+    mirror: &str,
+) {
+    let load = LoadImage {
+        source: engine(),
+        target: endpoint.clone(),
+        image: test_image().into(),
+    };
+    let loaded = rt.block_on(load.apply(&cx())).expect("loaded");
+    assert!(loaded.transferred);
+    let here = text(&docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{.Id}}",
+        test_image(),
+    ]));
+    assert_eq!(loaded.id, here);
+    let pushed = format!("{mirror}/foundry/busybox:1");
+    inside(host, &["tag", test_image(), &pushed]);
+    inside(host, &["push", &pushed]);
+    inside(host, &["rmi", test_image(), &pushed]);
+
+    let upstream = "ghcr.io/foundry/busybox:1";
+    let pull = PullImage {
+        endpoint: endpoint.clone(),
+        image: upstream.into(),
+        mirror: Some(mirror.into()),
+    };
+    assert_eq!(pull.pulled().expect("a reference"), pushed);
+    let first = rt
+        .block_on(pull.apply(&cx()))
+        .expect("pulled through the mirror");
+    assert!(first.transferred);
+    assert_eq!(first.id, here);
+    assert_eq!(
+        inside(host, &["image", "inspect", "-f", "{{.Id}}", upstream]),
+        here
+    );
+    let again = rt.block_on(pull.apply(&cx())).expect("found");
+    assert!(!again.transferred);
+    assert_eq!(again.id, here);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
