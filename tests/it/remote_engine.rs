@@ -38,13 +38,16 @@ fn inside(container: &str, args: &[&str]) -> String {
     text(&out)
 }
 
-/// What the host's Engine did since it started, as `TYPE ACTION NAME` lines.
+/// What the host's Engine did since it started, as `TYPE ACTION NAME` lines. `--until`
+/// is in whole seconds, so it is a second ahead (the Engine streams until then): what
+/// happened in the current second is included.
 fn events(container: &str) -> Vec<String> {
-    let until = SystemTime::now()
+    let until = (SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_secs()
-        .to_string();
+        + 1)
+    .to_string();
     inside(
         container,
         &[
