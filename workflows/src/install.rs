@@ -110,6 +110,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_image_built_here_is_loaded_and_any_other_pulled_unless_the_input_says() {
+        assert_eq!(source(true, None), ImageSource::Load);
+        assert_eq!(source(false, None), ImageSource::Pull);
+        assert_eq!(source(true, Some(ImageSource::Pull)), ImageSource::Pull);
+        assert_eq!(source(false, Some(ImageSource::Load)), ImageSource::Load);
+    }
+
+    #[test]
     fn names_and_addresses_are_checked() {
         assert_eq!(check_names(&[("name", "foundry-registry_1.a")]), Ok(()));
         assert_eq!(
