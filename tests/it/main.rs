@@ -25,6 +25,7 @@ mod openbao;
 mod openbao_own_tls;
 mod openbao_token;
 mod registry;
+mod remote_engine;
 mod retries;
 mod run_secrets;
 mod secrets;

@@ -629,6 +629,11 @@ pub mod lab {
         /// A lab of `hosts` hosts on a /24 no other lab uses; a subnet taken by a
         /// concurrent test is skipped (a bounded number of times).
         pub fn up(prefix: &str, hosts: usize) -> Lab {
+            Lab::up_with(prefix, hosts, &[])
+        }
+
+        /// As [`Lab::up`], with more options of `lab up` (`--own-engine`).
+        pub fn up_with(prefix: &str, hosts: usize, options: &[&str]) -> Lab {
             engine();
             let home = Home::new();
             let name = format!("{prefix}{:06x}", rand::random::<u32>() & 0xff_ffff);
@@ -636,9 +641,11 @@ pub mod lab {
             let mut last = String::new();
             for _ in 0..8 {
                 let subnet = format!("10.77.{}.0/24", 1 + rand::random::<u8>() % 250);
-                let out = home.run(&[
+                let mut args = vec![
                     "lab", "up", "--hosts", &count, "--name", &name, "--subnet", &subnet,
-                ]);
+                ];
+                args.extend(options);
+                let out = home.run(&args);
                 if out.status.success() {
                     return Lab::read(home, name);
                 }

@@ -621,6 +621,48 @@ mod tests {
     }
 
     #[test]
+    fn an_image_source_and_a_registry_mirror_are_read_and_checked() {
+        use foundry_activities::container::ImageSource;
+        let text = "components:\n  zot:\n    image: ghcr.io/project-zot/zot:v2.1.2\n    image_source: pull\n    registry_mirror: mirror.lan:5000/hub\n  dns:\n    image_source: load\n";
+        let config = parse(Path::new("x"), text).expect("parse");
+        let components = config.components.expect("components");
+        assert_eq!(components.zot.image_source, Some(ImageSource::Pull));
+        assert_eq!(
+            components.zot.registry_mirror.as_deref(),
+            Some("mirror.lan:5000/hub")
+        );
+        assert_eq!(components.dns.image_source, Some(ImageSource::Load));
+        assert_eq!(components.openbao.image_source, None);
+
+        let bad = err("components:\n  zot:\n    image_source: carry\n");
+        assert!(
+            bad.contains("line 3 column 19") && bad.contains("carry"),
+            "{bad}"
+        );
+        for mirror in [
+            "'-oProxyCommand=x'",
+            "mirror",
+            "mirror.lan/",
+            "'mirror.lan:x'",
+        ] {
+            let bad = err(&format!(
+                "components:\n  zot:\n    registry_mirror: {mirror}\n"
+            ));
+            assert!(
+                bad.contains("line 3 column 22") && bad.contains("is not a registry like"),
+                "{mirror}: {bad}"
+            );
+        }
+        let both = err(
+            "components:\n  zot:\n    image_source: load\n    registry_mirror: mirror.lan:5000\n",
+        );
+        assert!(
+            both.contains("line 4 column 22") && both.contains("pulls nothing"),
+            "{both}"
+        );
+    }
+
+    #[test]
     fn hosts_are_checked() {
         assert!(
             err("hosts:\n  - {name: 'a;rm -rf /', address: x}\n")

@@ -80,9 +80,21 @@ pub struct DnsInput {
     pub name: String,
     #[serde(default = "default_image")]
     pub image: String,
+    /// Build the image on this machine's Engine when it is missing (the lab's image).
+    #[serde(default = "crate::install::yes")]
+    pub build_image: bool,
     /// The Debian mirror the image is built from, when it is missing.
     #[serde(default = "default_mirror")]
     pub mirror: String,
+    /// How the image reaches the Engine when it is not there: `pull` (by that Engine, from
+    /// its registry) or `load` (from this machine's Engine, through the endpoint); by
+    /// default `load` for an image built here and `pull` for any other.
+    #[serde(default)]
+    pub image_source: Option<foundry_activities::container::ImageSource>,
+    /// A registry (`host[:port][/prefix]`) the Engine pulls the image through instead of
+    /// its own registry.
+    #[serde(default)]
+    pub registry_mirror: Option<String>,
     /// The Docker network the containers join, at these addresses.
     pub network: String,
     pub internal_ipv4: String,
@@ -404,8 +416,21 @@ impl Workflow for DnsInstall {
 
     async fn run(&self, ctx: Ctx, input: DnsInput) -> Result<DnsOutput, RunError> {
         refuse_older_image(&input.image)?;
-        ctx.step("image", &build_image(&input.image, &input.mirror))
-            .await?;
+        if input.build_image {
+            ctx.step("image", &build_image(&input.image, &input.mirror))
+                .await?;
+        }
+        let source = crate::install::source(input.build_image, input.image_source);
+        let mirror = input.registry_mirror.clone();
+        crate::install::deliver(
+            &ctx,
+            "image/deliver",
+            &input.endpoint,
+            &input.image,
+            source,
+            mirror,
+        )
+        .await?;
 
         let api_key = match (&input.api_key_from, &input.api_key) {
             (Some(from), _) => {

@@ -2,7 +2,10 @@
 //! a private Docker network, like kind or k3d for Kubernetes. The lab's image is built here
 //! from Debian's packages (debootstrap, then `docker import`): nothing is pulled. One host,
 //! the *engine host*, gets this machine's Docker Engine socket, so that containers can be
-//! managed on it through SSH as on a real server.
+//! managed on it through SSH as on a real server; or, with `own_engine`, a Docker Engine
+//! of its own (`lab/engine.rs`), so that installs and their images cross SSH for real.
+
+pub mod engine;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -57,6 +60,9 @@ exec /usr/sbin/sshd -D -e
 INIT
 chmod 0755 "$root/usr/local/sbin/foundry-lab-init"
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+# mktemp made it 0700, and the tarball's `.` gives `/` its mode on a storage driver that
+# keeps it (vfs).
+chmod 0755 "$root"
 tar -C "$root" -c . | docker import -c 'ENTRYPOINT ["/usr/local/sbin/foundry-lab-init"]' - "$image" >/dev/null
 "#;
 
@@ -65,6 +71,12 @@ tar -C "$root" -c . | docker import -c 'ENTRYPOINT ["/usr/local/sbin/foundry-lab
 /// which opens a forwarded socket as the logged-in user, may open it. Arguments: socket,
 /// user.
 const ENGINE_GROUP: &str = r#"set -eu
+i=0
+while [ ! -S "$1" ]; do
+  i=$((i + 1))
+  if [ "$i" -gt 600 ]; then echo "no Docker Engine socket at $1 after 60 s" >&2; exit 1; fi
+  sleep 0.1
+done
 gid=$(stat -c %g "$1")
 if getent group foundry-engine >/dev/null; then groupmod -o -g "$gid" foundry-engine; else groupadd -o -g "$gid" foundry-engine; fi
 usermod -aG foundry-engine "$2"
@@ -95,6 +107,10 @@ pub struct LabInput {
     /// The host (`host-2`) that gets the Docker Engine's socket; none if absent.
     #[serde(default)]
     pub engine_host: Option<String>,
+    /// The engine host runs a Docker Engine of its own instead of getting this machine's
+    /// socket.
+    #[serde(default)]
+    pub own_engine: bool,
 }
 
 /// One lab host, as the lab's host list records it.
@@ -109,6 +125,9 @@ pub struct LabHost {
     /// It has the Docker Engine's socket (the engine host).
     #[serde(default)]
     pub engine: bool,
+    /// Its Engine is its own, not this machine's.
+    #[serde(default)]
+    pub own_engine: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -342,6 +361,10 @@ impl Workflow for LabUp {
         ]);
         build.probe = Some(vec![s("docker"), s("image"), s("inspect"), s(LAB_IMAGE)]);
         ctx.step("image", &build).await?;
+        if lab.own_engine && lab.engine_host.is_some() {
+            ctx.step("engine-image", &engine::build_step(LAB_IMAGE))
+                .await?;
+        }
 
         let key = lab.key_path();
         let mut make_key = lab_command(vec![
@@ -404,6 +427,7 @@ async fn up_host(
     let host = format!("host-{i}");
     let address = format!("{prefix}.{}", 10 + i);
     let engine = lab.engine_host.as_deref() == Some(host.as_str());
+    let own_engine = engine && lab.own_engine;
     // The Engine creates it for the bind; the host's init writes its host key there.
     let out_dir = lab.dir.join("hosts").join(&host);
     let mut spec = ContainerSpec {
@@ -432,7 +456,10 @@ async fn up_host(
         Endpoint::Local { socket } => socket.display().to_string(),
         Endpoint::Ssh { socket, .. } => socket.clone(),
     };
-    if engine {
+    if own_engine {
+        spec.labels.insert(ENGINE_LABEL.into(), "1".into());
+        engine::own_engine(&mut spec, &lab.subnet);
+    } else if engine {
         spec.labels.insert(ENGINE_LABEL.into(), "1".into());
         spec.binds.push(format!("{socket}:{ENGINE_SOCKET}"));
     }
@@ -464,6 +491,10 @@ async fn up_host(
         let mut group = lab_command(exec(ENGINE_GROUP));
         group.probe = Some(exec(ENGINE_GROUP_PROBE));
         ctx.step("engine-group", &group).await?;
+        if own_engine {
+            let network = engine::network_step(&container, &lab.network(), &lab.subnet, prefix);
+            ctx.step("engine-network", &network).await?;
+        }
     }
     let host_key = ctx
         .step(
@@ -480,6 +511,7 @@ async fn up_host(
         user: LAB_USER.into(),
         port: 22,
         engine,
+        own_engine,
         host_key: host_key
             .split_whitespace()
             .take(2)
@@ -649,6 +681,7 @@ mod prefix_tests {
             config: "/tmp/t.yaml".into(),
             mirror: String::new(),
             engine_host: None,
+            own_engine: false,
         };
         assert_eq!(lab("10.77.3.0/24").prefix().as_deref(), Ok("10.77.3"));
         for bad in [

@@ -81,6 +81,15 @@ pub struct OpenbaoInput {
     /// Build the image on this machine's Engine when it is missing (the lab's image).
     #[serde(default = "crate::install::yes")]
     pub build_image: bool,
+    /// How the image reaches the Engine when it is not there: `pull` (by that Engine, from
+    /// its registry) or `load` (from this machine's Engine, through the endpoint); by
+    /// default `load` for an image built here and `pull` for any other.
+    #[serde(default)]
+    pub image_source: Option<foundry_activities::container::ImageSource>,
+    /// A registry (`host[:port][/prefix]`) the Engine pulls the image through instead of
+    /// its own registry.
+    #[serde(default)]
+    pub registry_mirror: Option<String>,
     #[serde(default = "crate::install::lab_base_image")]
     pub base_image: String,
     /// The Docker network to join, and the fixed address on it.
@@ -309,7 +318,10 @@ impl Workflow for OpenbaoInstall {
             .build_image
             .then(|| build_step(&input.image, &input.base_image));
         let spec = input.spec(&cert);
-        let container = install::container(&ctx, "openbao", &input.endpoint, build, spec).await?;
+        let source = install::source(input.build_image, input.image_source);
+        let delivery = (source, input.registry_mirror.clone());
+        let container =
+            install::container(&ctx, "openbao", &input.endpoint, build, delivery, spec).await?;
         let ready = BaoReady {
             addr: addr.clone(),
             timeout_s: READY_TIMEOUT_S,

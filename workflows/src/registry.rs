@@ -69,6 +69,15 @@ pub struct RegistryInput {
     /// already (`registry/image` refuses to go on without it).
     #[serde(default)]
     pub build_image: bool,
+    /// How the image reaches the Engine when it is not there: `pull` (by that Engine, from
+    /// its registry) or `load` (from this machine's Engine, through the endpoint); by
+    /// default `load` for an image built here and `pull` for any other.
+    #[serde(default)]
+    pub image_source: Option<foundry_activities::container::ImageSource>,
+    /// A registry (`host[:port][/prefix]`) the Engine pulls the image through instead of
+    /// its own registry.
+    #[serde(default)]
+    pub registry_mirror: Option<String>,
     #[serde(default = "install::lab_base_image")]
     pub base_image: String,
     /// The Docker network to join, and the fixed address on it.
@@ -251,9 +260,13 @@ impl Workflow for RegistryInstall {
             uid: 0,
             gid: 0,
         };
+        let delivery = (
+            install::source(input.build_image, input.image_source),
+            input.registry_mirror.clone(),
+        );
+        let spec = input.spec(config);
         let container =
-            install::container(&ctx, "registry", &input.endpoint, build, input.spec(config))
-                .await?;
+            install::container(&ctx, "registry", &input.endpoint, build, delivery, spec).await?;
         let ready = RegistryReady {
             addr: input.addr(),
             timeout_s: READY_TIMEOUT_S,

@@ -66,6 +66,15 @@ pub struct ContainerSpec {
     /// Left out of the serialized spec when empty, as `ports` is.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, ContainerFile>,
+    /// Capabilities added and dropped (`ALL`, `SYS_ADMIN`), and security options
+    /// (`seccomp=unconfined`): what a container that runs containers needs where
+    /// `privileged` cannot be had. Left out of the serialized spec when empty, as `ports`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_opt: Vec<String>,
 }
 
 /// A file of this machine to put into a container.
@@ -174,6 +183,9 @@ impl ContainerSpec {
             host_config: Some(HostConfig {
                 network_mode: self.network.clone(),
                 privileged: Some(self.privileged),
+                cap_add: (!self.cap_add.is_empty()).then(|| self.cap_add.clone()),
+                cap_drop: (!self.cap_drop.is_empty()).then(|| self.cap_drop.clone()),
+                security_opt: (!self.security_opt.is_empty()).then(|| self.security_opt.clone()),
                 binds: (!self.binds.is_empty()).then(|| self.binds.clone()),
                 tmpfs: (!self.tmpfs.is_empty()).then(|| self.tmpfs.clone().into_iter().collect()),
                 port_bindings,
@@ -538,6 +550,9 @@ mod tests {
             secret_env: BTreeMap::new(),
             ports: BTreeMap::new(),
             files: BTreeMap::new(),
+            cap_add: Vec::new(),
+            cap_drop: Vec::new(),
+            security_opt: Vec::new(),
         }
     }
 
@@ -552,6 +567,17 @@ mod tests {
             .secret_env
             .insert("PDNS_API_KEY".into(), SecretRef("local:dns/api-key".into()));
         assert_eq!(secret.hash(), "0cb1fc16174d53bf5aa230f3");
+    }
+
+    #[test]
+    fn capabilities_and_security_options_are_in_the_hash_only_when_given() {
+        let mut confined = full();
+        confined.cap_add = vec!["ALL".into()];
+        assert_ne!(confined.hash(), full().hash());
+        let json = serde_json::to_value(full()).expect("json");
+        for field in ["cap_add", "cap_drop", "security_opt"] {
+            assert!(json.get(field).is_none(), "{field}");
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub use ensure::{
     SECRET_REF_LABEL_PREFIX, SPEC_HASH_LABEL, secret_ref_of,
 };
 pub use exec::{ExecOutput, ExecStream, StderrHandle};
-pub use image::{EnsureImage, ImageOutput};
+pub use image::{EnsureImage, ImageOutput, ImageSource, LoadImage, PullImage, Reference};
 pub use labelled::{Labelled, RemoveLabelled, Removed, labelled_state, list_labelled};
 pub use network::{EnsureNetwork, NetworkOutput, connect, disconnect, overlapping, subnets};
 

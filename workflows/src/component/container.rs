@@ -44,6 +44,10 @@ pub struct ContainerPlacement {
     pub image: String,
     /// The image is the lab's, built on this machine when missing.
     pub build_image: bool,
+    /// How the image reaches the host's Engine (`components.<c>.image_source`), and the
+    /// registry mirror a pull goes through.
+    pub image_source: Option<foundry_activities::container::ImageSource>,
+    pub registry_mirror: Option<String>,
     /// The version `status` expects to find running, when the config names one.
     pub version: Option<String>,
 }
@@ -117,6 +121,8 @@ pub fn place(stack: &StackConfig, site: Site) -> Result<ContainerPlacement, Comp
             .collect(),
         image,
         build_image,
+        image_source: service.image_source,
+        registry_mirror: service.registry_mirror.clone(),
         version: service.version.clone(),
     })
 }

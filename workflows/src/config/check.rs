@@ -162,6 +162,15 @@ pub(super) fn stack(config: &StackConfig) -> Result<(), Invalid> {
             if let Some(tls) = &service.tls {
                 own_tls(name, tls)?;
             }
+            if service.image_source == Some(foundry_activities::container::ImageSource::Load)
+                && service.registry_mirror.is_some()
+            {
+                return Err(at(field_path!["components", name, "registry_mirror"])(
+                    format!(
+                        "components.{name}: a registry mirror is where the host's engine pulls from, and `image_source: load` pulls nothing: drop one of them"
+                    ),
+                ));
+            }
             if service.image.is_some() && service.image_tag.is_some() {
                 return Err(at(field_path!["components", name, "image"])(format!(
                     "components.{name}: give `image` (a whole image name) or `image_tag` (the default image's tag), not both"

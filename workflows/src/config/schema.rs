@@ -195,6 +195,22 @@ pub struct Service {
         skip_serializing_if = "Option::is_none"
     )]
     pub image_tag: Option<String>,
+    /// How the image reaches the host's container engine: `pull` (the engine pulls it
+    /// from its registry) or `load` (Foundry carries it from this machine's engine, for
+    /// an air-gapped host); by default `load` for the lab's images, built here, and `pull`
+    /// for any image the config names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_source: Option<foundry_activities::container::ImageSource>,
+    /// A registry (`host[:port][/prefix]`) the engine pulls the image through instead of
+    /// the image's own registry: the image's path is put after it
+    /// (`openbao/openbao:2.1` through `mirror.lan:5000` is
+    /// `mirror.lan:5000/openbao/openbao:2.1`).
+    #[serde(
+        default,
+        deserialize_with = "value::registry_mirror",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub registry_mirror: Option<String>,
     /// The version `status` expects to find running.
     #[serde(
         default,

@@ -278,6 +278,21 @@ pub fn check_container_name(text: &str) -> Result<(), String> {
     }
 }
 
+/// A registry mirror, `host[:port][/prefix]`: what an image reference's name may start
+/// with (an image's path is put after it).
+pub fn check_registry_mirror(text: &str) -> Result<(), String> {
+    let first = text.split('/').next().unwrap_or_default();
+    let registry = first.contains(['.', ':']) || first == "localhost";
+    if !registry || text.ends_with('/') || check_image(&format!("{text}/x")).is_err() {
+        return Err(format!(
+            "registry mirror `{}` is not a registry like `mirror.example:5000` or \
+             `mirror.example/prefix`",
+            shown(text)
+        ));
+    }
+    Ok(())
+}
+
 /// `deserialize_with` for an optional string checked by `$check`, so a bad value is
 /// reported at its line and column.
 macro_rules! checked_option {
@@ -297,6 +312,7 @@ checked_option!(tag, check_tag);
 checked_option!(k3s_tag, check_k3s_tag);
 checked_option!(version, check_version);
 checked_option!(container_name, check_container_name);
+checked_option!(registry_mirror, check_registry_mirror);
 
 /// Checks a host's public host key (`ssh-ed25519 AAAA…`) by parsing it as a key.
 pub fn check_host_key(text: &str) -> Result<(), String> {

@@ -66,6 +66,8 @@ impl Component for Zot {
                 name: name.into(),
                 image: place.image.clone(),
                 build_image: place.build_image,
+                image_source: place.image_source,
+                registry_mirror: place.registry_mirror.clone(),
                 base_image: crate::lab::LAB_IMAGE.into(),
                 network: place.network.clone(),
                 ipv4: place.address.to_string(),

@@ -48,6 +48,10 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
                         .get(foundry_workflows::lab::ENGINE_LABEL)
                         .map(String::as_str)
                         == Some("1"),
+                    h.labels
+                        .get(foundry_workflows::lab::engine::OWN_ENGINE_LABEL)
+                        .map(String::as_str)
+                        == Some("1"),
                 ),
             ]
         })

@@ -13,12 +13,19 @@ use crate::printer::Printer;
 /// machine's Docker Engine socket at /var/run/docker.sock, and `admin` may use it over
 /// SSH: containers can be managed there as on a real server. That host can control every
 /// container on this machine; `--engine-host none` gives the socket to no host.
+///
+/// With `--own-engine`, the engine host runs a Docker Engine of its own instead (its
+/// container gets the capabilities dockerd needs, not this machine's socket): installs on
+/// it cross SSH to an Engine that has nothing of this machine's, and every image reaches
+/// it by a pull or a load through SSH, as on a real server. The lab's network is on that
+/// Engine too, so services placed there answer at their lab addresses.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
   foundry lab up
   foundry lab up --hosts 10 --name big --subnet 10.77.5.0/24 --engine-host host-3
   foundry lab up --engine-host none
+  foundry lab up --name remote --hosts 1 --own-engine
   ssh -i ~/.foundry/labs/default/id_ed25519 admin@10.77.0.11")]
 pub struct Args {
     /// How many hosts.
@@ -41,6 +48,10 @@ pub struct Args {
     /// The host that gets the Docker Engine's socket (`host-2`), or `none`.
     #[arg(long, default_value = foundry_workflows::lab::DEFAULT_ENGINE_HOST)]
     engine_host: String,
+    /// The engine host runs a Docker Engine of its own instead of getting this machine's
+    /// socket.
+    #[arg(long)]
+    own_engine: bool,
 }
 
 pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
@@ -62,6 +73,7 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
         "config": config,
         "mirror": args.mirror,
         "engine_host": (args.engine_host != "none").then_some(&args.engine_host),
+        "own_engine": args.own_engine,
     });
     let driver = engine.start("lab-up", input)?;
     let (code, output) = crate::commands::drive::drive(driver, printer, bar).await?;
@@ -77,7 +89,7 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
                     h.name.clone(),
                     h.address.clone(),
                     h.user.clone(),
-                    engine_mark(h.engine),
+                    engine_mark(h.engine, h.own_engine),
                 ]
             })
             .collect();
@@ -96,10 +108,10 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
 }
 
 /// What the ENGINE column says of a host.
-pub(super) fn engine_mark(engine: bool) -> String {
-    if engine {
-        foundry_workflows::lab::ENGINE_SOCKET.into()
-    } else {
-        String::new()
+pub(super) fn engine_mark(engine: bool, own: bool) -> String {
+    match (engine, own) {
+        (true, true) => format!("own, {}", foundry_workflows::lab::ENGINE_SOCKET),
+        (true, false) => foundry_workflows::lab::ENGINE_SOCKET.into(),
+        (false, _) => String::new(),
     }
 }
