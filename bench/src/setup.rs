@@ -542,10 +542,13 @@ async fn address(name: &str, dir: &Path) -> Result<String> {
     Ok(ip)
 }
 
-/// `curl` with `body` on its stdin (never on its command line): HTTP status and body.
+/// `curl` with `body` on its stdin (never on its command line): HTTP status and body, or
+/// 0 and curl's error when no HTTP answer came.
 async fn curl(args: &[&str], body: Option<&str>) -> Result<(u16, String)> {
+    // A probe gets no answer quickly; OpenBAO's init may take its time.
+    let limit = if body.is_some() { "60" } else { "2" };
     let mut cmd = Command::new("curl");
-    cmd.args(["--silent", "--show-error", "--max-time", "5"])
+    cmd.args(["--silent", "--show-error", "--max-time", limit])
         .args(["--write-out", "\n%{http_code}"])
         .args(args)
         .stdin(if body.is_some() {
@@ -554,7 +557,7 @@ async fn curl(args: &[&str], body: Option<&str>) -> Result<(u16, String)> {
             Stdio::null()
         })
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
     if body.is_some() {
         cmd.arg("--data-binary").arg("@-");
@@ -572,7 +575,10 @@ async fn curl(args: &[&str], body: Option<&str>) -> Result<(u16, String)> {
         .context("waiting for curl")?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    Ok((code.trim().parse().unwrap_or(0), body.to_string()))
+    match code.trim().parse() {
+        Ok(0) | Err(_) => Ok((0, String::from_utf8_lossy(&out.stderr).trim().to_string())),
+        Ok(code) => Ok((code, body.to_string())),
+    }
 }
 
 /// Polls `probe` until it says ready, for at most [`READY_TIMEOUT`].
@@ -668,7 +674,11 @@ async fn critical_openbao(image: &str, dir: &Path, tag: &str) -> Result<f64> {
         )),
     )
     .await?;
-    ensure!(code == 200, "OpenBAO's sys/init answered {code}");
+    ensure!(
+        code == 200,
+        "OpenBAO's sys/init answered {code}: {}",
+        tail(&body, 3)
+    );
     let init: serde_json::Value =
         serde_json::from_str(&body).context("OpenBAO's sys/init answer is not JSON")?;
     let keys: Vec<String> = init["keys"]
@@ -696,7 +706,11 @@ async fn critical_openbao(image: &str, dir: &Path, tag: &str) -> Result<f64> {
             Some(&serde_json::json!({ "key": key }).to_string()),
         )
         .await?;
-        ensure!(code == 200, "OpenBAO's sys/unseal answered {code}");
+        ensure!(
+            code == 200,
+            "OpenBAO's sys/unseal answered {code}: {}",
+            tail(&body, 3)
+        );
         let state: serde_json::Value =
             serde_json::from_str(&body).context("OpenBAO's sys/unseal answer is not JSON")?;
         sealed = state["sealed"].as_bool().unwrap_or(true);
