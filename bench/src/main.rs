@@ -2,7 +2,8 @@
 //!
 //! Usage: `cargo build --release -p foundry-cli && cargo run --release -p foundry-bench -- engine [--dir DIR] [--foundry PATH]`,
 //! or `... -- hosts [--hosts N] [--tools LIST]` for Foundry beside Ansible, pyinfra and
-//! raw OpenSSH on lab hosts.
+//! raw OpenSSH on lab hosts, or `... -- setup` for `foundry setup` of the whole stack on a
+//! fresh lab beside the services' own start and init times.
 //!
 //! Prints exactly one `name=value` line per figure on stdout; progress and notes go to
 //! stderr. What each figure means and its goal: docs/benchmarks.md.
@@ -11,6 +12,7 @@ mod cli;
 mod disk;
 mod hosts;
 mod inproc;
+mod setup;
 mod stats;
 
 use std::ffi::OsString;
@@ -24,6 +26,7 @@ use crate::stats::{Summary, millis};
 const USAGE: &str = "\
 Usage: foundry-bench engine [--dir DIR] [--foundry PATH]
        foundry-bench hosts [--hosts N] [--tools LIST] [--foundry PATH]   (hosts --help)
+       foundry-bench setup [--foundry PATH]                               (setup --help)
 
 Measures the engine beside the disk it writes to, and prints one `name=value` line per
 figure on stdout (notes on stderr): fsync_4k_us, baseline_redb_commit_us,
@@ -68,6 +71,8 @@ enum Parsed {
     Engine(Options),
     HostsHelp,
     Hosts(hosts::Options),
+    SetupHelp,
+    Setup(setup::Options),
 }
 
 fn value(args: &mut impl Iterator<Item = OsString>, flag: &str) -> Result<PathBuf> {
@@ -85,9 +90,12 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
     {
         Some("engine") => parse_engine(args),
         Some("hosts") => parse_hosts(args),
+        Some("setup") => parse_setup(args),
         Some("-h" | "--help") => Ok(Parsed::Help),
-        Some(other) => bail!("unknown benchmark `{other}`: `engine` or `hosts`\n\n{USAGE}"),
-        None => bail!("which benchmark? `engine` or `hosts`\n\n{USAGE}"),
+        Some(other) => {
+            bail!("unknown benchmark `{other}`: `engine`, `hosts` or `setup`\n\n{USAGE}")
+        }
+        None => bail!("which benchmark? `engine`, `hosts` or `setup`\n\n{USAGE}"),
     }
 }
 
@@ -137,6 +145,22 @@ fn parse_hosts(mut args: impl Iterator<Item = OsString>) -> Result<Parsed> {
         }
     }
     Ok(Parsed::Hosts(opts))
+}
+
+fn parse_setup(mut args: impl Iterator<Item = OsString>) -> Result<Parsed> {
+    let mut opts = setup::Options::default();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy().into_owned();
+        match text.as_str() {
+            "-h" | "--help" => return Ok(Parsed::SetupHelp),
+            "--foundry" => opts.foundry = Some(value(&mut args, "--foundry")?),
+            other => match other.strip_prefix("--foundry=") {
+                Some(bin) => opts.foundry = Some(PathBuf::from(bin)),
+                None => bail!("unexpected argument `{other}`\n\n{}", setup::USAGE),
+            },
+        }
+    }
+    Ok(Parsed::Setup(opts))
 }
 
 /// One figure on stdout.
@@ -376,7 +400,12 @@ fn main() -> ExitCode {
             println!("{}", hosts::USAGE);
             return ExitCode::SUCCESS;
         }
+        Ok(Parsed::SetupHelp) => {
+            println!("{}", setup::USAGE);
+            return ExitCode::SUCCESS;
+        }
         Ok(Parsed::Engine(opts)) => engine(opts),
+        Ok(Parsed::Setup(opts)) => setup::run(opts),
         Ok(Parsed::Hosts(opts)) => match hosts::run(opts) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,

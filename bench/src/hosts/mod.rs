@@ -2,8 +2,8 @@
 //! pyinfra and raw OpenSSH, each on a lab of its own; first and second (no-change) runs
 //! timed, the work checked on a sample of hosts after each run.
 
-mod child;
-mod lab;
+pub(crate) mod child;
+pub(crate) mod lab;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -136,7 +136,7 @@ pub fn run(opts: Options) -> Result<bool> {
 }
 
 /// The target directory: the one this executable and `foundry` were built in.
-fn target_dir(foundry: &Path) -> Result<PathBuf> {
+pub(crate) fn target_dir(foundry: &Path) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("finding this executable's path")?;
     exe.parent()
         .and_then(Path::parent)
@@ -241,7 +241,7 @@ async fn leg(
 }
 
 /// The machine's 1, 5 and 15 minute load averages: others' work skews the figures.
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
