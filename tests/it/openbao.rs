@@ -20,7 +20,7 @@ use foundry_workflows::openbao::{OPENBAO_IMAGE, build_step};
 use serde_json::{Value, json};
 
 /// The steps of `openbao-install`, in order.
-const STEPS: [&str; 14] = [
+pub(crate) const STEPS: [&str; 14] = [
     "tls",
     "image-build",
     "image",

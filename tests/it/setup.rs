@@ -25,6 +25,17 @@ fn full() -> bool {
     std::env::var_os("FOUNDRY_CRASH_FULL").is_some()
 }
 
+/// The crash tests' random source: `FOUNDRY_CRASH_SEED`, else a fresh seed, printed so a
+/// failure can be replayed.
+fn seeded() -> (u64, rand::rngs::StdRng) {
+    let seed: u64 = std::env::var("FOUNDRY_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("crash seed {seed} (FOUNDRY_CRASH_SEED={seed} replays it)");
+    (seed, rand::rngs::StdRng::seed_from_u64(seed))
+}
+
 /// `foundry setup --yes` on the lab's config.
 fn setup(lab: &Lab) -> Command {
     let config = lab.config.to_str().expect("utf8");
@@ -83,22 +94,7 @@ fn step_keys(lab: &Lab) -> Vec<String> {
         }
     }
     keys.push("stack/read".into());
-    for step in [
-        "tls",
-        "image-build",
-        "image",
-        "container",
-        "api",
-        "init-status",
-        "init",
-        "unseal",
-        "kv",
-        "policy",
-        "token",
-        "revoke-root",
-        "handover",
-        "forget",
-    ] {
+    for step in crate::openbao::STEPS {
         keys.push(format!("stack/openbao/openbao/{step}"));
     }
     for step in ["image-build", "image", "container", "ready"] {
@@ -309,12 +305,7 @@ fn assert_converged(lab: &Lab) {
 
 #[test]
 fn setup_killed_at_step_boundaries_resumes_and_converges_with_each_effect_once() {
-    let seed: u64 = std::env::var("FOUNDRY_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("crash seed {seed} (FOUNDRY_CRASH_SEED={seed} replays it)");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_, mut rng) = seeded();
     let phases = ["started", "effect", "completed"];
     // Full: one chain per phase, each on a fresh stack; else one chain with a phase
     // chosen per step, over a sample of the steps.
@@ -350,12 +341,7 @@ fn setup_killed_at_step_boundaries_resumes_and_converges_with_each_effect_once()
 
 #[test]
 fn setup_killed_at_random_moments_resumes_and_converges_with_each_effect_once() {
-    let seed: u64 = std::env::var("FOUNDRY_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("crash seed {seed} (FOUNDRY_CRASH_SEED={seed} replays it)");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (seed, mut rng) = seeded();
     let wanted = if full() { 30 } else { 4 };
     let lab = Lab::up("setuprand", 1);
     let creations = Creations::follow(&lab);

@@ -241,18 +241,27 @@ pub(crate) fn hand_over(index: &Path, files: &[std::path::PathBuf], printer: &Pr
     printer.note("every key is stored and its file deleted: Foundry keeps no copy of the keys");
 }
 
+/// Each of `components` as it is now, asked where it runs.
+async fn statuses(
+    components: Vec<&'static dyn Component>,
+    config: Option<&Path>,
+) -> Result<Vec<ComponentStatus>, CliError> {
+    let (_, selected) = super::existing(config)?;
+    let stack = selected.load()?;
+    let mut found = Vec::new();
+    for c in components {
+        found.push(c.status(&stack).await?);
+    }
+    Ok(found)
+}
+
 /// Each of `components` as it is now; exit 1 when one is not healthy.
 pub(crate) async fn status(
     components: Vec<&'static dyn Component>,
     printer: &Printer,
     config: Option<&Path>,
 ) -> Result<u8, CliError> {
-    let (_, selected) = super::existing(config)?;
-    let stack = selected.load()?;
-    let mut found: Vec<ComponentStatus> = Vec::new();
-    for c in components {
-        found.push(c.status(&stack).await?);
-    }
+    let found = statuses(components, config).await?;
     if printer.json() {
         let _ = printer.data_each(&found);
     } else {
@@ -289,11 +298,8 @@ pub(crate) async fn plan(
     printer: &Printer,
     config: Option<&Path>,
 ) -> Result<u8, CliError> {
-    let (_, selected) = super::existing(config)?;
-    let stack = selected.load()?;
     let mut planned = Vec::new();
-    for c in components {
-        let status = c.status(&stack).await?;
+    for status in statuses(components, config).await? {
         let plan = status.plan();
         planned.push(serde_json::json!({
             "component": status.component,

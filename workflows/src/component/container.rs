@@ -153,6 +153,33 @@ impl ContainerPlacement {
         }
     }
 
+    /// Its status: what the service said (`detail`), `healthy` and in a line (`summary`),
+    /// the version it reports, and each of its containers (by name) with its state.
+    pub(crate) fn status(
+        &self,
+        healthy: bool,
+        summary: String,
+        version: Option<String>,
+        detail: &impl Serialize,
+        containers: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<super::ComponentStatus, ComponentError> {
+        Ok(super::ComponentStatus {
+            component: self.component.into(),
+            host: self.host.clone(),
+            address: Some(self.address),
+            healthy,
+            summary,
+            version,
+            expected_version: self.version.clone(),
+            detail: serde_json::to_value(detail).map_err(|e| ComponentError::new(e.to_string()))?,
+            parts: containers
+                .into_iter()
+                .map(|(name, state)| (format!("container {name}"), state))
+                .collect(),
+            more: serde_json::Map::new(),
+        })
+    }
+
     /// An error of the engine or the service where it runs, said as this component's.
     pub(crate) fn failed(&self, e: foundry_core::ActivityError) -> ComponentError {
         ComponentError::new(format!(

@@ -97,30 +97,24 @@ impl Component for Dns {
                 (Some(e), false) => format!("not answering: {e}"),
                 (None, false) => "not answering".into(),
             };
-            Ok(ComponentStatus {
-                component: self.name().into(),
-                host: place.host.clone(),
-                address: Some(place.address),
-                healthy: running && found.internal.reachable && found.external.reachable,
-                summary: format!(
-                    "{}; internal: {}, external: {}",
-                    containers.join(", "),
-                    zones(&found.internal),
-                    zones(&found.external)
-                ),
-                version: found.internal.version.clone(),
-                expected_version: place.version.clone(),
-                detail: serde_json::to_value(&found)
-                    .map_err(|e| ComponentError::new(e.to_string()))?,
-                parts: found
-                    .containers
-                    .iter()
-                    .map(|(role, state)| {
-                        (format!("container {}-{role}", place.name), state.clone())
-                    })
-                    .collect(),
-                more: serde_json::Map::new(),
-            })
+            let summary = format!(
+                "{}; internal: {}, external: {}",
+                containers.join(", "),
+                zones(&found.internal),
+                zones(&found.external)
+            );
+            let healthy = running && found.internal.reachable && found.external.reachable;
+            let parts = found
+                .containers
+                .iter()
+                .map(|(role, state)| (format!("{}-{role}", place.name), state.clone()));
+            place.status(
+                healthy,
+                summary,
+                found.internal.version.clone(),
+                &found,
+                parts,
+            )
         })
     }
 

@@ -123,19 +123,17 @@ impl Component for Openbao {
                 summary = format!("{summary}; {}", life.said());
                 more.insert("token".into(), serde_json::json!(life));
             }
-            Ok(ComponentStatus {
-                component: self.name().into(),
-                host: place.host.clone(),
-                address: Some(place.address),
-                healthy: healthy && container == "running",
+            let version = found.health.as_ref().map(|h| h.version.clone());
+            let healthy = healthy && container == "running";
+            let mut status = place.status(
+                healthy,
                 summary,
-                version: found.health.as_ref().map(|h| h.version.clone()),
-                expected_version: place.version.clone(),
-                detail: serde_json::to_value(&found)
-                    .map_err(|e| ComponentError::new(e.to_string()))?,
-                parts: [(format!("container {}", place.name), container)].into(),
-                more,
-            })
+                version,
+                &found,
+                [(place.name.clone(), container)],
+            )?;
+            status.more = more;
+            Ok(status)
         })
     }
 

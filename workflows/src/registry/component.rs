@@ -105,19 +105,15 @@ impl Component for Zot {
                 (Some(e), false) => format!("not answering: {e}"),
                 (None, false) => "not answering".into(),
             };
-            Ok(ComponentStatus {
-                component: self.name().into(),
-                host: place.host.clone(),
-                address: Some(place.address),
-                healthy: found.api && container == "running",
-                summary: format!("container {container}, {said}"),
-                version: found.api_version.clone(),
-                expected_version: place.version.clone(),
-                detail: serde_json::to_value(&found)
-                    .map_err(|e| ComponentError::new(e.to_string()))?,
-                parts: [(format!("container {}", place.name), container)].into(),
-                more: serde_json::Map::new(),
-            })
+            let healthy = found.api && container == "running";
+            let version = found.api_version.clone();
+            place.status(
+                healthy,
+                format!("container {container}, {said}"),
+                version,
+                &found,
+                [(place.name.clone(), container)],
+            )
         })
     }
 
