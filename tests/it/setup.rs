@@ -483,4 +483,41 @@ fn setup_survives_the_infrastructure_host_cut_off_for_30_s() {
     assert!(said.contains("setup complete"), "{said}");
     assert_converged(&lab);
     assert_effects_once(&lab, &creations);
+    assert_plans_what_is_missing(&lab);
+}
+
+/// `stack plan` of a complete setup plans nothing; with one container removed by hand, it
+/// plans exactly that one; `foundry setup` makes it again, and the plan is empty again.
+fn assert_plans_what_is_missing(lab: &Lab) {
+    let config = lab.config.to_str().expect("utf8");
+    let plans = || -> Vec<(String, Value)> {
+        lab.home
+            .json(&["--config", config, "stack", "plan"])
+            .into_iter()
+            .map(|p| {
+                (
+                    p["component"].as_str().unwrap_or("?").to_string(),
+                    p["plan"].clone(),
+                )
+            })
+            .collect()
+    };
+    let empty = serde_json::json!([]);
+    let before = plans();
+    assert_eq!(before.len(), 3, "{before:?}");
+    assert!(before.iter().all(|(_, p)| *p == empty), "{before:?}");
+    let zot = format!("foundry-lab-{}-zot", lab.name);
+    let removed = docker(&["rm", "-f", &zot]);
+    assert!(removed.status.success(), "{removed:?}");
+    let after = plans();
+    for (component, plan) in &after {
+        let expected = match component.as_str() {
+            "zot" => serde_json::json!([format!("create container {zot}")]),
+            _ => empty.clone(),
+        };
+        assert_eq!(*plan, expected, "{component}: {after:?}");
+    }
+    let out = setup(lab).output().expect("setup");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(plans().iter().all(|(_, p)| *p == empty));
 }
