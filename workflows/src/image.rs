@@ -5,6 +5,9 @@
 use foundry_activities::local::RunCommand;
 use foundry_core::RetryPolicy;
 
+/// The image lab hosts run, and the base the component images built here are layered on.
+pub const LAB_IMAGE: &str = "foundry-lab:1";
+
 /// Shell functions a layered build starts with.
 ///
 /// `layer_begin IMAGE BASE` sets `$image` and `$base`, and ends the script when the image

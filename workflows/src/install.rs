@@ -16,7 +16,7 @@ pub(crate) fn yes() -> bool {
 
 /// The lab's base image, which component images are layered on.
 pub(crate) fn lab_base_image() -> String {
-    crate::lab::LAB_IMAGE.into()
+    crate::image::LAB_IMAGE.into()
 }
 
 /// Each `(what, value)` is a plain Docker name: letters, digits, `-`, `_` and `.`.

@@ -29,8 +29,7 @@ pub const ENGINE_LABEL: &str = "foundry.lab.engine";
 pub const ENGINE_SOCKET: &str = DEFAULT_SOCKET;
 /// The engine host unless the user picks another, or none.
 pub const DEFAULT_ENGINE_HOST: &str = "host-1";
-/// The image lab hosts run.
-pub const LAB_IMAGE: &str = "foundry-lab:1";
+pub use crate::image::LAB_IMAGE;
 /// The admin user of every lab host (with passwordless sudo).
 pub const LAB_USER: &str = "admin";
 

@@ -68,7 +68,7 @@ impl Component for Zot {
                 build_image: place.build_image,
                 image_source: place.image_source,
                 registry_mirror: place.registry_mirror.clone(),
-                base_image: crate::lab::LAB_IMAGE.into(),
+                base_image: crate::image::LAB_IMAGE.into(),
                 network: place.network.clone(),
                 ipv4: place.address.to_string(),
                 volume: container::single_volume(name),
