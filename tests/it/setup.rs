@@ -490,9 +490,11 @@ fn setup_survives_the_infrastructure_host_cut_off_for_30_s() {
 /// plans exactly that one; `foundry setup` makes it again, and the plan is empty again.
 fn assert_plans_what_is_missing(lab: &Lab) {
     let config = lab.config.to_str().expect("utf8");
-    let plans = || -> Vec<(String, Value)> {
+    let plans_of = |args: &[&str]| -> Vec<(String, Value)> {
+        let mut all = vec!["--config", config];
+        all.extend(args);
         lab.home
-            .json(&["--config", config, "stack", "plan"])
+            .json(&all)
             .into_iter()
             .map(|p| {
                 (
@@ -502,6 +504,7 @@ fn assert_plans_what_is_missing(lab: &Lab) {
             })
             .collect()
     };
+    let plans = || plans_of(&["stack", "plan"]);
     let empty = serde_json::json!([]);
     let before = plans();
     assert_eq!(before.len(), 3, "{before:?}");
@@ -517,6 +520,9 @@ fn assert_plans_what_is_missing(lab: &Lab) {
         };
         assert_eq!(*plan, expected, "{component}: {after:?}");
     }
+    // `setup --dry-run` plans the same, and changes nothing.
+    assert_eq!(plans_of(&["setup", "--dry-run"]), after);
+    assert_eq!(plans(), after);
     let out = setup(lab).output().expect("setup");
     assert!(out.status.success(), "{}", text(&out));
     assert!(plans().iter().all(|(_, p)| *p == empty));

@@ -24,7 +24,8 @@ Examples:
   foundry setup
   foundry setup --config ~/.foundry/lab-default.yaml --yes
   foundry setup --resume
-  foundry setup --reset --yes")]
+  foundry setup --reset --yes
+  foundry setup --dry-run")]
 pub struct Args {
     /// Resume the unfinished setup of this config, and fail when there is none (without
     /// it, an unfinished setup is resumed anyway, and a new one starts when there is none).
@@ -44,6 +45,9 @@ pub struct Args {
     /// Accept a `foundry` user that exists already on a host.
     #[arg(long)]
     adopt: bool,
+    /// Print what the stack's installs would change, asked live, and change nothing.
+    #[arg(long, conflicts_with_all = ["resume", "reset"])]
+    dry_run: bool,
 }
 
 pub async fn run(args: Args, printer: &Printer, config: Option<&Path>) -> Result<u8, CliError> {
@@ -52,6 +56,10 @@ pub async fn run(args: Args, printer: &Printer, config: Option<&Path>) -> Result
     })?;
     // A config that does not read stops here, before anything is changed.
     let stack = selected.load()?;
+    if args.dry_run {
+        let placed = foundry_workflows::stack::placed(&stack);
+        return super::stack::plan(placed, printer, config).await;
+    }
     let (engine, bar) = super::engine(printer)?;
     let unfinished = unfinished(&engine, &selected.path).await?;
     let driver = match (unfinished, args.resume, args.reset) {
