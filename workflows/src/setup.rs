@@ -135,16 +135,8 @@ impl Activity for ReadPhase {
                 })
             }
             Phase::Stack => {
-                let placed = crate::stack::placed(&stack);
-                if placed.is_empty() {
-                    return Err(said(
-                        format!("{} places no component on a host", self.config.display()),
-                        Some(
-                            "name their hosts under network: (openbao_hosts, dns_hosts, zot_hosts)"
-                                .into(),
-                        ),
-                    ));
-                }
+                let placed = crate::stack::placed_some(&stack, &self.config)
+                    .map_err(|e| said(e.message, e.hint))?;
                 let options = InstallOptions {
                     keep_root_token: self.keep_root_token,
                 };

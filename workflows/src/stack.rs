@@ -119,6 +119,22 @@ pub fn check(
     Ok(place)
 }
 
+/// [`placed`], refusing a config (read from `path`) that places no component at all.
+pub fn placed_some(
+    stack: &StackConfig,
+    path: &Path,
+) -> Result<Vec<&'static dyn Component>, ComponentError> {
+    let placed = placed(stack);
+    if placed.is_empty() {
+        return Err(ComponentError::new(format!(
+            "{} places no component on a host",
+            path.display()
+        ))
+        .hint("name their hosts under network: (openbao_hosts, dns_hosts, zot_hosts)"));
+    }
+    Ok(placed)
+}
+
 /// One component's part of a stack's run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -7,6 +7,7 @@ use std::path::Path;
 use foundry_workflows::component::InstallOptions;
 use foundry_workflows::stack;
 
+use super::stack::Loaded;
 use crate::exit::{self, CliError};
 use crate::printer::Printer;
 
@@ -62,26 +63,26 @@ pub async fn run(
     match cmd {
         ComponentCmd::List => list(printer, config),
         ComponentCmd::Install(args) if args.stack.dry_run => {
-            super::stack::plan(stack::select(&args.names.names)?, printer, config).await
+            let chosen = stack::select(&args.names.names)?;
+            super::stack::plan(chosen, printer, &Loaded::load(config)?).await
         }
         ComponentCmd::Install(args) => {
             let options = InstallOptions {
                 keep_root_token: args.stack.keep_root_token,
             };
             let chosen = stack::select(&args.names.names)?;
-            super::stack::install(chosen, &options, printer, config).await
+            super::stack::install(chosen, &options, printer, &Loaded::load(config)?).await
         }
         ComponentCmd::Status(names) => {
-            super::stack::status(stack::select(&names.names)?, printer, config).await
+            let chosen = stack::select(&names.names)?;
+            super::stack::status(chosen, printer, &Loaded::load(config)?).await
         }
     }
 }
 
 fn list(printer: &Printer, config: Option<&Path>) -> Result<u8, CliError> {
     // Where each runs, when there is a config to say it.
-    let stack = super::existing(config)
-        .and_then(|(_, selected)| Ok(selected.load()?))
-        .ok();
+    let stack = Loaded::load(config).ok().map(|l| l.stack);
     let rows: Vec<serde_json::Value> = stack::all()
         .iter()
         .map(|c| {

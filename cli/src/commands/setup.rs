@@ -51,14 +51,19 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, printer: &Printer, config: Option<&Path>) -> Result<u8, CliError> {
-    let (_, selected) = super::existing(config).map_err(|e| {
+    let (home, selected) = super::existing(config).map_err(|e| {
         e.with_hint("write one with `foundry config init`, or make a lab with `foundry lab up`")
     })?;
     // A config that does not read stops here, before anything is changed.
     let stack = selected.load()?;
     if args.dry_run {
         let placed = foundry_workflows::stack::placed(&stack);
-        return super::stack::plan(placed, printer, config).await;
+        let loaded = super::stack::Loaded {
+            home,
+            selected,
+            stack,
+        };
+        return super::stack::plan(placed, printer, &loaded).await;
     }
     let (engine, bar) = super::engine(printer)?;
     let unfinished = unfinished(&engine, &selected.path).await?;

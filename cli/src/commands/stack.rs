@@ -71,28 +71,42 @@ impl From<ComponentError> for CliError {
     }
 }
 
-pub async fn run(cmd: StackCmd, printer: &Printer, config: Option<&Path>) -> Result<u8, CliError> {
-    let (_, selected) = super::existing(config)?;
-    let stack = selected.load()?;
-    let placed = stack::placed(&stack);
-    if placed.is_empty() {
-        return Err(CliError::new(format!(
-            "{} places no component on a host",
-            selected.path.display()
-        ))
-        .with_hint("name their hosts under network: (openbao_hosts, dns_hosts, zot_hosts)"));
+/// The stack config a command works on, read once: its home, where it is, what it says.
+pub(crate) struct Loaded {
+    pub home: foundry_core::Home,
+    pub selected: foundry_workflows::config::Selected,
+    pub stack: foundry_workflows::config::StackConfig,
+}
+
+impl Loaded {
+    /// The config (`--config`, `FOUNDRY_CONFIG`, or the home's only one), which must exist
+    /// and read.
+    pub(crate) fn load(config: Option<&Path>) -> Result<Loaded, CliError> {
+        let (home, selected) = super::existing(config)?;
+        let stack = selected.load()?;
+        Ok(Loaded {
+            home,
+            selected,
+            stack,
+        })
     }
+}
+
+pub async fn run(cmd: StackCmd, printer: &Printer, config: Option<&Path>) -> Result<u8, CliError> {
+    let loaded = Loaded::load(config)?;
+    let (selected, stack) = (&loaded.selected, &loaded.stack);
+    let placed = stack::placed_some(stack, &selected.path)?;
     match cmd {
-        StackCmd::Install(args) if args.dry_run => plan(placed, printer, config).await,
+        StackCmd::Install(args) if args.dry_run => plan(placed, printer, &loaded).await,
         StackCmd::Install(args) => {
             let options = InstallOptions {
                 keep_root_token: args.keep_root_token,
             };
-            install(placed, &options, printer, config).await
+            install(placed, &options, printer, &loaded).await
         }
-        StackCmd::Plan => plan(placed, printer, config).await,
-        StackCmd::Status => status(placed, printer, config).await,
-        StackCmd::Validate => validate(printer, config),
+        StackCmd::Plan => plan(placed, printer, &loaded).await,
+        StackCmd::Status => status(placed, printer, &loaded).await,
+        StackCmd::Validate => validate(printer, &loaded),
     }
 }
 
@@ -102,11 +116,14 @@ pub(crate) async fn install(
     components: Vec<&'static dyn Component>,
     options: &InstallOptions,
     printer: &Printer,
-    config: Option<&Path>,
+    loaded: &Loaded,
 ) -> Result<u8, CliError> {
-    let (home, selected) = super::existing(config)?;
-    let stack = selected.load()?;
-    let input = stack::install_input(&stack, home.root(), &components, options)?;
+    let Loaded {
+        home,
+        selected,
+        stack,
+    } = loaded;
+    let input = stack::install_input(stack, home.root(), &components, options)?;
     let (engine, bar) = super::engine(printer)?;
     let driver = engine.start(
         <StackInstall as foundry_core::Workflow>::NAME,
@@ -119,7 +136,7 @@ pub(crate) async fn install(
     };
     let outputs: stack::StackOutput =
         serde_json::from_value(outputs).map_err(|e| CliError::new(e.to_string()))?;
-    report(&stack, &outputs, &run.to_string(), printer)?;
+    report(stack, &outputs, &run.to_string(), printer)?;
     if code != exit::OK {
         return Ok(code);
     }
@@ -244,13 +261,11 @@ pub(crate) fn hand_over(index: &Path, files: &[std::path::PathBuf], printer: &Pr
 /// Each of `components` as it is now, asked where it runs.
 async fn statuses(
     components: Vec<&'static dyn Component>,
-    config: Option<&Path>,
+    loaded: &Loaded,
 ) -> Result<Vec<ComponentStatus>, CliError> {
-    let (_, selected) = super::existing(config)?;
-    let stack = selected.load()?;
     let mut found = Vec::new();
     for c in components {
-        found.push(c.status(&stack).await?);
+        found.push(c.status(&loaded.stack).await?);
     }
     Ok(found)
 }
@@ -259,9 +274,9 @@ async fn statuses(
 pub(crate) async fn status(
     components: Vec<&'static dyn Component>,
     printer: &Printer,
-    config: Option<&Path>,
+    loaded: &Loaded,
 ) -> Result<u8, CliError> {
-    let found = statuses(components, config).await?;
+    let found = statuses(components, loaded).await?;
     if printer.json() {
         let _ = printer.data_each(&found);
     } else {
@@ -296,10 +311,10 @@ pub(crate) async fn status(
 pub(crate) async fn plan(
     components: Vec<&'static dyn Component>,
     printer: &Printer,
-    config: Option<&Path>,
+    loaded: &Loaded,
 ) -> Result<u8, CliError> {
     let mut planned = Vec::new();
-    for status in statuses(components, config).await? {
+    for status in statuses(components, loaded).await? {
         let plan = status.plan();
         planned.push(serde_json::json!({
             "component": status.component,
@@ -337,13 +352,12 @@ pub(crate) async fn plan(
 }
 
 /// Whether the config places each component and each install would start: one row each.
-fn validate(printer: &Printer, config: Option<&Path>) -> Result<u8, CliError> {
-    let (home, selected) = super::existing(config)?;
-    let stack = selected.load()?;
+fn validate(printer: &Printer, loaded: &Loaded) -> Result<u8, CliError> {
+    let (home, stack) = (&loaded.home, &loaded.stack);
     let options = InstallOptions::default();
     let rows: Vec<serde_json::Value> = stack::all()
         .iter()
-        .map(|c| match stack::check(&stack, home.root(), *c, &options) {
+        .map(|c| match stack::check(stack, home.root(), *c, &options) {
             Ok(place) => serde_json::json!({
                 "component": c.name(),
                 "ok": true,
