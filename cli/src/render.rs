@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use foundry_core::status::{StepCounts, StepView};
-use foundry_core::{Event, EventKind, Millis, RunId, RunView};
+use foundry_core::{Event, EventKind, Finding, Millis, RunId, RunView, Verification};
 use serde::Serialize;
 
 use crate::printer::Printer;
@@ -186,6 +186,53 @@ pub fn status_lines(view: &RunView, short: &str) -> Vec<String> {
         ago(s.info.created_at),
         ago(s.meta.updated_at)
     ));
+    lines
+}
+
+/// A verification for people: a summary line, the completed steps and what their probes
+/// found, and where the replay stopped.
+pub fn verification_lines(v: &Verification, short: &str) -> Vec<String> {
+    let count = |f: fn(&Finding) -> bool| v.steps.iter().filter(|s| f(&s.finding)).count();
+    let drifted = count(|f| *f == Finding::Drifted);
+    let failed = count(|f| matches!(f, Finding::Failed { .. }));
+    let mut lines = vec![format!(
+        "verified  {} completed step{}: {} present, {drifted} drifted, {} unchecked, {failed} could not be checked",
+        v.steps.len(),
+        if v.steps.len() == 1 { "" } else { "s" },
+        count(|f| *f == Finding::Present),
+        count(|f| *f == Finding::Unchecked),
+    )];
+    if !v.steps.is_empty() {
+        let rows: Vec<Vec<String>> = v
+            .steps
+            .iter()
+            .map(|s| {
+                let found = match &s.finding {
+                    Finding::Present => "present".to_string(),
+                    Finding::Drifted => "DRIFTED: its effect is gone".to_string(),
+                    Finding::Unchecked => "unchecked".to_string(),
+                    Finding::Failed { error } => {
+                        format!("could not check: {}", truncate(error, MAX_CELL))
+                    }
+                };
+                vec![truncate(&s.key, MAX_CELL), s.kind.clone(), found]
+            })
+            .collect();
+        lines.push(String::new());
+        lines.extend(table(&["STEP", "KIND", "FOUND"], &rows));
+    }
+    if !v.stopped_at.is_empty() {
+        lines.push(String::new());
+        lines.push(format!("not yet done from: {}", v.stopped_at.join(", ")));
+    }
+    if let Some(error) = &v.error {
+        lines.push(format!("the replay stopped: {}", truncate(error, MAX_LINE)));
+    }
+    if drifted > 0 {
+        lines.push(format!(
+            "hint: a resumed run does not redo a completed step; `foundry workflow cancel {short}` and start over (`foundry setup --reset` for a setup): the new run's probes find what is left"
+        ));
+    }
     lines
 }
 

@@ -259,6 +259,13 @@ pub trait Activity: Send + Sync {
         None
     }
 
+    /// Whether [`Activity::probe`] can tell that a completed step's effect is still there,
+    /// so that `workflow status --verify` asks it. An activity run again rather than
+    /// probed in doubt has no such probe, nor has one a person must decide about.
+    fn verifiable(&self) -> bool {
+        self.in_doubt() == InDoubt::Probe
+    }
+
     /// Read-only: the effect's output if it is already there, `None` if not.
     fn probe(
         &self,
@@ -276,6 +283,7 @@ pub trait Activity: Send + Sync {
 pub(crate) trait DynActivity: Send + Sync {
     fn kind(&self) -> &'static str;
     fn in_doubt(&self) -> InDoubt;
+    fn verifiable(&self) -> bool;
     fn policy(&self) -> RetryPolicy;
     fn assumed_done(&self) -> Result<Option<Value>, ActivityError>;
     fn probe<'a>(
@@ -297,6 +305,10 @@ impl<A: Activity> DynActivity for A {
 
     fn in_doubt(&self) -> InDoubt {
         Activity::in_doubt(self)
+    }
+
+    fn verifiable(&self) -> bool {
+        Activity::verifiable(self)
     }
 
     fn policy(&self) -> RetryPolicy {

@@ -20,6 +20,7 @@ use crate::model::{RunId, StepRecord, StepRecordState};
 use crate::retry::RetryPolicy;
 use crate::secret::{SecretRef, SecretStore, SecretValue};
 use crate::time::Millis;
+use crate::verify::Verifier;
 use crate::writer::Writer;
 
 /// A registered undo, run best-effort in reverse order when the run is cancelled.
@@ -46,6 +47,9 @@ pub(crate) struct RunShared {
     /// A person's word on steps found in doubt, by key, each applied once when its step
     /// is reached (`workflow resume --done` / `--redo`).
     decisions: Mutex<HashMap<String, Decision>>,
+    /// Set when the run is replayed to verify it: completed steps are probed, nothing
+    /// runs and nothing is written.
+    pub(crate) verifier: Option<Verifier>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,10 +67,10 @@ impl RunShared {
         secrets: Arc<dyn SecretStore>,
         input: Arc<dyn InputProvider>,
         decisions: HashMap<String, Decision>,
-    ) -> Arc<RunShared> {
+    ) -> RunShared {
         let next_seq = steps.iter().map(|s| s.seq + 1).max().unwrap_or(0);
         let memo = steps.into_iter().map(|s| (s.key.clone(), s)).collect();
-        Arc::new(RunShared {
+        RunShared {
             id,
             writer,
             memo: Mutex::new(memo),
@@ -79,7 +83,8 @@ impl RunShared {
             secrets,
             input,
             decisions: Mutex::new(decisions),
-        })
+            verifier: None,
+        }
     }
 
     /// Every step record as the run knows it now.
@@ -349,6 +354,10 @@ impl Ctx {
         force: bool,
     ) -> Result<Value, RunError> {
         let existing = self.record_of(id);
+        if let Some(verifier) = &self.shared.verifier {
+            let cx = self.activity_cx(id, 0, true);
+            return verifier.step(&cx, activity, existing).await;
+        }
         if let Some(r) = &existing
             && r.state == StepRecordState::Completed
         {
@@ -520,6 +529,9 @@ impl Ctx {
         {
             return decode(&id, r.output.unwrap_or(Value::Null));
         }
+        if self.shared.verifier.is_some() {
+            return Err(RunError::Unfinished { step: id });
+        }
         let value = make();
         let json = serde_json::to_value(&value)
             .map_err(|e| RunError::workflow(format!("step {id}: {e}")))?;
@@ -569,6 +581,9 @@ impl Ctx {
             && r.state == StepRecordState::Completed
         {
             return decode(&id, r.output.unwrap_or(Value::Null));
+        }
+        if self.shared.verifier.is_some() {
+            return Err(RunError::Unfinished { step: id });
         }
         let provider = self.shared.input.clone();
         let (asked_key, asked) = (key.to_string(), question.clone());

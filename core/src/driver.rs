@@ -111,7 +111,7 @@ impl Driver {
         let started = Millis::now();
         let mirror = MirrorState::new(snapshot.clone());
         let writer = Writer::new(journal, mirror.clone(), events.clone());
-        let shared = RunShared::new(
+        let shared = Arc::new(RunShared::new(
             run,
             writer.clone(),
             snapshot.steps.clone(),
@@ -119,7 +119,7 @@ impl Driver {
             engine.run_secrets(run),
             engine.input.clone(),
             decisions,
-        );
+        ));
         if let Err(e) = events.log_to(&engine.home.log_path(run)) {
             tracing::warn!(error = %e, "no log file for this run");
         }

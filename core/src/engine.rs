@@ -133,7 +133,7 @@ impl Engine {
         &self.registry
     }
 
-    fn workflow(&self, name: &str) -> Result<Arc<dyn DynWorkflow>, EngineError> {
+    pub(crate) fn workflow(&self, name: &str) -> Result<Arc<dyn DynWorkflow>, EngineError> {
         self.registry
             .get(name)
             .ok_or_else(|| EngineError::UnknownWorkflow {
@@ -182,7 +182,32 @@ impl Engine {
 
     async fn take(&self, run: RunId, cancel: bool) -> Result<Driver, EngineError> {
         self.home.ensure_writable()?;
-        let (mut journal, mut snapshot) = match self.store.open(run) {
+        let (mut journal, mut snapshot) = self.open_undriven(run).await?;
+        if let Some(old) = &snapshot.lease {
+            tracing::info!(%run, previous = %old, "taking over the run's lease");
+        }
+        let lease = lease::own_lease();
+        journal.write(&[WriteOp::Lease(lease.clone())])?;
+        snapshot.lease = Some(lease);
+        let wf = self.workflow(&snapshot.info.workflow)?;
+        if wf.version() != snapshot.info.workflow_version {
+            tracing::info!(
+                %run,
+                recorded = snapshot.info.workflow_version,
+                current = wf.version(),
+                "the workflow changed since the run started; new steps run, removed ones are ignored"
+            );
+        }
+        Ok(self.driver(wf, journal, snapshot, true, cancel))
+    }
+
+    /// Opens an unfinished run's journal that no live process drives; the journal stays
+    /// this process's until dropped.
+    pub(crate) async fn open_undriven(
+        &self,
+        run: RunId,
+    ) -> Result<(Box<dyn RunJournal>, JournalSnapshot), EngineError> {
+        let (mut journal, snapshot) = match self.store.open(run) {
             Ok(opened) => opened,
             Err(JournalError::Busy { .. }) => {
                 let lease = self.live_lease(run).await;
@@ -209,22 +234,7 @@ impl Engine {
                 lease: Some(lease.clone()),
             });
         }
-        if let Some(old) = &snapshot.lease {
-            tracing::info!(%run, previous = %old, "taking over the run's lease");
-        }
-        let lease = lease::own_lease();
-        journal.write(&[WriteOp::Lease(lease.clone())])?;
-        snapshot.lease = Some(lease);
-        let wf = self.workflow(&snapshot.info.workflow)?;
-        if wf.version() != snapshot.info.workflow_version {
-            tracing::info!(
-                %run,
-                recorded = snapshot.info.workflow_version,
-                current = wf.version(),
-                "the workflow changed since the run started; new steps run, removed ones are ignored"
-            );
-        }
-        Ok(self.driver(wf, journal, snapshot, true, cancel))
+        Ok((journal, snapshot))
     }
 
     fn driver(

@@ -31,6 +31,10 @@ pub enum RunError {
     /// The workflow itself refused to go on (bad input, an impossible plan).
     #[error("{0}")]
     Workflow(String),
+    /// Verifying a run (`workflow status --verify`) reached a step that has not completed:
+    /// the replay stops there, as it must change nothing.
+    #[error("step {step} has not completed")]
+    Unfinished { step: String },
     /// Several children of a fan-out failed.
     #[error("{} of the fan-out failed: {}", .0.len(), .0.iter().map(|(k, e)| format!("{k}: {e}")).collect::<Vec<_>>().join("; "))]
     Children(Vec<(String, RunError)>),

@@ -72,7 +72,10 @@ impl Ctx {
                     continue;
                 }
             };
-            if policy == FailurePolicy::FailFast && result.is_err() {
+            // A child of a verified run that reached its unfinished step has not failed:
+            // its siblings go on to theirs.
+            let failed = matches!(&result, Err(e) if !matches!(e, RunError::Unfinished { .. }));
+            if policy == FailurePolicy::FailFast && failed {
                 siblings.cancel();
             }
             results[index] = Some(result);

@@ -24,6 +24,7 @@ pub mod retry;
 pub mod secret;
 pub mod status;
 pub mod time;
+pub mod verify;
 pub mod workflow;
 mod writer;
 
@@ -44,4 +45,5 @@ pub use retry::{PollPolicy, RetryPolicy};
 pub use secret::{SecretRef, SecretValue};
 pub use status::RunView;
 pub use time::Millis;
+pub use verify::{Finding, Verification, VerifiedStep};
 pub use workflow::{Part, Registry, Workflow};

@@ -195,6 +195,40 @@ async fn collect_all_reports_every_failure() {
     assert_eq!(probe.runs.load(Ordering::SeqCst), 5);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_probes_every_completed_step_of_each_branch_and_runs_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut probe = Probe::new();
+    probe.hold = Duration::from_millis(1);
+    let engine = engine(&dir, Registry::new().register(Fan(probe.clone())));
+    let input = json!({"children": 3, "limit": 3, "failing": [1], "fail_fast": false});
+    let outcome = drive(&engine, "fan", input).await;
+    assert_eq!(outcome.state, RunState::Failed);
+    let before = engine.view(outcome.run).await.expect("view").snapshot.steps;
+
+    let verified = engine.verify(outcome.run).await.expect("verify");
+    // The probe finds nothing, so both completed branches have drifted; the failed
+    // branch stops the replay there, and the other branches still go to their end.
+    let found: Vec<(&str, &crate::Finding)> = verified
+        .steps
+        .iter()
+        .map(|s| (s.key.as_str(), &s.finding))
+        .collect();
+    let drifted = &crate::Finding::Drifted;
+    let mut expected = vec![("host-0/work#0", drifted), ("host-2/work#0", drifted)];
+    let mut found_sorted = found.clone();
+    found_sorted.sort_by_key(|(k, _)| *k);
+    expected.sort_by_key(|(k, _)| *k);
+    assert_eq!(found_sorted, expected);
+    assert_eq!(verified.stopped_at, vec!["host-1/work#0".to_string()]);
+    assert_eq!(verified.error, None);
+    assert_eq!(probe.runs.load(Ordering::SeqCst), 3, "nothing ran again");
+    let after = engine.view(outcome.run).await.expect("view").snapshot.steps;
+    assert_eq!(before, after, "nothing was written");
+    // The run can still be driven afterwards.
+    assert!(engine.resume(outcome.run).await.is_ok());
+}
+
 /// Takes journaled values, then fails once (before anything else), then succeeds.
 struct Values {
     fail_first: Arc<AtomicBool>,

@@ -102,6 +102,10 @@ impl<A: Activity<Output = CommandOutput>> Activity for Declared<A> {
         }
     }
 
+    fn verifiable(&self) -> bool {
+        self.command.verifiable()
+    }
+
     fn retry_policy(&self) -> RetryPolicy {
         self.command.retry_policy()
     }
