@@ -182,6 +182,13 @@ fn killed_along(lab: &Lab, points: &[String]) -> usize {
                 break;
             }
             run = last["run"].as_str().map(str::to_string);
+            // Wherever it was killed, what its completed steps did is there, as their
+            // probes find it.
+            if let Some(run) = &run {
+                let (v, _) = crate::verify::verify(&lab.home, run);
+                let unsound = crate::verify::unsound(&v);
+                assert!(unsound.is_empty(), "{point}: verify found {unsound:?}");
+            }
             continue;
         }
         panic!("{point}: the setup was not killed there: {}", text(&out));

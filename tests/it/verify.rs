@@ -33,7 +33,7 @@ fn plan(dir: &Path) -> Value {
 }
 
 /// The verification `--verify --output json` prints, and its exit code.
-fn verify(home: &Home, run: &str) -> (Value, Option<i32>) {
+pub(crate) fn verify(home: &Home, run: &str) -> (Value, Option<i32>) {
     let out = home.run(&["workflow", "status", run, "--verify", "--output", "json"]);
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -186,4 +186,70 @@ fn verify_refuses_a_run_being_driven_and_a_finished_one() {
         err.contains("only an unfinished run") && err.contains("stack status"),
         "{err}"
     );
+}
+
+/// Each step whose probe did not find its effect, or could not answer.
+pub(crate) fn unsound(verification: &Value) -> Vec<(String, String)> {
+    findings(verification)
+        .into_iter()
+        .filter(|(_, found)| found != "present" && found != "unchecked")
+        .collect()
+}
+
+#[test]
+fn verify_of_a_setup_killed_before_its_last_look_marks_a_stopped_container_only() {
+    let lab = foundry_tests::lab::Lab::up("verify", 1);
+    let config = lab.config.to_str().expect("utf8").to_string();
+    let setup = || lab.home.cmd(&["--config", &config, "setup", "--yes"]);
+    let out = setup()
+        .env("FOUNDRY_FAILPOINTS", "verify#0@started")
+        .output()
+        .expect("setup");
+    assert!(killed(out.status), "not killed: {out:?}");
+    let run = lab.home.unfinished_run();
+
+    // Every probed step agrees with the journal: nothing drifted.
+    let (v, code) = verify(&lab.home, &run);
+    assert_eq!(unsound(&v), [], "{v}");
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["stopped_at"], json!(["verify#0"]), "{v}");
+
+    // The registry's container stopped by hand: its step, and only the registry's
+    // steps, drift.
+    let registry = format!("foundry-lab-{}-zot", lab.name);
+    let stopped = foundry_tests::docker::docker(&["stop", "-t", "1", &registry]);
+    assert!(stopped.status.success(), "{stopped:?}");
+    let (v, code) = verify(&lab.home, &run);
+    assert_eq!(code, Some(1), "{v}");
+    let drifted = unsound(&v);
+    assert!(
+        drifted.contains(&(
+            "stack/zot/registry/container#0".to_string(),
+            "drifted".to_string()
+        )),
+        "{drifted:?}"
+    );
+    assert!(
+        drifted
+            .iter()
+            .all(|(key, _)| key.starts_with("stack/zot/registry/")),
+        "{drifted:?}"
+    );
+
+    // Started again: sound again, and the setup resumes to its end.
+    let started = foundry_tests::docker::docker(&["start", &registry]);
+    assert!(started.status.success(), "{started:?}");
+    let mut sound = false;
+    for _ in 0..30 {
+        let (v, _) = verify(&lab.home, &run);
+        if unsound(&v).is_empty() {
+            sound = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(sound, "the registry never answered again");
+    let out = setup().output().expect("setup");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(lab.home.show(&run)["state"], "completed");
 }

@@ -119,6 +119,12 @@ impl Activity for BaoHandover {
         InDoubt::Probe
     }
 
+    /// Its probe needs the init answer kept in the run, which the `forget-init` step after
+    /// it removes: a verification could not tell a drift from that.
+    fn verifiable(&self) -> bool {
+        false
+    }
+
     async fn probe(&self, cx: &ActivityCx) -> Result<Option<HandoverOutput>, ActivityError> {
         if self.init.is_none() {
             return Ok(Some(self.output(false, Vec::new())));
@@ -188,6 +194,12 @@ impl Activity for BaoRevokeRoot {
 
     fn in_doubt(&self) -> InDoubt {
         InDoubt::Probe
+    }
+
+    /// Its probe needs the init answer kept in the run, which the `forget-init` step after
+    /// it removes: a verification could not tell a drift from that.
+    fn verifiable(&self) -> bool {
+        false
     }
 
     async fn probe(&self, cx: &ActivityCx) -> Result<Option<RevokeOutput>, ActivityError> {

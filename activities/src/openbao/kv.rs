@@ -57,6 +57,12 @@ impl Activity for BaoKvMount {
         InDoubt::Probe
     }
 
+    /// Its probe asks with the init's root token, which a later step revokes: a
+    /// verification could not tell a drift from that.
+    fn verifiable(&self) -> bool {
+        false
+    }
+
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<KvMountOutput>, ActivityError> {
         let client = BaoClient::new(&self.addr)?;
         Ok(self
@@ -113,6 +119,12 @@ impl Activity for BaoPolicy {
 
     fn in_doubt(&self) -> InDoubt {
         InDoubt::Probe
+    }
+
+    /// Its probe asks with the init's root token, which a later step revokes: a
+    /// verification could not tell a drift from that.
+    fn verifiable(&self) -> bool {
+        false
     }
 
     async fn probe(&self, _cx: &ActivityCx) -> Result<Option<PolicyOutput>, ActivityError> {
