@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{HostNetwork, NetworkError};
 use crate::config::{self, At, Cidr, DhcpRange, Network, StackConfig};
@@ -21,7 +21,7 @@ pub struct Proposal {
 }
 
 /// One field of `network:` the proposal sets to another value than the config's.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldChange {
     pub field: String,
     pub from: Option<String>,
@@ -95,15 +95,26 @@ pub async fn plan(
 /// Writes the proposal's section into the config at `path`, the rest of the file as it
 /// was; whether its layout and comments were kept (else it was written out whole).
 pub fn write(path: &Path, proposal: &Proposal) -> Result<bool, NetworkError> {
+    write_network(
+        path,
+        &proposal.network,
+        "Foundry's stack config; `foundry network plan --write` wrote its network section.",
+    )
+}
+
+/// Writes `network` as the config's `network:` section at `path`, the rest of the file as
+/// it was; whether its layout and comments were kept (else it was written out whole, with
+/// `comment` on top).
+pub(super) fn write_network(
+    path: &Path,
+    network: &Network,
+    comment: &str,
+) -> Result<bool, NetworkError> {
     let text = config::read_text(path)?;
     let (mut stack, _) = config::parse_unchecked(path, &text)?;
-    stack.network = Some(proposal.network.clone());
+    stack.network = Some(network.clone());
     Ok(config::write_section(
-        path,
-        &text,
-        &stack,
-        "network",
-        "Foundry's stack config; `foundry network plan --write` wrote its network section.",
+        path, &text, &stack, "network", comment,
     )?)
 }
 
@@ -319,7 +330,7 @@ fn longest_free_run(first: u32, last: u32, taken: &BTreeSet<u32>) -> Option<(u32
 }
 
 /// Each field of the section, as the config has it and as proposed, where they differ.
-fn changes(old: Option<&Network>, new: &Network) -> Vec<FieldChange> {
+pub(super) fn changes(old: Option<&Network>, new: &Network) -> Vec<FieldChange> {
     let show = |n: &Network| -> Vec<(&'static str, Option<String>)> {
         let list = |l: &Vec<At<String>>| {
             (!l.is_empty()).then(|| {
