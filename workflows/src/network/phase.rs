@@ -21,6 +21,7 @@ use std::time::Duration;
 use foundry_core::{Activity, ActivityCx, ActivityError, Ctx, InDoubt, RunError, Stream};
 use serde::{Deserialize, Serialize};
 
+use super::plan::Keep;
 use super::validate::{Check, Status};
 use super::{FieldChange, NetworkError};
 use crate::config::Network;
@@ -165,7 +166,9 @@ impl Activity for PlanMissing {
             ),
         );
         let detected = super::detect(&stack, HOST_TIMEOUT).await;
-        let proposal = super::plan(&stack, &detected).await.map_err(permanent)?;
+        let proposal = super::plan::plan_keeping(&stack, &detected, Keep::Set)
+            .await
+            .map_err(permanent)?;
         let old = stack.network.as_ref();
         let network = fill(old, &proposal.network);
         let written = super::plan::changes(old, &network);
