@@ -4,7 +4,9 @@
 //! and a DHCP range and VIP that `validate` accepts; `--write` changes only the config's
 //! network section; `validate` names the check that fails for a VIP that is a host's
 //! address, a VIP something else answers at, a static address inside the DHCP range and a
-//! missing address; and its DNS check waits for PowerDNS, then asks it.
+//! missing address; and its DNS check waits for PowerDNS, then asks it. `foundry setup`'s
+//! network phase writes what the config lacks, stops the setup before the stack phase while
+//! a check fails (no container made), and resumes to completion once the config is fixed.
 
 use std::process::Output;
 
@@ -177,8 +179,18 @@ fn lab_detect_macs_reports_each_hosts_interface_and_a_cut_host_as_its_own_row() 
 fn lab_plan_writes_a_network_validate_accepts_and_validate_names_what_fails() {
     let lab = Lab::up("netplan", 2);
     let (subnet, gateway) = lab_network(&lab);
-    // Comments of the user's own, outside the section plan writes.
+    // Comments of the user's own, outside the section plan writes; no VIP or DHCP range
+    // yet (the lab's config has them).
     let original = std::fs::read_to_string(&lab.config).expect("the lab's config");
+    let original: String = original
+        .lines()
+        .filter(|l| {
+            !["k8s_vip:", "dhcp_range:", "start:", "end:"]
+                .iter()
+                .any(|field| l.trim_start().starts_with(field))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
     let commented = format!(
         "# my lab, by hand\n{}",
         original.replace("\ndns:\n", "\n# names, by hand\ndns:\n")
@@ -460,4 +472,208 @@ fn lab_validate_asks_powerdns_for_each_zone_once_it_runs() {
         text(&down)
     );
     assert_eq!(failed(&down).len(), 1, "{}", text(&down));
+}
+
+/// The lab's config with each line for which `edit` gives a replacement replaced (none:
+/// the line removed).
+fn edit_lines(lab: &Lab, edit: impl Fn(&str) -> Option<Option<String>>) {
+    let text = std::fs::read_to_string(&lab.config).expect("the lab's config");
+    let mut out = String::new();
+    let mut hits = 0;
+    for line in text.lines() {
+        match edit(line) {
+            Some(Some(new)) => {
+                hits += 1;
+                out.push_str(&new);
+                out.push('\n');
+            }
+            Some(None) => hits += 1,
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    assert!(hits > 0, "no line to edit in {text}");
+    std::fs::write(&lab.config, out).expect("writing the config");
+}
+
+/// `foundry setup --yes` on the lab's config, timed.
+fn setup(lab: &Lab) -> (Output, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let out = run(lab, &["setup", "--yes"]);
+    (out, started.elapsed())
+}
+
+/// The containers of the lab's stack the Engine has, running or not.
+fn stack_containers(lab: &Lab) -> Vec<String> {
+    let out = docker(&[
+        "ps",
+        "-a",
+        "--format",
+        "{{.Names}}",
+        "--filter",
+        &format!("name=foundry-lab-{}-", lab.name),
+    ]);
+    assert!(out.status.success(), "docker ps: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|n| {
+            ["openbao", "dns-", "zot"]
+                .iter()
+                .any(|c| n.starts_with(&format!("foundry-lab-{}-{c}", lab.name)))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// The step keys of the home's one unfinished setup run.
+fn steps_of_setup(lab: &Lab) -> Vec<String> {
+    let run = lab.home.unfinished_run();
+    lab.home.show(&run)["step_list"]
+        .as_array()
+        .map(|steps| {
+            steps
+                .iter()
+                .filter_map(|s| {
+                    s["key"]
+                        .as_str()
+                        .map(|k| k.trim_end_matches("#0").to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `foundry setup` on a lab whose config lacks the VIP and whose DHCP range holds host-2:
+/// the network phase writes the VIP (the only field missing, the user's comment and range
+/// kept), then stops the setup before the stack phase naming host-2, exit 3, no container
+/// made; the range fixed and something answering at the VIP, `foundry setup` resumes the
+/// run and stops again naming the VIP; once nothing answers there it resumes and
+/// completes, DNS answering; run again, nothing changes.
+#[test]
+fn lab_setup_plans_the_missing_network_and_stops_before_the_stack_until_it_validates() {
+    let lab = Lab::up("netsetup", 2);
+    let (subnet, _) = lab_network(&lab);
+    let prefix = subnet.trim_end_matches(".0/24").to_string();
+
+    // The lab's own config validates as it is written (DNS waits for PowerDNS).
+    let out = run(&lab, &["network", "validate", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(failed(&out).is_empty(), "{}", text(&out));
+
+    let original = std::fs::read_to_string(&lab.config).expect("the lab's config");
+    std::fs::write(&lab.config, format!("# my lab, by hand\n{original}")).expect("write");
+    edit_lines(&lab, |l| {
+        l.trim_start().starts_with("k8s_vip:").then_some(None)
+    });
+    let range_start = |last: u32| format!("    start: \"{prefix}.{last}\"");
+    edit_lines(&lab, |l| {
+        l.trim_start()
+            .starts_with("start: ")
+            .then(|| Some(range_start(12)))
+    });
+    let before = std::fs::read_to_string(&lab.config).expect("config");
+
+    let (out, _) = setup(&lab);
+    let said = text(&out);
+    // The run failed (exit 3), and waits to be resumed.
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("the network does not validate")
+            && said.contains(&format!("static-outside-dhcp host host-2 {prefix}.12"))
+            && said.contains("hint:"),
+        "{said}"
+    );
+    assert!(!said.contains("panicked"), "{said}");
+    assert_eq!(stack_containers(&lab), Vec::<String>::new(), "{said}");
+    let steps = steps_of_setup(&lab);
+    assert!(
+        steps.contains(&"network/plan".to_string())
+            && steps.contains(&"network/validate".to_string())
+            && !steps.iter().any(|s| s.starts_with("stack/")),
+        "{steps:?}"
+    );
+    // Only the VIP was written: the comment and the user's range stay.
+    let written = std::fs::read_to_string(&lab.config).expect("config");
+    assert!(written.starts_with("# my lab, by hand\n"), "{written}");
+    assert!(written.contains(&range_start(12)), "{written}");
+    let vip_line = written
+        .lines()
+        .find(|l| l.trim_start().starts_with("k8s_vip:"))
+        .unwrap_or_else(|| panic!("no VIP written: {written}"))
+        .to_string();
+    let vip = vip_line
+        .trim()
+        .trim_start_matches("k8s_vip:")
+        .trim()
+        .trim_matches('"')
+        .to_string();
+    assert!(vip.starts_with(&format!("{prefix}.")), "{vip_line}");
+    let mut rest: Vec<&str> = written.lines().filter(|l| *l != vip_line).collect();
+    rest.sort_unstable();
+    let mut was: Vec<&str> = before.lines().collect();
+    was.sort_unstable();
+    assert_eq!(rest, was, "only the VIP line is new: {written}");
+
+    // The range fixed, and a machine answering at the VIP: resumed, stopped again.
+    edit_lines(&lab, |l| {
+        l.trim_start()
+            .starts_with("start: ")
+            .then(|| Some(range_start(221)))
+    });
+    let mut cleanup = Cleanup::default();
+    let squatter = unique("net-setup-squatter");
+    cleanup.containers.push(squatter.clone());
+    let started = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &squatter,
+        "--network",
+        &format!("foundry-lab-{}", lab.name),
+        "--ip",
+        &vip,
+        test_image(),
+    ]);
+    assert!(started.status.success(), "docker run: {started:?}");
+    let (out, _) = setup(&lab);
+    let said = text(&out);
+    // The run failed (exit 3), and waits to be resumed.
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(said.contains("resuming the unfinished setup"), "{said}");
+    assert!(
+        said.contains(&format!("vip-unused {vip}: {vip} answered ARP"))
+            && !said.contains("static-outside-dhcp host"),
+        "{said}"
+    );
+    assert_eq!(stack_containers(&lab), Vec::<String>::new(), "{said}");
+    drop(cleanup);
+
+    // Nothing answers there now: resumed, and the stack installed.
+    let (out, _) = setup(&lab);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("resuming the unfinished setup"), "{said}");
+    assert!(
+        said.contains("network: planned and wrote network.k8s_vip into the config"),
+        "{said}"
+    );
+    assert_eq!(stack_containers(&lab).len(), 5, "{said}");
+    // Run again: a new run, its network phase only reads and checks, nothing changed.
+    let (out, took) = setup(&lab);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("setup complete: nothing changed"), "{said}");
+    eprintln!("a setup with nothing to change took {took:?}");
+    let runs: Vec<Value> = lab
+        .home
+        .runs()
+        .into_iter()
+        .filter(|r| r["workflow"] == "setup")
+        .collect();
+    assert!(
+        runs.len() == 2 && runs.iter().all(|r| r["state"] == "completed"),
+        "{runs:?}"
+    );
 }

@@ -93,6 +93,8 @@ fn step_keys(lab: &Lab) -> Vec<String> {
             keys.push(format!("hosts/{host}/{step}"));
         }
     }
+    keys.push("network/plan".into());
+    keys.push("network/validate".into());
     keys.push("stack/read".into());
     for step in crate::openbao::STEPS {
         keys.push(format!("stack/openbao/openbao/{step}"));

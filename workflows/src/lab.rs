@@ -196,8 +196,20 @@ fn service_name(lab: &str, component: &str) -> String {
     format!("foundry-lab-{lab}-{component}")
 }
 
-/// Where the lab places the infrastructure services on its network: above every host
-/// (hosts are .11 to .210).
+/// The lab's address plan on its /24, by last octet, so that nothing is given twice: the
+/// gateway .1; .2 up, what the Engine gives a container started on the lab's network
+/// without an address of its own; the hosts from [`FIRST_HOST`] (.11 to .210, at most
+/// [`MAX_HOSTS`]); the VIP [`VIP`] and the DHCP range [`DHCP_RANGE`] of the lab's config,
+/// addresses no lab container has, so `network validate` passes on a fresh lab; the own
+/// Engine's shim .239 and its services' range .240/28 (`lab/engine.rs`), which holds
+/// [`SERVICE_ADDRESSES`].
+pub const FIRST_HOST: u8 = 11;
+pub const MAX_HOSTS: u32 = 200;
+pub const VIP: u8 = 220;
+pub const DHCP_RANGE: (u8, u8) = (221, 238);
+
+/// Where the lab places the infrastructure services on its network: above every host, the
+/// VIP and the DHCP range.
 pub const SERVICE_ADDRESSES: [(&str, u8); 5] = [
     ("openbao", 240),
     ("dns", 241),
@@ -243,12 +255,15 @@ fn lab_config(lab: &LabInput, hosts: &[LabHost]) -> Result<String, RunError> {
             subnet: Some(At::new(parsed(&lab.subnet)?)),
             netmask: None,
             gateway: At::new(at(1)?),
-            dhcp_range: None,
+            dhcp_range: Some(schema::DhcpRange {
+                start: At::new(at(DHCP_RANGE.0)?),
+                end: At::new(at(DHCP_RANGE.1)?),
+            }),
             openbao_hosts: on.clone(),
             dns_hosts: on.clone(),
             zot_hosts: on,
             truenas_hosts: Vec::new(),
-            k8s_vip: None,
+            k8s_vip: Some(At::new(at(VIP)?)),
         });
         let service = |role: &str, more: &[(&str, &str)]| -> Result<schema::Service, RunError> {
             let mut addresses = std::collections::BTreeMap::new();
@@ -324,8 +339,8 @@ impl Workflow for LabUp {
 
     fn check(&self, lab: &LabInput) -> Result<(), String> {
         check_name(&lab.name)?;
-        if !(1..=200).contains(&lab.hosts) {
-            return Err(format!("{} hosts: a lab has 1 to 200", lab.hosts));
+        if !(1..=MAX_HOSTS).contains(&lab.hosts) {
+            return Err(format!("{} hosts: a lab has 1 to {MAX_HOSTS}", lab.hosts));
         }
         if let Some(engine) = &lab.engine_host {
             let known = engine
@@ -424,7 +439,7 @@ async fn up_host(
     i: u32,
 ) -> Result<LabHost, RunError> {
     let host = format!("host-{i}");
-    let address = format!("{prefix}.{}", 10 + i);
+    let address = format!("{prefix}.{}", u32::from(FIRST_HOST) - 1 + i);
     let engine = lab.engine_host.as_deref() == Some(host.as_str());
     let own_engine = engine && lab.own_engine;
     // The Engine creates it for the bind; the host's init writes its host key there.
@@ -691,6 +706,40 @@ mod prefix_tests {
             "x",
         ] {
             assert!(lab(bad).prefix().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn no_address_of_the_lab_is_given_twice() {
+        let mut given: std::collections::BTreeMap<u32, String> = Default::default();
+        let mut give = |last: u32, what: String| {
+            if let Some(before) = given.insert(last, what.clone()) {
+                panic!(".{last} is both {before} and {what}");
+            }
+        };
+        give(1, "the gateway".into());
+        // The Engine's own picks, for containers without an address: the lowest free.
+        for last in 2..u32::from(FIRST_HOST) {
+            give(last, "the Engine's".into());
+        }
+        for i in 1..=MAX_HOSTS {
+            give(u32::from(FIRST_HOST) - 1 + i, format!("host-{i}"));
+        }
+        give(u32::from(VIP), "the VIP".into());
+        for last in DHCP_RANGE.0..=DHCP_RANGE.1 {
+            give(u32::from(last), "the DHCP range".into());
+        }
+        give(u32::from(engine::SHIM), "the own Engine's shim".into());
+        let (start, len) = (u32::from(engine::SERVICES.0), u32::from(engine::SERVICES.1));
+        for last in start..start + (1 << (32 - len)) {
+            give(last, "the own Engine's services".into());
+        }
+        assert!(given.keys().all(|last| *last <= 255), "{given:?}");
+        for (role, last) in SERVICE_ADDRESSES {
+            assert!(
+                (start..=255).contains(&u32::from(last)),
+                "{role} .{last} outside the services' range"
+            );
         }
     }
 }

@@ -5,13 +5,14 @@
 //! journaled: every command asks the hosts again.
 
 mod detect;
+pub mod phase;
 mod plan;
 mod probe;
 mod validate;
 
 pub use detect::{HostNetwork, detect};
 pub use plan::{FieldChange, Proposal, plan, write};
-pub use validate::{Check, Status, validate};
+pub use validate::{Check, Status, before_stack, validate};
 
 /// A failure of a `network` command: what went wrong, and what the user can do.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! `setup`: the whole stack from a stack config, as one durable run, in phases: the hosts
-//! configured for Foundry (`hosts/`), every component the config places, each after what
-//! it needs (`stack/`), the hosts' keys Foundry made moved into OpenBAO (`keys/`), and a
+//! configured for Foundry (`hosts/`), the network's addresses planned where the config
+//! lacks them and validated (`network/`, in `network/phase.rs`), every component the config
+//! places, each after what it needs (`stack/`), the hosts' keys Foundry made moved into OpenBAO (`keys/`), and a
 //! last look at every component (`verify`). Each phase's input is read from the config by
 //! a step of its own (`<phase>/read`), when the phase starts: a config that cannot work
 //! stops the run before that phase changes anything, and a resumed setup goes on with what
@@ -16,6 +17,7 @@ use crate::component::{ComponentStatus, InstallOptions};
 use crate::config::StackConfig;
 use crate::host::{ConfigureOutput, HostConfigure};
 use crate::keys::{KeysMove, LeftAlone, MoveOutput};
+use crate::network::phase::NetworkOutput;
 use crate::stack::{StackInstall, StackOutput};
 
 fn default_parallel() -> usize {
@@ -41,6 +43,9 @@ pub struct SetupInput {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SetupOutput {
     pub hosts: ConfigureOutput,
+    /// What the network phase wrote into the config, and its checks.
+    #[serde(default)]
+    pub network: NetworkOutput,
     /// Each component's install output, by component.
     pub stack: StackOutput,
     /// The keys moved into OpenBAO (none when no key was Foundry's to move).
@@ -159,8 +164,9 @@ impl Activity for ReadPhase {
     }
 }
 
-/// The last look: every placed component, asked now where it runs. One not yet healthy
-/// is asked again (a service may take a moment to answer after its container starts).
+/// The last look: every placed component, asked now where it runs, and the DNS server
+/// answering each infrastructure zone. One not yet healthy is asked again (a service may
+/// take a moment to answer after its container starts).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Verify {
     pub config: PathBuf,
@@ -198,6 +204,7 @@ impl Activity for Verify {
             }
             found.push(status);
         }
+        crate::network::phase::dns_answers(&stack).await?;
         Ok(found)
     }
 }
@@ -239,7 +246,7 @@ fn output<T: serde::de::DeserializeOwned>(phase: &str, output: Value) -> Result<
 
 impl Workflow for Setup {
     const NAME: &'static str = "setup";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     type Input = SetupInput;
     type Output = SetupOutput;
 
@@ -262,6 +269,7 @@ impl Workflow for Setup {
         )
         .await?;
         let hosts: ConfigureOutput = output("hosts", hosts.unwrap_or(Value::Null))?;
+        let network = crate::network::phase::run(&ctx, &input.config).await?;
         let (stack, _) = Self::phase(
             &ctx,
             &input,
@@ -284,6 +292,7 @@ impl Workflow for Setup {
             .await?;
         Ok(SetupOutput {
             hosts,
+            network,
             stack,
             keys,
             keys_left,

@@ -194,6 +194,14 @@ fn summary(
     if !printer.json() {
         let _ = printer.line(&format!("hosts: {}", output.hosts.summary()));
     }
+    let written = &output.network.plan.written;
+    if let (false, false) = (written.is_empty(), printer.json()) {
+        let fields: Vec<&str> = written.iter().map(|c| c.field.as_str()).collect();
+        let _ = printer.line(&format!(
+            "network: planned and wrote {} into the config",
+            fields.join(", ")
+        ));
+    }
     let components_changed = super::stack::report(stack, &output.stack, run, printer)?;
     let moved = output
         .keys
@@ -207,7 +215,7 @@ fn summary(
             ));
         }
     }
-    let changed = hosts_changed || components_changed || moved;
+    let changed = hosts_changed || !written.is_empty() || components_changed || moved;
     if printer.json() {
         let _ = printer.data(&serde_json::json!({
             "setup": run,

@@ -103,11 +103,16 @@ ip route add "$2" dev foundry-shim' foundry-lab-engine-shim "$6/32" "$5"
 const NETWORK_PROBE: &str =
     r#"docker network inspect "$1" >/dev/null && ip link show foundry-shim >/dev/null"#;
 
+/// The last octet of the host's own interface on the lab's network.
+pub(super) const SHIM: u8 = 239;
+/// The range its Engine gives services: the last octet it starts at, and its prefix length.
+pub(super) const SERVICES: (u8, u8) = (240, 28);
+
 /// The step that makes the lab's network in the host's Engine; its probe: it is there.
 pub fn network_step(container: &str, network: &str, subnet: &str, prefix: &str) -> RunCommand {
     let gateway = format!("{prefix}.1");
-    let range = format!("{prefix}.240/28");
-    let shim = format!("{prefix}.239");
+    let range = format!("{prefix}.{}/{}", SERVICES.0, SERVICES.1);
+    let shim = format!("{prefix}.{SHIM}");
     let argv = [
         "sh",
         "-c",

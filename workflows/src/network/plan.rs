@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{HostNetwork, NetworkError};
 use crate::config::{self, At, Cidr, DhcpRange, Network, StackConfig};
@@ -21,7 +21,7 @@ pub struct Proposal {
 }
 
 /// One field of `network:` the proposal sets to another value than the config's.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldChange {
     pub field: String,
     pub from: Option<String>,
@@ -45,19 +45,44 @@ impl Proposal {
 /// How many VIPs are tried when the probe finds the proposed one in use.
 const VIP_TRIES: usize = 8;
 
+/// What a plan keeps of the config's own section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Keep {
+    /// Each value that still holds (`network plan`): a DHCP range holding a static
+    /// address, or a VIP something answers at, is planned anew.
+    WhatHolds,
+    /// Every value it sets, as it is (setup plans only what is missing, around what is
+    /// there; validation then names what does not hold).
+    Set,
+}
+
 /// The proposal for `config` from what its hosts reported (`detected`). The VIP is probed
 /// from the first host that answered; one in use is replaced by the next free address.
 pub async fn plan(
     config: &StackConfig,
     detected: &[HostNetwork],
 ) -> Result<Proposal, NetworkError> {
+    plan_keeping(config, detected, Keep::WhatHolds).await
+}
+
+/// As [`plan`], keeping what `keep` says of the config's section. A VIP the config sets
+/// and `Keep::Set` keeps is not probed here.
+pub(super) async fn plan_keeping(
+    config: &StackConfig,
+    detected: &[HostNetwork],
+    keep: Keep,
+) -> Result<Proposal, NetworkError> {
+    let vip_set = config.network.as_ref().is_some_and(|n| n.k8s_vip.is_some());
+    if keep == Keep::Set && vip_set {
+        return propose(config, detected, &BTreeMap::new(), keep);
+    }
     let prober = detected.iter().filter(|d| d.error.is_none()).find_map(|d| {
         let entry = config.host(&d.host)?;
         Some((d.host.clone(), config.ssh_target(entry).ok()?))
     });
     let mut busy = BTreeMap::new();
     for _ in 0..VIP_TRIES {
-        let mut proposal = propose(config, detected, &busy)?;
+        let mut proposal = propose(config, detected, &busy, keep)?;
         let Some(vip) = proposal.network.k8s_vip.as_ref().map(|v| v.value) else {
             return Ok(proposal);
         };
@@ -95,15 +120,26 @@ pub async fn plan(
 /// Writes the proposal's section into the config at `path`, the rest of the file as it
 /// was; whether its layout and comments were kept (else it was written out whole).
 pub fn write(path: &Path, proposal: &Proposal) -> Result<bool, NetworkError> {
+    write_network(
+        path,
+        &proposal.network,
+        "Foundry's stack config; `foundry network plan --write` wrote its network section.",
+    )
+}
+
+/// Writes `network` as the config's `network:` section at `path`, the rest of the file as
+/// it was; whether its layout and comments were kept (else it was written out whole, with
+/// `comment` on top).
+pub(super) fn write_network(
+    path: &Path,
+    network: &Network,
+    comment: &str,
+) -> Result<bool, NetworkError> {
     let text = config::read_text(path)?;
     let (mut stack, _) = config::parse_unchecked(path, &text)?;
-    stack.network = Some(proposal.network.clone());
+    stack.network = Some(network.clone());
     Ok(config::write_section(
-        path,
-        &text,
-        &stack,
-        "network",
-        "Foundry's stack config; `foundry network plan --write` wrote its network section.",
+        path, &text, &stack, "network", comment,
     )?)
 }
 
@@ -164,12 +200,14 @@ fn network_of(address: Ipv4Addr, prefix_len: u8) -> Result<Cidr, NetworkError> {
 }
 
 /// The section for `config` from `detected`, no address of `busy` (found in use, and by
-/// what) given out.
+/// what) given out, the config's own values kept as `keep` says.
 pub(super) fn propose(
     config: &StackConfig,
     detected: &[HostNetwork],
     busy: &BTreeMap<Ipv4Addr, String>,
+    keep: Keep,
 ) -> Result<Proposal, NetworkError> {
+    let kept = |holds: bool| keep == Keep::Set || holds;
     let (gateway, subnet, mut notes) = consensus(detected).map(|(g, s, n)| (g, s, vec![n]))?;
     for d in detected {
         if let Some(e) = &d.error {
@@ -206,21 +244,29 @@ pub(super) fn propose(
     let kept_vip = old
         .and_then(|n| n.k8s_vip.as_ref())
         .map(|v| v.value)
-        .filter(|v| free_vip(*v));
+        .filter(|v| kept(free_vip(*v)));
     let mut taken = statics.clone();
     taken.extend(kept_vip.map(u32::from));
 
     let holds_static = |start: u32, end: u32| taken.range(start..=end).next().is_some();
     let kept_range = old.and_then(|n| n.dhcp_range.as_ref()).filter(|r| {
         let (start, end) = (u32::from(r.start.value), u32::from(r.end.value));
-        subnet.contains(r.start.value)
-            && subnet.contains(r.end.value)
-            && start <= end
-            && !holds_static(start, end)
+        kept(
+            subnet.contains(r.start.value)
+                && subnet.contains(r.end.value)
+                && start <= end
+                && !holds_static(start, end),
+        )
     });
     let (start, end) = match kept_range {
         Some(r) => {
-            notes.push("the DHCP range is the config's: it holds no static address".into());
+            notes.push(
+                match keep {
+                    Keep::WhatHolds => "the DHCP range is the config's: it holds no static address",
+                    Keep::Set => "the DHCP range is the config's",
+                }
+                .into(),
+            );
             (u32::from(r.start.value), u32::from(r.end.value))
         }
         None => {
@@ -245,7 +291,7 @@ pub(super) fn propose(
         }
     };
     let outside = |a: u32| !(start..=end).contains(&a);
-    let vip = match kept_vip.filter(|v| outside(u32::from(*v))) {
+    let vip = match kept_vip.filter(|v| kept(outside(u32::from(*v)))) {
         Some(vip) => {
             notes.push(format!("the VIP {vip} is the config's"));
             vip
@@ -319,7 +365,7 @@ fn longest_free_run(first: u32, last: u32, taken: &BTreeSet<u32>) -> Option<(u32
 }
 
 /// Each field of the section, as the config has it and as proposed, where they differ.
-fn changes(old: Option<&Network>, new: &Network) -> Vec<FieldChange> {
+pub(super) fn changes(old: Option<&Network>, new: &Network) -> Vec<FieldChange> {
     let show = |n: &Network| -> Vec<(&'static str, Option<String>)> {
         let list = |l: &Vec<At<String>>| {
             (!l.is_empty()).then(|| {
@@ -392,7 +438,8 @@ mod tests {
             reported("a", [192, 168, 1, 10], [192, 168, 1, 1]),
             reported("b", [192, 168, 1, 11], [192, 168, 1, 1]),
         ];
-        let p = propose(&stack(HOSTS), &detected, &BTreeMap::new()).expect("a plan");
+        let p =
+            propose(&stack(HOSTS), &detected, &BTreeMap::new(), Keep::WhatHolds).expect("a plan");
         let n = &p.network;
         assert_eq!(n.gateway.value, Ipv4Addr::new(192, 168, 1, 1));
         assert_eq!(
@@ -414,7 +461,8 @@ mod tests {
         let mut again = stack(HOSTS);
         again.network = Some(p.network.clone());
         let text = config::render(&again, "t").expect("render");
-        let q = propose(&stack(&text), &detected, &BTreeMap::new()).expect("again");
+        let q =
+            propose(&stack(&text), &detected, &BTreeMap::new(), Keep::WhatHolds).expect("again");
         assert_eq!(q.network, p.network);
         assert!(q.changes.is_empty(), "{:?}", q.changes);
     }
@@ -425,7 +473,8 @@ mod tests {
             "{HOSTS}network:\n  subnet: 192.168.1.0/24\n  gateway: 192.168.1.1\n  dhcp_range: {{start: 192.168.1.100, end: 192.168.1.200}}\n  k8s_vip: 192.168.1.50\n  dns_hosts: [b]\n"
         );
         let detected = [reported("a", [192, 168, 1, 10], [192, 168, 1, 1])];
-        let p = propose(&stack(&text), &detected, &BTreeMap::new()).expect("a plan");
+        let p =
+            propose(&stack(&text), &detected, &BTreeMap::new(), Keep::WhatHolds).expect("a plan");
         let range = p.network.dhcp_range.as_ref().expect("a range");
         assert_eq!(range.start.value, Ipv4Addr::new(192, 168, 1, 100));
         assert_eq!(
@@ -437,15 +486,34 @@ mod tests {
         assert_eq!(fields, ["network.openbao_hosts", "network.zot_hosts"]);
         // A VIP in use moves; a range that holds a host's address is planned again.
         let busy = BTreeMap::from([(Ipv4Addr::new(192, 168, 1, 50), "answered ARP".into())]);
-        let p = propose(&stack(&text), &detected, &busy).expect("a plan");
+        let p = propose(&stack(&text), &detected, &busy, Keep::WhatHolds).expect("a plan");
         assert_ne!(
             p.network.k8s_vip.as_ref().map(|v| v.value),
             Some(Ipv4Addr::new(192, 168, 1, 50))
         );
         let moved = text.replace("start: 192.168.1.100", "start: 192.168.1.5");
-        let p = propose(&stack(&moved), &detected, &BTreeMap::new()).expect("a plan");
+        let p =
+            propose(&stack(&moved), &detected, &BTreeMap::new(), Keep::WhatHolds).expect("a plan");
         let range = p.network.dhcp_range.as_ref().expect("a range");
         assert!(range.start.value > Ipv4Addr::new(192, 168, 1, 11));
+    }
+
+    #[test]
+    fn setup_keeps_what_the_config_sets_and_plans_the_rest_around_it() {
+        // A DHCP range that holds host a's address, and no VIP.
+        let text = format!(
+            "{HOSTS}network:\n  subnet: 192.168.1.0/24\n  gateway: 192.168.1.1\n  dhcp_range: {{start: 192.168.1.10, end: 192.168.1.200}}\n"
+        );
+        let detected = [reported("a", [192, 168, 1, 10], [192, 168, 1, 1])];
+        let start = |p: &Proposal| p.network.dhcp_range.as_ref().map(|r| r.start.value);
+        let replanned =
+            propose(&stack(&text), &detected, &BTreeMap::new(), Keep::WhatHolds).expect("a plan");
+        assert_ne!(start(&replanned), Some(Ipv4Addr::new(192, 168, 1, 10)));
+        let p = propose(&stack(&text), &detected, &BTreeMap::new(), Keep::Set).expect("a plan");
+        assert_eq!(start(&p), Some(Ipv4Addr::new(192, 168, 1, 10)));
+        // The VIP is planned outside the range kept, on no address in use.
+        let vip = p.network.k8s_vip.as_ref().map(|v| v.value).expect("a VIP");
+        assert_eq!(vip, Ipv4Addr::new(192, 168, 1, 9));
     }
 
     #[test]

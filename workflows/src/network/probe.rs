@@ -1,15 +1,18 @@
 //! Whether anything answers at an address on a host's network, asked from that host: the
-//! host's own addresses, then `ping` where it is installed, then ARP: a request on a raw
-//! socket (as root or through sudo), else through the kernel (a datagram toward the
-//! address makes the host ask who has it; a neighbour entry with a hardware address is an
-//! answer). ARP answers even where a firewall drops pings. No answer within 1.5 s (three
-//! requests, where a neighbour on the link answers in milliseconds) means free.
+//! host's own addresses, then ARP, which every neighbour on the link answers even where a
+//! firewall drops pings: a request on a raw socket (as root or through sudo). Without a raw
+//! socket, `ping` where it is installed, then the kernel (a datagram toward the address
+//! makes the host ask who has it; a neighbour entry with a hardware address is an answer).
+//! A neighbour on a wire answers ARP in well under a millisecond: three requests over 0.3 s
+//! with no answer mean free, so a probe costs 0.3 s plus one SSH round trip. (A Wi-Fi
+//! device asleep in power save may answer later; the VIP is outside the DHCP range, where
+//! such clients live.)
 
 use std::net::Ipv4Addr;
 
 use foundry_activities::ssh::SshTarget;
 
-/// Prints `self`, `ping`, `arp <what answered>` for an answer, `free`, or `missing
+/// Prints `self`, `arp <what answered>`, `ping` for an answer, `free`, or `missing
 /// <command>`. Needs iproute2 and python3 (Foundry's base packages). Arguments: the
 /// address, and [`RAW_ARP`]. A raw ARP request needs root (or sudo); without it the
 /// kernel's neighbour table is read instead, where an entry the host may not flush (no
@@ -18,7 +21,6 @@ const PROBE: &str = r#"set -u
 a="$1"
 for c in ip python3; do command -v "$c" >/dev/null 2>&1 || { echo "missing $c"; exit 0; }; done
 if ip -4 -o addr show | grep -q "inet $a/"; then echo self; exit 0; fi
-if command -v ping >/dev/null 2>&1 && ping -c 1 -W 1 "$a" >/dev/null 2>&1; then echo ping; exit 0; fi
 dev=$(ip -4 -o route get "$a" 2>/dev/null | sed -n 's/.* dev \([^ ]*\).*/\1/p')
 if [ -n "$dev" ]; then
   if [ "$(id -u)" = 0 ]; then r=$(python3 -c "$2" "$a" "$dev" 2>/dev/null); else r=$(sudo -n python3 -c "$2" "$a" "$dev" 2>/dev/null); fi
@@ -27,6 +29,7 @@ if [ -n "$dev" ]; then
     ??:??:??:??:??:??) echo "arp $a is at $r"; exit 0 ;;
   esac
 fi
+if command -v ping >/dev/null 2>&1 && ping -c 1 -W 1 "$a" >/dev/null 2>&1; then echo ping; exit 0; fi
 sudo -n ip neigh flush to "$a" >/dev/null 2>&1 || ip neigh flush to "$a" >/dev/null 2>&1 || true
 python3 -c 'import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"", (sys.argv[1], 9))' "$a" 2>/dev/null || true
 i=0
@@ -47,7 +50,8 @@ esac
 "#;
 
 /// An ARP request for the address (argument 1) on the interface (argument 2), sent three
-/// times over 1.5 s on a raw socket: prints the MAC that answers, or `none`.
+/// at 0, 0.1 and 0.2 s on a raw socket, listening for 0.3 s: prints the MAC that answers,
+/// or `none`.
 const RAW_ARP: &str = r#"import fcntl, socket, struct, sys, time
 target, dev = sys.argv[1], sys.argv[2]
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
@@ -61,11 +65,11 @@ except OSError:
 tpa = socket.inet_aton(target)
 arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mine, src, bytes(6), tpa)
 frame = b"\xff" * 6 + mine + b"\x08\x06" + arp
-s.settimeout(0.1)
+s.settimeout(0.02)
 start = time.monotonic()
 sent = 0
-while time.monotonic() - start < 1.5:
-    if sent < 3 and time.monotonic() - start >= sent * 0.5:
+while time.monotonic() - start < 0.3:
+    if sent < 3 and time.monotonic() - start >= sent * 0.1:
         s.send(frame)
         sent += 1
     try:

@@ -1,16 +1,17 @@
 //! `network validate`: each address the stack needs is set, the VIP is unique and nothing
 //! answers at it (probed from a host), no static address lies in the DHCP range, every host
 //! answers over SSH, and the DNS server answers for the infrastructure zones once it runs.
-//! One check per line, each saying what it looked at and where.
+//! One check per line, each saying what it looked at and where. [`before_stack`] is every
+//! check but DNS's: what `foundry setup` asks before it installs anything.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{self, StackConfig};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Pass,
@@ -20,16 +21,16 @@ pub enum Status {
 }
 
 /// One check's verdict.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
     /// `required`, `config`, `vip-unique`, `static-outside-dhcp`, `reachable`,
     /// `vip-unused` or `dns`.
-    pub check: &'static str,
+    pub check: String,
     /// What was checked: a field, a host, an address, a zone.
     pub subject: String,
     pub status: Status,
     pub detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
 }
 
@@ -41,7 +42,7 @@ impl Check {
         detail: impl Into<String>,
     ) -> Check {
         Check {
-            check,
+            check: check.into(),
             subject: subject.into(),
             status,
             detail: detail.into(),
@@ -65,6 +66,21 @@ pub async fn validate(
     refused: Option<&str>,
     timeout: Duration,
 ) -> Vec<Check> {
+    let (mut checks, dns) =
+        tokio::join!(before_stack(config, refused, timeout), dns(config, false));
+    checks.extend(dns);
+    checks
+}
+
+/// Every check but DNS's (which needs PowerDNS running): the config, the addresses, every
+/// host reachable and nothing answering at the VIP. The hosts and the VIP are asked at
+/// once (the VIP from the first host, and from the first that answered when that one did
+/// not), over the process's pooled SSH connections, so the cost is about one probe's.
+pub async fn before_stack(
+    config: &StackConfig,
+    refused: Option<&str>,
+    timeout: Duration,
+) -> Vec<Check> {
     let mut checks = Vec::new();
     checks.push(match refused {
         None => Check::new(
@@ -78,37 +94,77 @@ pub async fn validate(
     checks.extend(required(config));
     checks.extend(vip_unique(config));
     checks.extend(outside_dhcp(config));
-    let reached = async {
-        let hosts = crate::host::status(config, timeout).await;
-        let prober = hosts.iter().filter(|h| h.reachable).find_map(|h| {
-            let target = config.ssh_target(config.host(&h.host)?).ok()?;
-            Some((h.host.clone(), target))
-        });
-        let probed = vip_unused(config, prober).await;
-        (hosts, probed)
+    let first = config.hosts.iter().find_map(|h| {
+        let target = config.ssh_target(h).ok()?;
+        Some((h.name.clone(), target))
+    });
+    let (hosts, first_probe) = tokio::join!(reach(config, timeout), vip_unused(config, first));
+    // The first host could not probe: the first host that answered does, if any did.
+    let probed = match first_probe {
+        Ok(check) => check,
+        Err(failed) => {
+            let up = hosts
+                .iter()
+                .filter(|h| h.status == Status::Pass)
+                .find_map(|h| config.host(&h.subject))
+                .and_then(|h| Some((h.name.clone(), config.ssh_target(h).ok()?)));
+            match up {
+                Some(prober) => vip_unused(config, Some(prober)).await.unwrap_or_else(|e| e),
+                None => Check::new(
+                    "vip-unused",
+                    failed.subject,
+                    Status::Skip,
+                    "no host answered to probe it from",
+                ),
+            }
+        }
     };
-    let ((hosts, probed), dns) = tokio::join!(reached, dns(config));
-    for h in &hosts {
-        let login = format!("{}@{}:{}", h.user, h.address, h.port);
-        checks.push(match (&h.error, h.latency_ms) {
-            (None, Some(ms)) => Check::new(
+    checks.extend(hosts);
+    checks.push(probed);
+    checks
+}
+
+/// Each host answers a command over SSH (through the process's pooled connection, made
+/// when there is none yet), within `timeout`.
+async fn reach(config: &StackConfig, timeout: Duration) -> Vec<Check> {
+    let found = crate::host::each_host(config, move |entry, target| async move {
+        let login = format!("{}@{}:{}", entry.user, entry.address, entry.port);
+        let asked = async {
+            let target = target.map_err(|e| e.message)?;
+            let start = std::time::Instant::now();
+            super::run_on(&target, &["true"]).await?;
+            Ok::<_, String>(start.elapsed())
+        };
+        let said = match tokio::time::timeout(timeout, asked).await {
+            Ok(said) => said,
+            Err(_) => Err(format!("no answer within {}s", timeout.as_secs())),
+        };
+        match said {
+            Ok(took) => Check::new(
                 "reachable",
-                &h.host,
+                &entry.name,
                 Status::Pass,
-                format!("{login}, a command in {ms} ms"),
+                format!("{login}, answered in {} ms", took.as_millis()),
             ),
-            (error, _) => Check::new(
+            Err(e) => Check::new(
                 "reachable",
-                &h.host,
+                &entry.name,
                 Status::Fail,
-                format!("{login}: {}", error.as_deref().unwrap_or("no answer")),
+                format!("{login}: {e}"),
             )
             .hint("`foundry host list` asks each host; `foundry host add NAME` records its key"),
-        });
-    }
-    checks.push(probed);
-    checks.extend(dns);
-    checks
+        }
+    })
+    .await;
+    found
+        .into_iter()
+        .zip(&config.hosts)
+        .map(|(found, entry)| {
+            found.unwrap_or_else(|| {
+                Check::new("reachable", &entry.name, Status::Fail, "the check stopped")
+            })
+        })
+        .collect()
 }
 
 fn vip(config: &StackConfig) -> Option<Ipv4Addr> {
@@ -117,7 +173,7 @@ fn vip(config: &StackConfig) -> Option<Ipv4Addr> {
 
 /// Each address the stack needs, set: the gateway, the subnet, the DHCP range, the VIP,
 /// and a host for each infrastructure service.
-fn required(config: &StackConfig) -> Vec<Check> {
+pub(super) fn required(config: &StackConfig) -> Vec<Check> {
     let check = |field: &str, value: Option<String>| match value {
         Some(v) => Check::new("required", format!("network.{field}"), Status::Pass, v),
         None => Check::new(
@@ -222,37 +278,45 @@ fn outside_dhcp(config: &StackConfig) -> Vec<Check> {
     }
 }
 
-/// Nothing answers at the VIP, asked from `prober` (a host that answered).
+/// Nothing answers at the VIP, asked from `prober`; the failed check as an error when the
+/// probe itself could not be made there.
+///
+/// The rule, on the first setup and on every later one alike (a setup run again is a new
+/// run, and probes again): nothing may answer at the VIP, since nothing of the stack holds
+/// it yet. Once the cluster exists, kube-vip holds it on a server, and an answer from a
+/// server's MAC is the stack's own; that exception comes with the cluster.
 async fn vip_unused(
     config: &StackConfig,
     prober: Option<(String, foundry_activities::ssh::SshTarget)>,
-) -> Check {
+) -> Result<Check, Check> {
     let Some(vip) = vip(config) else {
-        return Check::new(
+        return Ok(Check::new(
             "vip-unused",
             "network.k8s_vip",
             Status::Skip,
             "no VIP to probe",
-        );
+        ));
     };
     let Some((host, target)) = prober else {
-        return Check::new(
+        return Ok(Check::new(
             "vip-unused",
             vip.to_string(),
             Status::Skip,
             "no host answered to probe it from",
-        );
+        ));
     };
     match super::probe::answers(&host, &target, vip).await {
-        Ok(None) => Check::new(
+        Ok(None) => Ok(Check::new(
             "vip-unused",
             vip.to_string(),
             Status::Pass,
             format!("nothing answers at it (probed from {host})"),
+        )),
+        Ok(Some(said)) => Ok(
+            Check::new("vip-unused", vip.to_string(), Status::Fail, said)
+                .hint("something holds that address: `foundry network plan` proposes a free one"),
         ),
-        Ok(Some(said)) => Check::new("vip-unused", vip.to_string(), Status::Fail, said)
-            .hint("something holds that address: `foundry network plan` proposes a free one"),
-        Err(e) => Check::new("vip-unused", vip.to_string(), Status::Fail, e),
+        Err(e) => Err(Check::new("vip-unused", vip.to_string(), Status::Fail, e)),
     }
 }
 
@@ -260,9 +324,10 @@ async fn vip_unused(
 const DNS_WAIT: Duration = Duration::from_secs(1);
 const DNS_TRIES: u32 = 2;
 
-/// The DNS server the config places answers each infrastructure zone's SOA; skipped, with
-/// a note, while nothing answers DNS there (PowerDNS not installed yet).
-async fn dns(config: &StackConfig) -> Vec<Check> {
+/// The DNS server the config places answers each infrastructure zone's SOA. While nothing
+/// answers DNS there, skipped with a note (PowerDNS not installed yet), unless `installed`
+/// says it must be there by now (setup's last look): then that is a failure.
+pub(super) async fn dns(config: &StackConfig, installed: bool) -> Vec<Check> {
     let address = config
         .components
         .as_ref()
@@ -297,7 +362,7 @@ async fn dns(config: &StackConfig) -> Vec<Check> {
         let asked = foundry_activities::dns::ask(server, &zone, soa, DNS_WAIT, DNS_TRIES).await;
         checks.push(match asked {
             Err(e) if e.transient && checks.is_empty() => {
-                return vec![silent(config, address, &zone, e.message).await];
+                return vec![silent(config, address, &zone, e.message, installed).await];
             }
             Err(e) => Check::new("dns", subject, Status::Fail, e.message),
             Ok(reply) => match reply.answers.iter().find(|r| r.rtype == "SOA") {
@@ -322,7 +387,13 @@ async fn dns(config: &StackConfig) -> Vec<Check> {
 
 /// The verdict when the internal server gives no answer: PowerDNS is down when another of
 /// its servers (external, recursor) answers, else not installed yet.
-async fn silent(config: &StackConfig, address: Ipv4Addr, zone: &str, why: String) -> Check {
+async fn silent(
+    config: &StackConfig,
+    address: Ipv4Addr,
+    zone: &str,
+    why: String,
+    installed: bool,
+) -> Check {
     let soa = foundry_activities::dns::type_code("SOA").unwrap_or(6);
     let others: Vec<(String, Ipv4Addr)> = config
         .components
@@ -344,6 +415,15 @@ async fn silent(config: &StackConfig, address: Ipv4Addr, zone: &str, why: String
             )
             .hint("`foundry component status dns` shows its containers");
         }
+    }
+    if installed {
+        return Check::new(
+            "dns",
+            address.to_string(),
+            Status::Fail,
+            format!("nothing answers DNS there or at its other addresses: {why}"),
+        )
+        .hint("`foundry component status dns` shows its containers");
     }
     Check::new(
         "dns",
