@@ -35,4 +35,5 @@ mod snapshots;
 mod ssh;
 mod ssh_keys;
 mod stopped_driver;
+mod upgrade;
 mod wire;
