@@ -201,25 +201,23 @@ fn a_stack_upgrades_live_versions_keeping_its_data_refuses_what_it_must_and_resu
     pin(&lab, [BEFORE[0], PDNS_BEFORE_SCHEMA, BEFORE[2]]);
     ok(home, &config, &["stack", "install"]);
 
-    // The plan reads the running versions live, and a dry run changes nothing.
+    // The plan reads the running versions live. PowerDNS 4.6.2 -> 4.8.0 passes through
+    // 4.7.0's schema change, which Foundry does not make: the whole upgrade is refused,
+    // naming it, and nothing changes; so does its dry run.
     pin(&lab, AFTER);
     let before = images(&lab);
-    let said = ok(home, &config, &["stack", "upgrade", "--dry-run"]);
-    assert!(said.contains("openbao on host-1: 2.4.0 -> 2.5.0"), "{said}");
-    assert!(said.contains("dns on host-1: 4.6.2 -> 4.8.0"), "{said}");
-    assert!(said.contains("then: unseal it again"), "{said}");
-    assert_eq!(images(&lab), before);
-
-    // PowerDNS 4.6.2 -> 4.8.0 passes through 4.7.0's schema change, which Foundry does not
-    // make: the whole upgrade is refused, naming it, and nothing changes.
-    let out = foundry(home, &config, &["stack", "upgrade", "--yes"]);
-    let said = text(&out);
-    assert!(!out.status.success(), "{said}");
-    assert!(said.contains("passes through 4.7.0"), "{said}");
-    assert!(
-        said.contains("hint: upgrade dns to 4.7.0 by hand"),
-        "{said}"
-    );
+    for flag in ["--dry-run", "--yes"] {
+        let out = foundry(home, &config, &["stack", "upgrade", flag]);
+        let said = text(&out);
+        assert!(!out.status.success(), "{said}");
+        assert!(said.contains("openbao on host-1: 2.4.0 -> 2.5.0"), "{said}");
+        assert!(said.contains("dns on host-1: 4.6.2 -> 4.8.0"), "{said}");
+        assert!(said.contains("passes through 4.7.0"), "{said}");
+        assert!(
+            said.contains("hint: upgrade dns to 4.7.0 by hand"),
+            "{said}"
+        );
+    }
     let out = foundry(
         home,
         &config,
@@ -269,9 +267,16 @@ fn a_stack_upgrades_live_versions_keeping_its_data_refuses_what_it_must_and_resu
     assert!(set.status.success(), "{set:?}");
     secret_reads(home, &config);
 
-    // Without --yes and with no terminal to ask on, nothing is upgraded.
+    // Without --yes and with no terminal to ask on, nothing is upgraded; a dry run says
+    // what would be.
     pin(&lab, AFTER);
     let before = images(&lab);
+    let said = ok(home, &config, &["stack", "upgrade", "--dry-run"]);
+    assert!(said.contains("openbao on host-1: 2.4.0 -> 2.5.0"), "{said}");
+    assert!(said.contains("then: unseal it again"), "{said}");
+    assert!(said.contains("dns on host-1: 4.7.3 -> 4.8.0"), "{said}");
+    assert!(said.contains("zot on host-1: v2.1.19 -> v2.1.20"), "{said}");
+    assert_eq!(images(&lab), before);
     let out = foundry(home, &config, &["stack", "upgrade"]);
     let said = text(&out);
     assert!(!out.status.success(), "{said}");
