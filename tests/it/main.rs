@@ -35,5 +35,6 @@ mod snapshots;
 mod ssh;
 mod ssh_keys;
 mod stopped_driver;
+mod upgrade;
 mod verify;
 mod wire;

@@ -200,13 +200,13 @@ fn killed_along(lab: &Lab, points: &[String]) -> usize {
 
 /// The Engine's container creations, followed live from when it is made (the Engine keeps
 /// too few past events to ask for them afterwards while other tests run).
-struct Creations {
+pub(crate) struct Creations {
     child: std::process::Child,
     log: std::path::PathBuf,
 }
 
 impl Creations {
-    fn follow(lab: &Lab) -> Creations {
+    pub(crate) fn follow(lab: &Lab) -> Creations {
         let log = lab.home.scratch().join("creations.log");
         let file = std::fs::File::create(&log).expect("events log");
         let child = Command::new("docker")
@@ -242,7 +242,7 @@ impl Creations {
         creations
     }
 
-    fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()

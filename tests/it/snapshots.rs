@@ -96,7 +96,7 @@ fn help_texts() {
         );
     }
     human_snapshot!("help_component", home.ok(&["component", "--help"]));
-    for verb in ["list", "install", "status"] {
+    for verb in ["list", "install", "status", "upgrade"] {
         human_snapshot!(
             format!("help_component_{verb}"),
             home.ok(&["component", verb, "--help"])
@@ -104,7 +104,7 @@ fn help_texts() {
     }
     human_snapshot!("help_stack", home.ok(&["stack", "--help"]));
     human_snapshot!("help_setup", home.ok(&["setup", "--help"]));
-    for verb in ["install", "status", "validate", "plan"] {
+    for verb in ["install", "status", "validate", "plan", "upgrade"] {
         human_snapshot!(
             format!("help_stack_{verb}"),
             home.ok(&["stack", verb, "--help"])

@@ -68,6 +68,66 @@ pub trait Component: Send + Sync + 'static {
     fn volumes(&self, _stack: &StackConfig) -> Vec<String> {
         Vec::new()
     }
+
+    /// The image the stack config pins it to (its version is the image's tag); none for a
+    /// component that runs no image, which is then never upgraded.
+    fn image(&self, _stack: &StackConfig) -> Option<String> {
+        None
+    }
+
+    /// The image its running service was created from, asked now of where it runs (never
+    /// of a file): none when nothing runs.
+    fn running_image<'a>(
+        &'a self,
+        _stack: &'a StackConfig,
+    ) -> BoxFuture<'a, Result<Option<String>, ComponentError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// The versions an upgrade must stop at, oldest first: going from an older one to a
+    /// newer one passes through each (see [`crate::upgrade::UpgradeStop`]).
+    fn upgrade_stops(&self) -> &'static [crate::upgrade::UpgradeStop] {
+        &[]
+    }
+
+    /// What an upgrade does beyond putting the new image in place, for the plan people
+    /// confirm (OpenBAO: unsealed again with the kept keys).
+    fn upgrade_steps(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The workflow that takes it from its running version to `image`'s, its data kept: by
+    /// default its install, whose container comes back on the new image (the spec's hash
+    /// covers the image) with its volumes.
+    fn upgrade(&self) -> Part {
+        self.install()
+    }
+
+    /// The upgrade workflow's input, to run `image`: by default the install's input with
+    /// that image.
+    fn upgrade_input(
+        &self,
+        stack: &StackConfig,
+        home: &Path,
+        image: &str,
+    ) -> Result<Value, ComponentError> {
+        let mut input = self.install_input(stack, home, &InstallOptions::default())?;
+        match input.get_mut("image") {
+            Some(slot) => *slot = Value::String(image.to_string()),
+            None => {
+                return Err(ComponentError::new(format!(
+                    "{}: its install names no image to upgrade",
+                    self.name()
+                )));
+            }
+        }
+        Ok(input)
+    }
+
+    /// What an upgrade run changed, from its output; empty when nothing did.
+    fn upgrade_changes(&self, output: Value) -> Result<Vec<String>, ComponentError> {
+        self.changes(output)
+    }
 }
 
 /// What a person asks of an install beyond the config.

@@ -18,6 +18,7 @@ pub mod secret_ref;
 pub mod secrets;
 pub mod setup;
 pub mod stack;
+pub mod upgrade;
 
 use foundry_core::Registry;
 
@@ -34,5 +35,7 @@ pub fn registry() -> Registry {
         .register(openbao::OpenbaoInstall)
         .register(registry::RegistryInstall)
         .register(stack::StackInstall)
+        .register(upgrade::StackUpgrade)
+        .register(openbao::component::OpenbaoUpgrade)
         .register(setup::Setup)
 }

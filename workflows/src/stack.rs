@@ -178,6 +178,14 @@ pub fn install_input(
     Ok(StackInput { parts })
 }
 
+/// `c`'s workflow named `workflow`: its install, or its upgrade (a `stack-upgrade` run's
+/// parts, [`crate::upgrade`]).
+fn part_named(c: &dyn Component, workflow: &str) -> Option<foundry_core::Part> {
+    [c.install(), c.upgrade()]
+        .into_iter()
+        .find(|p| p.name == workflow)
+}
+
 #[derive(Default)]
 pub struct StackInstall;
 
@@ -223,15 +231,15 @@ impl Workflow for StackInstall {
             if !seen.insert(c.name()) {
                 return Err(format!("{} is named twice", c.name()));
             }
-            let install = c.install();
-            if install.name != part.workflow {
+            let Some(install) = part_named(c, &part.workflow) else {
                 return Err(format!(
-                    "{}: installed by {}, not {}",
+                    "{}: installed by {} and upgraded by {}, not {}",
                     c.name(),
-                    install.name,
+                    c.install().name,
+                    c.upgrade().name,
                     part.workflow
                 ));
-            }
+            };
             install
                 .check(&part.input)
                 .map_err(|e| format!("{}: {e}", c.name()))?;
@@ -242,9 +250,10 @@ impl Workflow for StackInstall {
     async fn run(&self, ctx: Ctx, input: StackInput) -> Result<StackOutput, RunError> {
         // A run started by another build replays only if each part's steps are the same.
         for part in &input.parts {
-            let install = find(&part.component)
-                .map_err(|e| RunError::workflow(e.message))?
-                .install();
+            let c = find(&part.component).map_err(|e| RunError::workflow(e.message))?;
+            let install = part_named(c, &part.workflow).ok_or_else(|| {
+                RunError::workflow(format!("{}: no workflow {}", c.name(), part.workflow))
+            })?;
             if install.version != part.version {
                 return Err(RunError::workflow(format!(
                     "this run was started by a Foundry whose {} was version {}; this one's is \
@@ -269,7 +278,10 @@ impl Workflow for StackInstall {
             let done = ctx
                 .fan_out_ok(items, limit, policy, |ctx, part: StackPart| async move {
                     let c = find(&part.component).map_err(|e| RunError::workflow(e.message))?;
-                    c.install().run(ctx, part.input).await
+                    let workflow = part_named(c, &part.workflow).ok_or_else(|| {
+                        RunError::workflow(format!("{}: no workflow {}", c.name(), part.workflow))
+                    })?;
+                    workflow.run(ctx, part.input).await
                 })
                 .await?;
             outputs.extend(names.into_iter().zip(done));

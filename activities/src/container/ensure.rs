@@ -423,6 +423,12 @@ impl Activity for EnsureContainer {
             Some(found) if found.hash.as_deref() == Some(hash.as_str()) => (found.id, None, false),
             Some(_) => {
                 self.remove(&docker).await?;
+                // A crash between the old container's removal and the new one's creation
+                // (the crash tests' point `<name>/removed@effect`).
+                foundry_core::failpoint::hit(
+                    &format!("{}/removed", self.spec.name),
+                    foundry_core::failpoint::Phase::Effect,
+                );
                 let (id, created) = self.create(&docker, cx).await?;
                 (id, Some(created), true)
             }
@@ -483,6 +489,20 @@ pub async fn secret_ref_of(
             .map(SecretRef)),
         Err(e) if not_found(&e) => Ok(None),
         Err(e) => Err(endpoint.error(&format!("inspecting container {container}"), &e)),
+    }
+}
+
+/// The image reference the container `name` was created from (`Config.Image`, as given to
+/// the Engine: `ghcr.io/project-zot/zot:v2.1.20`), if the container exists.
+pub async fn container_image(
+    endpoint: &Endpoint,
+    name: &str,
+) -> Result<Option<String>, ActivityError> {
+    let docker = endpoint.connect().await?;
+    match docker.inspect_container(name, None).await {
+        Ok(c) => Ok(c.config.and_then(|cfg| cfg.image)),
+        Err(e) if not_found(&e) => Ok(None),
+        Err(e) => Err(endpoint.error(&format!("inspecting container {name}"), &e)),
     }
 }
 

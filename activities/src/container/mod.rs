@@ -19,7 +19,7 @@ use crate::ssh::{SshPool, SshTarget};
 
 pub use ensure::{
     ContainerFile, ContainerOutput, ContainerSpec, EnsureContainer, RemoveContainer,
-    SECRET_REF_LABEL_PREFIX, SPEC_HASH_LABEL, secret_ref_of,
+    SECRET_REF_LABEL_PREFIX, SPEC_HASH_LABEL, container_image, secret_ref_of,
 };
 pub use exec::{ExecOutput, ExecStream, StderrHandle};
 pub use image::{EnsureImage, ImageOutput, ImageSource, LoadImage, PullImage, Reference};

@@ -1,6 +1,7 @@
 //! `foundry component`: the stack's components one by one, as the stack config places
 //! them: `list` names them, `install` runs the named ones' installs as one durable run (in
-//! the order their needs give), `status` asks each one now.
+//! the order their needs give), `upgrade` takes one to another version, `status` asks each
+//! one now.
 
 use std::path::Path;
 
@@ -38,6 +39,29 @@ Examples:
   foundry component status
   foundry component status dns --output json")]
     Status(Names),
+    /// Upgrade one component from the version it runs to the config's (or --to's).
+    #[command(after_help = "\
+The running version is read where it runs; the upgrade is confirmed unless --yes, and
+refused, with nothing changed, when it would jump over a version that needs steps of its
+own (the message names the version to go through first). It runs as one durable run;
+the component's data volumes are kept.
+
+Examples:
+  foundry component upgrade dns --dry-run
+  foundry component upgrade openbao --to 2.1.0 --yes")]
+    Upgrade(UpgradeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpgradeArgs {
+    /// openbao, dns, zot (the registry).
+    #[arg(value_name = "COMPONENT")]
+    name: String,
+    /// The version to go to (the image's tag), instead of the config's.
+    #[arg(long, value_name = "VERSION")]
+    to: Option<String>,
+    #[command(flatten)]
+    flags: super::stack::UpgradeFlags,
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,6 +96,12 @@ pub async fn run(
             };
             let chosen = stack::select(&args.names.names)?;
             super::stack::install(chosen, &options, printer, &Loaded::load(config)?).await
+        }
+        ComponentCmd::Upgrade(args) => {
+            let c = stack::find(&args.name)?;
+            let loaded = Loaded::load(config)?;
+            let to = args.to.as_deref();
+            super::stack::upgrade(vec![c], to, &args.flags, printer, &loaded).await
         }
         ComponentCmd::Status(names) => {
             let chosen = stack::select(&names.names)?;

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use foundry_workflows::component::{Component, ComponentError, ComponentStatus, InstallOptions};
 use foundry_workflows::stack::{self, StackInstall};
+use foundry_workflows::upgrade::{self, UpgradePlan};
 
 use crate::exit::{self, CliError};
 use crate::printer::Printer;
@@ -50,6 +51,31 @@ Examples:
   foundry stack plan
   foundry stack plan --output json")]
     Plan,
+    /// Upgrade each placed component from the version it runs to the config's, as one run.
+    #[command(after_help = "\
+Each component's running version is read where it runs (the tag of the image its container
+was created from) and shown beside the config's. Each upgrade is confirmed on its own
+unless --yes; without a terminal, --yes is needed. An upgrade that would jump over a
+version needing steps of its own is refused, naming the version to go through first, and
+nothing is changed. The chosen upgrades run as one durable run in the order the
+components' needs give: if it is interrupted, `foundry workflow resume <run>` continues
+it. Data volumes are kept.
+
+Examples:
+  foundry stack upgrade --dry-run
+  foundry stack upgrade --yes
+  foundry stack upgrade --yes --output json")]
+    Upgrade(UpgradeFlags),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpgradeFlags {
+    /// Upgrade every component the plan shows without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print each component's running and target versions, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -107,7 +133,134 @@ pub async fn run(cmd: StackCmd, printer: &Printer, config: Option<&Path>) -> Res
         StackCmd::Plan => plan(placed, printer, &loaded).await,
         StackCmd::Status => status(placed, printer, &loaded).await,
         StackCmd::Validate => validate(printer, &loaded),
+        StackCmd::Upgrade(flags) => upgrade(placed, None, &flags, printer, &loaded).await,
     }
+}
+
+/// Upgrades `components` to `to` (else to the config's versions): the plan shown, each
+/// confirmed unless `--yes`, a refused one refusing the whole, the chosen ones run as one
+/// `stack-upgrade` run.
+pub(crate) async fn upgrade(
+    components: Vec<&'static dyn Component>,
+    to: Option<&str>,
+    flags: &UpgradeFlags,
+    printer: &Printer,
+    loaded: &Loaded,
+) -> Result<u8, CliError> {
+    let mut plans = Vec::new();
+    for c in components {
+        plans.push((c, upgrade::plan(&loaded.stack, c, to).await?));
+    }
+    if printer.json() {
+        let shown: Vec<&UpgradePlan> = plans.iter().map(|(_, p)| p).collect();
+        let _ = printer.data_each(&shown);
+    } else {
+        for (_, p) in &plans {
+            let _ = printer.line(&format!("{} on {}: {}", p.component, p.host, p.said()));
+            for step in &p.steps {
+                let _ = printer.line(&format!("  then: {step}"));
+            }
+        }
+    }
+    let refused: Vec<&upgrade::Refusal> = plans
+        .iter()
+        .filter(|(_, p)| p.change)
+        .filter_map(|(_, p)| p.refused.as_ref())
+        .collect();
+    if let Some(first) = refused.first() {
+        let said: Vec<&str> = refused.iter().map(|r| r.message.as_str()).collect();
+        let mut err = CliError::new(format!("nothing was upgraded: {}", said.join("; ")));
+        err.hint = first.hint.clone();
+        return Err(err);
+    }
+    let to_change: Vec<(&'static dyn Component, UpgradePlan)> =
+        plans.into_iter().filter(|(_, p)| p.change).collect();
+    if to_change.is_empty() {
+        printer.note("nothing to upgrade: every component runs the version asked for");
+        return Ok(exit::OK);
+    }
+    if flags.dry_run {
+        return Ok(exit::OK);
+    }
+    let chosen = if flags.yes {
+        to_change
+    } else {
+        if !super::interactive() {
+            let names: Vec<&str> = to_change.iter().map(|(c, _)| c.name()).collect();
+            return Err(CliError::new(format!(
+                "nothing was upgraded: upgrading {} needs a yes, and there is no terminal to ask on",
+                names.join(", ")
+            ))
+            .with_hint("add --yes to upgrade as the plan above says"));
+        }
+        let mut chosen = Vec::new();
+        for (c, p) in to_change {
+            let agreed = dialoguer::Confirm::new()
+                .with_prompt(format!(
+                    "Upgrade {} on {}: {}?",
+                    p.component,
+                    p.host,
+                    p.said()
+                ))
+                .default(false)
+                .interact()
+                .unwrap_or(false);
+            if agreed {
+                chosen.push((c, p));
+            }
+        }
+        chosen
+    };
+    if chosen.is_empty() {
+        printer.note("nothing upgraded");
+        return Ok(exit::OK);
+    }
+    let input = upgrade::stack_input(&loaded.stack, loaded.home.root(), &chosen)?;
+    let (engine, bar) = super::engine(printer)?;
+    let driver = engine.start(
+        <upgrade::StackUpgrade as foundry_core::Workflow>::NAME,
+        serde_json::to_value(&input).map_err(|e| CliError::new(e.to_string()))?,
+    )?;
+    let run = driver.run_id().to_string();
+    let (code, output) = super::drive::drive(driver, printer, bar).await?;
+    let Some(outputs) = output else {
+        return Ok(code);
+    };
+    let outputs: stack::StackOutput =
+        serde_json::from_value(outputs).map_err(|e| CliError::new(e.to_string()))?;
+    let mut said = Vec::new();
+    for (c, p) in &chosen {
+        let Some(output) = outputs.get(c.name()) else {
+            continue;
+        };
+        let changes = c.upgrade_changes(output.clone())?;
+        if printer.json() {
+            said.push(serde_json::json!({
+                "component": c.name(),
+                "host": p.host,
+                "run": run,
+                "upgraded": true,
+                "from": p.running,
+                "to": p.target,
+                "changes": changes,
+            }));
+        } else {
+            let what = match changes.is_empty() {
+                true => "nothing changed".to_string(),
+                false => changes.join(", "),
+            };
+            let _ = printer.line(&format!(
+                "{} on {}: upgraded {}: {what}",
+                c.name(),
+                p.host,
+                p.said()
+            ));
+        }
+    }
+    if printer.json() {
+        let _ = printer.data_each(&said);
+    }
+    Ok(code)
 }
 
 /// Installs `components` (in install order) as one `stack-install` run, and says what

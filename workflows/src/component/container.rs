@@ -180,6 +180,14 @@ impl ContainerPlacement {
         })
     }
 
+    /// The image its container `name` was created from, asked of its Engine now; none
+    /// when there is no such container.
+    pub(crate) async fn running_image(&self, name: &str) -> Result<Option<String>, ComponentError> {
+        foundry_activities::container::container_image(&self.endpoint, name)
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
     /// An error of the engine or the service where it runs, said as this component's.
     pub(crate) fn failed(&self, e: foundry_core::ActivityError) -> ComponentError {
         ComponentError::new(format!(

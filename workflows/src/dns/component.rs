@@ -118,6 +118,26 @@ impl Component for Dns {
         })
     }
 
+    fn upgrade_stops(&self) -> &'static [crate::upgrade::UpgradeStop] {
+        PDNS_STOPS
+    }
+
+    fn image(&self, stack: &StackConfig) -> Option<String> {
+        self.place(stack).ok().map(|p| p.image)
+    }
+
+    fn running_image<'a>(
+        &'a self,
+        stack: &'a StackConfig,
+    ) -> BoxFuture<'a, Result<Option<String>, ComponentError>> {
+        Box::pin(async move {
+            let place = self.place(stack)?;
+            place
+                .running_image(&format!("{}-internal", place.name))
+                .await
+        })
+    }
+
     fn volumes(&self, stack: &StackConfig) -> Vec<String> {
         let Ok(place) = self.place(stack) else {
             return Vec::new();
@@ -126,6 +146,29 @@ impl Component for Dns {
             .into_iter()
             .map(|role| super::volume(&place.name, role))
             .collect()
+    }
+}
+
+/// The PowerDNS Authoritative versions whose SQLite schema (the servers' databases, in
+/// their volumes) changed: upstream ships one migration per step,
+/// `4.0.0_to_4.2.0_schema.sqlite3.sql`, `4.2.0_to_4.3.0_…`, `4.3.0_to_4.3.1_…` and
+/// `4.3.1_to_4.7.0_…` (Debian's pdns-backend-sqlite3, `/usr/share/pdns-backend-sqlite3/
+/// schema/`; "Upgrade Notes", doc.powerdns.com/authoritative/upgrading.html, "schema
+/// changes" under each). Foundry does not run them yet, so an upgrade that reaches one is
+/// refused and a person applies it. 4.7 to 4.8 and 4.8 to 4.9 change no SQL schema (4.8's
+/// new schema is LMDB's, which Foundry does not use).
+const PDNS_STOPS: &[crate::upgrade::UpgradeStop] = &[
+    pdns_schema("4.2.0", "SQLite schema change 4.0.0_to_4.2.0"),
+    pdns_schema("4.3.0", "SQLite schema change 4.2.0_to_4.3.0"),
+    pdns_schema("4.3.1", "SQLite schema change 4.3.0_to_4.3.1"),
+    pdns_schema("4.7.0", "SQLite schema change 4.3.1_to_4.7.0"),
+];
+
+const fn pdns_schema(version: &'static str, steps: &'static str) -> crate::upgrade::UpgradeStop {
+    crate::upgrade::UpgradeStop {
+        version,
+        steps,
+        by_foundry: false,
     }
 }
 

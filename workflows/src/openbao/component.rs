@@ -142,6 +142,198 @@ impl Component for Openbao {
             .map(|p| vec![container::single_volume(&p.name)])
             .unwrap_or_default()
     }
+
+    fn image(&self, stack: &StackConfig) -> Option<String> {
+        self.place(stack).ok().map(|p| p.image)
+    }
+
+    fn running_image<'a>(
+        &'a self,
+        stack: &'a StackConfig,
+    ) -> BoxFuture<'a, Result<Option<String>, ComponentError>> {
+        Box::pin(async move {
+            let place = self.place(stack)?;
+            place.running_image(&place.name).await
+        })
+    }
+
+    fn upgrade_steps(&self) -> &'static [&'static str] {
+        // OpenBAO's upgrade guide (openbao.org/docs/upgrading/ha-upgrade): stop the server,
+        // replace the binary, start it, unseal it, check the version `bao status` shows.
+        // A server started on the new image comes back sealed.
+        &["unseal it again with the unseal keys Foundry keeps"]
+    }
+
+    fn upgrade(&self) -> Part {
+        Part::of::<OpenbaoUpgrade>()
+    }
+
+    fn upgrade_input(
+        &self,
+        stack: &StackConfig,
+        home: &Path,
+        image: &str,
+    ) -> Result<Value, ComponentError> {
+        let mut install: super::OpenbaoInput = c::output(
+            self.name(),
+            self.install_input(stack, home, &InstallOptions::default())?,
+        )?;
+        install.image = image.to_string();
+        c::input(self.name(), &install)
+    }
+
+    fn upgrade_changes(&self, output: Value) -> Result<Vec<String>, ComponentError> {
+        Ok(c::output::<UpgradeOutput>(self.name(), output)?.changes())
+    }
+}
+
+/// `openbao-upgrade`: OpenBAO's container on another image, its raft data kept in its
+/// volume, then unsealed again. The unseal keys Foundry keeps (the handover's files) are
+/// read first, so a server whose keys are gone is never restarted sealed for good.
+#[derive(Default)]
+pub struct OpenbaoUpgrade;
+
+/// What an OpenBAO upgrade did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct UpgradeOutput {
+    pub image: String,
+    pub container_recreated: bool,
+    pub unsealed: bool,
+}
+
+impl UpgradeOutput {
+    fn changes(&self) -> Vec<String> {
+        let mut said = Vec::new();
+        if self.container_recreated {
+            said.push(format!("container recreated on {}", self.image));
+        }
+        if self.unsealed {
+            said.push("unsealed".into());
+        }
+        said
+    }
+}
+
+impl foundry_core::Workflow for OpenbaoUpgrade {
+    const NAME: &'static str = "openbao-upgrade";
+    const VERSION: u32 = 1;
+    type Input = super::OpenbaoInput;
+    type Output = UpgradeOutput;
+
+    fn check(&self, input: &super::OpenbaoInput) -> Result<(), String> {
+        super::OpenbaoInstall.check(input)
+    }
+
+    async fn run(
+        &self,
+        ctx: foundry_core::Ctx,
+        input: super::OpenbaoInput,
+    ) -> Result<UpgradeOutput, foundry_core::RunError> {
+        let keys = KeptUnsealKeys {
+            handover: input.handover.clone(),
+            name: input.name.clone(),
+            shares: input.shares,
+            threshold: input.threshold,
+        };
+        let keys = ctx.step("openbao/unseal-keys", &keys).await?;
+        let home = foundry_core::Home::from_env()
+            .map_err(|e| foundry_core::RunError::workflow(e.to_string()))?;
+        let cert = super::tls::OpenbaoCert {
+            home: home.root().to_path_buf(),
+            name: input.name.clone(),
+            sans: input.sans(),
+            port: super::PORT,
+            own: input.tls.clone(),
+        };
+        let cert = ctx.step("openbao/tls", &cert).await?;
+        let build = input
+            .build_image
+            .then(|| super::build_step(&input.image, &input.base_image));
+        let source = crate::install::source(input.build_image, input.image_source);
+        let delivery = (source, input.registry_mirror.clone());
+        let spec = input.spec(&cert);
+        let container =
+            crate::install::container(&ctx, "openbao", &input.endpoint, build, delivery, spec)
+                .await?;
+        let ready = foundry_activities::openbao::BaoReady {
+            addr: input.addr(),
+            timeout_s: super::READY_TIMEOUT_S,
+        };
+        ctx.step("openbao/api", &ready).await?;
+        let unseal = foundry_activities::openbao::BaoUnseal {
+            addr: input.addr(),
+            init: Some(keys),
+        };
+        let unsealed = ctx.step("openbao/unseal", &unseal).await?;
+        Ok(UpgradeOutput {
+            image: input.image,
+            container_recreated: container.recreated || container.created,
+            unsealed: unsealed.unsealed,
+        })
+    }
+}
+
+/// The unseal keys Foundry keeps for OpenBAO `name`: the handover's files
+/// (`<handover stem>-unseal-key-<n>.txt`), kept in the run's store as an init answer
+/// holds them (no root token), by reference only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct KeptUnsealKeys {
+    pub handover: PathBuf,
+    pub name: String,
+    pub shares: u32,
+    pub threshold: u32,
+}
+
+impl foundry_core::Activity for KeptUnsealKeys {
+    type Output = foundry_core::SecretRef;
+
+    fn kind(&self) -> &'static str {
+        "openbao-kept-unseal-keys"
+    }
+
+    fn in_doubt(&self) -> foundry_core::InDoubt {
+        // It reads files and keeps their values under a name their values give.
+        foundry_core::InDoubt::Rerun
+    }
+
+    async fn probe(
+        &self,
+        _cx: &foundry_core::ActivityCx,
+    ) -> Result<Option<foundry_core::SecretRef>, foundry_core::ActivityError> {
+        Ok(None)
+    }
+
+    async fn apply(
+        &self,
+        cx: &foundry_core::ActivityCx,
+    ) -> Result<foundry_core::SecretRef, foundry_core::ActivityError> {
+        use foundry_activities::openbao::handover_file;
+        let keys: Vec<String> = (1..=self.shares)
+            .filter_map(|n| {
+                let file = handover_file(&self.handover, &format!("unseal-key-{n}"));
+                let text = std::fs::read_to_string(file).ok()?;
+                Some(text.trim().to_string()).filter(|k| !k.is_empty())
+            })
+            .collect();
+        if keys.len() < self.threshold as usize {
+            return Err(foundry_core::ActivityError::permanent(format!(
+                "OpenBAO `{}` comes back sealed on its new image, and Foundry keeps {} of the {}                  unseal keys it needs (in the files beside {}): nothing was changed
+                 hint: put {} of its unseal keys back, one per file                  (`{}`), then upgrade again",
+                self.name,
+                keys.len(),
+                self.threshold,
+                self.handover.display(),
+                self.threshold,
+                handover_file(&self.handover, "unseal-key-1").display()
+            )));
+        }
+        let answer = serde_json::json!({ "keys_base64": keys, "root_token": "" });
+        let answer = foundry_core::SecretValue::new(answer.to_string());
+        let kept = cx.keep(&answer)?;
+        // Each key on its own is redacted from the run's events from now on.
+        foundry_activities::openbao::InitMaterial::revealed(cx, &kept)?;
+        Ok(kept)
+    }
 }
 
 /// Foundry's OpenBAO token as `component status` shows it.

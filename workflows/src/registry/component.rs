@@ -117,6 +117,20 @@ impl Component for Zot {
         })
     }
 
+    fn image(&self, stack: &StackConfig) -> Option<String> {
+        self.place(stack).ok().map(|p| p.image)
+    }
+
+    fn running_image<'a>(
+        &'a self,
+        stack: &'a StackConfig,
+    ) -> BoxFuture<'a, Result<Option<String>, ComponentError>> {
+        Box::pin(async move {
+            let place = self.place(stack)?;
+            place.running_image(&place.name).await
+        })
+    }
+
     fn volumes(&self, stack: &StackConfig) -> Vec<String> {
         self.place(stack)
             .map(|p| vec![container::single_volume(&p.name)])
