@@ -5,6 +5,12 @@
 //! a step of its own (`<phase>/read`), when the phase starts: a config that cannot work
 //! stops the run before that phase changes anything, and a resumed setup goes on with what
 //! it read instead of asking the config again.
+//!
+//! Before the phases, `add/` (`wizard.rs`): every host the config names without the key
+//! and host key `host add` records is asked for (address, user, key file or password,
+//! whether to trust its host key) and added as `host add` adds one.
+
+mod wizard;
 
 use std::path::PathBuf;
 
@@ -40,6 +46,9 @@ pub struct SetupInput {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SetupOutput {
+    /// The hosts the wizard added (asked for, then added as `host add` does).
+    #[serde(default)]
+    pub added: Vec<crate::host::Added>,
     pub hosts: ConfigureOutput,
     /// Each component's install output, by component.
     pub stack: StackOutput,
@@ -239,7 +248,7 @@ fn output<T: serde::de::DeserializeOwned>(phase: &str, output: Value) -> Result<
 
 impl Workflow for Setup {
     const NAME: &'static str = "setup";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     type Input = SetupInput;
     type Output = SetupOutput;
 
@@ -253,6 +262,7 @@ impl Workflow for Setup {
     }
 
     async fn run(&self, ctx: Ctx, input: SetupInput) -> Result<SetupOutput, RunError> {
+        let added = wizard::add_new_hosts(&ctx, &input.config).await?;
         let (hosts, _) = Self::phase(
             &ctx,
             &input,
@@ -283,6 +293,7 @@ impl Workflow for Setup {
             )
             .await?;
         Ok(SetupOutput {
+            added,
             hosts,
             stack,
             keys,
