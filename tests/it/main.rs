@@ -30,6 +30,7 @@ mod retries;
 mod run_secrets;
 mod secrets;
 mod setup;
+mod setup_wizard;
 mod short_ids;
 mod snapshots;
 mod ssh;

@@ -80,7 +80,7 @@ fn containers(lab: &Lab) -> Vec<String> {
 /// Every step key of a setup of the lab, in an order each comes after what it needs.
 fn step_keys(lab: &Lab) -> Vec<String> {
     let stack = foundry_workflows::config::load(&lab.config).expect("the lab's config");
-    let mut keys = vec!["hosts/read".to_string()];
+    let mut keys = vec!["add/read".to_string(), "hosts/read".to_string()];
     for host in &lab.names {
         for step in [
             "existing-user",

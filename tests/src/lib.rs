@@ -106,8 +106,30 @@ impl Home {
     /// test that wants one starts its own, [`keyring::SecretService`]).
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(foundry_bin());
-        cmd.args(args)
-            .env("FOUNDRY_HOME", self.path())
+        cmd.args(args);
+        self.env(&mut cmd);
+        cmd
+    }
+
+    /// `foundry ARGS` on a pseudo-terminal of its own, made by `script(1)`: what is written
+    /// to this command's stdin is typed there, and what `foundry` shows comes out on its
+    /// stdout. The environment is [`Home::cmd`]'s.
+    pub fn in_terminal(&self, args: &[&str]) -> Command {
+        let quoted = |word: &str| format!("'{}'", word.replace('\'', "'\\''"));
+        let mut line = quoted(&foundry_bin().to_string_lossy());
+        for arg in args {
+            line.push(' ');
+            line.push_str(&quoted(arg));
+        }
+        let mut cmd = Command::new("script");
+        cmd.args(["-qfec", &line, "/dev/null"]);
+        self.env(&mut cmd);
+        cmd.env("TERM", "xterm").env("SHELL", "/bin/sh");
+        cmd
+    }
+
+    fn env(&self, cmd: &mut Command) {
+        cmd.env("FOUNDRY_HOME", self.path())
             .env("NO_COLOR", "1")
             .env_remove("FOUNDRY_FAILPOINTS")
             .env_remove("FOUNDRY_LOG")
@@ -116,7 +138,6 @@ impl Home {
             .env_remove("DBUS_SESSION_BUS_ADDRESS")
             .env_remove("XDG_RUNTIME_DIR")
             .stdin(Stdio::null());
-        cmd
     }
 
     pub fn run(&self, args: &[&str]) -> Output {

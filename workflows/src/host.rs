@@ -13,7 +13,10 @@ use foundry_activities::ssh::{ExistingUser, SshChange, SshExec, SshTarget, publi
 use foundry_core::{Ctx, FailurePolicy, RetryPolicy, RunError, Workflow};
 use serde::{Deserialize, Serialize};
 
-pub use add::{AddRequest, Added, HostKeyCheck, add, check_host_key};
+pub use add::{
+    AddHost, AddRequest, Added, FirstLogin, HostKeyCheck, add, check_host_key, check_key_path,
+    recorded,
+};
 /// How `host add` logs in the first time.
 pub use foundry_activities::ssh::Login;
 pub(crate) use list::each_host;

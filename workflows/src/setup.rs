@@ -6,6 +6,12 @@
 //! a step of its own (`<phase>/read`), when the phase starts: a config that cannot work
 //! stops the run before that phase changes anything, and a resumed setup goes on with what
 //! it read instead of asking the config again.
+//!
+//! Before the phases, `add/` (`wizard.rs`): every host the config names without the key
+//! and host key `host add` records is asked for (address, user, key file or password,
+//! whether to trust its host key) and added as `host add` adds one.
+
+mod wizard;
 
 use std::path::PathBuf;
 
@@ -42,6 +48,9 @@ pub struct SetupInput {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SetupOutput {
+    /// The hosts the wizard added (asked for, then added as `host add` does).
+    #[serde(default)]
+    pub added: Vec<crate::host::Added>,
     pub hosts: ConfigureOutput,
     /// What the network phase wrote into the config, and its checks.
     #[serde(default)]
@@ -246,7 +255,7 @@ fn output<T: serde::de::DeserializeOwned>(phase: &str, output: Value) -> Result<
 
 impl Workflow for Setup {
     const NAME: &'static str = "setup";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     type Input = SetupInput;
     type Output = SetupOutput;
 
@@ -260,6 +269,7 @@ impl Workflow for Setup {
     }
 
     async fn run(&self, ctx: Ctx, input: SetupInput) -> Result<SetupOutput, RunError> {
+        let added = wizard::add_new_hosts(&ctx, &input.config).await?;
         let (hosts, _) = Self::phase(
             &ctx,
             &input,
@@ -291,6 +301,7 @@ impl Workflow for Setup {
             )
             .await?;
         Ok(SetupOutput {
+            added,
             hosts,
             network,
             stack,

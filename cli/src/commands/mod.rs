@@ -28,10 +28,20 @@ use crate::prompt::TerminalInput;
 
 /// The engine of this user's Foundry home, with a progress line when a person watches.
 pub(crate) fn engine(printer: &Printer) -> Result<(Engine, Option<ProgressBar>), CliError> {
+    let (engine, bar, _) = engine_asking(printer, false)?;
+    Ok((engine, bar))
+}
+
+/// [`engine`], and who answers its runs' questions (`yes`: a question's default, unasked).
+pub(crate) fn engine_asking(
+    printer: &Printer,
+    yes: bool,
+) -> Result<(Engine, Option<ProgressBar>, Arc<TerminalInput>), CliError> {
     let home = Home::from_env()?;
     let bar = (!printer.json() && printer.stderr_tty).then(ProgressBar::new_spinner);
-    let input = Arc::new(TerminalInput::new(bar.clone()));
-    Ok((Engine::new(home, foundry_workflows::registry(), input), bar))
+    let input = Arc::new(TerminalInput::new(bar.clone()).with_defaults(yes));
+    let engine = Engine::new(home, foundry_workflows::registry(), input.clone());
+    Ok((engine, bar, input))
 }
 
 /// Starts `workflow` with the input in `path` (YAML or JSON) and drives it here: the exit

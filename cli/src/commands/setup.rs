@@ -14,6 +14,13 @@ use crate::printer::Printer;
 /// Set up the whole stack the config describes, on its hosts, as one resumable run.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
+First, each host the config names under `hosts:` without the login key and host key
+`foundry host add` records is asked for (its address, user, a key file or a password,
+whether to trust its host key) and added as `host add` adds one; each answer is kept by
+the run (a password only by reference), so a resumed setup never asks again. Without a
+terminal, FOUNDRY_INPUT_<HOST>_<ADDRESS|USER|KEY|PASSWORD|TRUST> answer (TRUST: `yes`
+or the host key's SHA256 fingerprint), and --yes takes the config's address and user.
+
 The phases: the hosts configured for Foundry, each component installed (OpenBAO, then
 PowerDNS with its zones, the registry), the hosts' keys moved into OpenBAO, and a last
 look at every component. The run is durable: interrupted anywhere (Ctrl-C, a lost
@@ -35,7 +42,8 @@ pub struct Args {
     /// stays; the new run finds it).
     #[arg(long)]
     reset: bool,
-    /// Answer yes to every question (for scripts and CI).
+    /// Answer yes to every question, and take the config's answer where it has one (for
+    /// scripts and CI).
     #[arg(long, short = 'y')]
     yes: bool,
     /// Hand OpenBAO's root token over too, instead of revoking it once Foundry's own token
@@ -65,7 +73,7 @@ pub async fn run(args: Args, printer: &Printer, config: Option<&Path>) -> Result
         };
         return super::stack::plan(placed, printer, &loaded).await;
     }
-    let (engine, bar) = super::engine(printer)?;
+    let (engine, bar, input) = super::engine_asking(printer, args.yes)?;
     let unfinished = unfinished(&engine, &selected.path).await?;
     let driver = match (unfinished, args.resume, args.reset) {
         (Some(run), _, true) => {
@@ -92,6 +100,18 @@ pub async fn run(args: Args, printer: &Printer, config: Option<&Path>) -> Result
     let run = driver.run_id();
     let (code, output) = super::drive::drive(driver, printer, bar).await?;
     let Some(output) = output else {
+        if let Some(first) = input.unanswered().first() {
+            let mut err = CliError::new(format!(
+                "the setup needs an answer and nobody is here to give it: {}",
+                first.prompt
+            ))
+            .with_hint(format!(
+                "set {} (a setup's questions are answered by FOUNDRY_INPUT_<HOST>_<ADDRESS|USER|KEY|PASSWORD|TRUST>; with --yes the config answers the address and the user), or add the host first with `foundry host add`; then `foundry setup` goes on where it stopped",
+                first.env()
+            ));
+            err.code = code;
+            return Err(err);
+        }
         if code != exit::OK && !printer.json() {
             printer.note(
                 "the setup stopped; `foundry setup` resumes it where it stopped once the cause is fixed",
@@ -190,8 +210,15 @@ fn summary(
     run: &str,
     printer: &Printer,
 ) -> Result<(), CliError> {
-    let hosts_changed = output.hosts.hosts.iter().any(|h| !h.changed.is_empty());
+    let hosts_changed = output.hosts.hosts.iter().any(|h| !h.changed.is_empty())
+        || output.added.iter().any(|a| a.config_changed);
     if !printer.json() {
+        for added in output.added.iter().filter(|a| a.config_changed) {
+            let _ = printer.line(&format!(
+                "host {} added: {}@{}:{}, key {} ({})",
+                added.host, added.user, added.address, added.port, added.key, added.key_fingerprint
+            ));
+        }
         let _ = printer.line(&format!("hosts: {}", output.hosts.summary()));
     }
     let written = &output.network.plan.written;

@@ -1,14 +1,15 @@
 //! `foundry host add`: the first login (password or agent), then a key of the host's own,
-//! installed, proven, stored, and the host recorded in the stack config.
+//! installed, proven, stored, and the host recorded in the stack config. [`AddHost`] is
+//! the same as a step of a run (setup's wizard), its password by reference only.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use foundry_activities::ssh::{
-    Login, SshSession, SshTarget, command_line, fingerprint_of, generate_ed25519, public_of,
-    scan_host_key,
+    KeySource, Login, SshSession, SshTarget, command_line, fingerprint_of, generate_ed25519,
+    public_of, scan_host_key,
 };
-use foundry_core::ActivityCx;
-use serde::Serialize;
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, SecretRef};
+use serde::{Deserialize, Serialize};
 
 use super::HostError;
 use crate::config::{self, HostEntry, KeyField, Selected, StackConfig};
@@ -28,7 +29,7 @@ chmod 0700 "$HOME/.ssh"; chmod 0600 "$f"
 "#;
 
 /// The host key to trust for a host: the one the config knows, or the one it offers now.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostKeyCheck {
     pub host_key: String,
     pub fingerprint: String,
@@ -71,7 +72,7 @@ pub struct AddRequest {
 }
 
 /// What `host add` did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Added {
     pub host: String,
     pub address: String,
@@ -186,4 +187,182 @@ pub async fn add(
 
 fn comment(host: &str) -> String {
     format!("foundry@{host}")
+}
+
+/// The host `name` as the config at `selected` records it, when it records this address,
+/// user and port with a key and a host key, and that key logs in now: what an earlier
+/// [`add`] did, found without changing anything.
+pub async fn recorded(
+    selected: &Selected,
+    name: &str,
+    address: &str,
+    user: &str,
+    port: u16,
+) -> Result<Option<Added>, HostError> {
+    if !selected.exists {
+        return Ok(None);
+    }
+    let stack = selected.load()?;
+    let Some(entry) = stack
+        .host(name)
+        .filter(|h| h.address == address && h.user == user && h.port == port)
+    else {
+        return Ok(None);
+    };
+    let (Some(key), Some(host_key)) = (entry.key.clone(), entry.host_key.clone()) else {
+        return Ok(None);
+    };
+    let target = stack.ssh_target(entry)?;
+    let Ok(private) = target.key.private_key().await else {
+        return Ok(None);
+    };
+    let public = public_of(&private)?;
+    let Ok(session) = SshSession::connect_with(&target, &Login::KeyData(private)).await else {
+        return Ok(None);
+    };
+    match session
+        .run("true", &ActivityCx::standalone("host-add"))
+        .await
+    {
+        Ok((0, _)) => {}
+        _ => return Ok(None),
+    }
+    Ok(Some(Added {
+        host: name.to_string(),
+        address: address.to_string(),
+        user: user.to_string(),
+        port,
+        key,
+        key_fingerprint: fingerprint_of(&public)?,
+        host_key_fingerprint: fingerprint_of(&host_key)?,
+        config: selected.path.clone(),
+        new_key: false,
+        config_changed: false,
+    }))
+}
+
+/// How [`AddHost`] logs in the first time: a key file the person named, or a password
+/// kept in the run's secret store (only its reference is journaled).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FirstLogin {
+    KeyFile(PathBuf),
+    Password(SecretRef),
+}
+
+/// [`add`] as a step of a run: a host recorded already with a working key login is left as
+/// it is (so a repeated or resumed step logs in with no password); otherwise it is added,
+/// and its password forgotten from the run's store once it is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AddHost {
+    pub config: PathBuf,
+    pub name: String,
+    pub address: String,
+    pub user: String,
+    pub port: u16,
+    pub login: FirstLogin,
+    /// The host key the person accepted (or the config knew).
+    pub host_key: String,
+}
+
+impl AddHost {
+    fn selected(&self) -> Selected {
+        Selected {
+            path: self.config.clone(),
+            exists: self.config.exists(),
+        }
+    }
+
+    async fn recorded(&self) -> Result<Option<Added>, ActivityError> {
+        recorded(
+            &self.selected(),
+            &self.name,
+            &self.address,
+            &self.user,
+            self.port,
+        )
+        .await
+        .map_err(refused)
+    }
+}
+
+/// A `host add` failure as a step's permanent error: a resumed setup runs the step again.
+fn refused(e: HostError) -> ActivityError {
+    ActivityError::permanent(match e.hint {
+        Some(hint) => format!("{}\nhint: {hint}", e.message),
+        None => e.message,
+    })
+}
+
+impl Activity for AddHost {
+    type Output = Added;
+
+    fn kind(&self) -> &'static str {
+        "host-add"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
+    }
+
+    async fn probe(&self, _cx: &ActivityCx) -> Result<Option<Added>, ActivityError> {
+        self.recorded().await
+    }
+
+    async fn apply(&self, cx: &ActivityCx) -> Result<Added, ActivityError> {
+        if let Some(added) = self.recorded().await? {
+            self.forget(cx);
+            return Ok(added);
+        }
+        let login = match &self.login {
+            FirstLogin::KeyFile(path) => Login::Key(KeySource::File(path.clone())),
+            FirstLogin::Password(reference) => Login::Password(cx.reveal(reference)?),
+        };
+        let home =
+            foundry_core::Home::from_env().map_err(|e| ActivityError::permanent(e.to_string()))?;
+        let request = AddRequest {
+            name: self.name.clone(),
+            address: self.address.clone(),
+            user: self.user.clone(),
+            port: self.port,
+            login,
+            host_key: self.host_key.clone(),
+        };
+        let store = crate::keys::FileKeyStore::in_home(home.root());
+        let added = add(&self.selected(), &request, &store)
+            .await
+            .map_err(|e| {
+                let hint = format!(
+                    "once the cause is fixed, `foundry setup` tries again; a wrong answer: `foundry setup --reset` asks again, or `foundry host add {}` adds the host by hand",
+                    self.name
+                );
+                refused(HostError {
+                    hint: Some(e.hint.map_or(hint.clone(), |h| format!("{h}; {hint}"))),
+                    message: e.message,
+                })
+            })?;
+        self.forget(cx);
+        Ok(added)
+    }
+}
+
+impl AddHost {
+    /// The password has done its work: it leaves the run's store now rather than at the
+    /// run's end (a setup that stops later keeps its store until it resumes).
+    fn forget(&self, cx: &ActivityCx) {
+        if let FirstLogin::Password(reference) = &self.login {
+            let _ = cx.forget(reference);
+        }
+    }
+}
+
+/// Whether `path` names a key file: absolute, so a resumed run finds the same one.
+pub fn check_key_path(path: &Path) -> Result<(), String> {
+    if !path.is_absolute() {
+        return Err(format!(
+            "`{}` is a relative path: give the key file's full path",
+            path.display()
+        ));
+    }
+    Ok(())
 }
