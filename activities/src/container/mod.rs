@@ -9,9 +9,11 @@ mod labelled;
 mod network;
 mod tunnel;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{LazyLock, Mutex};
 
-use bollard::Docker;
+use bollard::{ClientVersion, Docker};
 use foundry_core::ActivityError;
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +29,7 @@ pub use labelled::{Labelled, RemoveLabelled, Removed, labelled_state, list_label
 pub use network::{EnsureNetwork, NetworkOutput, connect, disconnect, overlapping, subnets};
 
 /// Where a Docker Engine answers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Endpoint {
     /// A Unix socket on this machine.
@@ -78,13 +80,21 @@ impl std::fmt::Display for Endpoint {
 /// Seconds a single Engine request may take.
 const REQUEST_TIMEOUT_S: u64 = 120;
 
+/// The API version each Engine answered with, asked once per process: every later client
+/// of that Engine speaks it without asking again (a round trip, over SSH a channel, saved
+/// for each step that reaches the Engine).
+static VERSIONS: LazyLock<Mutex<HashMap<Endpoint, ClientVersion>>> = LazyLock::new(Mutex::default);
+
 impl Endpoint {
-    /// A client speaking the Engine's own API version (Engine 20.10 speaks 1.41).
+    /// A client speaking the Engine's own API version (Engine 20.10 speaks 1.41), asked of
+    /// the Engine by this process's first client of it.
     pub async fn connect(&self) -> Result<Docker, ActivityError> {
+        let known = VERSIONS.lock().ok().and_then(|v| v.get(self).copied());
+        let version = known.unwrap_or(*bollard::API_DEFAULT_VERSION);
         let docker = match self {
             Endpoint::Local { socket } => {
                 let path = socket.to_string_lossy();
-                Docker::connect_with_unix(&path, REQUEST_TIMEOUT_S, bollard::API_DEFAULT_VERSION)
+                Docker::connect_with_unix(&path, REQUEST_TIMEOUT_S, &version)
                     .map_err(|e| self.error("connecting", &e))?
             }
             Endpoint::Ssh { target, socket } => {
@@ -92,14 +102,21 @@ impl Endpoint {
                     .session(target)
                     .await
                     .map_err(|e| tunnel::connect_error(self, e))?;
-                tunnel::docker_over(session, socket, REQUEST_TIMEOUT_S)
+                tunnel::docker_over(session, socket, REQUEST_TIMEOUT_S, &version)
                     .map_err(|e| self.error("connecting", &e))?
             }
         };
-        docker
+        if known.is_some() {
+            return Ok(docker);
+        }
+        let docker = docker
             .negotiate_version()
             .await
-            .map_err(|e| self.error("connecting", &e))
+            .map_err(|e| self.error("connecting", &e))?;
+        if let Ok(mut versions) = VERSIONS.lock() {
+            versions.insert(self.clone(), docker.client_version());
+        }
+        Ok(docker)
     }
 
     /// An Engine error as an activity error: a refused or lost connection or a 5xx is
