@@ -155,6 +155,82 @@ fn not_found(e: &bollard::errors::Error) -> bool {
 mod tests {
     use super::*;
 
+    /// A stand-in Engine on a Unix socket: it answers every request with a version
+    /// document and counts the `GET /version` requests it was asked.
+    async fn counting_engine(
+        socket: &std::path::Path,
+    ) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let asked = std::sync::Arc::new(AtomicUsize::new(0));
+        let listener = tokio::net::UnixListener::bind(socket).expect("bind");
+        let counted = asked.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let mut stream = BufReader::new(stream);
+                    let mut line = String::new();
+                    // One request line and its headers per answer, for a bounded number.
+                    for _ in 0..64 {
+                        line.clear();
+                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line.starts_with("GET ") && line.contains("/version") {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        while stream.read_line(&mut line).await.unwrap_or(0) > 2 {
+                            line.clear();
+                        }
+                        let body = r#"{"ApiVersion":"1.41","Version":"20.10.24"}"#;
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if stream.get_mut().write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        asked
+    }
+
+    #[tokio::test]
+    async fn the_engines_version_is_asked_once_per_process() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("engine.sock");
+        let asked = counting_engine(&socket).await;
+        let endpoint = Endpoint::Local {
+            socket: socket.clone(),
+        };
+        let first = endpoint.connect().await.expect("first client");
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "the first client asks");
+        assert_eq!(
+            (
+                first.client_version().major_version,
+                first.client_version().minor_version
+            ),
+            (1, 41)
+        );
+        for _ in 0..3 {
+            let again = endpoint.connect().await.expect("another client");
+            assert_eq!(again.client_version(), first.client_version());
+        }
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "later clients do not ask");
+        // Another Engine is asked on its own.
+        let other = dir.path().join("other.sock");
+        let asked_other = counting_engine(&other).await;
+        Endpoint::Local { socket: other }
+            .connect()
+            .await
+            .expect("a client of the other Engine");
+        assert_eq!(asked_other.load(Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn an_ssh_endpoint_names_host_and_socket_and_defaults_the_socket() {
         let json = serde_json::json!({"ssh": {"target": {
