@@ -1,7 +1,7 @@
 //! The container activities against the real Docker Engine, through both endpoints: the
 //! local socket, and the same Engine's socket on a lab's engine host reached through SSH.
-//! Each answer path (404 then create, 409 on a concurrent create, 304 on start of a running
-//! container, a changed spec, a network looked up by name) is one function taking the
+//! Each answer path (404 then create, 409 on a concurrent create, a running container left
+//! alone, a changed spec, a network looked up by name) is one function taking the
 //! endpoint, hit for real through each. The lab's containers share the Engine with the
 //! test's: test containers have unique names and are removed.
 
@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use foundry_activities::container::{
-    ContainerSpec, Endpoint, EnsureContainer, EnsureImage, EnsureNetwork, RemoveContainer,
+    ContainerFile, ContainerSpec, Endpoint, EnsureContainer, EnsureImage, EnsureNetwork,
+    RemoveContainer,
 };
 use foundry_core::{Activity, ActivityCx};
 use foundry_tests::docker::{Cleanup, engine, test_image, unique};
@@ -29,17 +30,53 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// 404 then create; 304 on start of a running container; a stopped one started again; a
+/// Now, as `docker events --since` reads it (seconds since the epoch, with nanoseconds).
+fn engine_clock() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch");
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
+}
+
+/// The actions the Engine recorded on container `name` from `since` until now (the Engine
+/// records an action before it answers the request).
+fn container_events(name: &str, since: &str) -> Vec<String> {
+    let until = engine_clock();
+    docker(&[
+        "events",
+        "--since",
+        since,
+        "--until",
+        &until,
+        "--filter",
+        &format!("container={name}"),
+        "--format",
+        "{{.Action}}",
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// 404 then create, its files put in before it starts; a running one as specified left
+/// alone (no file put, no start); a stopped one started again, its files put first; a
 /// changed spec recreated; removal, then absent is fine.
 async fn created_kept_started_and_recreated_on_change(endpoint: &Endpoint) {
     let image = test_image();
     let mut cleanup = Cleanup::default();
     let name = unique("c");
     cleanup.containers.push(name.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = dir.path().join("role.conf");
+    std::fs::write(&source, "role=one\n").expect("file");
     let spec = ContainerSpec {
         name: name.clone(),
         image: image.to_string(),
         env: BTreeMap::from([("ROLE".into(), "one".into())]),
+        files: BTreeMap::from([(
+            "/etc/role.conf".into(),
+            ContainerFile::of(&source, 0o600).expect("digest"),
+        )]),
         ..ContainerSpec::default()
     };
     let ensure = EnsureContainer {
@@ -59,16 +96,31 @@ async fn created_kept_started_and_recreated_on_change(endpoint: &Endpoint) {
         "true"
     );
 
-    // Same spec, running: kept; the start is answered 304, which is success.
+    assert_eq!(
+        docker(&["exec", &name, "cat", "/etc/role.conf"]),
+        "role=one"
+    );
+
+    // Same spec, running: kept, and nothing is asked of it but its inspection: the
+    // Engine's events show no file put into it and no start.
+    let since = engine_clock();
     let again = ensure.apply(&cx()).await.expect("again");
     assert_eq!(
         (again.id.as_str(), again.created, again.recreated),
         (first.id.as_str(), false, false)
     );
     assert!(ensure.probe(&cx()).await.expect("probe").is_some());
+    let actions = container_events(&name, &since);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| a == "extract-to-dir" || a == "start"),
+        "a running container as specified was touched: {actions:?}"
+    );
 
-    // Stopped: started again, same container.
+    // Stopped: started again, same container, its files put again first.
     docker(&["stop", "-t", "1", &name]);
+    let since = engine_clock();
     assert_eq!(
         ensure.probe(&cx()).await.expect("probe"),
         None,
@@ -79,6 +131,11 @@ async fn created_kept_started_and_recreated_on_change(endpoint: &Endpoint) {
     assert_eq!(
         docker(&["inspect", "-f", "{{.State.Running}}", &name]),
         "true"
+    );
+    let actions = container_events(&name, &since);
+    assert!(
+        actions.iter().any(|a| a == "extract-to-dir") && actions.iter().any(|a| a == "start"),
+        "a stopped container's files put and it started: {actions:?}"
     );
 
     // A changed spec: recreated, with the new hash on it.

@@ -289,6 +289,43 @@ fn assert_effects_once(lab: &Lab, creations: &Creations) {
     }
 }
 
+/// Run once more with its events: DNS's two servers are waited for side by side (both
+/// `ready` steps start before either ends), as are its two servers' zones.
+fn assert_independent_steps_overlap(lab: &Lab) {
+    let out = setup(lab)
+        .args(["--output", "json"])
+        .output()
+        .expect("setup --output json");
+    assert!(out.status.success(), "{}", text(&out));
+    let events: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|e| {
+            Some((
+                e["event"].as_str()?.to_string(),
+                e["step"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let at = |event: &str, step: &str| {
+        events
+            .iter()
+            .position(|(e, s)| e == event && s.starts_with(step))
+            .unwrap_or_else(|| panic!("no {event} of {step}: {events:?}"))
+    };
+    for (a, b) in [
+        ("stack/dns/ready/internal", "stack/dns/ready/external"),
+        ("stack/dns/internal/zone/", "stack/dns/external/zone/"),
+    ] {
+        let both_started = at("step_started", a).max(at("step_started", b));
+        let first_done = at("step_completed", a).min(at("step_completed", b));
+        assert!(
+            both_started < first_done,
+            "{a} and {b} did not run side by side: {events:?}"
+        );
+    }
+}
+
 /// The setup completes (resumed, when a kill left it unfinished), every component
 /// healthy, and run again it changes nothing.
 fn assert_converged(lab: &Lab) {
@@ -305,6 +342,7 @@ fn assert_converged(lab: &Lab) {
             "{c}: {said}"
         );
     }
+    assert_independent_steps_overlap(lab);
     let runs = setup_runs(&lab.home);
     assert!(
         runs.iter().all(|r| r["state"] == "completed"),

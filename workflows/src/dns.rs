@@ -470,57 +470,93 @@ impl Workflow for DnsInstall {
             input.server_spec("external", &input.external_ipv4, &api_key, &conf),
             input.recursor_spec(),
         ];
-        let mut containers_changed = Vec::new();
-        for spec in containers {
+        // The three servers are independent of one another: each is ensured, and each API
+        // waited for, side by side; every step runs to its end before an error is said.
+        let [internal_c, external_c, recursor_c] = containers.map(|spec| {
             let key = format!("container/{}", spec.name);
-            let name = spec.name.clone();
             let ensure = EnsureContainer {
                 endpoint: input.endpoint.clone(),
                 spec,
             };
-            let done = ctx.step(&key, &ensure).await?;
+            (key, ensure)
+        });
+        let (a, b, c) = tokio::join!(
+            ctx.step(&internal_c.0, &internal_c.1),
+            ctx.step(&external_c.0, &external_c.1),
+            ctx.step(&recursor_c.0, &recursor_c.1)
+        );
+        let mut containers_changed = Vec::new();
+        for (done, (_, ensure)) in [(a?, internal_c), (b?, external_c), (c?, recursor_c)] {
             if done.created || done.recreated {
-                containers_changed.push(name);
+                containers_changed.push(ensure.spec.name);
             }
         }
 
         let internal = input.api("internal", &api_key);
         let external = input.api("external", &api_key);
-        let mut versions = Vec::new();
-        for (role, api) in [("internal", &internal), ("external", &external)] {
-            let ready = ApiReady {
-                api: api.clone(),
-                timeout_s: input.wait_s,
-            };
-            versions.push(ctx.step(&format!("ready/{role}"), &ready).await?.version);
-        }
+        let ready = |api: &PdnsApi| ApiReady {
+            api: api.clone(),
+            timeout_s: input.wait_s,
+        };
+        let (ready_internal, ready_external) = (ready(&internal), ready(&external));
+        let (internal_version, external_version) = tokio::join!(
+            ctx.step("ready/internal", &ready_internal),
+            ctx.step("ready/external", &ready_external)
+        );
 
         let mut out = DnsOutput {
             api_key: api_key.clone(),
             api_key_generated,
             containers_changed,
-            internal_version: versions.first().cloned().unwrap_or_default(),
-            external_version: versions.get(1).cloned().unwrap_or_default(),
+            internal_version: internal_version?.version,
+            external_version: external_version?.version,
             zones_created: Vec::new(),
             changed: Vec::new(),
         };
-        for zone in &input.zones {
-            let sets = rrsets(zone, input.ttl);
-            ensure_zone(&ctx, "internal", &internal, zone, &sets, &mut out).await?;
-            if zone.public {
+        // Each server's zones in order, the two servers side by side (each has a database
+        // of its own); what changed is said zone by zone, internal before external.
+        let inside = async {
+            let mut said = Vec::new();
+            for zone in &input.zones {
+                let sets = rrsets(zone, input.ttl);
+                said.push(ensure_zone(&ctx, "internal", &internal, zone, &sets).await?);
+            }
+            Ok::<_, RunError>(said)
+        };
+        let outside = async {
+            let mut said = Vec::new();
+            for zone in &input.zones {
+                if !zone.public {
+                    said.push(None);
+                    continue;
+                }
                 let cname = zone.public_cname.as_deref().unwrap_or_default();
                 let mut public = BTreeMap::new();
-                for (owner, _) in sets.keys() {
+                for (owner, _) in rrsets(zone, input.ttl).keys() {
                     if let Some((rtype, target)) = public_rrset(&zone.name, owner, cname) {
                         public.insert((owner.clone(), rtype), (input.ttl, vec![target]));
                     }
                 }
-                ensure_zone(&ctx, "external", &external, zone, &public, &mut out).await?;
+                said.push(Some(
+                    ensure_zone(&ctx, "external", &external, zone, &public).await?,
+                ));
+            }
+            Ok::<_, RunError>(said)
+        };
+        let (inside, outside) = tokio::join!(inside, outside);
+        for (inner, outer) in inside?.into_iter().zip(outside?) {
+            for (created, changed) in std::iter::once(inner).chain(outer) {
+                out.zones_created.extend(created);
+                out.changed.extend(changed);
             }
         }
         Ok(out)
     }
 }
+
+/// What [`ensure_zone`] changed: the zone created (`internal:lab.example.com.`), and each
+/// rrset changed (`internal:web.lab.example.com./A`).
+type ZoneChanges = (Option<String>, Vec<String>);
 
 /// A run started with one of the lab's older images (recorded in its input) is refused:
 /// its servers wait for a key this version no longer writes.
@@ -536,28 +572,26 @@ fn refuse_older_image(image: &str) -> Result<(), RunError> {
     Ok(())
 }
 
-/// A zone on one server with these rrsets; what changed goes into `out`.
+/// A zone on one server with these rrsets; says what changed.
 async fn ensure_zone(
     ctx: &Ctx,
     role: &str,
     api: &PdnsApi,
     zone: &ZoneInput,
     sets: &BTreeMap<(String, String), (u32, Vec<String>)>,
-    out: &mut DnsOutput,
-) -> Result<(), RunError> {
+) -> Result<ZoneChanges, RunError> {
     let name = canonical_name(&zone.name);
     let ensure = EnsureZone {
         api: api.clone(),
         name: name.clone(),
         nameservers: zone.nameservers(),
     };
-    if ctx
+    let created = ctx
         .step(&format!("{role}/zone/{name}"), &ensure)
         .await?
         .created
-    {
-        out.zones_created.push(format!("{role}:{name}"));
-    }
+        .then(|| format!("{role}:{name}"));
+    let mut changed = Vec::new();
     for ((owner, rtype), (ttl, contents)) in sets {
         let records = EnsureRecords {
             api: api.clone(),
@@ -571,10 +605,10 @@ async fn ensure_zone(
             .step(&format!("{role}/records/{owner}/{rtype}"), &records)
             .await?;
         if done.changed {
-            out.changed.push(format!("{role}:{}", done.rrset));
+            changed.push(format!("{role}:{}", done.rrset));
         }
     }
-    Ok(())
+    Ok((created, changed))
 }
 
 #[cfg(test)]

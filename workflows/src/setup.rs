@@ -197,14 +197,29 @@ impl Activity for Verify {
     }
 
     async fn apply(&self, _cx: &ActivityCx) -> Result<Vec<ComponentStatus>, ActivityError> {
-        let stack = crate::config::load(&self.config)
-            .map_err(|e| ActivityError::permanent(e.to_string()))?;
+        let stack = std::sync::Arc::new(
+            crate::config::load(&self.config)
+                .map_err(|e| ActivityError::permanent(e.to_string()))?,
+        );
+        // Every component is asked at once; the answers are read in the stack's order.
+        let mut asking = tokio::task::JoinSet::new();
+        let placed = crate::stack::placed(&stack);
+        for (i, c) in placed.iter().copied().enumerate() {
+            let stack = stack.clone();
+            asking.spawn(async move { (i, c.status(&stack).await) });
+        }
+        let mut answers: Vec<Option<_>> = placed.iter().map(|_| None).collect();
+        while let Some(answer) = asking.join_next().await {
+            let (i, status) = answer.map_err(|e| {
+                ActivityError::permanent(format!("asking a component's status: {e}"))
+            })?;
+            if let Some(slot) = answers.get_mut(i) {
+                *slot = Some(status);
+            }
+        }
         let mut found = Vec::new();
-        for c in crate::stack::placed(&stack) {
-            let status = c
-                .status(&stack)
-                .await
-                .map_err(|e| ActivityError::transient(e.message))?;
+        for status in answers.into_iter().flatten() {
+            let status = status.map_err(|e| ActivityError::transient(e.message))?;
             if !status.healthy {
                 return Err(ActivityError::transient(format!(
                     "{} on {} is not healthy: {}",

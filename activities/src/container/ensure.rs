@@ -420,6 +420,16 @@ impl Activity for EnsureContainer {
         let docker = self.endpoint.connect().await?;
         let hash = self.spec.hash();
         let (id, created, recreated) = match self.inspect(&docker).await? {
+            // Running as specified: its files went in before it started (every start here
+            // puts them first), so there is nothing to put and nothing to start.
+            Some(found) if found.hash.as_deref() == Some(hash.as_str()) && found.running => {
+                return Ok(ContainerOutput {
+                    id: found.id,
+                    created: false,
+                    recreated: false,
+                    concurrent: false,
+                });
+            }
             Some(found) if found.hash.as_deref() == Some(hash.as_str()) => (found.id, None, false),
             Some(_) => {
                 self.remove(&docker).await?;

@@ -9,9 +9,11 @@ mod labelled;
 mod network;
 mod tunnel;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{LazyLock, Mutex};
 
-use bollard::Docker;
+use bollard::{ClientVersion, Docker};
 use foundry_core::ActivityError;
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +29,7 @@ pub use labelled::{Labelled, RemoveLabelled, Removed, labelled_state, list_label
 pub use network::{EnsureNetwork, NetworkOutput, connect, disconnect, overlapping, subnets};
 
 /// Where a Docker Engine answers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Endpoint {
     /// A Unix socket on this machine.
@@ -78,13 +80,21 @@ impl std::fmt::Display for Endpoint {
 /// Seconds a single Engine request may take.
 const REQUEST_TIMEOUT_S: u64 = 120;
 
+/// The API version each Engine answered with, asked once per process: every later client
+/// of that Engine speaks it without asking again (a round trip, over SSH a channel, saved
+/// for each step that reaches the Engine).
+static VERSIONS: LazyLock<Mutex<HashMap<Endpoint, ClientVersion>>> = LazyLock::new(Mutex::default);
+
 impl Endpoint {
-    /// A client speaking the Engine's own API version (Engine 20.10 speaks 1.41).
+    /// A client speaking the Engine's own API version (Engine 20.10 speaks 1.41), asked of
+    /// the Engine by this process's first client of it.
     pub async fn connect(&self) -> Result<Docker, ActivityError> {
+        let known = VERSIONS.lock().ok().and_then(|v| v.get(self).copied());
+        let version = known.unwrap_or(*bollard::API_DEFAULT_VERSION);
         let docker = match self {
             Endpoint::Local { socket } => {
                 let path = socket.to_string_lossy();
-                Docker::connect_with_unix(&path, REQUEST_TIMEOUT_S, bollard::API_DEFAULT_VERSION)
+                Docker::connect_with_unix(&path, REQUEST_TIMEOUT_S, &version)
                     .map_err(|e| self.error("connecting", &e))?
             }
             Endpoint::Ssh { target, socket } => {
@@ -92,14 +102,21 @@ impl Endpoint {
                     .session(target)
                     .await
                     .map_err(|e| tunnel::connect_error(self, e))?;
-                tunnel::docker_over(session, socket, REQUEST_TIMEOUT_S)
+                tunnel::docker_over(session, socket, REQUEST_TIMEOUT_S, &version)
                     .map_err(|e| self.error("connecting", &e))?
             }
         };
-        docker
+        if known.is_some() {
+            return Ok(docker);
+        }
+        let docker = docker
             .negotiate_version()
             .await
-            .map_err(|e| self.error("connecting", &e))
+            .map_err(|e| self.error("connecting", &e))?;
+        if let Ok(mut versions) = VERSIONS.lock() {
+            versions.insert(self.clone(), docker.client_version());
+        }
+        Ok(docker)
     }
 
     /// An Engine error as an activity error: a refused or lost connection or a 5xx is
@@ -137,6 +154,82 @@ fn not_found(e: &bollard::errors::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stand-in Engine on a Unix socket: it answers every request with a version
+    /// document and counts the `GET /version` requests it was asked.
+    async fn counting_engine(
+        socket: &std::path::Path,
+    ) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let asked = std::sync::Arc::new(AtomicUsize::new(0));
+        let listener = tokio::net::UnixListener::bind(socket).expect("bind");
+        let counted = asked.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let mut stream = BufReader::new(stream);
+                    let mut line = String::new();
+                    // One request line and its headers per answer, for a bounded number.
+                    for _ in 0..64 {
+                        line.clear();
+                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line.starts_with("GET ") && line.contains("/version") {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        while stream.read_line(&mut line).await.unwrap_or(0) > 2 {
+                            line.clear();
+                        }
+                        let body = r#"{"ApiVersion":"1.41","Version":"20.10.24"}"#;
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if stream.get_mut().write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        asked
+    }
+
+    #[tokio::test]
+    async fn the_engines_version_is_asked_once_per_process() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("engine.sock");
+        let asked = counting_engine(&socket).await;
+        let endpoint = Endpoint::Local {
+            socket: socket.clone(),
+        };
+        let first = endpoint.connect().await.expect("first client");
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "the first client asks");
+        assert_eq!(
+            (
+                first.client_version().major_version,
+                first.client_version().minor_version
+            ),
+            (1, 41)
+        );
+        for _ in 0..3 {
+            let again = endpoint.connect().await.expect("another client");
+            assert_eq!(again.client_version(), first.client_version());
+        }
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "later clients do not ask");
+        // Another Engine is asked on its own.
+        let other = dir.path().join("other.sock");
+        let asked_other = counting_engine(&other).await;
+        Endpoint::Local { socket: other }
+            .connect()
+            .await
+            .expect("a client of the other Engine");
+        assert_eq!(asked_other.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn an_ssh_endpoint_names_host_and_socket_and_defaults_the_socket() {

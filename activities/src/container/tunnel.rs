@@ -21,6 +21,7 @@ pub(super) fn docker_over(
     session: Arc<PooledSession>,
     socket: &str,
     timeout_s: u64,
+    version: &bollard::ClientVersion,
 ) -> Result<Docker, bollard::errors::Error> {
     let socket: Arc<str> = Arc::from(socket);
     let transport = move |request: BollardRequest| {
@@ -32,7 +33,7 @@ pub(super) fn docker_over(
         transport,
         Some(format!("http://{ENGINE_HOST}")),
         timeout_s,
-        bollard::API_DEFAULT_VERSION,
+        version,
     )
 }
 

@@ -80,9 +80,14 @@ pub async fn status(
         })
         .collect();
     let cx = ActivityCx::standalone("dns-status").with_secrets(secrets);
+    // The two servers are asked side by side: each request starts a relay in a container.
+    let (internal, external) = tokio::join!(
+        instance(&cx, input, "internal", key),
+        instance(&cx, input, "external", key)
+    );
     Ok(DnsStatus {
         containers,
-        internal: instance(&cx, input, "internal", key).await,
-        external: instance(&cx, input, "external", key).await,
+        internal,
+        external,
     })
 }
