@@ -85,8 +85,8 @@ pub trait Component: Send + Sync + 'static {
     }
 
     /// The versions an upgrade must stop at, oldest first: going from an older one to a
-    /// newer one passes through each (see [`crate::upgrade::UpgradeStop`]).
-    fn upgrade_stops(&self) -> &'static [crate::upgrade::UpgradeStop] {
+    /// newer one passes through each (see [`UpgradeStop`]).
+    fn upgrade_stops(&self) -> &'static [UpgradeStop] {
         &[]
     }
 
@@ -255,4 +255,18 @@ pub(crate) fn output<T: serde::de::DeserializeOwned>(
 /// Serializes a component's install input.
 pub(crate) fn input<T: Serialize>(component: &str, input: &T) -> Result<Value, ComponentError> {
     serde_json::to_value(input).map_err(|e| ComponentError::new(format!("{component}: {e}")))
+}
+
+/// A version an upgrade may not jump over: going from an older version to a newer one
+/// passes through it, because reaching it takes steps of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpgradeStop {
+    /// As the component's image tags spell it (`4.7.0`, `v2.0.0`).
+    pub version: &'static str,
+    /// What reaching it takes, for people.
+    pub steps: &'static str,
+    /// Foundry's upgrade takes those steps itself; when it does not, an upgrade that
+    /// reaches this version is refused too, and a person takes them (upstream's notes
+    /// say how), after which Foundry goes on from there.
+    pub by_foundry: bool,
 }

@@ -11,23 +11,10 @@ use std::path::Path;
 use foundry_core::{Ctx, RunError, Workflow};
 use serde::Serialize;
 
+use crate::component::UpgradeStop;
 use crate::component::{Component, ComponentError};
 use crate::config::StackConfig;
 use crate::stack::{StackInput, StackInstall, StackOutput, StackPart};
-
-/// A version an upgrade may not jump over: going from an older version to a newer one
-/// passes through it, because reaching it takes steps of its own.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UpgradeStop {
-    /// As the component's image tags spell it (`4.7.0`, `v2.0.0`).
-    pub version: &'static str,
-    /// What reaching it takes, for people.
-    pub steps: &'static str,
-    /// Foundry's upgrade takes those steps itself; when it does not, an upgrade that
-    /// reaches this version is refused too, and a person takes them (upstream's notes
-    /// say how), after which Foundry goes on from there.
-    pub by_foundry: bool,
-}
 
 /// A version as image tags spell it: `v2.1.20`, `4.7.3`, `2.1.0-rc1`. Numbers compare in
 /// order (a missing one is 0); a pre-release (`-rc1`) comes before its release.

@@ -118,7 +118,7 @@ impl Component for Dns {
         })
     }
 
-    fn upgrade_stops(&self) -> &'static [crate::upgrade::UpgradeStop] {
+    fn upgrade_stops(&self) -> &'static [crate::component::UpgradeStop] {
         PDNS_STOPS
     }
 
@@ -157,15 +157,15 @@ impl Component for Dns {
 /// changes" under each). Foundry does not run them yet, so an upgrade that reaches one is
 /// refused and a person applies it. 4.7 to 4.8 and 4.8 to 4.9 change no SQL schema (4.8's
 /// new schema is LMDB's, which Foundry does not use).
-const PDNS_STOPS: &[crate::upgrade::UpgradeStop] = &[
+const PDNS_STOPS: &[crate::component::UpgradeStop] = &[
     pdns_schema("4.2.0", "SQLite schema change 4.0.0_to_4.2.0"),
     pdns_schema("4.3.0", "SQLite schema change 4.2.0_to_4.3.0"),
     pdns_schema("4.3.1", "SQLite schema change 4.3.0_to_4.3.1"),
     pdns_schema("4.7.0", "SQLite schema change 4.3.1_to_4.7.0"),
 ];
 
-const fn pdns_schema(version: &'static str, steps: &'static str) -> crate::upgrade::UpgradeStop {
-    crate::upgrade::UpgradeStop {
+const fn pdns_schema(version: &'static str, steps: &'static str) -> crate::component::UpgradeStop {
+    crate::component::UpgradeStop {
         version,
         steps,
         by_foundry: false,
