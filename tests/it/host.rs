@@ -48,40 +48,6 @@ fn run_with_stdin(home: &Home, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().expect("foundry output")
 }
 
-/// The Docker container of a lab host, found by its labels.
-pub(crate) fn container(lab: &Lab, host: &str) -> String {
-    let out = Command::new("docker")
-        .args([
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=foundry.lab={}", lab.name),
-            "--filter",
-            &format!("label=foundry.lab.host={host}"),
-        ])
-        .output()
-        .expect("docker ps");
-    let id = text(&out.stdout).trim().to_string();
-    assert!(!id.is_empty(), "no container for {host}");
-    id
-}
-
-/// Gives `admin` on a lab host a password.
-fn set_password(lab: &Lab, host: &str, password: &str) {
-    let mut child = Command::new("docker")
-        .args(["exec", "-i", &container(lab, host), "chpasswd"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("docker exec chpasswd");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("admin:{password}\n").as_bytes())
-        .expect("writing");
-    assert!(child.wait().expect("chpasswd").success());
-}
-
 /// Every file under `dir` whose bytes contain `needle`.
 fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -257,7 +223,7 @@ fn host_add_by_password_or_agent_then_only_its_own_key_logs_in() {
     let lab = Lab::up("hadd", 2);
     let home = &lab.home;
     let password = "Lab-pw-7f3e2a91";
-    set_password(&lab, "host-1", password);
+    lab.set_password("host-1", password);
     let fresh = home.scratch().join("stack.yaml");
     let cfg = fresh.to_str().expect("utf8");
     let t1 = &lab.targets[0];

@@ -10,8 +10,6 @@ use std::process::{Command, Output};
 
 use foundry_tests::lab::Lab;
 
-use crate::host::container;
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -19,7 +17,7 @@ fn text(bytes: &[u8]) -> String {
 /// `sh -c SCRIPT sh ARGS…` as root in a lab host's container.
 fn docker_sh(lab: &Lab, host: &str, script: &str, args: &[&str]) -> Output {
     let out = Command::new("docker")
-        .args(["exec", &container(lab, host), "sh", "-c", script, "sh"])
+        .args(["exec", &lab.container(host), "sh", "-c", script, "sh"])
         .args(args)
         .output()
         .expect("docker exec");

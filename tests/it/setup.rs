@@ -64,7 +64,7 @@ fn setup_runs(home: &Home) -> Vec<Value> {
 }
 
 /// The names of the containers the lab's stack runs.
-fn containers(lab: &Lab) -> Vec<String> {
+pub(crate) fn containers(lab: &Lab) -> Vec<String> {
     [
         "openbao",
         "dns-internal",

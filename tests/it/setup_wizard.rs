@@ -185,22 +185,6 @@ fn foundry_tty(root: u32) -> Option<String> {
     })
 }
 
-/// Gives `admin` on the lab's host `host` a password.
-fn set_password(lab: &Lab, host: &str, password: &str) {
-    let mut child = std::process::Command::new("docker")
-        .args(["exec", "-i", &lab.container(host), "chpasswd"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("docker exec chpasswd");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("admin:{password}\n").as_bytes())
-        .expect("writing");
-    assert!(child.wait().expect("chpasswd").success());
-}
-
 /// The lab's config as a user who has not added their host yet would write it: the host
 /// with its address and user but no key or host key; the whole stack placed, as the lab
 /// places it (the network phase plans any placement a config lacks).
@@ -229,7 +213,7 @@ fn setup_wizard_on_a_terminal_asks_once_survives_a_kill_and_keeps_no_password() 
     let host = lab.names[0].clone();
     let target = lab.targets[0].clone();
     let password = "Wizard-pw-3b9e61d4";
-    set_password(&lab, &host, password);
+    lab.set_password(&host, password);
     let config = home.scratch().join("stack.yaml");
     unadded_config(&lab, &config);
     let cfg = config.to_str().expect("utf8");

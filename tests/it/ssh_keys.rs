@@ -8,7 +8,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use foundry_tests::lab::Lab;
 use foundry_tests::{Home, killed};
@@ -34,35 +34,6 @@ fn ok(home: &Home, config: &str, args: &[&str]) -> Vec<u8> {
         text(&out.stderr)
     );
     out.stdout
-}
-
-/// Gives `admin` on the lab host at `address` a password, through its container.
-fn set_password(lab: &Lab, host: &str) {
-    let out = Command::new("docker")
-        .args([
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=foundry.lab={}", lab.name),
-            "--filter",
-            &format!("label=foundry.lab.host={host}"),
-        ])
-        .output()
-        .expect("docker ps");
-    let id = text(&out.stdout).trim().to_string();
-    assert!(!id.is_empty(), "no container for {host}");
-    let mut child = Command::new("docker")
-        .args(["exec", "-i", &id, "chpasswd"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("docker exec chpasswd");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("admin:{PASSWORD}\n").as_bytes())
-        .expect("writing");
-    assert!(child.wait().expect("chpasswd").success());
 }
 
 /// `foundry host add NAME` at `address` by password: Foundry makes the host's key.
@@ -146,7 +117,7 @@ fn keys_foundry_made_move_into_openbao_and_logins_read_them_there() {
     let config = lab.config.to_str().expect("utf8").to_string();
     let cfg = config.as_str();
     for name in &lab.names {
-        set_password(&lab, name);
+        lab.set_password(name, PASSWORD);
     }
     let (a1, a2) = (&lab.targets[0].address, &lab.targets[1].address);
 

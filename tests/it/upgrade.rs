@@ -102,22 +102,9 @@ fn pin(lab: &Lab, tags: [&str; 3]) {
         .expect("save");
 }
 
-fn containers(lab: &Lab) -> Vec<String> {
-    [
-        "openbao",
-        "dns-internal",
-        "dns-external",
-        "dns-recursor",
-        "zot",
-    ]
-    .iter()
-    .map(|c| format!("foundry-lab-{}-{c}", lab.name))
-    .collect()
-}
-
 /// Each container's id and image, as its Engine says.
 fn images(lab: &Lab) -> Vec<String> {
-    containers(lab)
+    crate::setup::containers(lab)
         .iter()
         .map(|c| {
             let out = docker(&["inspect", "-f", "{{.Id}} {{.Config.Image}}", c]);
@@ -301,7 +288,7 @@ fn a_stack_upgrades_live_versions_keeping_its_data_refuses_what_it_must_and_resu
     let run = home.unfinished_run();
     ok(home, &config, &["workflow", "resume", &run]);
     let created = creations.names();
-    for name in containers(&lab) {
+    for name in crate::setup::containers(&lab) {
         let times = created.iter().filter(|l| **l == name).count();
         assert_eq!(times, 1, "{name} created {times} times: {created:?}");
     }

@@ -775,6 +775,23 @@ pub mod lab {
                 .ok(&["lab", "restore", host, "--name", &self.name]);
         }
 
+        /// Gives `admin` on the lab's host `host` a password, through its container.
+        pub fn set_password(&self, host: &str, password: &str) {
+            use std::io::Write;
+            let mut child = Command::new("docker")
+                .args(["exec", "-i", &self.container(host), "chpasswd"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .expect("docker exec chpasswd");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(format!("admin:{password}\n").as_bytes())
+                .expect("writing");
+            assert!(child.wait().expect("chpasswd").success());
+        }
+
         /// The container of the lab's host `host`.
         pub fn container(&self, host: &str) -> String {
             let out = Command::new("docker")
