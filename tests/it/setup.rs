@@ -223,22 +223,29 @@ impl Creations {
             .stderr(Stdio::null())
             .spawn()
             .expect("docker events");
-        // Following once a creation made now shows up (bounded).
-        let probe = format!("foundry-lab-{}-events-probe", lab.name);
-        let made = docker(&[
-            "create",
-            "--name",
-            &probe,
-            foundry_tests::docker::test_image(),
-        ]);
-        assert!(made.status.success(), "{made:?}");
+        // Following once a creation made now shows up (bounded). `docker events` may
+        // subscribe only after a first probe is made under load: each try makes another.
         let creations = Creations { child, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !creations.names().contains(&probe) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for attempt in 0.. {
+            let probe = format!("foundry-lab-{}-events-probe-{attempt}", lab.name);
+            let made = docker(&[
+                "create",
+                "--name",
+                &probe,
+                foundry_tests::docker::test_image(),
+            ]);
+            assert!(made.status.success(), "{made:?}");
+            let seen = Instant::now() + Duration::from_secs(3);
+            while !creations.names().contains(&probe) && Instant::now() < seen {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = docker(&["rm", "-f", &probe]);
+            if creations.names().contains(&probe) {
+                break;
+            }
             assert!(Instant::now() < deadline, "docker events shows nothing");
-            std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = docker(&["rm", "-f", &probe]);
         creations
     }
 
