@@ -2,6 +2,7 @@
 //! image is a layer on the lab's base image (`foundry-lab:1`), built with a Dockerfile
 //! from files the step prepares; one build at a time per image.
 
+use foundry_activities::container::{BuildImage, Endpoint};
 use foundry_activities::local::RunCommand;
 use foundry_core::RetryPolicy;
 
@@ -93,8 +94,9 @@ pub const BOOTSTRAP: &str = r#"bootstrap() {
 pub const LOCK_WAIT_S: u64 = 600;
 
 /// The step that runs `script` (`sh -c`, named `name` in `$0`) with `args` to build
-/// `image` on this machine's Engine. Its probe: the image is there. Three attempts.
-pub fn build_step(name: &str, script: &str, image: &str, args: &[&str]) -> RunCommand {
+/// `image` on this machine's Engine, unless the Engine has it. The command's own probe (for
+/// whoever runs it alone): the image is there. Three attempts.
+pub fn build_step(name: &str, script: &str, image: &str, args: &[&str]) -> BuildImage {
     let mut argv: Vec<String> = ["sh", "-c", script, name]
         .into_iter()
         .map(str::to_string)
@@ -111,7 +113,11 @@ pub fn build_step(name: &str, script: &str, image: &str, args: &[&str]) -> RunCo
         max_attempts: 3,
         ..RetryPolicy::default()
     };
-    cmd
+    BuildImage {
+        endpoint: Endpoint::default(),
+        image: image.to_string(),
+        command: cmd,
+    }
 }
 
 /// The step that builds `image` as a layer on `base`: `script` runs after the
@@ -124,7 +130,7 @@ pub fn layered_step(
     image: &str,
     base: &str,
     extra: &[&str],
-) -> RunCommand {
+) -> BuildImage {
     let mut args = vec![image, base];
     args.extend_from_slice(extra);
     let layer = LAYER.replace("__WAIT_S__", &LOCK_WAIT_S.to_string());
@@ -201,18 +207,18 @@ mod tests {
             "foundry-lab:1",
             &["a b"],
         );
-        assert_eq!(step.argv[0..2], ["sh", "-c"]);
+        assert_eq!(step.command.argv[0..2], ["sh", "-c"]);
         let layer = LAYER.replace("__WAIT_S__", "600");
         assert!(
-            step.argv[2].starts_with(&layer)
-                && step.argv[2].ends_with("layer_begin \"$1\" \"$2\"\n")
+            step.command.argv[2].starts_with(&layer)
+                && step.command.argv[2].ends_with("layer_begin \"$1\" \"$2\"\n")
         );
         assert_eq!(
-            step.argv[3..],
+            step.command.argv[3..],
             ["foundry-x-image", "x:1", "foundry-lab:1", "a b"]
         );
         assert_eq!(
-            step.probe,
+            step.command.probe,
             Some(vec![
                 "docker".into(),
                 "image".into(),
@@ -220,7 +226,7 @@ mod tests {
                 "x:1".into()
             ])
         );
-        assert_eq!(step.policy.max_attempts, 3);
+        assert_eq!(step.command.policy.max_attempts, 3);
     }
 
     /// The script of a layered build of an image that does not exist on a base that does
@@ -234,8 +240,8 @@ mod tests {
             &[],
         );
         let began = Instant::now();
-        let out = std::process::Command::new(&step.argv[0])
-            .args(&step.argv[1..])
+        let out = std::process::Command::new(&step.command.argv[0])
+            .args(&step.command.argv[1..])
             .env("FOUNDRY_HOME", home)
             .env("FOUNDRY_IMAGE_LOCK_WAIT_S", wait_s)
             .stdin(std::process::Stdio::null())

@@ -4,10 +4,9 @@
 //! container as specified).
 
 use foundry_activities::container::{
-    ContainerOutput, ContainerSpec, Endpoint, EnsureContainer, ImageOutput, ImageSource, LoadImage,
-    PullImage,
+    BuildImage, ContainerOutput, ContainerSpec, Endpoint, EnsureContainer, ImageOutput,
+    ImageSource, LoadImage, PullImage,
 };
-use foundry_activities::local::RunCommand;
 use foundry_core::{Ctx, RunError};
 
 pub(crate) fn yes() -> bool {
@@ -89,7 +88,7 @@ pub(crate) async fn container(
     ctx: &Ctx,
     prefix: &str,
     endpoint: &Endpoint,
-    build: Option<RunCommand>,
+    build: Option<BuildImage>,
     (source, mirror): (ImageSource, Option<String>),
     spec: ContainerSpec,
 ) -> Result<ContainerOutput, RunError> {

@@ -12,7 +12,7 @@ mod validate;
 
 pub use detect::{HostNetwork, detect};
 pub use plan::{FieldChange, Proposal, plan, write};
-pub use validate::{Check, Status, before_stack, validate};
+pub use validate::{Check, Status, before_stack, probe_vip_ahead, validate};
 
 /// A failure of a `network` command: what went wrong, and what the user can do.
 #[derive(Debug, thiserror::Error)]

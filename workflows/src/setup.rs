@@ -208,15 +208,22 @@ impl Activity for Verify {
             let stack = stack.clone();
             asking.spawn(async move { (i, c.status(&stack).await) });
         }
-        let mut answers: Vec<Option<_>> = placed.iter().map(|_| None).collect();
-        while let Some(answer) = asking.join_next().await {
-            let (i, status) = answer.map_err(|e| {
-                ActivityError::permanent(format!("asking a component's status: {e}"))
-            })?;
-            if let Some(slot) = answers.get_mut(i) {
-                *slot = Some(status);
+        // And DNS asked meanwhile; its answer is said after the components'.
+        let dns = crate::network::phase::dns_answers(&stack);
+        let statuses = async {
+            let mut answers: Vec<Option<_>> = placed.iter().map(|_| None).collect();
+            while let Some(answer) = asking.join_next().await {
+                let (i, status) = answer.map_err(|e| {
+                    ActivityError::permanent(format!("asking a component's status: {e}"))
+                })?;
+                if let Some(slot) = answers.get_mut(i) {
+                    *slot = Some(status);
+                }
             }
-        }
+            Ok::<_, ActivityError>(answers)
+        };
+        let (answers, dns) = tokio::join!(statuses, dns);
+        let answers = answers?;
         let mut found = Vec::new();
         for status in answers.into_iter().flatten() {
             let status = status.map_err(|e| ActivityError::transient(e.message))?;
@@ -228,7 +235,7 @@ impl Activity for Verify {
             }
             found.push(status);
         }
-        crate::network::phase::dns_answers(&stack).await?;
+        dns?;
         Ok(found)
     }
 }
@@ -285,6 +292,11 @@ impl Workflow for Setup {
 
     async fn run(&self, ctx: Ctx, input: SetupInput) -> Result<SetupOutput, RunError> {
         let added = wizard::add_new_hosts(&ctx, &input.config).await?;
+        // Nothing of the hosts phase changes what answers at the VIP: the network phase's
+        // probe of it runs meanwhile (and again after, when it could not tell).
+        if let Ok(stack) = crate::config::load(&input.config) {
+            crate::network::probe_vip_ahead(&stack);
+        }
         let (hosts, _) = Self::phase(
             &ctx,
             &input,

@@ -2,17 +2,18 @@
 //! `PullImage`: pulled from its registry by the target Engine, optionally through a mirror.
 //! `LoadImage`: exported from a source Engine (this machine's, where the lab's images are
 //! built) and loaded into the target, streamed through (over SSH for a remote Engine), as
-//! for an air-gapped host. Each probes the target first: an image already there is not
-//! transferred again.
+//! for an air-gapped host. `BuildImage`: built by a command unless the Engine has it. Each
+//! probes the target first: an image already there is not transferred or built again.
 
 use std::time::Duration;
 
 use bollard::query_parameters::{CreateImageOptions, ImportImageOptions, TagImageOptions};
-use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt};
+use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, RetryPolicy};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{Endpoint, not_found};
+use crate::local::{CommandOutput, RunCommand};
 
 /// How an image that is not on its Engine gets there.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +103,45 @@ impl Activity for EnsureImage {
                 self.name, self.endpoint
             ))
         })
+    }
+}
+
+/// `image` on `endpoint`'s Engine, built by `command` (which builds it there) unless the
+/// Engine has it: asked through its API, which costs a request where the command's own
+/// check costs processes. Its output is the command's (`probed` when it was there).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BuildImage {
+    #[serde(default)]
+    pub endpoint: Endpoint,
+    pub image: String,
+    pub command: RunCommand,
+}
+
+impl Activity for BuildImage {
+    type Output = CommandOutput;
+
+    fn kind(&self) -> &'static str {
+        "image-build"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Probe
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        self.command.policy.clone()
+    }
+
+    async fn probe(&self, _cx: &ActivityCx) -> Result<Option<CommandOutput>, ActivityError> {
+        let found = image_id(&self.endpoint, &self.image).await?;
+        Ok(found.and_then(|_| CommandOutput::from_probe(0)))
+    }
+
+    async fn apply(&self, cx: &ActivityCx) -> Result<CommandOutput, ActivityError> {
+        if let Some(found) = self.probe(cx).await? {
+            return Ok(found);
+        }
+        self.command.apply(cx).await
     }
 }
 

@@ -24,7 +24,9 @@ pub use ensure::{
     SECRET_REF_LABEL_PREFIX, SPEC_HASH_LABEL, container_image, secret_ref_of,
 };
 pub use exec::{ExecOutput, ExecStream, StderrHandle};
-pub use image::{EnsureImage, ImageOutput, ImageSource, LoadImage, PullImage, Reference};
+pub use image::{
+    BuildImage, EnsureImage, ImageOutput, ImageSource, LoadImage, PullImage, Reference,
+};
 pub use labelled::{Labelled, RemoveLabelled, Removed, labelled_state, list_labelled};
 pub use network::{EnsureNetwork, NetworkOutput, connect, disconnect, overlapping, subnets};
 

@@ -2,8 +2,6 @@
 //! like the lab's hosts: nothing is pulled. One image serves the authoritative server and
 //! the recursor; its entry script takes the role.
 
-use foundry_activities::local::RunCommand;
-
 /// The image both PowerDNS roles run.
 pub const PDNS_IMAGE: &str = "foundry-lab-pdns:3";
 
@@ -106,7 +104,7 @@ tar -C "$root" -c . | docker import -c 'ENTRYPOINT ["/usr/local/sbin/foundry-pdn
 "#;
 
 /// The step that builds the image on this machine's Engine unless it is there already.
-pub fn build_image(image: &str, mirror: &str) -> RunCommand {
+pub fn build_image(image: &str, mirror: &str) -> foundry_activities::container::BuildImage {
     let script = [crate::image::BOOTSTRAP, BUILD].concat();
     crate::image::build_step(
         "foundry-pdns-image",

@@ -4,6 +4,7 @@
 //! load through that SSH connection, as on a real server. The image is a layer on the
 //! lab's, built here once (`foundry-lab-engine:1`); the default lab image stays as it is.
 
+use foundry_activities::container::BuildImage;
 use foundry_activities::container::ContainerSpec;
 use foundry_activities::local::RunCommand;
 
@@ -39,7 +40,7 @@ layer_build host
 
 /// The step that builds the image on this machine's Engine from the lab's, unless it
 /// exists.
-pub fn build_step(base: &str) -> RunCommand {
+pub fn build_step(base: &str) -> BuildImage {
     crate::image::layered_step(
         "foundry-lab-engine-image",
         BUILD,

@@ -8,9 +8,13 @@
 //! device asleep in power save may answer later; the VIP is outside the DHCP range, where
 //! such clients live.)
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use foundry_activities::ssh::SshTarget;
+use tokio::task::JoinHandle;
 
 /// Prints `self`, `arp <what answered>`, `ping` for an answer, `free`, or `missing
 /// <command>`. Needs iproute2 and python3 (Foundry's base packages). Arguments: the
@@ -82,13 +86,56 @@ while time.monotonic() - start < 0.3:
 print("none")
 "#;
 
+/// What a probe found: what answered, if anything, or why it could not tell.
+type Answer = Result<Option<String>, String>;
+
+/// An answer started ahead is taken only this soon after it was asked for.
+const AHEAD_FRESH: Duration = Duration::from_secs(30);
+
+/// A probe started ahead: when, and its task.
+type Started = (Instant, JoinHandle<Answer>);
+
+/// Probes started ahead of their need ([`ahead`]), by who asks and what: each taken once.
+static AHEAD: LazyLock<Mutex<HashMap<(SshTarget, Ipv4Addr), Started>>> =
+    LazyLock::new(Default::default);
+
+/// Starts probing `address` from `host` now, in the background, so that [`answers`] for
+/// the same host and address soon after takes this probe's answer instead of waiting a
+/// probe's time (a setup starts the VIP's while its hosts phase runs). An answer that is no
+/// answer (the host could not be reached or lacks a command) is asked again then.
+pub(super) fn ahead(host: &str, target: &SshTarget, address: Ipv4Addr) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let (host, asker) = (host.to_string(), target.clone());
+    let task = runtime.spawn(async move { answers_now(&host, &asker, address).await });
+    let mut ahead = AHEAD.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, stale)) = ahead.insert((target.clone(), address), (Instant::now(), task)) {
+        stale.abort();
+    }
+}
+
 /// What answered at `address`, asked from `host` (reached as `target`); none when nothing
-/// did.
-pub(super) async fn answers(
-    host: &str,
-    target: &SshTarget,
-    address: Ipv4Addr,
-) -> Result<Option<String>, String> {
+/// did. The answer of a probe started [`ahead`] when there is a fresh one.
+pub(super) async fn answers(host: &str, target: &SshTarget, address: Ipv4Addr) -> Answer {
+    let started = AHEAD
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&(target.clone(), address));
+    if let Some((at, task)) = started {
+        if at.elapsed() < AHEAD_FRESH {
+            if let Ok(Ok(answer)) = task.await {
+                return Ok(answer);
+            }
+        } else {
+            task.abort();
+        }
+    }
+    answers_now(host, target, address).await
+}
+
+/// [`answers`], asked now.
+async fn answers_now(host: &str, target: &SshTarget, address: Ipv4Addr) -> Answer {
     let address = address.to_string();
     let out = super::run_on(
         target,

@@ -94,11 +94,10 @@ pub async fn before_stack(
     checks.extend(required(config));
     checks.extend(vip_unique(config));
     checks.extend(outside_dhcp(config));
-    let first = config.hosts.iter().find_map(|h| {
-        let target = config.ssh_target(h).ok()?;
-        Some((h.name.clone(), target))
-    });
-    let (hosts, first_probe) = tokio::join!(reach(config, timeout), vip_unused(config, first));
+    let (hosts, first_probe) = tokio::join!(
+        reach(config, timeout),
+        vip_unused(config, first_prober(config))
+    );
     // The first host could not probe: the first host that answered does, if any did.
     let probed = match first_probe {
         Ok(check) => check,
@@ -122,6 +121,23 @@ pub async fn before_stack(
     checks.extend(hosts);
     checks.push(probed);
     checks
+}
+
+/// The host the VIP is probed from: the first the config can reach.
+fn first_prober(config: &StackConfig) -> Option<(String, foundry_activities::ssh::SshTarget)> {
+    config.hosts.iter().find_map(|h| {
+        let target = config.ssh_target(h).ok()?;
+        Some((h.name.clone(), target))
+    })
+}
+
+/// Starts the probe of the VIP that [`before_stack`] makes, from the host it makes it
+/// from, in the background now: setup starts it while its hosts phase runs, so that the
+/// network phase after it takes the answer rather than waiting for it.
+pub fn probe_vip_ahead(config: &StackConfig) {
+    if let (Some(vip), Some((host, target))) = (vip(config), first_prober(config)) {
+        super::probe::ahead(&host, &target, vip);
+    }
 }
 
 /// Each host answers a command over SSH (through the process's pooled connection, made

@@ -3,8 +3,6 @@
 //! (nothing is fetched inside the build), and a server config for raft storage so that
 //! init and unseal are real. Built once; skipped when the image exists.
 
-use foundry_activities::local::RunCommand;
-
 /// The image OpenBAO runs from in the lab.
 pub const OPENBAO_IMAGE: &str = "foundry-lab-openbao:4";
 /// Where the image's server config is, for the container's command.
@@ -75,6 +73,6 @@ layer_build none
 
 /// The step that builds `image` on this machine's Docker Engine from `base` (the lab's
 /// `foundry-lab:1`), unless it exists. Its probe: the image is there.
-pub fn build_step(image: &str, base: &str) -> RunCommand {
+pub fn build_step(image: &str, base: &str) -> foundry_activities::container::BuildImage {
     crate::image::layered_step("foundry-openbao-image", BUILD, image, base, &[CONFIG])
 }

@@ -9,8 +9,6 @@
 //! `config.json`, refuses any key it does not translate, writes docker-registry's config
 //! and execs it. Built once; skipped when the image exists.
 
-use foundry_activities::local::RunCommand;
-
 /// The lab's stand-in for Zot, built on this machine when missing.
 pub const REGISTRY_IMAGE: &str = "foundry-lab-registry:2";
 /// The stand-in's `/usr/bin/zot`: `zot serve <config.json>`. It knows the keys the
@@ -171,7 +169,7 @@ layer_build host
 
 /// The step that builds `image` on this machine's Docker Engine from `base` (the lab's
 /// `foundry-lab:1`), unless it exists. Its probe: the image is there.
-pub fn build_step(image: &str, base: &str) -> RunCommand {
+pub fn build_step(image: &str, base: &str) -> foundry_activities::container::BuildImage {
     crate::image::layered_step(
         "foundry-registry-image",
         BUILD,
