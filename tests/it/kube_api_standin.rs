@@ -752,6 +752,28 @@ async fn kubectl_gets_nodes_and_helmcharts_and_drains_past_a_budget() {
         "{table}"
     );
 
+    // A JSON patch from kubectl (RFC 6902), seen through kube.
+    let out = output_within(
+        &mut api.kubectl(&[
+            "patch",
+            "node",
+            "a1",
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op": "add", "path": "/metadata/labels/foundry.dev~1pool", "value": "green"}]"#,
+        ]),
+        "kubectl patch --type json",
+        Duration::from_secs(30),
+    );
+    assert_success(&out, "kubectl patch --type json");
+    let a1 = nodes.get("a1").await.expect("a1");
+    let labels = a1.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels.get("foundry.dev/pool").map(String::as_str),
+        Some("green")
+    );
+
     // Drain a1: cordoned, the daemonset's pod ignored, web-1's eviction refused by the
     // budget (kubectl retries) until the budget allows it.
     let errors = api.path("drain.err");

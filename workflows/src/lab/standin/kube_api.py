@@ -45,8 +45,11 @@ is not proven against a real API server. What it keeps of the real contract:
   name=NAME, status=deployed) appears in the target namespace. Charts are known from a
   small table (contour, cert-manager, foundry-test) with their allowed top-level values
   keys: a value outside it fails the Job with helm's schema error (the real Job would
-  retry with backoff; this one fails once). `chartContent` charts accept any values;
-  over 1 MiB the HelmChart is refused. A changed HelmChart runs a new Job.
+  retry with backoff; this one fails once), and the HelmChart's `Failed` condition is
+  True. `chartContent` charts accept any values; over 1 MiB the HelmChart is refused
+  (422 on spec.chartContent). A changed HelmChart runs a new Job. A deleted HelmChart
+  leaves its Job and release (no helm-delete Job). Pod logs are kept beside the objects
+  under `/registry/standin.foundry/podlogs/`, a key of the stand-in's own.
 - Leases and every other object are stored and updated as given; no other controller
   (no scheduler, no kubelet: pods keep the status they are written with).
 
@@ -1506,11 +1509,14 @@ class KubeApi:
 
     def _pod_log(self, ns, pod, text):
         key = POD_LOG_PREFIX + f"{ns}/{pod}"
-        current = self.store.get(key)
-        if current is None:
-            self.store.create(key, text.encode())
-        else:
-            self.store.update(key, current[0] + text.encode(), current[1])
+        for _ in range(10):  # another stand-in on the same etcd may append at the same time
+            current = self.store.get(key)
+            if current is None:
+                done = self.store.create(key, text.encode())
+            else:
+                done = self.store.update(key, current[0] + text.encode(), current[1])
+            if done is not None:
+                return
 
     def _start_job(self, chart, job_name, digest):
         meta = chart["metadata"]
