@@ -979,6 +979,12 @@ class KubeApi:
     def handle(self, request):
         """Answers one request completely (including a streaming watch)."""
         try:
+            # Headers and body are separate writes: without this, Nagle and the client's
+            # delayed ACK add 40 ms to every answer on a kept-alive connection.
+            request.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (AttributeError, OSError):
+            pass
+        try:
             # The whole body first, so that an early answer leaves the connection usable.
             request.standin_body = None
             request.standin_body = self._read_body(request)
