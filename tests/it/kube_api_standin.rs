@@ -848,3 +848,32 @@ async fn kubectl_gets_nodes_and_helmcharts_and_drains_past_a_budget() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// The k3s stand-in embeds the file behind `K3S_STANDIN = True`: so included, it starts
+/// nothing and gives the k3s side its public names.
+#[test]
+fn embedded_in_the_k3s_standin_it_starts_nothing() {
+    let program = concat!(
+        "#!/usr/bin/env python3\nK3S_STANDIN = True\n",
+        include_str!("../../workflows/src/lab/standin/kube_api.py"),
+        "\napi = KubeApi(MemoryStore(), tokens={'t': 'admin'}, version='v1.32.4+k3s1')\n",
+        "assert callable(apiserver_main) and callable(api.handle) and callable(api.start_controllers)\n",
+        "assert EtcdStore('http://127.0.0.1:2379').port == 2379\n",
+        "print(sorted(o['metadata']['name'] for o in api.list_objects(RESOURCES[1])[0]))\n",
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("k3s");
+    std::fs::write(&path, program).expect("the embedded program");
+    let out = output_within(
+        Command::new("python3")
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:1"]),
+        "the embedded stand-in",
+        Duration::from_secs(20),
+    );
+    assert_success(&out, "the embedded stand-in");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "['default', 'kube-node-lease', 'kube-public', 'kube-system']"
+    );
+}

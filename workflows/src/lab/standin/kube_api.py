@@ -4,6 +4,8 @@ No Kubernetes API server can run where Foundry is tested, so this program answer
 real `kube` crate and the real `kubectl` in its place. Behaviour proven only against it
 is not proven against a real API server. What it keeps of the real contract:
 
+- No OpenAPI documents (/openapi/v2, /openapi/v3 answer 404): kubectl create and apply
+  need --validate=false against it; get, patch, cordon and drain do not.
 - HTTPS only (TLS 1.2+), authentication by a client certificate signed by the client CA
   or by a bearer token from a token file (`token,user,uid,"groups"` as kube-apiserver's
   --token-auth-file); anything else is a 401 Status. No authorization (RBAC): every
