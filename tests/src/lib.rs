@@ -337,6 +337,8 @@ pub fn output_within(cmd: &mut Command, what: &str, deadline: Duration) -> Outpu
 /// collection unlocked by a known password) on a private D-Bus session bus, both in a
 /// temporary directory with their own HOME and XDG directories, so that a person's own
 /// keyring is never touched. Both stop when it is dropped.
+pub mod kube_standin;
+
 pub mod keyring {
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
