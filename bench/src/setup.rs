@@ -23,8 +23,8 @@ Runs `foundry setup --yes` of the whole stack (OpenBAO, PowerDNS, the registry) 
 one-host lab (`foundry lab up --hosts 1`, in a FOUNDRY_HOME of its own under the target
 directory): cold, then again (no change), then on a second lab killed at its midpoint and
 resumed. Then measures the services' own start and init times with plain `docker`
-commands against the lab's images. Prints one `name=value` line per figure on stdout
-(notes on stderr): setup_cold_s, setup_peak_rss_mib, setup_noop_s, resume_after_kill_s,
+commands against the lab's images (each the median of three runs). Prints one
+`name=value` line per figure on stdout (notes on stderr): setup_cold_s, setup_peak_rss_mib, setup_noop_s, resume_after_kill_s,
 resume_first_action_ms, critical_openbao_s, critical_dns_s, critical_registry_s,
 critical_path_s, setup_overhead_ratio.
 
@@ -45,6 +45,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(10);
 /// Stdout lines read from the resumed setup.
 const MAX_LINES: usize = 200_000;
+/// Each critical-path figure is the median of this many runs.
+const CRITICAL_RUNS: usize = 3;
 /// Where the killed setup dies: about half its steps are done by then.
 const KILL_AT: &str = "stack/dns/api-key#0@completed";
 /// OpenBAO's key shares and threshold, as `foundry setup` initializes it.
@@ -125,12 +127,18 @@ async fn legs(foundry: &Path, work: &Path) -> Result<()> {
     let crit = work.join("critical");
     std::fs::create_dir_all(&crit).with_context(|| format!("creating {}", crit.display()))?;
     let tag = lab.name.trim_start_matches("bench-resume-").to_string();
-    let openbao = critical_openbao(&images.openbao, &crit, &tag).await;
-    report_critical("critical_openbao_s", &openbao);
-    let dns = critical_dns(&images.dns, &crit, &tag).await;
-    report_critical("critical_dns_s", &dns);
-    let registry = critical_registry(&images.registry, &crit, &tag).await;
-    report_critical("critical_registry_s", &registry);
+    let mut openbao = Vec::new();
+    let mut dns = Vec::new();
+    let mut registry = Vec::new();
+    for i in 0..CRITICAL_RUNS {
+        let tag = format!("{tag}-{i}");
+        openbao.push(critical_openbao(&images.openbao, &crit, &tag).await);
+        dns.push(critical_dns(&images.dns, &crit, &tag).await);
+        registry.push(critical_registry(&images.registry, &crit, &tag).await);
+    }
+    let openbao = median_of("critical_openbao_s", openbao);
+    let dns = median_of("critical_dns_s", dns);
+    let registry = median_of("critical_registry_s", registry);
     match (&openbao, &dns, &registry) {
         (Ok(o), Ok(d), Ok(r)) => {
             let path = (o + d).max(*r);
@@ -147,6 +155,21 @@ async fn legs(foundry: &Path, work: &Path) -> Result<()> {
         "a critical-path measurement failed (above)"
     );
     Ok(())
+}
+
+/// The median of a critical-path figure's runs (OpenBAO's raft election alone varies by
+/// seconds from one start to the next), reported with its spread; failed when one run did.
+fn median_of(name: &str, runs: Vec<Result<f64>>) -> Result<f64> {
+    let measured = runs
+        .into_iter()
+        .collect::<Result<Vec<f64>>>()
+        .and_then(|samples| crate::stats::Summary::of(&samples));
+    if let Ok(summary) = &measured {
+        eprintln!("{name}: {}", summary.describe(" s"));
+    }
+    let median = measured.map(|s| s.median);
+    report_critical(name, &median);
+    median
 }
 
 fn report_critical(name: &str, measured: &Result<f64>) {
