@@ -522,3 +522,161 @@ async fn chart_content_over_one_mib_is_refused_before_sending() {
     let out = offline.apply(&c.cx).await.expect("offline chart");
     assert_eq!(out.status, "deployed");
 }
+
+/// A secret read from a file the test wrote and kept in the run's store, as a workflow
+/// keeps what it read from OpenBAO: the journal holds only the reference.
+struct KeepFile {
+    path: std::path::PathBuf,
+}
+
+impl Activity for KeepFile {
+    type Output = SecretRef;
+
+    fn kind(&self) -> &'static str {
+        "test-keep-file"
+    }
+
+    fn in_doubt(&self) -> foundry_core::InDoubt {
+        foundry_core::InDoubt::Rerun
+    }
+
+    async fn probe(&self, _cx: &ActivityCx) -> Result<Option<SecretRef>, ActivityError> {
+        Ok(None)
+    }
+
+    async fn apply(&self, cx: &ActivityCx) -> Result<SecretRef, ActivityError> {
+        let text = std::fs::read_to_string(&self.path)
+            .map_err(|e| ActivityError::permanent(e.to_string()))?;
+        cx.keep(&SecretValue::new(text))
+    }
+}
+
+/// A run that installs a chart with a secret value, the kubeconfig and the value read by
+/// steps of its own.
+struct ChartRun;
+
+impl foundry_core::Workflow for ChartRun {
+    const NAME: &'static str = "kube-chart-test";
+    const VERSION: u32 = 1;
+    type Input = Value;
+    type Output = foundry_activities::kube::ChartOutput;
+
+    async fn run(
+        &self,
+        ctx: foundry_core::Ctx,
+        input: Value,
+    ) -> Result<Self::Output, foundry_core::RunError> {
+        let field = |name: &str| input[name].as_str().unwrap_or_default().to_string();
+        let kubeconfig = ctx
+            .step(
+                "kubeconfig",
+                &KeepFile {
+                    path: field("kubeconfig_file").into(),
+                },
+            )
+            .await?;
+        let value = ctx
+            .step(
+                "value",
+                &KeepFile {
+                    path: field("value_file").into(),
+                },
+            )
+            .await?;
+        let chart = ApplyHelmChart {
+            access: KubeAccess {
+                kubeconfig,
+                server: Some(field("server")),
+            },
+            namespace: "kube-system".into(),
+            name: "journaled".into(),
+            chart: "foundry-test".into(),
+            repo: Some("https://charts.example.test".into()),
+            version: None,
+            target_namespace: None,
+            values: json!({"message": "hello"}),
+            values_secrets: vec![ValuesSecret {
+                secret: "journaled-values".into(),
+                key: "values.yaml".into(),
+                path: "secretMessage".into(),
+                value,
+            }],
+            chart_content: None,
+            timeout_s: 60,
+        };
+        ctx.step("chart", &chart).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chart_run_leaves_no_kubeconfig_key_nor_secret_value_in_the_journal_or_events() {
+    let c = cluster().await;
+    let home = tempfile::tempdir().expect("home");
+    let scratch = tempfile::tempdir().expect("scratch");
+    let kubeconfig_file = scratch.path().join("kubeconfig");
+    let pki_yaml = c.store.get(&c.access.kubeconfig).expect("the kubeconfig");
+    std::fs::write(&kubeconfig_file, pki_yaml.expose()).expect("write");
+    let secret_value = format!("journal-s3cret-{}", rand::random::<u64>());
+    let value_file = scratch.path().join("value");
+    std::fs::write(&value_file, &secret_value).expect("write");
+    let engine = foundry_core::Engine::new(
+        foundry_core::Home::at(home.path()),
+        foundry_core::Registry::new().register(ChartRun),
+        Arc::new(foundry_core::NoInput),
+    );
+    let input = json!({
+        "kubeconfig_file": kubeconfig_file,
+        "value_file": value_file,
+        "server": c.api.url(),
+    });
+    let driver = engine.start("kube-chart-test", input).expect("start");
+    let mut events = driver.subscribe();
+    let outcome = driver.drive().await.expect("drive");
+    assert_eq!(
+        outcome.state,
+        foundry_core::RunState::Completed,
+        "{:?}",
+        outcome.error
+    );
+    assert_eq!(
+        outcome.output.as_ref().and_then(|o| o["status"].as_str()),
+        Some("deployed")
+    );
+    let mut seen = String::new();
+    while let Ok(event) = events.try_recv() {
+        seen.push_str(&serde_json::to_string(&event).expect("event JSON"));
+        seen.push('\n');
+    }
+    assert!(
+        seen.contains("\"step\":\"chart#0\""),
+        "no events seen: {seen}"
+    );
+    let key_body = String::from_utf8(STANDARD.decode(&c.client_key).expect("b64")).expect("pem");
+    let key_line = key_body.lines().nth(1).expect("a key line").to_string();
+    let mut secrets = foundry_tests::leak::live::forms(&secret_value);
+    secrets.push(key_line);
+    secrets.push(c.client_key.clone());
+    for (path, bytes) in foundry_tests::leak::files_under(home.path(), &[]) {
+        for s in &secrets {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "{} holds a secret",
+                path.display()
+            );
+        }
+    }
+    for s in &secrets {
+        assert!(!seen.contains(s.as_str()), "an event holds a secret");
+    }
+    // The value did reach the cluster, in the Secret the chart names.
+    let stored: Api<Secret> = Api::namespaced(c.kube.clone(), "kube-system");
+    let data = stored
+        .get("journaled-values")
+        .await
+        .expect("the values Secret")
+        .data
+        .expect("data");
+    assert!(
+        String::from_utf8_lossy(&data.get("values.yaml").expect("key").0).contains(&secret_value)
+    );
+}
