@@ -48,7 +48,8 @@ fn inline_kubeconfig(pki: &Pki, server: &str) -> String {
     let b64 = |pem: &str| STANDARD.encode(pem.as_bytes());
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: default\n  cluster:\n    \
-         certificate-authority-data: {}\n    server: {server}\ncontexts:\n- name: default\n  \
+         certificate-authority-data: {}\n    server: {server}\n    proxy-url: \
+         http://127.0.0.1:9\ncontexts:\n- name: default\n  \
          context:\n    cluster: default\n    user: default\ncurrent-context: default\nusers:\n\
          - name: default\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
         b64(&pki.ca_pem),
@@ -58,7 +59,8 @@ fn inline_kubeconfig(pki: &Pki, server: &str) -> String {
 }
 
 /// The stand-in with a kubeconfig whose own server is a dead loopback port, replaced by
-/// the stand-in's URL (as the VIP replaces the first server's address).
+/// the stand-in's URL (as the VIP replaces the first server's address), and whose
+/// `proxy-url` (a dead port too) is ignored, as `HTTPS_PROXY` would be.
 async fn cluster() -> Cluster {
     let pki = pki();
     let api = KubeApi::start(Store::Memory, &pki, &[]);

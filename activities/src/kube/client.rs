@@ -11,6 +11,9 @@ use foundry_core::{ActivityCx, ActivityError, SecretRef};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// How long one request may wait for its answer.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Where a cluster's API is and how to reach it: the kubeconfig (a secret) and, when
 /// given, the server URL that replaces the kubeconfig's (the VIP, or the API's DNS name).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +118,10 @@ async fn build(
     }
     config.proxy_url = None;
     config.default_retry = false;
+    // No watch or exec goes through these clients: a stalled API fails a request
+    // rather than holding a step past its deadline.
+    config.read_timeout = Some(READ_TIMEOUT);
+    config.reset_reader_on_write = true;
     ::kube::Client::try_from(config).map_err(|e| {
         ActivityError::permanent(format!(
             "{place}: cannot make a client: {}",
