@@ -485,6 +485,8 @@ async fn a_chart_whose_values_break_the_schema_fails_with_helms_message_then_fix
     assert!(e.message.contains("hint:"), "{e}");
     c.assert_clean("the chart error", &e.message);
     let failed_job = job_uid(&c.kube, "helm-install-broken").await;
+    // A failed install is not the effect: the probe says "not there", not an error.
+    assert_eq!(broken.probe(&c.cx).await.expect("probe"), None);
 
     let fixed = chart(&c, "broken", json!({"replicaCount": 1}), vec![]);
     let out = fixed.apply(&c.cx).await.expect("the fixed values install");

@@ -402,12 +402,13 @@ impl Activity for ApplyHelmChart {
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &self.namespace, &helmchart_resource());
         let chart = self.chart(&api).await?;
-        // A failed install is not the effect: the probe says only "not there".
-        Ok(self
-            .outcome(cx, &client, &chart, &prepared)
-            .await
-            .ok()
-            .flatten())
+        // A failed install is not the effect: the probe says only "not there"; an API
+        // that cannot be asked is said.
+        match self.outcome(cx, &client, &chart, &prepared).await {
+            Ok(found) => Ok(found),
+            Err(e) if e.transient => Err(e),
+            Err(_) => Ok(None),
+        }
     }
 
     async fn apply(&self, cx: &ActivityCx) -> Result<ChartOutput, ActivityError> {
