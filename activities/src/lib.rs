@@ -4,6 +4,7 @@
 pub mod container;
 pub mod dns;
 mod http;
+pub mod kube;
 pub mod local;
 pub mod openbao;
 pub mod registry;

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 
 /// A CA of the test's own, the stand-in's certificate for 127.0.0.1, and an admin client
 /// certificate (O=system:masters, as K3s makes its admin's).
-fn pki() -> Pki {
+pub(crate) fn pki() -> Pki {
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -69,7 +69,7 @@ fn pki() -> Pki {
 
 /// A `kube` client of the admin certificate (or of `token`), from a kubeconfig as K3s
 /// writes k3s.yaml.
-async fn client(api: &KubeApi, token: Option<&str>) -> kube::Client {
+pub(crate) async fn client(api: &KubeApi, token: Option<&str>) -> kube::Client {
     let kubeconfig = kube::config::Kubeconfig::from_yaml(&api.kubeconfig_yaml(token))
         .expect("the stand-in's kubeconfig");
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())

@@ -17,6 +17,7 @@ mod host_adopt;
 mod in_doubt;
 mod journal_damage;
 mod keyring;
+mod kube_activities;
 mod kube_api_standin;
 mod lab;
 mod local_io;
