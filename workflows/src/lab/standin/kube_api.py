@@ -1,0 +1,1 @@
+# The Kubernetes API stand-in: replaced by its own file (kube_api.py).
