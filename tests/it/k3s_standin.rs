@@ -163,6 +163,30 @@ fn members(lab: &Lab, i: usize) -> Vec<(String, bool)> {
     found
 }
 
+/// Writes the kubeconfig's client certificate, key and CA as files in a temporary
+/// directory, then GETs a path on :6443 with them (`$1`): the body, a newline, the code.
+const API_GET: &str = r#"d=$(mktemp -d) && cd "$d" && python3 -c '
+import base64, json
+k = json.load(open("/etc/rancher/k3s/k3s.yaml"))
+user, cluster = k["users"][0]["user"], k["clusters"][0]["cluster"]
+for name, data in (("c.crt", user["client-certificate-data"]), ("c.key", user["client-key-data"]),
+                   ("ca.crt", cluster["certificate-authority-data"])):
+    open(name, "wb").write(base64.b64decode(data))
+' && curl -s --cacert ca.crt --cert c.crt --key c.key -w '\n%{http_code}' "https://127.0.0.1:6443$1"; rc=$?; cd / && rm -rf "$d"; exit $rc"#;
+
+/// GET `path` on the server `i`'s :6443 as the kubeconfig's user (its client
+/// certificate, checked against the kubeconfig's CA): the body, a newline, the code.
+fn api_get(lab: &Lab, i: usize, path: &str) -> String {
+    ok(lab, i, &format!("set -- '{path}'\n{API_GET}"))
+}
+
+/// Whether the k3s stand-in on host `i` carries the Kubernetes API stand-in.
+fn carries_api(lab: &Lab, i: usize) -> bool {
+    run(lab, i, "grep -q '^class KubeApi' /usr/local/bin/k3s")
+        .status
+        .success()
+}
+
 fn journal(lab: &Lab, i: usize, unit: &str) -> String {
     ok(lab, i, &format!("journalctl -u {unit} --no-pager -o cat"))
 }
@@ -186,7 +210,10 @@ fn copy_token(lab: &Lab, from: usize, to: usize, file: &str) {
 
 #[test]
 fn servers_join_one_at_a_time_as_etcd_voters_and_agents_check_their_token() {
+    let began = Instant::now();
     let lab = Lab::up_with("k3s", 4, &["--systemd"]);
+    let phase = |what: &str| eprintln!("{:>6.1} s  {what}", began.elapsed().as_secs_f64());
+    phase("lab up");
     put_standins(&lab);
     assert_eq!(ok(&lab, 0, "cat /proc/1/comm"), "systemd");
     assert_eq!(
@@ -230,12 +257,17 @@ fn servers_join_one_at_a_time_as_etcd_voters_and_agents_check_their_token() {
         assert!(unit.contains(line), "{line} in {unit}");
     }
     assert_eq!(members(&lab, 0), [("host-1".to_string(), false)]);
-    assert_eq!(ok(&lab, 0, "curl -sk https://127.0.0.1:6443/readyz"), "ok");
+    assert!(
+        api_get(&lab, 0, "/readyz").ends_with("\n200"),
+        "the kubeconfig reaches :6443"
+    );
     ok(
         &lab,
         0,
         "test -x /usr/local/bin/k3s-killall.sh && test -x /usr/local/bin/k3s-uninstall.sh",
     );
+
+    phase("first server installed");
 
     // A second learner is refused by etcd itself: with a learner that never starts in
     // the cluster, host-2's join waits, and goes on once that learner is removed.
@@ -303,6 +335,8 @@ fn servers_join_one_at_a_time_as_etcd_voters_and_agents_check_their_token() {
     }
     assert!(!log.contains(token_value), "the token is in the journal");
 
+    phase("host-2 joined");
+
     // A join toward a server that cannot be reached waits, and completes once it can.
     let (_, second) = host(&lab, 1);
     let second = second.to_string();
@@ -335,6 +369,8 @@ fn servers_join_one_at_a_time_as_etcd_voters_and_agents_check_their_token() {
             ("host-3".to_string(), false)
         ]
     );
+
+    phase("host-3 joined");
 
     // An agent: K3S_URL and a token make one; the server checks the token.
     copy_token(&lab, 0, 3, "node-token");
@@ -371,6 +407,42 @@ fn servers_join_one_at_a_time_as_etcd_voters_and_agents_check_their_token() {
         "the agent checked its token"
     );
     ok(&lab, 3, "test -x /usr/local/bin/k3s-agent-uninstall.sh");
+
+    phase("agent joined");
+
+    // With the API stand-in in the executable, every server and the agent registered
+    // their Node, Ready, at the stand-in's version; without it, :6443 has no nodes.
+    let nodes = api_get(&lab, 0, "/api/v1/nodes");
+    let (body, code) = nodes.rsplit_once('\n').expect("a code");
+    if !carries_api(&lab, 0) {
+        assert_eq!(code, "404", "{nodes}");
+        return;
+    }
+    assert_eq!(code, "200", "{nodes}");
+    let list: serde_json::Value = serde_json::from_str(body).expect("a NodeList");
+    let mut seen = Vec::new();
+    for node in list["items"].as_array().expect("items") {
+        let name = node["metadata"]["name"]
+            .as_str()
+            .expect("a name")
+            .to_string();
+        let labels = &node["metadata"]["labels"];
+        let server = name != "host-4";
+        for role in ["control-plane", "etcd"] {
+            let label = labels[format!("node-role.kubernetes.io/{role}")].as_str();
+            assert_eq!(label == Some("true"), server, "{name}: {role}");
+        }
+        assert_eq!(node["status"]["nodeInfo"]["kubeletVersion"], "v1.32.4+k3s1");
+        let ready = node["status"]["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        assert!(ready, "{name} Ready");
+        seen.push(name);
+    }
+    seen.sort();
+    assert_eq!(seen, ["host-1", "host-2", "host-3", "host-4"]);
 }
 
 #[test]
