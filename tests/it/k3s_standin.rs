@@ -481,6 +481,28 @@ fn the_installer_keeps_config_yaml_refuses_a_wrong_token_and_uninstalls() {
     );
     assert_eq!(members(&lab, 0), [("host-1".to_string(), false)]);
 
+    // Another token for a server that has one is refused, as K3s refuses to read its
+    // bootstrap data with it: never a new cluster, never a new token.
+    let other = spawn(
+        &lab,
+        0,
+        &install("INSTALL_K3S_EXEC='server --token another-secret'", 30),
+    );
+    until(
+        "the server to refuse another token",
+        Duration::from_secs(40),
+        || journal(&lab, 0, "k3s").contains("encrypted with a different token"),
+    );
+    let refused = finish(other, "the installer's bound", Duration::from_secs(60));
+    assert!(!refused.status.success(), "the installer waited");
+    assert_eq!(
+        ok(&lab, 0, "cat /var/lib/rancher/k3s/server/token"),
+        token,
+        "the token file is untouched"
+    );
+    ok(&lab, 0, &install("", 120));
+    assert_eq!(unit_state(&lab, 0, "k3s"), "active");
+
     // An agent with a wrong token is refused by its server; the unit keeps retrying and
     // the installer keeps waiting, as K3s's does.
     let (_, first) = host(&lab, 0);

@@ -60,7 +60,7 @@ chroot "$root" useradd --create-home --shell /bin/bash admin
 printf 'admin ALL=(ALL) NOPASSWD:ALL\n' > "$root/etc/sudoers.d/foundry-admin"
 chmod 0440 "$root/etc/sudoers.d/foundry-admin"
 rm -f "$root"/etc/ssh/ssh_host_*
-{ printf '%s' "$prepare"; echo 'exec /usr/sbin/sshd -D -e'; } > "$root/usr/local/sbin/foundry-lab-init"
+{ printf '%s\n' "$prepare"; echo 'exec /usr/sbin/sshd -D -e'; } > "$root/usr/local/sbin/foundry-lab-init"
 chmod 0755 "$root/usr/local/sbin/foundry-lab-init"
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 # mktemp made it 0700, and the tarball's `.` gives `/` its mode on a storage driver that
@@ -84,7 +84,7 @@ chroot "$root" useradd --create-home --shell /bin/bash admin
 printf 'admin ALL=(ALL) NOPASSWD:ALL\n' > "$root/etc/sudoers.d/foundry-admin"
 chmod 0440 "$root/etc/sudoers.d/foundry-admin"
 rm -f "$root"/etc/ssh/ssh_host_*
-printf '%s' "$prepare" > "$root/usr/local/sbin/foundry-lab-prepare"
+printf '%s\n' "$prepare" > "$root/usr/local/sbin/foundry-lab-prepare"
 chmod 0755 "$root/usr/local/sbin/foundry-lab-prepare"
 cat > "$root/etc/systemd/system/foundry-lab-prepare.service" <<'UNIT'
 [Unit]

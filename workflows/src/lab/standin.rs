@@ -28,6 +28,13 @@ pub fn version() -> &'static str {
         .unwrap_or("unknown")
 }
 
+/// The k3s stand-in saying it is `wanted` (`v1.33.1+k3s1`): what a lab writes to
+/// stand in for several K3s releases, as for an upgrade.
+pub fn k3s_at(wanted: &str) -> String {
+    let line = format!("K3S_VERSION = \"{}\"", version());
+    K3S.replacen(&line, &format!("K3S_VERSION = \"{wanted}\""), 1)
+}
+
 /// Where in `dir` the stand-ins are written: `k3s` and `install.sh`.
 pub fn paths(dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join("k3s"), dir.join("install.sh"))
@@ -76,6 +83,17 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).lines().next(),
             Some("k3s version v1.32.4+k3s1 (stand-in)")
+        );
+
+        std::fs::write(&k3s, k3s_at("v1.33.1+k3s1")).expect("write");
+        let out = std::process::Command::new("python3")
+            .arg(&k3s)
+            .arg("--version")
+            .output()
+            .expect("python3");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).lines().next(),
+            Some("k3s version v1.33.1+k3s1 (stand-in)")
         );
     }
 }

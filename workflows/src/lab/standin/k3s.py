@@ -20,10 +20,13 @@ What it keeps of K3s's contract:
 - An agent checks the token with its server (/cacerts, then a supervisor path), then is
   READY.
 - Progress goes to stdout (the unit's journal) in K3s's log format.
+- A server that has a token file refuses another token, as K3s's bootstrap data is
+  keyed by the token.
 
 What is real: systemd runs it, and the servers' etcd is Debian's etcd 3.4, so
 membership, learners and quorum follow etcd's own rules. What is not: no kubelet, no
-containerd, no pod runs; etcd speaks plain HTTP on the lab's network (K3s uses TLS);
+containerd, no pod runs; etcd speaks plain HTTP on the lab's network (K3s uses TLS); a
+server without `cluster-init` or `server` runs etcd too (K3s would use SQLite);
 `k3s kubectl`, `k3s etcd-snapshot` and the rest are not there. The Kubernetes API on
 :6443 is the API stand-in (kube_api.py) when this file carries it.
 
@@ -686,6 +689,11 @@ def k3s_run_server(flags):
                   % join_url)
     if os.path.exists(K3S_SERVER + "/token"):
         _, secret = k3s_split_token(k3s_read(K3S_SERVER + "/token"))
+        if token and not hmac.compare_digest(k3s_split_token(token)[1].encode(), secret.encode()):
+            # K3s: the bootstrap data is keyed by the token; another one cannot read it.
+            raise K3sRefused("the token given is not this server's (%s/token): "
+                             "bootstrap data already found and encrypted with a different "
+                             "token" % K3S_SERVER)
     elif join_url:
         secret = None
     else:
