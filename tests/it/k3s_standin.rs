@@ -508,6 +508,23 @@ fn the_installer_keeps_config_yaml_refuses_a_wrong_token_and_uninstalls() {
     let (_, first) = host(&lab, 0);
     let first = first.to_string();
     copy_token(&lab, 0, 1, "token");
+    // INSTALL_K3S_SKIP_START: the unit written and enabled, not started.
+    ok(
+        &lab,
+        1,
+        &install(
+            &format!(
+                "INSTALL_K3S_SKIP_START=true K3S_URL=https://{first}:6443 K3S_TOKEN_FILE=/root/token"
+            ),
+            30,
+        ),
+    );
+    assert_eq!(
+        ok(&lab, 1, "systemctl is-enabled k3s-agent"),
+        "enabled",
+        "the agent's unit is enabled"
+    );
+    assert_eq!(unit_state(&lab, 1, "k3s-agent"), "inactive");
     ok(&lab, 1, "sed -i 's/:server:.*/:server:wrong/' /root/token");
     let wrong = spawn(
         &lab,
