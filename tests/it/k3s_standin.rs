@@ -164,20 +164,29 @@ fn members(lab: &Lab, i: usize) -> Vec<(String, bool)> {
 }
 
 /// Writes the kubeconfig's client certificate, key and CA as files in a temporary
-/// directory, then GETs a path on :6443 with them (`$1`): the body, a newline, the code.
-const API_GET: &str = r#"d=$(mktemp -d) && cd "$d" && python3 -c '
+/// directory, then sends a request for a path on :6443 with them (`$1`, the method `$2`,
+/// GET unless given): the body, a newline, the code.
+const API_REQUEST: &str = r#"d=$(mktemp -d) && cd "$d" && python3 -c '
 import base64, json
 k = json.load(open("/etc/rancher/k3s/k3s.yaml"))
 user, cluster = k["users"][0]["user"], k["clusters"][0]["cluster"]
 for name, data in (("c.crt", user["client-certificate-data"]), ("c.key", user["client-key-data"]),
                    ("ca.crt", cluster["certificate-authority-data"])):
     open(name, "wb").write(base64.b64decode(data))
-' && curl -s --cacert ca.crt --cert c.crt --key c.key -w '\n%{http_code}' "https://127.0.0.1:6443$1"; rc=$?; cd / && rm -rf "$d"; exit $rc"#;
+' && curl -s -X "${2:-GET}" --cacert ca.crt --cert c.crt --key c.key -w '\n%{http_code}' "https://127.0.0.1:6443$1"; rc=$?; cd / && rm -rf "$d"; exit $rc"#;
 
 /// GET `path` on the server `i`'s :6443 as the kubeconfig's user (its client
 /// certificate, checked against the kubeconfig's CA): the body, a newline, the code.
 fn api_get(lab: &Lab, i: usize, path: &str) -> String {
-    ok(lab, i, &format!("set -- '{path}'\n{API_GET}"))
+    api(lab, i, "GET", path)
+}
+
+fn api(lab: &Lab, i: usize, method: &str, path: &str) -> String {
+    ok(
+        lab,
+        i,
+        &format!("set -- '{path}' '{method}'\n{API_REQUEST}"),
+    )
 }
 
 /// Whether the k3s stand-in on host `i` carries the Kubernetes API stand-in.
@@ -443,6 +452,19 @@ fn servers_join_one_at_a_time_as_etcd_voters_and_agents_check_their_token() {
     }
     seen.sort();
     assert_eq!(seen, ["host-1", "host-2", "host-3", "host-4"]);
+
+    // A server's Node deleted: its etcd member goes with it, as K3s's does.
+    let deleted = api(&lab, 0, "DELETE", "/api/v1/nodes/host-3");
+    assert!(deleted.ends_with("\n200"), "{deleted}");
+    until(
+        "host-3's etcd member to be removed with its Node",
+        Duration::from_secs(30),
+        || members(&lab, 0).iter().all(|(name, _)| name != "host-3"),
+    );
+    assert_eq!(
+        members(&lab, 0),
+        [("host-1".to_string(), false), ("host-2".to_string(), false)]
+    );
 }
 
 #[test]

@@ -22,6 +22,9 @@ What it keeps of K3s's contract:
 - Progress goes to stdout (the unit's journal) in K3s's log format.
 - A server that has a token file refuses another token, as K3s's bootstrap data is
   keyed by the token.
+- With the API stand-in: servers and agents register their Node (Ready, roles as
+  labels, the kubelet version this stand-in's), and a server Node deleted from the API
+  has its etcd member removed, as K3s's etcd controller does.
 
 What is real: systemd runs it, and the servers' etcd is Debian's etcd 3.4, so
 membership, learners and quorum follow etcd's own rules. What is not: no kubelet, no
@@ -632,6 +635,43 @@ def k3s_register_node(api_url, ca, bearer, name, ip, roles):
     threading.Thread(target=heartbeat, daemon=True).start()
 
 
+def k3s_member_controller(ca, bearer):
+    """K3s's etcd member controller, in spirit: a server Node deleted from the API takes
+    its etcd member with it. Polls the API; acts on Nodes this process saw, then misses.
+    Only when this file carries the API stand-in."""
+    ctx = ssl.create_default_context(cadata=ca)
+    ctx.check_hostname = False
+    url = "https://127.0.0.1:%d/api/v1/nodes" % K3S_API_PORT
+    seen = set()
+    while True:
+        time.sleep(2)
+        req = urllib.request.Request(url)
+        req.add_header("Authorization", "Bearer " + bearer)
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+                items = json.load(r).get("items", [])
+        except (OSError, ValueError):
+            continue
+        names = {n["metadata"]["name"] for n in items
+                 if (n["metadata"].get("labels") or {}).get("node-role.kubernetes.io/etcd")
+                 == "true"}
+        gone, seen = seen - names, seen | names
+        for name in gone:
+            seen.discard(name)
+            try:
+                members = k3s_members_of(["http://127.0.0.1:%d" % K3S_ETCD_CLIENT])
+            except (OSError, ValueError):
+                continue
+            for m in members:
+                if m.get("name") == name:
+                    ok, _, err = k3s_etcdctl(["http://127.0.0.1:%d" % K3S_ETCD_CLIENT],
+                                             "member", "remove", "%x" % m["ID"])
+                    if ok:
+                        k3s_log("Removed etcd member %s: its Node was deleted" % name)
+                    else:
+                        k3s_log("Removing etcd member %s: %s" % (name, err), "warning")
+
+
 # ---------------------------------------------------------------------------- server
 
 
@@ -730,6 +770,9 @@ def k3s_run_server(flags):
         supervisor.api.start_controllers()
         k3s_register_node("https://127.0.0.1:%d" % K3S_API_PORT, k3s_read(K3S_TLS + "/server-ca.crt"),
                       secret, name, ip, ["control-plane", "etcd", "master"])
+        threading.Thread(target=k3s_member_controller,
+                         args=(k3s_read(K3S_TLS + "/server-ca.crt"), secret),
+                         daemon=True).start()
     rest = K3S_JOIN_SECONDS - (time.time() - began)
     if join_url and rest > 0:
         time.sleep(rest)
