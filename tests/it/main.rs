@@ -16,6 +16,7 @@ mod host;
 mod host_adopt;
 mod in_doubt;
 mod journal_damage;
+mod k3s_standin;
 mod keyring;
 mod kube_activities;
 mod kube_api_standin;

@@ -8,6 +8,9 @@ use foundry_core::RetryPolicy;
 
 /// The image lab hosts run, and the base the component images built here are layered on.
 pub const LAB_IMAGE: &str = "foundry-lab:1";
+/// The image of a lab's systemd hosts (`lab up --systemd`): PID 1 systemd, as on a real
+/// K3s host, with Debian's etcd for the `k3s` stand-in.
+pub const LAB_SYSTEMD_IMAGE: &str = "foundry-lab-systemd:1";
 
 /// Shell functions a layered build starts with.
 ///

@@ -6,6 +6,7 @@
 //! of its own (`lab/engine.rs`), so that installs and their images cross SSH for real.
 
 pub mod engine;
+pub mod standin;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,24 +30,13 @@ pub const ENGINE_LABEL: &str = "foundry.lab.engine";
 pub const ENGINE_SOCKET: &str = DEFAULT_SOCKET;
 /// The engine host unless the user picks another, or none.
 pub const DEFAULT_ENGINE_HOST: &str = "host-1";
-pub use crate::image::LAB_IMAGE;
+pub use crate::image::{LAB_IMAGE, LAB_SYSTEMD_IMAGE};
 /// The admin user of every lab host (with passwordless sudo).
 pub const LAB_USER: &str = "admin";
 
-/// Builds the image once: debootstrap, an admin user with sudo, an init that makes fresh
-/// host keys, installs the lab's key and starts sshd. Arguments: image, mirror.
-const BUILD_IMAGE: &str = r#"set -eu
-image="$1"; mirror="$2"
-docker image inspect "$image" >/dev/null 2>&1 && exit 0
-root=$(mktemp -d /var/tmp/foundry-lab-rootfs.XXXXXX)
-trap 'rm -rf "$root"' EXIT
-bootstrap "$root" "$mirror" openssh-server,sudo,iproute2,procps,python3
-chroot "$root" useradd --create-home --shell /bin/bash admin
-printf 'admin ALL=(ALL) NOPASSWD:ALL\n' > "$root/etc/sudoers.d/foundry-admin"
-chmod 0440 "$root/etc/sudoers.d/foundry-admin"
-rm -f "$root"/etc/ssh/ssh_host_*
-cat > "$root/usr/local/sbin/foundry-lab-init" <<'INIT'
-#!/bin/sh
+/// What every lab host does at boot before sshd runs: fresh host keys the first time, the
+/// lab's key for `admin`, and its public host key written out for `lab up` to read.
+const HOST_PREPARE: &str = r#"#!/bin/sh
 set -e
 [ -f /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -A >/dev/null
 mkdir -p /run/sshd /home/admin/.ssh
@@ -55,14 +45,71 @@ if [ -f /etc/foundry/authorized_keys ]; then
 fi
 chown admin:admin /home/admin/.ssh && chmod 0700 /home/admin/.ssh
 if [ -d /etc/foundry/out ]; then cp /etc/ssh/ssh_host_ed25519_key.pub /etc/foundry/out/host_ed25519.pub; fi
-exec /usr/sbin/sshd -D -e
-INIT
+"#;
+
+/// Builds the image once: debootstrap, an admin user with sudo, an init that makes fresh
+/// host keys, installs the lab's key and starts sshd. Arguments: image, mirror, the init
+/// ([`HOST_PREPARE`]).
+const BUILD_IMAGE: &str = r#"set -eu
+image="$1"; mirror="$2"; prepare="$3"
+docker image inspect "$image" >/dev/null 2>&1 && exit 0
+root=$(mktemp -d /var/tmp/foundry-lab-rootfs.XXXXXX)
+trap 'rm -rf "$root"' EXIT
+bootstrap "$root" "$mirror" openssh-server,sudo,iproute2,procps,python3
+chroot "$root" useradd --create-home --shell /bin/bash admin
+printf 'admin ALL=(ALL) NOPASSWD:ALL\n' > "$root/etc/sudoers.d/foundry-admin"
+chmod 0440 "$root/etc/sudoers.d/foundry-admin"
+rm -f "$root"/etc/ssh/ssh_host_*
+{ printf '%s\n' "$prepare"; echo 'exec /usr/sbin/sshd -D -e'; } > "$root/usr/local/sbin/foundry-lab-init"
 chmod 0755 "$root/usr/local/sbin/foundry-lab-init"
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 # mktemp made it 0700, and the tarball's `.` gives `/` its mode on a storage driver that
 # keeps it (vfs).
 chmod 0755 "$root"
 tar -C "$root" -c . | docker import -c 'ENTRYPOINT ["/usr/local/sbin/foundry-lab-init"]' - "$image" >/dev/null
+"#;
+
+/// Builds the systemd hosts' image once: as [`BUILD_IMAGE`], but PID 1 is systemd, sshd
+/// runs as Debian's `ssh.service` after a oneshot unit that does [`HOST_PREPARE`]'s work,
+/// and it has what a K3s server needs here (Debian's etcd 3.4 for the `k3s` stand-in,
+/// python3 with YAML, openssl, curl). Debian's own `etcd.service` is masked: the stand-in
+/// runs etcd itself. Arguments: image, mirror, the prepare script.
+const BUILD_SYSTEMD_IMAGE: &str = r#"set -eu
+image="$1"; mirror="$2"; prepare="$3"
+docker image inspect "$image" >/dev/null 2>&1 && exit 0
+root=$(mktemp -d /var/tmp/foundry-lab-rootfs.XXXXXX)
+trap 'rm -rf "$root"' EXIT
+bootstrap "$root" "$mirror" systemd,systemd-sysv,dbus,openssh-server,sudo,iproute2,procps,python3,python3-yaml,etcd-server,etcd-client,openssl,curl,ca-certificates
+chroot "$root" useradd --create-home --shell /bin/bash admin
+printf 'admin ALL=(ALL) NOPASSWD:ALL\n' > "$root/etc/sudoers.d/foundry-admin"
+chmod 0440 "$root/etc/sudoers.d/foundry-admin"
+rm -f "$root"/etc/ssh/ssh_host_*
+printf '%s\n' "$prepare" > "$root/usr/local/sbin/foundry-lab-prepare"
+chmod 0755 "$root/usr/local/sbin/foundry-lab-prepare"
+cat > "$root/etc/systemd/system/foundry-lab-prepare.service" <<'UNIT'
+[Unit]
+Description=Foundry lab host: host keys and the lab's key
+Before=ssh.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/foundry-lab-prepare
+
+[Install]
+WantedBy=multi-user.target
+RequiredBy=ssh.service
+UNIT
+chroot "$root" systemctl enable foundry-lab-prepare.service ssh.service >/dev/null 2>&1
+for unit in etcd.service getty@tty1.service systemd-udevd.service systemd-udev-trigger.service \
+  systemd-modules-load.service systemd-remount-fs.service sys-kernel-debug.mount \
+  sys-kernel-tracing.mount dev-hugepages.mount systemd-timesyncd.service apt-daily.timer \
+  apt-daily-upgrade.timer e2scrub_reap.service; do
+  ln -sf /dev/null "$root/etc/systemd/system/$unit"
+done
+rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+chmod 0755 "$root"
+tar -C "$root" -c . | docker import -c 'ENTRYPOINT ["/lib/systemd/systemd"]' - "$image" >/dev/null
 "#;
 
 /// Inside the engine host: a group with the gid of the Engine's socket as bind-mounted
@@ -110,6 +157,10 @@ pub struct LabInput {
     /// socket.
     #[serde(default)]
     pub own_engine: bool,
+    /// The hosts run systemd as PID 1, as real K3s hosts do ([`LAB_SYSTEMD_IMAGE`]), and
+    /// the lab's directory gets the K3s stand-ins ([`standin`]).
+    #[serde(default)]
+    pub systemd: bool,
 }
 
 /// One lab host, as the lab's host list records it.
@@ -135,6 +186,10 @@ pub struct LabOutput {
     pub key: PathBuf,
     pub config: PathBuf,
     pub hosts: Vec<LabHost>,
+    /// With systemd hosts, the directory holding the K3s stand-ins, `k3s` and
+    /// `install.sh`: what a cluster config names as the binary and installer to upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k3s_standin: Option<PathBuf>,
 }
 
 /// A lab's name: letters, digits and `-`.
@@ -171,6 +226,11 @@ impl LabInput {
 
     fn container(&self, host: &str) -> String {
         format!("foundry-lab-{}-{host}", self.name)
+    }
+
+    /// Where `lab up` writes the K3s stand-ins for a lab of systemd hosts.
+    pub fn standin_dir(&self) -> PathBuf {
+        self.dir.join("k3s")
     }
 }
 
@@ -357,6 +417,11 @@ impl Workflow for LabUp {
                 ));
             }
         }
+        if lab.systemd && lab.own_engine {
+            return Err(
+                "a lab of systemd hosts gets this machine's Engine socket, not its own Engine: leave out one of them".into(),
+            );
+        }
         lab.prefix().map(|_| ())
     }
 
@@ -365,15 +430,21 @@ impl Workflow for LabUp {
         let endpoint = Endpoint::default();
         let s = |v: &str| v.to_string();
 
+        let (script, image) = if lab.systemd {
+            (BUILD_SYSTEMD_IMAGE, LAB_SYSTEMD_IMAGE)
+        } else {
+            (BUILD_IMAGE, LAB_IMAGE)
+        };
         let mut build = lab_command(vec![
             s("sh"),
             s("-c"),
-            [crate::image::BOOTSTRAP, BUILD_IMAGE].concat(),
+            [crate::image::BOOTSTRAP, script].concat(),
             s("foundry-lab-image"),
-            s(LAB_IMAGE),
+            s(image),
             lab.mirror.clone(),
+            s(HOST_PREPARE),
         ]);
-        build.probe = Some(vec![s("docker"), s("image"), s("inspect"), s(LAB_IMAGE)]);
+        build.probe = Some(vec![s("docker"), s("image"), s("inspect"), s(image)]);
         ctx.step("image", &build).await?;
         if lab.own_engine && lab.engine_host.is_some() {
             ctx.step("engine-image", &engine::build_step(LAB_IMAGE))
@@ -421,11 +492,20 @@ impl Workflow for LabUp {
             path: lab.config.clone(),
         };
         ctx.step_with_undo("config", &config, undo).await?;
+        let k3s_standin = if lab.systemd {
+            let [k3s, install] = standin::write_steps(&lab.standin_dir());
+            ctx.step("k3s-standin", &k3s).await?;
+            ctx.step("install-sh-standin", &install).await?;
+            Some(lab.standin_dir())
+        } else {
+            None
+        };
         Ok(LabOutput {
             name: lab.name.clone(),
             key,
             config: lab.config.clone(),
             hosts: found,
+            k3s_standin,
         })
     }
 }
@@ -446,7 +526,12 @@ async fn up_host(
     let out_dir = lab.dir.join("hosts").join(&host);
     let mut spec = ContainerSpec {
         name: lab.container(&host),
-        image: LAB_IMAGE.into(),
+        image: if lab.systemd {
+            LAB_SYSTEMD_IMAGE
+        } else {
+            LAB_IMAGE
+        }
+        .into(),
         hostname: Some(host.clone()),
         network: Some(lab.network()),
         ipv4: Some(address.clone()),
@@ -466,6 +551,9 @@ async fn up_host(
         ],
         ..ContainerSpec::default()
     };
+    if lab.systemd {
+        systemd_host(&mut spec);
+    }
     let socket = match endpoint {
         Endpoint::Local { socket } => socket.display().to_string(),
         Endpoint::Ssh { socket, .. } => socket.clone(),
@@ -532,6 +620,19 @@ async fn up_host(
             .collect::<Vec<_>>()
             .join(" "),
     })
+}
+
+/// What a container needs to run systemd as PID 1 where privileged containers are
+/// refused: the cgroup tree read-only, /run and /run/lock on tmpfs, SYS_ADMIN and no
+/// seccomp filter; and NET_ADMIN, so that a VIP can move between hosts.
+fn systemd_host(spec: &mut ContainerSpec) {
+    spec.binds
+        .push("/sys/fs/cgroup:/sys/fs/cgroup:ro".to_string());
+    for dir in ["/run", "/run/lock"] {
+        spec.tmpfs.insert(dir.to_string(), String::new());
+    }
+    spec.cap_add = vec!["SYS_ADMIN".into(), "NET_ADMIN".into()];
+    spec.security_opt = vec!["seccomp=unconfined".into()];
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -696,6 +797,7 @@ mod prefix_tests {
             mirror: String::new(),
             engine_host: None,
             own_engine: false,
+            systemd: false,
         };
         assert_eq!(lab("10.77.3.0/24").prefix().as_deref(), Ok("10.77.3"));
         for bad in [

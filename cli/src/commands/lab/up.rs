@@ -19,6 +19,11 @@ use crate::printer::Printer;
 /// it cross SSH to an Engine that has nothing of this machine's, and every image reaches
 /// it by a pull or a load through SSH, as on a real server. The lab's network is on that
 /// Engine too, so services placed there answer at their lab addresses.
+///
+/// With `--systemd`, the hosts run systemd as PID 1, as real K3s hosts do (sshd is a unit;
+/// each host may move addresses: NET_ADMIN), from an image with Debian's etcd; and the
+/// lab's directory gets the K3s stand-ins, `k3s` and `install.sh`, for a cluster config to
+/// name as the binary and installer to upload (no K3s binary can be had here).
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -26,6 +31,7 @@ Examples:
   foundry lab up --hosts 10 --name big --subnet 10.77.5.0/24 --engine-host host-3
   foundry lab up --engine-host none
   foundry lab up --name remote --hosts 1 --own-engine
+  foundry lab up --name k3s --hosts 4 --systemd
   ssh -i ~/.foundry/labs/default/id_ed25519 admin@10.77.0.11")]
 pub struct Args {
     /// How many hosts.
@@ -52,6 +58,9 @@ pub struct Args {
     /// socket.
     #[arg(long)]
     own_engine: bool,
+    /// The hosts run systemd as PID 1, and the lab gets the K3s stand-ins.
+    #[arg(long, conflicts_with = "own_engine")]
+    systemd: bool,
 }
 
 pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
@@ -74,6 +83,7 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
         "mirror": args.mirror,
         "engine_host": (args.engine_host != "none").then_some(&args.engine_host),
         "own_engine": args.own_engine,
+        "systemd": args.systemd,
     });
     let driver = engine.start("lab-up", input)?;
     let (code, output) = crate::commands::drive::drive(driver, printer, bar).await?;
@@ -94,6 +104,12 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
             })
             .collect();
         let _ = printer.table(&["HOST", "ADDRESS", "USER", "ENGINE"], &rows);
+        if let Some(dir) = &lab.k3s_standin {
+            printer.note(&format!(
+                "the K3s stand-ins (k3s, install.sh) are in {}",
+                dir.display()
+            ));
+        }
         if let Some(first) = lab.hosts.first() {
             printer.note(&format!(
                 "hosts in {}; log in with: ssh -i {} {}@{}",
