@@ -27,7 +27,7 @@ use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use bollard::Docker;
 use foundry_core::ActivityError;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::container::{Endpoint, ExecStream, StderrHandle};
 
@@ -71,12 +71,13 @@ pub(super) struct Target {
 
 /// A relay that runs, with the Engine's client that started it.
 struct Relay {
-    io: BufReader<ExecStream>,
+    framed: Framed<ExecStream>,
     stderr: StderrHandle,
     _docker: Docker,
 }
 
 /// What a relay did with a request.
+#[derive(Debug, PartialEq, Eq)]
 enum Carried {
     /// The API's whole answer, as it sent it.
     Answer(Vec<u8>),
@@ -85,6 +86,7 @@ enum Carried {
 }
 
 /// How a relay failed a request; it is not used again.
+#[derive(Debug, PartialEq, Eq)]
 enum Lost {
     /// Before its `+`: the request did not reach the API.
     NotSent(String),
@@ -110,23 +112,32 @@ impl Relay {
             })?;
         Ok(Relay {
             stderr: stream.stderr_handle(),
-            io: BufReader::new(stream),
+            framed: Framed(BufReader::new(stream)),
             _docker: docker,
         })
     }
 
-    /// Why the relay's stream ended: the last thing it said on stderr, or `fallback`.
-    fn ended(&self, fallback: String) -> String {
-        let said = self.stderr.text();
-        match said.lines().last() {
+    /// Carries one request; a relay that ended says why on stderr, when it does.
+    async fn carry(&mut self, request: &[u8]) -> Result<Carried, Lost> {
+        let said = |why: String| match self.stderr.text().lines().last() {
             Some(last) => last.to_string(),
-            None => fallback,
+            None => why,
+        };
+        match self.framed.carry(request).await {
+            Ok(carried) => Ok(carried),
+            Err(Lost::NotSent(why)) => Err(Lost::NotSent(said(why))),
+            Err(Lost::Unknown(why)) => Err(Lost::Unknown(said(why))),
         }
     }
+}
 
+/// The relay's protocol over its stdin (written) and stdout (read).
+struct Framed<S>(BufReader<S>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
     async fn carry(&mut self, request: &[u8]) -> Result<Carried, Lost> {
         let sent: std::io::Result<()> = async {
-            let input = self.io.get_mut();
+            let input = self.0.get_mut();
             input
                 .write_all(format!("{}\n", request.len()).as_bytes())
                 .await?;
@@ -136,9 +147,7 @@ impl Relay {
         .await;
         // A write that failed left the request incomplete, which the API cannot act on.
         if let Err(e) = sent {
-            return Err(Lost::NotSent(
-                self.ended(format!("the relay's stream broke: {e}")),
-            ));
+            return Err(Lost::NotSent(format!("the relay's stream broke: {e}")));
         }
         let mut said: Vec<String> = Vec::new();
         loop {
@@ -151,17 +160,17 @@ impl Relay {
                 Ok(Some(line)) if said.len() < SAID_MAX => said.push(line),
                 Ok(Some(_)) => {
                     return Err(Lost::NotSent(format!(
-                        "the relay said more than {SAID_MAX} lines before connecting"
+                        "the relay said more than {SAID_MAX} lines and did not connect"
                     )));
                 }
-                Ok(None) => return Err(Lost::NotSent(self.ended("the relay ended".into()))),
-                Err(e) => return Err(Lost::NotSent(self.ended(e))),
+                Ok(None) => return Err(Lost::NotSent("the relay ended".into())),
+                Err(e) => return Err(Lost::NotSent(e)),
             }
         }
         let length = match self.line().await {
             Ok(Some(line)) => line,
-            Ok(None) => return Err(Lost::Unknown(self.ended("the relay ended".into()))),
-            Err(e) => return Err(Lost::Unknown(self.ended(e))),
+            Ok(None) => return Err(Lost::Unknown("the relay ended".into())),
+            Err(e) => return Err(Lost::Unknown(e)),
         };
         let length: usize = length
             .parse()
@@ -171,10 +180,8 @@ impl Relay {
                 Lost::Unknown(format!("the relay sent no answer's length: {length:?}"))
             })?;
         let mut answer = vec![0; length];
-        if let Err(e) = self.io.read_exact(&mut answer).await {
-            return Err(Lost::Unknown(
-                self.ended(format!("the answer ended early: {e}")),
-            ));
+        if let Err(e) = self.0.read_exact(&mut answer).await {
+            return Err(Lost::Unknown(format!("the answer ended early: {e}")));
         }
         Ok(Carried::Answer(answer))
     }
@@ -182,7 +189,7 @@ impl Relay {
     /// One line the relay sent, without its end; `None` at the end of its stream.
     async fn line(&mut self) -> Result<Option<String>, String> {
         let mut line = Vec::new();
-        let read = (&mut self.io)
+        let read = (&mut self.0)
             .take(LINE_MAX as u64 + 1)
             .read_until(b'\n', &mut line)
             .await
@@ -280,4 +287,100 @@ pub(super) async fn exchange(
     let _abort = AbortOnDrop(task.abort_handle());
     task.await
         .map_err(|e| ActivityError::transient(format!("{what}: the relay's task ended: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Stdio;
+
+    use tokio::io::{AsyncRead, AsyncWrite, BufReader};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// The relay's script run by this machine's bash, toward `port` on loopback.
+    fn relay_here(
+        port: u16,
+    ) -> (
+        tokio::process::Child,
+        Framed<impl AsyncRead + AsyncWrite + Unpin>,
+    ) {
+        let mut child = tokio::process::Command::new("bash")
+            .args(["-c", RELAY, NAME, "127.0.0.1", &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("bash");
+        let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
+        let io = tokio::io::join(stdout.expect("stdout"), stdin.expect("stdin"));
+        (child, Framed(BufReader::new(io)))
+    }
+
+    /// A server that answers each connection's request (read whole: it ends with a blank
+    /// line and has no body) with `answer`, then closes it. Returns what it was sent.
+    async fn serve(listener: TcpListener, answer: &'static [u8], n: usize) -> Vec<Vec<u8>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            let (mut conn, _) = listener.accept().await.expect("accept");
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                if conn.read(&mut byte).await.expect("read") == 0 {
+                    break;
+                }
+                request.push(byte[0]);
+            }
+            conn.write_all(answer).await.expect("write");
+            seen.push(request);
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn one_relay_carries_requests_one_after_another_byte_for_byte() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        // Multi-byte characters and trailing newlines: framed by bytes, none lost.
+        const ANSWER: &[u8] = "HTTP/1.1 200 OK\r\n\r\ncafé ☕\n\n".as_bytes();
+        let server = tokio::spawn(serve(listener, ANSWER, 3));
+        let (_child, mut relay) = relay_here(port);
+        let requests: Vec<Vec<u8>> = (0..3)
+            .map(|i| format!("GET /{i} HTTP/1.1\r\nx-api-key: k\r\n\r\n").into_bytes())
+            .collect();
+        for request in &requests {
+            let carried = relay.carry(request).await.expect("carried");
+            assert_eq!(carried, Carried::Answer(ANSWER.to_vec()));
+        }
+        assert_eq!(server.await.expect("server"), requests);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_said_and_the_relay_runs_on() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        drop(listener);
+        let (_child, mut relay) = relay_here(port);
+        let request = b"GET / HTTP/1.1\r\n\r\n";
+        for _ in 0..2 {
+            match relay.carry(request).await {
+                Ok(Carried::Refused(why)) => {
+                    assert!(why.contains("Connection refused"), "{why}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_relay_that_ended_did_not_send_the_request() {
+        let (mut child, mut relay) = relay_here(9);
+        child.kill().await.expect("kill");
+        match relay.carry(b"GET / HTTP/1.1\r\n\r\n").await {
+            Err(Lost::NotSent(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
 }
