@@ -4,7 +4,9 @@
 //! Engine shows one exec where there used to be one per request, and the key in none of
 //! them); a server restarted between two calls answers the second on a fresh relay, with
 //! no error; a server that stops answering (paused) is a request with no answer within
-//! the bound, as before, and answers again on a fresh relay once it runs.
+//! the bound, as before, and answers again on a fresh relay once it runs. Through a lab
+//! host's SSH connection, a relay whose connection dropped (the host restarted) is
+//! replaced too, over a new connection.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use foundry_activities::dns::PdnsApi;
 use foundry_core::secret::{FileSecretStore, SecretStore};
 use foundry_core::{Activity as _, ActivityCx, SecretValue};
 use foundry_tests::docker::{Cleanup, docker, engine, unique};
+use foundry_tests::lab::Lab;
 use foundry_tests::{Home, kill, wait_for};
 
 /// What the relay's shell is named in its exec's command line.
@@ -281,4 +284,44 @@ fn a_server_that_stops_answering_is_a_request_with_no_answer_then_answers_again(
     assert!(waited >= Duration::from_secs(19), "{waited:?}");
     let version = rt.block_on(client.version()).expect("version once it runs");
     assert!(version.starts_with('4'), "{version}");
+}
+
+#[test]
+fn ssh_lab_a_relay_whose_connection_dropped_is_replaced_over_a_new_one() {
+    let lab = Lab::up("dns-relay", 1);
+    let server = Server::start("dns-relay-ssh");
+    let (mut api, cx) = server.api();
+    let (host, target) = lab.engine_host();
+    api.endpoint = lab.engine();
+    let execs = Execs::follow(&server);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = api.client(&cx).expect("client");
+    let calls = |n: usize| {
+        rt.block_on(async {
+            for i in 0..n {
+                if let Err(e) = client.version().await {
+                    panic!("call {i}: {}", e.message);
+                }
+            }
+        })
+    };
+    calls(3);
+    // The host restarted: its sshd, and every connection to it, gone.
+    let restart = docker(&["restart", "--time", "1", &lab.container(&host)]);
+    assert!(restart.status.success(), "{restart:?}");
+    wait_for("the host's sshd", Duration::from_secs(60), || {
+        lab.ssh(&target, "true").status.success()
+    });
+    let started = Instant::now();
+    calls(3);
+    eprintln!(
+        "three calls after the drop, the first on a fresh relay: {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    assert_eq!(
+        execs.relays_settle_at(2),
+        2,
+        "one relay before the drop and one after: {}",
+        execs.text()
+    );
 }
