@@ -10,6 +10,7 @@ mod crash;
 mod detach;
 mod dns;
 mod dns_cli;
+mod dns_relay;
 mod drivers;
 mod format;
 mod host;

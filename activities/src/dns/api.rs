@@ -3,24 +3,24 @@
 //!
 //! PowerDNS's API has no TLS of its own, so it listens on its container's own loopback
 //! only, and each request reaches it through the Engine that runs the container: a relay
-//! started in the container (`exec`, stdin and stdout joined to `127.0.0.1:PORT`) carries
-//! one HTTP/1.1 exchange. Over an SSH endpoint the Engine is reached through the host's
-//! SSH connection, so the key in the request's header never crosses a network in clear,
-//! and no proxy setting or redirect can send it elsewhere.
+//! kept running in the container for the process (`relay.rs`) carries each request to the
+//! API over a connection of its own. Over an SSH endpoint the Engine is reached through the
+//! host's SSH connection, so the key in the request's header never crosses a network in
+//! clear, and no proxy setting or redirect can send it elsewhere.
 
 use std::time::Duration;
 
-use bollard::Docker;
 use bytes::Bytes;
 use foundry_core::{ActivityCx, ActivityError, SecretRef};
-use http_body_util::{BodyExt, Full};
-use hyper::header::{ACCEPT, CONNECTION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{
+    ACCEPT, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue, TRANSFER_ENCODING,
+};
 use hyper::{Method, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::relay;
 use crate::container::Endpoint;
 
 /// Seconds one API request may take.
@@ -29,15 +29,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 const QUOTE_MAX: usize = 300;
 /// The port the API listens on in its container, by default.
 pub const API_PORT: u16 = 8081;
-
-/// The relay run in the server's container for each request: its stdin and stdout joined
-/// to the API on the container's loopback (bash's `/dev/tcp`, which PowerDNS's Debian
-/// images have). Arguments: the address and the port.
-const RELAY: &str = r#"exec 3<>"/dev/tcp/$1/$2" || exit 111
-cat <&3 &
-cat >&3
-kill "$!" 2>/dev/null
-wait"#;
 
 /// Where a PowerDNS API answers, and the reference of its key. Journaled: no secret here.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,7 +87,6 @@ impl PdnsApi {
             key: header,
             base: format!("/api/v1/servers/{}", self.server),
             url: place,
-            docker: tokio::sync::OnceCell::new(),
         })
     }
 }
@@ -171,8 +161,6 @@ pub struct Client {
     base: String,
     /// The API, named in errors.
     url: String,
-    /// The Engine's client, made on the first call.
-    docker: tokio::sync::OnceCell<Docker>,
 }
 
 /// The zone's id in a path: its canonical name, with `/` escaped as PowerDNS does.
@@ -209,7 +197,7 @@ impl Client {
             request = request.header(CONTENT_TYPE, "application/json");
         }
         let request = request
-            .body(Full::new(body))
+            .body(body)
             .map_err(|e| ActivityError::permanent(format!("{what}: {e}")))?;
         match tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(&what, request)).await {
             Ok(answer) => answer,
@@ -220,60 +208,24 @@ impl Client {
         }
     }
 
-    /// One request through a relay started in the server's container.
+    /// One request through the server's relay.
     async fn exchange(
         &self,
         what: &str,
-        request: hyper::Request<Full<Bytes>>,
+        request: hyper::Request<Bytes>,
     ) -> Result<(StatusCode, String), ActivityError> {
-        let docker = self
-            .docker
-            .get_or_try_init(|| self.api.endpoint.connect())
-            .await?;
-        let port = self.api.port.to_string();
-        let stream = self
-            .api
-            .endpoint
-            .exec_stream(
-                docker,
-                &self.api.container,
-                &["bash", "-c", RELAY, "foundry-pdns-api", "127.0.0.1", &port],
-            )
-            .await
-            .map_err(|e| ActivityError {
-                message: format!("{what}: {}", e.message),
-                ..e
-            })?;
-        let stderr = stream.stderr_handle();
-        // A relay that could not connect ends without an answer; what it said is why.
-        let broken = |e: hyper::Error| {
-            let said = stderr.text();
-            let why = match said.is_empty() {
-                true => e.to_string(),
-                false => said.lines().last().unwrap_or_default().to_string(),
-            };
-            ActivityError::transient(format!("{what}: the API does not answer: {why}"))
+        let target = relay::Target {
+            endpoint: self.api.endpoint.clone(),
+            container: self.api.container.clone(),
+            port: self.api.port,
         };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(&broken)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "a PowerDNS API exchange ended");
-            }
-        });
-        let response = sender.send_request(request).await.map_err(&broken)?;
-        let status = response.status();
+        let answer = relay::exchange(&target, what, encode(request)).await?;
+        let (status, body) = decode(&answer)
+            .map_err(|e| ActivityError::transient(format!("{what}: reading the answer: {e}")))?;
         if let Some(e) = crate::http::redirected(status, what) {
             return Err(e);
         }
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ActivityError::transient(format!("{what}: reading the answer: {e}")))?
-            .to_bytes();
-        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
     /// An answer that is not what the call expects, as an error: 5xx and 429 are worth
@@ -448,6 +400,88 @@ impl Client {
     }
 }
 
+/// A request as HTTP/1.1 puts it on the wire: its line, its headers, a `Content-Length`
+/// when it has a body or its method expects one, and its body.
+fn encode(request: hyper::Request<Bytes>) -> Vec<u8> {
+    let (parts, body) = request.into_parts();
+    let mut out = Vec::with_capacity(512 + body.len());
+    out.extend_from_slice(format!("{} {} HTTP/1.1\r\n", parts.method, parts.uri).as_bytes());
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !body.is_empty() || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+        out.extend_from_slice(format!("{CONTENT_LENGTH}: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    out
+}
+
+/// How many header lines an answer may have.
+const HEADERS_MAX: usize = 64;
+
+/// An answer as the API sent it, whole (its connection closed after it): its status and
+/// body, by its `Content-Length`, in chunks, or up to its end.
+fn decode(answer: &[u8]) -> Result<(StatusCode, Vec<u8>), String> {
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut response = httparse::Response::new(&mut headers);
+    let head = match response.parse(answer) {
+        Ok(httparse::Status::Complete(head)) => head,
+        Ok(httparse::Status::Partial) => return Err("the answer ends within its head".into()),
+        Err(e) => return Err(format!("not an HTTP answer: {e}")),
+    };
+    let code = response.code.unwrap_or_default();
+    let status = StatusCode::from_u16(code).map_err(|_| format!("a status of {code}"))?;
+    let header = |name: &hyper::header::HeaderName| {
+        response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name.as_str()))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+    };
+    let rest = &answer[head..];
+    if header(&TRANSFER_ENCODING).is_some_and(|t| t.ends_with("chunked")) {
+        return dechunk(rest).map(|body| (status, body));
+    }
+    match header(&CONTENT_LENGTH) {
+        Some(length) => {
+            let length: usize = length
+                .parse()
+                .map_err(|_| format!("a Content-Length of {length:?}"))?;
+            let body = rest.get(..length).ok_or_else(|| {
+                format!("the body ends after {} of its {length} bytes", rest.len())
+            })?;
+            Ok((status, body.to_vec()))
+        }
+        None => Ok((status, rest.to_vec())),
+    }
+}
+
+/// A body sent in chunks, joined.
+fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        let end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("a chunk's size line has no end")?;
+        let line = String::from_utf8_lossy(&rest[..end]);
+        let hex = line.split(';').next().unwrap_or_default().trim();
+        let size =
+            usize::from_str_radix(hex, 16).map_err(|_| format!("a chunk size of {hex:?}"))?;
+        rest = &rest[end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        let chunk = rest.get(..size).ok_or("the body ends within a chunk")?;
+        body.extend_from_slice(chunk);
+        rest = rest.get(size + 2..).ok_or("the body ends within a chunk")?;
+    }
+}
+
 /// The API's error body, quoted: its JSON `error` field, or its text, shortened.
 fn quote(body: &str) -> String {
     let text = serde_json::from_str::<Value>(body)
@@ -484,6 +518,60 @@ mod tests {
             "web.lab.example.com."
         );
         assert_eq!(zone_path("lab.local"), "zones/lab.local.");
+    }
+
+    #[test]
+    fn a_request_is_put_on_the_wire_with_its_length_and_body() {
+        let request = hyper::Request::builder()
+            .method(Method::PATCH)
+            .uri("/api/v1/servers/localhost/zones/lab.local.")
+            .header(HOST, "127.0.0.1:8081")
+            .header("X-API-Key", "k")
+            .body(Bytes::from_static(b"{}"))
+            .expect("request");
+        assert_eq!(
+            String::from_utf8(encode(request)).expect("utf8"),
+            "PATCH /api/v1/servers/localhost/zones/lab.local. HTTP/1.1\r\nhost: 127.0.0.1:8081\r\n\
+             x-api-key: k\r\ncontent-length: 2\r\n\r\n{}"
+        );
+        let get = hyper::Request::builder()
+            .uri("/api/v1/servers/localhost")
+            .body(Bytes::new())
+            .expect("request");
+        assert_eq!(
+            String::from_utf8(encode(get)).expect("utf8"),
+            "GET /api/v1/servers/localhost HTTP/1.1\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn an_answer_is_read_by_its_length_in_chunks_or_to_its_end() {
+        let by_length = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+        assert_eq!(
+            decode(by_length).expect("answer"),
+            (StatusCode::OK, b"{}".to_vec())
+        );
+        let chunked =
+            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{\"\r\n3;x=y\r\na\"}\r\n0\r\n\r\n";
+        assert_eq!(
+            decode(chunked).expect("answer"),
+            (StatusCode::CREATED, b"{\"a\"}".to_vec())
+        );
+        let to_the_end = b"HTTP/1.1 204 No Content\r\n\r\n";
+        assert_eq!(
+            decode(to_the_end).expect("answer"),
+            (StatusCode::NO_CONTENT, Vec::new())
+        );
+        let short = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{}";
+        assert_eq!(
+            decode(short).expect_err("short"),
+            "the body ends after 2 of its 5 bytes"
+        );
+        assert_eq!(
+            decode(b"HTTP/1.1 200 OK\r\nContent-Le").expect_err("partial"),
+            "the answer ends within its head"
+        );
+        assert!(decode(b"\x00garbage\r\n\r\n").is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod hashed_key;
 mod key;
 mod ready;
 mod records;
+mod relay;
 mod wire;
 mod zone;
 
