@@ -175,6 +175,17 @@ impl Drop for Execs {
 }
 
 /// Milliseconds, the median of `times`.
+/// `n` calls of `version()` one after another, each of which must answer.
+fn versions(rt: &tokio::runtime::Runtime, client: &foundry_activities::dns::Client, n: usize) {
+    rt.block_on(async {
+        for i in 0..n {
+            if let Err(e) = client.version().await {
+                panic!("call {i}: {}", e.message);
+            }
+        }
+    })
+}
+
 fn median_ms(mut times: Vec<Duration>) -> f64 {
     times.sort();
     times[times.len() / 2].as_secs_f64() * 1000.0
@@ -232,15 +243,7 @@ fn a_restarted_server_answers_the_next_call_on_a_fresh_relay() {
     let execs = Execs::follow(&server);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let client = api.client(&cx).expect("client");
-    let calls = |n: usize| {
-        rt.block_on(async {
-            for i in 0..n {
-                if let Err(e) = client.version().await {
-                    panic!("call {i}: {}", e.message);
-                }
-            }
-        })
-    };
+    let calls = |n: usize| versions(&rt, &client, n);
     calls(3);
     let restart = docker(&["restart", "--time", "1", &server.name]);
     assert!(restart.status.success(), "{restart:?}");
@@ -296,15 +299,7 @@ fn ssh_lab_a_relay_whose_connection_dropped_is_replaced_over_a_new_one() {
     let execs = Execs::follow(&server);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let client = api.client(&cx).expect("client");
-    let calls = |n: usize| {
-        rt.block_on(async {
-            for i in 0..n {
-                if let Err(e) = client.version().await {
-                    panic!("call {i}: {}", e.message);
-                }
-            }
-        })
-    };
+    let calls = |n: usize| versions(&rt, &client, n);
     calls(3);
     // The host restarted: its sshd, and every connection to it, gone.
     let restart = docker(&["restart", "--time", "1", &lab.container(&host)]);

@@ -19,29 +19,7 @@ fn host(lab: &Lab, i: usize) -> (&str, &str) {
 /// `script` run by `sh` as root on the host, through SSH; its stdin is the script, so
 /// no value in it (a token read on the host) is in any argv.
 fn spawn(lab: &Lab, i: usize, script: &str) -> Child {
-    let target = &lab.targets[i];
-    let mut child = Command::new("ssh")
-        .args([
-            "-i",
-            target
-                .key
-                .file()
-                .and_then(|p| p.to_str())
-                .expect("a key file, in UTF-8"),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "LogLevel=ERROR",
-            "--",
-            &format!("{}@{}", target.user, target.address),
-            "sudo sh -s",
-        ])
+    let mut child = Lab::ssh_command(&lab.targets[i], "sudo sh -s")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

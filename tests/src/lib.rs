@@ -740,30 +740,35 @@ pub mod lab {
 
         /// Runs `command` on a host with the OpenSSH client, an independent witness.
         pub fn ssh(&self, target: &SshTarget, command: &str) -> Output {
-            Command::new("ssh")
-                .args([
-                    "-i",
-                    target
-                        .key
-                        .file()
-                        .and_then(|p| p.to_str())
-                        .expect("a key file, in UTF-8"),
-                    "-o",
-                    "StrictHostKeyChecking=no",
-                    "-o",
-                    "UserKnownHostsFile=/dev/null",
-                    "-o",
-                    "BatchMode=yes",
-                    "-o",
-                    "ConnectTimeout=10",
-                    "-o",
-                    "LogLevel=ERROR",
-                    "--",
-                    &format!("{}@{}", target.user, target.address),
-                    command,
-                ])
-                .output()
-                .expect("ssh")
+            Self::ssh_command(target, command).output().expect("ssh")
+        }
+
+        /// The OpenSSH client's command that runs `command` on a host (the lab's key, host
+        /// keys not checked, no prompt), to spawn as a test needs.
+        pub fn ssh_command(target: &SshTarget, command: &str) -> Command {
+            let mut ssh = Command::new("ssh");
+            ssh.args([
+                "-i",
+                target
+                    .key
+                    .file()
+                    .and_then(|p| p.to_str())
+                    .expect("a key file, in UTF-8"),
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "LogLevel=ERROR",
+                "--",
+                &format!("{}@{}", target.user, target.address),
+                command,
+            ]);
+            ssh
         }
 
         /// Cuts `host` off the lab's network (`foundry lab cut`).
