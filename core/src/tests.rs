@@ -888,3 +888,91 @@ async fn in_doubt_only_a_step_that_can_assume_its_output_is_taken_as_done(backen
     assert_eq!(outcome.state, RunState::Completed, "{outcome:?}");
     assert_eq!(activity.applies.load(Ordering::SeqCst), 1);
 }
+
+/// Answers every question with the same secret.
+struct Answers(&'static str);
+
+impl crate::InputProvider for Answers {
+    fn ask(&self, _key: &str, _question: &crate::Question) -> Option<String> {
+        Some(self.0.to_string())
+    }
+}
+
+/// Fails quoting what it was given, as a command's output may.
+struct Quoting(String);
+
+impl Activity for Quoting {
+    type Output = ();
+
+    fn kind(&self) -> &'static str {
+        "quoting"
+    }
+
+    fn in_doubt(&self) -> crate::InDoubt {
+        crate::InDoubt::Rerun
+    }
+
+    fn retry_policy(&self) -> crate::RetryPolicy {
+        crate::RetryPolicy::none()
+    }
+
+    async fn probe(&self, _cx: &ActivityCx) -> Result<Option<()>, ActivityError> {
+        Ok(None)
+    }
+
+    async fn apply(&self, _cx: &ActivityCx) -> Result<(), ActivityError> {
+        Err(ActivityError::permanent(format!("refused: {}", self.0)))
+    }
+}
+
+struct SecretFlow;
+
+impl Workflow for SecretFlow {
+    const NAME: &'static str = "secret";
+    const VERSION: u32 = 1;
+    type Input = ();
+    type Output = ();
+
+    async fn run(&self, ctx: Ctx, _input: ()) -> Result<(), RunError> {
+        let question = crate::Question {
+            prompt: "password".into(),
+            secret: true,
+            default: None,
+        };
+        let crate::Answer::Secret(reference) = ctx.ask("password", question).await? else {
+            return Err(RunError::workflow("not a secret answer"));
+        };
+        let value = ctx.reveal(&reference)?;
+        ctx.step("use", &Quoting(value.expose().to_string())).await
+    }
+}
+
+/// A run given a secret, stopped with its steps still journaled: no row holds the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_row_of_the_postgres_journal_holds_a_secret() {
+    const SECRET: &str = "hunter2-never-in-a-row";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journals = journals(&dir, Backend::Postgres);
+    let engine = Engine::with_store(
+        Home::at(dir.path()),
+        journals.store.clone(),
+        Registry::new().register(SecretFlow),
+        Arc::new(Answers(SECRET)),
+    );
+    let outcome = drive(&engine, "secret", serde_json::Value::Null).await;
+    assert_eq!(outcome.state, RunState::Failed, "{outcome:?}");
+    let server = journals.server.as_ref().expect("server");
+    let rows = server.psql(
+        "SELECT t::text FROM foundry_runs t UNION ALL SELECT t::text FROM foundry_steps t
+         UNION ALL SELECT t::text FROM foundry_summaries t",
+    );
+    assert!(
+        rows.contains("ask/password#0"),
+        "the steps are there: {rows}"
+    );
+    assert!(
+        rows.contains("refused: <redacted>"),
+        "the error is there: {rows}"
+    );
+    assert!(!rows.contains(SECRET), "a secret in a row: {rows}");
+}

@@ -221,7 +221,19 @@ impl Session {
             let mut client = config
                 .connect(NoTls)
                 .map_err(|e| server_error(&self.shown, &e))?;
-            migrate(&mut client).map_err(|e| server_error(&self.shown, &e))?;
+            let schema = migrate(&mut client).map_err(|e| server_error(&self.shown, &e))?;
+            // Rows of a newer schema may mean something else: refused, not misread.
+            if schema > MIGRATIONS.len() {
+                return Err(JournalError::Unavailable {
+                    path: PathBuf::from(&self.shown),
+                    detail: format!(
+                        "the journal's tables were migrated by a newer Foundry (schema {schema}; this foundry ({}) knows schema {})",
+                        env!("CARGO_PKG_VERSION"),
+                        MIGRATIONS.len()
+                    ),
+                    hint: "upgrade Foundry on this machine to the version the team uses".into(),
+                });
+            }
             self.client = Some(client);
         }
         self.client.as_mut().ok_or_else(|| JournalError::Io {
@@ -327,7 +339,8 @@ fn server_error(shown: &str, e: &postgres::Error) -> JournalError {
     }
 }
 
-fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
+/// Applies the migrations this database lacks; the schema version found.
+fn migrate(client: &mut Client) -> Result<usize, postgres::Error> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
     tx.batch_execute(
@@ -348,15 +361,7 @@ fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
     }
     tx.commit()?;
     client.batch_execute("SET synchronous_commit TO on")?;
-    if applied_usize > MIGRATIONS.len() {
-        // Refused at the first read: rows of a newer schema may mean something else.
-        tracing::warn!(
-            schema = applied,
-            known = MIGRATIONS.len(),
-            "the journal database was migrated by a newer Foundry"
-        );
-    }
-    Ok(())
+    Ok(applied_usize)
 }
 
 /// The store's thread and where to send it work.
@@ -961,6 +966,18 @@ mod tests {
                 .trim(),
             "1|1"
         );
+        // A newer Foundry migrated it further: refused, not misread.
+        server.psql("INSERT INTO foundry_schema_version (version) VALUES (2)");
+        let err = PostgresStore::new(&url)
+            .expect("store")
+            .list()
+            .expect_err("newer schema");
+        let text = message(&err);
+        assert!(
+            text.contains("migrated by a newer Foundry (schema 2"),
+            "{text}"
+        );
+        assert!(text.contains("upgrade Foundry"), "{text}");
     }
 
     fn dead_foreign_lease() -> Lease {
