@@ -16,7 +16,7 @@ use crate::error::RunError;
 use crate::fanout::FailurePolicy;
 use crate::home::Home;
 use crate::input::NoInput;
-use crate::journal::test_server::TestServer;
+use crate::journal::pg_cluster::Cluster;
 use crate::journal::{JournalStore, PostgresStore, RedbStore};
 use crate::model::RunState;
 use crate::workflow::{Registry, Workflow};
@@ -148,7 +148,7 @@ enum Backend {
 /// A test's journal store, and the throwaway server it may live on.
 struct Journals {
     store: Arc<dyn JournalStore>,
-    server: Option<TestServer>,
+    server: Option<Cluster>,
 }
 
 fn journals(dir: &tempfile::TempDir, backend: Backend) -> Journals {
@@ -158,7 +158,7 @@ fn journals(dir: &tempfile::TempDir, backend: Backend) -> Journals {
             server: None,
         },
         Backend::Postgres => {
-            let server = TestServer::start();
+            let server = Cluster::start();
             let store = PostgresStore::new(&server.socket_url()).expect("store");
             Journals {
                 store: Arc::new(store),
@@ -192,9 +192,11 @@ impl Journals {
             ..crate::lease::own_lease()
         };
         let lease = serde_json::to_string(&lease).expect("json");
-        server.psql(&format!(
-            "UPDATE foundry_runs SET held = true, lease = '{lease}' WHERE id = '{run}'"
-        ));
+        server
+            .psql(&format!(
+                "UPDATE foundry_runs SET held = true, lease = '{lease}' WHERE id = '{run}'"
+            ))
+            .expect("psql");
     }
 }
 
@@ -962,10 +964,12 @@ async fn no_row_of_the_postgres_journal_holds_a_secret() {
     let outcome = drive(&engine, "secret", serde_json::Value::Null).await;
     assert_eq!(outcome.state, RunState::Failed, "{outcome:?}");
     let server = journals.server.as_ref().expect("server");
-    let rows = server.psql(
-        "SELECT t::text FROM foundry_runs t UNION ALL SELECT t::text FROM foundry_steps t
+    let rows = server
+        .psql(
+            "SELECT t::text FROM foundry_runs t UNION ALL SELECT t::text FROM foundry_steps t
          UNION ALL SELECT t::text FROM foundry_summaries t",
-    );
+        )
+        .expect("psql");
     assert!(
         rows.contains("ask/password#0"),
         "the steps are there: {rows}"

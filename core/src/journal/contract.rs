@@ -1,9 +1,9 @@
 //! The journal contract, one body per property, run on every store: redb files in a temp
-//! dir, and PostgreSQL in a throwaway cluster (`test_server`).
+//! dir, and PostgreSQL in a throwaway cluster (`pg_cluster`).
 
 use std::any::Any;
 
-use super::test_server::TestServer;
+use super::pg_cluster::Cluster;
 use super::{JournalError, JournalStore, PostgresStore, RedbStore, WriteOp};
 use crate::model::{Lease, RunId, RunInfo, RunMeta, RunState, RunSummary, StepRecord};
 use crate::time::Millis;
@@ -41,7 +41,7 @@ pub(crate) fn redb() -> Case {
 }
 
 pub(crate) fn postgres() -> Case {
-    let server = std::rc::Rc::new(TestServer::start());
+    let server = std::rc::Rc::new(Cluster::start());
     let url = server.socket_url();
     let again = url.clone();
     let sql = server.clone();
@@ -51,7 +51,8 @@ pub(crate) fn postgres() -> Case {
         set_format: Box::new(move |id, format| {
             sql.psql(&format!(
                 "UPDATE foundry_runs SET format = {format} WHERE id = '{id}'"
-            ));
+            ))
+            .expect("psql");
         }),
         _keep: Box::new(server),
     }

@@ -5,10 +5,10 @@
 #[cfg(test)]
 mod contract;
 mod guard;
+#[cfg(any(test, feature = "pg-cluster"))]
+pub mod pg_cluster;
 mod postgres;
 mod redb_store;
-#[cfg(test)]
-pub(crate) mod test_server;
 mod wal;
 
 use std::collections::HashMap;

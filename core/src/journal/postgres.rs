@@ -864,7 +864,7 @@ impl JournalStore for PostgresStore {
 mod tests {
     use super::*;
     use crate::journal::contract::{info, meta, step};
-    use crate::journal::test_server::{PASSWORD, TestServer, USER};
+    use crate::journal::pg_cluster::{Cluster, PASSWORD, USER};
     use crate::model::RunState;
 
     #[test]
@@ -892,7 +892,7 @@ mod tests {
 
     #[test]
     fn refused_connections_bad_credentials_and_missing_databases_say_what_and_where() {
-        let server = TestServer::start();
+        let server = Cluster::start();
         // Nothing listens there (the port was free a moment ago).
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -947,7 +947,7 @@ mod tests {
 
     #[test]
     fn two_processes_migrating_at_once_both_find_the_schema() {
-        let server = TestServer::start();
+        let server = Cluster::start();
         let url = server.socket_url();
         std::thread::scope(|scope| {
             let calls: Vec<_> = (0..4)
@@ -963,11 +963,14 @@ mod tests {
         assert_eq!(
             server
                 .psql("SELECT count(*), max(version) FROM foundry_schema_version")
+                .expect("psql")
                 .trim(),
             "1|1"
         );
         // A newer Foundry migrated it further: refused, not misread.
-        server.psql("INSERT INTO foundry_schema_version (version) VALUES (2)");
+        server
+            .psql("INSERT INTO foundry_schema_version (version) VALUES (2)")
+            .expect("psql");
         let err = PostgresStore::new(&url)
             .expect("store")
             .list()
@@ -991,7 +994,7 @@ mod tests {
 
     #[test]
     fn a_second_driver_is_refused_with_the_owner_and_a_stale_one_is_fenced() {
-        let server = TestServer::start();
+        let server = Cluster::start();
         let store = PostgresStore::new(&server.socket_url()).expect("store");
         let info = info();
         let id = info.id;
@@ -1022,9 +1025,11 @@ mod tests {
             .write(&[WriteOp::Step(step(0, "a#0"))])
             .expect("write");
         let stale = encode(&dead_foreign_lease());
-        server.psql(&format!(
-            "UPDATE foundry_runs SET lease = '{stale}' WHERE id = '{id}'"
-        ));
+        server
+            .psql(&format!(
+                "UPDATE foundry_runs SET lease = '{stale}' WHERE id = '{id}'"
+            ))
+            .expect("psql");
         let (mut second, snapshot) = other.open(id).expect("taken over");
         assert_eq!(snapshot.lease, Some(dead_foreign_lease()));
         assert_eq!(snapshot.steps.len(), 1);
@@ -1057,7 +1062,7 @@ mod tests {
 
     #[test]
     fn a_server_stopped_mid_run_fails_the_write_clearly_and_the_next_one_reconnects() {
-        let server = TestServer::start();
+        let server = Cluster::start();
         let store = PostgresStore::new(&server.socket_url()).expect("store");
         let info = info();
         let (mut journal, _) = store
@@ -1066,7 +1071,7 @@ mod tests {
         journal
             .write(&[WriteOp::Step(step(0, "a#0"))])
             .expect("write");
-        server.stop();
+        server.stop().expect("stop");
         let err = journal
             .write(&[WriteOp::Step(step(1, "b#0"))])
             .expect_err("server down");
@@ -1077,7 +1082,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("run can be resumed"), "{text}");
-        server.start_again();
+        server.start_again().expect("start");
         journal
             .write(&[WriteOp::Step(step(1, "b#0"))])
             .expect("reconnected");
