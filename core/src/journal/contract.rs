@@ -148,6 +148,8 @@ pub(crate) fn writes_are_durable_and_read_back_in_order(case: Case) {
     again.attempt = 2;
     journal
         .write(&[
+            // Twice in one batch (started, then its outcome): the last one holds.
+            WriteOp::Step(step(0, "b#0")),
             WriteOp::Step(again.clone()),
             WriteOp::Meta(meta(RunState::Paused)),
         ])

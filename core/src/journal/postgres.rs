@@ -581,10 +581,11 @@ fn holder_alive(shown: &str, id: RunId, epoch: i64, lease: &Lease) -> bool {
 
 /// One statement of a write, its values encoded on the caller's thread.
 enum Statement {
-    Step {
-        key: String,
-        seq: i64,
-        record: String,
+    /// Consecutive step records in one statement, one per key (the last one given).
+    Steps {
+        keys: Vec<String>,
+        seqs: Vec<i64>,
+        records: Vec<String>,
     },
     Meta {
         meta: String,
@@ -604,26 +605,56 @@ fn state_name(meta: &RunMeta) -> String {
 }
 
 fn statements(ops: &[WriteOp]) -> Vec<Statement> {
-    ops.iter()
-        .map(|op| match op {
-            WriteOp::Step(record) => Statement::Step {
-                key: record.key.clone(),
-                seq: i64::try_from(record.seq).unwrap_or(i64::MAX),
-                record: encode(record),
-            },
-            WriteOp::Meta(meta) => Statement::Meta {
+    let mut out: Vec<Statement> = Vec::new();
+    for op in ops {
+        match op {
+            WriteOp::Step(record) => {
+                let (key, seq, text) = (
+                    record.key.clone(),
+                    i64::try_from(record.seq).unwrap_or(i64::MAX),
+                    encode(record),
+                );
+                if let Some(Statement::Steps {
+                    keys,
+                    seqs,
+                    records,
+                }) = out.last_mut()
+                {
+                    // A row may be written once per statement: a later record of the same
+                    // step replaces the earlier one.
+                    match keys.iter().position(|k| *k == key) {
+                        Some(i) => {
+                            seqs[i] = seq;
+                            records[i] = text;
+                        }
+                        None => {
+                            keys.push(key);
+                            seqs.push(seq);
+                            records.push(text);
+                        }
+                    }
+                } else {
+                    out.push(Statement::Steps {
+                        keys: vec![key],
+                        seqs: vec![seq],
+                        records: vec![text],
+                    });
+                }
+            }
+            WriteOp::Meta(meta) => out.push(Statement::Meta {
                 meta: encode(meta),
                 state: state_name(meta),
-            },
-            WriteOp::Lease(lease) => Statement::Lease(lease.clone(), encode(lease)),
-            WriteOp::Finish { meta, summary } => Statement::Finish {
+            }),
+            WriteOp::Lease(lease) => out.push(Statement::Lease(lease.clone(), encode(lease))),
+            WriteOp::Finish { meta, summary } => out.push(Statement::Finish {
                 meta: encode(meta),
                 state: state_name(meta),
                 finished_at: millis_i64(summary.finished_at),
                 summary: encode(summary),
-            },
-        })
-        .collect()
+            }),
+        }
+    }
+    out
 }
 
 fn set_lease(
@@ -677,11 +708,16 @@ impl RunJournal for PostgresJournal {
             }
             for statement in &statements {
                 match statement {
-                    Statement::Step { key: step, seq, record } => {
+                    Statement::Steps {
+                        keys,
+                        seqs,
+                        records,
+                    } => {
                         tx.execute(
-                            "INSERT INTO foundry_steps (run, key, seq, record) VALUES ($1, $2, $3, $4)
+                            "INSERT INTO foundry_steps (run, key, seq, record)
+                             SELECT $1, k, s, r FROM unnest($2::text[], $3::bigint[], $4::text[]) AS u (k, s, r)
                              ON CONFLICT (run, key) DO UPDATE SET seq = EXCLUDED.seq, record = EXCLUDED.record",
-                            &[&key, step, seq, record],
+                            &[&key, keys, seqs, records],
                         )?;
                     }
                     Statement::Meta { meta, state } => {
