@@ -234,6 +234,7 @@ impl Session {
                     hint: "upgrade Foundry on this machine to the version the team uses".into(),
                 });
             }
+            PREPARED.with(|p| p.borrow_mut().clear());
             self.client = Some(client);
         }
         self.client.as_mut().ok_or_else(|| JournalError::Io {
@@ -262,6 +263,32 @@ impl Session {
         }
     }
 }
+
+thread_local! {
+    /// The store thread's prepared statements, by text, on its current connection: a hot
+    /// statement is parsed once per connection, not once per write.
+    static PREPARED: std::cell::RefCell<std::collections::HashMap<&'static str, postgres::Statement>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// `sql` prepared on `client` (the store thread's connection), once.
+fn prepared(
+    client: &mut Client,
+    sql: &'static str,
+) -> Result<postgres::Statement, postgres::Error> {
+    if let Some(statement) = PREPARED.with(|p| p.borrow().get(sql).cloned()) {
+        return Ok(statement);
+    }
+    let statement = client.prepare(sql)?;
+    PREPARED.with(|p| p.borrow_mut().insert(sql, statement.clone()));
+    Ok(statement)
+}
+
+const SQL_FENCE: &str = "UPDATE foundry_runs SET epoch = epoch WHERE id = $1 AND epoch = $2";
+const SQL_STEPS: &str = "INSERT INTO foundry_steps (run, key, seq, record)
+    SELECT $1, k, s, r FROM unnest($2::text[], $3::bigint[], $4::text[]) AS u (k, s, r)
+    ON CONFLICT (run, key) DO UPDATE SET seq = EXCLUDED.seq, record = EXCLUDED.record";
+const SQL_META: &str = "UPDATE foundry_runs SET meta = $2, state = $3 WHERE id = $1";
 
 /// What a call on the connection fails with.
 enum Failure {
@@ -689,12 +716,14 @@ impl RunJournal for PostgresJournal {
         let (id, epoch) = (self.id, self.epoch);
         self.worker.call(move |client, shown| {
             let key = id.to_string();
+            let (fence, upsert, set_meta) = (
+                prepared(client, SQL_FENCE)?,
+                prepared(client, SQL_STEPS)?,
+                prepared(client, SQL_META)?,
+            );
             let mut tx = client.transaction()?;
             // Fencing: the row is ours only at the epoch we took it at.
-            let ours = tx.execute(
-                "UPDATE foundry_runs SET epoch = epoch WHERE id = $1 AND epoch = $2",
-                &[&key, &epoch],
-            )?;
+            let ours = tx.execute(&fence, &[&key, &epoch])?;
             if ours != 1 {
                 let owner = tx
                     .query_opt("SELECT lease FROM foundry_runs WHERE id = $1", &[&key])?
@@ -713,18 +742,10 @@ impl RunJournal for PostgresJournal {
                         seqs,
                         records,
                     } => {
-                        tx.execute(
-                            "INSERT INTO foundry_steps (run, key, seq, record)
-                             SELECT $1, k, s, r FROM unnest($2::text[], $3::bigint[], $4::text[]) AS u (k, s, r)
-                             ON CONFLICT (run, key) DO UPDATE SET seq = EXCLUDED.seq, record = EXCLUDED.record",
-                            &[&key, keys, seqs, records],
-                        )?;
+                        tx.execute(&upsert, &[&key, keys, seqs, records])?;
                     }
                     Statement::Meta { meta, state } => {
-                        tx.execute(
-                            "UPDATE foundry_runs SET meta = $2, state = $3 WHERE id = $1",
-                            &[&key, meta, state],
-                        )?;
+                        tx.execute(&set_meta, &[&key, meta, state])?;
                     }
                     Statement::Lease(lease, encoded) => set_lease(&mut tx, &key, lease, encoded)?,
                     Statement::Finish { meta, state, finished_at, summary } => {
