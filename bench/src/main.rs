@@ -12,6 +12,7 @@ mod cli;
 mod disk;
 mod hosts;
 mod inproc;
+mod pg;
 mod setup;
 mod stats;
 
@@ -24,7 +25,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::stats::{Summary, millis};
 
 const USAGE: &str = "\
-Usage: foundry-bench engine [--dir DIR] [--foundry PATH]
+Usage: foundry-bench engine [--dir DIR] [--foundry PATH] [--journal redb|postgres]
        foundry-bench hosts [--hosts N] [--tools LIST] [--foundry PATH]   (hosts --help)
        foundry-bench setup [--foundry PATH]                               (setup --help)
 
@@ -39,6 +40,10 @@ Options:
                   tmpfs)
   --foundry PATH  the `foundry` binary (default: the one beside this executable; build it
                   with `cargo build --release -p foundry-cli`)
+  --journal J     redb (default), or postgres: a throwaway PostgreSQL 15 cluster is made
+                  in DIR and the engine runs on it, beside the server's own durable
+                  single-row commit (pg_commit_us, durable_step_us, step_vs_pg_commit_ratio,
+                  fanout100_steps_per_s)
   -h, --help      this help
 
 Build both in release with the same CARGO_TARGET_DIR, e.g.
@@ -64,6 +69,8 @@ const BASELINE_VALUE_BYTES: usize = 300;
 struct Options {
     dir: Option<PathBuf>,
     foundry: Option<PathBuf>,
+    /// `--journal postgres`: the in-process figures on a PostgreSQL journal.
+    postgres: bool,
 }
 
 enum Parsed {
@@ -107,6 +114,13 @@ fn parse_engine(mut args: impl Iterator<Item = OsString>) -> Result<Parsed> {
             "-h" | "--help" => return Ok(Parsed::Help),
             "--dir" => opts.dir = Some(value(&mut args, "--dir")?),
             "--foundry" => opts.foundry = Some(value(&mut args, "--foundry")?),
+            "--journal" => {
+                opts.postgres = match value(&mut args, "--journal")?.to_str() {
+                    Some("postgres") => true,
+                    Some("redb") => false,
+                    _ => bail!("--journal takes redb or postgres\n\n{USAGE}"),
+                }
+            }
             other => {
                 if let Some(dir) = other.strip_prefix("--dir=") {
                     opts.dir = Some(PathBuf::from(dir));
@@ -201,6 +215,9 @@ fn engine(opts: Options) -> Result<()> {
             mount.fstype
         );
     }
+    if opts.postgres {
+        return engine_on_postgres(dir);
+    }
 
     eprintln!("disk: 4 KiB pwrite + fdatasync");
     let fsync = disk::fsync_rewrite_4k(dir)?;
@@ -261,6 +278,41 @@ fn engine(opts: Options) -> Result<()> {
     if let Err(e) = work.close() {
         eprintln!("warning: could not remove {}: {e}", kept.display());
     }
+    Ok(())
+}
+
+/// The in-process figures on a PostgreSQL journal, beside the server's own commit.
+fn engine_on_postgres(dir: &std::path::Path) -> Result<()> {
+    eprintln!("PostgreSQL 15: a throwaway cluster in {}", dir.display());
+    let cluster = pg::cluster(dir)?;
+    eprintln!("PostgreSQL {BASELINE_VALUE_BYTES}-byte row, one INSERT per durable commit");
+    let commit = pg::baseline_commit(&cluster, BASELINE_VALUE_BYTES)?;
+    eprintln!("  {}", commit.describe("us"));
+    figure("pg_commit_us", format!("{:.1}", commit.median));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let engine = pg::engine_on(&cluster, &dir.join("engine-home"))?;
+    eprintln!("in-process engine on PostgreSQL: warm-up run of {WARMUP_STEPS} steps");
+    let warm = inproc::timed_run(&rt, &engine, WARMUP_STEPS, 0, inproc::Watch::Events)?;
+    eprintln!("  {}", warm.describe());
+    eprintln!("in-process engine on PostgreSQL: {DURABLE_STEPS} sequential steps");
+    let seq = inproc::timed_run(&rt, &engine, DURABLE_STEPS, 0, inproc::Watch::Nothing)?;
+    eprintln!("  {}", seq.describe());
+    let step_us = seq.per_step_us();
+    figure("durable_step_steps", DURABLE_STEPS.to_string());
+    figure("durable_step_us", format!("{step_us:.1}"));
+    figure(
+        "step_vs_pg_commit_ratio",
+        format!("{:.2}", step_us / commit.median),
+    );
+    eprintln!("in-process engine on PostgreSQL: {FANOUT_STEPS} steps over {FANOUT} children");
+    let fan = inproc::timed_run(&rt, &engine, FANOUT_STEPS, FANOUT, inproc::Watch::Nothing)?;
+    eprintln!("  {}", fan.describe());
+    figure("fanout100_steps_per_s", format!("{:.0}", fan.steps_per_s()));
     Ok(())
 }
 

@@ -109,9 +109,41 @@ pub struct Engine {
     pub(crate) input: Arc<dyn InputProvider>,
 }
 
+/// The journal store of a home: PostgreSQL when `FOUNDRY_JOURNAL` holds a `postgres://`
+/// (or `postgresql://`) URL, redb files under the home's `runs/` otherwise.
+pub fn journal_store(home: &Home) -> Arc<dyn JournalStore> {
+    let url = std::env::var("FOUNDRY_JOURNAL").unwrap_or_default();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        match crate::journal::PostgresStore::new(&url) {
+            Ok(store) => {
+                tracing::debug!(server = %store.server(), "journal on PostgreSQL");
+                return Arc::new(store);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use the PostgreSQL journal; runs stay in the home")
+            }
+        }
+    } else if !url.is_empty() {
+        tracing::warn!("FOUNDRY_JOURNAL is not a postgres:// URL: ignored, runs stay in the home");
+    }
+    Arc::new(RedbStore::new(home.runs_dir()))
+}
+
 impl Engine {
+    /// The engine of `home`, on the journal `FOUNDRY_JOURNAL` names (a `postgres://` URL),
+    /// else on redb files in the home.
     pub fn new(home: Home, registry: Registry, input: Arc<dyn InputProvider>) -> Engine {
-        let store = Arc::new(RedbStore::new(home.runs_dir()));
+        let store = journal_store(&home);
+        Engine::with_store(home, store, registry, input)
+    }
+
+    /// The engine of `home` on a given journal store.
+    pub fn with_store(
+        home: Home,
+        store: Arc<dyn JournalStore>,
+        registry: Registry,
+        input: Arc<dyn InputProvider>,
+    ) -> Engine {
         Engine {
             home,
             store,
@@ -209,8 +241,11 @@ impl Engine {
     ) -> Result<(Box<dyn RunJournal>, JournalSnapshot), EngineError> {
         let (mut journal, snapshot) = match self.store.open(run) {
             Ok(opened) => opened,
-            Err(JournalError::Busy { .. }) => {
-                let lease = self.live_lease(run).await;
+            Err(JournalError::Busy { owner, .. }) => {
+                let lease = match owner {
+                    Some(owner) => Some(owner),
+                    None => self.live_lease(run).await,
+                };
                 return Err(EngineError::Driven { run, lease });
             }
             Err(e) => return Err(e.into()),

@@ -1,5 +1,6 @@
 //! Engine tests in-process, on a real journal in a temporary home: fan-out, determinism
-//! helpers and memoization. Crash behaviour is tested against the binary in `tests/`.
+//! helpers and memoization. Crash behaviour is tested against the binary in `tests/`; the
+//! resume tests here (`on_both_stores!`) run on redb and on a throwaway PostgreSQL.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,6 +16,8 @@ use crate::error::RunError;
 use crate::fanout::FailurePolicy;
 use crate::home::Home;
 use crate::input::NoInput;
+use crate::journal::pg_cluster::Cluster;
+use crate::journal::{JournalStore, PostgresStore, RedbStore};
 use crate::model::RunState;
 use crate::workflow::{Registry, Workflow};
 
@@ -134,6 +137,91 @@ async fn drive(engine: &Engine, workflow: &str, input: serde_json::Value) -> cra
 fn engine(dir: &tempfile::TempDir, registry: Registry) -> Engine {
     Engine::new(Home::at(dir.path()), registry, Arc::new(NoInput))
 }
+
+/// Where a test's journals live.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Redb,
+    Postgres,
+}
+
+/// A test's journal store, and the throwaway server it may live on.
+struct Journals {
+    store: Arc<dyn JournalStore>,
+    server: Option<Cluster>,
+}
+
+fn journals(dir: &tempfile::TempDir, backend: Backend) -> Journals {
+    match backend {
+        Backend::Redb => Journals {
+            store: Arc::new(RedbStore::new(Home::at(dir.path()).runs_dir())),
+            server: None,
+        },
+        Backend::Postgres => {
+            let server = Cluster::start();
+            let store = PostgresStore::new(&server.socket_url()).expect("store");
+            Journals {
+                store: Arc::new(store),
+                server: Some(server),
+            }
+        }
+    }
+}
+
+impl Journals {
+    fn engine(&self, dir: &tempfile::TempDir, registry: Registry) -> Engine {
+        Engine::with_store(
+            Home::at(dir.path()),
+            self.store.clone(),
+            registry,
+            Arc::new(NoInput),
+        )
+    }
+
+    /// Leaves `run` as a driver killed with SIGKILL leaves it: still marked held, by a
+    /// process that no longer exists (a file lock is released by the kernel itself).
+    fn as_if_its_driver_was_killed(&self, run: crate::RunId) {
+        let Some(server) = &self.server else { return };
+        // Whatever this process sent the store before is done.
+        self.store.read(run).expect("read");
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let pid = child.id();
+        child.wait().expect("wait");
+        let lease = crate::model::Lease {
+            pid,
+            ..crate::lease::own_lease()
+        };
+        let lease = serde_json::to_string(&lease).expect("json");
+        server
+            .psql(&format!(
+                "UPDATE foundry_runs SET held = true, lease = '{lease}' WHERE id = '{run}'"
+            ))
+            .expect("psql");
+    }
+}
+
+/// Each crash test body runs once per journal store.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_redb {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Redb).await })*
+        }
+        mod on_postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Postgres).await })*
+        }
+    };
+}
+
+on_both_stores!(
+    replay_sees_the_same_values_and_skips_done_steps,
+    time_with_no_process_does_not_use_up_the_retry_budget,
+    in_doubt_a_probed_step_is_decided_by_its_probe,
+    in_doubt_a_rerun_step_runs_again_unprobed,
+    in_doubt_a_step_that_must_not_run_twice_pauses_until_a_person_decides,
+    in_doubt_only_a_step_that_can_assume_its_output_is_taken_as_done,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_keeps_to_its_cap_and_keys_children_by_scope() {
@@ -258,16 +346,16 @@ impl Workflow for Values {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_sees_the_same_values_and_skips_done_steps() {
+async fn replay_sees_the_same_values_and_skips_done_steps(backend: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
+    let journals = journals(&dir, backend);
     let probe = Probe::new();
     let flag = Arc::new(AtomicBool::new(true));
     let wf = Values {
         fail_first: flag.clone(),
         counted: probe.clone(),
     };
-    let engine = engine(&dir, Registry::new().register(wf));
+    let engine = journals.engine(&dir, Registry::new().register(wf));
     let driver = engine
         .start("values", serde_json::Value::Null)
         .expect("start");
@@ -548,18 +636,18 @@ impl Workflow for FlakyFlow {
 /// A step that failed once, then nothing ran for two hours (a process killed, a laptop
 /// closed): the retry policy's elapsed-time bound counts the time a process ran it, so the
 /// resumed run still retries instead of pausing at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn time_with_no_process_does_not_use_up_the_retry_budget() {
-    use crate::journal::{JournalStore, RedbStore, WriteOp};
+async fn time_with_no_process_does_not_use_up_the_retry_budget(backend: Backend) {
+    use crate::journal::WriteOp;
     use crate::model::{StepRecord, StepRecordState};
     use crate::time::Millis;
 
     let dir = tempfile::tempdir().expect("tempdir");
+    let journals = journals(&dir, backend);
     let flaky = Flaky {
         attempts: Arc::default(),
         fail_until: 2,
     };
-    let engine = engine(&dir, Registry::new().register(FlakyFlow(flaky.clone())));
+    let engine = journals.engine(&dir, Registry::new().register(FlakyFlow(flaky.clone())));
     let run = engine
         .start("flaky", serde_json::Value::Null)
         .expect("start")
@@ -584,10 +672,10 @@ async fn time_with_no_process_does_not_use_up_the_retry_budget() {
         finished_at: Some(Millis(then.0 + 100)),
         policy: None,
     };
-    let store = RedbStore::new(Home::at(dir.path()).runs_dir());
-    let (mut journal, _) = store.open(run).expect("open");
+    let (mut journal, _) = journals.store.open(run).expect("open");
     journal.write(&[WriteOp::Step(record)]).expect("write");
     drop(journal);
+    journals.as_if_its_driver_was_killed(run);
 
     let outcome = engine
         .resume(run)
@@ -653,12 +741,16 @@ impl Workflow for ClassedFlow {
 }
 
 /// A run whose one step `it#0` is in doubt, as a killed process leaves it.
-fn run_in_doubt(dir: &tempfile::TempDir, activity: &Classed) -> (Engine, crate::RunId) {
-    use crate::journal::{JournalStore, RedbStore, WriteOp};
+fn run_in_doubt(
+    dir: &tempfile::TempDir,
+    journals: &Journals,
+    activity: &Classed,
+) -> (Engine, crate::RunId) {
+    use crate::journal::WriteOp;
     use crate::model::StepRecord;
     use crate::time::Millis;
 
-    let engine = engine(dir, Registry::new().register(ClassedFlow(activity.clone())));
+    let engine = journals.engine(dir, Registry::new().register(ClassedFlow(activity.clone())));
     let run = engine
         .start("classed", serde_json::Value::Null)
         .expect("start")
@@ -668,9 +760,10 @@ fn run_in_doubt(dir: &tempfile::TempDir, activity: &Classed) -> (Engine, crate::
         attempt: 1,
         ..StepRecord::new_started(0, "it#0".into(), "classed".into(), now)
     };
-    let store = RedbStore::new(Home::at(dir.path()).runs_dir());
-    let (mut journal, _) = store.open(run).expect("open");
+    let (mut journal, _) = journals.store.open(run).expect("open");
     journal.write(&[WriteOp::Step(record)]).expect("write");
+    drop(journal);
+    journals.as_if_its_driver_was_killed(run);
     (engine, run)
 }
 
@@ -693,12 +786,12 @@ async fn resume(engine: &Engine, run: crate::RunId) -> crate::RunOutcome {
         .expect("drive")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_doubt_a_probed_step_is_decided_by_its_probe() {
+async fn in_doubt_a_probed_step_is_decided_by_its_probe(backend: Backend) {
     for present in [true, false] {
         let dir = tempfile::tempdir().expect("tempdir");
         let activity = classed(crate::InDoubt::Probe, present);
-        let (engine, run) = run_in_doubt(&dir, &activity);
+        let journals = journals(&dir, backend);
+        let (engine, run) = run_in_doubt(&dir, &journals, &activity);
         let outcome = resume(&engine, run).await;
         assert_eq!(outcome.state, RunState::Completed);
         let expected = if present { "probed" } else { "applied" };
@@ -711,11 +804,11 @@ async fn in_doubt_a_probed_step_is_decided_by_its_probe() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_doubt_a_rerun_step_runs_again_unprobed() {
+async fn in_doubt_a_rerun_step_runs_again_unprobed(backend: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
     let activity = classed(crate::InDoubt::Rerun, true);
-    let (engine, run) = run_in_doubt(&dir, &activity);
+    let journals = journals(&dir, backend);
+    let (engine, run) = run_in_doubt(&dir, &journals, &activity);
     let outcome = resume(&engine, run).await;
     assert_eq!(
         outcome.output,
@@ -737,12 +830,12 @@ async fn resume_deciding(
     driver.drive().await.expect("drive")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_doubt_a_step_that_must_not_run_twice_pauses_until_a_person_decides() {
+async fn in_doubt_a_step_that_must_not_run_twice_pauses_until_a_person_decides(backend: Backend) {
     for decision in [crate::Decision::Redo, crate::Decision::Done] {
         let dir = tempfile::tempdir().expect("tempdir");
         let activity = classed(crate::InDoubt::Pause, true);
-        let (engine, run) = run_in_doubt(&dir, &activity);
+        let journals = journals(&dir, backend);
+        let (engine, run) = run_in_doubt(&dir, &journals, &activity);
         // Resumed without a word: it pauses, naming the step, and again on the next
         // resume; nothing runs.
         for _ in 0..2 {
@@ -783,11 +876,11 @@ async fn in_doubt_a_step_that_must_not_run_twice_pauses_until_a_person_decides()
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_doubt_only_a_step_that_can_assume_its_output_is_taken_as_done() {
+async fn in_doubt_only_a_step_that_can_assume_its_output_is_taken_as_done(backend: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
     let activity = classed(crate::InDoubt::Rerun, true);
-    let (engine, run) = run_in_doubt(&dir, &activity);
+    let journals = journals(&dir, backend);
+    let (engine, run) = run_in_doubt(&dir, &journals, &activity);
     let outcome = resume_deciding(&engine, run, "it#0", crate::Decision::Done).await;
     assert_eq!(outcome.state, RunState::Failed);
     let error = outcome.error.unwrap_or_default();
@@ -796,4 +889,94 @@ async fn in_doubt_only_a_step_that_can_assume_its_output_is_taken_as_done() {
     let outcome = resume_deciding(&engine, run, "it#0", crate::Decision::Redo).await;
     assert_eq!(outcome.state, RunState::Completed, "{outcome:?}");
     assert_eq!(activity.applies.load(Ordering::SeqCst), 1);
+}
+
+/// Answers every question with the same secret.
+struct Answers(&'static str);
+
+impl crate::InputProvider for Answers {
+    fn ask(&self, _key: &str, _question: &crate::Question) -> Option<String> {
+        Some(self.0.to_string())
+    }
+}
+
+/// Fails quoting what it was given, as a command's output may.
+struct Quoting(String);
+
+impl Activity for Quoting {
+    type Output = ();
+
+    fn kind(&self) -> &'static str {
+        "quoting"
+    }
+
+    fn in_doubt(&self) -> crate::InDoubt {
+        crate::InDoubt::Rerun
+    }
+
+    fn retry_policy(&self) -> crate::RetryPolicy {
+        crate::RetryPolicy::none()
+    }
+
+    async fn probe(&self, _cx: &ActivityCx) -> Result<Option<()>, ActivityError> {
+        Ok(None)
+    }
+
+    async fn apply(&self, _cx: &ActivityCx) -> Result<(), ActivityError> {
+        Err(ActivityError::permanent(format!("refused: {}", self.0)))
+    }
+}
+
+struct SecretFlow;
+
+impl Workflow for SecretFlow {
+    const NAME: &'static str = "secret";
+    const VERSION: u32 = 1;
+    type Input = ();
+    type Output = ();
+
+    async fn run(&self, ctx: Ctx, _input: ()) -> Result<(), RunError> {
+        let question = crate::Question {
+            prompt: "password".into(),
+            secret: true,
+            default: None,
+        };
+        let crate::Answer::Secret(reference) = ctx.ask("password", question).await? else {
+            return Err(RunError::workflow("not a secret answer"));
+        };
+        let value = ctx.reveal(&reference)?;
+        ctx.step("use", &Quoting(value.expose().to_string())).await
+    }
+}
+
+/// A run given a secret, stopped with its steps still journaled: no row holds the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_row_of_the_postgres_journal_holds_a_secret() {
+    const SECRET: &str = "hunter2-never-in-a-row";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journals = journals(&dir, Backend::Postgres);
+    let engine = Engine::with_store(
+        Home::at(dir.path()),
+        journals.store.clone(),
+        Registry::new().register(SecretFlow),
+        Arc::new(Answers(SECRET)),
+    );
+    let outcome = drive(&engine, "secret", serde_json::Value::Null).await;
+    assert_eq!(outcome.state, RunState::Failed, "{outcome:?}");
+    let server = journals.server.as_ref().expect("server");
+    let rows = server
+        .psql(
+            "SELECT t::text FROM foundry_runs t UNION ALL SELECT t::text FROM foundry_steps t
+         UNION ALL SELECT t::text FROM foundry_summaries t",
+        )
+        .expect("psql");
+    assert!(
+        rows.contains("ask/password#0"),
+        "the steps are there: {rows}"
+    );
+    assert!(
+        rows.contains("refused: <redacted>"),
+        "the error is there: {rows}"
+    );
+    assert!(!rows.contains(SECRET), "a secret in a row: {rows}");
 }

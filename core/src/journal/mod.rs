@@ -1,7 +1,13 @@
 //! The journal of in-flight progress: the traits the engine writes through, and their
-//! redb implementation. Nothing above this module sees a redb type.
+//! implementations: redb (embedded, the default) and PostgreSQL (a team's shared journal,
+//! `FOUNDRY_JOURNAL=postgres://…`). Nothing above this module sees a storage type.
 
+#[cfg(test)]
+mod contract;
 mod guard;
+#[cfg(any(test, feature = "pg-cluster"))]
+pub mod pg_cluster;
+mod postgres;
 mod redb_store;
 mod wal;
 
@@ -9,6 +15,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 pub use guard::{install_panic_hook, storage_call};
+pub use postgres::PostgresStore;
 pub use redb_store::RedbStore;
 
 use crate::model::{Lease, RunId, RunInfo, RunMeta, RunSummary, StepRecord};
@@ -116,8 +123,12 @@ pub trait JournalStore: Send + Sync {
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("journal {} is held by another process", path.display())]
-    Busy { path: PathBuf },
+    #[error("journal {} is held by another process{}", path.display(), held_by(owner))]
+    Busy {
+        path: PathBuf,
+        /// Who holds it, where the store knows (a shared store does; a file lock does not).
+        owner: Option<Lease>,
+    },
     #[error("no run {id} (no journal at {})", path.display())]
     NotFound { id: RunId, path: PathBuf },
     #[error("journal {} is corrupt: {detail}", path.display())]
@@ -127,6 +138,21 @@ pub enum JournalError {
     Format { path: PathBuf, found: u32 },
     #[error("journal {}: {detail}", path.display())]
     Io { path: PathBuf, detail: String },
+    /// The journal's server cannot be reached or refused us; `path` names it (never with a
+    /// password). Trying again later may succeed.
+    #[error("journal {}: {detail}", path.display())]
+    Unavailable {
+        path: PathBuf,
+        detail: String,
+        hint: String,
+    },
+}
+
+fn held_by(owner: &Option<Lease>) -> String {
+    owner
+        .as_ref()
+        .map(|l| format!(" ({l})"))
+        .unwrap_or_default()
 }
 
 fn format_message(path: &std::path::Path, found: u32) -> String {
@@ -161,6 +187,7 @@ impl JournalError {
             JournalError::Format { .. } => Some(
                 "this run was started by an older foundry: finish it with that version, or remove the file".into(),
             ),
+            JournalError::Unavailable { hint, .. } => Some(hint.clone()),
             _ => None,
         }
     }

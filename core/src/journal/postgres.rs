@@ -1,0 +1,1155 @@
+//! The PostgreSQL journal: every run of a team in one database, `FOUNDRY_JOURNAL=postgres://…`.
+//!
+//! Tables (migration 1, applied on first use in one transaction under an advisory lock, so
+//! two processes starting at once do not race): `foundry_runs` (one row per run: its info,
+//! state, format, lease and `epoch`), `foundry_steps` (one row per step record, keyed by run
+//! and step key) and `foundry_summaries` (a finished run's summary). `foundry_schema_version`
+//! records the migrations applied; a database migrated by a newer Foundry is refused.
+//!
+//! Each [`RunJournal::write`] is one transaction, committed with `synchronous_commit = on`:
+//! durable on the server when it returns. `Finish` deletes the run's step rows and writes its
+//! summary in the same transaction.
+//!
+//! **Who drives**: opening or creating a run takes its row in the same transaction: `held`,
+//! the owner's lease (host, pid, heartbeat) and `epoch + 1`. Another process is refused with
+//! [`JournalError::Busy`] naming the owner while [`lease::owner_alive`] says the owner may
+//! still drive; dropping the journal gives the run back. Every write first checks the epoch
+//! it was opened with, so a driver whose run was taken over cannot write any more.
+//!
+//! **The client and its thread**: the traits are synchronous and are called from the
+//! writer's leader, which is a tokio worker thread, and from async code. The sync `postgres`
+//! crate runs a runtime of its own inside each call and panics inside another runtime, and
+//! `block_in_place` needs a multi-thread runtime, which not every caller has. So each store
+//! has one plain thread of its own that owns the connection; calls are sent to it over a
+//! channel and the caller waits for the answer (as it waits for an fsync with redb). That
+//! thread is in no runtime, so nothing can deadlock on a runtime or panic there; it
+//! reconnects when the connection was lost, so the write after a server restart succeeds.
+//!
+//! **Credentials**: the URL's password, else `PGPASSWORD`, else the file named by the URL's
+//! `password_file` parameter (first line). Messages name the server by [`shown`] URL, which
+//! never holds a password. TLS is not built in yet: a server that is not on loopback or a
+//! unix socket is refused rather than spoken to in clear (DESIGN.md §4).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postgres::config::Host;
+use postgres::error::SqlState;
+use postgres::{Client, Config, NoTls};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{FORMAT_VERSION, JournalError, JournalSnapshot, JournalStore, RunJournal, WriteOp};
+use crate::lease;
+use crate::model::{Lease, RunId, RunInfo, RunMeta, RunSummary, StepRecord};
+
+/// The schema this build knows, as migrations in order; `foundry_schema_version` holds how
+/// many are applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: the journal's tables.
+    "CREATE TABLE foundry_runs (
+        id text PRIMARY KEY,
+        format integer NOT NULL,
+        workflow text NOT NULL,
+        workflow_version bigint NOT NULL,
+        created_at bigint NOT NULL,
+        info text NOT NULL,
+        meta text NOT NULL,
+        state text NOT NULL,
+        lease text,
+        lease_host text,
+        lease_pid bigint,
+        lease_heartbeat_at bigint,
+        held boolean NOT NULL DEFAULT false,
+        epoch bigint NOT NULL DEFAULT 0
+    );
+    CREATE INDEX foundry_runs_created ON foundry_runs (created_at, id);
+    CREATE TABLE foundry_steps (
+        run text NOT NULL REFERENCES foundry_runs (id) ON DELETE CASCADE,
+        key text NOT NULL,
+        seq bigint NOT NULL,
+        record text NOT NULL,
+        PRIMARY KEY (run, key)
+    );
+    CREATE TABLE foundry_summaries (
+        run text PRIMARY KEY REFERENCES foundry_runs (id) ON DELETE CASCADE,
+        finished_at bigint NOT NULL,
+        summary text NOT NULL
+    );",
+];
+
+/// The advisory lock migrations are applied under ("foundry" in ASCII).
+const MIGRATION_LOCK: i64 = 0x0066_6f75_6e64_7279;
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The server, as messages name it: user, host, port and database, never a password.
+pub fn shown(config: &Config) -> String {
+    let user = config
+        .get_user()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(name)) => name.clone(),
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().unwrap_or_default();
+    format!("postgres://{user}{host}:{port}/{db}")
+}
+
+/// A URL as it may be shown: the password (and anything after the scheme that fails to
+/// parse) removed.
+pub fn redact(url: &str) -> String {
+    match parse(url) {
+        Ok((config, _)) => shown(&config),
+        Err(_) => "postgres://(unreadable URL)".into(),
+    }
+}
+
+/// Parses a URL, taking our own `password_file` parameter out first.
+fn parse(url: &str) -> Result<(Config, Option<PathBuf>), String> {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut password_file = None;
+    let mut kept = Vec::new();
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("password_file", path)) => password_file = Some(PathBuf::from(path)),
+            _ => kept.push(pair),
+        }
+    }
+    let rebuilt = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    // The parser's message names the faulty part, never the value.
+    let config = Config::from_str(&rebuilt).map_err(|e| e.to_string())?;
+    Ok((config, password_file))
+}
+
+fn is_local(host: &Host) -> bool {
+    match host {
+        Host::Unix(_) => true,
+        Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    }
+}
+
+/// Makes the connection's configuration from a URL: credentials filled in, a server in
+/// clear on a network refused.
+fn configure(url: &str) -> Result<(Config, String), JournalError> {
+    let (mut config, password_file) = parse(url).map_err(|detail| JournalError::Unavailable {
+        path: PathBuf::from(redact(url)),
+        detail: format!("FOUNDRY_JOURNAL is not a PostgreSQL URL Foundry reads: {detail}"),
+        hint: "write it as postgres://user@host:port/database (the password from PGPASSWORD or ?password_file=PATH)".into(),
+    })?;
+    let shown = shown(&config);
+    let refused = |detail: String, hint: &str| JournalError::Unavailable {
+        path: PathBuf::from(&shown),
+        detail,
+        hint: hint.into(),
+    };
+    if let Some(remote) = config.get_hosts().iter().find(|h| !is_local(h)) {
+        let name = match remote {
+            Host::Tcp(n) => n.clone(),
+            Host::Unix(p) => p.display().to_string(),
+        };
+        return Err(refused(
+            format!(
+                "{name} is not on this machine, and this Foundry speaks to PostgreSQL without TLS (sslmode={:?}): the journal would cross the network in clear",
+                config.get_ssl_mode()
+            ),
+            "reach the server through a unix socket or a loopback tunnel (ssh -L) until TLS is supported",
+        ));
+    }
+    if config.get_password().is_none() {
+        if let Some(password) = std::env::var_os("PGPASSWORD").filter(|p| !p.is_empty()) {
+            config.password(password.as_encoded_bytes());
+        } else if let Some(file) = password_file {
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                refused(
+                    format!("cannot read the password file {}: {e}", file.display()),
+                    "check the path given as password_file in FOUNDRY_JOURNAL",
+                )
+            })?;
+            config.password(text.lines().next().unwrap_or_default());
+        }
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.application_name("foundry");
+    Ok((config, shown))
+}
+
+type Job = Box<dyn FnOnce(&mut Session) + Send>;
+
+/// The connection, owned by the store's thread.
+struct Session {
+    config: Result<Config, JournalError>,
+    shown: String,
+    client: Option<Client>,
+}
+
+impl Session {
+    /// The connection, made (and the schema migrated) when there is none or it was lost.
+    fn client(&mut self) -> Result<&mut Client, JournalError> {
+        if self.client.as_ref().is_some_and(Client::is_closed) {
+            self.client = None;
+        }
+        if self.client.is_none() {
+            let config = self.config.as_ref().map_err(Clone::clone)?;
+            let mut client = config
+                .connect(NoTls)
+                .map_err(|e| server_error(&self.shown, &e))?;
+            let schema = migrate(&mut client).map_err(|e| server_error(&self.shown, &e))?;
+            // Rows of a newer schema may mean something else: refused, not misread.
+            if schema > MIGRATIONS.len() {
+                return Err(JournalError::Unavailable {
+                    path: PathBuf::from(&self.shown),
+                    detail: format!(
+                        "the journal's tables were migrated by a newer Foundry (schema {schema}; this foundry ({}) knows schema {})",
+                        env!("CARGO_PKG_VERSION"),
+                        MIGRATIONS.len()
+                    ),
+                    hint: "upgrade Foundry on this machine to the version the team uses".into(),
+                });
+            }
+            PREPARED.with(|p| p.borrow_mut().clear());
+            self.client = Some(client);
+        }
+        self.client.as_mut().ok_or_else(|| JournalError::Io {
+            path: PathBuf::from(&self.shown),
+            detail: "no connection".into(),
+        })
+    }
+
+    /// Runs `f` on the connection; a connection that failed is dropped, to be made anew
+    /// by the next call.
+    fn with<T>(
+        &mut self,
+        f: impl FnOnce(&mut Client, &str) -> Result<T, Failure>,
+    ) -> Result<T, JournalError> {
+        let shown = self.shown.clone();
+        let client = self.client()?;
+        match f(client, &shown) {
+            Ok(v) => Ok(v),
+            Err(Failure::Journal(e)) => Err(e),
+            Err(Failure::Server(e)) => {
+                if e.is_closed() || e.code().is_none_or(is_transient) {
+                    self.client = None;
+                }
+                Err(server_error(&shown, &e))
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The store thread's prepared statements, by text, on its current connection: a hot
+    /// statement is parsed once per connection, not once per write.
+    static PREPARED: std::cell::RefCell<std::collections::HashMap<&'static str, postgres::Statement>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// `sql` prepared on `client` (the store thread's connection), once.
+fn prepared(
+    client: &mut Client,
+    sql: &'static str,
+) -> Result<postgres::Statement, postgres::Error> {
+    if let Some(statement) = PREPARED.with(|p| p.borrow().get(sql).cloned()) {
+        return Ok(statement);
+    }
+    let statement = client.prepare(sql)?;
+    PREPARED.with(|p| p.borrow_mut().insert(sql, statement.clone()));
+    Ok(statement)
+}
+
+const SQL_FENCE: &str = "UPDATE foundry_runs SET epoch = epoch WHERE id = $1 AND epoch = $2";
+const SQL_STEPS: &str = "INSERT INTO foundry_steps (run, key, seq, record)
+    SELECT $1, k, s, r FROM unnest($2::text[], $3::bigint[], $4::text[]) AS u (k, s, r)
+    ON CONFLICT (run, key) DO UPDATE SET seq = EXCLUDED.seq, record = EXCLUDED.record";
+const SQL_META: &str = "UPDATE foundry_runs SET meta = $2, state = $3 WHERE id = $1";
+
+/// What a call on the connection fails with.
+enum Failure {
+    Server(postgres::Error),
+    Journal(JournalError),
+}
+
+impl From<postgres::Error> for Failure {
+    fn from(e: postgres::Error) -> Self {
+        Failure::Server(e)
+    }
+}
+
+impl From<JournalError> for Failure {
+    fn from(e: JournalError) -> Self {
+        Failure::Journal(e)
+    }
+}
+
+/// The server's own words for an error: its message (the crate's display of a server error
+/// is only "db error"), or the error and its cause.
+fn what_failed(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {} ({})", db.severity(), db.message(), db.code().code());
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+/// Server errors that mean it is going away or not yet up: try again later.
+fn is_transient(code: &SqlState) -> bool {
+    [
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::CONNECTION_FAILURE,
+        SqlState::CONNECTION_EXCEPTION,
+    ]
+    .contains(code)
+}
+
+/// A server error as ours: what failed, where, and what to do.
+fn server_error(shown: &str, e: &postgres::Error) -> JournalError {
+    let code = e.code();
+    let e = what_failed(e);
+    let (detail, hint) = if code == Some(&SqlState::INVALID_PASSWORD)
+        || code == Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION)
+    {
+        (
+            format!("PostgreSQL refused the credentials: {e}"),
+            "check the user in FOUNDRY_JOURNAL and the password (PGPASSWORD or password_file)",
+        )
+    } else if code == Some(&SqlState::INVALID_CATALOG_NAME) {
+        (
+            format!("no such database: {e}"),
+            "create it (createdb) or name an existing one in FOUNDRY_JOURNAL",
+        )
+    } else if code.is_some_and(|c| !is_transient(c)) {
+        (
+            format!("PostgreSQL refused the journal's statement: {e}"),
+            "check the role's rights on the foundry_* tables",
+        )
+    } else {
+        (
+            format!("cannot reach PostgreSQL: {e}"),
+            "check that the server is running and reachable; the run can be resumed once it is",
+        )
+    };
+    JournalError::Unavailable {
+        path: PathBuf::from(shown),
+        detail,
+        hint: hint.into(),
+    }
+}
+
+/// Applies the migrations this database lacks; the schema version found.
+fn migrate(client: &mut Client) -> Result<usize, postgres::Error> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS foundry_schema_version (version integer NOT NULL)",
+    )?;
+    let applied: i32 = tx
+        .query_opt("SELECT max(version) FROM foundry_schema_version", &[])?
+        .and_then(|row| row.try_get::<_, Option<i32>>(0).ok().flatten())
+        .unwrap_or(0);
+    let applied_usize = usize::try_from(applied).unwrap_or(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied_usize) {
+        tx.batch_execute(sql)?;
+        let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        tx.execute(
+            "INSERT INTO foundry_schema_version (version) VALUES ($1)",
+            &[&version],
+        )?;
+    }
+    tx.commit()?;
+    client.batch_execute("SET synchronous_commit TO on")?;
+    Ok(applied_usize)
+}
+
+/// The store's thread and where to send it work.
+struct Worker {
+    jobs: Mutex<mpsc::Sender<Job>>,
+    shown: String,
+}
+
+impl Worker {
+    fn start(config: Result<Config, JournalError>, shown: String) -> Result<Worker, JournalError> {
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        let mut session = Session {
+            config,
+            shown: shown.clone(),
+            client: None,
+        };
+        std::thread::Builder::new()
+            .name("foundry-journal-pg".into())
+            .spawn(move || {
+                // Ends when the store and every journal are dropped.
+                while let Ok(job) = inbox.recv() {
+                    job(&mut session);
+                }
+            })
+            .map_err(|e| JournalError::Io {
+                path: PathBuf::from(&shown),
+                detail: format!("cannot start the journal's thread: {e}"),
+            })?;
+        Ok(Worker {
+            jobs: Mutex::new(jobs),
+            shown,
+        })
+    }
+
+    fn send(&self, job: Job) -> bool {
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(job)
+            .is_ok()
+    }
+
+    /// Runs `f` on the store's thread and waits for its answer.
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client, &str) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, JournalError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let sent = self.send(Box::new(move |session: &mut Session| {
+            let _ = reply.send(session.with(f));
+        }));
+        let gone = || JournalError::Io {
+            path: PathBuf::from(&self.shown),
+            detail: "the journal's thread ended".into(),
+        };
+        if !sent {
+            return Err(gone());
+        }
+        answer.recv().unwrap_or_else(|_| Err(gone()))
+    }
+}
+
+/// Runs held by a journal of this process, by server, run and epoch: a lease naming this
+/// process is live only while its run, at the row's epoch, is in here.
+static HELD: Mutex<Option<HashSet<(String, RunId, i64)>>> = Mutex::new(None);
+
+fn held(f: impl FnOnce(&mut HashSet<(String, RunId, i64)>) -> bool) -> bool {
+    let mut guard = HELD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    f(guard.get_or_insert_with(HashSet::new))
+}
+
+/// Journals in one PostgreSQL database. Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct PostgresStore {
+    worker: Arc<Worker>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("server", &self.worker.shown)
+            .finish()
+    }
+}
+
+impl PostgresStore {
+    /// A store on the database `url` names; it connects on first use. A URL that cannot be
+    /// used is reported by every call, naming the server without its password.
+    pub fn new(url: &str) -> Result<PostgresStore, JournalError> {
+        let (config, shown) = match configure(url) {
+            Ok((config, shown)) => (Ok(config), shown),
+            Err(e) => (Err(e), redact(url)),
+        };
+        Ok(PostgresStore {
+            worker: Arc::new(Worker::start(config, shown)?),
+        })
+    }
+
+    /// The server, as messages name it.
+    pub fn server(&self) -> &str {
+        &self.worker.shown
+    }
+
+    /// Checks the server can be reached and the schema is current.
+    pub fn check(&self) -> Result<(), JournalError> {
+        self.worker.call(|_, _| Ok(()))
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> String {
+    // Serializing our own plain structs cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(path: &str, what: &str, text: &str) -> Result<T, JournalError> {
+    serde_json::from_str(text).map_err(|e| JournalError::Corrupt {
+        path: PathBuf::from(path),
+        detail: format!("{what}: {e}"),
+    })
+}
+
+fn location(shown: &str, id: RunId) -> String {
+    format!("{shown}#run={id}")
+}
+
+fn millis_i64(m: crate::time::Millis) -> i64 {
+    i64::try_from(m.0).unwrap_or(i64::MAX)
+}
+
+/// A run's row as read, with what driving it needs.
+struct RunRow {
+    snapshot: JournalSnapshot,
+    held: bool,
+    epoch: i64,
+}
+
+fn read_run(
+    client: &mut impl postgres::GenericClient,
+    shown: &str,
+    id: RunId,
+    lock: bool,
+) -> Result<RunRow, Failure> {
+    let path = location(shown, id);
+    let sql = if lock {
+        "SELECT format, info, meta, lease, held, epoch FROM foundry_runs WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT format, info, meta, lease, held, epoch FROM foundry_runs WHERE id = $1"
+    };
+    let key = id.to_string();
+    let Some(row) = client.query_opt(sql, &[&key])? else {
+        return Err(JournalError::NotFound {
+            id,
+            path: PathBuf::from(path),
+        }
+        .into());
+    };
+    let format: i32 = row.try_get(0)?;
+    let format = u32::try_from(format).unwrap_or(0);
+    if format != FORMAT_VERSION {
+        return Err(JournalError::Format {
+            path: PathBuf::from(path),
+            found: format,
+        }
+        .into());
+    }
+    let info: RunInfo = decode(&path, "info", &row.try_get::<_, String>(1)?)?;
+    let meta: RunMeta = decode(&path, "state", &row.try_get::<_, String>(2)?)?;
+    let lease: Option<Lease> = row
+        .try_get::<_, Option<String>>(3)?
+        .map(|t| decode(&path, "lease", &t))
+        .transpose()?;
+    let held: bool = row.try_get(4)?;
+    let epoch: i64 = row.try_get(5)?;
+    let summary: Option<RunSummary> = client
+        .query_opt(
+            "SELECT summary FROM foundry_summaries WHERE run = $1",
+            &[&key],
+        )?
+        .map(|r| r.try_get::<_, String>(0))
+        .transpose()?
+        .map(|t| decode(&path, "summary", &t))
+        .transpose()?;
+    let mut steps = Vec::new();
+    for row in client.query(
+        "SELECT key, record FROM foundry_steps WHERE run = $1 ORDER BY seq",
+        &[&key],
+    )? {
+        let key: String = row.try_get(0)?;
+        let record: StepRecord = decode(&path, &key, &row.try_get::<_, String>(1)?)?;
+        steps.push(record);
+    }
+    steps.sort_by_key(|s| s.seq);
+    Ok(RunRow {
+        snapshot: JournalSnapshot {
+            format,
+            info,
+            meta,
+            lease,
+            summary,
+            steps,
+        },
+        held,
+        epoch,
+    })
+}
+
+/// Whether a lease recorded as held still stands against this process.
+fn holder_alive(shown: &str, id: RunId, epoch: i64, lease: &Lease) -> bool {
+    if lease.host == lease::hostname() && lease.pid == std::process::id() {
+        held(|set| set.contains(&(shown.to_string(), id, epoch)))
+    } else {
+        lease::owner_alive(lease)
+    }
+}
+
+/// One statement of a write, its values encoded on the caller's thread.
+enum Statement {
+    /// Consecutive step records in one statement, one per key (the last one given).
+    Steps {
+        keys: Vec<String>,
+        seqs: Vec<i64>,
+        records: Vec<String>,
+    },
+    Meta {
+        meta: String,
+        state: String,
+    },
+    Lease(Lease, String),
+    Finish {
+        meta: String,
+        state: String,
+        finished_at: i64,
+        summary: String,
+    },
+}
+
+fn state_name(meta: &RunMeta) -> String {
+    meta.state.as_str().to_string()
+}
+
+fn statements(ops: &[WriteOp]) -> Vec<Statement> {
+    let mut out: Vec<Statement> = Vec::new();
+    for op in ops {
+        match op {
+            WriteOp::Step(record) => {
+                let (key, seq, text) = (
+                    record.key.clone(),
+                    i64::try_from(record.seq).unwrap_or(i64::MAX),
+                    encode(record),
+                );
+                if let Some(Statement::Steps {
+                    keys,
+                    seqs,
+                    records,
+                }) = out.last_mut()
+                {
+                    // A row may be written once per statement: a later record of the same
+                    // step replaces the earlier one.
+                    match keys.iter().position(|k| *k == key) {
+                        Some(i) => {
+                            seqs[i] = seq;
+                            records[i] = text;
+                        }
+                        None => {
+                            keys.push(key);
+                            seqs.push(seq);
+                            records.push(text);
+                        }
+                    }
+                } else {
+                    out.push(Statement::Steps {
+                        keys: vec![key],
+                        seqs: vec![seq],
+                        records: vec![text],
+                    });
+                }
+            }
+            WriteOp::Meta(meta) => out.push(Statement::Meta {
+                meta: encode(meta),
+                state: state_name(meta),
+            }),
+            WriteOp::Lease(lease) => out.push(Statement::Lease(lease.clone(), encode(lease))),
+            WriteOp::Finish { meta, summary } => out.push(Statement::Finish {
+                meta: encode(meta),
+                state: state_name(meta),
+                finished_at: millis_i64(summary.finished_at),
+                summary: encode(summary),
+            }),
+        }
+    }
+    out
+}
+
+fn set_lease(
+    tx: &mut postgres::Transaction<'_>,
+    key: &str,
+    lease: &Lease,
+    encoded: &str,
+) -> Result<(), postgres::Error> {
+    tx.execute(
+        "UPDATE foundry_runs SET lease = $2, lease_host = $3, lease_pid = $4, lease_heartbeat_at = $5 WHERE id = $1",
+        &[
+            &key,
+            &encoded,
+            &lease.host,
+            &i64::from(lease.pid),
+            &millis_i64(lease.heartbeat_at),
+        ],
+    )?;
+    Ok(())
+}
+
+struct PostgresJournal {
+    worker: Arc<Worker>,
+    id: RunId,
+    /// The epoch this journal took the run at; a write finding another was taken over.
+    epoch: i64,
+}
+
+impl RunJournal for PostgresJournal {
+    fn write(&mut self, ops: &[WriteOp]) -> Result<(), JournalError> {
+        let statements = statements(ops);
+        let (id, epoch) = (self.id, self.epoch);
+        self.worker.call(move |client, shown| {
+            let key = id.to_string();
+            let (fence, upsert, set_meta) = (
+                prepared(client, SQL_FENCE)?,
+                prepared(client, SQL_STEPS)?,
+                prepared(client, SQL_META)?,
+            );
+            let mut tx = client.transaction()?;
+            // Fencing: the row is ours only at the epoch we took it at.
+            let ours = tx.execute(&fence, &[&key, &epoch])?;
+            if ours != 1 {
+                let owner = tx
+                    .query_opt("SELECT lease FROM foundry_runs WHERE id = $1", &[&key])?
+                    .and_then(|r| r.try_get::<_, Option<String>>(0).ok().flatten())
+                    .and_then(|t| serde_json::from_str::<Lease>(&t).ok());
+                return Err(JournalError::Busy {
+                    path: PathBuf::from(location(shown, id)),
+                    owner,
+                }
+                .into());
+            }
+            for statement in &statements {
+                match statement {
+                    Statement::Steps {
+                        keys,
+                        seqs,
+                        records,
+                    } => {
+                        tx.execute(&upsert, &[&key, keys, seqs, records])?;
+                    }
+                    Statement::Meta { meta, state } => {
+                        tx.execute(&set_meta, &[&key, meta, state])?;
+                    }
+                    Statement::Lease(lease, encoded) => set_lease(&mut tx, &key, lease, encoded)?,
+                    Statement::Finish { meta, state, finished_at, summary } => {
+                        tx.execute("DELETE FROM foundry_steps WHERE run = $1", &[&key])?;
+                        tx.execute(
+                            "UPDATE foundry_runs SET meta = $2, state = $3, lease = NULL, lease_host = NULL,
+                             lease_pid = NULL, lease_heartbeat_at = NULL, held = false WHERE id = $1",
+                            &[&key, meta, state],
+                        )?;
+                        tx.execute(
+                            "INSERT INTO foundry_summaries (run, finished_at, summary) VALUES ($1, $2, $3)
+                             ON CONFLICT (run) DO UPDATE SET finished_at = EXCLUDED.finished_at, summary = EXCLUDED.summary",
+                            &[&key, finished_at, summary],
+                        )?;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn snapshot(&self) -> Result<JournalSnapshot, JournalError> {
+        let id = self.id;
+        self.worker
+            .call(move |client, shown| Ok(read_run(client, shown, id, false)?.snapshot))
+    }
+
+    fn compact(&mut self) -> Result<(), JournalError> {
+        // The server reclaims deleted rows itself (autovacuum); there is no log to drop.
+        Ok(())
+    }
+}
+
+impl Drop for PostgresJournal {
+    fn drop(&mut self) {
+        held(|set| set.remove(&(self.worker.shown.clone(), self.id, self.epoch)));
+        let (id, epoch) = (self.id, self.epoch);
+        // Given back without waiting: a later call of this store runs after it.
+        self.worker.send(Box::new(move |session: &mut Session| {
+            let released = session.with(move |client, _| {
+                client.execute(
+                    "UPDATE foundry_runs SET held = false WHERE id = $1 AND epoch = $2",
+                    &[&id.to_string(), &epoch],
+                )?;
+                Ok(())
+            });
+            if let Err(e) = released {
+                tracing::warn!(run = %id, error = %e, "could not give the run back; its lease shows who held it");
+            }
+        }));
+    }
+}
+
+impl PostgresStore {
+    fn journal(&self, id: RunId, epoch: i64) -> Box<dyn RunJournal> {
+        held(|set| set.insert((self.worker.shown.clone(), id, epoch)));
+        Box::new(PostgresJournal {
+            worker: self.worker.clone(),
+            id,
+            epoch,
+        })
+    }
+}
+
+impl JournalStore for PostgresStore {
+    fn create(
+        &self,
+        info: &RunInfo,
+        meta: &RunMeta,
+        lease: &Lease,
+    ) -> Result<(Box<dyn RunJournal>, JournalSnapshot), JournalError> {
+        let id = info.id;
+        let row = (
+            id.to_string(),
+            i32::try_from(FORMAT_VERSION).unwrap_or(i32::MAX),
+            info.workflow.clone(),
+            i64::from(info.workflow_version),
+            millis_i64(info.created_at),
+            encode(info),
+            encode(meta),
+            state_name(meta),
+        );
+        let (lease_row, lease_text) = (lease.clone(), encode(lease));
+        self.worker.call(move |client, _| {
+            let mut tx = client.transaction()?;
+            tx.execute(
+                "INSERT INTO foundry_runs (id, format, workflow, workflow_version, created_at, info, meta, state, held, epoch)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, true, 1)",
+                &[&row.0, &row.1, &row.2, &row.3, &row.4, &row.5, &row.6, &row.7],
+            )?;
+            set_lease(&mut tx, &row.0, &lease_row, &lease_text)?;
+            tx.commit()?;
+            Ok(())
+        })?;
+        let snapshot = JournalSnapshot {
+            format: FORMAT_VERSION,
+            info: info.clone(),
+            meta: meta.clone(),
+            lease: Some(lease.clone()),
+            summary: None,
+            steps: Vec::new(),
+        };
+        Ok((self.journal(id, 1), snapshot))
+    }
+
+    fn open(&self, id: RunId) -> Result<(Box<dyn RunJournal>, JournalSnapshot), JournalError> {
+        let mine = lease::own_lease();
+        let (snapshot, epoch) = self.worker.call(move |client, shown| {
+            let mut tx = client.transaction()?;
+            let row = read_run(&mut tx, shown, id, true)?;
+            if row.held
+                && let Some(owner) = &row.snapshot.lease
+                && holder_alive(shown, id, row.epoch, owner)
+            {
+                return Err(JournalError::Busy {
+                    path: PathBuf::from(location(shown, id)),
+                    owner: Some(owner.clone()),
+                }
+                .into());
+            }
+            // Taken over: the epoch moves on, so the previous holder's writes are refused.
+            let epoch = row.epoch + 1;
+            tx.execute(
+                "UPDATE foundry_runs SET held = true, epoch = $2 WHERE id = $1",
+                &[&id.to_string(), &epoch],
+            )?;
+            set_lease(&mut tx, &id.to_string(), &mine, &encode(&mine))?;
+            tx.commit()?;
+            Ok((row.snapshot, epoch))
+        })?;
+        Ok((self.journal(id, epoch), snapshot))
+    }
+
+    fn read(&self, id: RunId) -> Result<JournalSnapshot, JournalError> {
+        self.worker
+            .call(move |client, shown| Ok(read_run(client, shown, id, false)?.snapshot))
+    }
+
+    fn list(&self) -> Result<Vec<RunId>, JournalError> {
+        self.worker.call(|client, shown| {
+            let mut ids = Vec::new();
+            for row in client.query("SELECT id FROM foundry_runs ORDER BY created_at, id", &[])? {
+                let text: String = row.try_get(0)?;
+                let id = text.parse().map_err(|_| JournalError::Corrupt {
+                    path: PathBuf::from(shown),
+                    detail: format!("a run with an id that is not one: {text:?}"),
+                })?;
+                ids.push(id);
+            }
+            Ok(ids)
+        })
+    }
+
+    fn remove(&self, id: RunId) -> Result<(), JournalError> {
+        self.worker.call(move |client, _| {
+            client.execute("DELETE FROM foundry_runs WHERE id = $1", &[&id.to_string()])?;
+            Ok(())
+        })
+    }
+
+    fn sweep(&self, _age: Duration) -> Result<usize, JournalError> {
+        // A run's rows are created in one transaction: nothing half-made is left behind.
+        Ok(0)
+    }
+
+    fn location(&self, id: RunId) -> PathBuf {
+        PathBuf::from(location(&self.worker.shown, id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::contract::{info, meta, step};
+    use crate::journal::pg_cluster::{Cluster, PASSWORD, USER};
+    use crate::model::RunState;
+
+    #[test]
+    fn a_password_is_never_shown_and_a_remote_server_in_clear_is_refused() {
+        let url = "postgres://alice:s3cret-pw@127.0.0.1:5433/foundry";
+        assert_eq!(redact(url), "postgres://alice@127.0.0.1:5433/foundry");
+        let store =
+            PostgresStore::new("postgres://alice:s3cret-pw@db.example.com/foundry?sslmode=disable")
+                .expect("store");
+        let err = store.list().expect_err("refused");
+        let message = format!("{err} {}", err.hint().unwrap_or_default());
+        assert!(message.contains("db.example.com"), "{message}");
+        assert!(message.contains("in clear"), "{message}");
+        assert!(!message.contains("s3cret-pw"), "{message}");
+        let err = PostgresStore::new("postgres://alice:s3cret-pw@[::1/x")
+            .expect("store")
+            .list()
+            .expect_err("unreadable");
+        assert!(!err.to_string().contains("s3cret-pw"), "{err}");
+    }
+
+    fn message(err: &JournalError) -> String {
+        format!("{err} hint: {}", err.hint().unwrap_or_default())
+    }
+
+    #[test]
+    fn refused_connections_bad_credentials_and_missing_databases_say_what_and_where() {
+        let server = Cluster::start();
+        // Nothing listens there (the port was free a moment ago).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let err = PostgresStore::new(&format!("postgres://{USER}@127.0.0.1:{port}/x"))
+            .expect("store")
+            .list()
+            .expect_err("refused");
+        let text = message(&err);
+        assert!(matches!(err, JournalError::Unavailable { .. }), "{err:?}");
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+        assert!(text.contains("cannot reach PostgreSQL"), "{text}");
+        assert!(text.contains("server is running"), "{text}");
+
+        let wrong = "not-the-password-123";
+        let url = server
+            .tcp_url("postgres")
+            .replace(&format!("{USER}@"), &format!("{USER}:{wrong}@"));
+        let err = PostgresStore::new(&url)
+            .expect("store")
+            .list()
+            .expect_err("refused");
+        let text = message(&err);
+        assert!(text.contains("refused the credentials"), "{text}");
+        assert!(text.contains("PGPASSWORD or password_file"), "{text}");
+        assert!(!text.contains(wrong), "{text}");
+
+        // The right password from a file works over TCP.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, format!("{PASSWORD}\n")).expect("write");
+        let url = format!(
+            "{}?password_file={}",
+            server.tcp_url("postgres"),
+            file.display()
+        );
+        PostgresStore::new(&url)
+            .expect("store")
+            .check()
+            .expect("password_file");
+
+        let err = PostgresStore::new(&server.socket_url().replace("/postgres", "/nosuchdb"))
+            .expect("store")
+            .list()
+            .expect_err("no database");
+        let text = message(&err);
+        assert!(text.contains("no such database"), "{text}");
+        assert!(text.contains("nosuchdb"), "{text}");
+        assert!(text.contains("createdb"), "{text}");
+    }
+
+    #[test]
+    fn two_processes_migrating_at_once_both_find_the_schema() {
+        let server = Cluster::start();
+        let url = server.socket_url();
+        std::thread::scope(|scope| {
+            let calls: Vec<_> = (0..4)
+                .map(|_| {
+                    let url = url.clone();
+                    scope.spawn(move || PostgresStore::new(&url).expect("store").check())
+                })
+                .collect();
+            for call in calls {
+                call.join().expect("thread").expect("migrated");
+            }
+        });
+        assert_eq!(
+            server
+                .psql("SELECT count(*), max(version) FROM foundry_schema_version")
+                .expect("psql")
+                .trim(),
+            "1|1"
+        );
+        // A newer Foundry migrated it further: refused, not misread.
+        server
+            .psql("INSERT INTO foundry_schema_version (version) VALUES (2)")
+            .expect("psql");
+        let err = PostgresStore::new(&url)
+            .expect("store")
+            .list()
+            .expect_err("newer schema");
+        let text = message(&err);
+        assert!(
+            text.contains("migrated by a newer Foundry (schema 2"),
+            "{text}"
+        );
+        assert!(text.contains("upgrade Foundry"), "{text}");
+    }
+
+    fn dead_foreign_lease() -> Lease {
+        Lease {
+            pid: 4242,
+            host: "another-machine".into(),
+            started_at: crate::time::Millis(1),
+            heartbeat_at: crate::time::Millis(1),
+        }
+    }
+
+    #[test]
+    fn a_second_driver_is_refused_with_the_owner_and_a_stale_one_is_fenced() {
+        let server = Cluster::start();
+        let store = PostgresStore::new(&server.socket_url()).expect("store");
+        let info = info();
+        let id = info.id;
+        let (mut first, _) = store
+            .create(&info, &meta(RunState::Running), &lease::own_lease())
+            .expect("create");
+        // Another machine (another store, as its process has) is refused, told who drives.
+        let other = PostgresStore::new(&server.socket_url()).expect("store");
+        let err = other.open(id).err().expect("busy");
+        let JournalError::Busy {
+            owner: Some(owner), ..
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(owner.pid, std::process::id());
+        assert_eq!(owner.host, lease::hostname());
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
+        assert!(text.contains(&lease::hostname()), "{text}");
+
+        // The lease lapses (its owner elsewhere, silent): a take-over, and the old driver's
+        // late write is refused.
+        first
+            .write(&[WriteOp::Step(step(0, "a#0"))])
+            .expect("write");
+        let stale = encode(&dead_foreign_lease());
+        server
+            .psql(&format!(
+                "UPDATE foundry_runs SET lease = '{stale}' WHERE id = '{id}'"
+            ))
+            .expect("psql");
+        let (mut second, snapshot) = other.open(id).expect("taken over");
+        assert_eq!(snapshot.lease, Some(dead_foreign_lease()));
+        assert_eq!(snapshot.steps.len(), 1);
+        let late = first.write(&[WriteOp::Step(step(1, "late#0"))]);
+        let Err(JournalError::Busy {
+            owner: Some(owner), ..
+        }) = late
+        else {
+            panic!("a stale driver wrote: {late:?}")
+        };
+        assert_eq!(owner.pid, std::process::id());
+        second
+            .write(&[WriteOp::Step(step(1, "b#0"))])
+            .expect("the new driver writes");
+        let keys: Vec<_> = other
+            .read(id)
+            .expect("read")
+            .steps
+            .into_iter()
+            .map(|s| s.key)
+            .collect();
+        assert_eq!(keys, ["a#0", "b#0"]);
+        // Dropping the stale journal does not give back what it no longer holds.
+        drop(first);
+        assert!(matches!(
+            other.open(id).err(),
+            Some(JournalError::Busy { .. })
+        ));
+    }
+
+    #[test]
+    fn a_server_stopped_mid_run_fails_the_write_clearly_and_the_next_one_reconnects() {
+        let server = Cluster::start();
+        let store = PostgresStore::new(&server.socket_url()).expect("store");
+        let info = info();
+        let (mut journal, _) = store
+            .create(&info, &meta(RunState::Running), &lease::own_lease())
+            .expect("create");
+        journal
+            .write(&[WriteOp::Step(step(0, "a#0"))])
+            .expect("write");
+        server.stop().expect("stop");
+        let err = journal
+            .write(&[WriteOp::Step(step(1, "b#0"))])
+            .expect_err("server down");
+        let text = message(&err);
+        assert!(matches!(err, JournalError::Unavailable { .. }), "{err:?}");
+        assert!(
+            text.contains(&server.socket_url().replace("%2F", "/")),
+            "{text}"
+        );
+        assert!(text.contains("run can be resumed"), "{text}");
+        server.start_again().expect("start");
+        journal
+            .write(&[WriteOp::Step(step(1, "b#0"))])
+            .expect("reconnected");
+        let keys: Vec<_> = store
+            .read(info.id)
+            .expect("read")
+            .steps
+            .into_iter()
+            .map(|s| s.key)
+            .collect();
+        assert_eq!(keys, ["a#0", "b#0"]);
+    }
+}
