@@ -1,6 +1,7 @@
 //! The engine: creates and resumes runs, drives them to an outcome, and answers for them
 //! from any terminal.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,20 +114,32 @@ pub struct Engine {
 /// (or `postgresql://`) URL, redb files under the home's `runs/` otherwise.
 pub fn journal_store(home: &Home) -> Arc<dyn JournalStore> {
     let url = std::env::var("FOUNDRY_JOURNAL").unwrap_or_default();
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        match crate::journal::PostgresStore::new(&url) {
-            Ok(store) => {
-                tracing::debug!(server = %store.server(), "journal on PostgreSQL");
-                return Arc::new(store);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot use the PostgreSQL journal; runs stay in the home")
-            }
-        }
-    } else if !url.is_empty() {
-        tracing::warn!("FOUNDRY_JOURNAL is not a postgres:// URL: ignored, runs stay in the home");
+    if url.is_empty() {
+        return Arc::new(RedbStore::new(home.runs_dir()));
     }
-    Arc::new(RedbStore::new(home.runs_dir()))
+    let unusable = |detail: String, hint: &str| -> Arc<dyn JournalStore> {
+        Arc::new(crate::journal::Unusable(JournalError::Unavailable {
+            path: PathBuf::from("FOUNDRY_JOURNAL"),
+            detail,
+            hint: hint.into(),
+        }))
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return unusable(
+            "not a postgres:// URL".into(),
+            "set FOUNDRY_JOURNAL=postgres://USER@HOST/DATABASE, or unset it to keep runs in the home",
+        );
+    }
+    match crate::journal::PostgresStore::new(&url) {
+        Ok(store) => {
+            tracing::debug!(server = %store.server(), "journal on PostgreSQL");
+            Arc::new(store)
+        }
+        Err(e) => unusable(
+            e.to_string(),
+            "unset FOUNDRY_JOURNAL to keep runs in the home",
+        ),
+    }
 }
 
 impl Engine {

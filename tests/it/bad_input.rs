@@ -296,3 +296,29 @@ fn local_commands_inherit_no_secrets_and_cannot_drive_the_terminal() {
         assert!(!text.contains(sequence), "{sequence:?} printed: {text:?}");
     }
 }
+
+#[test]
+fn a_journal_url_that_cannot_be_used_stops_the_command_and_keeps_the_home_as_it_was() {
+    let (home, run, _gate) = home_with_paused_run();
+    for (url, said) in [
+        ("mysql://u@127.0.0.1/db", "not a postgres:// URL"),
+        // A closed loopback port: no server there.
+        ("postgres://u@127.0.0.1:1/db", "cannot reach PostgreSQL"),
+    ] {
+        for args in [&["workflow", "list"][..], &["workflow", "resume", &run][..]] {
+            let out = home
+                .cmd(args)
+                .env("FOUNDRY_JOURNAL", url)
+                .output()
+                .expect("foundry");
+            assert_clean_failure(&out, 1, &[said, "hint:"]);
+        }
+    }
+    // Without it, the run in the home is there as it was, still paused.
+    assert_eq!(home.only_run(), run);
+    let out = home.run(&["workflow", "status", &run]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("paused"),
+        "{out:?}"
+    );
+}

@@ -121,6 +121,40 @@ pub trait JournalStore: Send + Sync {
     fn location(&self, id: RunId) -> PathBuf;
 }
 
+/// The store named where none can be made (a `FOUNDRY_JOURNAL` that is no journal's URL):
+/// every call fails with why, so a command that needs the journal says so and stops,
+/// rather than keeping its runs somewhere the user did not choose.
+pub struct Unusable(pub JournalError);
+
+impl JournalStore for Unusable {
+    fn create(
+        &self,
+        _: &RunInfo,
+        _: &RunMeta,
+        _: &Lease,
+    ) -> Result<(Box<dyn RunJournal>, JournalSnapshot), JournalError> {
+        Err(self.0.clone())
+    }
+    fn open(&self, _: RunId) -> Result<(Box<dyn RunJournal>, JournalSnapshot), JournalError> {
+        Err(self.0.clone())
+    }
+    fn read(&self, _: RunId) -> Result<JournalSnapshot, JournalError> {
+        Err(self.0.clone())
+    }
+    fn list(&self) -> Result<Vec<RunId>, JournalError> {
+        Err(self.0.clone())
+    }
+    fn remove(&self, _: RunId) -> Result<(), JournalError> {
+        Err(self.0.clone())
+    }
+    fn sweep(&self, _: std::time::Duration) -> Result<usize, JournalError> {
+        Ok(0)
+    }
+    fn location(&self, _: RunId) -> PathBuf {
+        PathBuf::from("FOUNDRY_JOURNAL")
+    }
+}
+
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("journal {} is held by another process{}", path.display(), held_by(owner))]
