@@ -245,24 +245,13 @@ fn engine(opts: Options) -> Result<()> {
         .context("starting the async runtime")?;
 
     let engine = inproc::engine_at(&dir.join("engine-home"));
-    eprintln!("in-process engine: warm-up run of {WARMUP_STEPS} steps");
-    let warm = inproc::timed_run(&rt, &engine, WARMUP_STEPS, 0, inproc::Watch::Events)?;
-    eprintln!("  {}", warm.describe());
-    eprintln!("in-process engine: {DURABLE_STEPS} sequential steps");
-    let seq = inproc::timed_run(&rt, &engine, DURABLE_STEPS, 0, inproc::Watch::Nothing)?;
-    eprintln!("  {}", seq.describe());
-    let step_us = seq.per_step_us();
-    figure("durable_step_steps", DURABLE_STEPS.to_string());
-    figure("durable_step_us", format!("{step_us:.1}"));
-    figure(
+    in_process_figures(
+        &rt,
+        &engine,
+        "in-process engine",
         "step_vs_fsync_ratio",
-        format!("{:.2}", step_us / fsync.median),
-    );
-
-    eprintln!("in-process engine: {FANOUT_STEPS} steps over {FANOUT} children");
-    let fan = inproc::timed_run(&rt, &engine, FANOUT_STEPS, FANOUT, inproc::Watch::Nothing)?;
-    eprintln!("  {}", fan.describe());
-    figure("fanout100_steps_per_s", format!("{:.0}", fan.steps_per_s()));
+        fsync.median,
+    )?;
 
     let scratch = dir.join("scratch");
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
@@ -281,6 +270,32 @@ fn engine(opts: Options) -> Result<()> {
     Ok(())
 }
 
+/// The engine's in-process figures (a warm-up, the durable step, fan-out), the step's beside
+/// `baseline_us` as the figure `ratio`; `what` names the engine in the notes.
+fn in_process_figures(
+    rt: &tokio::runtime::Runtime,
+    engine: &foundry_core::Engine,
+    what: &str,
+    ratio: &str,
+    baseline_us: f64,
+) -> Result<()> {
+    eprintln!("{what}: warm-up run of {WARMUP_STEPS} steps");
+    let warm = inproc::timed_run(rt, engine, WARMUP_STEPS, 0, inproc::Watch::Events)?;
+    eprintln!("  {}", warm.describe());
+    eprintln!("{what}: {DURABLE_STEPS} sequential steps");
+    let seq = inproc::timed_run(rt, engine, DURABLE_STEPS, 0, inproc::Watch::Nothing)?;
+    eprintln!("  {}", seq.describe());
+    let step_us = seq.per_step_us();
+    figure("durable_step_steps", DURABLE_STEPS.to_string());
+    figure("durable_step_us", format!("{step_us:.1}"));
+    figure(ratio, format!("{:.2}", step_us / baseline_us));
+    eprintln!("{what}: {FANOUT_STEPS} steps over {FANOUT} children");
+    let fan = inproc::timed_run(rt, engine, FANOUT_STEPS, FANOUT, inproc::Watch::Nothing)?;
+    eprintln!("  {}", fan.describe());
+    figure("fanout100_steps_per_s", format!("{:.0}", fan.steps_per_s()));
+    Ok(())
+}
+
 /// The in-process figures on a PostgreSQL journal, beside the server's own commit.
 fn engine_on_postgres(dir: &std::path::Path) -> Result<()> {
     eprintln!("PostgreSQL 15: a throwaway cluster in {}", dir.display());
@@ -296,23 +311,13 @@ fn engine_on_postgres(dir: &std::path::Path) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     let engine = pg::engine_on(&cluster, &dir.join("engine-home"))?;
-    eprintln!("in-process engine on PostgreSQL: warm-up run of {WARMUP_STEPS} steps");
-    let warm = inproc::timed_run(&rt, &engine, WARMUP_STEPS, 0, inproc::Watch::Events)?;
-    eprintln!("  {}", warm.describe());
-    eprintln!("in-process engine on PostgreSQL: {DURABLE_STEPS} sequential steps");
-    let seq = inproc::timed_run(&rt, &engine, DURABLE_STEPS, 0, inproc::Watch::Nothing)?;
-    eprintln!("  {}", seq.describe());
-    let step_us = seq.per_step_us();
-    figure("durable_step_steps", DURABLE_STEPS.to_string());
-    figure("durable_step_us", format!("{step_us:.1}"));
-    figure(
+    in_process_figures(
+        &rt,
+        &engine,
+        "in-process engine on PostgreSQL",
         "step_vs_pg_commit_ratio",
-        format!("{:.2}", step_us / commit.median),
-    );
-    eprintln!("in-process engine on PostgreSQL: {FANOUT_STEPS} steps over {FANOUT} children");
-    let fan = inproc::timed_run(&rt, &engine, FANOUT_STEPS, FANOUT, inproc::Watch::Nothing)?;
-    eprintln!("  {}", fan.describe());
-    figure("fanout100_steps_per_s", format!("{:.0}", fan.steps_per_s()));
+        commit.median,
+    )?;
     Ok(())
 }
 

@@ -40,6 +40,18 @@ pub struct JournalSnapshot {
 pub type StepIndex = HashMap<String, usize>;
 
 impl JournalSnapshot {
+    /// What a new run's journal holds once created: its info, meta and lease, no step.
+    pub fn created(info: &RunInfo, meta: &RunMeta, lease: &Lease) -> JournalSnapshot {
+        JournalSnapshot {
+            format: FORMAT_VERSION,
+            info: info.clone(),
+            meta: meta.clone(),
+            lease: Some(lease.clone()),
+            summary: None,
+            steps: Vec::new(),
+        }
+    }
+
     pub fn step_index(&self) -> StepIndex {
         self.steps
             .iter()

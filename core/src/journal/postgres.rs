@@ -841,14 +841,7 @@ impl JournalStore for PostgresStore {
             tx.commit()?;
             Ok(())
         })?;
-        let snapshot = JournalSnapshot {
-            format: FORMAT_VERSION,
-            info: info.clone(),
-            meta: meta.clone(),
-            lease: Some(lease.clone()),
-            summary: None,
-            steps: Vec::new(),
-        };
+        let snapshot = JournalSnapshot::created(info, meta, lease);
         Ok((self.journal(id, 1), snapshot))
     }
 

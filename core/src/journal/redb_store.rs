@@ -563,14 +563,7 @@ impl JournalStore for RedbStore {
         fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io)?;
-        let snapshot = JournalSnapshot {
-            format: FORMAT_VERSION,
-            info: info.clone(),
-            meta: meta.clone(),
-            lease: Some(lease.clone()),
-            summary: None,
-            steps: Vec::new(),
-        };
+        let snapshot = JournalSnapshot::created(info, meta, lease);
         Ok((Box::new(journal), snapshot))
     }
 
