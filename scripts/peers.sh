@@ -97,4 +97,5 @@ PY
   rm -rf "$scratch"
   trap - EXIT
 fi
-"$kube_tools/kubectl" version --client 2>/dev/null | head -n 1
+# The whole output is read (sed, not head) so kubectl never writes into a closed pipe.
+"$kube_tools/kubectl" version --client 2>/dev/null | sed -n 1p
