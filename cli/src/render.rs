@@ -331,6 +331,18 @@ pub fn event_line(printer: &Printer, event: &Event, short: &str) -> Option<Strin
             format!("  waiting for input at {step}: {prompt}")
         }
         EventKind::CancelRequested => "cancel requested: stopping at the next step boundary".into(),
+        EventKind::JournalUnreachable { detail, waiting_ms } => format!(
+            "  {} {}; waiting up to {} for it",
+            printer.paint("!", "33"),
+            crate::printer::sanitized(detail),
+            duration(*waiting_ms)
+        ),
+        EventKind::JournalReachable { after_ms } => {
+            format!(
+                "  the journal answers again (after {}); going on",
+                duration(*after_ms)
+            )
+        }
         EventKind::RunFinished { state, error } => match error {
             Some(e) => format!("run {short} {state}: {}", crate::printer::sanitized(e)),
             None => format!("run {short} {state}"),

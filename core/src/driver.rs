@@ -16,7 +16,7 @@ use crate::engine::{Engine, EngineError, RunOutcome};
 use crate::error::RunError;
 use crate::events::{Event, EventBus, EventKind};
 use crate::journal::{JournalSnapshot, RunJournal, WriteOp};
-use crate::lease::{self, HEARTBEAT_EVERY};
+use crate::lease;
 use crate::model::{RunId, RunMeta, RunState, RunSummary, StepRecord, StepRecordState};
 use crate::time::Millis;
 use crate::workflow::DynWorkflow;
@@ -243,7 +243,7 @@ impl Background {
                 let mut lease = lease::own_lease();
                 loop {
                     tokio::select! {
-                        () = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+                        () = tokio::time::sleep(lease::heartbeat_every()) => {}
                         () = stop.cancelled() => return,
                     }
                     lease.heartbeat_at = Millis::now();

@@ -273,7 +273,9 @@ impl Engine {
                 state: snapshot.meta.state,
             });
         }
+        // A shared store decided that itself, by its own clock, as it opened the run.
         if let Some(lease) = &snapshot.lease
+            && !self.store.records_drivers()
             && lease.host != lease::hostname()
             && lease::owner_alive(lease)
         {
@@ -321,10 +323,12 @@ impl Engine {
         while poll.tick().await {
             match self.store.read(run) {
                 Ok(snapshot) => {
-                    return Ok(RunView {
-                        snapshot,
-                        driver: None,
-                    });
+                    let driver = if self.store.records_drivers() {
+                        snapshot.lease.clone()
+                    } else {
+                        None
+                    };
+                    return Ok(RunView { snapshot, driver });
                 }
                 Err(JournalError::Busy { .. }) => {}
                 Err(e) => return Err(e.into()),

@@ -72,6 +72,16 @@ pub enum EventKind {
         prompt: String,
     },
     CancelRequested,
+    /// The journal's server cannot be reached: the driver waits for it, at most
+    /// `waiting_ms`, before the run stops (resumable).
+    JournalUnreachable {
+        detail: String,
+        waiting_ms: u64,
+    },
+    /// The journal's server answers again after `after_ms`: the run goes on.
+    JournalReachable {
+        after_ms: u64,
+    },
     RunFinished {
         state: RunState,
         error: Option<String>,

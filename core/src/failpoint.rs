@@ -1,5 +1,7 @@
 //! Crash points for the crash tests: `FOUNDRY_FAILPOINTS=step-key@phase,...` makes the
-//! process SIGKILL itself at that exact point, as a power cut would. Unset, it costs one
+//! process SIGKILL itself at that exact point, as a power cut would. `step-key@started-cut`
+//! and `step-key@completed-cut` instead cut the journal's connection (a shared journal's)
+//! inside the commit that records the step so, once per process. Unset, it costs one
 //! branch on an empty list.
 
 use std::sync::OnceLock;
@@ -46,4 +48,27 @@ pub fn hit(step: &str, phase: Phase) {
         let _ =
             rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     }
+}
+
+/// Whether the connection of the commit recording `step` at `phase` is to be cut: true once
+/// per process for each point set.
+pub fn cut(step: &str, phase: Phase) -> bool {
+    static DONE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let points = points();
+    if points.is_empty() {
+        return false;
+    }
+    let wanted = format!("{step}@{}-cut", phase.name());
+    if !points.contains(&wanted) {
+        return false;
+    }
+    let mut done = DONE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if done.contains(&wanted) {
+        return false;
+    }
+    tracing::warn!(%step, phase = phase.name(), "failpoint: cutting the journal's connection");
+    done.push(wanted);
+    true
 }

@@ -148,6 +148,19 @@ impl Poll {
         true
     }
 
+    /// Like [`Poll::tick`], sleeping on this thread: for a wait on a thread that blocks
+    /// anyway, as the journal's writer does while it commits.
+    pub fn tick_blocking(&mut self) -> bool {
+        if std::mem::replace(&mut self.first, false) {
+            return true;
+        }
+        if Instant::now() + self.interval > self.end {
+            return false;
+        }
+        std::thread::sleep(self.interval);
+        true
+    }
+
     /// Like [`Poll::tick`], for a wait a cancelled run stops: `Err(Cancelled)` as soon as
     /// `cancel` fires during the interval.
     pub async fn tick_unless(&mut self, cancel: &CancellationToken) -> Result<bool, Cancelled> {

@@ -24,9 +24,30 @@ use crate::events::{EventBus, EventKind};
 use crate::failpoint::{self, Phase};
 use crate::journal::{JournalError, JournalSnapshot, RunJournal, StepIndex, WriteOp};
 use crate::model::{IllegalTransition, RunState, StepRecordState};
+use crate::retry::PollPolicy;
 
 /// How long a lazy write waits for company before it is committed alone.
 pub const LINGER: Duration = Duration::from_millis(2);
+
+/// How long a write waits for a journal server that cannot be reached (restarting, a
+/// network cut): `FOUNDRY_JOURNAL_WAIT` (a duration such as `2m`; `0s` stops at once), else
+/// two minutes; tried again every 250 ms.
+fn journal_wait() -> PollPolicy {
+    static WAIT: std::sync::OnceLock<PollPolicy> = std::sync::OnceLock::new();
+    *WAIT.get_or_init(|| {
+        let policy = PollPolicy::new(250, 120_000);
+        match std::env::var("FOUNDRY_JOURNAL_WAIT") {
+            Err(_) => policy,
+            Ok(text) => match humantime::parse_duration(text.trim()) {
+                Ok(wait) => policy.within(wait),
+                Err(e) => {
+                    tracing::warn!(value = %text, error = %e, "FOUNDRY_JOURNAL_WAIT is not a duration (such as 2m); waiting 2 minutes");
+                    policy
+                }
+            },
+        }
+    })
+}
 
 /// Why a write was not made.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -362,7 +383,7 @@ impl Writer {
         }
         let mut journal = lock(&self.inner.journal);
         let result = match journal.as_mut() {
-            Some(j) => j.write(ops),
+            Some(j) => self.write_waiting(j.as_mut(), ops),
             None => Err(Self::closed()),
         };
         if let Err(e) = &result {
@@ -370,6 +391,51 @@ impl Writer {
             *poisoned = Some(e.clone());
         }
         result
+    }
+
+    /// Writes `ops`, waiting (bounded, on this thread, as a commit blocks) while the
+    /// journal's server cannot be reached. A write is made again whole: each of its
+    /// records replaces the one of its key, so one that was committed before the
+    /// connection was lost is only committed again.
+    fn write_waiting(
+        &self,
+        journal: &mut dyn RunJournal,
+        ops: &[WriteOp],
+    ) -> Result<(), JournalError> {
+        let wait = journal_wait();
+        let mut poll = wait.start();
+        // The first tick is at once: the write is tried before any wait.
+        poll.tick_blocking();
+        let began = Instant::now();
+        let mut told = false;
+        loop {
+            let result = journal.write(ops);
+            match &result {
+                Err(e @ JournalError::Unreachable { .. }) if wait.deadline_ms > 0 => {
+                    if !std::mem::replace(&mut told, true) {
+                        tracing::warn!(error = %e, "the journal cannot be reached; waiting for it");
+                        self.inner.events.emit(EventKind::JournalUnreachable {
+                            detail: e.to_string(),
+                            waiting_ms: wait.deadline_ms,
+                        });
+                    }
+                    if !poll.tick_blocking() {
+                        return result;
+                    }
+                }
+                _ => {
+                    if told && result.is_ok() {
+                        let after_ms =
+                            u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+                        tracing::info!(after_ms, "the journal answers again");
+                        self.inner
+                            .events
+                            .emit(EventKind::JournalReachable { after_ms });
+                    }
+                    return result;
+                }
+            }
+        }
     }
 
     /// Commits everything written so far, waits for the timer of lazy writes to end, and

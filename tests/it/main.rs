@@ -17,6 +17,7 @@ mod host;
 mod host_adopt;
 mod in_doubt;
 mod journal_damage;
+mod journal_pg;
 mod k3s_standin;
 mod keyring;
 mod kube_activities;

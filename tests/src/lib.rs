@@ -54,6 +54,9 @@ pub fn assert_success(out: &Output, what: &str) {
 /// A private Foundry home in a temporary directory, and a scratch directory beside it.
 pub struct Home {
     dir: tempfile::TempDir,
+    /// Variables every command of this home is given (a shared journal's URL, the name
+    /// the machine it stands for goes by).
+    vars: Vec<(String, String)>,
 }
 
 impl Default for Home {
@@ -69,7 +72,14 @@ impl Home {
                 .prefix("foundry-it-")
                 .tempdir()
                 .expect("temp dir"),
+            vars: Vec::new(),
         }
+    }
+
+    /// This home, each of its commands given `name=value`.
+    pub fn with_var(mut self, name: &str, value: &str) -> Home {
+        self.vars.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// `$FOUNDRY_HOME`.
@@ -137,7 +147,14 @@ impl Home {
             .env_remove("FOUNDRY_KEYRING")
             .env_remove("DBUS_SESSION_BUS_ADDRESS")
             .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("FOUNDRY_JOURNAL")
+            .env_remove("FOUNDRY_HOSTNAME")
+            .env_remove("FOUNDRY_LEASE_TTL")
+            .env_remove("FOUNDRY_JOURNAL_WAIT")
             .stdin(Stdio::null());
+        for (name, value) in &self.vars {
+            cmd.env(name, value);
+        }
     }
 
     pub fn run(&self, args: &[&str]) -> Output {

@@ -7,6 +7,7 @@ mod contract;
 mod guard;
 #[cfg(any(test, feature = "pg-cluster"))]
 pub mod pg_cluster;
+mod pgpass;
 mod postgres;
 mod redb_store;
 mod wal;
@@ -131,6 +132,12 @@ pub trait JournalStore: Send + Sync {
     fn sweep(&self, age: std::time::Duration) -> Result<usize, JournalError>;
     /// Where a run's journal is, for messages.
     fn location(&self, id: RunId) -> PathBuf;
+    /// Whether the store records who drives each run for every machine (a shared store):
+    /// then a [`JournalStore::read`] snapshot's lease is its live driver's, and `None` when
+    /// nobody drives it. A store of files leaves that to the driver's control socket.
+    fn records_drivers(&self) -> bool {
+        false
+    }
 }
 
 /// The store named where none can be made (a `FOUNDRY_JOURNAL` that is no journal's URL):
@@ -175,6 +182,10 @@ pub enum JournalError {
         /// Who holds it, where the store knows (a shared store does; a file lock does not).
         owner: Option<Lease>,
     },
+    /// This process's lease lapsed and another took the run over: its writes are refused
+    /// (fencing), and it must stop driving.
+    #[error("journal {}: the run was taken over by another process{} after this one's lease lapsed; this process writes nothing more", path.display(), held_by(owner))]
+    TakenOver { path: PathBuf, owner: Option<Lease> },
     #[error("no run {id} (no journal at {})", path.display())]
     NotFound { id: RunId, path: PathBuf },
     #[error("journal {} is corrupt: {detail}", path.display())]
@@ -184,7 +195,15 @@ pub enum JournalError {
     Format { path: PathBuf, found: u32 },
     #[error("journal {}: {detail}", path.display())]
     Io { path: PathBuf, detail: String },
-    /// The journal's server cannot be reached or refused us; `path` names it (never with a
+    /// The journal's server cannot be reached now (refused, lost, shutting down, starting):
+    /// a driver waits for it, bounded, and goes on when it is back.
+    #[error("journal {}: {detail}", path.display())]
+    Unreachable {
+        path: PathBuf,
+        detail: String,
+        hint: String,
+    },
+    /// The journal's server refused us, or cannot be used as named; `path` names it (never with a
     /// password). Trying again later may succeed.
     #[error("journal {}: {detail}", path.display())]
     Unavailable {
@@ -223,6 +242,9 @@ impl JournalError {
             JournalError::Busy { .. } => {
                 Some("another foundry process is driving this run; `foundry workflow list` shows which".into())
             }
+            JournalError::TakenOver { .. } => Some(
+                "the run goes on where its new driver is; `foundry workflow status` shows it. A lease lapses when its holder is not heard from for FOUNDRY_LEASE_TTL (60 s unless set)".into(),
+            ),
             JournalError::Corrupt { path, .. } => Some(format!(
                 "this run cannot be resumed; remove {} to forget it (other runs are unaffected)",
                 path.display()
@@ -233,7 +255,9 @@ impl JournalError {
             JournalError::Format { .. } => Some(
                 "this run was started by an older foundry: finish it with that version, or remove the file".into(),
             ),
-            JournalError::Unavailable { hint, .. } => Some(hint.clone()),
+            JournalError::Unavailable { hint, .. } | JournalError::Unreachable { hint, .. } => {
+                Some(hint.clone())
+            }
             _ => None,
         }
     }

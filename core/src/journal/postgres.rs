@@ -25,8 +25,9 @@
 //! thread is in no runtime, so nothing can deadlock on a runtime or panic there; it
 //! reconnects when the connection was lost, so the write after a server restart succeeds.
 //!
-//! **Credentials**: the URL's password, else `PGPASSWORD`, else the file named by the URL's
-//! `password_file` parameter (first line). Messages name the server by [`shown`] URL, which
+//! **Credentials**: never in the URL (refused: the environment is readable by every child
+//! and kept in shell histories); `PGPASSWORD`, else the file named by the URL's
+//! `password_file` parameter (first line), else libpq's password file ([`pgpass`]). Messages name the server by [`shown`] URL, which
 //! never holds a password. TLS is not built in yet: a server that is not on loopback or a
 //! unix socket is refused rather than spoken to in clear (DESIGN.md §4).
 
@@ -43,9 +44,11 @@ use postgres::{Client, Config, NoTls};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::pgpass;
 use super::{FORMAT_VERSION, JournalError, JournalSnapshot, JournalStore, RunJournal, WriteOp};
+use crate::failpoint::{self, Phase};
 use crate::lease;
-use crate::model::{Lease, RunId, RunInfo, RunMeta, RunSummary, StepRecord};
+use crate::model::{Lease, RunId, RunInfo, RunMeta, RunSummary, StepRecord, StepRecordState};
 
 /// The schema this build knows, as migrations in order; `foundry_schema_version` holds how
 /// many are applied.
@@ -80,6 +83,9 @@ const MIGRATIONS: &[&str] = &[
         finished_at bigint NOT NULL,
         summary text NOT NULL
     );",
+    // 2: the lease's liveness by the server's clock, so machines whose clocks differ agree
+    // on when it lapses: the last write of its holder, and the TTL the holder runs with.
+    "ALTER TABLE foundry_runs ADD COLUMN lease_beat timestamptz, ADD COLUMN lease_ttl_ms bigint;",
 ];
 
 /// The advisory lock migrations are applied under ("foundry" in ASCII).
@@ -160,7 +166,7 @@ fn configure(url: &str) -> Result<(Config, String), JournalError> {
     let (mut config, password_file) = parse(url).map_err(|detail| JournalError::Unavailable {
         path: PathBuf::from(redact(url)),
         detail: format!("FOUNDRY_JOURNAL is not a PostgreSQL URL Foundry reads: {detail}"),
-        hint: "write it as postgres://user@host:port/database (the password from PGPASSWORD or ?password_file=PATH)".into(),
+        hint: "write it as postgres://user@host:port/database (the password from ~/.pgpass, PGPASSWORD or ?password_file=PATH)".into(),
     })?;
     let shown = shown(&config);
     let refused = |detail: String, hint: &str| JournalError::Unavailable {
@@ -168,6 +174,12 @@ fn configure(url: &str) -> Result<(Config, String), JournalError> {
         detail,
         hint: hint.into(),
     };
+    if config.get_password().is_some() {
+        return Err(refused(
+            "FOUNDRY_JOURNAL holds a password: the environment of every process and child can read it, and a shell's history keeps it".into(),
+            "take it out of the URL and put it in ~/.pgpass (or the file PGPASSFILE names), mode 0600, as a line host:port:database:user:password, which psql reads too",
+        ));
+    }
     if let Some(remote) = config.get_hosts().iter().find(|h| !is_local(h)) {
         let name = match remote {
             Host::Tcp(n) => n.clone(),
@@ -181,17 +193,43 @@ fn configure(url: &str) -> Result<(Config, String), JournalError> {
             "reach the server through a unix socket or a loopback tunnel (ssh -L) until TLS is supported",
         ));
     }
-    if config.get_password().is_none() {
-        if let Some(password) = std::env::var_os("PGPASSWORD").filter(|p| !p.is_empty()) {
-            config.password(password.as_encoded_bytes());
-        } else if let Some(file) = password_file {
-            let text = std::fs::read_to_string(&file).map_err(|e| {
-                refused(
-                    format!("cannot read the password file {}: {e}", file.display()),
-                    "check the path given as password_file in FOUNDRY_JOURNAL",
-                )
-            })?;
-            config.password(text.lines().next().unwrap_or_default());
+    if let Some(password) = std::env::var_os("PGPASSWORD").filter(|p| !p.is_empty()) {
+        config.password(password.as_encoded_bytes());
+    } else if let Some(file) = password_file {
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            refused(
+                format!("cannot read the password file {}: {e}", file.display()),
+                "check the path given as password_file in FOUNDRY_JOURNAL",
+            )
+        })?;
+        config.password(text.lines().next().unwrap_or_default());
+    } else if let Some(file) = pgpass::file() {
+        let host = match config.get_hosts().first() {
+            Some(Host::Tcp(name)) => name.clone(),
+            // libpq matches a server on a unix socket as `localhost`.
+            Some(Host::Unix(_)) | None => "localhost".into(),
+        };
+        let user = config.get_user().unwrap_or_default().to_string();
+        let target = pgpass::Target {
+            host: &host,
+            port: config.get_ports().first().copied().unwrap_or(5432),
+            database: config.get_dbname().unwrap_or(&user),
+            user: &user,
+        };
+        match pgpass::lookup(&file, &target) {
+            Ok(Some(password)) => {
+                config.password(password);
+            }
+            Ok(None) => {}
+            Err(detail) => {
+                return Err(refused(
+                    detail,
+                    &format!(
+                        "chmod 600 {} (libpq's clients refuse it too)",
+                        file.display()
+                    ),
+                ));
+            }
         }
     }
     if config.get_connect_timeout().is_none() {
@@ -284,7 +322,9 @@ fn prepared(
     Ok(statement)
 }
 
-const SQL_FENCE: &str = "UPDATE foundry_runs SET epoch = epoch WHERE id = $1 AND epoch = $2";
+/// Fencing, and a heartbeat: every write of the holder shows it alive.
+const SQL_FENCE: &str =
+    "UPDATE foundry_runs SET lease_beat = clock_timestamp() WHERE id = $1 AND epoch = $2";
 const SQL_STEPS: &str = "INSERT INTO foundry_steps (run, key, seq, record)
     SELECT $1, k, s, r FROM unnest($2::text[], $3::bigint[], $4::text[]) AS u (k, s, r)
     ON CONFLICT (run, key) DO UPDATE SET seq = EXCLUDED.seq, record = EXCLUDED.record";
@@ -341,7 +381,7 @@ fn server_error(shown: &str, e: &postgres::Error) -> JournalError {
     {
         (
             format!("PostgreSQL refused the credentials: {e}"),
-            "check the user in FOUNDRY_JOURNAL and the password (PGPASSWORD or password_file)",
+            "check the user in FOUNDRY_JOURNAL and the password (~/.pgpass or PGPASSFILE, PGPASSWORD, or password_file)",
         )
     } else if code == Some(&SqlState::INVALID_CATALOG_NAME) {
         (
@@ -354,10 +394,13 @@ fn server_error(shown: &str, e: &postgres::Error) -> JournalError {
             "check the role's rights on the foundry_* tables",
         )
     } else {
-        (
-            format!("cannot reach PostgreSQL: {e}"),
-            "check that the server is running and reachable; the run can be resumed once it is",
-        )
+        return JournalError::Unreachable {
+            path: PathBuf::from(shown),
+            detail: format!("cannot reach PostgreSQL: {e}"),
+            hint:
+                "check that the server is running and reachable; the run can be resumed once it is"
+                    .into(),
+        };
     };
     JournalError::Unavailable {
         path: PathBuf::from(shown),
@@ -525,6 +568,8 @@ struct RunRow {
     snapshot: JournalSnapshot,
     held: bool,
     epoch: i64,
+    /// By the server's clock, the holder's last write is older than its TTL.
+    lapsed: bool,
 }
 
 fn read_run(
@@ -535,9 +580,13 @@ fn read_run(
 ) -> Result<RunRow, Failure> {
     let path = location(shown, id);
     let sql = if lock {
-        "SELECT format, info, meta, lease, held, epoch FROM foundry_runs WHERE id = $1 FOR UPDATE"
+        "SELECT format, info, meta, lease, held, epoch,
+         coalesce(clock_timestamp() > lease_beat + lease_ttl_ms * interval '1 millisecond', true)
+         FROM foundry_runs WHERE id = $1 FOR UPDATE"
     } else {
-        "SELECT format, info, meta, lease, held, epoch FROM foundry_runs WHERE id = $1"
+        "SELECT format, info, meta, lease, held, epoch,
+         coalesce(clock_timestamp() > lease_beat + lease_ttl_ms * interval '1 millisecond', true)
+         FROM foundry_runs WHERE id = $1"
     };
     let key = id.to_string();
     let Some(row) = client.query_opt(sql, &[&key])? else {
@@ -564,6 +613,7 @@ fn read_run(
         .transpose()?;
     let held: bool = row.try_get(4)?;
     let epoch: i64 = row.try_get(5)?;
+    let lapsed: bool = row.try_get(6)?;
     let summary: Option<RunSummary> = client
         .query_opt(
             "SELECT summary FROM foundry_summaries WHERE run = $1",
@@ -594,13 +644,20 @@ fn read_run(
         },
         held,
         epoch,
+        lapsed,
     })
 }
 
-/// Whether a lease recorded as held still stands against this process.
-fn holder_alive(shown: &str, id: RunId, epoch: i64, lease: &Lease) -> bool {
-    if lease.host == lease::hostname() && lease.pid == std::process::id() {
-        held(|set| set.contains(&(shown.to_string(), id, epoch)))
+/// Whether a lease recorded as held still stands against this process: on this host,
+/// while its process lives; from another host, until its holder's last write is older than
+/// the TTL it runs with, by the server's clock (`lapsed`).
+fn holder_alive(shown: &str, id: RunId, row: &RunRow, lease: &Lease) -> bool {
+    if !row.held {
+        false
+    } else if lease.host != lease::hostname() {
+        !row.lapsed
+    } else if lease.pid == std::process::id() {
+        held(|set| set.contains(&(shown.to_string(), id, row.epoch)))
     } else {
         lease::owner_alive(lease)
     }
@@ -690,14 +747,17 @@ fn set_lease(
     lease: &Lease,
     encoded: &str,
 ) -> Result<(), postgres::Error> {
+    let ttl_ms = i64::try_from(lease::ttl().as_millis()).unwrap_or(i64::MAX);
     tx.execute(
-        "UPDATE foundry_runs SET lease = $2, lease_host = $3, lease_pid = $4, lease_heartbeat_at = $5 WHERE id = $1",
+        "UPDATE foundry_runs SET lease = $2, lease_host = $3, lease_pid = $4, lease_heartbeat_at = $5,
+         lease_beat = clock_timestamp(), lease_ttl_ms = $6 WHERE id = $1",
         &[
             &key,
             &encoded,
             &lease.host,
             &i64::from(lease.pid),
             &millis_i64(lease.heartbeat_at),
+            &ttl_ms,
         ],
     )?;
     Ok(())
@@ -713,6 +773,14 @@ struct PostgresJournal {
 impl RunJournal for PostgresJournal {
     fn write(&mut self, ops: &[WriteOp]) -> Result<(), JournalError> {
         let statements = statements(ops);
+        let cut = ops.iter().any(|op| match op {
+            WriteOp::Step(r) => match r.state {
+                StepRecordState::Started => failpoint::cut(&r.key, Phase::Started),
+                StepRecordState::Completed => failpoint::cut(&r.key, Phase::Completed),
+                StepRecordState::Failed => false,
+            },
+            _ => false,
+        });
         let (id, epoch) = (self.id, self.epoch);
         self.worker.call(move |client, shown| {
             let key = id.to_string();
@@ -729,7 +797,7 @@ impl RunJournal for PostgresJournal {
                     .query_opt("SELECT lease FROM foundry_runs WHERE id = $1", &[&key])?
                     .and_then(|r| r.try_get::<_, Option<String>>(0).ok().flatten())
                     .and_then(|t| serde_json::from_str::<Lease>(&t).ok());
-                return Err(JournalError::Busy {
+                return Err(JournalError::TakenOver {
                     path: PathBuf::from(location(shown, id)),
                     owner,
                 }
@@ -762,6 +830,10 @@ impl RunJournal for PostgresJournal {
                         )?;
                     }
                 }
+            }
+            if cut {
+                // The crash tests' cut: the server ends this session inside the commit.
+                tx.execute("SELECT pg_terminate_backend(pg_backend_pid())", &[])?;
             }
             tx.commit()?;
             Ok(())
@@ -850,9 +922,8 @@ impl JournalStore for PostgresStore {
         let (snapshot, epoch) = self.worker.call(move |client, shown| {
             let mut tx = client.transaction()?;
             let row = read_run(&mut tx, shown, id, true)?;
-            if row.held
-                && let Some(owner) = &row.snapshot.lease
-                && holder_alive(shown, id, row.epoch, owner)
+            if let Some(owner) = &row.snapshot.lease
+                && holder_alive(shown, id, &row, owner)
             {
                 return Err(JournalError::Busy {
                     path: PathBuf::from(location(shown, id)),
@@ -874,8 +945,20 @@ impl JournalStore for PostgresStore {
     }
 
     fn read(&self, id: RunId) -> Result<JournalSnapshot, JournalError> {
-        self.worker
-            .call(move |client, shown| Ok(read_run(client, shown, id, false)?.snapshot))
+        self.worker.call(move |client, shown| {
+            let mut row = read_run(client, shown, id, false)?;
+            // The lease as the live driver's: none once given back or lapsed.
+            if let Some(lease) = row.snapshot.lease.take()
+                && holder_alive(shown, id, &row, &lease)
+            {
+                row.snapshot.lease = Some(lease);
+            }
+            Ok(row.snapshot)
+        })
+    }
+
+    fn records_drivers(&self) -> bool {
+        true
     }
 
     fn list(&self) -> Result<Vec<RunId>, JournalError> {
@@ -921,14 +1004,18 @@ mod tests {
     fn a_password_is_never_shown_and_a_remote_server_in_clear_is_refused() {
         let url = "postgres://alice:s3cret-pw@127.0.0.1:5433/foundry";
         assert_eq!(redact(url), "postgres://alice@127.0.0.1:5433/foundry");
-        let store =
-            PostgresStore::new("postgres://alice:s3cret-pw@db.example.com/foundry?sslmode=disable")
-                .expect("store");
+        let store = PostgresStore::new(url).expect("store");
+        let err = store.list().expect_err("a password in the URL");
+        let message = format!("{err} {}", err.hint().unwrap_or_default());
+        assert!(message.contains("holds a password"), "{message}");
+        assert!(message.contains("~/.pgpass"), "{message}");
+        assert!(!message.contains("s3cret-pw"), "{message}");
+        let store = PostgresStore::new("postgres://alice@db.example.com/foundry?sslmode=disable")
+            .expect("store");
         let err = store.list().expect_err("refused");
         let message = format!("{err} {}", err.hint().unwrap_or_default());
         assert!(message.contains("db.example.com"), "{message}");
         assert!(message.contains("in clear"), "{message}");
-        assert!(!message.contains("s3cret-pw"), "{message}");
         let err = PostgresStore::new("postgres://alice:s3cret-pw@[::1/x")
             .expect("store")
             .list()
@@ -953,26 +1040,30 @@ mod tests {
             .list()
             .expect_err("refused");
         let text = message(&err);
-        assert!(matches!(err, JournalError::Unavailable { .. }), "{err:?}");
+        assert!(matches!(err, JournalError::Unreachable { .. }), "{err:?}");
         assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
         assert!(text.contains("cannot reach PostgreSQL"), "{text}");
         assert!(text.contains("server is running"), "{text}");
 
         let wrong = "not-the-password-123";
-        let url = server
-            .tcp_url("postgres")
-            .replace(&format!("{USER}@"), &format!("{USER}:{wrong}@"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wrong_file = dir.path().join("wrong");
+        std::fs::write(&wrong_file, wrong).expect("write");
+        let url = format!(
+            "{}?password_file={}",
+            server.tcp_url("postgres"),
+            wrong_file.display()
+        );
         let err = PostgresStore::new(&url)
             .expect("store")
             .list()
             .expect_err("refused");
         let text = message(&err);
         assert!(text.contains("refused the credentials"), "{text}");
-        assert!(text.contains("PGPASSWORD or password_file"), "{text}");
+        assert!(text.contains("~/.pgpass"), "{text}");
         assert!(!text.contains(wrong), "{text}");
 
         // The right password from a file works over TCP.
-        let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("pw");
         std::fs::write(&file, format!("{PASSWORD}\n")).expect("write");
         let url = format!(
@@ -1015,11 +1106,14 @@ mod tests {
                 .psql("SELECT count(*), max(version) FROM foundry_schema_version")
                 .expect("psql")
                 .trim(),
-            "1|1"
+            format!("{0}|{0}", MIGRATIONS.len())
         );
         // A newer Foundry migrated it further: refused, not misread.
         server
-            .psql("INSERT INTO foundry_schema_version (version) VALUES (2)")
+            .psql(&format!(
+                "INSERT INTO foundry_schema_version (version) VALUES ({})",
+                MIGRATIONS.len() + 1
+            ))
             .expect("psql");
         let err = PostgresStore::new(&url)
             .expect("store")
@@ -1027,7 +1121,10 @@ mod tests {
             .expect_err("newer schema");
         let text = message(&err);
         assert!(
-            text.contains("migrated by a newer Foundry (schema 2"),
+            text.contains(&format!(
+                "migrated by a newer Foundry (schema {}",
+                MIGRATIONS.len() + 1
+            )),
             "{text}"
         );
         assert!(text.contains("upgrade Foundry"), "{text}");
@@ -1077,14 +1174,14 @@ mod tests {
         let stale = encode(&dead_foreign_lease());
         server
             .psql(&format!(
-                "UPDATE foundry_runs SET lease = '{stale}' WHERE id = '{id}'"
+                "UPDATE foundry_runs SET lease = '{stale}', lease_beat = now() - interval '1 hour' WHERE id = '{id}'"
             ))
             .expect("psql");
         let (mut second, snapshot) = other.open(id).expect("taken over");
         assert_eq!(snapshot.lease, Some(dead_foreign_lease()));
         assert_eq!(snapshot.steps.len(), 1);
         let late = first.write(&[WriteOp::Step(step(1, "late#0"))]);
-        let Err(JournalError::Busy {
+        let Err(JournalError::TakenOver {
             owner: Some(owner), ..
         }) = late
         else {
@@ -1126,7 +1223,7 @@ mod tests {
             .write(&[WriteOp::Step(step(1, "b#0"))])
             .expect_err("server down");
         let text = message(&err);
-        assert!(matches!(err, JournalError::Unavailable { .. }), "{err:?}");
+        assert!(matches!(err, JournalError::Unreachable { .. }), "{err:?}");
         assert!(
             text.contains(&server.socket_url().replace("%2F", "/")),
             "{text}"

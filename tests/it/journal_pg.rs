@@ -1,0 +1,328 @@
+//! The shared journal on a real PostgreSQL (a throwaway cluster made with `initdb` per
+//! test): two homes standing for two machines race for one run, the server restarts in the
+//! middle of a run, and a commit's connection is cut.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use foundry_core::journal::pg_cluster::Cluster;
+use foundry_tests::{Home, kill, lines_of, wait_for};
+use serde_json::{Value, json};
+
+use crate::drivers::{gated_step, start_until_running};
+
+/// The lease TTL the machines run with, and so their heartbeat (a third of it).
+const TTL: Duration = Duration::from_secs(3);
+
+fn server() -> Cluster {
+    Cluster::start_in(None).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A home standing for the machine `name`, its runs in `server`'s database.
+fn machine(server: &Cluster, name: &str) -> Home {
+    Home::new()
+        .with_var("FOUNDRY_JOURNAL", &server.socket_url())
+        .with_var("FOUNDRY_HOSTNAME", name)
+        .with_var("FOUNDRY_LEASE_TTL", &format!("{}s", TTL.as_secs()))
+}
+
+/// A step that appends one line to `file`: its effect, counted.
+fn append(key: &str, file: &std::path::Path) -> Value {
+    json!({"key": key, "run": ["sh", "-c", format!("echo {key} >> '{}'", file.display())]})
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The lines a child writes on stderr, gathered as they come.
+fn gather_stderr(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let pipe = child.stderr.take().expect("stderr piped");
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            sink.lock().expect("lines").push(line);
+        }
+    });
+    lines
+}
+
+fn said(lines: &Arc<Mutex<Vec<String>>>, what: &str) -> bool {
+    lines
+        .lock()
+        .expect("lines")
+        .iter()
+        .any(|l| l.contains(what))
+}
+
+/// `workflow resume` from `home` again and again until it is not refused; every refusal
+/// names `owner` and its pid. Returns how long after `since` the run was taken, and when
+/// the last refusal was.
+fn resume_once_lapsed(home: &Home, run: &str, owner: (&str, u32), since: Instant) -> Duration {
+    let mut last_refused = None;
+    let deadline = since + TTL * 4;
+    loop {
+        assert!(Instant::now() < deadline, "never taken over");
+        let out = home.run(&["workflow", "resume", run]);
+        let at = since.elapsed();
+        if out.status.success() {
+            let last = last_refused.expect("refused at least once before the TTL");
+            // Refused until just before the lease lapsed (its last heartbeat was at most a
+            // third of the TTL before `since`).
+            assert!(last + TTL / 2 >= TTL - TTL / 3, "refused last at {last:?}");
+            assert!(at >= TTL - TTL / 3, "taken over at {at:?}, before the TTL");
+            return at;
+        }
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(6), "{all}");
+        assert!(all.contains(&format!("pid {}", owner.1)), "{all}");
+        assert!(all.contains(&format!("on host {}", owner.0)), "{all}");
+        last_refused = Some(at);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_machines_one_run_the_second_takes_over_only_once_the_lease_lapses() {
+    let server = server();
+    let (a, b) = (machine(&server, "machine-a"), machine(&server, "machine-b"));
+    let gate = a.scratch().join("go");
+    let count = a.scratch().join("after");
+    let plan = json!({"steps": [gated_step("wait", &gate), append("after", &count)]});
+    let (mut owner, run) = start_until_running(&a, &plan, "wait#0");
+    let pid = owner.id();
+
+    // Both machines see the run; the second is refused, told who drives it.
+    let listed = b.runs();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["run"], run.as_str(), "{listed:?}");
+
+    kill(&mut owner);
+    let killed = Instant::now();
+    std::fs::write(&gate, b"").expect("gate");
+    let took = resume_once_lapsed(&b, &run, ("machine-a", pid), killed);
+    println!("taken over {took:?} after the owner was killed (TTL {TTL:?})");
+    assert_eq!(b.show(&run)["state"], "completed");
+    assert_eq!(a.show(&run)["state"], "completed");
+    assert_eq!(lines_of(&count), ["after"]);
+}
+
+#[test]
+fn a_driver_stopped_past_the_ttl_is_fenced_and_stops_writing_nothing() {
+    let server = server();
+    let (a, b) = (machine(&server, "machine-a"), machine(&server, "machine-b"));
+    let gate = a.scratch().join("go");
+    let count = a.scratch().join("after");
+    let plan = json!({"steps": [gated_step("wait", &gate), append("after", &count)]});
+    let mut stale = a
+        .start_cmd(&plan)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("foundry");
+    let stale_err = gather_stderr(&mut stale);
+    let run = a.wait_for_run("step wait#0 running", |shown| {
+        shown["current_step"] == "wait#0"
+    });
+    signal(stale.id(), "-STOP");
+    let stopped = Instant::now();
+
+    // The second machine is refused while the lease stands, then takes the run; its own
+    // attempt at the gated step waits for the gate.
+    let refused = b.run(&["workflow", "resume", &run]);
+    assert_eq!(refused.status.code(), Some(6), "{}", text(&refused));
+    let mut driver = None;
+    wait_for("the run taken over by machine-b", TTL * 4, || {
+        let mut child = b
+            .cmd(&["workflow", "resume", &run])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("foundry");
+        // Refused, it ends at once; taking over, it drives until the gate opens.
+        let mut taken = false;
+        wait_for("a refusal or a take-over", Duration::from_secs(10), || {
+            taken = b.show(&run)["driver"]["host"] == "machine-b";
+            taken || child.try_wait().expect("poll").is_some()
+        });
+        if taken {
+            driver = Some(child);
+        }
+        taken
+    });
+    let mut driver = driver.expect("the new driver");
+    assert!(
+        stopped.elapsed() >= TTL - TTL / 3,
+        "taken over before the TTL"
+    );
+
+    // The stale driver wakes: its heartbeat and its step's outcome are refused.
+    signal(stale.id(), "-CONT");
+    std::fs::write(&gate, b"").expect("gate");
+    let status = driver.wait().expect("new driver");
+    assert!(status.success(), "the new driver failed: {status:?}");
+    let status = stale.wait().expect("stale driver");
+    assert!(!status.success(), "the stale driver succeeded");
+    wait_for("the stale driver's error", Duration::from_secs(5), || {
+        said(&stale_err, "taken over by another process")
+    });
+    assert!(
+        said(&stale_err, "on host machine-b"),
+        "{:?}",
+        stale_err.lock().expect("lines")
+    );
+    // Its next step never ran, and the run is the new driver's, completed.
+    assert_eq!(lines_of(&count), ["after"]);
+    assert_eq!(a.show(&run)["state"], "completed");
+}
+
+#[test]
+fn a_server_restarted_mid_run_is_waited_for_and_nothing_is_lost_or_run_twice() {
+    let server = server();
+    let home = machine(&server, "machine-a");
+    let gate = home.scratch().join("go");
+    let count = home.scratch().join("count");
+    let plan = json!({"steps": [
+        append("one", &count),
+        gated_step("wait", &gate),
+        append("two", &count),
+        append("three", &count),
+    ]});
+    let mut driver = home
+        .start_cmd(&plan)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("foundry");
+    let err = gather_stderr(&mut driver);
+    home.wait_for_run("step wait#0 running", |shown| {
+        shown["current_step"] == "wait#0"
+    });
+    server.stop().expect("stop");
+    std::fs::write(&gate, b"").expect("gate");
+    wait_for(
+        "the driver to say it waits",
+        Duration::from_secs(20),
+        || said(&err, "waiting up to"),
+    );
+    assert!(said(&err, "cannot reach PostgreSQL"));
+    server.start_again().expect("start");
+    let status = driver.wait().expect("driver");
+    let lines = err.lock().expect("lines").clone();
+    assert!(status.success(), "{lines:?}");
+    assert!(said(&err, "the journal answers again"), "{lines:?}");
+    assert_eq!(lines_of(&count), ["one", "two", "three"]);
+    let run = home.only_run();
+    assert_eq!(home.show(&run)["state"], "completed");
+}
+
+#[test]
+fn a_connection_cut_inside_a_commit_is_made_again_and_the_step_runs_once() {
+    let server = server();
+    let home = machine(&server, "machine-a");
+    let count = home.scratch().join("count");
+    let plan = json!({"steps": [append("one", &count), append("two", &count)]});
+    for point in ["one#0@started-cut", "two#0@completed-cut"] {
+        std::fs::remove_file(&count).ok();
+        let out = home
+            .start_cmd(&plan)
+            .env("FOUNDRY_FAILPOINTS", point)
+            .output()
+            .expect("foundry");
+        let all = text(&out);
+        assert!(out.status.success(), "{point}: {all}");
+        assert!(all.contains("the journal answers again"), "{point}: {all}");
+        assert_eq!(lines_of(&count), ["one", "two"], "{point}");
+    }
+}
+
+#[test]
+fn a_step_whose_outcome_commit_was_cut_is_in_doubt_and_its_probe_settles_it() {
+    let server = server();
+    let home = machine(&server, "machine-a").with_var("FOUNDRY_JOURNAL_WAIT", "0s");
+    let count = home.scratch().join("count");
+    let mut one = append("one", &count);
+    one["probe"] = json!(["grep", "-q", "one", count.display().to_string()]);
+    let plan = json!({"steps": [one, append("two", &count)]});
+    let out = home
+        .start_cmd(&plan)
+        .env("FOUNDRY_FAILPOINTS", "one#0@completed-cut")
+        .output()
+        .expect("foundry");
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("cannot reach PostgreSQL"), "{all}");
+    // The effect happened, its record did not reach the journal: in doubt, not lost.
+    assert_eq!(lines_of(&count), ["one"]);
+    let run = home.only_run();
+    let shown = home.show(&run);
+    assert_eq!(shown["step_list"][0]["state"], "in_doubt", "{shown}");
+
+    let out = home.run(&["workflow", "resume", &run]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("found done by its probe"), "{all}");
+    assert_eq!(lines_of(&count), ["one", "two"]);
+}
+
+#[test]
+fn the_password_comes_from_a_private_pgpass_never_from_the_url() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = server();
+    let url = server.tcp_url("postgres");
+    let home = Home::new().with_var("FOUNDRY_JOURNAL", &url);
+    let pgpass = home.scratch().join("pgpass");
+    let line = format!(
+        "127.0.0.1:{}:postgres:{}:{}\n",
+        server.port,
+        foundry_core::journal::pg_cluster::USER,
+        foundry_core::journal::pg_cluster::PASSWORD
+    );
+    std::fs::write(&pgpass, line).expect("pgpass");
+    let pgpass_text = pgpass.display().to_string();
+    let with_file = |mode: u32| {
+        std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        home.cmd(&["workflow", "list"])
+            .env("PGPASSFILE", &pgpass_text)
+            .output()
+            .expect("foundry")
+    };
+    let out = with_file(0o644);
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("may be read by others"), "{all}");
+    assert!(all.contains(&format!("chmod 600 {pgpass_text}")), "{all}");
+    let out = with_file(0o600);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The same password in the URL is refused, and never shown.
+    let secret = foundry_core::journal::pg_cluster::PASSWORD;
+    let in_url = url.replace('@', &format!(":{secret}@"));
+    let out = home
+        .cmd(&["workflow", "list"])
+        .env("FOUNDRY_JOURNAL", &in_url)
+        .output()
+        .expect("foundry");
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains("holds a password") && all.contains(".pgpass"),
+        "{all}"
+    );
+    assert!(!all.contains(secret), "{all}");
+}
