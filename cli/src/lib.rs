@@ -20,6 +20,10 @@ Environment:
   FOUNDRY_LOG         log filter, e.g. `debug` or `foundry_core=trace` (logs go to stderr)
   FOUNDRY_INPUT_<KEY> the answer to a run's question with that key
   FOUNDRY_CONFIG      the stack config, when --config is not given
+  FOUNDRY_JOURNAL     a team's shared journal, postgres://user@host:port/database (its
+                      password in ~/.pgpass); unset, runs are kept in the home
+  FOUNDRY_LEASE_TTL   how long a run driven from another machine stays locked after that
+                      machine is last heard from (default 60s)
   FOUNDRY_KEYRING     where Foundry's OpenBAO token is kept: `auto` (the OS keyring, else
                       a 0600 file in the home, with a warning), `off` (the file) or
                       `required` (the OS keyring, else an error)
@@ -53,6 +57,9 @@ enum Command {
     /// Start, inspect, resume and cancel workflow runs.
     #[command(subcommand, visible_alias = "wf")]
     Workflow(commands::workflow::WorkflowCmd),
+    /// The journal of runs in flight: move them between the home and a team's PostgreSQL.
+    #[command(subcommand)]
+    Journal(commands::journal::JournalCmd),
     /// A local lab of Debian hosts with sshd, to practise on and to test against.
     #[command(subcommand)]
     Lab(commands::lab::LabCmd),
@@ -181,6 +188,7 @@ pub fn run() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Workflow(cmd) => commands::workflow::run(cmd, &printer).await,
+            Command::Journal(cmd) => commands::journal::run(cmd, &printer).await,
             Command::Lab(cmd) => commands::lab::run(cmd, &printer).await,
             Command::Host(cmd) => commands::host::run(cmd, &printer, cli.config.as_deref()).await,
             Command::Config(cmd) => {

@@ -105,7 +105,7 @@ pub struct RunOutcome {
 #[derive(Clone)]
 pub struct Engine {
     pub(crate) home: Home,
-    store: Arc<dyn JournalStore>,
+    pub(crate) store: Arc<dyn JournalStore>,
     registry: Registry,
     pub(crate) input: Arc<dyn InputProvider>,
 }
@@ -113,8 +113,13 @@ pub struct Engine {
 /// The journal store of a home: PostgreSQL when `FOUNDRY_JOURNAL` holds a `postgres://`
 /// (or `postgresql://`) URL, redb files under the home's `runs/` otherwise.
 pub fn journal_store(home: &Home) -> Arc<dyn JournalStore> {
-    let url = std::env::var("FOUNDRY_JOURNAL").unwrap_or_default();
-    if url.is_empty() {
+    journal_store_named(&std::env::var("FOUNDRY_JOURNAL").unwrap_or_default(), home)
+}
+
+/// The journal store `url` names: a `postgres://` URL, or `redb` (or nothing) for the
+/// home's own files.
+pub fn journal_store_named(url: &str, home: &Home) -> Arc<dyn JournalStore> {
+    if url.is_empty() || url == "redb" {
         return Arc::new(RedbStore::new(home.runs_dir()));
     }
     let unusable = |detail: String, hint: &str| -> Arc<dyn JournalStore> {
@@ -127,10 +132,10 @@ pub fn journal_store(home: &Home) -> Arc<dyn JournalStore> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return unusable(
             "not a postgres:// URL".into(),
-            "set FOUNDRY_JOURNAL=postgres://USER@HOST/DATABASE, or unset it to keep runs in the home",
+            "name a journal as postgres://USER@HOST/DATABASE, or redb (unset) to keep runs in the home",
         );
     }
-    match crate::journal::PostgresStore::new(&url) {
+    match crate::journal::PostgresStore::new(url) {
         Ok(store) => {
             tracing::debug!(server = %store.server(), "journal on PostgreSQL");
             Arc::new(store)
@@ -310,7 +315,7 @@ impl Engine {
     }
 
     /// The lease of the process holding a run, asked over its socket.
-    async fn live_lease(&self, run: RunId) -> Option<Lease> {
+    pub(crate) async fn live_lease(&self, run: RunId) -> Option<Lease> {
         let path = self.home.socket_path(run);
         control::status(&path).await.ok().and_then(|v| v.driver)
     }

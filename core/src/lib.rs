@@ -19,6 +19,7 @@ pub mod home;
 pub mod input;
 pub mod journal;
 pub mod lease;
+pub mod migrate;
 pub mod model;
 pub mod retry;
 pub mod secret;

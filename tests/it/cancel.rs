@@ -18,7 +18,11 @@ fn undoable(key: &str, dir: &std::path::Path) -> serde_json::Value {
 
 #[test]
 fn cancel_from_another_terminal_runs_undo_in_reverse() {
-    let home = Home::new();
+    cancel_from_another_terminal_runs_undo_in_reverse_in(Home::new());
+}
+
+/// The body of [`cancel_from_another_terminal_runs_undo_in_reverse`], on `home`'s journal.
+pub fn cancel_from_another_terminal_runs_undo_in_reverse_in(home: Home) {
     let dir = home.scratch();
     let gate = dir.join("never");
     let plan = json!({"steps": [
@@ -57,7 +61,11 @@ fn cancel_from_another_terminal_runs_undo_in_reverse() {
 
 #[test]
 fn cancel_of_an_undriven_run_runs_its_undo_here() {
-    let home = Home::new();
+    cancel_of_an_undriven_run_runs_its_undo_here_in(Home::new());
+}
+
+/// The body of [`cancel_of_an_undriven_run_runs_its_undo_here`], on `home`'s journal.
+pub fn cancel_of_an_undriven_run_runs_its_undo_here_in(home: Home) {
     let dir = home.scratch();
     let plan = json!({"steps": [
         undoable("a", &dir),

@@ -31,7 +31,11 @@ pub fn start_until_running(home: &Home, plan: &Value, key: &str) -> (Child, Stri
 
 #[test]
 fn a_second_driver_is_refused_and_a_dead_owner_is_taken_over() {
-    let home = Home::new();
+    a_second_driver_is_refused_and_a_dead_owner_is_taken_over_in(Home::new());
+}
+
+/// The body of [`a_second_driver_is_refused_and_a_dead_owner_is_taken_over`], on `home`'s journal.
+pub fn a_second_driver_is_refused_and_a_dead_owner_is_taken_over_in(home: Home) {
     let gate = home.scratch().join("go");
     let out = home.scratch().join("after");
     let plan = json!({"steps": [
@@ -73,7 +77,11 @@ fn rustix_hostname() -> String {
 
 #[test]
 fn status_follow_streams_a_driven_run_to_its_end() {
-    let home = Home::new();
+    status_follow_streams_a_driven_run_to_its_end_in(Home::new());
+}
+
+/// The body of [`status_follow_streams_a_driven_run_to_its_end`], on `home`'s journal.
+pub fn status_follow_streams_a_driven_run_to_its_end_in(home: Home) {
     let gate = home.scratch().join("go");
     let plan = json!({"steps": [gated_step("wait", &gate), {"key": "next", "run": ["true"]}]});
     let (mut owner, run) = start_until_running(&home, &plan, "wait#0");

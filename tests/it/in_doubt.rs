@@ -74,7 +74,11 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn in_doubt_a_probed_command_is_decided_by_its_probe_not_run_again() {
-    let home = Home::new();
+    in_doubt_a_probed_command_is_decided_by_its_probe_not_run_again_in(Home::new());
+}
+
+/// The body of [`in_doubt_a_probed_command_is_decided_by_its_probe_not_run_again`], on `home`'s journal.
+pub fn in_doubt_a_probed_command_is_decided_by_its_probe_not_run_again_in(home: Home) {
     let out = home.scratch().join("out.txt");
     let probe = json!({ "probe": ["grep", "-qx", "effect", out.display().to_string()] });
     let run = killed_at(&home, &plan(&out, probe), "effect");

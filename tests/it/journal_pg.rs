@@ -326,3 +326,190 @@ fn the_password_comes_from_a_private_pgpass_never_from_the_url() {
     );
     assert!(!all.contains(secret), "{all}");
 }
+
+/// A plan paused half-way: `one` done, `check` failed once (its retries exhausted) until
+/// `gate` exists, `two` not run.
+fn paused_plan(home: &Home, gate: &std::path::Path, count: &std::path::Path) -> String {
+    let plan = json!({"steps": [
+        append("one", count),
+        {"key": "check", "run": ["test", "-f", gate.display().to_string()], "retry": {"max_attempts": 1}},
+        append("two", count),
+    ]});
+    let out = home.start_plan(&plan);
+    assert_eq!(out.status.code(), Some(4), "paused: {}", text(&out));
+    home.only_run()
+}
+
+fn migrate(home: &Home, to: &str) -> std::process::Output {
+    home.cmd(&["journal", "migrate", "--to", to, "--output", "json"])
+        .output()
+        .expect("foundry")
+}
+
+#[test]
+fn journal_migrate_moves_a_paused_run_both_ways_and_leaves_a_driven_one() {
+    let server = server();
+    let url = server.socket_url();
+    // One home, its runs in its files (redb) or, with FOUNDRY_JOURNAL, in the database.
+    let files = Home::new();
+    let shared = |args: &[&str]| {
+        let mut cmd = files.cmd(args);
+        cmd.env("FOUNDRY_JOURNAL", &url);
+        cmd.output().expect("foundry")
+    };
+    let gate = files.scratch().join("gate");
+    let count = files.scratch().join("count");
+    let run = paused_plan(&files, &gate, &count);
+
+    // A target that cannot be used moves nothing, and the source keeps the run.
+    let out = migrate(&files, "postgres://nobody@127.0.0.1:1/none");
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot reach PostgreSQL"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(files.only_run(), run);
+
+    // A run a live process drives stays where it is.
+    let wait_gate = files.scratch().join("go");
+    let live_plan = json!({"steps": [gated_step("live", &wait_gate)]});
+    let mut live = files.spawn_plan(&live_plan);
+    wait_for("the live run driven", Duration::from_secs(20), || {
+        files.runs().iter().any(|r| r["current_step"] == "live#0")
+    });
+    let out = migrate(&files, &url);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let lines = foundry_tests::json_lines(&out.stdout);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["run"] == run.as_str() && l["moved"] == true),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["moved"] == false && l["driver"]["pid"] == live.id()),
+        "{lines:?}"
+    );
+    std::fs::write(&wait_gate, b"").expect("gate");
+    assert!(live.wait().expect("live").success());
+
+    // Moved: in the database, paused at its step, and no longer in the files.
+    assert!(files.runs().iter().all(|r| r["run"] != run.as_str()));
+    let listed = foundry_tests::json_lines(
+        &shared(&["workflow", "list", "--all", "--output", "json"]).stdout,
+    );
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["state"], "paused", "{listed:?}");
+
+    // And back to the files, then resumed there to its end: `one` ran once.
+    let out = shared(&["journal", "migrate", "--to", "redb"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listed = foundry_tests::json_lines(
+        &shared(&["workflow", "list", "--all", "--output", "json"]).stdout,
+    );
+    assert!(listed.is_empty(), "{listed:?}");
+    let shown = files.show(&run);
+    assert_eq!(shown["state"], "paused", "{shown}");
+    assert_eq!(shown["step_list"][1]["attempts"], 1, "{shown}");
+    std::fs::write(&gate, b"").expect("gate");
+    let out = files.run(&["workflow", "resume", &run]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(lines_of(&count), ["one", "two"]);
+
+    // A run moved to the database resumes there to its end too.
+    std::fs::remove_file(&gate).expect("gate");
+    std::fs::remove_file(&count).expect("count");
+    let files = Home::new();
+    let run = paused_plan(&files, &gate, &count);
+    let out = migrate(&files, &url);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(&gate, b"").expect("gate");
+    let mut resume = files.cmd(&["workflow", "resume", &run]);
+    resume.env("FOUNDRY_JOURNAL", &url);
+    let out = resume.output().expect("foundry");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(lines_of(&count), ["one", "two"]);
+}
+
+/// The workflow CLI's tests, their bodies as they run on the home's files, on a
+/// PostgreSQL journal: list, status, show, resume, cancel, status --follow.
+mod cli {
+    use super::*;
+
+    fn on(server: &Cluster) -> Home {
+        Home::new().with_var("FOUNDRY_JOURNAL", &server.socket_url())
+    }
+
+    #[test]
+    fn a_second_driver_is_refused_and_a_dead_owner_is_taken_over() {
+        let server = server();
+        crate::drivers::a_second_driver_is_refused_and_a_dead_owner_is_taken_over_in(on(&server));
+    }
+
+    #[test]
+    fn status_follow_streams_a_driven_run_to_its_end() {
+        let server = server();
+        crate::drivers::status_follow_streams_a_driven_run_to_its_end_in(on(&server));
+    }
+
+    #[test]
+    fn cancel_from_another_terminal_runs_undo_in_reverse() {
+        let server = server();
+        crate::cancel::cancel_from_another_terminal_runs_undo_in_reverse_in(on(&server));
+    }
+
+    #[test]
+    fn cancel_of_an_undriven_run_runs_its_undo_here() {
+        let server = server();
+        crate::cancel::cancel_of_an_undriven_run_runs_its_undo_here_in(on(&server));
+    }
+
+    #[test]
+    fn schedule_survives_a_restart_and_exhaustion_pauses() {
+        let server = server();
+        crate::retries::schedule_survives_a_restart_and_exhaustion_pauses_in(on(&server));
+    }
+
+    #[test]
+    fn in_doubt_a_probed_command_is_decided_by_its_probe_not_run_again() {
+        let server = server();
+        crate::in_doubt::in_doubt_a_probed_command_is_decided_by_its_probe_not_run_again_in(on(
+            &server,
+        ));
+    }
+
+    #[test]
+    fn runs_started_together_get_different_short_ids_that_resolve() {
+        let server = server();
+        crate::short_ids::runs_started_together_get_different_short_ids_that_resolve_in(on(
+            &server,
+        ));
+    }
+
+    #[test]
+    fn gc_forgets_ended_runs() {
+        let server = server();
+        let home = on(&server);
+        let failed = home.start_plan(&json!({"steps": [
+            {"key": "fails", "run": ["false"], "retry": {"max_attempts": 1}},
+        ]}));
+        assert_eq!(failed.status.code(), Some(4), "{}", text(&failed));
+        let run = home.only_run();
+        let planned = home.json(&["workflow", "gc", "--older-than", "0s", "--dry-run"]);
+        assert!(
+            planned.iter().any(|l| l["removed"] == run.as_str()),
+            "{planned:?}"
+        );
+        assert_eq!(home.only_run(), run, "a dry run removed it");
+        let removed = home.json(&["workflow", "gc", "--older-than", "0s"]);
+        assert!(
+            removed.iter().any(|l| l["removed"] == run.as_str()),
+            "{removed:?}"
+        );
+        assert!(home.runs().is_empty());
+    }
+}

@@ -40,7 +40,11 @@ fn flaky(shown: &Value) -> Value {
 
 #[test]
 fn schedule_survives_a_restart_and_exhaustion_pauses() {
-    let home = Home::new();
+    schedule_survives_a_restart_and_exhaustion_pauses_in(Home::new());
+}
+
+/// The body of [`schedule_survives_a_restart_and_exhaustion_pauses`], on `home`'s journal.
+pub fn schedule_survives_a_restart_and_exhaustion_pauses_in(home: Home) {
     let dir = home.scratch();
     let mut child = home.spawn_plan(&json!({"steps": [flaky_step(&dir, 5)]}));
     let run = home.wait_for_run("the first attempt to fail", |shown| {

@@ -7,7 +7,11 @@ use serde_json::json;
 
 #[test]
 fn runs_started_together_get_different_short_ids_that_resolve() {
-    let home = Home::new();
+    runs_started_together_get_different_short_ids_that_resolve_in(Home::new());
+}
+
+/// The body of [`runs_started_together_get_different_short_ids_that_resolve`], on `home`'s journal.
+pub fn runs_started_together_get_different_short_ids_that_resolve_in(home: Home) {
     let plan = json!({"steps": [{"key": "fails", "run": ["false"], "retry": {"max_attempts": 1}}]});
     for _ in 0..2 {
         let out = home.start_plan(&plan);

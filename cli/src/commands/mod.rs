@@ -5,6 +5,7 @@ pub mod config;
 pub mod dns;
 pub mod drive;
 pub mod host;
+pub mod journal;
 pub mod lab;
 pub mod network;
 pub mod openbao;
