@@ -173,6 +173,16 @@ fn init_then_servers_one_at_a_time_and_an_agent_resumed_after_a_kill_with_no_sec
     );
     assert_eq!(starts(&lab, "host-1"), 1);
     assert_eq!(members(&lab), [("host-1".to_string(), false)]);
+    // The kubeconfig OpenBAO keeps points at the VIP.
+    let kept = ok(
+        &lab,
+        &["secret", "get", "foundry-core/k3s:kubeconfig", "--yes"],
+    );
+    let kept = String::from_utf8_lossy(&kept.stdout);
+    assert!(
+        kept.contains(&format!("server: https://{vip}")) && !kept.contains("127.0.0.1"),
+        "the kept kubeconfig's server"
+    );
     let config_yaml = on(&lab, "host-1", "cat /etc/rancher/k3s/config.yaml");
     for line in [
         "cluster-init: true",
@@ -317,6 +327,42 @@ fn init_then_servers_one_at_a_time_and_an_agent_resumed_after_a_kill_with_no_sec
     for (host, count) in [("host-1", 1), ("host-2", 1), ("host-3", 1), ("host-4", 1)] {
         assert_eq!(starts(&lab, host), count, "{host}");
     }
+    // A token in OpenBAO that is not the cluster's: init is refused, nothing touched.
+    let held = ok(&lab, &["secret", "get", "foundry-core/k3s:token", "--yes"]);
+    let set = |value: &str| {
+        use std::io::Write;
+        let mut child = foundry(
+            &lab,
+            &["secret", "set", "foundry-core/k3s:token", "--stdin"],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("foundry");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(value.as_bytes())
+            .expect("stdin");
+        assert!(child.wait().expect("secret set").success());
+    };
+    set("not-the-clusters-token");
+    let refused = run(&lab, &["cluster", "init", "--yes"]);
+    let said = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("made with another token than the one OpenBAO holds"),
+        "{said}"
+    );
+    set(String::from_utf8_lossy(&held.stdout).trim_end_matches('\n'));
+    assert_eq!(starts(&lab, "host-1"), 1);
+    let out = ok(&lab, &["cluster", "init", "--yes", "-o", "json"]);
+    assert_eq!(
+        json_lines(&out.stdout).last().expect("a report")["changed"],
+        false
+    );
     let planned = ok(
         &lab,
         &[
@@ -346,7 +392,7 @@ fn init_then_servers_one_at_a_time_and_an_agent_resumed_after_a_kill_with_no_sec
     let key = on(
         &lab,
         "host-1",
-        "sed -n 's/.*client-key-data: *//p' /etc/rancher/k3s/k3s.yaml",
+        "python3 -c 'import yaml; print(yaml.safe_load(open(\"/etc/rancher/k3s/k3s.yaml\"))[\"users\"][0][\"user\"][\"client-key-data\"])'",
     );
     assert!(
         token.len() >= 16 && key.len() > 100,

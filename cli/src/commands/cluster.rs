@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use foundry_core::{RunId, Workflow};
+use foundry_core::{RunId, RunState, Workflow};
 use foundry_workflows::component::Component;
 use foundry_workflows::k3s::add::{AddInput, AddOutput, K3sNodeAdd};
 use foundry_workflows::k3s::component::K3s;
@@ -129,10 +129,7 @@ async fn init(args: InitArgs, printer: &Printer, loaded: &Loaded) -> Result<u8, 
         &format!("Make the cluster on {}?", input.first.name),
     )?;
     let value = serde_json::to_value(&input).map_err(|e| CliError::new(e.to_string()))?;
-    let Some((run, output)) = drive(K3sInit::NAME, value, printer).await? else {
-        return Ok(exit::RUN_FAILED);
-    };
-    let (code, output) = output;
+    let (run, (code, output)) = drive(K3sInit::NAME, value, printer).await?;
     let Some(output) = output else {
         return Ok(code);
     };
@@ -208,9 +205,7 @@ async fn add(args: AddArgs, printer: &Printer, loaded: &Loaded) -> Result<u8, Cl
     }
     confirm(&args.flags, &format!("{}?", capitalized(&said.join(", "))))?;
     let value = serde_json::to_value(&input).map_err(|e| CliError::new(e.to_string()))?;
-    let Some((run, (code, output))) = drive(K3sNodeAdd::NAME, value, printer).await? else {
-        return Ok(exit::RUN_FAILED);
-    };
+    let (run, (code, output)) = drive(K3sNodeAdd::NAME, value, printer).await?;
     let Some(output) = output else {
         return Ok(code);
     };
@@ -252,13 +247,14 @@ fn confirm(flags: &Flags, question: &str) -> Result<(), CliError> {
     }
 }
 
-/// Starts `workflow` with `input`, or resumes the unfinished run of it with the same input,
-/// and drives it here: the run, its exit code and output.
+/// Starts `workflow` with `input`, or resumes the interrupted or paused run of it with the
+/// same input (a failed one is not: its error was permanent, and a new run's probes find
+/// what it did), and drives it here: the run, its exit code and output.
 async fn drive(
     workflow: &str,
     input: serde_json::Value,
     printer: &Printer,
-) -> Result<Option<(String, (u8, Option<serde_json::Value>))>, CliError> {
+) -> Result<(String, (u8, Option<serde_json::Value>)), CliError> {
     let (engine, bar) = super::engine(printer)?;
     let driver = match unfinished(&engine, workflow, &input).await? {
         Some(run) => {
@@ -272,7 +268,7 @@ async fn drive(
     };
     let run = driver.run_id().to_string();
     let out = super::drive::drive(driver, printer, bar).await?;
-    Ok(Some((run, out)))
+    Ok((run, out))
 }
 
 async fn unfinished(
@@ -288,7 +284,8 @@ async fn unfinished(
             let snapshot = view.ok()?.snapshot;
             let ours = snapshot.info.workflow == workflow
                 && snapshot.info.input == *input
-                && !snapshot.meta.state.is_finished();
+                && !snapshot.meta.state.is_finished()
+                && snapshot.meta.state != RunState::Failed;
             ours.then_some((snapshot.info.created_at.0, id))
         })
         .collect();

@@ -218,11 +218,11 @@ pub struct TokenMatches {
 }
 
 /// Prints `same` or `different`: the secret part of the token on stdin against the
-/// server's token file's.
+/// server's token file's (`$f`, set before it).
 const SAME_TOKEN: &str = r#"
 secret() { case $1 in K10*::*) t=${1#*::}; echo "${t#*:}" ;; *) echo "$1" ;; esac; }
 given=$(secret "$(cat)")
-held=$(secret "$(cat "$1")")
+held=$(secret "$(cat "$f")")
 if [ "$given" = "$held" ]; then echo same; else echo different; fi
 "#;
 
@@ -248,8 +248,7 @@ impl Activity for TokenMatches {
 
     async fn apply(&self, cx: &ActivityCx) -> Result<Matched, ActivityError> {
         let token = cx.reveal(&self.token)?;
-        let script = format!("{SAME_TOKEN}\n");
-        let script = script.replace("\"$1\"", &format!("'{}'", node::SERVER_TOKEN_PATH));
+        let script = format!("f='{}'\n{SAME_TOKEN}", node::SERVER_TOKEN_PATH);
         let (code, out, err) =
             node::capture(&self.target, &script, Some(token.expose().as_bytes()), cx).await?;
         if code != 0 {
@@ -291,24 +290,20 @@ pub struct KeptKubeconfig {
     pub changed: bool,
 }
 
-/// `text` with every `server:` line's URL replaced by `server`, its indentation kept.
-pub fn pointed_at(text: &str, server: &str) -> String {
-    let mut out: String = text
-        .lines()
-        .map(|line| {
-            let trimmed = line.trim_start();
-            match trimmed.strip_prefix("server:") {
-                Some(_) => {
-                    let indent = &line[..line.len() - trimmed.len()];
-                    format!("{indent}server: {server}")
-                }
-                None => line.to_string(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    out.push('\n');
-    out
+/// The kubeconfig `text` (YAML, or JSON, which is YAML too) with each cluster's `server`
+/// set to `server`, as YAML; none when it is no kubeconfig (its text is never quoted: it
+/// holds the client key).
+pub fn pointed_at(text: &str, server: &str) -> Option<String> {
+    let mut doc: serde_json::Value = serde_saphyr::from_str(text).ok()?;
+    let clusters = doc.get_mut("clusters")?.as_array_mut()?;
+    if clusters.is_empty() {
+        return None;
+    }
+    for entry in clusters {
+        let cluster = entry.get_mut("cluster")?.as_object_mut()?;
+        cluster.insert("server".into(), serde_json::Value::String(server.into()));
+    }
+    serde_saphyr::to_string(&doc).ok()
 }
 
 impl Activity for KeepKubeconfig {
@@ -344,7 +339,14 @@ impl Activity for KeepKubeconfig {
             ))
         })?;
         cx.redact(&SecretValue::new(text.clone()));
-        let value = SecretValue::new(pointed_at(&text, &self.server));
+        let pointed = pointed_at(&text, &self.server).ok_or_else(|| {
+            ActivityError::permanent(format!(
+                "{}: {} is not a kubeconfig with clusters",
+                self.host,
+                node::KUBECONFIG_PATH
+            ))
+        })?;
+        let value = SecretValue::new(pointed);
         let reference = cx.keep(&value)?;
         let vault = Vault::from_env(&self.openbao)?;
         let held = vault
@@ -367,13 +369,53 @@ impl Activity for KeepKubeconfig {
 
 #[cfg(test)]
 mod tests {
+    /// The comparison script run here by `sh`: `given` on stdin, `held` in the file.
+    fn compared(given: &str, held: &str) -> String {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("token");
+        std::fs::write(&file, format!("{held}\n")).expect("write");
+        let script = format!("f='{}'\n{}", file.display(), super::SAME_TOKEN);
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(given.as_bytes())
+            .expect("stdin");
+        let out = child.wait_with_output().expect("sh");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[test]
+    fn the_token_is_compared_by_its_secret_whichever_form_each_side_has() {
+        let full = "K10abc123::server:s3cret";
+        assert_eq!(compared("s3cret", full), "same");
+        assert_eq!(compared(full, full), "same");
+        assert_eq!(compared("K10other::server:s3cret", full), "same");
+        assert_eq!(compared("other", full), "different");
+        assert_eq!(compared("s3cret", "K10abc123::server:other"), "different");
+        assert_eq!(compared("", full), "different");
+    }
+
     #[test]
     fn the_kubeconfig_is_pointed_at_the_vip_and_nothing_else_changes() {
-        let k3s = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: QUJD\n    server: https://127.0.0.1:6443\n  name: default\nkind: Config\n";
-        let pointed = super::pointed_at(k3s, "https://10.77.3.220:6443");
-        assert_eq!(
-            pointed,
-            k3s.replace("https://127.0.0.1:6443", "https://10.77.3.220:6443")
-        );
+        let yaml = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: QUJD\n    server: https://127.0.0.1:6443\n  name: default\nkind: Config\nusers:\n- name: default\n  user:\n    client-key-data: S0VZ\n";
+        let json = r#"{"apiVersion": "v1", "clusters": [{"cluster": {"certificate-authority-data": "QUJD", "server": "https://127.0.0.1:6443"}, "name": "default"}], "kind": "Config", "users": [{"name": "default", "user": {"client-key-data": "S0VZ"}}]}"#;
+        for text in [yaml, json] {
+            let pointed =
+                super::pointed_at(text, "https://10.77.3.220:6443").expect("a kubeconfig");
+            let read: serde_json::Value = serde_saphyr::from_str(&pointed).expect("YAML");
+            let mut want: serde_json::Value = serde_saphyr::from_str(text).expect("YAML");
+            want["clusters"][0]["cluster"]["server"] = "https://10.77.3.220:6443".into();
+            assert_eq!(read, want);
+        }
+        assert!(super::pointed_at("kind: Config\n", "https://x:6443").is_none());
+        assert!(super::pointed_at("{", "https://x:6443").is_none());
     }
 }

@@ -150,3 +150,108 @@ pub fn node_host(stack: &StackConfig, entry: &str) -> Result<NodeHost, Component
         target,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::parse;
+
+    const HOSTS: &str = "hosts:\n  - {name: cp-1, address: 10.0.0.11, key: /k, host_key: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILyWnI75cIn29qycIBWNSFj7o6H+VCipxWbxejjNvknm'}\n  - {name: w-1, address: 10.0.0.21, key: /k, host_key: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILyWnI75cIn29qycIBWNSFj7o6H+VCipxWbxejjNvknm'}\n";
+    const CLUSTER: &str = "cluster:\n  name: lab\n  domain: lab.example\n  k8s_vip: 10.0.0.220\n  nodes:\n    - {hostname: cp-1, role: control-plane}\n    - {hostname: w-1, role: worker}\n";
+
+    fn err(text: &str) -> String {
+        parse(Path::new("/etc/stack.yaml"), text)
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn components_k3s_takes_what_an_air_gapped_install_needs() {
+        let text = format!(
+            "{HOSTS}{CLUSTER}components:\n  k3s:\n    tag: v1.32.4+k3s1\n    binary: /opt/k3s/k3s\n    installer: /opt/k3s/install.sh\n    disable: [traefik]\n    tls_san: [k8s.lab.example, 10.0.0.5]\n    agents_at_once: 3\n    join_timeout: 2m\n"
+        );
+        let stack = parse(Path::new("x"), &text).expect("parse");
+        let plan = ClusterPlan::of(&stack).expect("placed");
+        assert_eq!(plan.first.name, "cp-1");
+        assert_eq!(plan.setup.binary, Path::new("/opt/k3s/k3s"));
+        assert_eq!(plan.setup.installer, Path::new("/opt/k3s/install.sh"));
+        assert_eq!(plan.setup.disable, ["traefik"]);
+        assert_eq!(
+            plan.setup.tls_san,
+            [
+                "10.0.0.220",
+                "api.lab.example",
+                "k8s.lab.example",
+                "10.0.0.5"
+            ],
+            "the VIP and api.<domain> always"
+        );
+        assert_eq!(plan.agents_at_once, 3);
+        assert_eq!(plan.setup.join_timeout_s, 120);
+        assert_eq!(plan.setup.vip.as_deref(), Some("10.0.0.220"));
+        let w = node_host(&stack, "w-1").expect("w-1");
+        assert_eq!(ClusterPlan::role_of(&stack, &w, None), Role::Agent);
+        assert_eq!(
+            ClusterPlan::role_of(&stack, &w, Some(Role::Server)),
+            Role::Server
+        );
+        assert_eq!(
+            ClusterPlan::role_of(&stack, &plan.first, None),
+            Role::Server
+        );
+
+        // The defaults.
+        let text = format!(
+            "{HOSTS}{CLUSTER}components:\n  k3s:\n    binary: /opt/k3s/k3s\n    installer: /opt/k3s/install.sh\n"
+        );
+        let plan = ClusterPlan::of(&parse(Path::new("x"), &text).expect("parse")).expect("placed");
+        assert_eq!(plan.setup.disable, ["traefik", "servicelb"]);
+        assert_eq!(plan.agents_at_once, 5);
+        assert_eq!(plan.setup.join_timeout_s, 600);
+
+        // No binary: said, with what to set.
+        let stack = parse(Path::new("x"), &format!("{HOSTS}{CLUSTER}")).expect("parse");
+        let e = ClusterPlan::of(&stack).expect_err("no binary");
+        assert!(e.message.contains("components.k3s.binary"), "{}", e.message);
+        // No cluster: the component is not placed.
+        let stack = parse(Path::new("x"), HOSTS).expect("parse");
+        assert!(ClusterPlan::of(&stack).expect_err("no cluster").unplaced);
+    }
+
+    #[test]
+    fn a_bad_k3s_field_is_refused_at_its_place() {
+        let bad = |k3s: &str| err(&format!("{HOSTS}{CLUSTER}components:\n  k3s:\n{k3s}"));
+        let e = bad("    binaryy: /opt/k3s\n");
+        assert!(
+            e.contains("line 13 column 5: unknown field `binaryy`"),
+            "{e}"
+        );
+        let e = bad("    binary: k3s\n");
+        assert!(
+            e.contains("line 13 column 13") && e.contains("not an absolute path"),
+            "{e}"
+        );
+        let e = bad("    disable: [traefik, 'Bad;rm']\n");
+        assert!(
+            e.contains("line 13 column 24") && e.contains("disable[1]"),
+            "{e}"
+        );
+        let e = bad("    tls_san: ['-oProxyCommand=x']\n");
+        assert!(
+            e.contains("line 13 column 15") && e.contains("tls_san[0]"),
+            "{e}"
+        );
+        let e = bad("    agents_at_once: 0\n");
+        assert!(
+            e.contains("line 13 column 21") && e.contains("agents_at_once"),
+            "{e}"
+        );
+        let e = bad("    join_timeout: soon\n");
+        assert!(
+            e.contains("line 13 column 19") && e.contains("not a duration"),
+            "{e}"
+        );
+    }
+}
