@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cancel;
+mod cluster;
 mod completions;
 mod component;
 mod config;
