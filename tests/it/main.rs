@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cancel;
+mod cluster;
 mod completions;
 mod component;
 mod config;
@@ -12,6 +13,7 @@ mod dns;
 mod dns_cli;
 mod dns_relay;
 mod drivers;
+mod etcd_members;
 mod format;
 mod host;
 mod host_adopt;
