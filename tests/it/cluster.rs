@@ -68,7 +68,11 @@ fn starts(lab: &Lab, name: &str) -> usize {
 /// etcd's members: (name, is a learner).
 type Members = Vec<(String, bool)>;
 
-const MEMBER_LIST: &str = "ETCDCTL_API=3 etcdctl member list -w json 2>/dev/null";
+/// etcd as K3s serves it: TLS on loopback with K3s's etcd client certificate.
+const MEMBER_LIST: &str = "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 \
+    --cacert=/var/lib/rancher/k3s/server/tls/etcd/server-ca.crt \
+    --cert=/var/lib/rancher/k3s/server/tls/etcd/client.crt \
+    --key=/var/lib/rancher/k3s/server/tls/etcd/client.key member list -w json 2>/dev/null";
 
 /// `etcdctl member list -w json`'s members; none when it did not answer.
 fn parse_members(out: &[u8]) -> Members {
@@ -81,10 +85,10 @@ fn parse_members(out: &[u8]) -> Members {
             members
                 .iter()
                 .map(|m| {
-                    (
-                        m["name"].as_str().unwrap_or_default().to_string(),
-                        m["isLearner"].as_bool().unwrap_or(false),
-                    )
+                    // K3s names a member `<node>-<8 hex digits>`: the node's name.
+                    let name = m["name"].as_str().unwrap_or_default();
+                    let node = name.rsplit_once('-').map_or(name, |(node, _)| node);
+                    (node.to_string(), m["isLearner"].as_bool().unwrap_or(false))
                 })
                 .collect()
         })

@@ -138,9 +138,11 @@ async fn membership_is_read_over_ssh_learners_wait_to_vote_and_deleted_nodes_lea
     // The API's VIP: a free address of the lab's network, a name in every server's
     // certificate (tls-san in config.yaml, as the K3s component writes it).
     let (_, first_address) = host(&lab, 0);
+    // The lab config's VIP, so that `cluster status` and `node remove` find it there.
     let vip = format!(
-        "{}.250",
-        first_address.rsplit_once('.').expect("an IPv4 address").0
+        "{}.{}",
+        first_address.rsplit_once('.').expect("an IPv4 address").0,
+        foundry_workflows::lab::VIP
     );
     let san = format!("tls-san:\n  - {vip}\n");
     tokio::task::block_in_place(|| {
@@ -352,21 +354,93 @@ async fn membership_is_read_over_ssh_learners_wait_to_vote_and_deleted_nodes_lea
     });
     phase("the VIP moved");
 
-    // The Node deleted: K3s's member controller (the stand-in's) removes the member, and
-    // EtcdMemberGone sees it gone without removing anything itself.
-    let deleted = tokio::task::block_in_place(|| api(&lab, 0, "DELETE", "/api/v1/nodes/host-2"));
-    assert!(deleted.ends_with("\n200"), "{deleted}");
-    let gone = EtcdMemberGone {
-        host: first.clone(),
-        member: "host-2".into(),
-        timeout_s: 60,
-        remove: false,
+    // `cluster status` and `node list`, asked live with the lab's config; the kubeconfig
+    // handed in through the environment (as OpenBAO would give it).
+    let kubeconfig = tokio::task::block_in_place(|| ok(&lab, 0, "cat /etc/rancher/k3s/k3s.yaml"));
+    let foundry = |args: &[&str]| {
+        let config = lab.config.to_str().expect("utf8").to_string();
+        let mut all = vec!["--config", config.as_str()];
+        all.extend(args);
+        lab.home
+            .cmd(&all)
+            // `foundry-core/k3s:kubeconfig` as the environment names it (case kept).
+            .env("FOUNDRY_SECRET_foundry_core_k3s_kubeconfig", &kubeconfig)
+            .output()
+            .expect("foundry")
+    };
+    let status =
+        tokio::task::block_in_place(|| foundry(&["--output", "json", "cluster", "status"]));
+    succeeded(&status, "cluster status");
+    let status: serde_json::Value =
+        serde_json::from_slice(&status.stdout).expect("one JSON object");
+    assert_eq!(status["etcd"]["voters"], 3, "{status}");
+    assert_eq!(status["etcd"]["quorum"], 2, "{status}");
+    let holder = status["vip_holder"]
+        .as_str()
+        .expect("a VIP holder")
+        .to_string();
+    let nodes = status["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{status}");
+    for node in nodes {
+        assert_eq!(node["ready"], true, "{node}");
+        assert_eq!(node["etcd"], "voter", "{node}");
+        assert_eq!(node["holds_vip"], node["name"] == holder.as_str(), "{node}");
     }
-    .apply(&cx)
-    .await
-    .expect("host-2's member gone");
-    assert!(gone.removed.is_empty(), "K3s's controller removed it");
-    phase("host-2's member gone with its Node");
+    let list = tokio::task::block_in_place(|| foundry(&["cluster", "node", "list"]));
+    succeeded(&list, "cluster node list");
+    let table = String::from_utf8_lossy(&list.stdout).to_string();
+    for name in ["host-1", "host-2", "host-3"] {
+        assert!(table.contains(name), "{table}");
+    }
+    assert!(
+        table.contains("voter") && table.contains("control-plane"),
+        "{table}"
+    );
+
+    // `node remove` of a server, one of three: drained, deleted, its member gone (K3s's
+    // controller), K3s uninstalled there.
+    let removed = tokio::task::block_in_place(|| {
+        foundry(&[
+            "--output", "json", "cluster", "node", "remove", "host-2", "--yes",
+        ])
+    });
+    succeeded(&removed, "cluster node remove host-2");
+    let report = foundry_tests::json_lines(&removed.stdout);
+    let report = report.last().expect("the removal's report");
+    assert_eq!(report["role"], "server", "{report}");
+    assert_eq!(
+        report["members_removed"],
+        serde_json::json!([]),
+        "K3s's controller removed the member with its Node: {report}"
+    );
+    let after = etcd_members(&first, &cx).await.expect("listing");
+    assert_eq!(
+        after.iter().map(|m| m.node.as_str()).collect::<Vec<_>>(),
+        ["host-1", "host-3"],
+        "host-2's member gone"
+    );
+    tokio::task::block_in_place(|| {
+        until("K3s uninstalled on host-2", Duration::from_secs(60), || {
+            crate::k3s_standin::run(&lab, 1, "test ! -e /etc/systemd/system/k3s.service")
+                .status
+                .success()
+        })
+    });
+    // Two servers left: removing one would leave 1 of 2 voters, refused before any run.
+    let refused =
+        tokio::task::block_in_place(|| foundry(&["cluster", "node", "remove", "host-3", "--yes"]));
+    assert!(!refused.status.success(), "refused");
+    let said = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(
+        said.contains("1 of its 2 voters") && said.contains("needs 2"),
+        "{said}"
+    );
+    assert_eq!(
+        etcd_members(&first, &cx).await.expect("listing").len(),
+        2,
+        "nothing was done"
+    );
+    phase("cluster status, node list, node remove");
 
     // A member whose Node stays: EtcdMemberGone removes it itself, once its wait for K3s
     // has passed; `remove_member` of a member already gone is done.

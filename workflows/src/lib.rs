@@ -41,4 +41,5 @@ pub fn registry() -> Registry {
         .register(setup::Setup)
         .register(k3s::init::K3sInit)
         .register(k3s::add::K3sNodeAdd)
+        .register(k3s::remove::K3sNodeRemove)
 }

@@ -295,6 +295,11 @@ impl EnsureStackSecret {
         let Some(addr) = &self.openbao else {
             return Ok(None);
         };
+        // The environment comes first: a value set there needs no OpenBAO, nor its token.
+        let env = secret_ref::env_name(secret_ref::STACK_NAMESPACE, &self.reference());
+        if std::env::var_os(env).is_some() {
+            return Ok(None);
+        }
         Vault::from_env(addr)
             .map(Some)
             .map_err(|e| ActivityError::permanent(format!("the {}: {}", self.purpose, e.message)))

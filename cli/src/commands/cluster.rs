@@ -33,6 +33,12 @@ Examples:
   foundry cluster init --single-node
   foundry cluster init --dry-run --output json")]
     Init(InitArgs),
+    /// The cluster now: nodes, etcd's members and voters, the VIP's holder (asked live).
+    #[command(after_help = "\
+Examples:
+  foundry cluster status
+  foundry cluster status --output json")]
+    Status,
     /// The cluster's nodes.
     #[command(subcommand)]
     Node(NodeCmd),
@@ -53,6 +59,19 @@ Examples:
   foundry cluster node add host-4 host-5
   foundry cluster node add host-4 --dry-run")]
     Add(AddArgs),
+    /// The nodes now: roles, versions, Ready, cordoned, etcd membership, the VIP's holder.
+    List,
+    /// Take a node out: cordon, drain, delete, its etcd member gone, K3s uninstalled.
+    #[command(after_help = "\
+A server whose removal would leave etcd without a quorum (a majority of its voters) is
+refused before anything is done. The drain evicts pods through the API, honouring their
+disruption budgets, for at most --drain-timeout seconds. A server's etcd member is
+removed by K3s with its Node; Foundry removes it itself when K3s has not.
+
+Examples:
+  foundry cluster node remove host-4 --yes
+  foundry cluster node remove host-3 --drain-timeout 600")]
+    Remove(super::cluster_live::RemoveArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,10 +105,10 @@ enum RoleArg {
 pub struct Flags {
     /// Do it without asking (needed without a terminal).
     #[arg(long, short = 'y')]
-    yes: bool,
+    pub(super) yes: bool,
     /// Say what would be done, asked live of the cluster, and change nothing.
     #[arg(long)]
-    dry_run: bool,
+    pub(super) dry_run: bool,
 }
 
 pub async fn run(
@@ -101,6 +120,11 @@ pub async fn run(
     match cmd {
         ClusterCmd::Init(args) => init(args, printer, &loaded).await,
         ClusterCmd::Node(NodeCmd::Add(args)) => add(args, printer, &loaded).await,
+        ClusterCmd::Status => super::cluster_live::status(printer, &loaded).await,
+        ClusterCmd::Node(NodeCmd::List) => super::cluster_live::list(printer, &loaded).await,
+        ClusterCmd::Node(NodeCmd::Remove(args)) => {
+            super::cluster_live::remove(args, printer, &loaded).await
+        }
     }
 }
 
@@ -225,7 +249,7 @@ fn capitalized(text: &str) -> String {
 }
 
 /// Asks on a terminal unless `--yes`; refuses without one.
-fn confirm(flags: &Flags, question: &str) -> Result<(), CliError> {
+pub(super) fn confirm(flags: &Flags, question: &str) -> Result<(), CliError> {
     if flags.yes {
         return Ok(());
     }
@@ -250,7 +274,7 @@ fn confirm(flags: &Flags, question: &str) -> Result<(), CliError> {
 /// Starts `workflow` with `input`, or resumes the interrupted or paused run of it with the
 /// same input (a failed one is not: its error was permanent, and a new run's probes find
 /// what it did), and drives it here: the run, its exit code and output.
-async fn drive(
+pub(super) async fn drive(
     workflow: &str,
     input: serde_json::Value,
     printer: &Printer,

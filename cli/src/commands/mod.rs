@@ -1,6 +1,7 @@
 //! One module per noun, one file per verb.
 
 pub mod cluster;
+mod cluster_live;
 pub mod component;
 pub mod config;
 pub mod dns;

@@ -10,6 +10,8 @@ pub mod component;
 pub mod init;
 pub mod kube_vip;
 pub mod node;
+pub mod remove;
+pub mod status;
 
 use crate::component::ComponentError;
 use crate::config::{NodeRole, StackConfig};
