@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cancel;
+mod charts;
 mod completions;
 mod component;
 mod config;

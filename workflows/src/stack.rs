@@ -22,6 +22,8 @@ pub fn all() -> &'static [&'static dyn Component] {
             &crate::openbao::component::Openbao,
             &crate::dns::component::Dns,
             &crate::registry::component::Zot,
+            &crate::chart::contour::CONTOUR,
+            &crate::chart::cert_manager::CERT_MANAGER,
         ];
         ordered(known).unwrap_or_else(|cycle| panic!("the components' needs {cycle}"))
     });

@@ -91,11 +91,13 @@ pub async fn run(
             super::stack::plan(chosen, printer, &Loaded::load(config)?).await
         }
         ComponentCmd::Install(args) => {
+            let loaded = Loaded::load(config)?;
             let options = InstallOptions {
                 keep_root_token: args.stack.keep_root_token,
+                config: Some(loaded.selected.path.clone()),
             };
             let chosen = stack::select(&args.names.names)?;
-            super::stack::install(chosen, &options, printer, &Loaded::load(config)?).await
+            super::stack::install(chosen, &options, printer, &loaded).await
         }
         ComponentCmd::Upgrade(args) => {
             let c = stack::find(&args.name)?;
