@@ -67,6 +67,9 @@ enum Command {
     /// The whole stack the config places: install it as one run, its status, validate.
     #[command(subcommand)]
     Stack(commands::stack::StackCmd),
+    /// The K3s cluster: make it, join nodes.
+    #[command(subcommand)]
+    Cluster(commands::cluster::ClusterCmd),
     /// The stack's components one by one (OpenBAO, PowerDNS, the registry): list, install, status.
     #[command(subcommand)]
     Component(commands::component::ComponentCmd),
@@ -190,6 +193,9 @@ pub fn run() -> ExitCode {
                 commands::setup::run(args, &printer, cli.config.as_deref()).await
             }
             Command::Stack(cmd) => commands::stack::run(cmd, &printer, cli.config.as_deref()).await,
+            Command::Cluster(cmd) => {
+                commands::cluster::run(cmd, &printer, cli.config.as_deref()).await
+            }
             Command::Component(cmd) => {
                 commands::component::run(cmd, &printer, cli.config.as_deref()).await
             }

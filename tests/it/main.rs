@@ -3,6 +3,7 @@
 mod bad_input;
 mod cancel;
 mod charts;
+mod cluster;
 mod completions;
 mod component;
 mod config;

@@ -102,6 +102,11 @@ fn help_texts() {
             home.ok(&["component", verb, "--help"])
         );
     }
+    human_snapshot!("help_cluster_init", home.ok(&["cluster", "init", "--help"]));
+    human_snapshot!(
+        "help_cluster_node_add",
+        home.ok(&["cluster", "node", "add", "--help"])
+    );
     human_snapshot!("help_stack", home.ok(&["stack", "--help"]));
     human_snapshot!("help_setup", home.ok(&["setup", "--help"]));
     for verb in ["install", "status", "validate", "plan", "upgrade"] {

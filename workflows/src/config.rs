@@ -268,7 +268,7 @@ pub fn write_section(
 pub const OPENBAO_PORT: u16 = 8200;
 
 /// `https://HOST:PORT`, with an IPv6 address in brackets as URLs need it.
-fn https_url(host: &str, port: u16) -> String {
+pub(crate) fn https_url(host: &str, port: u16) -> String {
     match host.parse::<std::net::Ipv6Addr>() {
         Ok(_) => format!("https://[{host}]:{port}"),
         Err(_) => format!("https://{host}:{port}"),

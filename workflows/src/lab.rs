@@ -382,11 +382,47 @@ fn lab_config(lab: &LabInput, hosts: &[LabHost]) -> Result<String, RunError> {
             ..schema::Dns::default()
         });
     }
+    if lab.systemd {
+        lab_cluster(lab, hosts, &mut config)?;
+    }
     let comment = format!(
         "The hosts of lab `{}`, written by `foundry lab up`.",
         lab.name
     );
     crate::config::render(&config, &comment).map_err(RunError::workflow)
+}
+
+/// A lab of systemd hosts gets a cluster: on every host (the first a control-plane node,
+/// the others workers), behind the lab's VIP, K3s from the lab's stand-ins.
+fn lab_cluster(
+    lab: &LabInput,
+    hosts: &[LabHost],
+    config: &mut crate::config::StackConfig,
+) -> Result<(), RunError> {
+    use crate::config::{At, schema};
+    let prefix = lab.prefix().map_err(RunError::workflow)?;
+    let (k3s, install) = standin::paths(&lab.standin_dir());
+    config.cluster = Some(schema::Cluster {
+        name: lab.name.clone(),
+        domain: None,
+        k8s_vip: Some(At::new(parsed(&format!("{prefix}.{VIP}"))?)),
+        nodes: hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| schema::Node {
+                hostname: At::new(h.name.clone()),
+                role: if i == 0 {
+                    schema::NodeRole::ControlPlane
+                } else {
+                    schema::NodeRole::Worker
+                },
+            })
+            .collect(),
+    });
+    let components = config.components.get_or_insert_with(Default::default);
+    components.k3s.binary = Some(At::new(k3s));
+    components.k3s.installer = Some(At::new(install));
+    Ok(())
 }
 
 pub struct LabUp;

@@ -9,6 +9,7 @@ pub mod dns;
 pub mod host;
 mod image;
 mod install;
+pub mod k3s;
 pub mod keys;
 pub mod lab;
 pub mod local;
@@ -40,4 +41,6 @@ pub fn registry() -> Registry {
         .register(upgrade::StackUpgrade)
         .register(openbao::component::OpenbaoUpgrade)
         .register(setup::Setup)
+        .register(k3s::init::K3sInit)
+        .register(k3s::add::K3sNodeAdd)
 }

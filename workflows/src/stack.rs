@@ -22,6 +22,7 @@ pub fn all() -> &'static [&'static dyn Component] {
             &crate::openbao::component::Openbao,
             &crate::dns::component::Dns,
             &crate::registry::component::Zot,
+            &crate::k3s::component::K3s,
             &crate::chart::contour::CONTOUR,
             &crate::chart::cert_manager::CERT_MANAGER,
         ];

@@ -24,7 +24,7 @@ pub use keys::{MemoryKeyFile, generate_ed25519, public_of};
 pub use login::Login;
 pub use pool::{PooledSession, SshPool};
 pub use session::{SshSession, SshTarget, fingerprint_of, scan_host_key};
-pub use upload::SshUpload;
+pub use upload::{SshSendFile, SshUpload};
 
 /// Joins an argv into one command line for the remote shell, every word quoted.
 pub fn command_line(argv: &[String], sudo: bool) -> Result<String, foundry_core::ActivityError> {

@@ -1,5 +1,6 @@
 //! One module per noun, one file per verb.
 
+pub mod cluster;
 pub mod component;
 pub mod config;
 pub mod dns;

@@ -22,8 +22,7 @@ pub static CERT_MANAGER: ChartComponent = ChartComponent {
     name: "cert-manager",
     aliases: &["cert_manager"],
     about: "cert-manager: the cluster's certificates and its ClusterIssuer, a chart",
-    // TODO(merge h/init): &["k3s"].
-    needs: &["openbao"],
+    needs: &["k3s"],
     release: "cert-manager",
     namespace: NAMESPACE,
     repo: "https://charts.jetstack.io",

@@ -17,8 +17,7 @@ pub static CONTOUR: ChartComponent = ChartComponent {
     name: "contour",
     aliases: &[],
     about: "Contour: the cluster's ingress (Envoy), a chart",
-    // TODO(merge h/init): &["k3s"].
-    needs: &["openbao"],
+    needs: &["k3s"],
     release: "contour",
     namespace: "projectcontour",
     repo: "https://projectcontour.github.io/helm-charts/",

@@ -36,11 +36,9 @@ use crate::component::{
 };
 use crate::config::StackConfig;
 use crate::config::charts::ChartConfig;
+use crate::k3s::K3S_SECRET_PATH;
 use crate::secrets::EnsureStackSecret;
 
-/// Where the cluster's secrets live in OpenBAO (the k3s component writes them).
-// TODO(merge h/init): crate::k3s::K3S_SECRET_PATH.
-pub const K3S_SECRET_PATH: &str = "foundry-core/k3s";
 /// The namespace K3s's helm-controller watches for HelmCharts.
 pub const HELMCHART_NAMESPACE: &str = "kube-system";
 /// How long a chart's install Job may take.

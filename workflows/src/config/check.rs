@@ -178,10 +178,58 @@ pub(super) fn stack(config: &StackConfig) -> Result<(), Invalid> {
             }
         }
     }
-    if let Some(tag) = config.components.as_ref().and_then(|c| c.k3s.tag.as_ref()) {
+    if let Some(components) = &config.components {
+        k3s(&components.k3s)?;
+    }
+    Ok(())
+}
+
+/// `components.k3s`: every value here ends up in a node's config.yaml or an upload.
+fn k3s(k3s: &super::schema::K3s) -> Result<(), Invalid> {
+    if let Some(tag) = &k3s.tag {
         check_k3s_tag(tag)
             .map_err(|e| format!("components.k3s.tag: {e}"))
             .map_err(at(field_path!["components", "k3s", "tag"]))?;
+    }
+    for (field, path) in [("binary", &k3s.binary), ("installer", &k3s.installer)] {
+        if let Some(path) = path
+            && !path.is_absolute()
+        {
+            return Err(format!(
+                "{}components.k3s.{field} `{}` is not an absolute path\nhint: give the file on this machine by its whole path",
+                path.place(),
+                super::value::shown(&path.display().to_string())
+            )
+            .into());
+        }
+    }
+    for (i, name) in k3s.disable.iter().flatten().enumerate() {
+        let valid = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !valid {
+            return Err(format!(
+                "{}components.k3s.disable[{i}] `{}` is not a K3s component name like traefik or servicelb",
+                name.place(),
+                super::value::shown(name)
+            )
+            .into());
+        }
+    }
+    for (i, name) in k3s.tls_san.iter().enumerate() {
+        super::value::check_address(name)
+            .map_err(|e| format!("{}components.k3s.tls_san[{i}]: {e}", name.place()))?;
+    }
+    if let Some(n) = &k3s.agents_at_once
+        && n.value == 0
+    {
+        return Err(format!(
+            "{}components.k3s.agents_at_once is 0: at least one agent must be able to join",
+            n.place()
+        )
+        .into());
     }
     Ok(())
 }

@@ -267,6 +267,55 @@ pub struct K3s {
         skip_serializing_if = "Option::is_none"
     )]
     pub tag: Option<String>,
+    /// The k3s binary on this machine that Foundry uploads to each node's
+    /// `/usr/local/bin/k3s` (hosts download nothing: air-gapped servers work).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<At<std::path::PathBuf>>,
+    /// K3s's `install.sh` on this machine, uploaded and run with
+    /// `INSTALL_K3S_SKIP_DOWNLOAD=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installer: Option<At<std::path::PathBuf>>,
+    /// K3s's packaged components left out (`disable:` in its config.yaml); by default
+    /// `traefik` (Contour replaces it) and `servicelb` (kube-vip does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable: Option<Vec<At<String>>>,
+    /// More names and addresses the API's certificate carries; the VIP and
+    /// `api.<cluster.domain>` always are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_san: Vec<At<String>>,
+    /// How many agents join at once (servers join one at a time); 5 by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents_at_once: Option<At<u32>>,
+    /// How long one node may take to join and be Ready (`10m` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_timeout: Option<Retention>,
+}
+
+impl K3s {
+    /// What K3s leaves out when the config does not say: traefik and servicelb.
+    pub const DEFAULT_DISABLE: [&'static str; 2] = ["traefik", "servicelb"];
+    pub const DEFAULT_AGENTS_AT_ONCE: u32 = 5;
+    pub const DEFAULT_JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+    /// The packaged components left out.
+    pub fn disabled(&self) -> Vec<String> {
+        match &self.disable {
+            Some(list) => list.iter().map(|d| d.value.clone()).collect(),
+            None => Self::DEFAULT_DISABLE.map(String::from).to_vec(),
+        }
+    }
+
+    pub fn agents_at_once(&self) -> u32 {
+        self.agents_at_once
+            .as_ref()
+            .map_or(Self::DEFAULT_AGENTS_AT_ONCE, |n| n.value)
+    }
+
+    pub fn join_timeout(&self) -> std::time::Duration {
+        self.join_timeout
+            .as_ref()
+            .map_or(Self::DEFAULT_JOIN_TIMEOUT, Retention::duration)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,337 @@
+//! `foundry cluster`: the K3s cluster the stack config describes. `init` makes it on the
+//! first control-plane node; `node add` joins more hosts (servers one at a time, agents side
+//! by side). Each is one durable run; the same command again resumes an unfinished run with
+//! the same input instead of starting another, and on a cluster that is as asked changes
+//! nothing.
+
+use std::path::Path;
+
+use foundry_core::{RunId, RunState, Workflow};
+use foundry_workflows::component::Component;
+use foundry_workflows::k3s::add::{AddInput, AddOutput, K3sNodeAdd};
+use foundry_workflows::k3s::component::K3s;
+use foundry_workflows::k3s::init::{InitOutput, K3sInit};
+use foundry_workflows::k3s::{ClusterPlan, Role, node_host};
+
+use super::stack::Loaded;
+use crate::exit::{self, CliError};
+use crate::printer::Printer;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ClusterCmd {
+    /// Make the cluster: K3s on the first control-plane node, behind the API's VIP.
+    #[command(after_help = "\
+K3s is uploaded from components.k3s.binary and .installer (nothing is downloaded on the
+host), its flags written to /etc/rancher/k3s/config.yaml, kube-vip's manifest put in the
+server's manifests directory, and the installer run detached, so a dropped connection or
+a killed foundry does not stop it. The server token comes from OpenBAO, or is made there
+for a host with no cluster; the kubeconfig, pointed at the VIP, is kept there too. A host
+that already runs a cluster whose token OpenBAO does not hold is refused.
+
+Examples:
+  foundry cluster init
+  foundry cluster init --single-node
+  foundry cluster init --dry-run --output json")]
+    Init(InitArgs),
+    /// The cluster's nodes.
+    #[command(subcommand)]
+    Node(NodeCmd),
+}
+
+/// Room for `list` and `remove`.
+#[derive(Debug, clap::Subcommand)]
+pub enum NodeCmd {
+    /// Join hosts to the cluster: servers strictly one at a time, agents side by side.
+    #[command(after_help = "\
+Each server is done only once its node is Ready before the next one starts; agents join
+at most components.k3s.agents_at_once at a time. The join token always comes from
+OpenBAO: without one, nothing joins. A host's role is --role's, else the one
+cluster.nodes gives it (control-plane: server), else agent.
+
+Examples:
+  foundry cluster node add host-2 host-3 --role server --yes
+  foundry cluster node add host-4 host-5
+  foundry cluster node add host-4 --dry-run")]
+    Add(AddArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// One server and no VIP: no kube-vip, the kubeconfig points at the server.
+    #[arg(long)]
+    single_node: bool,
+    #[command(flatten)]
+    flags: Flags,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// Hosts of the stack config, by name or address.
+    #[arg(value_name = "HOST", required = true)]
+    hosts: Vec<String>,
+    /// Their role, instead of what cluster.nodes says.
+    #[arg(long, value_enum)]
+    role: Option<RoleArg>,
+    #[command(flatten)]
+    flags: Flags,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum RoleArg {
+    Server,
+    Agent,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Flags {
+    /// Do it without asking (needed without a terminal).
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Say what would be done, asked live of the cluster, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub async fn run(
+    cmd: ClusterCmd,
+    printer: &Printer,
+    config: Option<&Path>,
+) -> Result<u8, CliError> {
+    let loaded = Loaded::load(config)?;
+    match cmd {
+        ClusterCmd::Init(args) => init(args, printer, &loaded).await,
+        ClusterCmd::Node(NodeCmd::Add(args)) => add(args, printer, &loaded).await,
+    }
+}
+
+async fn init(args: InitArgs, printer: &Printer, loaded: &Loaded) -> Result<u8, CliError> {
+    let input = K3s.init_input(&loaded.stack, args.single_node)?;
+    if args.flags.dry_run {
+        let status = K3s.status(&loaded.stack).await?;
+        let plan = if status.healthy {
+            Vec::new()
+        } else {
+            vec![format!(
+                "install K3s on {} ({}), {}",
+                input.first.name,
+                if args.single_node {
+                    "single node"
+                } else {
+                    "cluster-init, kube-vip"
+                },
+                status.summary
+            )]
+        };
+        return said_plan(printer, "k3s", &input.first.name, &plan);
+    }
+    confirm(
+        &args.flags,
+        &format!("Make the cluster on {}?", input.first.name),
+    )?;
+    let value = serde_json::to_value(&input).map_err(|e| CliError::new(e.to_string()))?;
+    let (run, (code, output)) = drive(K3sInit::NAME, value, printer).await?;
+    let Some(output) = output else {
+        return Ok(code);
+    };
+    let output: InitOutput =
+        serde_json::from_value(output).map_err(|e| CliError::new(e.to_string()))?;
+    report(
+        printer,
+        &run,
+        &output.server,
+        &output.api,
+        &output.changes(),
+    );
+    Ok(code)
+}
+
+async fn add(args: AddArgs, printer: &Printer, loaded: &Loaded) -> Result<u8, CliError> {
+    let stack = &loaded.stack;
+    let plan = ClusterPlan::of(stack)?;
+    let given = args.role.map(|r| match r {
+        RoleArg::Server => Role::Server,
+        RoleArg::Agent => Role::Agent,
+    });
+    let (mut servers, mut agents) = (Vec::new(), Vec::new());
+    for host in &args.hosts {
+        let node = node_host(stack, host)?;
+        match ClusterPlan::role_of(stack, &node, given) {
+            Role::Server => servers.push(node),
+            Role::Agent => agents.push(node),
+        }
+    }
+    let input = AddInput {
+        setup: plan.setup,
+        first: plan.first,
+        servers,
+        agents,
+        agents_at_once: plan.agents_at_once,
+    };
+    K3sNodeAdd
+        .check(&input)
+        .map_err(|e| CliError::new(format!("cluster node add: {e}")))?;
+    let said: Vec<String> = input
+        .servers
+        .iter()
+        .map(|s| format!("join {} as a server", s.name))
+        .chain(
+            input
+                .agents
+                .iter()
+                .map(|a| format!("join {} as an agent", a.name)),
+        )
+        .collect();
+    if args.flags.dry_run {
+        let status = K3s.status(stack).await?;
+        let present: Vec<String> = status.detail["nodes"]
+            .as_array()
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .filter(|n| n["ready"] == true)
+                    .filter_map(|n| n["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let plan: Vec<String> = input
+            .servers
+            .iter()
+            .chain(&input.agents)
+            .zip(&said)
+            .filter(|(n, _)| !present.contains(&n.name))
+            .map(|(_, s)| s.clone())
+            .collect();
+        return said_plan(printer, "k3s", &input.first.name, &plan);
+    }
+    confirm(&args.flags, &format!("{}?", capitalized(&said.join(", "))))?;
+    let value = serde_json::to_value(&input).map_err(|e| CliError::new(e.to_string()))?;
+    let (run, (code, output)) = drive(K3sNodeAdd::NAME, value, printer).await?;
+    let Some(output) = output else {
+        return Ok(code);
+    };
+    let output: AddOutput =
+        serde_json::from_value(output).map_err(|e| CliError::new(e.to_string()))?;
+    let api = foundry_workflows::k3s::api_url(&input.first.address);
+    report(printer, &run, &input.first.name, &api, &output.changes());
+    Ok(code)
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Asks on a terminal unless `--yes`; refuses without one.
+fn confirm(flags: &Flags, question: &str) -> Result<(), CliError> {
+    if flags.yes {
+        return Ok(());
+    }
+    if !super::interactive() {
+        return Err(CliError::new(format!(
+            "nothing was done: `{question}` needs a yes, and there is no terminal to ask on"
+        ))
+        .with_hint("add --yes"));
+    }
+    let agreed = dialoguer::Confirm::new()
+        .with_prompt(question)
+        .default(false)
+        .interact()
+        .unwrap_or(false);
+    if agreed {
+        Ok(())
+    } else {
+        Err(CliError::new("nothing was done"))
+    }
+}
+
+/// Starts `workflow` with `input`, or resumes the interrupted or paused run of it with the
+/// same input (a failed one is not: its error was permanent, and a new run's probes find
+/// what it did), and drives it here: the run, its exit code and output.
+async fn drive(
+    workflow: &str,
+    input: serde_json::Value,
+    printer: &Printer,
+) -> Result<(String, (u8, Option<serde_json::Value>)), CliError> {
+    let (engine, bar) = super::engine(printer)?;
+    let driver = match unfinished(&engine, workflow, &input).await? {
+        Some(run) => {
+            printer.note(&format!(
+                "resuming the unfinished run {} of {workflow}",
+                engine.short_id(run)
+            ));
+            engine.resume(run).await?
+        }
+        None => engine.start(workflow, input)?,
+    };
+    let run = driver.run_id().to_string();
+    let out = super::drive::drive(driver, printer, bar).await?;
+    Ok((run, out))
+}
+
+async fn unfinished(
+    engine: &foundry_core::Engine,
+    workflow: &str,
+    input: &serde_json::Value,
+) -> Result<Option<RunId>, CliError> {
+    let mut found: Vec<(u64, RunId)> = engine
+        .list()
+        .await?
+        .into_iter()
+        .filter_map(|(id, view)| {
+            let snapshot = view.ok()?.snapshot;
+            let ours = snapshot.info.workflow == workflow
+                && snapshot.info.input == *input
+                && !snapshot.meta.state.is_finished()
+                && snapshot.meta.state != RunState::Failed;
+            ours.then_some((snapshot.info.created_at.0, id))
+        })
+        .collect();
+    found.sort();
+    Ok(found.pop().map(|(_, id)| id))
+}
+
+fn said_plan(
+    printer: &Printer,
+    component: &str,
+    host: &str,
+    plan: &[String],
+) -> Result<u8, CliError> {
+    if printer.json() {
+        let _ = printer.data(&serde_json::json!({
+            "component": component,
+            "host": host,
+            "plan": plan,
+        }));
+    } else if plan.is_empty() {
+        let _ = printer.line("nothing to do");
+    } else {
+        for step in plan {
+            let _ = printer.line(step);
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn report(printer: &Printer, run: &str, server: &str, api: &str, changes: &[String]) {
+    if printer.json() {
+        let _ = printer.data(&serde_json::json!({
+            "component": "k3s",
+            "run": run,
+            "server": server,
+            "api": api,
+            "changed": !changes.is_empty(),
+            "changes": changes,
+        }));
+        return;
+    }
+    if changes.is_empty() {
+        let _ = printer.line("k3s: nothing changed");
+    } else {
+        for change in changes {
+            let _ = printer.line(&format!("k3s: {change}"));
+        }
+    }
+}

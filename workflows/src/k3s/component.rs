@@ -1,0 +1,157 @@
+//! K3s as a component of the stack: `components.k3s`, placed on the first control-plane
+//! node of `cluster.nodes`. Its install is `cluster init`; its status is asked of the
+//! cluster's API, through the kubeconfig kept in OpenBAO.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use foundry_activities::kube::{KubeAccess, cluster_nodes};
+use foundry_core::secret::{MemorySecretStore, SecretStore};
+use foundry_core::{ActivityCx, BoxFuture, Part};
+use serde_json::{Value, json};
+
+use super::init::{InitInput, InitOutput, K3sInit};
+use super::{ClusterPlan, api_url};
+use crate::component::{
+    self as c, Component, ComponentError, ComponentStatus, InstallOptions, Placement,
+};
+use crate::config::StackConfig;
+
+pub struct K3s;
+
+impl K3s {
+    /// `cluster init`'s input: `single_node` leaves kube-vip out.
+    pub fn init_input(
+        &self,
+        stack: &StackConfig,
+        single_node: bool,
+    ) -> Result<InitInput, ComponentError> {
+        let plan = ClusterPlan::of(stack)?;
+        Ok(InitInput {
+            setup: plan.setup,
+            first: plan.first,
+            single_node,
+        })
+    }
+}
+
+impl Component for K3s {
+    fn name(&self) -> &'static str {
+        "k3s"
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        &["cluster"]
+    }
+
+    fn about(&self) -> &'static str {
+        "the K3s cluster (its first server; `foundry cluster node add` joins the others)"
+    }
+
+    fn needs(&self) -> &'static [&'static str] {
+        &["openbao"]
+    }
+
+    fn placement(&self, stack: &StackConfig) -> Result<Placement, ComponentError> {
+        let plan = ClusterPlan::of(stack)?;
+        Ok(Placement {
+            component: self.name(),
+            host: plan.first.name.clone(),
+            address: plan.setup.vip.as_deref().and_then(|v| v.parse().ok()),
+            runs: format!("K3s server of cluster {}", plan.setup.cluster),
+            version: stack.components.as_ref().and_then(|c| c.k3s.tag.clone()),
+        })
+    }
+
+    fn install(&self) -> Part {
+        Part::of::<K3sInit>()
+    }
+
+    fn install_input(
+        &self,
+        stack: &StackConfig,
+        _home: &Path,
+        _options: &InstallOptions,
+    ) -> Result<Value, ComponentError> {
+        c::input(self.name(), &self.init_input(stack, false)?)
+    }
+
+    fn changes(&self, output: Value) -> Result<Vec<String>, ComponentError> {
+        Ok(c::output::<InitOutput>(self.name(), output)?.changes())
+    }
+
+    fn status<'a>(
+        &'a self,
+        stack: &'a StackConfig,
+    ) -> BoxFuture<'a, Result<ComponentStatus, ComponentError>> {
+        Box::pin(async move {
+            let place = self.placement(stack)?;
+            let plan = ClusterPlan::of(stack)?;
+            let status = |healthy: bool, summary: String, version, detail, parts| ComponentStatus {
+                component: self.name().into(),
+                host: place.host.clone(),
+                address: place.address,
+                healthy,
+                summary,
+                version,
+                expected_version: place.version.clone(),
+                detail,
+                parts,
+                more: Default::default(),
+            };
+            let server = format!("K3s server on {}", plan.first.name);
+            let kubeconfig = super::secret(&plan.setup, "kubeconfig", false)
+                .current()
+                .await
+                .map_err(|e| ComponentError::new(format!("k3s: {}", e.message)))?;
+            let Some((kubeconfig, _)) = kubeconfig else {
+                return Ok(status(
+                    false,
+                    "not installed: OpenBAO holds no kubeconfig for the cluster".into(),
+                    None,
+                    Value::Null,
+                    [(server, "missing".to_string())].into(),
+                ));
+            };
+            let secrets = Arc::new(MemorySecretStore::default());
+            let reference = SecretStore::put(secrets.as_ref(), &kubeconfig)
+                .map_err(|e| ComponentError::new(e.to_string()))?;
+            let access = KubeAccess {
+                kubeconfig: reference,
+                server: Some(api_url(&plan.first.address)),
+            };
+            let cx = ActivityCx::standalone("k3s-status").with_secrets(secrets);
+            let client = access
+                .client(&cx)
+                .await
+                .map_err(|e| ComponentError::new(format!("k3s: {}", e.message)))?;
+            let nodes = match cluster_nodes(&client).await {
+                Ok(nodes) => nodes,
+                Err(e) => {
+                    return Ok(status(
+                        false,
+                        format!("the API at {} does not answer: {e}", access.place()),
+                        None,
+                        Value::Null,
+                        [(server, "not answering".to_string())].into(),
+                    ));
+                }
+            };
+            let ready = nodes.iter().filter(|n| n.ready).count();
+            let first = nodes.iter().find(|n| n.name == plan.first.name);
+            let version = first.map(|n| n.kubelet_version.clone());
+            let healthy = first.is_some_and(|n| n.ready);
+            Ok(status(
+                healthy,
+                format!("{ready} of {} nodes Ready", nodes.len()),
+                version,
+                json!({ "nodes": nodes }),
+                [(
+                    server,
+                    if healthy { "running" } else { "not ready" }.to_string(),
+                )]
+                .into(),
+            ))
+        })
+    }
+}
