@@ -256,6 +256,21 @@ async fn contour_then_cert_manager_install_with_their_issuer_and_a_second_instal
         assert_eq!(p["plan"], serde_json::json!([]), "{p}");
     }
 
+    // An upgrade is the install at another version; a downgrade is refused unchanged.
+    let down = s.foundry(&["component", "upgrade", "contour", "--to", "0.6.0", "--yes"]);
+    assert!(!down.status.success(), "a downgrade went ahead");
+    assert!(
+        String::from_utf8_lossy(&down.stderr).contains("a downgrade is no upgrade"),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    s.ok(&["component", "upgrade", "contour", "--to", "0.8.0", "--yes"]);
+    let status = s.json(&["component", "status", "contour"]);
+    assert_eq!(status[0]["version"], "0.8.0", "{status:?}");
+    assert_eq!(status[0]["healthy"], true, "{status:?}");
+    let contour = s.helmchart("contour").await.expect("contour's HelmChart");
+    assert_eq!(contour["spec"]["version"], "0.8.0");
+
     // The secret value and the client key are in no byte of the runs (journals, logs).
     let runs = s.home.runs_bytes();
     assert!(

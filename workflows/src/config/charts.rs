@@ -260,6 +260,44 @@ mod tests {
         assert_eq!(reference_in(&serde_json::json!({"a": "plain"}), ""), None);
     }
 
+    fn refused(text: &str) -> String {
+        crate::config::parse(std::path::Path::new("stack.yaml"), text)
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn a_chart_config_refuses_unknown_fields_literal_secrets_and_bad_paths_where_they_are() {
+        let e = refused("cluster:\n  name: lab\ncomponents:\n  contour:\n    vesion: 1.0.0\n");
+        assert!(e.contains("unknown field") && e.contains("vesion"), "{e}");
+        assert!(e.contains("line 5"), "{e}");
+        let e = refused(
+            "components:\n  cert_manager:\n    issuer:\n      acme:\n        email: nobody\n",
+        );
+        assert!(
+            e.contains("not an email address") && e.contains("line 5"),
+            "{e}"
+        );
+        let e = refused("components:\n  contour:\n    values:\n      a: ${secret:p:k}\n");
+        assert!(e.contains("values.a holds a secret reference"), "{e}");
+        let e = refused("components:\n  contour:\n    values: [1]\n");
+        assert!(e.contains("a mapping"), "{e}");
+        let e =
+            refused("components:\n  contour:\n    values_secrets:\n      a..b: ${secret:p:k}\n");
+        assert!(e.contains("not a values path"), "{e}");
+        let e = refused("components:\n  contour:\n    values_secrets:\n      a: plain\n");
+        assert!(e.contains("never the secret itself"), "{e}");
+        let ok = crate::config::parse(
+            std::path::Path::new("stack.yaml"),
+            "components:\n  contour:\n    values:\n      x: {y: 1}\n    values_secrets:\n      \
+             x.z: ${secret:p:k}\n",
+        )
+        .expect("a good config");
+        let contour = ok.components.expect("components").contour;
+        assert_eq!(contour.values.0["x"]["y"], 1);
+        assert_eq!(contour.values_secrets.len(), 1);
+    }
+
     #[test]
     fn kube_names() {
         assert!(check_kube_name("foundry-ca").is_ok());
