@@ -270,6 +270,16 @@ async fn contour_then_cert_manager_install_with_their_issuer_and_a_second_instal
     assert_eq!(status[0]["healthy"], true, "{status:?}");
     let contour = s.helmchart("contour").await.expect("contour's HelmChart");
     assert_eq!(contour["spec"]["version"], "0.8.0");
+    let plan = s.json(&["stack", "plan"]);
+    let contour_plan = plan
+        .iter()
+        .find(|p| p["component"] == "contour")
+        .expect("contour planned");
+    assert_eq!(
+        contour_plan["plan"],
+        serde_json::json!(["change version 0.8.0 to 0.7.0"]),
+        "{contour_plan}"
+    );
 
     // The secret value and the client key are in no byte of the runs (journals, logs).
     let runs = s.home.runs_bytes();
@@ -313,6 +323,14 @@ components:
     assert_eq!(
         status[0]["parts"]["HelmChart kube-system/contour"], "failed",
         "{status:?}"
+    );
+
+    let plan = s.json(&["stack", "plan"]);
+    assert!(
+        plan[0]["plan"]
+            .to_string()
+            .contains("install HelmChart kube-system/contour again (its last install failed)"),
+        "{plan:?}"
     );
 
     // Fixed in the config, resumed: the same run completes with the new values.

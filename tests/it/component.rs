@@ -262,7 +262,11 @@ fn every_component_installs_from_a_fresh_config_and_again_changes_nothing() {
     );
     let (stdout, _) = foundry(home, &config, &["component", "list", "-o", "json"]);
     let listed = foundry_tests::json_lines(&stdout);
-    assert_eq!(names(&listed), ["openbao", "dns", "zot"], "{listed:?}");
+    assert_eq!(
+        names(&listed),
+        ["openbao", "dns", "zot", "k3s", "contour", "cert-manager"],
+        "{listed:?}"
+    );
     assert_eq!(
         listed[1]["needs"],
         serde_json::json!(["openbao"]),
