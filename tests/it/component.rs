@@ -267,7 +267,7 @@ fn every_component_installs_from_a_fresh_config_and_again_changes_nothing() {
     let listed = foundry_tests::json_lines(&stdout);
     assert_eq!(
         names(&listed),
-        ["openbao", "dns", "zot", "k3s"],
+        ["openbao", "dns", "zot", "k3s", "contour", "cert-manager"],
         "{listed:?}"
     );
     assert_eq!(listed[3]["placed"], serde_json::Value::Null, "{listed:?}");

@@ -44,7 +44,7 @@ struct Cluster {
     _dir: tempfile::TempDir,
 }
 
-fn inline_kubeconfig(pki: &Pki, server: &str) -> String {
+pub(crate) fn inline_kubeconfig(pki: &Pki, server: &str) -> String {
     let b64 = |pem: &str| STANDARD.encode(pem.as_bytes());
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: default\n  cluster:\n    \

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cancel;
+mod charts;
 mod cluster;
 mod completions;
 mod component;

@@ -135,6 +135,9 @@ pub trait Component: Send + Sync + 'static {
 pub struct InstallOptions {
     /// OpenBAO: hand the root token over too, instead of revoking it.
     pub keep_root_token: bool,
+    /// The stack config the install is built from, so that a step can read it again when
+    /// the run is resumed (a chart's values, fixed after its install failed).
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// Where a component runs, as the stack config says: on which host, reached at which
@@ -142,6 +145,7 @@ pub struct InstallOptions {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Placement {
     pub component: &'static str,
+    /// The host, or `cluster <name>` for what lives in a cluster (a chart).
     pub host: String,
     /// The address its service answers at, when it has one of its own.
     pub address: Option<Ipv4Addr>,
@@ -152,8 +156,12 @@ pub struct Placement {
 }
 
 impl Placement {
-    /// `openbao on infra-1 (10.77.0.240)`.
+    /// `openbao on infra-1 (10.77.0.240)`; `contour in cluster lab` for what lives in a
+    /// cluster, whose `host` is `cluster <name>`.
     pub fn said(&self) -> String {
+        if let Some(cluster) = self.host.strip_prefix("cluster ") {
+            return format!("{} in cluster {cluster}", self.component);
+        }
         match self.address {
             Some(address) => format!("{} on {} ({address})", self.component, self.host),
             None => format!("{} on {}", self.component, self.host),
@@ -196,6 +204,7 @@ impl ComponentStatus {
             .filter(|(_, state)| *state != "running")
             .map(|(part, state)| match state.as_str() {
                 "missing" => format!("create {part}"),
+                "failed" => format!("install {part} again (its last install failed)"),
                 other => format!("start {part} ({other})"),
             })
             .collect();

@@ -2,6 +2,7 @@
 //! that check their own values are in `value`, the schema beyond hosts in `schema`, and
 //! the checks that compare fields in `check`.
 
+pub mod charts;
 mod check;
 pub mod place;
 pub mod schema;

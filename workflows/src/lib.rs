@@ -2,6 +2,7 @@
 //! the engine.
 
 pub mod bench;
+pub mod chart;
 pub mod component;
 pub mod config;
 pub mod dns;
@@ -35,6 +36,7 @@ pub fn registry() -> Registry {
         .register(dns::DnsInstall)
         .register(openbao::OpenbaoInstall)
         .register(registry::RegistryInstall)
+        .register(chart::ChartInstall)
         .register(stack::StackInstall)
         .register(upgrade::StackUpgrade)
         .register(openbao::component::OpenbaoUpgrade)

@@ -153,6 +153,7 @@ impl Activity for ReadPhase {
                     .map_err(|e| said(e.message, e.hint))?;
                 let options = InstallOptions {
                     keep_root_token: self.keep_root_token,
+                    config: Some(self.config.clone()),
                 };
                 let input = crate::stack::install_input(&stack, home.root(), &placed, &options)
                     .map_err(|e| said(e.message, e.hint))?;

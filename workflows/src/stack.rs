@@ -23,6 +23,8 @@ pub fn all() -> &'static [&'static dyn Component] {
             &crate::dns::component::Dns,
             &crate::registry::component::Zot,
             &crate::k3s::component::K3s,
+            &crate::chart::contour::CONTOUR,
+            &crate::chart::cert_manager::CERT_MANAGER,
         ];
         ordered(known).unwrap_or_else(|cycle| panic!("the components' needs {cycle}"))
     });

@@ -16,9 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ::kube::Api;
-use ::kube::api::{
-    ApiResource, DynamicObject, GroupVersionKind, ListParams, LogParams, Patch, PatchParams,
-};
+use ::kube::api::{DynamicObject, ListParams, LogParams, Patch, PatchParams};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use foundry_core::{Activity, ActivityCx, ActivityError, InDoubt, SecretRef};
@@ -30,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 use super::client::{KubeAccess, api_error};
 use super::nodes::POLL;
+use super::release::{helmchart_resource, newest_release};
 
 /// The largest `chartContent` (base64) a HelmChart may carry: Kubernetes stores an object
 /// of at most about 1.5 MiB in etcd, and K3s's HelmChart refuses content over 1 MiB.
@@ -81,13 +80,10 @@ pub struct ChartOutput {
     /// The release Secret found deployed.
     pub release: String,
     pub status: String,
-}
-
-fn helmchart_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("helm.cattle.io", "v1", "HelmChart"),
-        "helmcharts",
-    )
+    /// This apply sent a changed spec or values (a new Job ran); false when the chart was
+    /// already installed as asked. A step settled in doubt says true: it may have.
+    #[serde(default)]
+    pub changed: bool,
 }
 
 /// `{a: {b: value}}` for path `a.b`.
@@ -290,20 +286,15 @@ impl ApplyHelmChart {
             .list_metadata(&params)
             .await
             .map_err(|e| api_error("listing the chart's releases", &self.place(), e))?;
-        let newest = listed
-            .items
-            .iter()
-            .filter_map(|s| {
-                let labels = s.metadata.labels.as_ref()?;
-                let version: u64 = labels.get("version")?.parse().ok()?;
-                Some((
-                    version,
-                    s.metadata.name.clone().unwrap_or_default(),
-                    labels.get("status").cloned().unwrap_or_default(),
-                ))
-            })
-            .max_by_key(|(version, _, _)| *version);
-        Ok(newest.map(|(_, name, status)| (name, status)))
+        let newest = newest_release(listed.items.iter().map(|s| &s.metadata));
+        Ok(newest.map(|(_, meta)| {
+            let status = meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("status").cloned())
+                .unwrap_or_default();
+            (meta.name.clone().unwrap_or_default(), status)
+        }))
     }
 
     /// The tail of the Job's pod log, redacted of every secret this run knows.
@@ -376,6 +367,7 @@ impl ApplyHelmChart {
                 job: job_name,
                 release,
                 status,
+                changed: true,
             })),
             _ => Ok(None),
         }
@@ -452,7 +444,10 @@ impl Activity for ApplyHelmChart {
         loop {
             let live = self.chart(&api).await?;
             if let Some(done) = self.outcome(cx, &client, &live, &prepared).await? {
-                return Ok(done);
+                return Ok(ChartOutput {
+                    changed: !unchanged,
+                    ..done
+                });
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ActivityError::transient(format!(

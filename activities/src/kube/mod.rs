@@ -4,14 +4,18 @@
 //! The kubeconfig is a secret (it holds the client key): an activity's input carries only
 //! its [`foundry_core::SecretRef`], revealed with `cx.reveal` when the client is made.
 
+mod apply;
 mod chart;
 mod client;
 mod drain;
 mod nodes;
+mod release;
 
+pub use apply::{ApplyObjects, ApplyObjectsOutput, KubeObject, object_live};
 pub use chart::{ApplyHelmChart, CHART_CONTENT_LIMIT, ChartOutput, ValuesSecret};
 pub use client::{KubeAccess, api_error};
 pub use drain::{
     Cordon, CordonOutput, DeleteNode, DeleteNodeOutput, DrainNode, DrainOutput, Uncordon,
 };
 pub use nodes::{NodeInfo, NodesReady, NodesReadyOutput, cluster_nodes, vip_holder};
+pub use release::{ChartLive, chart_live, release_chart_version};

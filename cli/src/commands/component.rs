@@ -92,10 +92,11 @@ pub async fn run(
             super::stack::plan(chosen, printer, &loaded).await
         }
         ComponentCmd::Install(args) => {
+            let loaded = Loaded::load(config)?;
             let options = InstallOptions {
                 keep_root_token: args.stack.keep_root_token,
+                config: Some(loaded.selected.path.clone()),
             };
-            let loaded = Loaded::load(config)?;
             let chosen = chosen(&args.names, &loaded)?;
             super::stack::install(chosen, &options, printer, &loaded).await
         }

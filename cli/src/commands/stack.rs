@@ -127,6 +127,7 @@ pub async fn run(cmd: StackCmd, printer: &Printer, config: Option<&Path>) -> Res
         StackCmd::Install(args) => {
             let options = InstallOptions {
                 keep_root_token: args.keep_root_token,
+                config: Some(selected.path.clone()),
             };
             install(placed, &options, printer, &loaded).await
         }

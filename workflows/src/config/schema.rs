@@ -167,6 +167,10 @@ pub struct Components {
     pub k3s: K3s,
     #[serde(default, deserialize_with = "null_is_default")]
     pub grafana: Grafana,
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub contour: super::charts::ChartConfig,
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub cert_manager: super::charts::CertManagerConfig,
 }
 
 /// A service run as a container on an infrastructure host.

@@ -15,7 +15,8 @@ is not proven against a real API server. What it keeps of the real contract:
   aggregated discovery, which then fall back as they do from an older server.
 - Core v1 nodes (+status), namespaces, pods (+eviction, log), secrets, events;
   coordination.k8s.io/v1 leases; policy/v1 poddisruptionbudgets; batch/v1 jobs (+status);
-  apps/v1 daemonsets; helm.cattle.io/v1 helmcharts (+status).
+  apps/v1 daemonsets; helm.cattle.io/v1 helmcharts (+status); cert-manager.io/v1
+  clusterissuers and certificates (+status), stored as given: no cert-manager runs.
 - get, list (label selectors `=`, `==`, `!=`, `in`, `notin`, exists, `!key`; field
   selectors on metadata.name, metadata.namespace, spec.nodeName, status.phase; `limit`
   is ignored: one page), watch (`?watch=1` from a resourceVersion, bookmarks when asked,
@@ -44,7 +45,8 @@ is not proven against a real API server. What it keeps of the real contract:
 - A HelmChart controller playing K3s's helm-controller: each HelmChart gets a Job
   `helm-install-NAME` and its Pod, whose log reads like helm's; after HELM_JOB_SECONDS the
   Job completes and a release Secret `sh.helm.release.v1.NAME.vN` (labels owner=helm,
-  name=NAME, status=deployed) appears in the target namespace. Charts are known from a
+  name=NAME, status=deployed) appears in the target namespace, its record naming the
+  chart version the HelmChart asks for (the table's when it asks none). Charts are known from a
   small table (contour, cert-manager, foundry-test) with their allowed top-level values
   keys: a value outside it fails the Job with helm's schema error (the real Job would
   retry with backoff; this one fails once), and the HelmChart's `Failed` condition is
@@ -125,6 +127,11 @@ RESOURCES = [
     Resource("batch", "v1", "jobs", "Job", True, [], ("status",)),
     Resource("apps", "v1", "daemonsets", "DaemonSet", True, ["ds"], ("status",)),
     Resource("helm.cattle.io", "v1", "helmcharts", "HelmChart", True, [], ("status",), key="helm.cattle.io/helmcharts"),
+    # The kinds cert-manager's CRDs bring, stored as given (no cert-manager controller).
+    Resource("cert-manager.io", "v1", "clusterissuers", "ClusterIssuer", False, [], ("status",),
+             key="cert-manager.io/clusterissuers"),
+    Resource("cert-manager.io", "v1", "certificates", "Certificate", True, ["cert", "certs"], ("status",),
+             key="cert-manager.io/certificates"),
 ]
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 POD_LOG_PREFIX = "/registry/standin.foundry/podlogs/"
@@ -1619,7 +1626,7 @@ class KubeApi:
         now = now_rfc3339()
         revision = None
         if error is None:
-            revision = self._release(target, name, chart_name, known, values, now)
+            revision = self._release(target, name, chart_name, known, values, now, spec.get("version"))
             log = (f"NAME: {name}\nLAST DEPLOYED: {time.strftime('%a %b %d %H:%M:%S %Y', time.gmtime())}\n"
                    f"NAMESPACE: {target}\nSTATUS: deployed\nREVISION: {revision}\nTEST SUITE: None\n")
         else:
@@ -1658,7 +1665,7 @@ class KubeApi:
         except ApiError:
             pass
 
-    def _release(self, target, name, chart_name, known, values, now):
+    def _release(self, target, name, chart_name, known, values, now, version=None):
         secrets_res = find_resource("", "v1", "secrets")
         self._ensure_namespace(target)
         existing, _ = self.list_objects(secrets_res, target)
@@ -1676,7 +1683,7 @@ class KubeApi:
         release = {"name": name, "namespace": target, "version": revision,
                    "info": {"status": "deployed", "last_deployed": now, "description": "Install complete"},
                    "chart": {"metadata": {"name": chart_name.split("/")[-1],
-                                          "version": (known or {}).get("version", "0.0.0")}},
+                                          "version": version or (known or {}).get("version", "0.0.0")}},
                    "config": values}
         payload = base64.b64encode(json.dumps(release).encode()).decode()
         secret = {"metadata": {"name": f"sh.helm.release.v1.{name}.v{revision}", "namespace": target,
