@@ -4,6 +4,7 @@
 pub mod container;
 pub mod dns;
 mod http;
+pub mod k3s;
 pub mod kube;
 pub mod local;
 pub mod openbao;

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use foundry_tests::lab::Lab;
 
 /// The lab's host `i` (0-based): its name and address.
-fn host(lab: &Lab, i: usize) -> (&str, &str) {
+pub(crate) fn host(lab: &Lab, i: usize) -> (&str, &str) {
     (&lab.names[i], &lab.targets[i].address)
 }
 
 /// `script` run by `sh` as root on the host, through SSH; its stdin is the script, so
 /// no value in it (a token read on the host) is in any argv.
-fn spawn(lab: &Lab, i: usize, script: &str) -> Child {
+pub(crate) fn spawn(lab: &Lab, i: usize, script: &str) -> Child {
     let mut child = Lab::ssh_command(&lab.targets[i], "sudo sh -s")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -34,12 +34,12 @@ fn spawn(lab: &Lab, i: usize, script: &str) -> Child {
     child
 }
 
-fn run(lab: &Lab, i: usize, script: &str) -> Output {
+pub(crate) fn run(lab: &Lab, i: usize, script: &str) -> Output {
     spawn(lab, i, script).wait_with_output().expect("ssh")
 }
 
 /// Runs `script` on host `i`, expecting success; its stdout, trimmed.
-fn ok(lab: &Lab, i: usize, script: &str) -> String {
+pub(crate) fn ok(lab: &Lab, i: usize, script: &str) -> String {
     let out = run(lab, i, script);
     assert!(
         out.status.success(),
@@ -53,7 +53,7 @@ fn ok(lab: &Lab, i: usize, script: &str) -> String {
 
 /// Polls `cond` every 300 ms (each poll is a round trip to a lab host) until it holds;
 /// panics naming `what` at the deadline.
-fn until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+pub(crate) fn until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + deadline;
     while Instant::now() < end {
         if cond() {
@@ -65,7 +65,7 @@ fn until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
 }
 
 /// Waits for `child` to exit, for at most `deadline`; kills it past that.
-fn finish(mut child: Child, what: &str, deadline: Duration) -> Output {
+pub(crate) fn finish(mut child: Child, what: &str, deadline: Duration) -> Output {
     let end = Instant::now() + deadline;
     while Instant::now() < end {
         if child.try_wait().expect("polling").is_some() {
@@ -82,7 +82,7 @@ fn finish(mut child: Child, what: &str, deadline: Duration) -> Output {
     );
 }
 
-fn succeeded(out: &Output, what: &str) {
+pub(crate) fn succeeded(out: &Output, what: &str) {
     assert!(
         out.status.success(),
         "{what}\nstdout: {}\nstderr: {}",
@@ -93,7 +93,7 @@ fn succeeded(out: &Output, what: &str) {
 
 /// The stand-ins `lab up --systemd` wrote into the lab's directory, copied onto every
 /// host: `k3s` to /usr/local/bin, `install.sh` to /root.
-fn put_standins(lab: &Lab) {
+pub(crate) fn put_standins(lab: &Lab) {
     let dir = lab.home.path().join("labs").join(&lab.name).join("k3s");
     for name in lab.names.clone() {
         let container = lab.container(&name);
@@ -114,27 +114,40 @@ fn put_standins(lab: &Lab) {
 
 /// The installer as Foundry runs it on an air-gapped host, bounded by `timeout` seconds:
 /// `env` are more of its variables (`K3S_URL=…`).
-fn install(env: &str, timeout: u32) -> String {
+pub(crate) fn install(env: &str, timeout: u32) -> String {
     format!(
         "INSTALL_K3S_SKIP_DOWNLOAD=true {env} timeout {timeout} sh /root/install.sh </dev/null >/tmp/install.log 2>&1 \
          || {{ rc=$?; cat /tmp/install.log >&2; exit $rc; }}"
     )
 }
 
-/// The etcd members as `etcdctl member list -w json` on host `i` shows them: (name,
-/// isLearner).
-fn members(lab: &Lab, i: usize) -> Vec<(String, bool)> {
-    let out = ok(lab, i, "ETCDCTL_API=3 etcdctl member list -w json");
+/// `etcdctl` on a server host as K3s's etcd wants its clients: over TLS on loopback, with
+/// the etcd client certificate K3s keeps (`--client-cert-auth`).
+/// Where K3s keeps etcd's CAs and certificates.
+const ETCD_TLS: &str = "/var/lib/rancher/k3s/server/tls/etcd";
+
+pub(crate) const ETCDCTL: &str = "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 \
+    --cacert=/var/lib/rancher/k3s/server/tls/etcd/server-ca.crt \
+    --cert=/var/lib/rancher/k3s/server/tls/etcd/client.crt \
+    --key=/var/lib/rancher/k3s/server/tls/etcd/client.key";
+
+/// The etcd members as `etcdctl member list -w json` on host `i` shows them: (node name,
+/// isLearner). K3s names a member `<node>-<8 hex digits>`; the suffix is checked and cut.
+pub(crate) fn members(lab: &Lab, i: usize) -> Vec<(String, bool)> {
+    let out = ok(lab, i, &format!("{ETCDCTL} member list -w json"));
     let json: serde_json::Value = serde_json::from_str(&out).expect("etcdctl's JSON");
     let mut found: Vec<(String, bool)> = json["members"]
         .as_array()
         .expect("members")
         .iter()
         .map(|m| {
-            (
-                m["name"].as_str().unwrap_or_default().to_string(),
-                m["isLearner"].as_bool().unwrap_or(false),
-            )
+            let name = m["name"].as_str().unwrap_or_default();
+            let (node, suffix) = name.rsplit_once('-').unwrap_or((name, ""));
+            assert!(
+                suffix.len() == 8 && suffix.chars().all(|c| c.is_ascii_hexdigit()),
+                "K3s's member name: {name}"
+            );
+            (node.to_string(), m["isLearner"].as_bool().unwrap_or(false))
         })
         .collect();
     found.sort();
@@ -159,7 +172,7 @@ fn api_get(lab: &Lab, i: usize, path: &str) -> String {
     api(lab, i, "GET", path)
 }
 
-fn api(lab: &Lab, i: usize, method: &str, path: &str) -> String {
+pub(crate) fn api(lab: &Lab, i: usize, method: &str, path: &str) -> String {
     ok(
         lab,
         i,
@@ -174,18 +187,18 @@ fn carries_api(lab: &Lab, i: usize) -> bool {
         .success()
 }
 
-fn journal(lab: &Lab, i: usize, unit: &str) -> String {
+pub(crate) fn journal(lab: &Lab, i: usize, unit: &str) -> String {
     ok(lab, i, &format!("journalctl -u {unit} --no-pager -o cat"))
 }
 
-fn unit_state(lab: &Lab, i: usize, unit: &str) -> String {
+pub(crate) fn unit_state(lab: &Lab, i: usize, unit: &str) -> String {
     let out = run(lab, i, &format!("systemctl is-active {unit}"));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The token file of server `from` copied to `/root/token` on host `to` (0600), host to
 /// host through this machine's pipes, never an argv.
-fn copy_token(lab: &Lab, from: usize, to: usize, file: &str) {
+pub(crate) fn copy_token(lab: &Lab, from: usize, to: usize, file: &str) {
     let token = ok(
         lab,
         from,
@@ -244,6 +257,29 @@ fn servers_join_one_at_a_time_as_etcd_voters_and_agents_check_their_token() {
         assert!(unit.contains(line), "{line} in {unit}");
     }
     assert_eq!(members(&lab, 0), [("host-1".to_string(), false)]);
+    // etcd over TLS with client certificates, at K3s's paths: plain HTTP and a client
+    // without a certificate are refused, K3s's etcd client certificate is taken.
+    ok(
+        &lab,
+        0,
+        &format!(
+            "cd {ETCD_TLS} && test -s server-ca.key && test -s peer-ca.crt && test -s peer-ca.key \
+             && test -s server-client.crt && test -s peer-server-client.key && test -s client.key"
+        ),
+    );
+    let tls_checks = format!(
+        "cd {ETCD_TLS}; curl -s -o /dev/null http://127.0.0.1:2379/version; echo plain=$?; \
+         curl -s -o /dev/null --cacert server-ca.crt https://127.0.0.1:2379/version; echo anonymous=$?; \
+         curl -s --cacert server-ca.crt --cert client.crt --key client.key https://127.0.0.1:2379/version"
+    );
+    let checked = ok(&lab, 0, &tls_checks);
+    let lines: Vec<&str> = checked.lines().collect();
+    assert_ne!(lines[0], "plain=0", "plain HTTP refused: {checked}");
+    assert_ne!(
+        lines[1], "anonymous=0",
+        "no certificate, refused: {checked}"
+    );
+    assert!(lines[2].contains("etcdserver"), "{checked}");
     assert!(
         api_get(&lab, 0, "/readyz").ends_with("\n200"),
         "the kubeconfig reaches :6443"
@@ -269,7 +305,7 @@ fn servers_join_one_at_a_time_as_etcd_voters_and_agents_check_their_token() {
         &lab,
         0,
         &format!(
-            "ETCDCTL_API=3 etcdctl member add stuck-learner --learner --peer-urls=http://{prefix}.99:2380 -w json"
+            "{ETCDCTL} member add stuck-learner --learner --peer-urls=https://{prefix}.99:2380 -w json"
         ),
     );
     let stuck: serde_json::Value = serde_json::from_str(&stuck).expect("member add's JSON");
@@ -291,14 +327,21 @@ fn servers_join_one_at_a_time_as_etcd_voters_and_agents_check_their_token() {
         || journal(&lab, 1, "k3s").contains("too many learner members in cluster"),
     );
     assert_eq!(unit_state(&lab, 1, "k3s"), "activating");
-    ok(
-        &lab,
-        0,
-        &format!("ETCDCTL_API=3 etcdctl member remove {stuck_id}"),
-    );
+    ok(&lab, 0, &format!("{ETCDCTL} member remove {stuck_id}"));
     let joined = finish(join, "host-2's join", Duration::from_secs(120));
     succeeded(&joined, "host-2's join");
     assert_eq!(unit_state(&lab, 1, "k3s"), "active");
+    // The etcd CAs came with the bootstrap data; the certificates are the server's own.
+    let ca_of = |i| {
+        ok(
+            &lab,
+            i,
+            &format!("cd {ETCD_TLS} && sha256sum server-ca.crt peer-ca.crt"),
+        )
+    };
+    assert_eq!(ca_of(0), ca_of(1), "one pair of etcd CAs");
+    let leaf_of = |i| ok(&lab, i, &format!("sha256sum {ETCD_TLS}/server-client.crt"));
+    assert_ne!(leaf_of(0), leaf_of(1), "each server its own certificate");
     assert_eq!(
         members(&lab, 0),
         [("host-1".to_string(), false), ("host-2".to_string(), false)],
@@ -306,8 +349,8 @@ fn servers_join_one_at_a_time_as_etcd_voters_and_agents_check_their_token() {
     );
     let log = journal(&lab, 1, "k3s");
     for said in [
-        "Added etcd member host-2 as a learner",
-        "Promoted etcd member host-2 to a voting member",
+        "Added etcd member host-2-",
+        "Promoted etcd member host-2-",
         "k3s is up and running",
     ] {
         assert!(log.contains(said), "{said} in {log}");

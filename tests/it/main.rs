@@ -14,6 +14,7 @@ mod dns;
 mod dns_cli;
 mod dns_relay;
 mod drivers;
+mod etcd_members;
 mod format;
 mod host;
 mod host_adopt;

@@ -22,14 +22,37 @@ What it keeps of K3s's contract:
 - Progress goes to stdout (the unit's journal) in K3s's log format.
 - A server that has a token file refuses another token, as K3s's bootstrap data is
   keyed by the token.
+- etcd as K3s embeds it: clients on https://127.0.0.1:2379 and the node's address, peers
+  on :2380, both over TLS with client certificates required (--client-cert-auth), the
+  CAs and certificates at K3s's paths under /var/lib/rancher/k3s/server/tls/etcd/
+  (server-ca, peer-ca, server-client, peer-server-client, client: .crt and .key), the two
+  CAs carried to joining servers in the bootstrap data; members named as K3s names them,
+  `<node>-<8 hex digits>` (kept in db/etcd/name); a joining server stays a learner a few
+  seconds (K3s's leader promotes learners on a tick).
 - With the API stand-in: servers and agents register their Node (Ready, roles as
   labels, the kubelet version this stand-in's), and a server Node deleted from the API
-  has its etcd member removed, as K3s's etcd controller does.
+  has its etcd member removed, as K3s's etcd controller does (again on the next poll
+  when etcd refuses it for a moment).
+- With the API stand-in, K3s's deploy controller: every manifest in
+  /var/lib/rancher/k3s/server/manifests/ applied (server-side, forced, manager
+  `deploy@NODE`), again when the file changes; kinds the API stand-in does not serve
+  (ServiceAccount, RBAC) are skipped with a log line. No Addon objects, no deletion of
+  what a removed file held.
+- With the API stand-in, kube-vip's contract for the control plane in ARP mode, run by
+  each server while kube-system has a DaemonSet with a `kube-vip` image: its env
+  (`address` or `vip_address`, `vip_interface`, `cp_enable`, `cp_namespace`,
+  `vip_leasename` default plndr-cp-lock, `vip_leaseduration`/`vip_renewdeadline`/
+  `vip_retryperiod` default 5/3/1, `vip_arp`), leader election on that Lease as
+  client-go's (holderIdentity the node's name; taken over once not renewed for its
+  duration), the holder adding VIP/32 to the interface (gratuitous ARP when `arping` is
+  there), a server that loses the lease, stops, or loses the DaemonSet removing it. Not
+  kept: the DaemonSet's pods (none run), services load-balancing (`svc_enable`), BGP,
+  the lease released on a clean stop (the next holder waits for its duration).
 
 What is real: systemd runs it, and the servers' etcd is Debian's etcd 3.4, so
 membership, learners and quorum follow etcd's own rules. What is not: no kubelet, no
-containerd, no pod runs; etcd speaks plain HTTP on the lab's network (K3s uses TLS); a
-server without `cluster-init` or `server` runs etcd too (K3s would use SQLite);
+containerd, no pod runs; a server without `cluster-init` or `server` runs etcd too
+(K3s would use SQLite);
 `k3s kubectl`, `k3s etcd-snapshot` and the rest are not there. The Kubernetes API on
 :6443 is the API stand-in (kube_api.py) when this file carries it.
 
@@ -38,6 +61,7 @@ stand-in's into one executable, and must not shadow its names.
 """
 
 import base64
+import copy
 import datetime
 import hashlib
 import hmac
@@ -62,6 +86,9 @@ import urllib.request
 K3S_VERSION = "v1.32.4+k3s1"
 # How long a join takes at least, in seconds, as a real one does.
 K3S_JOIN_SECONDS = 3.0
+# How long a joining server stays a learner at least: K3s's leader promotes learners on
+# a 15 s tick; this is shorter, and long enough to be seen.
+K3S_LEARNER_SECONDS = 3.0
 # How long between two tries of a join step that waits (a server unreachable, etcd busy).
 K3S_RETRY_SECONDS = 2.0
 
@@ -74,6 +101,15 @@ K3S_ETCD_DIR = K3S_SERVER + "/db/etcd"
 K3S_API_PORT = 6443
 K3S_ETCD_CLIENT = 2379
 K3S_ETCD_PEER = 2380
+# etcd's own CAs and certificates, at K3s's paths: clients and peers speak TLS and must
+# show a certificate (--client-cert-auth), as K3s's embedded etcd's do.
+K3S_ETCD_TLS = K3S_TLS + "/etcd"
+K3S_ETCD_CA = K3S_ETCD_TLS + "/server-ca.crt"
+K3S_ETCD_CLIENT_CERT = K3S_ETCD_TLS + "/client.crt"
+K3S_ETCD_CLIENT_KEY = K3S_ETCD_TLS + "/client.key"
+K3S_ETCD_LOCAL = "https://127.0.0.1:%d" % K3S_ETCD_CLIENT
+# The CAs the bootstrap data carries to a joining server, as K3s's does.
+K3S_SHARED_CAS = ("server-ca", "client-ca", "etcd/server-ca", "etcd/peer-ca")
 
 # Flags that take no value; the ones that may be given more than once.
 K3S_BOOLEAN_FLAGS = {
@@ -224,15 +260,16 @@ def k3s_openssl(*args):
 
 
 def k3s_make_ca(name):
+    """A CA at K3S_TLS/name.{crt,key} (`name` may be `etcd/server-ca`), unless it is there."""
     key, crt = "%s/%s.key" % (K3S_TLS, name), "%s/%s.crt" % (K3S_TLS, name)
     if os.path.exists(crt):
         return
-    os.makedirs(K3S_TLS, mode=0o700, exist_ok=True)
+    os.makedirs(os.path.dirname(crt), mode=0o700, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".cnf") as conf:
         conf.write("[req]\ndistinguished_name=dn\nprompt=no\nx509_extensions=ext\n"
                    "[dn]\nCN=k3s-%s@%d\n[ext]\nbasicConstraints=critical,CA:TRUE\n"
                    "keyUsage=critical,keyCertSign,cRLSign,digitalSignature\n"
-                   "subjectKeyIdentifier=hash\n" % (name, int(time.time())))
+                   "subjectKeyIdentifier=hash\n" % (name.replace("/", "-"), int(time.time())))
         conf.flush()
         k3s_openssl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
                 "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", crt,
@@ -240,9 +277,11 @@ def k3s_make_ca(name):
     os.chmod(key, 0o600)
 
 
-def k3s_make_leaf(ca, name, cn, org=None, sans=(), server=True):
-    """A certificate signed by the CA `ca` (a name under K3S_TLS), at K3S_TLS/name.{crt,key}."""
+def k3s_make_leaf(ca, name, cn, org=None, sans=(), usage="serverAuth"):
+    """A certificate signed by the CA `ca` (a name under K3S_TLS), at K3S_TLS/name.{crt,key};
+    `usage` its extended key usage (`serverAuth`, `clientAuth` or both, comma-separated)."""
     key, crt = "%s/%s.key" % (K3S_TLS, name), "%s/%s.crt" % (K3S_TLS, name)
+    os.makedirs(os.path.dirname(crt), mode=0o700, exist_ok=True)
     subject = "/CN=%s" % cn + ("/O=%s" % org if org else "")
     with tempfile.TemporaryDirectory() as tmp:
         csr = tmp + "/req.csr"
@@ -259,7 +298,7 @@ def k3s_make_leaf(ca, name, cn, org=None, sans=(), server=True):
         with open(ext, "w") as f:
             f.write("[ext]\nbasicConstraints=critical,CA:FALSE\n"
                     "keyUsage=critical,digitalSignature,keyEncipherment\n"
-                    "extendedKeyUsage=%s\n" % ("serverAuth" if server else "clientAuth"))
+                    "extendedKeyUsage=%s\n" % usage)
             if alt:
                 f.write("subjectAltName=%s\n" % ",".join(alt))
         k3s_openssl("x509", "-req", "-in", csr, "-CA", "%s/%s.crt" % (K3S_TLS, ca), "-CAkey",
@@ -314,7 +353,8 @@ def k3s_die_with_parent():
 def k3s_etcdctl(endpoints, *args, timeout=15):
     """(ok, stdout, stderr) of etcdctl against `endpoints`."""
     argv = ["etcdctl", "--endpoints=" + ",".join(endpoints), "--dial-timeout=3s",
-            "--command-timeout=10s", *args]
+            "--command-timeout=10s", "--cacert=" + K3S_ETCD_CA, "--cert=" + K3S_ETCD_CLIENT_CERT,
+            "--key=" + K3S_ETCD_CLIENT_KEY, *args]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                               env=dict(os.environ, ETCDCTL_API="3"))
@@ -323,23 +363,68 @@ def k3s_etcdctl(endpoints, *args, timeout=15):
     return done.returncode == 0, done.stdout, done.stderr.strip()
 
 
+def k3s_etcd_certs(name, ip):
+    """This server's etcd certificates, signed by the cluster's etcd CAs (made by the first
+    server, carried to the others by the bootstrap data), unless they are there: K3s's
+    names and usages (server-client and peer-server-client serve and dial; client only
+    dials)."""
+    sans = ["127.0.0.1", "localhost", "kine.sock", ip, name]
+    for ca, leaf, cn, usage, names in (
+            ("etcd/server-ca", "etcd/server-client", "etcd-server", "serverAuth,clientAuth", sans),
+            ("etcd/peer-ca", "etcd/peer-server-client", "etcd-peer", "serverAuth,clientAuth", sans),
+            ("etcd/server-ca", "etcd/client", "etcd-client", "clientAuth", ())):
+        if not os.path.exists("%s/%s.crt" % (K3S_TLS, leaf)):
+            k3s_make_leaf(ca, leaf, cn, None, names, usage)
+
+
+def k3s_etcd_ssl():
+    """A TLS context for etcd's client port: its CA, and K3s's etcd client certificate."""
+    ctx = ssl.create_default_context(cafile=K3S_ETCD_CA)
+    ctx.load_cert_chain(K3S_ETCD_CLIENT_CERT, K3S_ETCD_CLIENT_KEY)
+    return ctx
+
+
+def k3s_member_node(member_name):
+    """The node a member is of: K3s names members `<node>-<8 hex digits>`."""
+    node, dash, _ = member_name.rpartition("-")
+    return node if dash and len(node) > 1 else member_name
+
+
 class K3sEtcd:
-    def __init__(self, name, ip):
-        self.name, self.ip = name, ip
-        self.peer = "http://%s:%d" % (ip, K3S_ETCD_PEER)
-        self.client = "http://%s:%d" % (ip, K3S_ETCD_CLIENT)
+    def __init__(self, node, ip):
+        # K3s's member name: the node's, a dash and 8 hex digits, kept in db/etcd/name.
+        try:
+            self.name = k3s_read(K3S_ETCD_DIR + "/name").strip()
+        except OSError:
+            self.name = ""
+        if not self.name:
+            self.name = "%s-%s" % (node, _secrets.token_hex(4))
+            self.save_name()
+        self.ip = ip
+        self.peer = "https://%s:%d" % (ip, K3S_ETCD_PEER)
+        self.client = "https://%s:%d" % (ip, K3S_ETCD_CLIENT)
         self.proc = None
+
+    def save_name(self):
+        os.makedirs(K3S_ETCD_DIR, mode=0o700, exist_ok=True)
+        k3s_write_private(K3S_ETCD_DIR + "/name", self.name)
 
     def has_data(self):
         return os.path.isdir(K3S_ETCD_DIR + "/member")
 
     def start(self, initial_cluster=None, state="new"):
-        os.makedirs(K3S_ETCD_DIR, mode=0o700, exist_ok=True)
+        self.save_name()
         argv = ["etcd", "--name", self.name, "--data-dir", K3S_ETCD_DIR,
-                "--listen-client-urls", "http://127.0.0.1:%d,%s" % (K3S_ETCD_CLIENT, self.client),
+                "--listen-client-urls", "%s,%s" % (K3S_ETCD_LOCAL, self.client),
                 "--advertise-client-urls", self.client,
                 "--listen-peer-urls", self.peer,
                 "--initial-advertise-peer-urls", self.peer,
+                "--cert-file", K3S_ETCD_TLS + "/server-client.crt",
+                "--key-file", K3S_ETCD_TLS + "/server-client.key",
+                "--trusted-ca-file", K3S_ETCD_CA, "--client-cert-auth",
+                "--peer-cert-file", K3S_ETCD_TLS + "/peer-server-client.crt",
+                "--peer-key-file", K3S_ETCD_TLS + "/peer-server-client.key",
+                "--peer-trusted-ca-file", K3S_ETCD_TLS + "/peer-ca.crt", "--peer-client-cert-auth",
                 "--heartbeat-interval", "100", "--election-timeout", "1000",
                 "--logger", "zap", "--log-level", "warn"]
         if initial_cluster:
@@ -360,8 +445,8 @@ class K3sEtcd:
             if not self.alive():
                 k3s_fatal("etcd exited with status %s while %s" % (self.proc.returncode, what))
             try:
-                with urllib.request.urlopen("http://127.0.0.1:%d/version" % K3S_ETCD_CLIENT,
-                                            timeout=2):
+                with urllib.request.urlopen(K3S_ETCD_LOCAL + "/version", timeout=2,
+                                            context=k3s_etcd_ssl()):
                     return
             except (urllib.error.URLError, OSError):
                 time.sleep(0.2)
@@ -372,8 +457,8 @@ class K3sEtcd:
             if not self.alive():
                 k3s_fatal("etcd exited with status %s" % self.proc.returncode)
             try:
-                with urllib.request.urlopen("http://127.0.0.1:%d/health" % K3S_ETCD_CLIENT,
-                                            timeout=3) as r:
+                with urllib.request.urlopen(K3S_ETCD_LOCAL + "/health", timeout=3,
+                                            context=k3s_etcd_ssl()) as r:
                     if json.load(r).get("health") == "true":
                         return
             except (urllib.error.URLError, OSError, ValueError):
@@ -405,7 +490,8 @@ class K3sSupervisor:
         self.endpoints = endpoints  # a function: the etcd members' client URLs now
         self.api = None
         if "KubeApi" in globals():
-            store = globals()["EtcdStore"]("http://127.0.0.1:%d" % K3S_ETCD_CLIENT)
+            store = globals()["EtcdStore"](K3S_ETCD_LOCAL, tls=(
+                K3S_ETCD_CA, K3S_ETCD_CLIENT_CERT, K3S_ETCD_CLIENT_KEY))
             tokens = {secret: "system:k3s-server", agent_secret: "system:k3s-agent"}
             self.api = globals()["KubeApi"](store, tokens=tokens, version=K3S_VERSION)
 
@@ -427,8 +513,8 @@ class K3sSupervisor:
         if path == "/v1-k3s/server-bootstrap":
             if not self.authorized(request, {"server": self.secret}):
                 return k3s_reply(request, 401, "Unauthorized\n", "text/plain")
-            body = {name: k3s_read("%s/%s" % (K3S_TLS, name)) for name in
-                    ("server-ca.crt", "server-ca.key", "client-ca.crt", "client-ca.key")}
+            body = {name + ext: k3s_read("%s/%s%s" % (K3S_TLS, name, ext))
+                    for name in K3S_SHARED_CAS for ext in (".crt", ".key")}
             body["etcd-endpoints"] = self.endpoints()
             return k3s_reply(request, 200, json.dumps(body), "application/json")
         if path == "/v1-k3s/client-ca.crt":
@@ -642,7 +728,7 @@ def k3s_member_controller(ca, bearer):
     ctx = ssl.create_default_context(cadata=ca)
     ctx.check_hostname = False
     url = "https://127.0.0.1:%d/api/v1/nodes" % K3S_API_PORT
-    seen = set()
+    seen, pending = set(), set()
     while True:
         time.sleep(2)
         req = urllib.request.Request(url)
@@ -655,35 +741,291 @@ def k3s_member_controller(ca, bearer):
         names = {n["metadata"]["name"] for n in items
                  if (n["metadata"].get("labels") or {}).get("node-role.kubernetes.io/etcd")
                  == "true"}
-        gone, seen = seen - names, seen | names
-        for name in gone:
-            seen.discard(name)
+        # Nodes seen, then missing: their members go; a removal etcd refuses (a cluster
+        # unhealthy for a moment) is tried again on the next poll, as K3s requeues it.
+        pending = (pending | (seen - names)) - names
+        seen = names
+        for name in sorted(pending):
             try:
-                members = k3s_members_of(["http://127.0.0.1:%d" % K3S_ETCD_CLIENT])
+                members = k3s_members_of([K3S_ETCD_LOCAL])
             except (OSError, ValueError):
                 continue
+            left = False
             for m in members:
-                if m.get("name") == name:
-                    ok, _, err = k3s_etcdctl(["http://127.0.0.1:%d" % K3S_ETCD_CLIENT],
+                if k3s_member_node(m.get("name") or "") == name:
+                    ok, _, err = k3s_etcdctl([K3S_ETCD_LOCAL],
                                              "member", "remove", "%x" % m["ID"])
                     if ok:
-                        k3s_log("Removed etcd member %s: its Node was deleted" % name)
+                        k3s_log("Removed etcd member %s: its Node was deleted" % m["name"])
                     else:
-                        k3s_log("Removing etcd member %s: %s" % (name, err), "warning")
+                        left = True
+                        k3s_log("Removing etcd member %s: %s" % (m["name"], err.splitlines()[-1]
+                                                                  if err else "failed"), "warning")
+            if not left:
+                pending.discard(name)
+
+
+# ---------------------------------------------------------------------------- manifests
+
+K3S_MANIFESTS = K3S_SERVER + "/manifests"
+
+
+def k3s_deploy_controller(api, node):
+    """K3s's deploy controller: every manifest in K3S_MANIFESTS (.yaml, .yml, .json; several
+    documents in one file) applied to the API, again whenever the file changes. Server-side
+    apply by the manager `deploy@NODE`, forced (K3s's controller owns what it deploys).
+    Kinds the API stand-in does not serve are skipped with a log line. Only when this file
+    carries the API stand-in (its names resolve then)."""
+    import yaml
+    applied = {}  # path -> digest of what was applied
+    skipped = set()
+    while True:
+        try:
+            names = sorted(os.listdir(K3S_MANIFESTS))
+        except OSError:
+            names = []
+        for fname in names:
+            if not fname.endswith((".yaml", ".yml", ".json")) or fname.startswith("."):
+                continue
+            path = os.path.join(K3S_MANIFESTS, fname)
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            if applied.get(path) == digest:
+                continue
+            try:
+                docs = [d for d in yaml.safe_load_all(data) if d]
+                for doc in docs:
+                    k3s_apply_manifest(api, node, fname, doc, skipped)
+            except Exception as e:  # the file is the user's: say which, try again later
+                k3s_log("Applying manifest %s: %s" % (path, e), "warning")
+                continue
+            applied[path] = digest
+            k3s_log("Applied manifest %s (%d objects)" % (path, len(docs)))
+        time.sleep(2)
+
+
+def k3s_apply_manifest(api, node, fname, doc, skipped):
+    if not isinstance(doc, dict):
+        raise ValueError("a document that is not an object")
+    if doc.get("kind") == "List":
+        for item in doc.get("items") or []:
+            k3s_apply_manifest(api, node, fname, item, skipped)
+        return
+    kind, version = doc.get("kind"), doc.get("apiVersion")
+    meta = doc.get("metadata") or {}
+    name = meta.get("name")
+    res = next((r for r in RESOURCES if r.kind == kind and r.api_version == version), None)
+    if res is None:
+        if (fname, kind, name) not in skipped:
+            skipped.add((fname, kind, name))
+            k3s_log("Manifest %s: skipping %s %s %s: not a kind the API stand-in serves"
+                    % (fname, version, kind, name))
+        return
+    if not name:
+        raise ValueError("a %s without metadata.name" % kind)
+    namespace = (meta.get("namespace") or "default") if res.namespaced else None
+    manager = "deploy@" + node
+    live = None
+    try:
+        live = api.read(res, namespace, name)
+    except ApiError as e:
+        if e.code != 404:
+            raise
+    merged = apply_patch(live, doc, manager, True, res.api_version, now_rfc3339())
+    merged.setdefault("metadata", {})["name"] = name
+    if live is None:
+        api.create(res, namespace, merged)
+    else:
+        api.write(res, namespace, name, live, merged)
+
+
+# ---------------------------------------------------------------------------- kube-vip
+
+
+class K3sKubeVip:
+    """kube-vip in ARP mode for the control plane, as its DaemonSet's pod would run on this
+    server: while kube-system has a DaemonSet running a `kube-vip` image with
+    `cp_enable=true`, leader election on the Lease `vip_leasename` (default plndr-cp-lock)
+    in `cp_namespace` (default kube-system) as client-go's does (holderIdentity the node's
+    name, renewed every `vip_retryperiod`, taken over once the holder has not renewed it
+    for `vip_leaseduration` as this server observed it, given up when not renewed within
+    `vip_renewdeadline`); the holder adds `address`/32 to `vip_interface` and sends
+    gratuitous ARP when `arping` is there; a server that loses the lease, or stops, or
+    whose DaemonSet goes, removes the address."""
+
+    def __init__(self, api, node, ip):
+        self.api, self.node, self.ip = api, node, ip
+        self.held = None  # (address, interface) this server has added
+        self.observed = None  # (holder, renewTime) as last read, and when it changed
+        self.observed_at = 0.0
+        self.renewed_at = 0.0
+        self.renew_deadline = 3
+        self.stopped = False
+        self.lock = threading.Lock()
+
+    def config(self):
+        """The kube-vip container's env, from its DaemonSet; None when there is none."""
+        res = next(r for r in RESOURCES if r.plural == "daemonsets")
+        sets, _ = self.api.list_objects(res, "kube-system")
+        for ds in sets:
+            pod = ((ds.get("spec") or {}).get("template") or {}).get("spec") or {}
+            for c in pod.get("containers") or []:
+                image = str(c.get("image") or "")
+                if "kube-vip" not in image.rsplit("/", 1)[-1]:
+                    continue
+                env = {e.get("name"): str(e.get("value", "")) for e in c.get("env") or []
+                       if isinstance(e, dict)}
+                return env
+        return None
+
+    def stop(self):
+        """The server stops: the address goes, and is not added again."""
+        with self.lock:
+            self.stopped = True
+            self.step_down()
+
+    def run(self):
+        while True:
+            wait = 1.0
+            try:
+                with self.lock:
+                    if self.stopped:
+                        return
+                    wait = self.tick()
+            except Exception as e:  # the API or etcd unreachable for a moment: again
+                k3s_log("kube-vip stand-in: %s" % e, "warning")
+                if self.held and time.time() - self.renewed_at > self.renew_deadline:
+                    self.step_down()
+            time.sleep(wait)
+
+    def tick(self):
+        env = self.config()
+        if env is None or env.get("cp_enable", "false").lower() != "true":
+            self.step_down()
+            return 2.0
+        address = env.get("address") or env.get("vip_address")
+        if not address:
+            k3s_log("kube-vip stand-in: the DaemonSet gives no address", "warning")
+            return 5.0
+        interface = env.get("vip_interface") or self.interface_of(self.ip)
+        lease_name = env.get("vip_leasename") or "plndr-cp-lock"
+        namespace = env.get("cp_namespace") or "kube-system"
+        duration = int(env.get("vip_leaseduration") or 5)
+        self.renew_deadline = int(env.get("vip_renewdeadline") or 3)
+        retry = float(env.get("vip_retryperiod") or 1)
+        if self.held and self.held != (address, interface):
+            self.step_down()
+        if self.elect(namespace, lease_name, duration):
+            self.renewed_at = time.time()
+            self.hold(address, interface, env.get("vip_arp", "false").lower() == "true")
+        elif self.held:
+            k3s_log("kube-vip stand-in: lost the lease %s" % lease_name)
+            self.step_down()
+        return retry
+
+    def elect(self, namespace, name, duration):
+        """Whether this server holds the lease now (taken or renewed)."""
+        res = next(r for r in RESOURCES if r.plural == "leases")
+        now = time.time()
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        try:
+            lease = self.api.read(res, namespace, name)
+        except ApiError as e:
+            if e.code != 404:
+                raise
+            lease = None
+        if lease is None:
+            obj = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                   "metadata": {"name": name, "namespace": namespace},
+                   "spec": {"holderIdentity": self.node, "leaseDurationSeconds": duration,
+                            "acquireTime": stamp, "renewTime": stamp, "leaseTransitions": 0}}
+            try:
+                self.api.create(res, namespace, obj)
+            except ApiError:
+                return False
+            k3s_log("kube-vip stand-in: took the lease %s" % name)
+            return True
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity") or ""
+        record = (holder, spec.get("renewTime"))
+        if record != self.observed:
+            self.observed, self.observed_at = record, now
+        if holder and holder != self.node and now < self.observed_at + int(
+                spec.get("leaseDurationSeconds") or duration):
+            return False
+        new = copy.deepcopy(lease)
+        new_spec = new.setdefault("spec", {})
+        if holder != self.node:
+            new_spec["acquireTime"] = stamp
+            new_spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
+        new_spec.update({"holderIdentity": self.node, "leaseDurationSeconds": duration,
+                         "renewTime": stamp})
+        try:
+            self.api.write(res, namespace, name, lease, new)
+        except ApiError:
+            return False  # another server wrote it first
+        if holder != self.node:
+            k3s_log("kube-vip stand-in: took the lease %s from %s" % (name, holder or "no one"))
+        return True
+
+    @staticmethod
+    def interface_of(ip):
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True,
+                             text=True).stdout
+        for line in out.splitlines():
+            parts = line.split()
+            if "inet" in parts and parts[parts.index("inet") + 1].split("/")[0] == ip:
+                return parts[1]
+        raise OSError("no interface has %s: give vip_interface" % ip)
+
+    @staticmethod
+    def has(address, interface):
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", interface],
+                             capture_output=True, text=True).stdout
+        return any(("inet %s/" % address) in line for line in out.splitlines())
+
+    def hold(self, address, interface, arp):
+        self.held = (address, interface)
+        if self.has(address, interface):
+            return
+        done = subprocess.run(["ip", "addr", "add", "%s/32" % address, "dev", interface],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise OSError("ip addr add %s/32 dev %s: %s" % (address, interface,
+                                                             done.stderr.strip()))
+        k3s_log("kube-vip stand-in: added %s/32 to %s" % (address, interface))
+        if arp and shutil.which("arping"):
+            subprocess.Popen(["arping", "-c", "3", "-U", "-I", interface, address],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def step_down(self):
+        if not self.held:
+            return
+        address, interface = self.held
+        self.held = None
+        if self.has(address, interface):
+            subprocess.run(["ip", "addr", "del", "%s/32" % address, "dev", interface],
+                           capture_output=True)
+            k3s_log("kube-vip stand-in: removed %s/32 from %s" % (address, interface))
 
 
 # ---------------------------------------------------------------------------- server
 
 
 def k3s_server_certs(flags, name, ip):
+    k3s_etcd_certs(name, ip)
     sans = ["127.0.0.1", "localhost", "kubernetes", "kubernetes.default",
             "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", ip, name]
     for san in flags.get("tls-san", []):
         sans.extend(s for s in str(san).split(",") if s)
-    k3s_make_leaf("server-ca", "serving-kube-apiserver", "k3s", None, sans, server=True)
+    k3s_make_leaf("server-ca", "serving-kube-apiserver", "k3s", None, sans, "serverAuth")
     if not os.path.exists(K3S_TLS + "/client-admin.crt"):
         k3s_make_leaf("client-ca", "client-admin", "system:admin", "system:masters", (),
-                  server=False)
+                  "clientAuth")
 
 
 def k3s_write_kubeconfig(flags):
@@ -743,8 +1085,8 @@ def k3s_run_server(flags):
         # The first server, or a server that has joined before: its own data.
         if not os.path.exists(K3S_TLS + "/server-ca.crt"):
             k3s_log("Generating the cluster's certificate authorities")
-            k3s_make_ca("server-ca")
-            k3s_make_ca("client-ca")
+        for ca in K3S_SHARED_CAS:
+            k3s_make_ca(ca)
         agent_secret = k3s_split_token(flags.get("agent-token") or secret)[1]
         k3s_write_tokens(k3s_read(K3S_TLS + "/server-ca.crt"), secret, agent_secret)
         k3s_server_certs(flags, name, ip)
@@ -753,7 +1095,7 @@ def k3s_run_server(flags):
             etcd.start()
         else:
             k3s_log("Starting a new etcd cluster (cluster-init)")
-            etcd.start("%s=%s" % (name, etcd.peer), "new")
+            etcd.start("%s=%s" % (etcd.name, etcd.peer), "new")
         etcd.wait_serving("starting")
         if os.path.exists(endpoints_file):
             k3s_promote(etcd, json.loads(k3s_read(endpoints_file)))
@@ -773,6 +1115,11 @@ def k3s_run_server(flags):
         threading.Thread(target=k3s_member_controller,
                          args=(k3s_read(K3S_TLS + "/server-ca.crt"), secret),
                          daemon=True).start()
+        threading.Thread(target=k3s_deploy_controller, args=(supervisor.api, name),
+                         daemon=True).start()
+        vip = K3sKubeVip(supervisor.api, name, ip)
+        K3S_ON_STOP.append(vip.stop)
+        threading.Thread(target=vip.run, daemon=True).start()
     rest = K3S_JOIN_SECONDS - (time.time() - began)
     if join_url and rest > 0:
         time.sleep(rest)
@@ -784,7 +1131,7 @@ def k3s_run_server(flags):
 
 
 def k3s_member_client_urls(etcd):
-    ok, out, _ = k3s_etcdctl(["http://127.0.0.1:%d" % K3S_ETCD_CLIENT], "member", "list", "-w", "json")
+    ok, out, _ = k3s_etcdctl([K3S_ETCD_LOCAL], "member", "list", "-w", "json")
     urls = []
     if ok:
         for m in json.loads(out).get("members", []):
@@ -799,7 +1146,7 @@ def k3s_join_server(flags, etcd, join_url, token, name, ip, endpoints_file):
     boot = json.loads(k3s_authenticated(join_url, "/v1-k3s/server-bootstrap", ca, "server", secret))
     k3s_log("Retrieved the cluster's bootstrap data from %s" % join_url)
     os.makedirs(K3S_TLS, mode=0o700, exist_ok=True)
-    for fname in ("server-ca.crt", "server-ca.key", "client-ca.crt", "client-ca.key"):
+    for fname in (name + ext for name in K3S_SHARED_CAS for ext in (".crt", ".key")):
         k3s_write_private("%s/%s" % (K3S_TLS, fname), boot[fname])
     agent_secret = k3s_split_token(flags.get("agent-token") or secret)[1]
     k3s_write_tokens(boot["server-ca.crt"], secret, agent_secret)
@@ -823,6 +1170,7 @@ def k3s_join_server(flags, etcd, join_url, token, name, ip, endpoints_file):
         shutil.rmtree(K3S_ETCD_DIR, ignore_errors=True)
         etcd.start(",".join(initial), "existing")
     etcd.wait_serving("joining")
+    time.sleep(K3S_LEARNER_SECONDS)
     k3s_promote(etcd, endpoints)
     etcd.wait_healthy()
     k3s_log("etcd member %s is a voting member" % etcd.name)
@@ -891,9 +1239,18 @@ def k3s_promote(etcd, endpoints):
         time.sleep(1)
 
 
+# What a stopping server undoes before it exits (the kube-vip stand-in's address).
+K3S_ON_STOP = []
+
+
 def k3s_stop_on_term(etcd):
     def handler(signum, frame):
         k3s_log("Received %s: shutting down" % signal.Signals(signum).name)
+        for undo in K3S_ON_STOP:
+            try:
+                undo()
+            except Exception as e:  # stopping goes on whatever one undo says
+                k3s_log("Stopping: %s" % e, "warning")
         etcd.stop()
         sys.exit(0)
 

@@ -312,21 +312,35 @@ def _range_end(prefix):
 
 
 class EtcdStore:
-    """Keys and values in a real etcd 3.4, through its v3 JSON gateway (grpc-gateway)."""
+    """Keys and values in a real etcd 3.4, through its v3 JSON gateway (grpc-gateway).
+    An https endpoint takes `tls`, (CA file, client certificate file, client key file), as
+    an etcd with --client-cert-auth (K3s's) wants."""
 
-    def __init__(self, endpoint):
+    def __init__(self, endpoint, tls=None):
         parsed = urllib.parse.urlsplit(endpoint)
-        if parsed.scheme != "http" or not parsed.hostname:
-            raise ValueError(f"etcd endpoint {endpoint!r}: expected http://HOST:PORT")
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"etcd endpoint {endpoint!r}: expected http(s)://HOST:PORT")
+        if (parsed.scheme == "https") != (tls is not None):
+            raise ValueError(f"etcd endpoint {endpoint!r}: https needs a CA, a certificate and a key, http none")
         self.host = parsed.hostname
         self.port = parsed.port or 2379
+        self._ssl = None
+        if tls is not None:
+            ca, cert, key = tls
+            self._ssl = ssl.create_default_context(cafile=ca)
+            self._ssl.load_cert_chain(cert, key)
         self._local = threading.local()
+
+    def connect(self, timeout):
+        if self._ssl is None:
+            return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self._ssl)
 
     def _post(self, path, body, timeout=10.0):
         for attempt in range(2):
             conn = getattr(self._local, "conn", None)
             if conn is None:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+                conn = self.connect(timeout)
                 self._local.conn = conn
             try:
                 conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
@@ -397,7 +411,7 @@ class _EtcdWatch:
     def __init__(self, store, prefix, after_rev):
         self.events = queue.Queue()
         self.after_rev = after_rev
-        self.conn = http.client.HTTPConnection(store.host, store.port, timeout=None)
+        self.conn = store.connect(None)
         body = {"create_request": {"key": _b64(prefix), "range_end": _b64(_range_end(prefix)),
                                    "start_revision": str(after_rev + 1), "prev_kv": True}}
         self.conn.request("POST", "/v3/watch", json.dumps(body), {"Content-Type": "application/json"})
@@ -431,7 +445,7 @@ class _EtcdWatch:
                 if result is None:
                     break
                 self.events.put(result)
-        except (OSError, ValueError, http.client.HTTPException):
+        except (OSError, ValueError, http.client.HTTPException, ssl.SSLError):
             pass
         self.events.put(None)
 
