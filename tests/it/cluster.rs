@@ -68,11 +68,13 @@ fn starts(lab: &Lab, name: &str) -> usize {
 /// etcd's members: (name, is a learner).
 type Members = Vec<(String, bool)>;
 
-/// etcd as K3s serves it: TLS on loopback with K3s's etcd client certificate.
-const MEMBER_LIST: &str = "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 \
-    --cacert=/var/lib/rancher/k3s/server/tls/etcd/server-ca.crt \
-    --cert=/var/lib/rancher/k3s/server/tls/etcd/client.crt \
-    --key=/var/lib/rancher/k3s/server/tls/etcd/client.key member list -w json 2>/dev/null";
+/// `etcdctl member list` over TLS with K3s's etcd client certificate.
+fn member_list() -> String {
+    format!(
+        "{} member list -w json 2>/dev/null",
+        crate::k3s_standin::ETCDCTL
+    )
+}
 
 /// `etcdctl member list -w json`'s members; none when it did not answer.
 fn parse_members(out: &[u8]) -> Members {
@@ -85,7 +87,7 @@ fn parse_members(out: &[u8]) -> Members {
             members
                 .iter()
                 .map(|m| {
-                    // K3s names a member `<node>-<8 hex digits>`: the node's name.
+                    // K3s names a member `<node>-<suffix>`.
                     let name = m["name"].as_str().unwrap_or_default();
                     let node = name.rsplit_once('-').map_or(name, |(node, _)| node);
                     (node.to_string(), m["isLearner"].as_bool().unwrap_or(false))
@@ -97,7 +99,7 @@ fn parse_members(out: &[u8]) -> Members {
 
 /// The etcd members host-1 sees.
 fn members(lab: &Lab) -> Members {
-    parse_members(on(lab, "host-1", MEMBER_LIST).as_bytes())
+    parse_members(on(lab, "host-1", &member_list()).as_bytes())
 }
 
 /// The lab's config naming a counting installer (the stand-in, its runs written down).
@@ -231,7 +233,7 @@ fn init_then_servers_one_at_a_time_and_an_agent_resumed_after_a_kill_with_no_sec
             let end = Instant::now() + Duration::from_secs(300);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
                 let out = Command::new("docker")
-                    .args(["exec", &lab_container, "sh", "-c", MEMBER_LIST])
+                    .args(["exec", &lab_container, "sh", "-c", &member_list()])
                     .output();
                 if let Ok(out) = out {
                     seen.lock()

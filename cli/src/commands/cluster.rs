@@ -49,7 +49,9 @@ Examples:
 pub enum NodeCmd {
     /// Join hosts to the cluster: servers strictly one at a time, agents side by side.
     #[command(after_help = "\
-Each server is done only once its node is Ready before the next one starts; agents join
+Each server is done only once its node is Ready and its etcd member a voter, before the
+next one starts; a host whose address is already an etcd member's of another node is
+refused until that member is removed. Agents join
 at most components.k3s.agents_at_once at a time. The join token always comes from
 OpenBAO: without one, nothing joins. A host's role is --role's, else the one
 cluster.nodes gives it (control-plane: server), else agent.

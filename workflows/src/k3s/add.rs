@@ -1,10 +1,12 @@
 //! `k3s-node-add` (`foundry cluster node add HOST...`): nodes joined to the cluster as one
 //! durable run. Servers join strictly one at a time (etcd takes one learner at a time, and
 //! parallel server joins are a known way to lose one: k3s#4335), each done only once its
-//! node is Ready; agents join side by side, at most `agents_at_once` at a time. The join
+//! node is Ready and its etcd member a voter; agents join side by side, at most `agents_at_once` at a time. The join
 //! token always comes from OpenBAO: without one there is no join, and Foundry never makes a
-//! new one for an existing cluster.
+//! new one for an existing cluster. A host whose address is already an etcd member's under
+//! another node's name is refused until that member is removed.
 
+use foundry_activities::k3s::{EtcdMember, EtcdMembers, EtcdVoter};
 use foundry_activities::kube::{KubeAccess, NodesReady};
 use foundry_core::fanout::FailurePolicy;
 use foundry_core::{Activity, ActivityCx, ActivityError, Ctx, InDoubt, RunError, Workflow};
@@ -93,6 +95,13 @@ impl Workflow for K3sNodeAdd {
         let kubeconfig = ctx
             .step("k3s/kubeconfig", &joining(&input.setup, "kubeconfig"))
             .await?;
+        let members = EtcdMembers {
+            host: input.first.target.clone(),
+        };
+        let members = ctx.step("k3s/etcd-members", &members).await?.members;
+        for host in input.servers.iter().chain(&input.agents) {
+            refuse_taken(&members, host)?;
+        }
         let join = input.join_url();
         let access = KubeAccess {
             kubeconfig: kubeconfig.secret.clone(),
@@ -105,9 +114,7 @@ impl Workflow for K3sNodeAdd {
                 Some(vip) => {
                     let interface = HostRead::new(
                         server.target.clone(),
-                        &format!(
-                            "ip -o -4 route get {vip} | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p'"
-                        ),
+                        &kube_vip::interface_script(&server.address, vip),
                     );
                     let interface = scope.step("interface", &interface).await?.text;
                     Some(kube_vip::manifest(
@@ -131,6 +138,14 @@ impl Workflow for K3sNodeAdd {
             scope
                 .step("ready", &ready(&access, &input.setup, server))
                 .await?;
+            // Done only once its etcd member is a voter: the next server's learner would be
+            // refused (or, with K3s's own retries, race this one's promotion).
+            let voter = EtcdVoter {
+                host: input.first.target.clone(),
+                member: server.name.clone(),
+                timeout_s: input.setup.join_timeout_s,
+            };
+            scope.step("etcd-voter", &voter).await?;
             nodes.push(done);
         }
         let setup = input.setup.clone();
@@ -167,6 +182,31 @@ impl Workflow for K3sNodeAdd {
             .await?;
         nodes.extend(agents);
         Ok(AddOutput { nodes })
+    }
+}
+
+/// Refuses `host` when its address is an etcd member's peer URL under another node's
+/// name: a server that was removed badly or renamed, whose member must go first.
+fn refuse_taken(members: &[EtcdMember], host: &NodeHost) -> Result<(), RunError> {
+    let at = |url: &str| {
+        url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()))
+    };
+    let taken = members.iter().find(|m| {
+        m.node != host.name
+            && m.peer_urls
+                .iter()
+                .any(|u| at(u).as_deref() == Some(host.address.as_str()))
+    });
+    match taken {
+        Some(m) => Err(RunError::workflow(format!(
+            "{} ({}) is already the address of etcd member {} of node {}: it cannot join \
+             until that member is removed\nhint: `foundry cluster node remove {}` removes it, \
+             once that node is gone",
+            host.name, host.address, m.name, m.node, m.node
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -217,5 +257,56 @@ impl Activity for Joining {
             )));
         }
         self.ensure.apply(cx).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, node: &str, peer: &str) -> EtcdMember {
+        EtcdMember {
+            id: 1,
+            name: name.into(),
+            node: node.into(),
+            peer_urls: vec![peer.into()],
+            client_urls: Vec::new(),
+            is_learner: false,
+        }
+    }
+
+    fn host(name: &str, address: &str) -> NodeHost {
+        NodeHost {
+            name: name.into(),
+            address: address.into(),
+            target: foundry_activities::ssh::SshTarget {
+                address: address.into(),
+                port: 22,
+                user: "admin".into(),
+                key: std::path::PathBuf::from("/k").into(),
+                host_key: "ssh-ed25519 AAAA".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_host_whose_address_is_another_nodes_etcd_member_is_refused() {
+        let members = [
+            member("host-1-0a1b2c3d", "host-1", "https://10.77.3.11:2380"),
+            member("old-2-1a2b3c4d", "old-2", "https://10.77.3.12:2380"),
+            member("", "", "https://10.77.3.14:2380"),
+        ];
+        let e = refuse_taken(&members, &host("host-2", "10.77.3.12")).expect_err("taken");
+        let said = e.to_string();
+        assert!(
+            said.contains("host-2 (10.77.3.12) is already the address of etcd member old-2-1a2b3c4d of node old-2"),
+            "{said}"
+        );
+        assert!(said.contains("foundry cluster node remove old-2"), "{said}");
+        // A member added but never started has no name: still another node's.
+        assert!(refuse_taken(&members, &host("host-4", "10.77.3.14")).is_err());
+        // Its own member (a server joined before), or a free address: no refusal.
+        assert!(refuse_taken(&members, &host("host-1", "10.77.3.11")).is_ok());
+        assert!(refuse_taken(&members, &host("host-3", "10.77.3.13")).is_ok());
     }
 }

@@ -112,7 +112,7 @@ impl Workflow for K3sInit {
             (Some(vip), false) => {
                 let interface = HostRead::new(
                     first.target.clone(),
-                    &format!("ip -o -4 route get {vip} | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p'"),
+                    &kube_vip::interface_script(&first.address, vip),
                 );
                 let interface = ctx.step("k3s/interface", &interface).await?.text;
                 if interface.is_empty() {

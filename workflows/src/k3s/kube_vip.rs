@@ -13,6 +13,17 @@ pub const MANIFEST_PATH: &str = "/var/lib/rancher/k3s/server/manifests/kube-vip.
 /// The Lease whose holder has the VIP.
 pub const LEASE: &str = "plndr-cp-lock";
 
+/// A script printing the interface the VIP goes on for a server at `address`: the one that
+/// holds the server's own address (asking the route to the VIP would say `lo` on the server
+/// that holds it already), else the one the VIP is routed through.
+pub fn interface_script(address: &str, vip: &str) -> String {
+    format!(
+        "i=$(ip -o -4 addr show | awk -v a='{address}/' 'index($4, a) == 1 {{print $2; exit}}'); \
+         [ -n \"$i\" ] || i=$(ip -o -4 route get '{vip}' | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p'); \
+         echo \"$i\""
+    )
+}
+
 /// The manifest: ServiceAccount, ClusterRole, ClusterRoleBinding and DaemonSet, as one
 /// YAML stream. `interface` is the servers' interface the VIP is added to.
 pub fn manifest(image: &str, vip: &str, interface: &str) -> String {
@@ -129,6 +140,15 @@ mod tests {
         text.split("---\n")
             .map(|doc| serde_saphyr::from_str(doc).expect("a YAML document"))
             .collect()
+    }
+
+    #[test]
+    fn the_interface_is_the_one_holding_the_servers_address() {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &interface_script("127.0.0.1", "127.0.0.2")])
+            .output()
+            .expect("sh");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "lo");
     }
 
     #[test]
