@@ -253,16 +253,24 @@ fn every_component_installs_from_a_fresh_config_and_again_changes_nothing() {
     outputs.push(("stack install".into(), [stdout, stderr].concat()));
     let (stdout, _) = foundry(home, &config, &["stack", "validate", "-o", "json"]);
     let valid = foundry_tests::json_lines(&stdout);
-    assert_eq!(names(&valid), ["openbao", "dns", "zot"], "{valid:?}");
+    assert_eq!(names(&valid), ["openbao", "dns", "zot", "k3s"], "{valid:?}");
     assert!(
-        valid
+        valid[..3]
             .iter()
             .all(|v| v["ok"] == true && v["host"] == "host-1"),
         "{valid:?}"
     );
+    // The lab's config has no cluster: k3s is placed nowhere, which is no error.
+    assert_eq!(valid[3]["placed"], false, "{valid:?}");
+    assert_eq!(valid[3]["ok"], true, "{valid:?}");
     let (stdout, _) = foundry(home, &config, &["component", "list", "-o", "json"]);
     let listed = foundry_tests::json_lines(&stdout);
-    assert_eq!(names(&listed), ["openbao", "dns", "zot"], "{listed:?}");
+    assert_eq!(
+        names(&listed),
+        ["openbao", "dns", "zot", "k3s"],
+        "{listed:?}"
+    );
+    assert_eq!(listed[3]["placed"], serde_json::Value::Null, "{listed:?}");
     assert_eq!(
         listed[1]["needs"],
         serde_json::json!(["openbao"]),

@@ -74,7 +74,7 @@ pub struct InstallArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct Names {
-    /// openbao, dns, zot (the registry); every one when none is given.
+    /// openbao, dns, zot (the registry), k3s; every one the config places when none is given.
     #[arg(value_name = "COMPONENT")]
     names: Vec<String>,
 }
@@ -87,15 +87,17 @@ pub async fn run(
     match cmd {
         ComponentCmd::List => list(printer, config),
         ComponentCmd::Install(args) if args.stack.dry_run => {
-            let chosen = stack::select(&args.names.names)?;
-            super::stack::plan(chosen, printer, &Loaded::load(config)?).await
+            let loaded = Loaded::load(config)?;
+            let chosen = chosen(&args.names, &loaded)?;
+            super::stack::plan(chosen, printer, &loaded).await
         }
         ComponentCmd::Install(args) => {
             let options = InstallOptions {
                 keep_root_token: args.stack.keep_root_token,
             };
-            let chosen = stack::select(&args.names.names)?;
-            super::stack::install(chosen, &options, printer, &Loaded::load(config)?).await
+            let loaded = Loaded::load(config)?;
+            let chosen = chosen(&args.names, &loaded)?;
+            super::stack::install(chosen, &options, printer, &loaded).await
         }
         ComponentCmd::Upgrade(args) => {
             let c = stack::find(&args.name)?;
@@ -104,10 +106,23 @@ pub async fn run(
             super::stack::upgrade(vec![c], to, &args.flags, printer, &loaded).await
         }
         ComponentCmd::Status(names) => {
-            let chosen = stack::select(&names.names)?;
-            super::stack::status(chosen, printer, &Loaded::load(config)?).await
+            let loaded = Loaded::load(config)?;
+            let chosen = chosen(&names, &loaded)?;
+            super::stack::status(chosen, printer, &loaded).await
         }
     }
+}
+
+/// The components named; when none is, every one the config places (a config without a
+/// cluster places no `k3s`).
+fn chosen(
+    names: &Names,
+    loaded: &Loaded,
+) -> Result<Vec<&'static dyn foundry_workflows::component::Component>, CliError> {
+    if names.names.is_empty() {
+        return Ok(stack::placed(&loaded.stack));
+    }
+    Ok(stack::select(&names.names)?)
 }
 
 fn list(printer: &Printer, config: Option<&Path>) -> Result<u8, CliError> {

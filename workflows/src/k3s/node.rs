@@ -95,7 +95,8 @@ struct K3sConfig<'a> {
     server: Option<&'a str>,
     token_file: &'static str,
     node_name: &'a str,
-    node_ip: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_ip: Option<&'a str>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     tls_san: &'a [String],
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
@@ -111,7 +112,12 @@ pub fn config_yaml(setup: &K3sSetup, node: &NodeHost, role: Role, join: Option<&
         server: join,
         token_file: TOKEN_PATH,
         node_name: &node.name,
-        node_ip: &node.address,
+        // A host reached by a DNS name: K3s takes the address of its default route.
+        node_ip: node
+            .address
+            .parse::<std::net::IpAddr>()
+            .is_ok()
+            .then_some(node.address.as_str()),
         tls_san: if server { &setup.tls_san } else { &[] },
         disable: if server { &setup.disable } else { &[] },
     };
@@ -372,6 +378,11 @@ mod tests {
         let server = read(&config_yaml(&setup(), &node(), Role::Server, Some(join)));
         assert!(server.get("cluster-init").is_none());
         assert_eq!(server["server"], join);
+
+        let mut named = node();
+        named.address = "node-2.lab.example".into();
+        let by_name = read(&config_yaml(&setup(), &named, Role::Server, Some(join)));
+        assert!(by_name.get("node-ip").is_none(), "node-ip is an address");
 
         let agent = read(&config_yaml(&setup(), &node(), Role::Agent, Some(join)));
         assert_eq!(agent["server"], join);
