@@ -3,12 +3,12 @@
 //! middle of a run, and a commit's connection is cut.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use foundry_core::journal::pg_cluster::Cluster;
-use foundry_tests::{Home, kill, lines_of, wait_for};
+use foundry_tests::{Home, kill, lines_of, signal, wait_for};
 use serde_json::{Value, json};
 
 use crate::drivers::{gated_step, start_until_running};
@@ -31,14 +31,6 @@ fn machine(server: &Cluster, name: &str) -> Home {
 /// A step that appends one line to `file`: its effect, counted.
 fn append(key: &str, file: &std::path::Path) -> Value {
     json!({"key": key, "run": ["sh", "-c", format!("echo {key} >> '{}'", file.display())]})
-}
-
-fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill {sig} {pid}");
 }
 
 fn text(out: &std::process::Output) -> String {

@@ -3,23 +3,14 @@
 //! bound, saying the driver did not answer, instead of hanging. `cancel` asks once, within
 //! the same bound, and leaves its request on the socket: the driver cancels when it wakes.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use foundry_tests::{Home, kill, output_within};
+use foundry_tests::{Home, kill, output_within, signal};
 use serde_json::json;
 
 /// The client's own bound (2 s for the one question each command asks), with room for
 /// starting the process on a busy machine.
 const BOUND: Duration = Duration::from_secs(4);
-
-fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill {sig} {pid}");
-}
 
 #[test]
 fn a_stopped_driver_does_not_hang_list_status_or_cancel() {

@@ -318,6 +318,15 @@ pub fn killed(status: std::process::ExitStatus) -> bool {
 }
 
 /// Kills a child with SIGKILL and reaps it.
+/// Sends `sig` (`-STOP`, `-CONT`) to the process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
 pub fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();

@@ -341,17 +341,8 @@ impl ApplyHelmChart {
         if job.metadata.uid.as_deref().unwrap_or("") == superseded {
             return Ok(None);
         }
-        let conditions = job
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.clone())
-            .unwrap_or_default();
-        let holds = |kind: &str| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == kind && c.status == "True")
-        };
-        if holds("Failed") {
+        let state = super::release::job_state(Some(&job));
+        if state == "failed" {
             let log = self.job_log(cx, client, &job_name).await;
             return Err(ActivityError::permanent(format!(
                 "{}: the install Job {job_name} failed; its log ends:\n{log}\nhint: fix the \
@@ -359,7 +350,7 @@ impl ApplyHelmChart {
                 self.place()
             )));
         }
-        if !holds("Complete") {
+        if state != "complete" {
             return Ok(None);
         }
         match self.release(client).await? {

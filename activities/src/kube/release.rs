@@ -162,7 +162,8 @@ pub async fn chart_live(
     Ok(live)
 }
 
-fn job_state(job: Option<&Job>) -> &'static str {
+/// A Job as its conditions say: `missing`, `failed`, `complete` or `running`.
+pub(crate) fn job_state(job: Option<&Job>) -> &'static str {
     let Some(job) = job else {
         return "missing";
     };

@@ -302,21 +302,10 @@ async fn unfinished(
     workflow: &str,
     input: &serde_json::Value,
 ) -> Result<Option<RunId>, CliError> {
-    let mut found: Vec<(u64, RunId)> = engine
-        .list()
-        .await?
-        .into_iter()
-        .filter_map(|(id, view)| {
-            let snapshot = view.ok()?.snapshot;
-            let ours = snapshot.info.workflow == workflow
-                && snapshot.info.input == *input
-                && !snapshot.meta.state.is_finished()
-                && snapshot.meta.state != RunState::Failed;
-            ours.then_some((snapshot.info.created_at.0, id))
-        })
-        .collect();
-    found.sort();
-    Ok(found.pop().map(|(_, id)| id))
+    super::drive::newest_unfinished(engine, |info, state| {
+        info.workflow == workflow && info.input == *input && state != RunState::Failed
+    })
+    .await
 }
 
 fn said_plan(

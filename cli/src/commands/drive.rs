@@ -182,3 +182,24 @@ impl Lines {
         }
     }
 }
+
+/// The newest run of the home that is not finished and that `ours` picks (by its info and
+/// state), when there is one: what a command resumes rather than starting anew.
+pub async fn newest_unfinished(
+    engine: &foundry_core::Engine,
+    ours: impl Fn(&foundry_core::model::RunInfo, foundry_core::RunState) -> bool,
+) -> Result<Option<foundry_core::RunId>, CliError> {
+    let mut found: Vec<(u64, foundry_core::RunId)> = engine
+        .list()
+        .await?
+        .into_iter()
+        .filter_map(|(id, view)| {
+            let snapshot = view.ok()?.snapshot;
+            let state = snapshot.meta.state;
+            (!state.is_finished() && ours(&snapshot.info, state))
+                .then_some((snapshot.info.created_at.0, id))
+        })
+        .collect();
+    found.sort();
+    Ok(found.pop().map(|(_, id)| id))
+}

@@ -130,20 +130,10 @@ pub async fn run(args: Args, printer: &Printer, config: Option<&Path>) -> Result
 /// The unfinished setup of the config at `path`, when there is one.
 async fn unfinished(engine: &foundry_core::Engine, path: &Path) -> Result<Option<RunId>, CliError> {
     let wanted = serde_json::json!(path);
-    let mut found: Vec<(u64, RunId)> = engine
-        .list()
-        .await?
-        .into_iter()
-        .filter_map(|(id, view)| {
-            let snapshot = view.ok()?.snapshot;
-            let ours = snapshot.info.workflow == Setup::NAME
-                && snapshot.info.input.get("config") == Some(&wanted)
-                && !snapshot.meta.state.is_finished();
-            ours.then_some((snapshot.info.created_at.0, id))
-        })
-        .collect();
-    found.sort();
-    Ok(found.pop().map(|(_, id)| id))
+    super::drive::newest_unfinished(engine, |info, _| {
+        info.workflow == Setup::NAME && info.input.get("config") == Some(&wanted)
+    })
+    .await
 }
 
 fn start(
