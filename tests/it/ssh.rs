@@ -119,9 +119,19 @@ async fn ssh_runs_argv_exactly_with_sudo_and_checks_host_keys() {
         "mode differs"
     );
     assert!(upload.apply(&cx()).await.expect("mode").changed);
-    upload.path = "/nonexistent-dir/x".into();
-    let err = upload.apply(&cx()).await.expect_err("no such directory");
-    assert!(err.message.contains("/nonexistent-dir/x"), "{err:?}");
+    // A missing parent directory is made; a parent that is a file is an error naming it.
+    upload.path = "/tmp/foundry-upload-dir/x".into();
+    assert!(upload.apply(&cx()).await.expect("parent made").changed);
+    assert!(
+        upload.probe(&cx()).await.expect("probe").is_some(),
+        "written"
+    );
+    upload.path = "/etc/hostname/x".into();
+    let err = upload
+        .apply(&cx())
+        .await
+        .expect_err("a file is no directory");
+    assert!(err.message.contains("/etc/hostname/x"), "{err:?}");
 
     // Probe: the effect is there.
     let mut probed = SshExec::new(host.clone(), argv(&["true"]));
