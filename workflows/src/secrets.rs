@@ -283,6 +283,13 @@ pub struct StackSecretOutput {
     pub source: String,
 }
 
+/// A secret read for a live command: its reference in a store of this process only, and
+/// that store.
+pub type Held = (
+    foundry_core::secret::SecretRef,
+    std::sync::Arc<dyn foundry_core::secret::SecretStore>,
+);
+
 impl EnsureStackSecret {
     fn reference(&self) -> SecretRef {
         SecretRef {
@@ -303,6 +310,20 @@ impl EnsureStackSecret {
         Vault::from_env(addr)
             .map(Some)
             .map_err(|e| ActivityError::permanent(format!("the {}: {}", self.purpose, e.message)))
+    }
+
+    /// The value as it resolves now, held in a store of this process only, for a live
+    /// command's activities outside a run (a status, a plan): its reference, and that
+    /// store. None when it is set nowhere.
+    pub async fn held(&self) -> Result<Option<Held>, ActivityError> {
+        use foundry_core::secret::{MemorySecretStore, SecretStore};
+        let Some((value, _)) = self.current().await? else {
+            return Ok(None);
+        };
+        let store = std::sync::Arc::new(MemorySecretStore::default());
+        let reference = SecretStore::put(store.as_ref(), &value)
+            .map_err(|e| ActivityError::permanent(e.to_string()))?;
+        Ok(Some((reference, store)))
     }
 
     /// The value as it resolves now, and where it was found; none when it is set nowhere.

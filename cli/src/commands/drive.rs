@@ -183,6 +183,34 @@ impl Lines {
     }
 }
 
+/// Starts `workflow` with `input`, or resumes the interrupted or paused run of it with the
+/// same input (a failed one is not: its error was permanent, and a new run's probes find
+/// what it did), and drives it here: the run, its exit code and output.
+pub async fn start_or_resume(
+    workflow: &str,
+    input: serde_json::Value,
+    printer: &Printer,
+) -> Result<(String, (u8, Option<serde_json::Value>)), CliError> {
+    let (engine, bar) = super::engine(printer)?;
+    let unfinished = newest_unfinished(&engine, |info, state| {
+        info.workflow == workflow && info.input == input && state != foundry_core::RunState::Failed
+    })
+    .await?;
+    let driver = match unfinished {
+        Some(run) => {
+            printer.note(&format!(
+                "resuming the unfinished run {} of {workflow}",
+                engine.short_id(run)
+            ));
+            engine.resume(run).await?
+        }
+        None => engine.start(workflow, input)?,
+    };
+    let run = driver.run_id().to_string();
+    let out = drive(driver, printer, bar).await?;
+    Ok((run, out))
+}
+
 /// The newest run of the home that is not finished and that `ours` picks (by its info and
 /// state), when there is one: what a command resumes rather than starting anew.
 pub async fn newest_unfinished(

@@ -1,7 +1,6 @@
 //! One module per noun, one file per verb.
 
 pub mod cluster;
-mod cluster_live;
 pub mod component;
 pub mod config;
 pub mod dns;
@@ -94,6 +93,30 @@ pub(crate) fn existing(flag: Option<&Path>) -> Result<(Home, Selected), CliError
         return Err(err);
     }
     Ok((home, selected))
+}
+
+/// Asks `question` on a terminal unless `yes` (`--yes`); refuses without a terminal.
+pub(crate) fn confirm(yes: bool, question: &str) -> Result<(), crate::exit::CliError> {
+    use crate::exit::CliError;
+    if yes {
+        return Ok(());
+    }
+    if !interactive() {
+        return Err(CliError::new(format!(
+            "nothing was done: `{question}` needs a yes, and there is no terminal to ask on"
+        ))
+        .with_hint("add --yes"));
+    }
+    let agreed = dialoguer::Confirm::new()
+        .with_prompt(question)
+        .default(false)
+        .interact()
+        .unwrap_or(false);
+    if agreed {
+        Ok(())
+    } else {
+        Err(CliError::new("nothing was done"))
+    }
 }
 
 /// A person can answer questions on this terminal.

@@ -18,13 +18,11 @@ pub mod cert_manager;
 pub mod contour;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use foundry_activities::kube::{
-    ApplyHelmChart, ApplyObjects, ChartOutput, KubeAccess, KubeObject, ValuesSecret, chart_live,
-    object_live,
+    ApplyHelmChart, ApplyObjects, ChartLive, ChartOutput, KubeAccess, KubeObject, ValuesSecret,
+    chart_live, object_live,
 };
-use foundry_core::secret::SecretStore;
 use foundry_core::{
     Activity, ActivityCx, ActivityError, BoxFuture, Ctx, InDoubt, Part, RunError, Workflow,
 };
@@ -365,15 +363,15 @@ impl ChartComponent {
         })
     }
 
-    /// A client's context for a live read: the kubeconfig as the stack resolves it now,
-    /// in a store of this process only.
-    async fn live_access(
+    /// The chart as it is now: the kubeconfig as the stack resolves it now, in a store of
+    /// this process only, and what the cluster says of the HelmChart, its Job and release.
+    async fn live(
         &self,
         stack: &StackConfig,
-    ) -> Result<(ActivityCx, KubeAccess), ComponentError> {
+    ) -> Result<(ActivityCx, KubeAccess, ChartLive), ComponentError> {
         let from = kubeconfig(stack);
-        let (value, _) = from
-            .current()
+        let (reference, store) = from
+            .held()
             .await
             .map_err(|e| ComponentError::new(format!("{}: {}", self.name, e.message)))?
             .ok_or_else(|| {
@@ -383,28 +381,10 @@ impl ChartComponent {
                 ))
                 .hint("make the cluster first (`foundry cluster init`), which keeps it in OpenBAO")
             })?;
-        let store = Arc::new(foundry_core::secret::MemorySecretStore::default());
-        let reference = SecretStore::put(store.as_ref(), &value)
-            .map_err(|e| ComponentError::new(e.to_string()))?;
         let cx = ActivityCx::standalone(&format!("{}/status", self.name)).with_secrets(store);
-        Ok((
-            cx,
-            KubeAccess {
-                kubeconfig: reference,
-                server: None,
-            },
-        ))
-    }
-
-    fn part_name(&self) -> String {
-        format!("HelmChart {HELMCHART_NAMESPACE}/{}", self.release)
-    }
-
-    async fn live_status(&self, stack: &StackConfig) -> Result<ComponentStatus, ComponentError> {
-        let cluster = self.cluster(stack)?;
-        let (cx, access) = self.live_access(stack).await?;
-        let failed = |e: foundry_core::ActivityError| {
-            ComponentError::new(format!("{} in cluster {cluster}: {}", self.name, e.message))
+        let access = KubeAccess {
+            kubeconfig: reference,
+            server: None,
         };
         let live = chart_live(
             &cx,
@@ -414,7 +394,20 @@ impl ChartComponent {
             self.namespace,
         )
         .await
-        .map_err(failed)?;
+        .map_err(|e| ComponentError::new(format!("{}: {}", self.name, e.message)))?;
+        Ok((cx, access, live))
+    }
+
+    fn part_name(&self) -> String {
+        format!("HelmChart {HELMCHART_NAMESPACE}/{}", self.release)
+    }
+
+    async fn live_status(&self, stack: &StackConfig) -> Result<ComponentStatus, ComponentError> {
+        let cluster = self.cluster(stack)?;
+        let (cx, access, live) = self.live(stack).await?;
+        let failed = |e: foundry_core::ActivityError| {
+            ComponentError::new(format!("{} in cluster {cluster}: {}", self.name, e.message))
+        };
         let state = match (live.chart, live.deployed(), live.job_state.as_deref()) {
             (false, _, _) => "missing",
             (true, true, _) => "running",
@@ -553,16 +546,7 @@ impl Component for ChartComponent {
         stack: &'a StackConfig,
     ) -> BoxFuture<'a, Result<Option<String>, ComponentError>> {
         Box::pin(async move {
-            let (cx, access) = self.live_access(stack).await?;
-            let live = chart_live(
-                &cx,
-                &access,
-                HELMCHART_NAMESPACE,
-                self.release,
-                self.namespace,
-            )
-            .await
-            .map_err(|e| ComponentError::new(format!("{}: {}", self.name, e.message)))?;
+            let (_, _, live) = self.live(stack).await?;
             Ok(live
                 .deployed()
                 .then_some(live.chart_version)

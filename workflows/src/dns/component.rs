@@ -256,8 +256,7 @@ pub(crate) async fn dns_key_kept(
     place: &ContainerPlacement,
 ) -> Result<(SecretRef, Arc<dyn SecretStore>), ComponentError> {
     let key = dns_key(stack);
-    let (value, _) = key
-        .current()
+    key.held()
         .await
         .map_err(|e| ComponentError::new(format!("dns on {}: {}", place.host, e.message)))?
         .ok_or_else(|| {
@@ -266,9 +265,5 @@ pub(crate) async fn dns_key_kept(
                 key.path, key.key
             ))
             .hint("install DNS with `foundry component install dns`, which makes one")
-        })?;
-    let secrets = Arc::new(foundry_core::secret::MemorySecretStore::default());
-    let reference = SecretStore::put(secrets.as_ref(), &value)
-        .map_err(|e| ComponentError::new(e.to_string()))?;
-    Ok((reference, secrets))
+        })
 }

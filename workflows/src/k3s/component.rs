@@ -3,10 +3,8 @@
 //! cluster's API, through the kubeconfig kept in OpenBAO.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use foundry_activities::kube::{KubeAccess, cluster_nodes};
-use foundry_core::secret::{MemorySecretStore, SecretStore};
 use foundry_core::{ActivityCx, BoxFuture, Part};
 use serde_json::{Value, json};
 
@@ -100,11 +98,11 @@ impl Component for K3s {
                 more: Default::default(),
             };
             let server = format!("K3s server on {}", plan.first.name);
-            let kubeconfig = super::secret(&plan.setup, "kubeconfig", false)
-                .current()
+            let held = super::secret(&plan.setup, "kubeconfig", false)
+                .held()
                 .await
                 .map_err(|e| ComponentError::new(format!("k3s: {}", e.message)))?;
-            let Some((kubeconfig, _)) = kubeconfig else {
+            let Some((reference, secrets)) = held else {
                 return Ok(status(
                     false,
                     "not installed: OpenBAO holds no kubeconfig for the cluster".into(),
@@ -113,9 +111,6 @@ impl Component for K3s {
                     [(server, "missing".to_string())].into(),
                 ));
             };
-            let secrets = Arc::new(MemorySecretStore::default());
-            let reference = SecretStore::put(secrets.as_ref(), &kubeconfig)
-                .map_err(|e| ComponentError::new(e.to_string()))?;
             let access = KubeAccess {
                 kubeconfig: reference,
                 server: Some(api_url(&plan.first.address)),

@@ -3,12 +3,9 @@
 //! through the API with the kubeconfig kept in OpenBAO; the etcd members and voters over
 //! SSH on the first server that answers.
 
-use std::sync::Arc;
-
 use foundry_activities::k3s::{EtcdMember, etcd_members};
 use foundry_activities::kube::{KubeAccess, NodeInfo, cluster_nodes, vip_holder};
 use foundry_core::ActivityCx;
-use foundry_core::secret::{MemorySecretStore, SecretStore};
 use serde::{Deserialize, Serialize};
 
 use super::{ClusterPlan, NodeHost, api_url, node_host};
@@ -78,20 +75,17 @@ pub async fn api_access(
     stack: &StackConfig,
     plan: &ClusterPlan,
 ) -> Result<(KubeAccess, ActivityCx, Vec<NodeInfo>), ComponentError> {
-    let kubeconfig = super::secret(&plan.setup, "kubeconfig", false)
-        .current()
+    let held = super::secret(&plan.setup, "kubeconfig", false)
+        .held()
         .await
         .map_err(|e| ComponentError::new(format!("k3s: {}", e.message)))?;
-    let Some((kubeconfig, _)) = kubeconfig else {
+    let Some((reference, store)) = held else {
         return Err(
             ComponentError::new("OpenBAO holds no kubeconfig for the cluster")
                 .hint("`foundry cluster init` makes the cluster and keeps it there"),
         );
     };
-    let secrets = Arc::new(MemorySecretStore::default());
-    let reference = SecretStore::put(secrets.as_ref(), &kubeconfig)
-        .map_err(|e| ComponentError::new(e.to_string()))?;
-    let cx = ActivityCx::standalone("k3s-status").with_secrets(secrets);
+    let cx = ActivityCx::standalone("k3s-status").with_secrets(store);
     let mut places: Vec<String> = plan.setup.vip.iter().map(|vip| api_url(vip)).collect();
     for host in control_planes(stack) {
         places.push(api_url(&host.address));

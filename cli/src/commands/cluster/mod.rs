@@ -4,9 +4,11 @@
 //! the same input instead of starting another, and on a cluster that is as asked changes
 //! nothing.
 
+mod live;
+
 use std::path::Path;
 
-use foundry_core::{RunId, RunState, Workflow};
+use foundry_core::Workflow;
 use foundry_workflows::component::Component;
 use foundry_workflows::k3s::add::{AddInput, AddOutput, K3sNodeAdd};
 use foundry_workflows::k3s::component::K3s;
@@ -14,6 +16,8 @@ use foundry_workflows::k3s::init::{InitOutput, K3sInit};
 use foundry_workflows::k3s::{ClusterPlan, Role, node_host};
 
 use super::stack::Loaded;
+use crate::commands::confirm;
+use crate::commands::drive::start_or_resume as drive;
 use crate::exit::{self, CliError};
 use crate::printer::Printer;
 
@@ -73,7 +77,7 @@ removed by K3s with its Node; Foundry removes it itself when K3s has not.
 Examples:
   foundry cluster node remove host-4 --yes
   foundry cluster node remove host-3 --drain-timeout 600")]
-    Remove(super::cluster_live::RemoveArgs),
+    Remove(live::RemoveArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -107,10 +111,10 @@ enum RoleArg {
 pub struct Flags {
     /// Do it without asking (needed without a terminal).
     #[arg(long, short = 'y')]
-    pub(super) yes: bool,
+    pub(crate) yes: bool,
     /// Say what would be done, asked live of the cluster, and change nothing.
     #[arg(long)]
-    pub(super) dry_run: bool,
+    pub(crate) dry_run: bool,
 }
 
 pub async fn run(
@@ -122,11 +126,9 @@ pub async fn run(
     match cmd {
         ClusterCmd::Init(args) => init(args, printer, &loaded).await,
         ClusterCmd::Node(NodeCmd::Add(args)) => add(args, printer, &loaded).await,
-        ClusterCmd::Status => super::cluster_live::status(printer, &loaded).await,
-        ClusterCmd::Node(NodeCmd::List) => super::cluster_live::list(printer, &loaded).await,
-        ClusterCmd::Node(NodeCmd::Remove(args)) => {
-            super::cluster_live::remove(args, printer, &loaded).await
-        }
+        ClusterCmd::Status => live::status(printer, &loaded).await,
+        ClusterCmd::Node(NodeCmd::List) => live::list(printer, &loaded).await,
+        ClusterCmd::Node(NodeCmd::Remove(args)) => live::remove(args, printer, &loaded).await,
     }
 }
 
@@ -151,7 +153,7 @@ async fn init(args: InitArgs, printer: &Printer, loaded: &Loaded) -> Result<u8, 
         return said_plan(printer, "k3s", &input.first.name, &plan);
     }
     confirm(
-        &args.flags,
+        args.flags.yes,
         &format!("Make the cluster on {}?", input.first.name),
     )?;
     let value = serde_json::to_value(&input).map_err(|e| CliError::new(e.to_string()))?;
@@ -229,7 +231,10 @@ async fn add(args: AddArgs, printer: &Printer, loaded: &Loaded) -> Result<u8, Cl
             .collect();
         return said_plan(printer, "k3s", &input.first.name, &plan);
     }
-    confirm(&args.flags, &format!("{}?", capitalized(&said.join(", "))))?;
+    confirm(
+        args.flags.yes,
+        &format!("{}?", capitalized(&said.join(", "))),
+    )?;
     let value = serde_json::to_value(&input).map_err(|e| CliError::new(e.to_string()))?;
     let (run, (code, output)) = drive(K3sNodeAdd::NAME, value, printer).await?;
     let Some(output) = output else {
@@ -248,64 +253,6 @@ fn capitalized(text: &str) -> String {
         Some(c) => c.to_uppercase().chain(chars).collect(),
         None => String::new(),
     }
-}
-
-/// Asks on a terminal unless `--yes`; refuses without one.
-pub(super) fn confirm(flags: &Flags, question: &str) -> Result<(), CliError> {
-    if flags.yes {
-        return Ok(());
-    }
-    if !super::interactive() {
-        return Err(CliError::new(format!(
-            "nothing was done: `{question}` needs a yes, and there is no terminal to ask on"
-        ))
-        .with_hint("add --yes"));
-    }
-    let agreed = dialoguer::Confirm::new()
-        .with_prompt(question)
-        .default(false)
-        .interact()
-        .unwrap_or(false);
-    if agreed {
-        Ok(())
-    } else {
-        Err(CliError::new("nothing was done"))
-    }
-}
-
-/// Starts `workflow` with `input`, or resumes the interrupted or paused run of it with the
-/// same input (a failed one is not: its error was permanent, and a new run's probes find
-/// what it did), and drives it here: the run, its exit code and output.
-pub(super) async fn drive(
-    workflow: &str,
-    input: serde_json::Value,
-    printer: &Printer,
-) -> Result<(String, (u8, Option<serde_json::Value>)), CliError> {
-    let (engine, bar) = super::engine(printer)?;
-    let driver = match unfinished(&engine, workflow, &input).await? {
-        Some(run) => {
-            printer.note(&format!(
-                "resuming the unfinished run {} of {workflow}",
-                engine.short_id(run)
-            ));
-            engine.resume(run).await?
-        }
-        None => engine.start(workflow, input)?,
-    };
-    let run = driver.run_id().to_string();
-    let out = super::drive::drive(driver, printer, bar).await?;
-    Ok((run, out))
-}
-
-async fn unfinished(
-    engine: &foundry_core::Engine,
-    workflow: &str,
-    input: &serde_json::Value,
-) -> Result<Option<RunId>, CliError> {
-    super::drive::newest_unfinished(engine, |info, state| {
-        info.workflow == workflow && info.input == *input && state != RunState::Failed
-    })
-    .await
 }
 
 fn said_plan(

@@ -7,8 +7,10 @@ use foundry_workflows::k3s::remove::{K3sNodeRemove, RemoveInput, RemoveOutput, q
 use foundry_workflows::k3s::status::{self, ClusterStatus};
 use foundry_workflows::k3s::{ClusterPlan, Role, node_host};
 
-use super::cluster::{Flags, confirm, drive};
-use super::stack::Loaded;
+use super::Flags;
+use crate::commands::confirm;
+use crate::commands::drive::start_or_resume as drive;
+use crate::commands::stack::Loaded;
 use crate::exit::{self, CliError};
 use crate::printer::Printer;
 
@@ -182,7 +184,7 @@ pub async fn remove(args: RemoveArgs, printer: &Printer, loaded: &Loaded) -> Res
         return Ok(exit::OK);
     }
     confirm(
-        &args.flags,
+        args.flags.yes,
         &format!("Remove {} from the cluster?", input.node.name),
     )?;
     let value = serde_json::to_value(&input).map_err(|e| CliError::new(e.to_string()))?;
