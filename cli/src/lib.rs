@@ -74,7 +74,7 @@ enum Command {
     /// The whole stack the config places: install it as one run, its status, validate.
     #[command(subcommand)]
     Stack(commands::stack::StackCmd),
-    /// The K3s cluster: make it, join nodes.
+    /// The K3s cluster: make it, join and remove nodes, see it live.
     #[command(subcommand)]
     Cluster(commands::cluster::ClusterCmd),
     /// The stack's components one by one (OpenBAO, PowerDNS, the registry): list, install, status.

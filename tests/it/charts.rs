@@ -345,3 +345,128 @@ components:
     assert_eq!(status[0]["healthy"], true, "{status:?}");
     assert_eq!(status[0]["version"], "0.7.0", "{status:?}");
 }
+
+/// A chart packaged by the real `helm` (`helm create NAME`, then `helm package`, which
+/// writes Chart.yaml's version 0.1.0 into `NAME-0.1.0.tgz`), in `dir`.
+fn packaged(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let helm = |args: &[&str]| {
+        let out = std::process::Command::new(foundry_tests::kube_standin::helm())
+            .args(args)
+            .current_dir(dir)
+            .env("HELM_CACHE_HOME", dir.join(".cache"))
+            .env("HELM_CONFIG_HOME", dir.join(".config"))
+            .env("HELM_DATA_HOME", dir.join(".data"))
+            .output()
+            .expect("running helm");
+        assert_success(&out, &format!("helm {args:?}"));
+    };
+    helm(&["create", name]);
+    helm(&["package", name]);
+    let archive = dir.join(format!("{name}-0.1.0.tgz"));
+    assert!(
+        archive.is_file(),
+        "helm package wrote no {}",
+        archive.display()
+    );
+    archive
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_offline_chart_goes_as_chart_content_at_its_own_version_and_a_wrong_one_is_refused_before_any_run()
+ {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let contour = packaged(dir.path(), "contour");
+    let other = packaged(dir.path(), "other");
+    let config = |extra: &str| {
+        format!(
+            "cluster:\n  name: lab\ncomponents:\n  contour:\n    chart_file: {}\n{extra}",
+            contour.display()
+        )
+    };
+    let s = stage(&config("")).await;
+
+    // Refused before any run: a version other than the archive's, another chart, an
+    // archive helm cannot read, one over chartContent's 1 MiB, a relative path.
+    let garbage = dir.path().join("garbage.tgz");
+    std::fs::write(&garbage, b"not a chart").expect("write");
+    let big = dir.path().join("big.tgz");
+    let noise: Vec<u8> = (0..900 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&big, noise).expect("write");
+    let refusals = [
+        (
+            config("    version: 0.7.0\n"),
+            "holds contour 0.1.0, but components.contour.version asks for 0.7.0",
+        ),
+        (
+            config("").replace(&contour.display().to_string(), &other.display().to_string()),
+            "holds the chart other 0.1.0, not contour",
+        ),
+        (
+            config("").replace(
+                &contour.display().to_string(),
+                &garbage.display().to_string(),
+            ),
+            "garbage.tgz is not a chart archive helm can read",
+        ),
+        (
+            config("").replace(&contour.display().to_string(), &big.display().to_string()),
+            "over the 1 MiB a HelmChart's chartContent may hold",
+        ),
+        (
+            config("").replace(&contour.display().to_string(), "charts/contour.tgz"),
+            "components.contour.chart_file `charts/contour.tgz` is not an absolute path",
+        ),
+    ];
+    for (text, said) in &refusals {
+        s.write_config(text);
+        let out = s.foundry(&["component", "install", "contour"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{said}: installed anyway");
+        assert!(stderr.contains(said), "expected `{said}` in:\n{stderr}");
+        assert!(s.home.runs().is_empty(), "{said}: a run was started");
+    }
+    assert!(
+        s.helmchart("contour").await.is_none(),
+        "a refused install reached the API"
+    );
+
+    // The archive itself: sent as chartContent, no repo, installed at its own version.
+    s.write_config(&config(""));
+    s.ok(&["component", "install", "contour"]);
+    let chart = s.helmchart("contour").await.expect("the HelmChart");
+    let spec = &chart["spec"];
+    let sent = STANDARD
+        .decode(spec["chartContent"].as_str().expect("chartContent"))
+        .expect("base64");
+    assert_eq!(sent, std::fs::read(&contour).expect("read"), "{spec}");
+    assert!(
+        spec.get("repo").is_none() && spec.get("version").is_none(),
+        "{spec}"
+    );
+    let status = s.json(&["component", "status", "contour"]);
+    assert_eq!(status[0]["healthy"], true, "{status:?}");
+    assert_eq!(status[0]["version"], "0.1.0", "{status:?}");
+    assert_eq!(status[0]["expected_version"], "0.1.0", "{status:?}");
+    // Asked again, nothing changes; an upgrade to a version the file does not hold is
+    // refused with what to do.
+    let again = s.json(&["component", "install", "contour"]);
+    assert_eq!(
+        again.last().expect("a result")["changed"],
+        false,
+        "{again:?}"
+    );
+    let out = s.foundry(&["component", "upgrade", "contour", "--to", "0.2.0", "--yes"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "upgraded past the chart file: {stderr}"
+    );
+    assert!(
+        stderr
+            .contains("contour 0.2.0 was asked for, but components.contour.chart_file holds 0.1.0")
+            && stderr.contains("helm pull contour --version 0.2.0"),
+        "{stderr}"
+    );
+}

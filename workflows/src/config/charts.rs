@@ -10,7 +10,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use super::value::{self, HttpUrl, SecretField, shown};
+use super::value::{self, At, HttpUrl, SecretField, shown};
 
 /// A chart's values: a mapping, with no secret reference in it (a reference there would
 /// be sent to the cluster as its text, inline in the HelmChart).
@@ -137,6 +137,11 @@ pub struct ChartConfig {
     /// Secret values, by values path: `${secret:path:key}` references only.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values_secrets: BTreeMap<ValuesPath, SecretField>,
+    /// An offline chart: a `.tgz` on this machine (`helm package`, `helm pull`), sent in the
+    /// HelmChart's `chartContent` (at most 1 MiB once base64-encoded), at the version its
+    /// Chart.yaml gives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart_file: Option<At<std::path::PathBuf>>,
 }
 
 /// `components.cert_manager`: its chart, and the ClusterIssuer made after it.
@@ -153,6 +158,11 @@ pub struct CertManagerConfig {
     pub values: ChartValues,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values_secrets: BTreeMap<ValuesPath, SecretField>,
+    /// An offline chart: a `.tgz` on this machine (`helm package`, `helm pull`), sent in the
+    /// HelmChart's `chartContent` (at most 1 MiB once base64-encoded), at the version its
+    /// Chart.yaml gives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart_file: Option<At<std::path::PathBuf>>,
     /// The ClusterIssuer: a self-signed CA when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<IssuerConfig>,
@@ -165,6 +175,7 @@ impl CertManagerConfig {
             version: self.version.clone(),
             values: self.values.clone(),
             values_secrets: self.values_secrets.clone(),
+            chart_file: self.chart_file.clone(),
         }
     }
 }

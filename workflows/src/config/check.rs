@@ -180,8 +180,30 @@ pub(super) fn stack(config: &StackConfig) -> Result<(), Invalid> {
     }
     if let Some(components) = &config.components {
         k3s(&components.k3s)?;
+        for (name, file) in [
+            ("contour", &components.contour.chart_file),
+            ("cert_manager", &components.cert_manager.chart_file),
+        ] {
+            absolute(&format!("components.{name}.chart_file"), file.as_ref())?;
+        }
     }
     Ok(())
+}
+
+/// A file on this machine, given by its whole path.
+fn absolute(
+    field: &str,
+    path: Option<&super::value::At<std::path::PathBuf>>,
+) -> Result<(), Invalid> {
+    match path {
+        Some(path) if !path.is_absolute() => Err(format!(
+            "{}{field} `{}` is not an absolute path\nhint: give the file on this machine by its whole path",
+            path.place(),
+            super::value::shown(&path.display().to_string())
+        )
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 /// `components.k3s`: every value here ends up in a node's config.yaml or an upload.
@@ -192,16 +214,7 @@ fn k3s(k3s: &super::schema::K3s) -> Result<(), Invalid> {
             .map_err(at(field_path!["components", "k3s", "tag"]))?;
     }
     for (field, path) in [("binary", &k3s.binary), ("installer", &k3s.installer)] {
-        if let Some(path) = path
-            && !path.is_absolute()
-        {
-            return Err(format!(
-                "{}components.k3s.{field} `{}` is not an absolute path\nhint: give the file on this machine by its whole path",
-                path.place(),
-                super::value::shown(&path.display().to_string())
-            )
-            .into());
-        }
+        absolute(&format!("components.k3s.{field}"), path.as_ref())?;
     }
     for (i, name) in k3s.disable.iter().flatten().enumerate() {
         let valid = !name.is_empty()

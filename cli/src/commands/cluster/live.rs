@@ -20,7 +20,7 @@ pub struct RemoveArgs {
     #[arg(value_name = "HOST")]
     host: String,
     /// How long the drain may take, in seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     drain_timeout: u64,
     #[command(flatten)]
     flags: Flags,

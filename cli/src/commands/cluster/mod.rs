@@ -66,6 +66,13 @@ Examples:
   foundry cluster node add host-4 --dry-run")]
     Add(AddArgs),
     /// The nodes now: roles, versions, Ready, cordoned, etcd membership, the VIP's holder.
+    #[command(after_help = "\
+Asked live of the cluster's API (through the VIP, else each control-plane node) with the
+kubeconfig OpenBAO keeps, and of etcd over SSH on a server.
+
+Examples:
+  foundry cluster node list
+  foundry cluster node list --output json")]
     List,
     /// Take a node out: cordon, drain, delete, its etcd member gone, K3s uninstalled.
     #[command(after_help = "\

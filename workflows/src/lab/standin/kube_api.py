@@ -50,7 +50,8 @@ is not proven against a real API server. What it keeps of the real contract:
   small table (contour, cert-manager, foundry-test) with their allowed top-level values
   keys: a value outside it fails the Job with helm's schema error (the real Job would
   retry with backoff; this one fails once), and the HelmChart's `Failed` condition is
-  True. `chartContent` charts accept any values; over 1 MiB the HelmChart is refused
+  True. `chartContent` charts accept any values and install at the version their
+  archive's Chart.yaml gives (an archive helm cannot read fails the Job); over 1 MiB the HelmChart is refused
   (422 on spec.chartContent). A changed HelmChart runs a new Job. A deleted HelmChart
   leaves its Job and release (no helm-delete Job). Pod logs are kept beside the objects
   under `/registry/standin.foundry/podlogs/`, a key of the stand-in's own.
@@ -82,6 +83,32 @@ import uuid
 
 HELM_JOB_SECONDS = 3.0
 CHART_CONTENT_LIMIT = 1024 * 1024
+
+
+def chart_archive(content):
+    """A `chartContent` chart as helm reads it: a gzipped tar whose `<dir>/Chart.yaml` names
+    the chart and its version (helm installs a local archive at the version inside it).
+    (metadata, None), or (None, helm's error)."""
+    import io
+    import tarfile
+    try:
+        data = base64.b64decode(content, validate=True)
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            member = next((m for m in tar.getmembers()
+                           if m.isfile() and m.name.count("/") == 1 and m.name.endswith("/Chart.yaml")), None)
+            if member is None:
+                return None, "Error: INSTALLATION FAILED: Chart.yaml file is missing\n"
+            text = tar.extractfile(member).read().decode("utf-8", "replace")
+    except Exception as e:  # what helm says of an archive it cannot read
+        return None, f"Error: INSTALLATION FAILED: file '/chart/chart.tgz' does not appear to be a gzipped archive; got '{type(e).__name__}'\n"
+    meta = {}
+    for line in text.splitlines():
+        m = re.match(r"^(name|version):\s*['\"]?([^'\"#\s]+)", line)
+        if m:
+            meta[m.group(1)] = m.group(2)
+    if "name" not in meta or "version" not in meta:
+        return None, "Error: INSTALLATION FAILED: validation: chart.metadata.name and version are required\n"
+    return meta, None
 WATCH_HISTORY = 10000
 BOOKMARK_SECONDS = 5.0
 
@@ -1610,6 +1637,11 @@ class KubeApi:
         target = spec.get("targetNamespace") or ns
         chart_name = spec.get("chart", "")
         known = KNOWN_CHARTS.get(chart_name.split("/")[-1])
+        archived = None
+        if error is None and spec.get("chartContent"):
+            archived, error = chart_archive(spec["chartContent"])
+            if archived is not None:
+                chart_name = archived["name"]
         if error is None and not spec.get("chartContent"):
             if known is None:
                 error = f'Error: INSTALLATION FAILED: chart "{chart_name}" not found in {spec.get("repo") or "the"} repository'
@@ -1626,7 +1658,8 @@ class KubeApi:
         now = now_rfc3339()
         revision = None
         if error is None:
-            revision = self._release(target, name, chart_name, known, values, now, spec.get("version"))
+            version = archived["version"] if archived is not None else spec.get("version")
+            revision = self._release(target, name, chart_name, known, values, now, version)
             log = (f"NAME: {name}\nLAST DEPLOYED: {time.strftime('%a %b %d %H:%M:%S %Y', time.gmtime())}\n"
                    f"NAMESPACE: {target}\nSTATUS: deployed\nREVISION: {revision}\nTEST SUITE: None\n")
         else:
