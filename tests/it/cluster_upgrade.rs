@@ -1,7 +1,8 @@
 //! `foundry component upgrade k3s --to VERSION` on a lab of systemd hosts: two servers and
 //! an agent made at v1.31 from the lab's K3s stand-ins (one file per release, each saying
 //! its own version: the Node's kubeletVersion is the running binary's), then taken to
-//! v1.32. Skipping a minor version is refused before any run; the upgrade is killed
+//! v1.32. Skipping a minor version is refused before any run, a binary of another release
+//! before any node is touched; the upgrade is killed
 //! (SIGKILL, a failpoint) once the first server is done and resumed: the first server is
 //! not restarted again, every node is restarted once, drained and uncordoned, keeps its
 //! config.yaml byte for byte, and is Ready at v1.32; etcd's members, sampled throughout,
@@ -203,6 +204,24 @@ fn an_upgrade_skipping_a_minor_is_refused_and_one_killed_between_servers_resumes
     assert_eq!(nodes(&lab), at(OLD));
     phase("a skipped minor refused");
 
+    // --to v1.32 with the config's binary still v1.33's: the binary is asked its release on
+    // the first server before any node is touched, and the run stops there.
+    let out = foundry(&lab, &["component", "upgrade", "k3s", "--to", NEW, "--yes"])
+        .output()
+        .expect("foundry");
+    let text = said(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains(&format!("is not K3s {NEW}")), "{text}");
+    assert!(text.contains("no node was changed"), "{text}");
+    assert_eq!(nodes(&lab), at(OLD));
+    for h in hosts {
+        assert!(
+            on(&lab, h, "/usr/local/bin/k3s --version").contains(OLD),
+            "{h}'s binary untouched"
+        );
+    }
+    phase("a binary of another release refused");
+
     // To v1.32, killed once host-1 is done (its uncordon recorded), before host-2 starts.
     use_release(&lab, NEW);
     let seen: Arc<Mutex<Vec<Sample>>> = Arc::default();
@@ -244,7 +263,12 @@ fn an_upgrade_skipping_a_minor_is_refused_and_one_killed_between_servers_resumes
         "host-2's binary untouched before the kill"
     );
     phase("killed between the servers");
-    let run = lab.home.unfinished_run();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let run = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("starting stack-upgrade run "))
+        .map(|r| r.trim().to_string())
+        .unwrap_or_else(|| panic!("the killed run's id: {stderr}"));
     ok(&lab, &["workflow", "resume", &run]);
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
