@@ -4,6 +4,7 @@ mod bad_input;
 mod cancel;
 mod charts;
 mod cluster;
+mod cluster_upgrade;
 mod completions;
 mod component;
 mod config;

@@ -90,6 +90,12 @@ pub trait Component: Send + Sync + 'static {
         &[]
     }
 
+    /// An upgrade goes one minor version at a time (Kubernetes' version skew policy):
+    /// `1.31.x -> 1.33.y` is refused, naming `1.32` to go through first.
+    fn one_minor_at_a_time(&self) -> bool {
+        false
+    }
+
     /// What an upgrade does beyond putting the new image in place, for the plan people
     /// confirm (OpenBAO: unsealed again with the kept keys).
     fn upgrade_steps(&self) -> &'static [&'static str] {

@@ -532,6 +532,9 @@ impl Workflow for LabUp {
             let [k3s, install] = standin::write_steps(&lab.standin_dir());
             ctx.step("k3s-standin", &k3s).await?;
             ctx.step("install-sh-standin", &install).await?;
+            for (name, step) in standin::release_steps(&lab.standin_dir()) {
+                ctx.step(&name, &step).await?;
+            }
             Some(lab.standin_dir())
         } else {
             None

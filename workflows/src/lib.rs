@@ -44,4 +44,5 @@ pub fn registry() -> Registry {
         .register(k3s::init::K3sInit)
         .register(k3s::add::K3sNodeAdd)
         .register(k3s::remove::K3sNodeRemove)
+        .register(k3s::upgrade::K3sUpgrade)
 }

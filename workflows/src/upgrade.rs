@@ -38,6 +38,19 @@ impl Version {
             .collect::<Option<Vec<u64>>>()?;
         Some(Version { numbers, pre })
     }
+
+    /// Its major and minor numbers (0 where missing).
+    pub fn minor(&self) -> (u64, u64) {
+        let at = |i: usize| self.numbers.get(i).copied().unwrap_or(0);
+        (at(0), at(1))
+    }
+}
+
+/// Why going from `running` to `target` skips a minor version, for a component that goes
+/// one minor version at a time; none when it does not (patches, and the next minor).
+pub fn skipped_minor(running: &Version, target: &Version) -> Option<(u64, u64)> {
+    let ((from_major, from_minor), to) = (running.minor(), target.minor());
+    (to > (from_major, from_minor + 1)).then_some((from_major, from_minor + 1))
 }
 
 impl Ord for Version {
@@ -185,7 +198,7 @@ pub fn judge(
     let (Some(running), Some(target)) = (running, target) else {
         // Tags that are no versions: nothing to compare, which is fine unless the
         // component has versions that must not be jumped over.
-        if c.upgrade_stops().is_empty() {
+        if c.upgrade_stops().is_empty() && !c.one_minor_at_a_time() {
             return (true, None);
         }
         return (
@@ -195,9 +208,14 @@ pub fn judge(
                     "{name}: cannot tell whether {running_image} -> {target_image} jumps over \
                      a version that needs steps: the tags are no versions"
                 ),
-                Some(format!(
-                    "pin components.{name}.image by its version tag (`name:1.2.3`)"
-                )),
+                Some(match c.one_minor_at_a_time() {
+                    true => format!(
+                        "name the release: --to VERSION, or components.{name}.tag in the config"
+                    ),
+                    false => {
+                        format!("pin components.{name}.image by its version tag (`name:1.2.3`)")
+                    }
+                }),
             ),
         );
     };
@@ -211,6 +229,25 @@ pub fn judge(
                     tag_of(running_image).unwrap_or_default()
                 ),
                 Some("name a version at least as new as the running one".into()),
+            ),
+        );
+    }
+    if c.one_minor_at_a_time()
+        && let Some((major, minor)) = skipped_minor(&running, &target)
+    {
+        let from = tag_of(running_image).unwrap_or_default();
+        let to = tag_of(target_image).unwrap_or_default();
+        return (
+            true,
+            refuse(
+                format!(
+                    "{name}: {from} -> {to} skips minor version v{major}.{minor}: Kubernetes' \
+                     version skew policy allows one minor version at a time"
+                ),
+                Some(format!(
+                    "upgrade to a v{major}.{minor} release first (`foundry component upgrade \
+                     {name} --to v{major}.{minor}.N`), then to {to}"
+                )),
             ),
         );
     }
@@ -258,7 +295,10 @@ pub async fn plan(
     let image = c.image(stack).ok_or_else(|| {
         ComponentError::new(format!("{}: runs no image, so has no upgrade", c.name()))
     })?;
-    let target_image = match to {
+    // K3s spells its releases `v1.32.4+k3s1`; a tag has no `+`, and K3s's own image tags
+    // spell it `-` (`rancher/k3s:v1.32.4-k3s1`).
+    let to = to.map(|version| version.replace('+', "-"));
+    let target_image = match to.as_deref() {
         Some(version) if !is_tag(version) => {
             return Err(ComponentError::new(format!(
                 "--to `{}`: not an image tag",
@@ -390,5 +430,16 @@ mod tests {
         assert_eq!(way("4.3.0", "4.8.0"), Some("4.7.0"));
         assert_eq!(way("4.7.0", "4.9.1"), None);
         assert_eq!(way("4.7.3", "4.8.0"), None);
+    }
+
+    #[test]
+    fn one_minor_at_a_time_allows_patches_and_the_next_minor_only() {
+        let v = |t: &str| Version::parse(t).expect(t);
+        let skip = |a: &str, b: &str| skipped_minor(&v(a), &v(b));
+        assert_eq!(skip("v1.31.9-k3s1", "v1.31.12-k3s1"), None);
+        assert_eq!(skip("v1.31.9-k3s1", "v1.32.4-k3s1"), None);
+        assert_eq!(skip("v1.31.9-k3s1", "v1.33.1-k3s1"), Some((1, 32)));
+        assert_eq!(skip("v1.31.9-k3s1", "v2.0.0-k3s1"), Some((1, 32)));
+        assert!(v("v1.32.4-k3s2") > v("v1.32.4-k3s1"));
     }
 }

@@ -48,16 +48,18 @@ the component's data volumes are kept.
 
 Examples:
   foundry component upgrade dns --dry-run
-  foundry component upgrade openbao --to 2.1.0 --yes")]
+  foundry component upgrade openbao --to 2.1.0 --yes
+  foundry component upgrade k3s --to v1.32.4+k3s1 --yes")]
     Upgrade(UpgradeArgs),
 }
 
 #[derive(Debug, clap::Args)]
 pub struct UpgradeArgs {
-    /// openbao, dns, zot (the registry).
+    /// openbao, dns, zot (the registry), k3s (the cluster: one minor version at a time).
     #[arg(value_name = "COMPONENT")]
     name: String,
-    /// The version to go to (the image's tag), instead of the config's.
+    /// The version to go to (the image's tag; K3s's release, `v1.32.4+k3s1`), instead of
+    /// the config's.
     #[arg(long, value_name = "VERSION")]
     to: Option<String>,
     #[command(flatten)]

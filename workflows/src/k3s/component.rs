@@ -9,11 +9,13 @@ use foundry_core::{ActivityCx, BoxFuture, Part};
 use serde_json::{Value, json};
 
 use super::init::{InitInput, InitOutput, K3sInit};
+use super::upgrade::{self, K3sUpgrade, UpgradeInput, UpgradeOutput};
 use super::{ClusterPlan, api_url};
 use crate::component::{
     self as c, Component, ComponentError, ComponentStatus, InstallOptions, Placement,
 };
 use crate::config::StackConfig;
+use crate::upgrade::Version;
 
 pub struct K3s;
 
@@ -148,5 +150,87 @@ impl Component for K3s {
                 .into(),
             ))
         })
+    }
+
+    // Upgrades (`k3s-upgrade`): the release as an image-like reference, `k3s:<tag>`, so an
+    // upgrade is planned as every other component's; one minor version at a time.
+
+    /// `k3s:` and the config's `components.k3s.tag` spelt as a tag (`v1.32.4-k3s1`).
+    fn image(&self, stack: &StackConfig) -> Option<String> {
+        let tag = stack.components.as_ref().and_then(|c| c.k3s.tag.clone());
+        let tag = tag
+            .as_deref()
+            .map_or("unset".into(), upgrade::tag_of_release);
+        Some(format!("k3s:{tag}"))
+    }
+
+    /// The oldest release a node's kubelet reports, asked of the API now.
+    fn running_image<'a>(
+        &'a self,
+        stack: &'a StackConfig,
+    ) -> BoxFuture<'a, Result<Option<String>, ComponentError>> {
+        Box::pin(async move {
+            let plan = ClusterPlan::of(stack)?;
+            let held = super::secret(&plan.setup, "kubeconfig", false)
+                .held()
+                .await
+                .map_err(|e| ComponentError::new(format!("k3s: {}", e.message)))?;
+            if held.is_none() {
+                return Ok(None);
+            }
+            let (_, _, nodes) = super::status::api_access(stack, &plan).await?;
+            let oldest = nodes
+                .iter()
+                .map(|n| upgrade::tag_of_release(&n.kubelet_version))
+                .min_by(|a, b| match (Version::parse(a), Version::parse(b)) {
+                    (Some(a), Some(b)) => a.cmp(&b),
+                    _ => a.cmp(b),
+                });
+            Ok(oldest.map(|tag| format!("k3s:{tag}")))
+        })
+    }
+
+    fn one_minor_at_a_time(&self) -> bool {
+        true
+    }
+
+    fn upgrade_steps(&self) -> &'static [&'static str] {
+        &[
+            "servers one at a time, then agents: each drained, given the new binary, \
+             restarted, Ready at the new version (a server's etcd member a voter), uncordoned",
+        ]
+    }
+
+    fn upgrade(&self) -> Part {
+        Part::of::<K3sUpgrade>()
+    }
+
+    fn upgrade_input(
+        &self,
+        stack: &StackConfig,
+        _home: &Path,
+        image: &str,
+    ) -> Result<Value, ComponentError> {
+        let plan = ClusterPlan::of(stack)?;
+        let tag = crate::upgrade::tag_of(image)
+            .ok_or_else(|| ComponentError::new(format!("k3s: `{image}` names no release")))?;
+        let nodes = stack
+            .cluster
+            .iter()
+            .flat_map(|c| c.nodes.iter())
+            .map(|n| super::node_host(stack, &n.hostname))
+            .collect::<Result<Vec<_>, _>>()?;
+        let input = UpgradeInput {
+            setup: plan.setup,
+            target: upgrade::release_of_tag(tag),
+            nodes,
+            agents_at_once: plan.agents_at_once,
+            drain_timeout_s: upgrade::DRAIN_TIMEOUT_S,
+        };
+        c::input(self.name(), &input)
+    }
+
+    fn upgrade_changes(&self, output: Value) -> Result<Vec<String>, ComponentError> {
+        Ok(c::output::<UpgradeOutput>(self.name(), output)?.changes())
     }
 }

@@ -12,6 +12,7 @@ pub mod kube_vip;
 pub mod node;
 pub mod remove;
 pub mod status;
+pub mod upgrade;
 
 use crate::component::ComponentError;
 use crate::config::{NodeRole, StackConfig};

@@ -35,6 +35,33 @@ pub fn k3s_at(wanted: &str) -> String {
     K3S.replacen(&line, &format!("K3S_VERSION = \"{wanted}\""), 1)
 }
 
+/// The K3s releases a lab stands in for, oldest first, one per minor version, so that an
+/// upgrade can be taken one minor version at a time (and a skipped one refused). `k3s`
+/// itself is the newest but one; each is also written as `k3s-<release>` (see
+/// [`release_path`]).
+pub const RELEASES: [&str; 3] = ["v1.31.9+k3s1", "v1.32.4+k3s1", "v1.33.1+k3s1"];
+
+/// Where in `dir` the stand-in saying it is `release` is written: `k3s-<release>`.
+pub fn release_path(dir: &Path, release: &str) -> PathBuf {
+    dir.join(format!("k3s-{release}"))
+}
+
+/// The steps that write the stand-in once per release of [`RELEASES`] into `dir` (0755):
+/// the same program, its version line changed.
+pub fn release_steps(dir: &Path) -> Vec<(String, EnsureFile)> {
+    RELEASES
+        .iter()
+        .map(|release| {
+            let step = EnsureFile {
+                path: release_path(dir, release),
+                content: SecretValue::new(k3s_at(release)),
+                mode: 0o755,
+            };
+            (format!("k3s-standin-{release}"), step)
+        })
+        .collect()
+}
+
 /// Where in `dir` the stand-ins are written: `k3s` and `install.sh`.
 pub fn paths(dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join("k3s"), dir.join("install.sh"))
@@ -95,5 +122,16 @@ mod tests {
             String::from_utf8_lossy(&out.stdout).lines().next(),
             Some("k3s version v1.33.1+k3s1 (stand-in)")
         );
+
+        // One file per release, each saying its own version; `k3s` is one of them.
+        assert!(RELEASES.contains(&version()));
+        let steps = release_steps(dir.path());
+        assert_eq!(steps.len(), RELEASES.len());
+        for ((name, step), release) in steps.iter().zip(RELEASES) {
+            assert_eq!(name, &format!("k3s-standin-{release}"));
+            assert_eq!(step.path, release_path(dir.path(), release));
+            let line = format!("K3S_VERSION = \"{release}\"");
+            assert!(step.content.expose().contains(&line), "{release}");
+        }
     }
 }

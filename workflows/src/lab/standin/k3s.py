@@ -3,6 +3,10 @@ the machines Foundry is developed on. Foundry uploads this file to /usr/local/bi
 it would upload the real binary to an air-gapped host, and runs the install.sh stand-in.
 
 What it keeps of K3s's contract:
+- Versions as K3s's: `k3s --version` says K3S_VERSION, and so does the Node's
+  kubeletVersion, set by the running process when it registers (again on each start):
+  the binary replaced and the unit restarted, the node reports the new version, as a
+  manual upgrade of K3s does. The lab writes one copy per release (v1.31, v1.32, v1.33).
 - `k3s --version`, `k3s server`, `k3s agent`; flags from the command line, from
   /etc/rancher/k3s/config.yaml (keys as the flags' names; the command line wins) and
   from K3S_URL, K3S_TOKEN, K3S_TOKEN_FILE, K3S_NODE_NAME, K3S_CLUSTER_INIT.
@@ -82,7 +86,9 @@ import time
 import urllib.error
 import urllib.request
 
-# The version this stand-in says it is: the lab writes several versions of the file.
+# The version this stand-in says it is: the lab writes the file once per release it
+# stands in for (k3s-<release>, this line changed), so a node runs the version of the
+# binary it was started from.
 K3S_VERSION = "v1.32.4+k3s1"
 # How long a join takes at least, in seconds, as a real one does.
 K3S_JOIN_SECONDS = 3.0

@@ -1,0 +1,513 @@
+//! `k3s-upgrade` (`foundry component upgrade k3s [--to VERSION]`): the cluster taken to
+//! another K3s release as one durable run, as K3s documents a manual upgrade with the
+//! binary (docs.k3s.io/upgrades/manual): servers first, strictly one at a time, then
+//! agents, at most `agents_at_once` together. Each node: its version read live (a node
+//! already at the target is left alone), drained (cordoned, evictions that honour
+//! disruption budgets, bounded), the new binary put at `/usr/local/bin/k3s` (probed by
+//! hash), its unit restarted (`systemctl restart k3s` or `k3s-agent`, detached, so a
+//! dropped connection or a killed `foundry` does not stop it), waited for until the node is
+//! Ready at the new version (a server: its etcd member a voter again), then uncordoned.
+//! `/etc/rancher/k3s/config.yaml` and the unit are not touched. Before any node is, the
+//! binary is sent to the first server beside the running one and asked its version there
+//! (it is built for the hosts, not for this machine): a binary of another release stops
+//! the run with nothing changed. One minor version at a time is the planner's to enforce
+//! ([`crate::upgrade::judge`]); a node newer than the target stops the run.
+
+use std::time::Duration;
+
+use foundry_activities::k3s::EtcdVoter;
+use foundry_activities::kube::{
+    DrainNode, KubeAccess, NodeInfo, Uncordon, api_error, cluster_nodes,
+};
+use foundry_activities::ssh::{SshDetached, SshSendFile};
+use foundry_core::fanout::FailurePolicy;
+use foundry_core::{
+    Activity, ActivityCx, ActivityError, Ctx, InDoubt, PollPolicy, RetryPolicy, RunError, Workflow,
+};
+use serde::{Deserialize, Serialize};
+
+use super::add::Joining;
+use super::api_url;
+use super::node::{BINARY_PATH, HostRead, K3sSetup, NodeHost, Role};
+use crate::upgrade::Version;
+
+/// Where the new binary waits on the first server while its version is asked.
+pub const STAGED_PATH: &str = "/usr/local/lib/foundry/k3s-upgrade";
+/// How long one node's drain may take, as `node remove`'s default.
+pub const DRAIN_TIMEOUT_S: u64 = 300;
+
+/// A K3s release as K3s spells it (`v1.32.4+k3s1`) from an image tag's spelling
+/// (`v1.32.4-k3s1`: a tag has no `+`).
+pub fn release_of_tag(tag: &str) -> String {
+    match tag.rsplit_once("-k3s") {
+        Some((version, n)) if n.chars().all(|c| c.is_ascii_digit()) => {
+            format!("{version}+k3s{n}")
+        }
+        _ => tag.to_string(),
+    }
+}
+
+/// A release as an image tag spells it: `+` as `-`.
+pub fn tag_of_release(release: &str) -> String {
+    release.replace('+', "-")
+}
+
+/// The release `k3s --version` names on its first line (`k3s version v1.32.4+k3s1 (…)`).
+pub fn release_said(version_output: &str) -> Option<&str> {
+    version_output
+        .lines()
+        .next()?
+        .strip_prefix("k3s version ")?
+        .split_whitespace()
+        .next()
+}
+
+fn version(release: &str) -> Option<Version> {
+    Version::parse(&tag_of_release(release))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeInput {
+    pub setup: K3sSetup,
+    /// The release to go to, as K3s spells it (`v1.32.4+k3s1`).
+    pub target: String,
+    /// The config's nodes (`cluster.nodes`), in its order; their roles are read live.
+    pub nodes: Vec<NodeHost>,
+    pub agents_at_once: u32,
+    pub drain_timeout_s: u64,
+}
+
+/// One node's part of an upgrade.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeUpgrade {
+    pub name: String,
+    pub role: Role,
+    /// The version it ran when its turn came.
+    pub from: String,
+    /// It was drained, given the new binary and restarted (else it ran the target).
+    pub upgraded: bool,
+    pub evicted: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeOutput {
+    pub target: String,
+    pub nodes: Vec<NodeUpgrade>,
+}
+
+impl UpgradeOutput {
+    pub fn changes(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.upgraded)
+            .map(|n| {
+                format!(
+                    "{} ({}) {} -> {}",
+                    n.name,
+                    n.role.as_str(),
+                    n.from,
+                    self.target
+                )
+            })
+            .collect()
+    }
+}
+
+/// The cluster's nodes as the API lists them now (read-only), asked at each of `places`
+/// in turn until one answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveNodes {
+    pub places: Vec<KubeAccess>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveNodesOutput {
+    pub nodes: Vec<NodeInfo>,
+}
+
+impl Activity for LiveNodes {
+    type Output = LiveNodesOutput;
+
+    fn kind(&self) -> &'static str {
+        "kube-nodes"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Rerun
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 5,
+            ..RetryPolicy::default()
+        }
+    }
+
+    async fn probe(&self, _cx: &ActivityCx) -> Result<Option<LiveNodesOutput>, ActivityError> {
+        Ok(None)
+    }
+
+    async fn apply(&self, cx: &ActivityCx) -> Result<LiveNodesOutput, ActivityError> {
+        let mut failures = Vec::new();
+        for access in &self.places {
+            let client = match access.client(cx).await {
+                Ok(client) => client,
+                Err(e) => {
+                    failures.push(format!("{}: {}", access.place(), e.message));
+                    continue;
+                }
+            };
+            match cluster_nodes(&client).await {
+                Ok(nodes) => return Ok(LiveNodesOutput { nodes }),
+                Err(e) => failures.push(api_error("listing nodes", &access.place(), e).message),
+            }
+        }
+        Err(ActivityError::transient(format!(
+            "the cluster's API does not answer: {}\nhint: is K3s running on the servers \
+             (systemctl status k3s)?",
+            failures.join("; ")
+        )))
+    }
+}
+
+/// Waits, at most `timeout_s`, until `node` is Ready and its kubelet reports `release`.
+/// The API may not answer for a while (a server restarting): that is waited through.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAtRelease {
+    #[serde(flatten)]
+    pub access: KubeAccess,
+    pub node: String,
+    pub release: String,
+    pub timeout_s: u64,
+}
+
+impl NodeAtRelease {
+    async fn look(&self, cx: &ActivityCx) -> Result<Option<NodeInfo>, String> {
+        let client = self.access.client(cx).await.map_err(|e| e.message)?;
+        let nodes = cluster_nodes(&client).await.map_err(|e| e.to_string())?;
+        Ok(nodes.into_iter().find(|n| n.name == self.node))
+    }
+
+    fn done(&self, found: &Option<NodeInfo>) -> bool {
+        found
+            .as_ref()
+            .is_some_and(|n| n.ready && n.kubelet_version == self.release)
+    }
+}
+
+impl Activity for NodeAtRelease {
+    type Output = NodeInfo;
+
+    fn kind(&self) -> &'static str {
+        "kube-node-at-release"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Rerun
+    }
+
+    async fn probe(&self, cx: &ActivityCx) -> Result<Option<NodeInfo>, ActivityError> {
+        Ok(match self.look(cx).await {
+            Ok(found) if self.done(&found) => found,
+            _ => None,
+        })
+    }
+
+    async fn apply(&self, cx: &ActivityCx) -> Result<NodeInfo, ActivityError> {
+        let policy = PollPolicy::new(1_000, 0).within(Duration::from_secs(self.timeout_s));
+        let mut poll = policy.start();
+        let mut last = String::from("not looked at yet");
+        while poll.tick_unless(cx.cancel_token()).await.map_err(|_| {
+            ActivityError::permanent("cancelled while waiting for a node's new version")
+        })? {
+            match self.look(cx).await {
+                Ok(found) if self.done(&found) => {
+                    if let Some(node) = found {
+                        return Ok(node);
+                    }
+                }
+                Ok(Some(n)) => {
+                    last = format!(
+                        "it is {}Ready at {}",
+                        if n.ready { "" } else { "not " },
+                        n.kubelet_version
+                    )
+                }
+                Ok(None) => last = "the API lists no such node".into(),
+                Err(e) => last = format!("the API did not answer: {e}"),
+            }
+        }
+        Err(ActivityError::transient(format!(
+            "node {} is not Ready at {} after {} s, asked at {}: {last}\nhint: look at the \
+             node's unit (journalctl -u k3s, or k3s-agent); `foundry workflow resume` waits again",
+            self.node,
+            self.release,
+            self.timeout_s,
+            self.access.place()
+        )))
+    }
+}
+
+/// A server (it holds an etcd member) by its roles' labels.
+fn role_of(node: &NodeInfo) -> Role {
+    match node
+        .roles
+        .iter()
+        .any(|r| matches!(r.as_str(), "control-plane" | "master" | "etcd"))
+    {
+        true => Role::Server,
+        false => Role::Agent,
+    }
+}
+
+#[derive(Default)]
+pub struct K3sUpgrade;
+
+impl Workflow for K3sUpgrade {
+    const NAME: &'static str = "k3s-upgrade";
+    const VERSION: u32 = 1;
+    type Input = UpgradeInput;
+    type Output = UpgradeOutput;
+
+    fn check(&self, input: &UpgradeInput) -> Result<(), String> {
+        if input.setup.openbao.is_none() {
+            return Err("the cluster's kubeconfig is kept in OpenBAO, and the stack config places none: set network.openbao_hosts".into());
+        }
+        if version(&input.target).is_none() {
+            return Err(format!(
+                "`{}` is no K3s release (v1.32.4+k3s1)",
+                input.target
+            ));
+        }
+        if input.nodes.is_empty() {
+            return Err("the config's cluster names no node".into());
+        }
+        Ok(())
+    }
+
+    async fn run(&self, ctx: Ctx, input: UpgradeInput) -> Result<UpgradeOutput, RunError> {
+        let kubeconfig = ctx
+            .step(
+                "k3s/kubeconfig",
+                &Joining {
+                    ensure: super::secret(&input.setup, "kubeconfig", false),
+                },
+            )
+            .await?;
+        let reference = kubeconfig.secret;
+        // The API at a node's address; each node's steps ask another server's where there
+        // is one (its own API goes down with its restart).
+        let at = |node: &NodeHost| KubeAccess {
+            kubeconfig: reference.clone(),
+            server: Some(api_url(&node.address)),
+        };
+        let places: Vec<KubeAccess> = input.nodes.iter().map(at).collect();
+        let live = ctx.step("k3s/nodes", &LiveNodes { places }).await?.nodes;
+        let mut servers = Vec::new();
+        let mut agents = Vec::new();
+        for node in &live {
+            let Some(host) = input.nodes.iter().find(|h| h.name == node.name) else {
+                return Err(RunError::workflow(format!(
+                    "node {} is in the cluster, and the config's cluster.nodes does not name \
+                     it: it cannot be upgraded, and the cluster would be left at two \
+                     releases\nhint: add it to cluster.nodes (with its host under hosts:)",
+                    node.name
+                )));
+            };
+            let ahead = version(&node.kubelet_version)
+                .zip(version(&input.target))
+                .is_some_and(|(running, target)| running > target);
+            if ahead {
+                return Err(RunError::workflow(format!(
+                    "node {} runs {}, newer than {}: a downgrade is no upgrade\nhint: name a \
+                     release at least as new as the newest node's",
+                    node.name, node.kubelet_version, input.target
+                )));
+            }
+            match role_of(node) {
+                Role::Server => servers.push(host.clone()),
+                Role::Agent => agents.push(host.clone()),
+            }
+        }
+        let Some(first) = servers.first().cloned() else {
+            return Err(RunError::workflow("the cluster lists no server node"));
+        };
+
+        // The binary's own word on its release, asked where it can run, before any node
+        // is touched.
+        let staged = SshSendFile::of(
+            first.target.clone(),
+            &input.setup.binary,
+            STAGED_PATH,
+            0o755,
+        )
+        .map_err(|e| RunError::workflow(format!("{}: {}", first.name, e.message)))?;
+        ctx.step("k3s/binary-staged", &staged).await?;
+        let said = HostRead::new(
+            first.target.clone(),
+            &format!("{STAGED_PATH} --version 2>&1 | head -n 1"),
+        );
+        let said = ctx.step("k3s/binary-version", &said).await?.text;
+        if release_said(&said) != Some(input.target.as_str()) {
+            return Err(RunError::workflow(format!(
+                "components.k3s.binary ({}) is not K3s {}: on {} it says `{said}`; no node was \
+                 changed\nhint: point components.k3s.binary at K3s {}'s binary for the hosts",
+                input.setup.binary.display(),
+                input.target,
+                first.name,
+                input.target
+            )));
+        }
+
+        let mut nodes = Vec::new();
+        for (i, server) in servers.iter().enumerate() {
+            // Another server's API, while this one restarts.
+            let other = servers
+                .iter()
+                .find(|s| s.name != server.name)
+                .unwrap_or(&servers[i]);
+            let scope = ctx.scope(&server.name);
+            nodes.push(upgrade_node(&scope, &input, server, Role::Server, at(other)).await?);
+        }
+        let items: Vec<(String, NodeHost)> =
+            agents.iter().map(|a| (a.name.clone(), a.clone())).collect();
+        let (shared, access) = (input.clone(), at(&first));
+        let done = ctx
+            .fan_out_ok(
+                items,
+                input.agents_at_once.max(1) as usize,
+                FailurePolicy::CollectAll,
+                move |child, agent| {
+                    let (input, access) = (shared.clone(), access.clone());
+                    async move { upgrade_node(&child, &input, &agent, Role::Agent, access).await }
+                },
+            )
+            .await?;
+        nodes.extend(done);
+        Ok(UpgradeOutput {
+            target: input.target,
+            nodes,
+        })
+    }
+}
+
+/// One node, in its own scope (keys `at`, `drain`, `binary`, `restart`, `ready`,
+/// `etcd-voter`, `uncordon`), asking the API at `access`.
+async fn upgrade_node(
+    ctx: &Ctx,
+    input: &UpgradeInput,
+    node: &NodeHost,
+    role: Role,
+    access: KubeAccess,
+) -> Result<NodeUpgrade, RunError> {
+    let places = vec![access.clone()];
+    let live = ctx.step("at", &LiveNodes { places }).await?;
+    let from = live
+        .nodes
+        .iter()
+        .find(|n| n.name == node.name)
+        .map(|n| n.kubelet_version.clone())
+        .unwrap_or_default();
+    let mut done = NodeUpgrade {
+        name: node.name.clone(),
+        role,
+        from,
+        upgraded: false,
+        evicted: Vec::new(),
+    };
+    if done.from == input.target {
+        return Ok(done);
+    }
+    let drain = DrainNode {
+        access: access.clone(),
+        node: node.name.clone(),
+        timeout_s: input.drain_timeout_s,
+    };
+    done.evicted = ctx.step("drain", &drain).await?.evicted;
+    let binary = SshSendFile::of(node.target.clone(), &input.setup.binary, BINARY_PATH, 0o755)
+        .map_err(|e| RunError::workflow(format!("{}: {}", node.name, e.message)))?;
+    ctx.step("binary", &binary).await?;
+    ctx.step("restart", &restart(input, node, role)).await?;
+    let ready = NodeAtRelease {
+        access: access.clone(),
+        node: node.name.clone(),
+        release: input.target.clone(),
+        timeout_s: input.setup.join_timeout_s,
+    };
+    ctx.step("ready", &ready).await?;
+    if role == Role::Server {
+        let voter = EtcdVoter {
+            host: node.target.clone(),
+            member: node.name.clone(),
+            timeout_s: input.setup.join_timeout_s,
+        };
+        ctx.step("etcd-voter", &voter).await?;
+    }
+    let uncordon = Uncordon {
+        access,
+        node: node.name.clone(),
+    };
+    ctx.step("uncordon", &uncordon).await?;
+    done.upgraded = true;
+    Ok(done)
+}
+
+/// The node's unit restarted on the new binary, as K3s's manual upgrade says: detached
+/// (a server's unit returns once K3s is ready), bounded by the join timeout, run once: a
+/// failure pauses the run for a person rather than restarting it again and again.
+fn restart(input: &UpgradeInput, node: &NodeHost, role: Role) -> SshDetached {
+    let argv = [
+        "timeout",
+        &input.setup.join_timeout_s.to_string(),
+        "systemctl",
+        "restart",
+        role.unit(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut run = SshDetached::new(node.target.clone(), argv);
+    run.sudo = true;
+    run.policy = RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::default()
+    };
+    run
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releases_and_tags_spell_each_other() {
+        assert_eq!(release_of_tag("v1.32.4-k3s1"), "v1.32.4+k3s1");
+        assert_eq!(release_of_tag("v1.33.0-rc1-k3s2"), "v1.33.0-rc1+k3s2");
+        assert_eq!(release_of_tag("v1.32.4"), "v1.32.4");
+        assert_eq!(tag_of_release("v1.32.4+k3s1"), "v1.32.4-k3s1");
+        assert_eq!(
+            release_said("k3s version v1.32.4+k3s1 (stand-in)\ngo version go1.23"),
+            Some("v1.32.4+k3s1")
+        );
+        assert_eq!(release_said("sh: 1: k3s: not found"), None);
+        assert!(version("v1.32.4+k3s1") > version("v1.31.9+k3s1"));
+    }
+
+    #[test]
+    fn a_node_with_a_control_plane_or_etcd_role_is_a_server() {
+        let node = |roles: &[&str]| NodeInfo {
+            name: "n".into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            kubelet_version: "v1.32.4+k3s1".into(),
+            ready: true,
+            cordoned: false,
+        };
+        assert_eq!(
+            role_of(&node(&["control-plane", "etcd", "master"])),
+            Role::Server
+        );
+        assert_eq!(role_of(&node(&["etcd"])), Role::Server);
+        assert_eq!(role_of(&node(&[])), Role::Agent);
+        assert_eq!(role_of(&node(&["worker"])), Role::Agent);
+    }
+}
