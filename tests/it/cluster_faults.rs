@@ -1,8 +1,8 @@
 //! The cluster's joins and removals under faults, through the `foundry` binary on a lab of
 //! systemd hosts (`lab up --systemd`) running the lab's K3s stand-in (real systemd units,
-//! Debian's real etcd 3.4 for the server, the Kubernetes API stand-in on :6443):
+//! Debian's real etcd 3.4 for the servers, the Kubernetes API stand-in on :6443):
 //! `foundry` killed (SIGKILL) during the agent fan-out and resumed by the same command; an
-//! agent removed, drained first past a disruption budget; a joining node cut off the
+//! agent removed, drained first past a disruption budget; a joining server cut off the
 //! network for 60 s in the middle of its join, the join finishing without the operator.
 //! etcd's quorum is sampled throughout (the member list and each member's health, as
 //! etcd answers them). The installer counts its runs on each host and can be held in its
@@ -20,8 +20,8 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::cluster_common::{
-    QuorumSampler, count_installs, foundry, hold, installing, installs, killed, ok, on, release,
-    starts,
+    QuorumSampler, count_installs, foundry, hold, installing, installs, killed, members, ok, on,
+    release, starts,
 };
 
 /// `components.k3s.agents_at_once` set in the lab's config.
@@ -136,7 +136,8 @@ fn finished(child: Child, what: &str, deadline: Duration) -> Output {
 }
 
 #[test]
-fn agents_resumed_after_a_kill_in_the_fan_out_one_removed_drained_first_and_one_cut_off_for_60_s() {
+fn agents_resumed_after_a_kill_in_the_fan_out_one_removed_drained_first_and_a_server_cut_off_for_60_s()
+ {
     let began = Instant::now();
     let phase = |what: &str| eprintln!("{:>6.1} s  {what}", began.elapsed().as_secs_f64());
     let lab = Lab::up_with("flt", 5, &["--systemd"]);
@@ -345,14 +346,15 @@ fn agents_resumed_after_a_kill_in_the_fan_out_one_removed_drained_first_and_one_
     );
     phase("agent drained, deleted, uninstalled");
 
-    // A joining agent cut off the network for 60 s in the middle of its join: the command
-    // goes on by itself and finishes; the install ran once.
+    // A joining server cut off the network for 60 s in the middle of its join (its
+    // install.sh started, its etcd member not yet added): the command goes on by itself and
+    // finishes; the install ran once; the node is Ready and its etcd member a voter.
     let cut = "host-5";
     hold(&lab, cut);
     let mut child = foundry(
         &lab,
         &[
-            "cluster", "node", "add", cut, "--role", "agent", "--yes", "-o", "json",
+            "cluster", "node", "add", cut, "--role", "server", "--yes", "-o", "json",
         ],
     )
     .stdout(Stdio::piped())
@@ -366,7 +368,7 @@ fn agents_resumed_after_a_kill_in_the_fan_out_one_removed_drained_first_and_one_
         || installing(&lab, cut),
     );
     lab.cut(cut);
-    // The install goes on while the node is cut off: its agent cannot reach the server.
+    // The install goes on while the node is cut off: it cannot reach the first server.
     release(&lab, cut);
     let cut_at = Instant::now();
     phase("cut off in its join");
@@ -398,8 +400,15 @@ fn agents_resumed_after_a_kill_in_the_fan_out_one_removed_drained_first_and_one_
         "installed once: {:?}",
         installs(&lab, cut)
     );
-    assert_eq!(on(&lab, cut, "systemctl is-active k3s-agent"), "active");
+    assert_eq!(on(&lab, cut, "systemctl is-active k3s"), "active");
     assert_ready(&lab, &["host-1", "host-2", "host-3", cut]);
+    let mut voters = members(&lab);
+    voters.sort();
+    assert_eq!(
+        voters,
+        [("host-1".to_string(), false), (cut.to_string(), false)],
+        "both servers etcd voters"
+    );
     phase("joined across the cut");
 
     let samples = quorum.assert_quorum_kept("etcd through the kill, the removal and the cut");
