@@ -266,6 +266,28 @@ fn agents_resumed_after_a_kill_in_the_fan_out_one_removed_drained_first_and_a_se
         ),
         "yes"
     );
+    // A drain that the budget outlasts: the run stops, naming the pod and its budget; the
+    // node stays cordoned, the pod on it.
+    let held = crate::cluster_common::run(
+        &lab,
+        &[
+            "cluster",
+            "node",
+            "remove",
+            gone,
+            "--yes",
+            "--drain-timeout",
+            "2",
+        ],
+    );
+    let said = String::from_utf8_lossy(&held.stderr).to_string();
+    assert!(!held.status.success(), "{said}");
+    for needed in ["default/web-0", "web-budget", "hint:"] {
+        assert!(said.contains(needed), "{needed} in: {said}");
+    }
+    let now = rt.block_on(look(&kube, gone, "web-0")).expect("the API");
+    assert!(now.node == Some(true) && now.pod, "{now:?}");
+    phase("a drain timeout names the pod its budget keeps");
     let remover = {
         let mut cmd = foundry(
             &lab,
