@@ -6,131 +6,18 @@
 //! added that write when each run starts and ends into `/root/installs`: how the tests
 //! count the installs on each node and see their order.
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use foundry_tests::lab::Lab;
 use foundry_tests::leak::live::{Procs, Sampler};
-use foundry_tests::{json_lines, kill, wait_for};
+use foundry_tests::{json_lines, wait_for};
 
-fn foundry(lab: &Lab, args: &[&str]) -> Command {
-    let config = lab.config.to_str().expect("utf8").to_string();
-    let mut all = vec!["--config", config.as_str()];
-    all.extend(args);
-    lab.home.cmd(&all)
-}
-
-fn run(lab: &Lab, args: &[&str]) -> Output {
-    foundry(lab, args).output().expect("foundry")
-}
-
-fn ok(lab: &Lab, args: &[&str]) -> Output {
-    let out = run(lab, args);
-    assert!(
-        out.status.success(),
-        "foundry {args:?}: {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// `script` run by `sh` as root in host `name`'s container: its stdout, trimmed.
-fn on(lab: &Lab, name: &str, script: &str) -> String {
-    let out = Command::new("docker")
-        .args(["exec", &lab.container(name), "sh", "-c", script])
-        .output()
-        .expect("docker exec");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Each install's start and end on host `name`, as the counting installer wrote them:
-/// (`start` or `end`, seconds).
-fn installs(lab: &Lab, name: &str) -> Vec<(String, f64)> {
-    on(lab, name, "cat /root/installs 2>/dev/null")
-        .lines()
-        .filter_map(|l| {
-            let (what, at) = l.split_once(' ')?;
-            Some((what.to_string(), at.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-fn starts(lab: &Lab, name: &str) -> usize {
-    installs(lab, name)
-        .iter()
-        .filter(|(w, _)| w == "start")
-        .count()
-}
-
-/// etcd's members: (name, is a learner).
-type Members = Vec<(String, bool)>;
-
-/// `etcdctl member list` over TLS with K3s's etcd client certificate.
-fn member_list() -> String {
-    format!(
-        "{} member list -w json 2>/dev/null",
-        crate::k3s_standin::ETCDCTL
-    )
-}
-
-/// `etcdctl member list -w json`'s members; none when it did not answer.
-fn parse_members(out: &[u8]) -> Members {
-    let Ok(json) = serde_json::from_slice::<serde_json::Value>(out) else {
-        return Vec::new();
-    };
-    json["members"]
-        .as_array()
-        .map(|members| {
-            members
-                .iter()
-                .map(|m| {
-                    // K3s names a member `<node>-<suffix>`.
-                    let name = m["name"].as_str().unwrap_or_default();
-                    let node = name.rsplit_once('-').map_or(name, |(node, _)| node);
-                    (node.to_string(), m["isLearner"].as_bool().unwrap_or(false))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The etcd members host-1 sees.
-fn members(lab: &Lab) -> Members {
-    parse_members(on(lab, "host-1", &member_list()).as_bytes())
-}
-
-/// The lab's config naming a counting installer (the stand-in, its runs written down).
-fn count_installs(lab: &Lab) {
-    let dir = lab.home.path().join("labs").join(&lab.name).join("k3s");
-    let standin = dir.join("install.sh");
-    let text = std::fs::read_to_string(&standin).expect("the install.sh stand-in");
-    let counting = text.replacen(
-        "set -ef\n",
-        "set -ef\necho \"start $(date +%s.%N)\" >> /root/installs\n\
-         trap 'echo \"end $(date +%s.%N)\" >> /root/installs' EXIT\n",
-        1,
-    );
-    assert_ne!(counting, text, "the stand-in starts with `set -ef`");
-    let path = lab.home.path().join("counting-install.sh");
-    std::fs::write(&path, counting).expect("writing the counting installer");
-    let config = std::fs::read_to_string(&lab.config).expect("the lab's config");
-    let from = standin.to_str().expect("utf8");
-    assert!(
-        config.contains(from),
-        "the lab's config names the stand-in: {config}"
-    );
-    let config = config.replace(from, path.to_str().expect("utf8"));
-    std::fs::write(&lab.config, config).expect("writing the config");
-}
-
-/// Foundry killed, for sure, and reaped.
-fn killed(mut child: Child) {
-    kill(&mut child);
-    let _ = child.wait();
-}
+use crate::cluster_common::{
+    Members, count_installs, foundry, installs, killed, member_list, members, ok, on,
+    parse_members, run, starts,
+};
 
 #[test]
 fn init_then_servers_one_at_a_time_and_an_agent_resumed_after_a_kill_with_no_secret_shown() {

@@ -209,6 +209,50 @@ async fn nodes_ready_waits_for_nodes_made_ready_later_and_names_one_never_ready(
     );
 }
 
+/// An API that goes away during the wait (its server stopped: the watch ends, every list
+/// and watch after it is refused) does not end the wait early: it is tried again until the
+/// deadline, and the timeout, naming the node, is the error, with the trouble after it.
+#[tokio::test]
+async fn nodes_ready_outlasts_an_api_gone_away_and_times_out_naming_the_node() {
+    let Cluster {
+        api,
+        kube,
+        cx,
+        access,
+        store: _store,
+        client_key,
+        _dir,
+    } = cluster().await;
+    create_nodes(&kube, &[("g1", false)]).await;
+    let wait = NodesReady {
+        access,
+        nodes: vec!["g1".into()],
+        timeout_s: 4,
+    };
+    let gone = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(api);
+    });
+    let started = Instant::now();
+    let e = wait.apply(&cx).await.expect_err("g1 is never Ready");
+    let took = started.elapsed();
+    gone.await.expect("the test's task");
+    assert!(
+        took >= Duration::from_secs(4),
+        "the wait ended at {took:?}, before its deadline: {e}"
+    );
+    assert!(took < Duration::from_secs(15), "not bounded: {took:?}");
+    assert!(e.message.starts_with("nodes not Ready after 4 s"), "{e}");
+    assert!(
+        e.message
+            .contains("g1 (Ready=False: container runtime network not ready)"),
+        "{e}"
+    );
+    assert!(e.message.contains("last trouble reaching the API"), "{e}");
+    assert!(e.message.contains("hint:"), "{e}");
+    assert!(!e.message.contains(&client_key), "the client key in {e}");
+}
+
 fn pod(name: &str, app: &str, node: &str, owner: &str, annotations: Value) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {"app": app}, "annotations": annotations,

@@ -4,6 +4,8 @@ mod bad_input;
 mod cancel;
 mod charts;
 mod cluster;
+mod cluster_common;
+mod cluster_faults;
 mod cluster_upgrade;
 mod completions;
 mod component;

@@ -164,16 +164,21 @@ impl NodesReady {
         }
     }
 
-    fn timed_out(&self, seen: &BTreeMap<String, Node>) -> ActivityError {
+    /// The timeout's error: the nodes not Ready and what their condition says, and the
+    /// last trouble reaching the API when there was some (it does not replace the timeout).
+    fn timed_out(&self, seen: &BTreeMap<String, Node>, trouble: Option<&str>) -> ActivityError {
         let waiting: Vec<String> = self
             .states(seen)
             .iter()
             .filter(|(_, ready, _)| !ready)
             .map(|(name, _, said)| format!("{name} ({said})"))
             .collect();
+        let trouble = trouble
+            .map(|t| format!("\nlast trouble reaching the API: {t}"))
+            .unwrap_or_default();
         ActivityError::transient(format!(
-            "nodes not Ready after {} s at {}: {}\nhint: look at the node's K3s service \
-             (journalctl -u k3s or k3s-agent on the host)",
+            "nodes not Ready after {} s at {}: {}{trouble}\nhint: look at the node's K3s \
+             service (journalctl -u k3s or k3s-agent on the host)",
             self.timeout_s,
             self.access.place(),
             waiting.join(", ")
@@ -182,6 +187,8 @@ impl NodesReady {
 
     /// Watches from `version`, keeping `seen` current, until every wanted node is Ready
     /// (true), the deadline passes or the watch must start over from a new list (false).
+    /// A watch the API does not give is `Err`, as a list's: the caller tries again until the
+    /// deadline.
     async fn watch(
         &self,
         cx: &ActivityCx,
@@ -263,26 +270,45 @@ impl Activity for NodesReady {
     }
 
     /// A list, then a watch from it (bounded by the deadline); listed again when the watch
-    /// cannot go on.
+    /// cannot go on. An API that cannot be reached for a while (a dropped connection, a
+    /// server restarting) is tried again until the deadline: only a refusal that no retry
+    /// changes (credentials, cancellation) ends the wait early, and at the deadline the
+    /// timeout, naming the nodes, is the error.
     async fn apply(&self, cx: &ActivityCx) -> Result<NodesReadyOutput, ActivityError> {
         let api: Api<Node> = Api::all(self.access.client(cx).await?);
         let deadline = Instant::now() + Duration::from_secs(self.timeout_s);
+        let mut seen = BTreeMap::new();
+        let mut trouble: Option<String> = None;
         loop {
-            let (mut seen, version) = self.list(&api).await?;
-            if self.states(&seen).iter().all(|(_, ready, _)| *ready) {
-                return Ok(self.output());
+            let went = match self.list(&api).await {
+                Ok((listed, version)) => {
+                    seen = listed;
+                    if self.states(&seen).iter().all(|(_, ready, _)| *ready) {
+                        return Ok(self.output());
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(self.timed_out(&seen, trouble.as_deref()));
+                    }
+                    self.watch(cx, &api, &mut seen, version, deadline).await
+                }
+                Err(e) => Err(e),
+            };
+            match went {
+                Ok(true) => return Ok(self.output()),
+                Ok(false) => {}
+                Err(e) if e.transient => trouble = Some(e.message),
+                Err(e) => return Err(e),
             }
             if Instant::now() >= deadline {
-                return Err(self.timed_out(&seen));
-            }
-            if self.watch(cx, &api, &mut seen, version, deadline).await? {
-                return Ok(self.output());
-            }
-            if Instant::now() >= deadline {
-                return Err(self.timed_out(&seen));
+                return Err(self.timed_out(&seen, trouble.as_deref()));
             }
             // A watch that could not go on: list again, not at once.
-            tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+            tokio::select! {
+                () = cx.cancel_token().cancelled() => {
+                    return Err(ActivityError::permanent("cancelled while waiting for nodes to be Ready"));
+                }
+                () = tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))) => {}
+            }
         }
     }
 }
