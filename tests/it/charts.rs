@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use foundry_tests::kube_standin::{KubeApi, Store};
+use foundry_tests::kube_standin::{KubeApi, Store, helm_package};
 use foundry_tests::{Home, assert_success, wait_for};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
@@ -346,37 +346,12 @@ components:
     assert_eq!(status[0]["version"], "0.7.0", "{status:?}");
 }
 
-/// A chart packaged by the real `helm` (`helm create NAME`, then `helm package`, which
-/// writes Chart.yaml's version 0.1.0 into `NAME-0.1.0.tgz`), in `dir`.
-fn packaged(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let helm = |args: &[&str]| {
-        let out = std::process::Command::new(foundry_tests::kube_standin::helm())
-            .args(args)
-            .current_dir(dir)
-            .env("HELM_CACHE_HOME", dir.join(".cache"))
-            .env("HELM_CONFIG_HOME", dir.join(".config"))
-            .env("HELM_DATA_HOME", dir.join(".data"))
-            .output()
-            .expect("running helm");
-        assert_success(&out, &format!("helm {args:?}"));
-    };
-    helm(&["create", name]);
-    helm(&["package", name]);
-    let archive = dir.join(format!("{name}-0.1.0.tgz"));
-    assert!(
-        archive.is_file(),
-        "helm package wrote no {}",
-        archive.display()
-    );
-    archive
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_offline_chart_goes_as_chart_content_at_its_own_version_and_a_wrong_one_is_refused_before_any_run()
  {
     let dir = tempfile::tempdir().expect("tempdir");
-    let contour = packaged(dir.path(), "contour");
-    let other = packaged(dir.path(), "other");
+    let contour = helm_package(dir.path(), "contour");
+    let other = helm_package(dir.path(), "other");
     let config = |extra: &str| {
         format!(
             "cluster:\n  name: lab\ncomponents:\n  contour:\n    chart_file: {}\n{extra}",

@@ -571,10 +571,22 @@ async fn chart_content_over_one_mib_is_refused_before_sending() {
         "the chart was sent"
     );
 
-    // A small offline chart installs.
-    let small = dir.path().join("small.tgz");
-    std::fs::write(&small, b"not really a tarball").expect("chart file");
-    offline.chart_content = Some(small);
+    // An archive that is not a chart is refused before sending too.
+    let garbage = dir.path().join("garbage.tgz");
+    std::fs::write(&garbage, b"not really a tarball").expect("chart file");
+    offline.chart_content = Some(garbage);
+    let e = offline.apply(&c.cx).await.expect_err("not a chart");
+    assert!(!e.transient);
+    assert!(
+        e.message.contains("is not a chart archive helm can read"),
+        "{e}"
+    );
+
+    // A chart `helm package` made installs.
+    offline.chart_content = Some(foundry_tests::kube_standin::helm_package(
+        dir.path(),
+        "offline",
+    ));
     let out = offline.apply(&c.cx).await.expect("offline chart");
     assert_eq!(out.status, "deployed");
 }

@@ -27,6 +27,31 @@ pub fn helm() -> PathBuf {
     kube_tool("helm")
 }
 
+/// A chart packaged by the real `helm` (`helm create NAME`, then `helm package`, which
+/// writes Chart.yaml's version 0.1.0 into `NAME-0.1.0.tgz`), in `dir`.
+pub fn helm_package(dir: &Path, name: &str) -> PathBuf {
+    let helm = |args: &[&str]| {
+        let out = std::process::Command::new(helm())
+            .args(args)
+            .current_dir(dir)
+            .env("HELM_CACHE_HOME", dir.join(".cache"))
+            .env("HELM_CONFIG_HOME", dir.join(".config"))
+            .env("HELM_DATA_HOME", dir.join(".data"))
+            .output()
+            .expect("running helm");
+        crate::assert_success(&out, &format!("helm {args:?}"));
+    };
+    helm(&["create", name]);
+    helm(&["package", name]);
+    let archive = dir.join(format!("{name}-0.1.0.tgz"));
+    assert!(
+        archive.is_file(),
+        "helm package wrote no {}",
+        archive.display()
+    );
+    archive
+}
+
 fn kube_tool(name: &str) -> PathBuf {
     let dir = std::env::var_os("FOUNDRY_KUBE_TOOLS")
         .map(PathBuf::from)
