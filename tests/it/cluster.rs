@@ -38,7 +38,7 @@ fn ok(lab: &Lab, args: &[&str]) -> Output {
 }
 
 /// `script` run by `sh` as root in host `name`'s container: its stdout, trimmed.
-fn on(lab: &Lab, name: &str, script: &str) -> String {
+pub(crate) fn on(lab: &Lab, name: &str, script: &str) -> String {
     let out = Command::new("docker")
         .args(["exec", &lab.container(name), "sh", "-c", script])
         .output()
@@ -48,7 +48,7 @@ fn on(lab: &Lab, name: &str, script: &str) -> String {
 
 /// Each install's start and end on host `name`, as the counting installer wrote them:
 /// (`start` or `end`, seconds).
-fn installs(lab: &Lab, name: &str) -> Vec<(String, f64)> {
+pub(crate) fn installs(lab: &Lab, name: &str) -> Vec<(String, f64)> {
     on(lab, name, "cat /root/installs 2>/dev/null")
         .lines()
         .filter_map(|l| {
@@ -58,7 +58,7 @@ fn installs(lab: &Lab, name: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
-fn starts(lab: &Lab, name: &str) -> usize {
+pub(crate) fn starts(lab: &Lab, name: &str) -> usize {
     installs(lab, name)
         .iter()
         .filter(|(w, _)| w == "start")
@@ -66,10 +66,10 @@ fn starts(lab: &Lab, name: &str) -> usize {
 }
 
 /// etcd's members: (name, is a learner).
-type Members = Vec<(String, bool)>;
+pub(crate) type Members = Vec<(String, bool)>;
 
 /// `etcdctl member list` over TLS with K3s's etcd client certificate.
-fn member_list() -> String {
+pub(crate) fn member_list() -> String {
     format!(
         "{} member list -w json 2>/dev/null",
         crate::k3s_standin::ETCDCTL
@@ -77,7 +77,7 @@ fn member_list() -> String {
 }
 
 /// `etcdctl member list -w json`'s members; none when it did not answer.
-fn parse_members(out: &[u8]) -> Members {
+pub(crate) fn parse_members(out: &[u8]) -> Members {
     let Ok(json) = serde_json::from_slice::<serde_json::Value>(out) else {
         return Vec::new();
     };
@@ -103,7 +103,7 @@ fn members(lab: &Lab) -> Members {
 }
 
 /// The lab's config naming a counting installer (the stand-in, its runs written down).
-fn count_installs(lab: &Lab) {
+pub(crate) fn count_installs(lab: &Lab) {
     let dir = lab.home.path().join("labs").join(&lab.name).join("k3s");
     let standin = dir.join("install.sh");
     let text = std::fs::read_to_string(&standin).expect("the install.sh stand-in");

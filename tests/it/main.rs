@@ -4,6 +4,7 @@ mod bad_input;
 mod cancel;
 mod charts;
 mod cluster;
+mod cluster_setup;
 mod completions;
 mod component;
 mod config;
