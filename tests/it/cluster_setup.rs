@@ -293,3 +293,77 @@ fn setup_brings_up_three_servers_one_at_a_time_three_agents_together_and_the_cha
     }
     phase("again: nothing changed");
 }
+
+/// The wait for the VIP before the first join through it, against the Kubernetes API
+/// stand-in through the real `kube` crate: a VIP where nothing answers is said to be
+/// kube-vip not running while nobody holds its lease, and an address outside the servers'
+/// network once a server holds it; a VIP that answers ends the wait at once.
+#[tokio::test]
+async fn the_vip_wait_says_whether_kube_vip_runs_or_the_vip_is_out_of_reach() {
+    use foundry_activities::kube::KubeAccess;
+    use foundry_core::secret::{FileSecretStore, SecretStore};
+    use foundry_core::{Activity, ActivityCx, SecretValue};
+    use foundry_tests::kube_standin::{KubeApi, Store, free_port};
+    use foundry_workflows::k3s::add::VipAnswers;
+    use k8s_openapi::api::coordination::v1::Lease;
+
+    let pki = crate::kube_api_standin::pki();
+    let api = KubeApi::start(Store::Memory, &pki, &[]);
+    let kube = crate::kube_api_standin::client(&api, None).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(FileSecretStore::new(dir.path().join("secrets")));
+    let kubeconfig = crate::kube_activities::inline_kubeconfig(&pki, "https://127.0.0.1:9");
+    let reference = store.put(&SecretValue::new(kubeconfig)).expect("put");
+    let cx = ActivityCx::standalone("vip-test").with_secrets(store.clone());
+    let at = |server: String| KubeAccess {
+        kubeconfig: reference.clone(),
+        server: Some(server),
+    };
+    // Nothing listens at the "VIP": a loopback port nobody holds.
+    let mut wait = VipAnswers {
+        access: at(format!("https://127.0.0.1:{}", free_port())),
+        first: at(api.url()),
+        vip: "10.77.0.220".into(),
+        timeout_s: 1,
+    };
+    let e = wait.apply(&cx).await.expect_err("nothing answers");
+    assert!(!e.transient, "{}", e.message);
+    assert!(
+        e.message
+            .contains("the cluster's API does not answer at its VIP 10.77.0.220 after 1 s"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message
+            .contains("kube-vip is not running, no server holds its lease plndr-cp-lock"),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("hint: "), "{}", e.message);
+
+    let leases: kube::Api<Lease> = kube::Api::namespaced(kube.clone(), "kube-system");
+    let lease: Lease = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "plndr-cp-lock", "namespace": "kube-system"},
+        "spec": {"holderIdentity": "host-2", "leaseDurationSeconds": 15}
+    }))
+    .expect("a lease");
+    leases
+        .create(&kube::api::PostParams::default(), &lease)
+        .await
+        .expect("lease");
+    let e = wait.apply(&cx).await.expect_err("still nothing answers");
+    assert!(
+        e.message.contains("kube-vip on host-2 holds its lease")
+            && e.message
+                .contains("a free address of the servers' own network"),
+        "{}",
+        e.message
+    );
+
+    // The VIP answering: no wait.
+    wait.access = at(api.url());
+    let began = Instant::now();
+    wait.apply(&cx).await.expect("the VIP answers");
+    assert!(began.elapsed() < Duration::from_secs(1));
+}
