@@ -3,7 +3,8 @@
 //! Usage: `cargo build --release -p foundry-cli && cargo run --release -p foundry-bench -- engine [--dir DIR] [--foundry PATH]`,
 //! or `... -- hosts [--hosts N] [--tools LIST]` for Foundry beside Ansible, pyinfra and
 //! raw OpenSSH on lab hosts, or `... -- setup` for `foundry setup` of the whole stack on a
-//! fresh lab beside the services' own start and init times.
+//! fresh lab beside the services' own start and init times, or `... -- join` for the K3s
+//! cluster's joins on a lab of systemd hosts beside the K3s stand-in's own join.
 //!
 //! Prints exactly one `name=value` line per figure on stdout; progress and notes go to
 //! stderr. What each figure means and its goal: docs/benchmarks.md.
@@ -12,6 +13,7 @@ mod cli;
 mod disk;
 mod hosts;
 mod inproc;
+mod join;
 mod pg;
 mod setup;
 mod stats;
@@ -28,6 +30,7 @@ const USAGE: &str = "\
 Usage: foundry-bench engine [--dir DIR] [--foundry PATH] [--journal redb|postgres]
        foundry-bench hosts [--hosts N] [--tools LIST] [--foundry PATH]   (hosts --help)
        foundry-bench setup [--foundry PATH]                               (setup --help)
+       foundry-bench join [--agents N] [--rounds N] [--foundry PATH]     (join --help)
 
 Measures the engine beside the disk it writes to, and prints one `name=value` line per
 figure on stdout (notes on stderr): fsync_4k_us, baseline_redb_commit_us,
@@ -80,6 +83,8 @@ enum Parsed {
     Hosts(hosts::Options),
     SetupHelp,
     Setup(setup::Options),
+    JoinHelp,
+    Join(join::Options),
 }
 
 fn value(args: &mut impl Iterator<Item = OsString>, flag: &str) -> Result<PathBuf> {
@@ -98,11 +103,12 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed> {
         Some("engine") => parse_engine(args),
         Some("hosts") => parse_hosts(args),
         Some("setup") => parse_setup(args),
+        Some("join") => parse_join(args),
         Some("-h" | "--help") => Ok(Parsed::Help),
         Some(other) => {
-            bail!("unknown benchmark `{other}`: `engine`, `hosts` or `setup`\n\n{USAGE}")
+            bail!("unknown benchmark `{other}`: `engine`, `hosts`, `setup` or `join`\n\n{USAGE}")
         }
-        None => bail!("which benchmark? `engine`, `hosts` or `setup`\n\n{USAGE}"),
+        None => bail!("which benchmark? `engine`, `hosts`, `setup` or `join`\n\n{USAGE}"),
     }
 }
 
@@ -175,6 +181,26 @@ fn parse_setup(mut args: impl Iterator<Item = OsString>) -> Result<Parsed> {
         }
     }
     Ok(Parsed::Setup(opts))
+}
+
+fn parse_join(mut args: impl Iterator<Item = OsString>) -> Result<Parsed> {
+    let mut opts = join::Options::default();
+    let count = |v: PathBuf, flag: &str| -> Result<usize> {
+        v.to_str()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| anyhow!("{flag} takes a number\n\n{}", join::USAGE))
+    };
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy().into_owned();
+        match text.as_str() {
+            "-h" | "--help" => return Ok(Parsed::JoinHelp),
+            "--foundry" => opts.foundry = Some(value(&mut args, "--foundry")?),
+            "--agents" => opts.agents = count(value(&mut args, "--agents")?, "--agents")?,
+            "--rounds" => opts.rounds = count(value(&mut args, "--rounds")?, "--rounds")?,
+            other => bail!("unexpected argument `{other}`\n\n{}", join::USAGE),
+        }
+    }
+    Ok(Parsed::Join(opts))
 }
 
 /// One figure on stdout.
@@ -463,6 +489,11 @@ fn main() -> ExitCode {
         }
         Ok(Parsed::Engine(opts)) => engine(opts),
         Ok(Parsed::Setup(opts)) => setup::run(opts),
+        Ok(Parsed::JoinHelp) => {
+            println!("{}", join::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Join(opts)) => join::run(opts),
         Ok(Parsed::Hosts(opts)) => match hosts::run(opts) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,

@@ -6,6 +6,7 @@ mod charts;
 mod cluster;
 mod cluster_common;
 mod cluster_faults;
+mod cluster_setup;
 mod cluster_upgrade;
 mod completions;
 mod component;

@@ -43,6 +43,7 @@ pub fn registry() -> Registry {
         .register(setup::Setup)
         .register(k3s::init::K3sInit)
         .register(k3s::add::K3sNodeAdd)
+        .register(k3s::component::K3sCluster)
         .register(k3s::remove::K3sNodeRemove)
         .register(k3s::upgrade::K3sUpgrade)
 }

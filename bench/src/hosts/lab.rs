@@ -94,6 +94,11 @@ impl Lab {
     /// `foundry lab up --hosts N` on a free 10.77.X.0/24. Call [`Lab::down`] afterwards
     /// whatever this returns: a failed `up` can leave containers behind.
     pub async fn up(&self, count: usize) -> Result<Hosts> {
+        self.up_with(count, &[]).await
+    }
+
+    /// As [`Lab::up`], with more options of `lab up` (`--systemd`).
+    pub async fn up_with(&self, count: usize, options: &[&str]) -> Result<Hosts> {
         fs::create_dir_all(&self.home)
             .with_context(|| format!("creating {}", self.home.display()))?;
         let count = count.to_string();
@@ -102,7 +107,8 @@ impl Lab {
             let subnet = format!("10.77.{}.0/24", 1 + random() % 250);
             let mut cmd = self.foundry();
             cmd.args(["lab", "up", "--hosts", &count, "--name", &self.name])
-                .args(["--subnet", &subnet]);
+                .args(["--subnet", &subnet])
+                .args(options);
             let name = format!("lab-up-{attempt}");
             let up = child::run(cmd, &name, &self.dir, UP_TIMEOUT, None).await?;
             if up.status.success() {

@@ -7,10 +7,13 @@
 //! another node's name is refused until that member is removed.
 
 use foundry_activities::k3s::{EtcdMember, EtcdMembers, EtcdVoter};
-use foundry_activities::kube::{KubeAccess, NodesReady};
+use std::time::Duration;
+
+use foundry_activities::kube::{KubeAccess, NodesReady, cluster_nodes, vip_holder};
 use foundry_core::fanout::FailurePolicy;
 use foundry_core::{Activity, ActivityCx, ActivityError, Ctx, InDoubt, RunError, Workflow};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use super::node::{self, HostRead, K3sSetup, NodeHost, NodeOutput, Role};
 use super::{K3S_SECRET_PATH, api_url, kube_vip};
@@ -26,13 +29,21 @@ pub struct AddInput {
     pub servers: Vec<NodeHost>,
     pub agents: Vec<NodeHost>,
     pub agents_at_once: u32,
+    /// A cluster of one node (no kube-vip): joins go through the first server, not the VIP.
+    #[serde(default)]
+    pub single_node: bool,
 }
 
 impl AddInput {
-    /// The server URL nodes join through, and the API their readiness is asked of: the
-    /// first server's (kube-vip holds the VIP once servers run its manifest).
+    /// The server URL nodes join through, and the API their readiness is asked of:
+    /// [`super::api_server`], the VIP once the cluster has one.
     pub fn join_url(&self) -> String {
-        api_url(&self.first.address)
+        super::api_server(&self.setup, &self.first, self.single_node)
+    }
+
+    /// The VIP nodes join through, when they do.
+    fn through_vip(&self) -> Option<&str> {
+        self.setup.vip.as_deref().filter(|_| !self.single_node)
     }
 }
 
@@ -62,7 +73,7 @@ pub struct K3sNodeAdd;
 
 impl Workflow for K3sNodeAdd {
     const NAME: &'static str = "k3s-node-add";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     type Input = AddInput;
     type Output = AddOutput;
 
@@ -89,100 +100,120 @@ impl Workflow for K3sNodeAdd {
     }
 
     async fn run(&self, ctx: Ctx, input: AddInput) -> Result<AddOutput, RunError> {
-        let token = ctx
-            .step("k3s/token", &joining(&input.setup, "token"))
-            .await?;
-        let kubeconfig = ctx
-            .step("k3s/kubeconfig", &joining(&input.setup, "kubeconfig"))
-            .await?;
-        let members = EtcdMembers {
-            host: input.first.target.clone(),
-        };
-        let members = ctx.step("k3s/etcd-members", &members).await?.members;
-        for host in input.servers.iter().chain(&input.agents) {
-            refuse_taken(&members, host)?;
-        }
-        let join = input.join_url();
-        let access = KubeAccess {
-            kubeconfig: kubeconfig.secret.clone(),
-            server: Some(join.clone()),
-        };
-        let mut nodes = Vec::new();
-        for server in &input.servers {
-            let scope = ctx.scope(&server.name);
-            let manifest = match &input.setup.vip {
-                Some(vip) => {
-                    let interface = HostRead::new(
-                        server.target.clone(),
-                        &kube_vip::interface_script(&server.address, vip),
-                    );
-                    let interface = scope.step("interface", &interface).await?.text;
-                    Some(kube_vip::manifest(
-                        &input.setup.kube_vip_image,
-                        vip,
-                        &interface,
-                    ))
-                }
-                None => None,
-            };
-            let done = node::install(
-                &scope,
-                &input.setup,
-                server,
-                Role::Server,
-                Some(&join),
-                &token.secret,
-                manifest.as_deref(),
-            )
-            .await?;
-            scope
-                .step("ready", &ready(&access, &input.setup, server))
-                .await?;
-            // Done only once its etcd member is a voter: the next server's learner would be
-            // refused (or, with K3s's own retries, race this one's promotion).
-            let voter = EtcdVoter {
-                host: input.first.target.clone(),
-                member: server.name.clone(),
-                timeout_s: input.setup.join_timeout_s,
-            };
-            scope.step("etcd-voter", &voter).await?;
-            nodes.push(done);
-        }
-        let setup = input.setup.clone();
-        let items: Vec<(String, NodeHost)> = input
-            .agents
-            .iter()
-            .map(|a| (a.name.clone(), a.clone()))
-            .collect();
-        let secret = token.secret.clone();
-        let agents = ctx
-            .fan_out_ok(
-                items,
-                input.agents_at_once as usize,
-                FailurePolicy::CollectAll,
-                move |child, agent| {
-                    let (setup, access, secret, join) =
-                        (setup.clone(), access.clone(), secret.clone(), join.clone());
-                    async move {
-                        let done = node::install(
-                            &child,
-                            &setup,
-                            &agent,
-                            Role::Agent,
-                            Some(&join),
-                            &secret,
-                            None,
-                        )
-                        .await?;
-                        child.step("ready", &ready(&access, &setup, &agent)).await?;
-                        Ok(done)
-                    }
-                },
-            )
-            .await?;
-        nodes.extend(agents);
-        Ok(AddOutput { nodes })
+        add(&ctx, &input).await
     }
+}
+
+/// `k3s-node-add`'s body, also the part of the `k3s` component's install that joins the
+/// config's other nodes ([`super::component::K3sCluster`]).
+pub(crate) async fn add(ctx: &Ctx, input: &AddInput) -> Result<AddOutput, RunError> {
+    let token = ctx
+        .step("k3s/token", &joining(&input.setup, "token"))
+        .await?;
+    let kubeconfig = ctx
+        .step("k3s/kubeconfig", &joining(&input.setup, "kubeconfig"))
+        .await?;
+    let members = EtcdMembers {
+        host: input.first.target.clone(),
+    };
+    let members = ctx.step("k3s/etcd-members", &members).await?.members;
+    for host in input.servers.iter().chain(&input.agents) {
+        refuse_taken(&members, host)?;
+    }
+    let join = input.join_url();
+    let access = KubeAccess {
+        kubeconfig: kubeconfig.secret.clone(),
+        server: Some(join.clone()),
+    };
+    if let Some(vip) = input.through_vip() {
+        // kube-vip starts once the first server's API applies its manifest: the VIP
+        // answers a moment after `cluster init`, and every join goes through it.
+        let answers = VipAnswers {
+            access: access.clone(),
+            first: KubeAccess {
+                kubeconfig: kubeconfig.secret.clone(),
+                server: Some(api_url(&input.first.address)),
+            },
+            vip: vip.to_string(),
+            timeout_s: input.setup.join_timeout_s,
+        };
+        ctx.step("k3s/vip", &answers).await?;
+    }
+    let mut nodes = Vec::new();
+    for server in &input.servers {
+        let scope = ctx.scope(&server.name);
+        let manifest = match &input.setup.vip {
+            Some(vip) => {
+                let interface = HostRead::new(
+                    server.target.clone(),
+                    &kube_vip::interface_script(&server.address, vip),
+                );
+                let interface = scope.step("interface", &interface).await?.text;
+                Some(kube_vip::manifest(
+                    &input.setup.kube_vip_image,
+                    vip,
+                    &interface,
+                ))
+            }
+            None => None,
+        };
+        let done = node::install(
+            &scope,
+            &input.setup,
+            server,
+            Role::Server,
+            Some(&join),
+            &token.secret,
+            manifest.as_deref(),
+        )
+        .await?;
+        scope
+            .step("ready", &ready(&access, &input.setup, server))
+            .await?;
+        // Done only once its etcd member is a voter: the next server's learner would be
+        // refused (or, with K3s's own retries, race this one's promotion).
+        let voter = EtcdVoter {
+            host: input.first.target.clone(),
+            member: server.name.clone(),
+            timeout_s: input.setup.join_timeout_s,
+        };
+        scope.step("etcd-voter", &voter).await?;
+        nodes.push(done);
+    }
+    let setup = input.setup.clone();
+    let items: Vec<(String, NodeHost)> = input
+        .agents
+        .iter()
+        .map(|a| (a.name.clone(), a.clone()))
+        .collect();
+    let secret = token.secret.clone();
+    let agents = ctx
+        .fan_out_ok(
+            items,
+            input.agents_at_once as usize,
+            FailurePolicy::CollectAll,
+            move |child, agent| {
+                let (setup, access, secret, join) =
+                    (setup.clone(), access.clone(), secret.clone(), join.clone());
+                async move {
+                    let done = node::install(
+                        &child,
+                        &setup,
+                        &agent,
+                        Role::Agent,
+                        Some(&join),
+                        &secret,
+                        None,
+                    )
+                    .await?;
+                    child.step("ready", &ready(&access, &setup, &agent)).await?;
+                    Ok(done)
+                }
+            },
+        )
+        .await?;
+    nodes.extend(agents);
+    Ok(AddOutput { nodes })
 }
 
 /// Refuses `host` when its address is an etcd member's peer URL under another node's
@@ -207,6 +238,114 @@ fn refuse_taken(members: &[EtcdMember], host: &NodeHost) -> Result<(), RunError>
             host.name, host.address, m.name, m.node, m.node
         ))),
         None => Ok(()),
+    }
+}
+
+/// Waits, at most `timeout_s`, until the API answers at the VIP (a list of the nodes
+/// through it); when it never does, says why as the first server's own API sees it:
+/// kube-vip not running (no holder of its lease), or held by a server and still not
+/// answering here (the VIP not in the servers' network).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipAnswers {
+    /// The API through the VIP.
+    pub access: KubeAccess,
+    /// The API at the first server's own address, asked only to say what is wrong.
+    pub first: KubeAccess,
+    pub vip: String,
+    pub timeout_s: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipAnswered {
+    /// The nodes the API listed through the VIP.
+    pub nodes: usize,
+}
+
+/// How long one ask of the VIP may take: an address nobody holds may not even refuse.
+const VIP_ASK: Duration = Duration::from_secs(5);
+/// Between two asks of the VIP.
+const VIP_AGAIN: Duration = Duration::from_millis(500);
+
+impl VipAnswers {
+    /// One ask of the VIP: the nodes it listed, or why not.
+    async fn ask(&self, cx: &ActivityCx) -> Result<usize, String> {
+        let client = self.access.client(cx).await.map_err(|e| e.message)?;
+        match tokio::time::timeout(VIP_ASK, cluster_nodes(&client)).await {
+            Ok(Ok(nodes)) => Ok(nodes.len()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {} s", VIP_ASK.as_secs())),
+        }
+    }
+
+    /// Why the VIP does not answer, as the first server's API sees kube-vip's lease.
+    async fn diagnosis(&self, cx: &ActivityCx, last: &str) -> String {
+        let vip = &self.vip;
+        let head = format!(
+            "the cluster's API does not answer at its VIP {vip} after {} s ({last})",
+            self.timeout_s
+        );
+        let holder = match self.first.client(cx).await {
+            Ok(client) => tokio::time::timeout(VIP_ASK, vip_holder(&client))
+                .await
+                .map_err(|_| format!("no answer within {} s", VIP_ASK.as_secs()))
+                .and_then(|r| r.map_err(|e| e.to_string())),
+            Err(e) => Err(e.message),
+        };
+        match holder {
+            Ok(None) => format!(
+                "{head}: kube-vip is not running, no server holds its lease plndr-cp-lock \
+                 in kube-system\nhint: K3s applies kube-vip from {} on each server; look at \
+                 the server's K3s service (journalctl -u k3s) and at kube-vip's DaemonSet \
+                 (kubectl -n kube-system get ds kube-vip-ds)",
+                kube_vip::MANIFEST_PATH
+            ),
+            Ok(Some(node)) => format!(
+                "{head}: kube-vip on {node} holds its lease, so the VIP should be on {node}'s \
+                 interface, yet it does not answer from this machine\nhint: the VIP must be \
+                 a free address of the servers' own network (cluster.k8s_vip), reachable \
+                 from here; no other host may hold it"
+            ),
+            Err(e) => format!(
+                "{head}; the first server's own API at {} does not answer either: {e}\nhint: \
+                 is K3s running on the first server (systemctl status k3s)?",
+                self.first.place()
+            ),
+        }
+    }
+}
+
+impl Activity for VipAnswers {
+    type Output = VipAnswered;
+
+    fn kind(&self) -> &'static str {
+        "k3s-vip-answers"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Rerun
+    }
+
+    async fn probe(&self, _cx: &ActivityCx) -> Result<Option<VipAnswered>, ActivityError> {
+        Ok(None)
+    }
+
+    async fn apply(&self, cx: &ActivityCx) -> Result<VipAnswered, ActivityError> {
+        let deadline = Instant::now() + Duration::from_secs(self.timeout_s);
+        loop {
+            let last = match self.ask(cx).await {
+                Ok(nodes) => return Ok(VipAnswered { nodes }),
+                Err(e) => e,
+            };
+            if Instant::now() + VIP_AGAIN >= deadline {
+                return Err(ActivityError::permanent(self.diagnosis(cx, &last).await));
+            }
+            tokio::select! {
+                () = cx.cancel_token().cancelled() => {
+                    return Err(ActivityError::permanent("cancelled while waiting for the VIP to answer"));
+                }
+                () = tokio::time::sleep(VIP_AGAIN) => {}
+            }
+        }
     }
 }
 

@@ -1,21 +1,81 @@
 //! K3s as a component of the stack: `components.k3s`, placed on the first control-plane
-//! node of `cluster.nodes`. Its install is `cluster init`; its status is asked of the
-//! cluster's API, through the kubeconfig kept in OpenBAO.
+//! node of `cluster.nodes`. Its install is the whole cluster as one durable run
+//! (`k3s-cluster`): `cluster init`'s body, then `cluster node add`'s for every other node
+//! of `cluster.nodes` (control-plane nodes as servers in config order, workers as
+//! agents). Its status is asked of the cluster's API ([`super::api_server`]), through the
+//! kubeconfig kept in OpenBAO: one part per node of the config.
 
 use std::path::Path;
 
 use foundry_activities::kube::{KubeAccess, cluster_nodes};
-use foundry_core::{ActivityCx, BoxFuture, Part};
+use foundry_core::{ActivityCx, BoxFuture, Ctx, Part, RunError, Workflow};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::ClusterPlan;
+use super::add::{AddInput, AddOutput, K3sNodeAdd};
 use super::init::{InitInput, InitOutput, K3sInit};
 use super::upgrade::{self, K3sUpgrade, UpgradeInput, UpgradeOutput};
-use super::{ClusterPlan, api_url};
 use crate::component::{
     self as c, Component, ComponentError, ComponentStatus, InstallOptions, Placement,
 };
 use crate::config::StackConfig;
 use crate::upgrade::Version;
+
+/// The whole cluster: `init` on the first server, then `join` (none for one node).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterInput {
+    pub init: InitInput,
+    pub join: Option<AddInput>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterOutput {
+    pub init: InitOutput,
+    pub join: Option<AddOutput>,
+}
+
+impl ClusterOutput {
+    pub fn changes(&self) -> Vec<String> {
+        let mut said = self.init.changes();
+        said.extend(self.join.iter().flat_map(AddOutput::changes));
+        said
+    }
+}
+
+/// `k3s-cluster`: the `k3s` component's install, `cluster init` then `cluster node add`
+/// for the config's other nodes, in one run (the joins' steps under `join/`). On a cluster
+/// that is as the config says it changes nothing.
+#[derive(Default)]
+pub struct K3sCluster;
+
+impl Workflow for K3sCluster {
+    const NAME: &'static str = "k3s-cluster";
+    const VERSION: u32 = 1;
+    type Input = ClusterInput;
+    type Output = ClusterOutput;
+
+    fn check(&self, input: &ClusterInput) -> Result<(), String> {
+        K3sInit.check(&input.init)?;
+        if let Some(join) = &input.join {
+            K3sNodeAdd.check(join)?;
+            if join.first != input.init.first {
+                return Err("the joins go through another first server than init's".into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(&self, ctx: Ctx, input: ClusterInput) -> Result<ClusterOutput, RunError> {
+        let init = super::init::init(&ctx, &input.init).await?;
+        let join = match &input.join {
+            Some(join) => Some(super::add::add(&ctx.scope("join"), join).await?),
+            None => None,
+        };
+        Ok(ClusterOutput { init, join })
+    }
+}
 
 pub struct K3s;
 
@@ -33,6 +93,25 @@ impl K3s {
             single_node,
         })
     }
+
+    /// The install's input: the cluster's first server made, then every other node of
+    /// `cluster.nodes` joined.
+    pub fn cluster_input(&self, stack: &StackConfig) -> Result<ClusterInput, ComponentError> {
+        let plan = ClusterPlan::of(stack)?;
+        let (servers, agents) = plan.others(stack)?;
+        let join = (!servers.is_empty() || !agents.is_empty()).then(|| AddInput {
+            setup: plan.setup.clone(),
+            first: plan.first.clone(),
+            servers,
+            agents,
+            agents_at_once: plan.agents_at_once,
+            single_node: plan.single_node,
+        });
+        Ok(ClusterInput {
+            init: self.init_input(stack, plan.single_node)?,
+            join,
+        })
+    }
 }
 
 impl Component for K3s {
@@ -45,7 +124,7 @@ impl Component for K3s {
     }
 
     fn about(&self) -> &'static str {
-        "the K3s cluster (its first server; `foundry cluster node add` joins the others)"
+        "the K3s cluster: its first server, then every other node of cluster.nodes"
     }
 
     fn needs(&self) -> &'static [&'static str] {
@@ -64,7 +143,7 @@ impl Component for K3s {
     }
 
     fn install(&self) -> Part {
-        Part::of::<K3sInit>()
+        Part::of::<K3sCluster>()
     }
 
     fn install_input(
@@ -73,11 +152,11 @@ impl Component for K3s {
         _home: &Path,
         _options: &InstallOptions,
     ) -> Result<Value, ComponentError> {
-        c::input(self.name(), &self.init_input(stack, false)?)
+        c::input(self.name(), &self.cluster_input(stack)?)
     }
 
     fn changes(&self, output: Value) -> Result<Vec<String>, ComponentError> {
-        Ok(c::output::<InitOutput>(self.name(), output)?.changes())
+        Ok(c::output::<ClusterOutput>(self.name(), output)?.changes())
     }
 
     fn status<'a>(
@@ -87,6 +166,24 @@ impl Component for K3s {
         Box::pin(async move {
             let place = self.placement(stack)?;
             let plan = ClusterPlan::of(stack)?;
+            let (servers, agents) = plan.others(stack)?;
+            // One part per node of the config, by what it runs: a missing one is what an
+            // install would make (`stack plan` shows it).
+            let wanted: Vec<(String, String)> = std::iter::once(&plan.first)
+                .chain(&servers)
+                .map(|n| (n.name.clone(), format!("K3s server on {}", n.name)))
+                .chain(
+                    agents
+                        .iter()
+                        .map(|n| (n.name.clone(), format!("K3s agent on {}", n.name))),
+                )
+                .collect();
+            let parts = |state: &dyn Fn(&str) -> &'static str| {
+                wanted
+                    .iter()
+                    .map(|(name, part)| (part.clone(), state(name).to_string()))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            };
             let status = |healthy: bool, summary: String, version, detail, parts| ComponentStatus {
                 component: self.name().into(),
                 host: place.host.clone(),
@@ -99,7 +196,6 @@ impl Component for K3s {
                 parts,
                 more: Default::default(),
             };
-            let server = format!("K3s server on {}", plan.first.name);
             let held = super::secret(&plan.setup, "kubeconfig", false)
                 .held()
                 .await
@@ -110,12 +206,12 @@ impl Component for K3s {
                     "not installed: OpenBAO holds no kubeconfig for the cluster".into(),
                     None,
                     Value::Null,
-                    [(server, "missing".to_string())].into(),
+                    parts(&|_| "missing"),
                 ));
             };
             let access = KubeAccess {
                 kubeconfig: reference,
-                server: Some(api_url(&plan.first.address)),
+                server: Some(plan.api()),
             };
             let cx = ActivityCx::standalone("k3s-status").with_secrets(secrets);
             let client = access
@@ -130,24 +226,26 @@ impl Component for K3s {
                         format!("the API at {} does not answer: {e}", access.place()),
                         None,
                         Value::Null,
-                        [(server, "not answering".to_string())].into(),
+                        parts(&|_| "not answering"),
                     ));
                 }
             };
             let ready = nodes.iter().filter(|n| n.ready).count();
             let first = nodes.iter().find(|n| n.name == plan.first.name);
             let version = first.map(|n| n.kubelet_version.clone());
-            let healthy = first.is_some_and(|n| n.ready);
+            let state = |name: &str| match nodes.iter().find(|n| n.name == name) {
+                Some(n) if n.ready => "running",
+                Some(_) => "not ready",
+                None => "missing",
+            };
+            let parts = parts(&state);
+            let healthy = parts.values().all(|s| s == "running");
             Ok(status(
                 healthy,
                 format!("{ready} of {} nodes Ready", nodes.len()),
                 version,
-                json!({ "nodes": nodes }),
-                [(
-                    server,
-                    if healthy { "running" } else { "not ready" }.to_string(),
-                )]
-                .into(),
+                json!({ "api": plan.api(), "nodes": nodes }),
+                parts,
             ))
         })
     }

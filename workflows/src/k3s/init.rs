@@ -29,10 +29,7 @@ pub struct InitInput {
 impl InitInput {
     /// Where the kubeconfig kept in OpenBAO points: the VIP, or the server for a single node.
     pub fn kubeconfig_server(&self) -> String {
-        match (&self.setup.vip, self.single_node) {
-            (Some(vip), false) => api_url(vip),
-            _ => api_url(&self.first.address),
-        }
+        super::api_server(&self.setup, &self.first, self.single_node)
     }
 }
 
@@ -86,85 +83,91 @@ impl Workflow for K3sInit {
     }
 
     async fn run(&self, ctx: Ctx, input: InitInput) -> Result<InitOutput, RunError> {
-        let first = &input.first;
-        let existing = HostRead::new(
-            first.target.clone(),
-            &format!(
-                "test -s {} && echo cluster || echo none",
-                node::SERVER_TOKEN_PATH
-            ),
-        );
-        let existing = ctx.step("k3s/existing", &existing).await?.text == "cluster";
-        let token = InitToken {
-            ensure: super::secret(&input.setup, "token", !existing),
-            existing_on: existing.then(|| first.name.clone()),
-        };
-        let token = ctx.step("k3s/token", &token).await?;
-        if existing {
-            let check = TokenMatches {
-                target: first.target.clone(),
-                host: first.name.clone(),
-                token: token.secret.clone(),
-            };
-            ctx.step("k3s/token-matches", &check).await?;
-        }
-        let manifest = match (&input.setup.vip, input.single_node) {
-            (Some(vip), false) => {
-                let interface = HostRead::new(
-                    first.target.clone(),
-                    &kube_vip::interface_script(&first.address, vip),
-                );
-                let interface = ctx.step("k3s/interface", &interface).await?.text;
-                if interface.is_empty() {
-                    return Err(RunError::workflow(format!(
-                        "{}: no interface routes to the VIP {vip}: is it in the hosts' network?",
-                        first.name
-                    )));
-                }
-                Some(kube_vip::manifest(
-                    &input.setup.kube_vip_image,
-                    vip,
-                    &interface,
-                ))
-            }
-            _ => None,
-        };
-        let node = node::install(
-            &ctx.scope(&first.name),
-            &input.setup,
-            first,
-            Role::Server,
-            None,
-            &token.secret,
-            manifest.as_deref(),
-        )
-        .await?;
-        let kept = KeepKubeconfig {
+        init(&ctx, &input).await
+    }
+}
+
+/// `k3s-init`'s body, also the first part of the `k3s` component's install
+/// ([`super::component::K3sCluster`]).
+pub(crate) async fn init(ctx: &Ctx, input: &InitInput) -> Result<InitOutput, RunError> {
+    let first = &input.first;
+    let existing = HostRead::new(
+        first.target.clone(),
+        &format!(
+            "test -s {} && echo cluster || echo none",
+            node::SERVER_TOKEN_PATH
+        ),
+    );
+    let existing = ctx.step("k3s/existing", &existing).await?.text == "cluster";
+    let token = InitToken {
+        ensure: super::secret(&input.setup, "token", !existing),
+        existing_on: existing.then(|| first.name.clone()),
+    };
+    let token = ctx.step("k3s/token", &token).await?;
+    if existing {
+        let check = TokenMatches {
             target: first.target.clone(),
             host: first.name.clone(),
-            server: input.kubeconfig_server(),
-            openbao: input.setup.openbao.clone().unwrap_or_default(),
+            token: token.secret.clone(),
         };
-        let kubeconfig = ctx.step("k3s/kubeconfig", &kept).await?;
-        // Until the VIP answers (kube-vip runs from the manifest once the API does), the
-        // first node's readiness is asked of its own API.
-        let ready = NodesReady {
-            access: KubeAccess {
-                kubeconfig: kubeconfig.kubeconfig.clone(),
-                server: Some(api_url(&first.address)),
-            },
-            nodes: vec![first.name.clone()],
-            timeout_s: input.setup.join_timeout_s,
-        };
-        ctx.step("k3s/ready", &ready).await?;
-        Ok(InitOutput {
-            server: first.name.clone(),
-            api: input.kubeconfig_server(),
-            token_source: token.source,
-            node,
-            kubeconfig_changed: kubeconfig.changed,
-        })
+        ctx.step("k3s/token-matches", &check).await?;
     }
+    let manifest = match (&input.setup.vip, input.single_node) {
+        (Some(vip), false) => {
+            let interface = HostRead::new(
+                first.target.clone(),
+                &kube_vip::interface_script(&first.address, vip),
+            );
+            let interface = ctx.step("k3s/interface", &interface).await?.text;
+            if interface.is_empty() {
+                return Err(RunError::workflow(format!(
+                    "{}: no interface routes to the VIP {vip}: is it in the hosts' network?",
+                    first.name
+                )));
+            }
+            Some(kube_vip::manifest(
+                &input.setup.kube_vip_image,
+                vip,
+                &interface,
+            ))
+        }
+        _ => None,
+    };
+    let node = node::install(
+        &ctx.scope(&first.name),
+        &input.setup,
+        first,
+        Role::Server,
+        None,
+        &token.secret,
+        manifest.as_deref(),
+    )
+    .await?;
+    let kept = KeepKubeconfig {
+        target: first.target.clone(),
+        host: first.name.clone(),
+        server: input.kubeconfig_server(),
+        openbao: input.setup.openbao.clone().unwrap_or_default(),
+    };
+    let kubeconfig = ctx.step("k3s/kubeconfig", &kept).await?;
+    // Until the VIP answers (kube-vip runs from the manifest once the API does), the
+    // first node's readiness is asked of its own API.
+    let ready = NodesReady {
+        access: KubeAccess {
+            kubeconfig: kubeconfig.kubeconfig.clone(),
+            server: Some(api_url(&first.address)),
+        },
+        nodes: vec![first.name.clone()],
+        timeout_s: input.setup.join_timeout_s,
+    };
+    ctx.step("k3s/ready", &ready).await?;
+    Ok(InitOutput {
+        server: first.name.clone(),
+        api: input.kubeconfig_server(),
+        token_source: token.source,
+        node,
+        kubeconfig_changed: kubeconfig.changed,
+    })
 }
 
 /// The server token for `cluster init`: [`EnsureStackSecret`], except that a host which

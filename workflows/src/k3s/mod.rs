@@ -29,6 +29,18 @@ pub fn api_url(address: &str) -> String {
     crate::config::https_url(address, API_PORT)
 }
 
+/// The one choice of the cluster's API URL: nodes join through it, their readiness and
+/// the cluster's status are asked of it, the kept kubeconfig points at it. The VIP
+/// (`https://VIP:6443`, which kube-vip holds on one of the servers) for a cluster that has
+/// one and more than one node; the first server's own address for a single node, or for a
+/// cluster without a VIP.
+pub fn api_server(setup: &K3sSetup, first: &NodeHost, single_node: bool) -> String {
+    match (&setup.vip, single_node) {
+        (Some(vip), false) => api_url(vip),
+        _ => api_url(&first.address),
+    }
+}
+
 /// The cluster as the stack config places it.
 #[derive(Clone, Debug)]
 pub struct ClusterPlan {
@@ -36,6 +48,8 @@ pub struct ClusterPlan {
     /// The first control-plane node of `cluster.nodes`: the one `cluster init` makes.
     pub first: NodeHost,
     pub agents_at_once: u32,
+    /// `cluster.nodes` names one node: no kube-vip, the API at the first server.
+    pub single_node: bool,
 }
 
 /// The step that gives a run one of the cluster's secrets from OpenBAO (`generate`: made
@@ -118,7 +132,33 @@ impl ClusterPlan {
             },
             first,
             agents_at_once: k3s.agents_at_once(),
+            single_node: cluster.nodes.len() <= 1,
         })
+    }
+
+    /// The cluster's API: [`api_server`].
+    pub fn api(&self) -> String {
+        api_server(&self.setup, &self.first, self.single_node)
+    }
+
+    /// The other nodes of `cluster.nodes`, in config order: the control-plane nodes (to
+    /// join as servers) and the workers (agents).
+    pub fn others(
+        &self,
+        stack: &StackConfig,
+    ) -> Result<(Vec<NodeHost>, Vec<NodeHost>), ComponentError> {
+        let (mut servers, mut agents) = (Vec::new(), Vec::new());
+        for node in stack.cluster.iter().flat_map(|c| c.nodes.iter()) {
+            let host = node_host(stack, &node.hostname)?;
+            if host.name == self.first.name {
+                continue;
+            }
+            match node.role {
+                NodeRole::ControlPlane => servers.push(host),
+                NodeRole::Worker => agents.push(host),
+            }
+        }
+        Ok((servers, agents))
     }
 
     /// The role `host` joins with: `--role`'s, else the one `cluster.nodes` gives it
@@ -221,6 +261,71 @@ mod tests {
         // No cluster: the component is not placed.
         let stack = parse(Path::new("x"), HOSTS).expect("parse");
         assert!(ClusterPlan::of(&stack).expect_err("no cluster").unplaced);
+    }
+
+    #[test]
+    fn the_api_is_the_vip_for_several_nodes_and_the_first_server_otherwise() {
+        let hosts = format!(
+            "{HOSTS}  - {{name: cp-2, address: 10.0.0.12, key: /k, host_key: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILyWnI75cIn29qycIBWNSFj7o6H+VCipxWbxejjNvknm'}}\n  - {{name: w-2, address: 10.0.0.22, key: /k, host_key: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILyWnI75cIn29qycIBWNSFj7o6H+VCipxWbxejjNvknm'}}\n"
+        );
+        let k3s =
+            "components:\n  k3s:\n    binary: /opt/k3s/k3s\n    installer: /opt/k3s/install.sh\n";
+        let nodes = "  nodes:\n    - {hostname: w-1, role: worker}\n    - {hostname: cp-1, role: control-plane}\n    - {hostname: w-2, role: worker}\n    - {hostname: cp-2, role: control-plane}\n";
+        let stack = |vip: &str, nodes: &str| {
+            parse(
+                Path::new("x"),
+                &format!("{hosts}cluster:\n  name: lab\n{vip}{nodes}{k3s}"),
+            )
+            .expect("parse")
+        };
+        let ha = stack("  k8s_vip: 10.0.0.220\n", nodes);
+        let plan = ClusterPlan::of(&ha).expect("placed");
+        assert!(!plan.single_node);
+        assert_eq!(plan.api(), "https://10.0.0.220:6443");
+        // The component's install: init on cp-1, then cp-2 as a server and the workers as
+        // agents, in config order; its joins and its kubeconfig through the VIP.
+        let input = component::K3s.cluster_input(&ha).expect("input");
+        assert_eq!(input.init.first.name, "cp-1");
+        assert!(!input.init.single_node);
+        assert_eq!(input.init.kubeconfig_server(), plan.api());
+        let join = input.join.expect("nodes to join");
+        let names = |n: &[NodeHost]| n.iter().map(|h| h.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&join.servers), ["cp-2"]);
+        assert_eq!(names(&join.agents), ["w-1", "w-2"]);
+        assert_eq!(join.join_url(), plan.api());
+
+        // One node: no kube-vip, nothing to join, the first server's own API.
+        let one = stack(
+            "  k8s_vip: 10.0.0.220\n",
+            "  nodes:\n    - {hostname: cp-1, role: control-plane}\n",
+        );
+        let plan = ClusterPlan::of(&one).expect("placed");
+        assert!(plan.single_node);
+        assert_eq!(plan.api(), "https://10.0.0.11:6443");
+        let input = component::K3s.cluster_input(&one).expect("input");
+        assert!(input.init.single_node && input.join.is_none());
+        assert_eq!(input.init.kubeconfig_server(), "https://10.0.0.11:6443");
+
+        // No VIP: the first server's address; an HA init without one is refused.
+        let bare = stack("", nodes);
+        let plan = ClusterPlan::of(&bare).expect("placed");
+        assert_eq!(plan.api(), "https://10.0.0.11:6443");
+        let mut input = component::K3s.cluster_input(&bare).expect("input");
+        input.init.setup.openbao = Some("https://10.0.0.5:8200".into());
+        assert_eq!(
+            input.join.as_ref().map(|j| j.join_url()).as_deref(),
+            Some("https://10.0.0.11:6443")
+        );
+        let refused = <component::K3sCluster as foundry_core::Workflow>::check(
+            &component::K3sCluster,
+            &input,
+        );
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("cluster.k8s_vip")),
+            "{refused:?}"
+        );
     }
 
     #[test]

@@ -68,8 +68,9 @@ impl EtcdView {
     }
 }
 
-/// The API, asked with the kubeconfig from OpenBAO: at the VIP first, then at each
-/// control-plane node of the config. The access that answered (and the context
+/// The API, asked with the kubeconfig from OpenBAO: at [`super::api_server`]'s choice
+/// first (the VIP of a cluster of several nodes), then at each control-plane node of the
+/// config. The access that answered (and the context
 /// holding its kubeconfig), and the nodes it listed.
 pub async fn api_access(
     stack: &StackConfig,
@@ -86,9 +87,13 @@ pub async fn api_access(
         );
     };
     let cx = ActivityCx::standalone("k3s-status").with_secrets(store);
-    let mut places: Vec<String> = plan.setup.vip.iter().map(|vip| api_url(vip)).collect();
+    // The cluster's API as every part of Foundry asks it, then each server's own.
+    let mut places: Vec<String> = vec![plan.api()];
     for host in control_planes(stack) {
-        places.push(api_url(&host.address));
+        let url = api_url(&host.address);
+        if !places.contains(&url) {
+            places.push(url);
+        }
     }
     let mut failures = Vec::new();
     for server in places {

@@ -299,8 +299,8 @@ fn outside_dhcp(config: &StackConfig) -> Vec<Check> {
 ///
 /// The rule, on the first setup and on every later one alike (a setup run again is a new
 /// run, and probes again): nothing may answer at the VIP, since nothing of the stack holds
-/// it yet. Once the cluster exists, kube-vip holds it on a server, and an answer from a
-/// server's MAC is the stack's own; that exception comes with the cluster.
+/// it yet. Once the cluster exists, kube-vip holds it on a server: the VIP on a
+/// control-plane node's own interface is the stack's own, and passes.
 async fn vip_unused(
     config: &StackConfig,
     prober: Option<(String, foundry_activities::ssh::SshTarget)>,
@@ -328,12 +328,46 @@ async fn vip_unused(
             Status::Pass,
             format!("nothing answers at it (probed from {host})"),
         )),
-        Ok(Some(said)) => Ok(
-            Check::new("vip-unused", vip.to_string(), Status::Fail, said)
-                .hint("something holds that address: `foundry network plan` proposes a free one"),
-        ),
+        Ok(Some(said)) => match cluster_holder(config, vip).await {
+            Some(server) => Ok(Check::new(
+                "vip-unused",
+                vip.to_string(),
+                Status::Pass,
+                format!("the cluster's own: kube-vip holds it on server {server}"),
+            )),
+            None => Ok(
+                Check::new("vip-unused", vip.to_string(), Status::Fail, said).hint(
+                    "something holds that address: `foundry network plan` proposes a free one",
+                ),
+            ),
+        },
         Err(e) => Err(Check::new("vip-unused", vip.to_string(), Status::Fail, e)),
     }
+}
+
+/// The control-plane node of the config's cluster that holds `vip` on its own interface
+/// (kube-vip's holder, once the cluster exists), asked of each in turn.
+async fn cluster_holder(config: &StackConfig, vip: std::net::Ipv4Addr) -> Option<String> {
+    let servers = config
+        .cluster
+        .iter()
+        .flat_map(|c| c.nodes.iter())
+        .filter(|n| n.role == crate::config::NodeRole::ControlPlane);
+    for node in servers {
+        let Some(host) = config.host_named_or_at(&node.hostname) else {
+            continue;
+        };
+        let Ok(target) = config.ssh_target(host) else {
+            continue;
+        };
+        let itself = format!("{} holds {vip} itself", host.name);
+        if let Ok(Some(said)) = super::probe::answers(&host.name, &target, vip).await
+            && said == itself
+        {
+            return Some(host.name.clone());
+        }
+    }
+    None
 }
 
 /// How long one try waits for the DNS server, and how many tries.

@@ -201,6 +201,7 @@ async fn add(args: AddArgs, printer: &Printer, loaded: &Loaded) -> Result<u8, Cl
         servers,
         agents,
         agents_at_once: plan.agents_at_once,
+        single_node: plan.single_node,
     };
     K3sNodeAdd
         .check(&input)
@@ -249,8 +250,13 @@ async fn add(args: AddArgs, printer: &Printer, loaded: &Loaded) -> Result<u8, Cl
     };
     let output: AddOutput =
         serde_json::from_value(output).map_err(|e| CliError::new(e.to_string()))?;
-    let api = foundry_workflows::k3s::api_url(&input.first.address);
-    report(printer, &run, &input.first.name, &api, &output.changes());
+    report(
+        printer,
+        &run,
+        &input.first.name,
+        &input.join_url(),
+        &output.changes(),
+    );
     Ok(code)
 }
 
