@@ -565,3 +565,61 @@ fn a_journal_over_tls_is_verified_against_its_ca_and_a_wrong_ca_is_refused() {
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("no encryption"), "{}", text(&out));
 }
+
+#[test]
+fn a_run_holding_a_secret_of_one_machine_is_not_resumed_on_another_and_says_why() {
+    let server = server();
+    let (a, b) = (machine(&server, "machine-a"), machine(&server, "machine-b"));
+    let secret = "only-on-machine-a-5f2c";
+    let count = a.scratch().join("last");
+    // A secret answer kept in machine-a's home, then machine-a dies before the last step.
+    let plan = a.plan(&json!({"steps": [
+        {"key": "token", "ask": {"prompt": "Token", "secret": true}},
+        {"key": "echo", "run": ["sh", "-c", "cat >/dev/null"], "stdin": "${input:token}\n"},
+        append("last", &count),
+    ]}));
+    let status = a
+        .cmd(&[
+            "workflow",
+            "start",
+            "local",
+            "--input",
+            plan.to_str().expect("utf8"),
+        ])
+        .env("FOUNDRY_INPUT_TOKEN", secret)
+        .env("FOUNDRY_FAILPOINTS", "last#0@started")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("start");
+    assert!(foundry_tests::killed(status), "not killed: {status:?}");
+    let run = a.unfinished_run();
+
+    // Once machine-a's lease lapses, machine-b may open the run, and refuses to drive it.
+    let mut out = b.run(&["workflow", "resume", &run]);
+    let deadline = Instant::now() + TTL * 4;
+    while out.status.code() == Some(6) {
+        assert!(Instant::now() < deadline, "the lease never lapsed");
+        std::thread::sleep(Duration::from_millis(100));
+        out = b.run(&["workflow", "resume", &run]);
+    }
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("kept only on the machine that drove it (machine-a)"),
+        "{all}"
+    );
+    assert!(all.contains("(step ask/token#0)"), "{all}");
+    assert!(all.contains("local:"), "{all}");
+    assert!(all.contains("OpenBAO"), "{all}");
+    assert!(all.contains("resume it on machine-a"), "{all}");
+    assert!(!all.contains(secret), "{all}");
+    assert!(lines_of(&count).is_empty(), "{:?}", lines_of(&count));
+    assert_eq!(b.show(&run)["state"], "interrupted");
+
+    // Where the secret is, the run goes on.
+    let out = a.run(&["workflow", "resume", &run]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(lines_of(&count), ["last"]);
+    assert_eq!(b.show(&run)["state"], "completed");
+}
