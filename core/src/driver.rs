@@ -162,7 +162,16 @@ impl Driver {
             }
             let background = Background::spawn(&shared, cancelling);
             let ctx = Ctx::root(shared.clone());
-            let result = workflow.run(ctx.clone(), snapshot.info.input.clone()).await;
+            // Taken over (the heartbeat's commit, or any other, was fenced): the workflow is
+            // dropped where it stands, so no activity starts after that and a running local
+            // command is killed (`kill_on_drop`); its outcome could not be written anyway.
+            let result = tokio::select! {
+                result = workflow.run(ctx.clone(), snapshot.info.input.clone()) => result,
+                lost = writer.taken_over() => {
+                    background.stop().await;
+                    return Err(EngineError::Journal(lost));
+                }
+            };
             // Nothing of this drive writes after its outcome: its tasks end first.
             background.stop().await;
             finish(&engine, &shared, &ctx, &snapshot, started, result).await

@@ -16,7 +16,7 @@ use crate::journal::{JournalError, JournalSnapshot, JournalStore, RedbStore, Run
 use crate::lease;
 use crate::model::{IllegalTransition, Lease, RunId, RunInfo, RunMeta, RunState};
 use crate::retry::PollPolicy;
-use crate::secret::{FileSecretStore, SecretStore};
+use crate::secret::{FileSecretStore, SecretError, SecretRef, SecretStore};
 use crate::status::RunView;
 use crate::time::Millis;
 use crate::workflow::{DynWorkflow, Registry};
@@ -57,6 +57,15 @@ pub enum EngineError {
     Unreachable { run: RunId, detail: String },
     #[error("run {run}: {detail}")]
     Run { run: RunId, detail: String },
+    /// Resuming, on a shared journal, a run whose secrets are kept only in the home of the
+    /// machine that started it.
+    #[error("run {run} holds {} kept only on the machine that drove it{}, not here: {}", if .secrets.len() == 1 { "a secret" } else { "secrets" }, .host.as_ref().map(|h| format!(" ({h})")).unwrap_or_default(), .secrets.join(", "))]
+    LocalSecrets {
+        run: RunId,
+        host: Option<String>,
+        /// Each as `reference (step key)`: never a value.
+        secrets: Vec<String>,
+    },
     #[error("run {run}: step `{step}` is not in doubt{}", if .in_doubt.is_empty() { String::new() } else { format!(" (in doubt: {})", .in_doubt.join(", ")) })]
     NotInDoubt {
         run: RunId,
@@ -75,6 +84,10 @@ impl EngineError {
             ),
             EngineError::NoSuchRun { .. } => Some("`foundry workflow list --all` shows every run".into()),
             EngineError::Ambiguous { .. } => Some("give more characters of the run id".into()),
+            EngineError::LocalSecrets { host, .. } => Some(format!(
+                "nothing ran here; resume it {}, whose home keeps what it needs; for runs a team resumes from any machine, keep their secrets in OpenBAO rather than this machine's environment, ~/.foundryvars or its local store",
+                host.as_ref().map_or_else(|| "where it was started".to_string(), |h| format!("on {h}"))
+            )),
             EngineError::NotInDoubt { .. } => Some(
                 "`--done` and `--redo` name a step `foundry workflow status` shows in doubt".into(),
             ),
@@ -233,6 +246,13 @@ impl Engine {
     async fn take(&self, run: RunId, cancel: bool) -> Result<Driver, EngineError> {
         self.home.ensure_writable()?;
         let (mut journal, mut snapshot) = self.open_undriven(run).await?;
+        if let Err(e) = self.check_local_secrets(&snapshot) {
+            // The run is given back on the store's own thread without waiting; a read queued
+            // after it returns once that is done, so a process that stops now leaves it free.
+            drop(journal);
+            let _ = self.store.read(run);
+            return Err(e);
+        }
         if let Some(old) = &snapshot.lease {
             tracing::info!(%run, previous = %old, "taking over the run's lease");
         }
@@ -249,6 +269,38 @@ impl Engine {
             );
         }
         Ok(self.driver(wf, journal, snapshot, true, cancel))
+    }
+
+    /// On a journal other machines share, a run whose recorded steps name secrets of the
+    /// local store that this home does not have came from another machine's home: refused
+    /// before anything runs, naming the references (never a value) and that machine.
+    fn check_local_secrets(&self, snapshot: &JournalSnapshot) -> Result<(), EngineError> {
+        if !self.store.records_drivers() {
+            return Ok(());
+        }
+        let store = FileSecretStore::for_run(&self.home, snapshot.info.id);
+        let mut missing = Vec::new();
+        for record in &snapshot.steps {
+            let mut refs = Vec::new();
+            if let Some(output) = &record.output {
+                local_refs(output, &mut refs);
+            }
+            for reference in refs {
+                if matches!(store.get(&reference), Err(SecretError::NotFound { .. })) {
+                    missing.push(format!("{reference} (step {})", record.key));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing.sort();
+        missing.dedup();
+        Err(EngineError::LocalSecrets {
+            run: snapshot.info.id,
+            host: snapshot.lease.as_ref().map(|l| l.host.clone()),
+            secrets: missing,
+        })
     }
 
     /// Opens an unfinished run's journal that no live process drives; the journal stays
@@ -553,5 +605,17 @@ impl Engine {
             self.remove_run(id)?;
         }
         Ok(())
+    }
+}
+
+/// The references to the local secret store in a journaled value.
+fn local_refs(value: &Value, out: &mut Vec<SecretRef>) {
+    match value {
+        Value::String(text) if FileSecretStore::is_local_ref(text) => {
+            out.push(SecretRef(text.clone()));
+        }
+        Value::Array(items) => items.iter().for_each(|v| local_refs(v, out)),
+        Value::Object(fields) => fields.values().for_each(|v| local_refs(v, out)),
+        _ => {}
     }
 }

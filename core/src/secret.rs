@@ -160,6 +160,12 @@ impl FileSecretStore {
         Ok(SecretRef(format!("{LOCAL_PREFIX}{id}")))
     }
 
+    /// Whether `text` is a reference to a local store's secret, `local:<uuid>`.
+    pub fn is_local_ref(text: &str) -> bool {
+        text.strip_prefix(LOCAL_PREFIX)
+            .is_some_and(|id| Uuid::parse_str(id).is_ok())
+    }
+
     fn path_of(&self, reference: &SecretRef) -> Result<PathBuf, SecretError> {
         reference
             .0

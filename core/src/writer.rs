@@ -121,6 +121,9 @@ struct Inner {
     /// Once a commit fails, nothing later may be acknowledged: the journal no longer
     /// matches what the run believes.
     poisoned: Mutex<Option<JournalError>>,
+    /// Cancelled when a commit learns the run was taken over (fencing): the drive stops at
+    /// once, not at its next write.
+    lost: tokio_util::sync::CancellationToken,
     /// Held by the leader only, like `journal`.
     gate: Mutex<Gate>,
     mirror: Mirror,
@@ -185,6 +188,7 @@ impl Writer {
                 queue: Mutex::new(queue),
                 journal: Mutex::new(Some(journal)),
                 poisoned: Mutex::new(None),
+                lost: tokio_util::sync::CancellationToken::new(),
                 gate: Mutex::new(gate),
                 mirror,
                 events,
@@ -389,8 +393,20 @@ impl Writer {
         if let Err(e) = &result {
             tracing::error!(error = %e, "journal write failed; the run stops here");
             *poisoned = Some(e.clone());
+            if matches!(e, JournalError::TakenOver { .. }) {
+                self.inner.lost.cancel();
+            }
         }
         result
+    }
+
+    /// Resolves once a commit has learnt that another driver took the run over; the error
+    /// that said so.
+    pub(crate) async fn taken_over(&self) -> JournalError {
+        self.inner.lost.cancelled().await;
+        lock(&self.inner.poisoned)
+            .clone()
+            .unwrap_or_else(Self::closed)
     }
 
     /// Writes `ops`, waiting (bounded, on this thread, as a commit blocks) while the

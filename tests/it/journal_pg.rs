@@ -7,7 +7,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use foundry_core::journal::pg_cluster::Cluster;
+use foundry_core::journal::pg_cluster::{Cluster, certificates};
 use foundry_tests::{Home, kill, lines_of, signal, wait_for};
 use serde_json::{Value, json};
 
@@ -163,16 +163,28 @@ fn a_driver_stopped_past_the_ttl_is_fenced_and_stops_writing_nothing() {
         "taken over before the TTL"
     );
 
-    // The stale driver wakes: its heartbeat and its step's outcome are refused.
+    // The stale driver wakes: its next heartbeat is refused, and it stops at once, its
+    // long step (still waiting for the gate) killed, not waited for.
     signal(stale.id(), "-CONT");
-    std::fs::write(&gate, b"").expect("gate");
-    let status = driver.wait().expect("new driver");
-    assert!(status.success(), "the new driver failed: {status:?}");
-    let status = stale.wait().expect("stale driver");
+    let woke = Instant::now();
+    let mut ended = None;
+    wait_for("the stale driver to stop", Duration::from_secs(5), || {
+        ended = stale.try_wait().expect("poll");
+        ended.is_some()
+    });
+    println!(
+        "the stale driver stopped {:?} after SIGCONT",
+        woke.elapsed()
+    );
+    let status = ended.expect("ended");
     assert!(!status.success(), "the stale driver succeeded");
     wait_for("the stale driver's error", Duration::from_secs(5), || {
         said(&stale_err, "taken over by another process")
     });
+    assert!(lines_of(&count).is_empty(), "{:?}", lines_of(&count));
+    std::fs::write(&gate, b"").expect("gate");
+    let status = driver.wait().expect("new driver");
+    assert!(status.success(), "the new driver failed: {status:?}");
     assert!(
         said(&stale_err, "on host machine-b"),
         "{:?}",
@@ -504,4 +516,110 @@ mod cli {
         );
         assert!(home.runs().is_empty());
     }
+}
+
+/// A home whose journal is `server`'s over loopback TCP, TLS as `options` say (the CA,
+/// when named, written to the home's scratch dir).
+fn over_tcp(server: &Cluster, options: &str, ca_pem: Option<&str>) -> Home {
+    let home = Home::new();
+    let mut url = format!("{}?{options}", server.tcp_url("postgres"));
+    if let Some(pem) = ca_pem {
+        let ca = home.scratch().join("ca.pem");
+        std::fs::write(&ca, pem).expect("CA");
+        url.push_str(&format!("&sslrootcert={}", ca.display()));
+    }
+    home.with_var("FOUNDRY_JOURNAL", &url)
+        .with_var("PGPASSWORD", foundry_core::journal::pg_cluster::PASSWORD)
+}
+
+#[test]
+fn a_journal_over_tls_is_verified_against_its_ca_and_a_wrong_ca_is_refused() {
+    let pki = tempfile::tempdir().expect("dir");
+    let (ca, cert, key) = certificates(pki.path(), "journal CA").unwrap_or_else(|e| panic!("{e}"));
+    // The server refuses TCP in clear, so a run that gets through spoke TLS.
+    let server = Cluster::start_with_tls(&cert, &key).unwrap_or_else(|e| panic!("{e}"));
+    let home = over_tcp(&server, "sslmode=verify-full", Some(&ca));
+    let count = home.scratch().join("count");
+    let out = home.start_plan(&json!({"steps": [append("one", &count)]}));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(lines_of(&count), ["one"]);
+    let run = home.only_run();
+    assert_eq!(home.show(&run)["state"], "completed");
+
+    // Another CA: refused at the handshake, said as such, nothing run.
+    let elsewhere = tempfile::tempdir().expect("dir");
+    let (other_ca, _, _) =
+        certificates(elsewhere.path(), "another CA").unwrap_or_else(|e| panic!("{e}"));
+    let stranger = over_tcp(&server, "sslmode=verify-full", Some(&other_ca));
+    let out = stranger.start_plan(&json!({"steps": [append("two", &count)]}));
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("TLS session with PostgreSQL failed"), "{all}");
+    assert!(all.contains("UnknownIssuer"), "{all}");
+    assert!(all.contains("sslrootcert"), "{all}");
+    assert_eq!(lines_of(&count), ["one"]);
+
+    // In clear, the server turns the client away: the check above is not vacuous.
+    let clear = over_tcp(&server, "sslmode=disable", None);
+    let out = clear.run(&["workflow", "list"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("no encryption"), "{}", text(&out));
+}
+
+#[test]
+fn a_run_holding_a_secret_of_one_machine_is_not_resumed_on_another_and_says_why() {
+    let server = server();
+    let (a, b) = (machine(&server, "machine-a"), machine(&server, "machine-b"));
+    let secret = "only-on-machine-a-5f2c";
+    let count = a.scratch().join("last");
+    // A secret answer kept in machine-a's home, then machine-a dies before the last step.
+    let plan = a.plan(&json!({"steps": [
+        {"key": "token", "ask": {"prompt": "Token", "secret": true}},
+        {"key": "echo", "run": ["sh", "-c", "cat >/dev/null"], "stdin": "${input:token}\n"},
+        append("last", &count),
+    ]}));
+    let status = a
+        .cmd(&[
+            "workflow",
+            "start",
+            "local",
+            "--input",
+            plan.to_str().expect("utf8"),
+        ])
+        .env("FOUNDRY_INPUT_TOKEN", secret)
+        .env("FOUNDRY_FAILPOINTS", "last#0@started")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("start");
+    assert!(foundry_tests::killed(status), "not killed: {status:?}");
+    let run = a.unfinished_run();
+
+    // Once machine-a's lease lapses, machine-b may open the run, and refuses to drive it.
+    let mut out = b.run(&["workflow", "resume", &run]);
+    let deadline = Instant::now() + TTL * 4;
+    while out.status.code() == Some(6) {
+        assert!(Instant::now() < deadline, "the lease never lapsed");
+        std::thread::sleep(Duration::from_millis(100));
+        out = b.run(&["workflow", "resume", &run]);
+    }
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("kept only on the machine that drove it (machine-a)"),
+        "{all}"
+    );
+    assert!(all.contains("(step ask/token#0)"), "{all}");
+    assert!(all.contains("local:"), "{all}");
+    assert!(all.contains("OpenBAO"), "{all}");
+    assert!(all.contains("resume it on machine-a"), "{all}");
+    assert!(!all.contains(secret), "{all}");
+    assert!(lines_of(&count).is_empty(), "{:?}", lines_of(&count));
+    assert_eq!(b.show(&run)["state"], "interrupted");
+
+    // Where the secret is, the run goes on.
+    let out = a.run(&["workflow", "resume", &run]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(lines_of(&count), ["last"]);
+    assert_eq!(b.show(&run)["state"], "completed");
 }

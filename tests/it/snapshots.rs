@@ -158,6 +158,11 @@ fn help_texts() {
             home.ok(&["network", verb, "--help"])
         );
     }
+    human_snapshot!("help_journal", home.ok(&["journal", "--help"]));
+    human_snapshot!(
+        "help_journal_migrate",
+        home.ok(&["journal", "migrate", "--help"])
+    );
     human_snapshot!("help_config", home.ok(&["config", "--help"]));
     for verb in ["init", "validate", "show", "list"] {
         human_snapshot!(

@@ -7,6 +7,7 @@ mod contract;
 mod guard;
 #[cfg(any(test, feature = "pg-cluster"))]
 pub mod pg_cluster;
+mod pg_tls;
 mod pgpass;
 mod postgres;
 mod redb_store;

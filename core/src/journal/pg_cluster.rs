@@ -16,6 +16,8 @@ const WAIT_S: &str = "60";
 pub struct Cluster {
     dir: tempfile::TempDir,
     pub port: u16,
+    /// Whether the server speaks TLS (`server.crt` and `server.key` in its directory).
+    tls: bool,
 }
 
 fn free_port() -> Result<u16, String> {
@@ -70,6 +72,16 @@ impl Cluster {
     /// A new cluster in a temp dir under `parent` (the system's temp dir when `None`),
     /// started.
     pub fn start_in(parent: Option<&Path>) -> Result<Cluster, String> {
+        Cluster::make(parent, None)
+    }
+
+    /// A new cluster in the system's temp dir that speaks TLS too (`ssl = on`) with the
+    /// certificate `cert_pem` (its chain, PEM) and its key `key_pem`, started.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Result<Cluster, String> {
+        Cluster::make(None, Some((cert_pem, key_pem)))
+    }
+
+    fn make(parent: Option<&Path>, tls: Option<(&str, &str)>) -> Result<Cluster, String> {
         let mut builder = tempfile::Builder::new();
         builder.prefix("fpg");
         let dir = match parent {
@@ -97,9 +109,29 @@ impl Cluster {
                 .arg(format!("--pwfile={}", pwfile.display()))
                 .output(),
         )?;
+        if let Some((cert, key)) = tls {
+            // TLS or nothing over TCP: a client that got in spoke TLS.
+            let hba = data.join("pg_hba.conf");
+            let rules =
+                std::fs::read_to_string(&hba).map_err(|e| format!("reading pg_hba.conf: {e}"))?;
+            std::fs::write(&hba, format!("hostnossl all all all reject\n{rules}"))
+                .map_err(|e| format!("writing pg_hba.conf: {e}"))?;
+            for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+                let path = dir.path().join(name);
+                std::fs::write(&path, pem).map_err(|e| format!("writing {name}: {e}"))?;
+                // The server refuses a key others may read.
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .map_err(|e| format!("chmod {name}: {e}"))?;
+                give_to_server_user(&path)?;
+            }
+        }
         let cluster = Cluster {
             dir,
             port: free_port()?,
+            tls: tls.is_some(),
         };
         cluster.start_again()?;
         Ok(cluster)
@@ -117,11 +149,17 @@ impl Cluster {
 
     /// `pg_ctl start`, waiting until it accepts connections.
     pub fn start_again(&self) -> Result<(), String> {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c shared_buffers=16MB",
             self.port,
             self.dir.path().display()
         );
+        if self.tls {
+            let dir = self.dir.path().display();
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key"
+            ));
+        }
         check(
             "pg_ctl start",
             as_server_user("pg_ctl")
@@ -192,4 +230,67 @@ impl Drop for Cluster {
             .args(["-m", "immediate", "-w", "-t", WAIT_S, "stop"])
             .output();
     }
+}
+
+/// A CA named `ca_name` and a server certificate for 127.0.0.1 that it signed (ECDSA
+/// P-256), made with the `openssl` command in `dir`: the CA's PEM, the server's
+/// certificate and its key.
+pub fn certificates(dir: &Path, ca_name: &str) -> Result<(String, String, String), String> {
+    let openssl = |args: &[&str]| {
+        check(
+            "openssl",
+            Command::new("openssl").args(args).current_dir(dir).output(),
+        )
+        .map(drop)
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca = [
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={ca_name}"),
+    ];
+    openssl(&[&["req", "-x509"][..], &ec, &ca].concat())?;
+    let csr = [
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ];
+    openssl(&[&["req"][..], &ec, &csr].concat())?;
+    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n")
+        .map_err(|e| format!("writing the extensions: {e}"))?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ])?;
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).map_err(|e| format!("reading {name}: {e}"))
+    };
+    Ok((read("ca.pem")?, read("server.crt")?, read("server.key")?))
 }

@@ -28,8 +28,9 @@
 //! **Credentials**: never in the URL (refused: the environment is readable by every child
 //! and kept in shell histories); `PGPASSWORD`, else the file named by the URL's
 //! `password_file` parameter (first line), else libpq's password file ([`pgpass`]). Messages name the server by [`shown`] URL, which
-//! never holds a password. TLS is not built in yet: a server that is not on loopback or a
-//! unix socket is refused rather than spoken to in clear (DESIGN.md §4).
+//! never holds a password. TLS as libpq's `sslmode` and `sslrootcert` say ([`pg_tls`]):
+//! verified (`verify-full`) unless told otherwise for a server on a network, and a mode that
+//! may be clear refused there rather than spoken in clear (DESIGN.md §4).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -38,14 +39,14 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use postgres::config::Host;
+use postgres::config::{Host, SslMode};
 use postgres::error::SqlState;
-use postgres::{Client, Config, NoTls};
+use postgres::{Client, Config};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::pgpass;
 use super::{FORMAT_VERSION, JournalError, JournalSnapshot, JournalStore, RunJournal, WriteOp};
+use super::{pg_tls, pgpass};
 use crate::failpoint::{self, Phase};
 use crate::lease;
 use crate::model::{Lease, RunId, RunInfo, RunMeta, RunSummary, StepRecord, StepRecordState};
@@ -119,13 +120,22 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Parses a URL, taking our own `password_file` parameter out first.
-fn parse(url: &str) -> Result<(Config, Option<PathBuf>), String> {
+/// What a URL says besides the `postgres` crate's own settings: our `password_file`, and
+/// libpq's `sslmode` and `sslrootcert` (the crate knows fewer modes than libpq).
+#[derive(Debug, Default)]
+struct Extra {
+    password_file: Option<PathBuf>,
+    ssl_mode: Option<pg_tls::Mode>,
+    ssl_root_cert: Option<PathBuf>,
+}
+
+/// Parses a URL, taking our own parameters and libpq's TLS ones out first.
+fn parse(url: &str) -> Result<(Config, Extra), String> {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),
     };
-    let mut password_file = None;
+    let mut extra = Extra::default();
     let mut kept = Vec::new();
     for pair in query
         .unwrap_or_default()
@@ -133,7 +143,15 @@ fn parse(url: &str) -> Result<(Config, Option<PathBuf>), String> {
         .filter(|p| !p.is_empty())
     {
         match pair.split_once('=') {
-            Some(("password_file", path)) => password_file = Some(PathBuf::from(path)),
+            Some(("password_file", path)) => extra.password_file = Some(PathBuf::from(path)),
+            Some(("sslrootcert", path)) => extra.ssl_root_cert = Some(PathBuf::from(path)),
+            Some(("sslmode", mode)) => {
+                extra.ssl_mode = Some(pg_tls::Mode::parse(mode).ok_or_else(|| {
+                    format!(
+                        "sslmode={mode} is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                    )
+                })?);
+            }
             _ => kept.push(pair),
         }
     }
@@ -144,7 +162,7 @@ fn parse(url: &str) -> Result<(Config, Option<PathBuf>), String> {
     };
     // The parser's message names the faulty part, never the value.
     let config = Config::from_str(&rebuilt).map_err(|e| e.to_string())?;
-    Ok((config, password_file))
+    Ok((config, extra))
 }
 
 fn is_local(host: &Host) -> bool {
@@ -160,10 +178,17 @@ fn is_local(host: &Host) -> bool {
     }
 }
 
-/// Makes the connection's configuration from a URL: credentials filled in, a server in
-/// clear on a network refused.
-fn configure(url: &str) -> Result<(Config, String), JournalError> {
-    let (mut config, password_file) = parse(url).map_err(|detail| JournalError::Unavailable {
+/// The connection's configuration: where, who, and how its session is protected.
+struct Target {
+    config: Config,
+    tls: pg_tls::Connector,
+    mode: pg_tls::Mode,
+}
+
+/// Makes the connection's configuration from a URL: credentials filled in, TLS as its
+/// `sslmode` says, a server on a network that could be spoken to in clear refused.
+fn configure(url: &str) -> Result<(Target, String), JournalError> {
+    let (mut config, extra) = parse(url).map_err(|detail| JournalError::Unavailable {
         path: PathBuf::from(redact(url)),
         detail: format!("FOUNDRY_JOURNAL is not a PostgreSQL URL Foundry reads: {detail}"),
         hint: "write it as postgres://user@host:port/database (the password from ~/.pgpass, PGPASSWORD or ?password_file=PATH)".into(),
@@ -180,22 +205,43 @@ fn configure(url: &str) -> Result<(Config, String), JournalError> {
             "take it out of the URL and put it in ~/.pgpass (or the file PGPASSFILE names), mode 0600, as a line host:port:database:user:password, which psql reads too",
         ));
     }
-    if let Some(remote) = config.get_hosts().iter().find(|h| !is_local(h)) {
+    let remote = config.get_hosts().iter().find(|h| !is_local(h)).cloned();
+    let mode = extra
+        .ssl_mode
+        .unwrap_or_else(|| pg_tls::Mode::default_for(remote.is_none()));
+    if let Some(remote) = remote.filter(|_| mode.may_be_clear()) {
         let name = match remote {
-            Host::Tcp(n) => n.clone(),
+            Host::Tcp(n) => n,
             Host::Unix(p) => p.display().to_string(),
         };
         return Err(refused(
             format!(
-                "{name} is not on this machine, and this Foundry speaks to PostgreSQL without TLS (sslmode={:?}): the journal would cross the network in clear",
-                config.get_ssl_mode()
+                "{name} is not on this machine, and sslmode={} may speak to it in clear: the journal would cross the network unencrypted",
+                mode.name()
             ),
-            "reach the server through a unix socket or a loopback tunnel (ssh -L) until TLS is supported",
+            "use sslmode=verify-full (the default for a server on a network) with the server's CA as sslrootcert=PATH in FOUNDRY_JOURNAL (or PGSSLROOTCERT, or ~/.postgresql/root.crt)",
         ));
     }
+    let only_sockets = config
+        .get_hosts()
+        .iter()
+        .all(|h| matches!(h, Host::Unix(_)));
+    // PostgreSQL speaks no TLS on a unix socket.
+    config.ssl_mode(if only_sockets {
+        SslMode::Disable
+    } else {
+        mode.negotiation()
+    });
+    let roots = extra.ssl_root_cert.or_else(pg_tls::default_root_cert);
+    let tls = pg_tls::connector(mode, roots.as_deref()).map_err(|detail| {
+        refused(
+            detail,
+            "name the server's CA certificate (PEM) as sslrootcert=PATH in FOUNDRY_JOURNAL, or in PGSSLROOTCERT, or put it in ~/.postgresql/root.crt",
+        )
+    })?;
     if let Some(password) = std::env::var_os("PGPASSWORD").filter(|p| !p.is_empty()) {
         config.password(password.as_encoded_bytes());
-    } else if let Some(file) = password_file {
+    } else if let Some(file) = extra.password_file {
         let text = std::fs::read_to_string(&file).map_err(|e| {
             refused(
                 format!("cannot read the password file {}: {e}", file.display()),
@@ -236,14 +282,14 @@ fn configure(url: &str) -> Result<(Config, String), JournalError> {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
     config.application_name("foundry");
-    Ok((config, shown))
+    Ok((Target { config, tls, mode }, shown))
 }
 
 type Job = Box<dyn FnOnce(&mut Session) + Send>;
 
 /// The connection, owned by the store's thread.
 struct Session {
-    config: Result<Config, JournalError>,
+    config: Result<Target, JournalError>,
     shown: String,
     client: Option<Client>,
 }
@@ -255,10 +301,11 @@ impl Session {
             self.client = None;
         }
         if self.client.is_none() {
-            let config = self.config.as_ref().map_err(Clone::clone)?;
-            let mut client = config
-                .connect(NoTls)
-                .map_err(|e| server_error(&self.shown, &e))?;
+            let target = self.config.as_ref().map_err(Clone::clone)?;
+            let mut client = target
+                .config
+                .connect(target.tls.clone())
+                .map_err(|e| connect_error(&self.shown, target.mode, &e))?;
             let schema = migrate(&mut client).map_err(|e| server_error(&self.shown, &e))?;
             // Rows of a newer schema may mean something else: refused, not misread.
             if schema > MIGRATIONS.len() {
@@ -372,6 +419,24 @@ fn is_transient(code: &SqlState) -> bool {
     .contains(code)
 }
 
+/// A failed connection as ours: a TLS handshake that failed is the user's to fix (a
+/// certificate refused, a server without TLS), not a server to wait for.
+fn connect_error(shown: &str, mode: pg_tls::Mode, e: &postgres::Error) -> JournalError {
+    let tls = pg_tls::handshake_failure(e)
+        .or_else(|| (e.to_string() == "error performing TLS handshake").then(|| what_failed(e)));
+    match tls {
+        Some(cause) => JournalError::Unavailable {
+            path: PathBuf::from(shown),
+            detail: format!(
+                "the TLS session with PostgreSQL failed (sslmode={}): {cause}",
+                mode.name()
+            ),
+            hint: "check that sslrootcert (or PGSSLROOTCERT, or ~/.postgresql/root.crt) is the CA that signed the server's certificate, that the certificate names the host as FOUNDRY_JOURNAL does, and that the server has ssl = on".into(),
+        },
+        None => server_error(shown, e),
+    }
+}
+
 /// A server error as ours: what failed, where, and what to do.
 fn server_error(shown: &str, e: &postgres::Error) -> JournalError {
     let code = e.code();
@@ -441,7 +506,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(config: Result<Config, JournalError>, shown: String) -> Result<Worker, JournalError> {
+    fn start(config: Result<Target, JournalError>, shown: String) -> Result<Worker, JournalError> {
         let (jobs, inbox) = mpsc::channel::<Job>();
         let mut session = Session {
             config,
@@ -1021,6 +1086,84 @@ mod tests {
             .list()
             .expect_err("unreadable");
         assert!(!err.to_string().contains("s3cret-pw"), "{err}");
+    }
+
+    #[test]
+    fn a_server_on_a_network_is_spoken_to_only_over_tls_and_verified_unless_told_otherwise() {
+        let refused = |url: &str| match configure(url) {
+            Ok(_) => panic!("{url} accepted"),
+            Err(e) => message(&e),
+        };
+        // In clear, or possibly in clear, to another machine: refused before connecting.
+        for mode in ["disable", "allow", "prefer"] {
+            let m = refused(&format!(
+                "postgres://alice@db.example.com/foundry?sslmode={mode}"
+            ));
+            assert!(m.contains("in clear"), "{m}");
+            assert!(m.contains(&format!("sslmode={mode}")), "{m}");
+            assert!(m.contains("verify-full"), "{m}");
+        }
+        // Unset, it is verify-full: the CA is needed, and one that cannot be read is said.
+        let m = refused("postgres://alice@db.example.com/foundry?sslrootcert=/nonexistent/ca.pem");
+        assert!(m.contains("/nonexistent/ca.pem"), "{m}");
+        assert!(m.contains("sslrootcert"), "{m}");
+        let m = refused("postgres://alice@db.example.com/foundry?sslmode=verify-everything");
+        assert!(m.contains("verify-everything"), "{m}");
+        // Encrypted without a check, as libpq's require: allowed, negotiated as TLS.
+        let (target, shown) =
+            configure("postgres://alice@db.example.com/foundry?sslmode=require").expect("require");
+        assert_eq!(target.mode, pg_tls::Mode::Require);
+        assert_eq!(target.config.get_ssl_mode(), SslMode::Require);
+        assert_eq!(shown, "postgres://alice@db.example.com:5432/foundry");
+        // Here, libpq's default: TLS when offered; on a socket, none.
+        let (target, _) = configure("postgres://alice@127.0.0.1/foundry").expect("loopback");
+        assert_eq!(target.mode, pg_tls::Mode::Prefer);
+        assert_eq!(target.config.get_ssl_mode(), SslMode::Prefer);
+        let (target, _) = configure("postgres://alice@%2Ftmp/foundry").expect("socket");
+        assert_eq!(target.config.get_ssl_mode(), SslMode::Disable);
+    }
+
+    #[test]
+    fn a_server_over_tls_is_verified_against_its_ca() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (_, cert, key) = super::super::pg_cluster::certificates(dir.path(), "journal CA")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let server = Cluster::start_with_tls(&cert, &key).unwrap_or_else(|e| panic!("{e}"));
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, PASSWORD).expect("pw");
+        let url = |mode: &str| {
+            format!(
+                "{}?sslmode={mode}&sslrootcert={}&password_file={}",
+                server.tcp_url("postgres"),
+                dir.path().join("ca.pem").display(),
+                pw.display()
+            )
+        };
+        for mode in ["verify-full", "verify-ca", "require"] {
+            let store = PostgresStore::new(&url(mode)).expect("store");
+            store
+                .check()
+                .unwrap_or_else(|e| panic!("{mode}: {}", message(&e)));
+        }
+        // Another CA: refused at the handshake, as the user's to fix, not waited for.
+        let other = tempfile::tempdir().expect("dir");
+        super::super::pg_cluster::certificates(other.path(), "another CA")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let wrong = url("verify-ca").replace(
+            &dir.path().join("ca.pem").display().to_string(),
+            &other.path().join("ca.pem").display().to_string(),
+        );
+        let err = PostgresStore::new(&wrong)
+            .expect("store")
+            .check()
+            .expect_err("wrong CA");
+        assert!(matches!(err, JournalError::Unavailable { .. }), "{err:?}");
+        let m = message(&err);
+        assert!(
+            m.contains("TLS session with PostgreSQL failed (sslmode=verify-ca)"),
+            "{m}"
+        );
+        assert!(m.contains("UnknownIssuer"), "{m}");
     }
 
     fn message(err: &JournalError) -> String {
