@@ -128,23 +128,7 @@ fn sample(container: &str) -> Sample {
     };
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (members, nodes) = text.split_once("--- nodes").unwrap_or((&text, ""));
-    let Ok(json) = serde_json::from_str::<serde_json::Value>(members.trim()) else {
-        return Sample::default();
-    };
-    let members = json["members"]
-        .as_array()
-        .map(|members| {
-            members
-                .iter()
-                .map(|m| {
-                    // K3s names a member `<node>-<suffix>`.
-                    let name = m["name"].as_str().unwrap_or_default();
-                    let node = name.rsplit_once('-').map_or(name, |(node, _)| node);
-                    (node.to_string(), m["isLearner"].as_bool().unwrap_or(false))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let members = crate::cluster_common::parse_members(members.trim().as_bytes());
     let cordoned = nodes
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -358,7 +358,7 @@ fn ready(access: &KubeAccess, setup: &K3sSetup, node: &NodeHost) -> NodesReady {
 }
 
 /// One of the cluster's secrets from OpenBAO, never made: no token, no join.
-fn joining(setup: &K3sSetup, key: &str) -> Joining {
+pub(super) fn joining(setup: &K3sSetup, key: &str) -> Joining {
     Joining {
         ensure: super::secret(setup, key, false),
     }

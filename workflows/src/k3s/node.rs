@@ -229,10 +229,15 @@ fn installer(setup: &K3sSetup, node: &NodeHost, role: Role) -> SshDetached {
     ]
     .map(String::from)
     .to_vec();
-    let mut run = SshDetached::new(node.target.clone(), argv);
-    run.sudo = true;
     // A failed install pauses the run for a person rather than restarting the unit again
     // and again; `workflow resume` tries again.
+    detached_once(node, argv)
+}
+
+/// `argv` as root on `node`, detached, tried once: a failure pauses the run for a person.
+pub(super) fn detached_once(node: &NodeHost, argv: Vec<String>) -> SshDetached {
+    let mut run = SshDetached::new(node.target.clone(), argv);
+    run.sudo = true;
     run.policy = RetryPolicy {
         max_attempts: 1,
         ..RetryPolicy::default()

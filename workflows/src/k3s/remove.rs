@@ -12,7 +12,7 @@ use foundry_activities::ssh::SshDetached;
 use foundry_core::{Ctx, RetryPolicy, RunError, Workflow};
 use serde::{Deserialize, Serialize};
 
-use super::add::Joining;
+use super::add::joining;
 use super::node::{K3sSetup, NodeHost, Role};
 use super::status::quorum;
 
@@ -115,12 +115,7 @@ impl Workflow for K3sNodeRemove {
             }
         }
         let kubeconfig = ctx
-            .step(
-                "k3s/kubeconfig",
-                &Joining {
-                    ensure: super::secret(&input.setup, "kubeconfig", false),
-                },
-            )
+            .step("k3s/kubeconfig", &joining(&input.setup, "kubeconfig"))
             .await?;
         let access = KubeAccess {
             kubeconfig: kubeconfig.secret.clone(),

@@ -26,7 +26,7 @@ use foundry_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::add::Joining;
+use super::add::joining;
 use super::api_url;
 use super::node::{BINARY_PATH, HostRead, K3sSetup, NodeHost, Role};
 use crate::upgrade::Version;
@@ -288,12 +288,7 @@ impl Workflow for K3sUpgrade {
 
     async fn run(&self, ctx: Ctx, input: UpgradeInput) -> Result<UpgradeOutput, RunError> {
         let kubeconfig = ctx
-            .step(
-                "k3s/kubeconfig",
-                &Joining {
-                    ensure: super::secret(&input.setup, "kubeconfig", false),
-                },
-            )
+            .step("k3s/kubeconfig", &joining(&input.setup, "kubeconfig"))
             .await?;
         let reference = kubeconfig.secret;
         // The API at a node's address; each node's steps ask another server's where there
@@ -466,13 +461,7 @@ fn restart(input: &UpgradeInput, node: &NodeHost, role: Role) -> SshDetached {
     ]
     .map(String::from)
     .to_vec();
-    let mut run = SshDetached::new(node.target.clone(), argv);
-    run.sudo = true;
-    run.policy = RetryPolicy {
-        max_attempts: 1,
-        ..RetryPolicy::default()
-    };
-    run
+    super::node::detached_once(node, argv)
 }
 
 #[cfg(test)]
