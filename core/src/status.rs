@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::{Event, EventKind};
 use crate::journal::JournalSnapshot;
 use crate::model::{Lease, RunId, RunState, StepStatus};
 use crate::retry::RetryPolicy;
@@ -103,5 +104,66 @@ impl RunView {
                 policy: s.policy.clone().unwrap_or_default(),
             })
             .collect()
+    }
+}
+
+impl RunView {
+    /// The events that tell how the run went from `before` to this view, for a follower
+    /// that reads the journal rather than the driver (a driver on another machine): each
+    /// step started, completed or failed since, in journal order, then the run's end. A
+    /// step that started and ended between the two reads shows its end only; output lines
+    /// are the driver's alone.
+    pub fn events_since(&self, before: &RunView) -> Vec<Event> {
+        let at = self.snapshot.meta.updated_at;
+        let event = |kind| Event {
+            run: self.id(),
+            at,
+            kind,
+        };
+        let now = Millis::now();
+        let was: std::collections::HashMap<String, StepView> = before
+            .steps(now)
+            .into_iter()
+            .map(|v| (v.key.clone(), v))
+            .collect();
+        let mut events = Vec::new();
+        for step in self.steps(now) {
+            let old = was.get(&step.key);
+            let changed = old.is_none_or(|o| o.state != step.state || o.attempts != step.attempts);
+            if !changed {
+                continue;
+            }
+            let kind = match step.state {
+                StepStatus::Running => EventKind::StepStarted {
+                    step: step.key.clone(),
+                    kind: step.kind.clone(),
+                    attempt: step.attempts,
+                },
+                StepStatus::Done => EventKind::StepCompleted {
+                    step: step.key.clone(),
+                    duration_ms: step.duration_ms,
+                    from_probe: step.from_probe,
+                },
+                StepStatus::InDoubt => EventKind::StepInDoubt {
+                    step: step.key.clone(),
+                },
+                StepStatus::Pending | StepStatus::Failed => EventKind::StepFailed {
+                    step: step.key.clone(),
+                    attempt: step.attempts,
+                    error: step.last_error.clone().unwrap_or_default(),
+                    transient: step.state == StepStatus::Pending,
+                    next_attempt_at: step.next_attempt_at,
+                    exhausted: step.state == StepStatus::Failed,
+                },
+            };
+            events.push(event(kind));
+        }
+        if self.state().is_finished() && !before.state().is_finished() {
+            events.push(event(EventKind::RunFinished {
+                state: self.state(),
+                error: self.snapshot.meta.error.clone(),
+            }));
+        }
+        events
     }
 }

@@ -623,3 +623,78 @@ fn a_run_holding_a_secret_of_one_machine_is_not_resumed_on_another_and_says_why(
     assert_eq!(lines_of(&count), ["last"]);
     assert_eq!(b.show(&run)["state"], "completed");
 }
+
+#[test]
+fn status_follow_from_another_machine_reads_the_journal_to_the_runs_end() {
+    let server = server();
+    let (a, b) = (machine(&server, "machine-a"), machine(&server, "machine-b"));
+    let gate = a.scratch().join("go");
+    let count = a.scratch().join("after");
+    // Each later step takes a second, so a reader every half second sees it start and end.
+    let slow = |key: &str| json!({"key": key, "run": ["sh", "-c", format!("sleep 1; echo {key} >> '{}'", count.display())]});
+    let plan = json!({"steps": [gated_step("wait", &gate), slow("first"), slow("second")]});
+    let (mut owner, run) = start_until_running(&a, &plan, "wait#0");
+
+    // Machine B has no socket of A's driver: it follows through the shared journal.
+    let mut follower = b
+        .cmd(&["workflow", "status", &run, "--follow", "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("foundry");
+    let pipe = follower.stdout.take().expect("stdout");
+    let lines = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let sink = lines.clone();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                sink.lock().expect("lines").push(v);
+            }
+        }
+    });
+    // The follower shows the run as it stands first, the gated step running, and stays.
+    wait_for("the follower's first view", Duration::from_secs(20), || {
+        !lines.lock().expect("lines").is_empty()
+    });
+    assert!(
+        follower.try_wait().expect("poll").is_none(),
+        "the follower ended early"
+    );
+    assert_eq!(lines.lock().expect("lines")[0]["state"], "running");
+
+    std::fs::write(&gate, b"").expect("gate");
+    let end = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = follower.try_wait().expect("poll") {
+            break status;
+        }
+        assert!(Instant::now() < end, "the follower never ended");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    reader.join().expect("reader");
+    assert!(owner.wait().expect("owner").success());
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a completed run ends the follow with 0"
+    );
+    let events = lines.lock().expect("lines").clone();
+    let completed: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "step_completed")
+        .filter_map(|e| e["step"].as_str())
+        .collect();
+    // The last step ends with the run, whose journal keeps only a summary once it is
+    // completed: its end may show only as the run's.
+    assert!(completed.starts_with(&["wait#0", "first#0"]), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "step_started" && e["step"] == "second#0"),
+        "{events:?}"
+    );
+    let last = events.last().expect("events");
+    assert_eq!(last["event"], "run_finished", "{events:?}");
+    assert_eq!(last["state"], "completed", "{events:?}");
+    assert_eq!(lines_of(&count), ["first", "second"]);
+}

@@ -1,4 +1,4 @@
-use foundry_core::{Engine, EngineError, EventKind, RunId, Verification};
+use foundry_core::{Engine, EngineError, Event, EventKind, RunId, Verification};
 
 use crate::exit::{self, CliError};
 use crate::printer::Printer;
@@ -7,7 +7,8 @@ use crate::render::{self, RunRow};
 /// Show where a run stands.
 ///
 /// With `--follow`, keep printing its events until it ends (the exit code then says how
-/// it ended). With `--verify`, probe again, read-only, the effect of every step of an
+/// it ended); a run driven on another machine sharing the journal is followed by reading
+/// the journal every half second. With `--verify`, probe again, read-only, the effect of every step of an
 /// unfinished run that completed, and mark each one whose effect is gone (a container
 /// removed by hand since, say): exit 1 when one has drifted or could not be checked.
 #[derive(Debug, clap::Args)]
@@ -57,33 +58,78 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
     if args.verify {
         return verify(&engine, id, &short, printer).await;
     }
-    if args.follow
-        && let Ok((view, mut follow)) = engine.follow(id).await
-    {
-        print_view(printer, &view, &short)?;
-        while let Some(event) = follow
-            .next()
-            .await
-            .map_err(|e| CliError::new(e.to_string()))?
-        {
-            let quit = if printer.json() {
-                printer.data(&event).is_err()
-            } else {
-                render::event_line(printer, &event, &short)
-                    .is_some_and(|l| printer.line(&l).is_err())
-            };
-            if let EventKind::RunFinished { state, .. } = event.kind {
-                return Ok(exit::for_state(state));
+    if args.follow {
+        match engine.follow(id).await {
+            Ok((view, mut follow)) => {
+                print_view(printer, &view, &short)?;
+                while let Some(event) = follow
+                    .next()
+                    .await
+                    .map_err(|e| CliError::new(e.to_string()))?
+                {
+                    if let Some(code) = said(printer, &event, &short) {
+                        return Ok(code);
+                    }
+                }
+                // The driver went away without finishing: show where the run was left.
             }
-            if quit {
-                return Ok(exit::OK);
+            // No driver answers here: one on another machine sharing the journal is
+            // followed through the journal.
+            Err(_) => {
+                if let Some(code) = follow_journal(&engine, id, &short, printer).await? {
+                    return Ok(code);
+                }
             }
         }
-        // The driver went away without finishing: show where the run was left.
     }
     let view = engine.view(id).await?;
     print_view(printer, &view, &short)?;
     Ok(exit::OK)
+}
+
+/// Prints `event`; the exit code to end with, once the run finished or the output is gone.
+fn said(printer: &Printer, event: &Event, short: &str) -> Option<u8> {
+    let quit = if printer.json() {
+        printer.data(event).is_err()
+    } else {
+        render::event_line(printer, event, short).is_some_and(|l| printer.line(&l).is_err())
+    };
+    if let EventKind::RunFinished { state, .. } = event.kind {
+        return Some(exit::for_state(state));
+    }
+    quit.then_some(exit::OK)
+}
+
+/// How often the journal is read when following a run driven on another machine.
+const JOURNAL_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Follows a run a driver elsewhere drives by reading its journal every [`JOURNAL_POLL`],
+/// for as long as that driver holds it: each step's changes as events, then its end (the
+/// exit code). None when no driver holds it, or once its driver is gone unfinished.
+async fn follow_journal(
+    engine: &Engine,
+    id: RunId,
+    short: &str,
+    printer: &Printer,
+) -> Result<Option<u8>, CliError> {
+    let mut view = engine.view(id).await?;
+    if view.driver.is_none() || view.state().is_finished() {
+        return Ok(None);
+    }
+    print_view(printer, &view, short)?;
+    loop {
+        tokio::time::sleep(JOURNAL_POLL).await;
+        let next = engine.view(id).await?;
+        for event in next.events_since(&view) {
+            if let Some(code) = said(printer, &event, short) {
+                return Ok(Some(code));
+            }
+        }
+        if next.driver.is_none() {
+            return Ok(None);
+        }
+        view = next;
+    }
 }
 
 /// A verification as JSON: the run's status and what each completed step's probe found.
