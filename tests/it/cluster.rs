@@ -15,8 +15,8 @@ use foundry_tests::leak::live::{Procs, Sampler};
 use foundry_tests::{json_lines, wait_for};
 
 use crate::cluster_common::{
-    Members, count_installs, foundry, installs, killed, member_list, members, ok, on,
-    parse_members, run, starts,
+    Members, QuorumSampler, count_installs, foundry, installs, killed, member_list, members, ok,
+    on, parse_members, run, starts,
 };
 
 #[test]
@@ -131,6 +131,7 @@ fn init_then_servers_one_at_a_time_and_an_agent_resumed_after_a_kill_with_no_sec
             }
         })
     };
+    let quorum = QuorumSampler::start(&lab, "host-1", Duration::from_secs(300));
     let add_servers = [
         "cluster", "node", "add", "host-2", "host-3", "--role", "server", "--yes", "-o", "json",
     ];
@@ -150,6 +151,7 @@ fn init_then_servers_one_at_a_time_and_an_agent_resumed_after_a_kill_with_no_sec
     keep("add servers", &out);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = sampler.join();
+    quorum.assert_quorum_kept("two servers joined across a kill");
     phase("servers joined");
     let said = json_lines(&out.stdout);
     assert_eq!(said.last().expect("a report")["changed"], true, "{said:?}");
