@@ -573,27 +573,7 @@ fn a_run_holding_a_secret_of_one_machine_is_not_resumed_on_another_and_says_why(
     let secret = "only-on-machine-a-5f2c";
     let count = a.scratch().join("last");
     // A secret answer kept in machine-a's home, then machine-a dies before the last step.
-    let plan = a.plan(&json!({"steps": [
-        {"key": "token", "ask": {"prompt": "Token", "secret": true}},
-        {"key": "echo", "run": ["sh", "-c", "cat >/dev/null"], "stdin": "${input:token}\n"},
-        append("last", &count),
-    ]}));
-    let status = a
-        .cmd(&[
-            "workflow",
-            "start",
-            "local",
-            "--input",
-            plan.to_str().expect("utf8"),
-        ])
-        .env("FOUNDRY_INPUT_TOKEN", secret)
-        .env("FOUNDRY_FAILPOINTS", "last#0@started")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("start");
-    assert!(foundry_tests::killed(status), "not killed: {status:?}");
-    let run = a.unfinished_run();
+    let run = crate::run_secrets::killed_before_last(&a, secret, append("last", &count));
 
     // Once machine-a's lease lapses, machine-b may open the run, and refuses to drive it.
     let mut out = b.run(&["workflow", "resume", &run]);

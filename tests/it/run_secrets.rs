@@ -13,11 +13,17 @@ use serde_json::{Value, json};
 
 /// Starts a run that keeps `secret` (a secret answer) and is killed before its last step.
 fn killed_run(home: &Home, secret: &str) -> String {
+    killed_before_last(home, secret, json!({"key": "last", "run": ["true"]}))
+}
+
+/// Starts a run that keeps `secret` (a secret answer) and is killed before `last`, a step
+/// keyed `last`: the run.
+pub(crate) fn killed_before_last(home: &Home, secret: &str, last: Value) -> String {
     let before: Vec<Value> = home.runs();
     let plan = home.plan(&json!({"steps": [
         {"key": "token", "ask": {"prompt": "Token", "secret": true}},
         {"key": "echo", "run": ["sh", "-c", "cat >/dev/null"], "stdin": "${input:token}\n"},
-        {"key": "last", "run": ["true"]},
+        last,
     ]}));
     let out = home
         .cmd(&[
