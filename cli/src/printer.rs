@@ -1,5 +1,6 @@
 //! The one printer: data a pipe wants on stdout (one JSON object per line with
-//! `--output json`), everything for people on stderr. A closed pipe ends quietly.
+//! `--output json`), everything for people on stderr. A closed pipe ends quietly. Its tables
+//! are laid out here too: columns aligned, a cell too wide cut.
 
 use std::io::{IsTerminal, Write};
 
@@ -109,7 +110,7 @@ impl Printer {
 
     /// A table with aligned columns on stdout, until a reader stops listening.
     pub fn table(&self, headers: &[&str], rows: &[Vec<String>]) -> Result<(), BrokenPipe> {
-        crate::render::table(headers, rows)
+        table(headers, rows)
             .iter()
             .try_for_each(|line| self.out(line))
     }
@@ -128,9 +129,58 @@ impl Printer {
     }
 }
 
+/// The widest a table cell is shown; JSON output keeps the whole value.
+pub const MAX_CELL: usize = 80;
+
+/// The longest a run's error is shown in its header (`--output json` has all of it).
+pub const MAX_LINE: usize = 400;
+
+/// `text` cut to at most `max` characters, on a character boundary, the cut marked with an
+/// ellipsis.
+pub fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max.saturating_sub(1)) {
+        Some((at, _)) if text[at..].chars().nth(1).is_some() => format!("{}…", &text[..at]),
+        _ => text.to_string(),
+    }
+}
+
+/// Left-aligned columns separated by two spaces; a cell wider than [`MAX_CELL`] is cut.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| truncate(c, MAX_CELL)).collect())
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let fmt = |cells: Vec<String>| {
+        let last = cells.len().saturating_sub(1);
+        cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    c
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    std::iter::once(fmt(header.iter().map(|h| h.to_string()).collect()))
+        .chain(rows.iter().map(|r| fmt(r.clone())))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::sanitized;
+    use super::*;
 
     #[test]
     fn control_sequences_are_stripped_and_text_kept() {
@@ -145,5 +195,21 @@ mod tests {
         // An unterminated sequence swallows the rest, never panics.
         assert_eq!(sanitized("ok\x1b]0;no end"), "ok");
         assert_eq!(sanitized("ok\x1b"), "ok");
+    }
+
+    #[test]
+    fn long_cells_are_cut_on_character_boundaries() {
+        assert_eq!(truncate("short", 80), "short");
+        assert_eq!(truncate("abcdef", 6), "abcdef");
+        assert_eq!(truncate("abcdefg", 6), "abcde…");
+        let wide = "é".repeat(70_000);
+        let cut = truncate(&wide, MAX_CELL);
+        assert_eq!(cut.chars().count(), MAX_CELL);
+        assert!(cut.ends_with('…'));
+        let lines = table(&["STEP", "STATE"], &[vec![wide, "done".into()]]);
+        assert!(
+            lines.iter().all(|l| l.chars().count() <= MAX_CELL + 2 + 5),
+            "{lines:?}"
+        );
     }
 }

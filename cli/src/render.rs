@@ -7,7 +7,7 @@ use foundry_core::status::{StepCounts, StepView};
 use foundry_core::{Event, EventKind, Finding, Millis, RunId, RunView, Verification};
 use serde::Serialize;
 
-use crate::printer::Printer;
+use crate::printer::{MAX_CELL, MAX_LINE, Printer, table, truncate};
 
 /// A run as one JSON object (list, status).
 #[derive(Serialize)]
@@ -85,55 +85,6 @@ pub fn duration(ms: u64) -> String {
         1_000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
         _ => format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60),
     }
-}
-
-/// The widest a table cell is shown; JSON output keeps the whole value.
-pub const MAX_CELL: usize = 80;
-
-/// The longest a run's error is shown in its header (`--output json` has all of it).
-pub const MAX_LINE: usize = 400;
-
-/// `text` cut to at most `max` characters, on a character boundary, the cut marked with an
-/// ellipsis.
-pub fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max.saturating_sub(1)) {
-        Some((at, _)) if text[at..].chars().nth(1).is_some() => format!("{}…", &text[..at]),
-        _ => text.to_string(),
-    }
-}
-
-/// Left-aligned columns separated by two spaces; a cell wider than [`MAX_CELL`] is cut.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
-    let rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| row.iter().map(|c| truncate(c, MAX_CELL)).collect())
-        .collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let fmt = |cells: Vec<String>| {
-        let last = cells.len().saturating_sub(1);
-        cells
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| {
-                if i == last {
-                    c
-                } else {
-                    format!("{c:<w$}", w = widths[i])
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    std::iter::once(fmt(header.iter().map(|h| h.to_string()).collect()))
-        .chain(rows.iter().map(|r| fmt(r.clone())))
-        .collect()
 }
 
 pub fn counts_line(c: &StepCounts) -> String {
@@ -350,25 +301,4 @@ pub fn event_line(printer: &Printer, event: &Event, short: &str) -> Option<Strin
         _ => return None,
     };
     Some(line)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_cells_are_cut_on_character_boundaries() {
-        assert_eq!(truncate("short", 80), "short");
-        assert_eq!(truncate("abcdef", 6), "abcdef");
-        assert_eq!(truncate("abcdefg", 6), "abcde…");
-        let wide = "é".repeat(70_000);
-        let cut = truncate(&wide, MAX_CELL);
-        assert_eq!(cut.chars().count(), MAX_CELL);
-        assert!(cut.ends_with('…'));
-        let lines = table(&["STEP", "STATE"], &[vec![wide, "done".into()]]);
-        assert!(
-            lines.iter().all(|l| l.chars().count() <= MAX_CELL + 2 + 5),
-            "{lines:?}"
-        );
-    }
 }

@@ -5,7 +5,7 @@ use russh::keys::PrivateKey;
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::ssh_key::private::Ed25519Keypair;
 
-use super::session::public_line;
+use super::transport::public_line;
 
 /// A fresh ed25519 key: its private half (OpenSSH format) and its public line
 /// (`ssh-ed25519 AAAA… comment`).

@@ -11,7 +11,7 @@ use russh::keys::{PrivateKey, PrivateKeyWithHashAlg};
 
 use super::SshTarget;
 use super::key_source::KeySource;
-use super::session::Checker;
+use super::transport::Checker;
 
 /// A way to log in.
 #[derive(Clone, Debug)]

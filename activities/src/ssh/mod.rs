@@ -12,6 +12,7 @@ mod keys;
 mod login;
 mod pool;
 mod session;
+mod transport;
 mod upload;
 
 pub use change::{Change, SshChange};
@@ -23,7 +24,8 @@ pub use key_source::{KeySource, KeyVault, VaultRead, set_key_vault};
 pub use keys::{MemoryKeyFile, generate_ed25519, public_of};
 pub use login::Login;
 pub use pool::{PooledSession, SshPool};
-pub use session::{SshSession, SshTarget, fingerprint_of, scan_host_key};
+pub use session::SshSession;
+pub use transport::{SshTarget, fingerprint_of, scan_host_key};
 pub use upload::{SshSendFile, SshUpload};
 
 /// Joins an argv into one command line for the remote shell, every word quoted.

@@ -1,7 +1,7 @@
 use foundry_core::Millis;
 
 use crate::exit::{self, CliError};
-use crate::printer::Printer;
+use crate::printer::{self, Printer};
 use crate::render::{self, RunDetail, RunRow};
 
 /// Show a run and each of its steps: state, attempts, next attempt, last error, duration.
@@ -32,7 +32,7 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
         let mut lines = render::status_lines(&view, &engine.short_id(id));
         if !steps.is_empty() {
             lines.push(String::new());
-            lines.extend(render::table(
+            lines.extend(printer::table(
                 &render::STEP_HEADER,
                 &render::step_rows(&steps),
             ));
