@@ -624,7 +624,7 @@ impl Component for ChartComponent {
         _home: &Path,
         image: &str,
     ) -> Result<Value, ComponentError> {
-        let version = crate::upgrade::tag_of(image).ok_or_else(|| {
+        let version = crate::version::tag_of(image).ok_or_else(|| {
             ComponentError::new(format!("{}: `{image}` names no version", self.name))
         })?;
         c::input(self.name, &self.input(stack, version.to_string(), None)?)

@@ -20,7 +20,7 @@ use crate::component::{
     self as c, Component, ComponentError, ComponentStatus, InstallOptions, Placement,
 };
 use crate::config::StackConfig;
-use crate::upgrade::Version;
+use crate::version::{of_release, tag_of, tag_of_release};
 
 /// The whole cluster: `init` on the first server, then `join` (none for one node).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,9 +256,7 @@ impl Component for K3s {
     /// `k3s:` and the config's `components.k3s.tag` spelt as a tag (`v1.32.4-k3s1`).
     fn image(&self, stack: &StackConfig) -> Option<String> {
         let tag = stack.components.as_ref().and_then(|c| c.k3s.tag.clone());
-        let tag = tag
-            .as_deref()
-            .map_or("unset".into(), upgrade::tag_of_release);
+        let tag = tag.as_deref().map_or("unset".into(), tag_of_release);
         Some(format!("k3s:{tag}"))
     }
 
@@ -279,12 +277,12 @@ impl Component for K3s {
             let (_, _, nodes) = super::status::api_access(stack, &plan).await?;
             let oldest = nodes
                 .iter()
-                .map(|n| upgrade::tag_of_release(&n.kubelet_version))
-                .min_by(|a, b| match (Version::parse(a), Version::parse(b)) {
+                .map(|n| n.kubelet_version.as_str())
+                .min_by(|a, b| match (of_release(a), of_release(b)) {
                     (Some(a), Some(b)) => a.cmp(&b),
                     _ => a.cmp(b),
                 });
-            Ok(oldest.map(|tag| format!("k3s:{tag}")))
+            Ok(oldest.map(|release| format!("k3s:{}", tag_of_release(release))))
         })
     }
 
@@ -310,7 +308,7 @@ impl Component for K3s {
         image: &str,
     ) -> Result<Value, ComponentError> {
         let plan = ClusterPlan::of(stack)?;
-        let tag = crate::upgrade::tag_of(image)
+        let tag = tag_of(image)
             .ok_or_else(|| ComponentError::new(format!("k3s: `{image}` names no release")))?;
         let nodes = stack
             .cluster
