@@ -601,6 +601,21 @@ impl Component for ChartComponent {
         Part::of::<ChartInstall>()
     }
 
+    /// The HelmChart and each object applied after it, to be made.
+    fn not_installed(
+        &self,
+        stack: &StackConfig,
+        need: &str,
+    ) -> Result<ComponentStatus, ComponentError> {
+        let place = self.placement(stack)?;
+        let mut parts = std::collections::BTreeMap::new();
+        parts.insert(self.part_name(), "missing".to_string());
+        for object in (self.then_apply)(stack)? {
+            parts.insert(object.said(), "missing".to_string());
+        }
+        Ok(ComponentStatus::not_installed(&place, need, parts))
+    }
+
     fn install_input(
         &self,
         stack: &StackConfig,

@@ -22,6 +22,24 @@ use crate::component::{
 use crate::config::StackConfig;
 use crate::version::{of_release, tag_of, tag_of_release};
 
+/// One part per node of the config, by what it runs (`K3s server on host-1`), with the
+/// node's name: a missing one is what an install would make (`stack plan` shows it).
+fn node_parts(
+    stack: &StackConfig,
+    plan: &ClusterPlan,
+) -> Result<Vec<(String, String)>, ComponentError> {
+    let (servers, agents) = plan.others(stack)?;
+    Ok(std::iter::once(&plan.first)
+        .chain(&servers)
+        .map(|n| (n.name.clone(), format!("K3s server on {}", n.name)))
+        .chain(
+            agents
+                .iter()
+                .map(|n| (n.name.clone(), format!("K3s agent on {}", n.name))),
+        )
+        .collect())
+}
+
 /// The whole cluster: `init` on the first server, then `join` (none for one node).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -159,6 +177,20 @@ impl Component for K3s {
         Ok(c::output::<ClusterOutput>(self.name(), output)?.changes())
     }
 
+    /// Every node of the config to be made.
+    fn not_installed(
+        &self,
+        stack: &StackConfig,
+        need: &str,
+    ) -> Result<ComponentStatus, ComponentError> {
+        let place = self.placement(stack)?;
+        let parts = node_parts(stack, &ClusterPlan::of(stack)?)?
+            .into_iter()
+            .map(|(_, part)| (part, "missing".to_string()))
+            .collect();
+        Ok(ComponentStatus::not_installed(&place, need, parts))
+    }
+
     fn status<'a>(
         &'a self,
         stack: &'a StackConfig,
@@ -166,18 +198,7 @@ impl Component for K3s {
         Box::pin(async move {
             let place = self.placement(stack)?;
             let plan = ClusterPlan::of(stack)?;
-            let (servers, agents) = plan.others(stack)?;
-            // One part per node of the config, by what it runs: a missing one is what an
-            // install would make (`stack plan` shows it).
-            let wanted: Vec<(String, String)> = std::iter::once(&plan.first)
-                .chain(&servers)
-                .map(|n| (n.name.clone(), format!("K3s server on {}", n.name)))
-                .chain(
-                    agents
-                        .iter()
-                        .map(|n| (n.name.clone(), format!("K3s agent on {}", n.name))),
-                )
-                .collect();
+            let wanted = node_parts(stack, &plan)?;
             let parts = |state: &dyn Fn(&str) -> &'static str| {
                 wanted
                     .iter()
