@@ -119,7 +119,7 @@ impl ReadyWait {
             |r| r.hint.clone(),
         );
         ActivityError::permanent(format!(
-            "{} {when}: {}\nhint: {hint}; then `foundry workflow resume` the run",
+            "{} {when}: {}\nhint: {hint}; then `foundry workflow resume RUN`",
             object.said(),
             state.said()
         ))
