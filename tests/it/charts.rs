@@ -109,11 +109,30 @@ impl Stage {
         found.map(|o| serde_json::to_value(o).expect("json"))
     }
 
+    async fn clusterissuer(&self, name: &str) -> Option<Value> {
+        let gvk = GroupVersionKind::gvk("cert-manager.io", "v1", "ClusterIssuer");
+        let api: Api<DynamicObject> = Api::all_with(
+            self.kube.clone(),
+            &ApiResource::from_gvk_with_plural(&gvk, "clusterissuers"),
+        );
+        let found = api.get_opt(name).await.expect("reading a ClusterIssuer");
+        found.map(|o| serde_json::to_value(o).expect("json"))
+    }
+
     async fn job_uid(&self, name: &str) -> String {
         let jobs: Api<Job> = Api::namespaced(self.kube.clone(), "kube-system");
         let job = jobs.get(name).await.expect("the install Job");
         job.metadata.uid.expect("a uid")
     }
+}
+
+/// An object's `Ready` condition (Null when it has none).
+fn ready_condition(object: &Value) -> Value {
+    object["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .cloned()
+        .unwrap_or(Value::Null)
 }
 
 const CONFIG: &str = "\
@@ -164,6 +183,17 @@ async fn contour_then_cert_manager_install_with_their_issuer_and_a_second_instal
         ]),
         "{report}"
     );
+
+    // The install returned only once cert-manager (the stand-in's) had the CA issuer Ready:
+    // its Certificate issued the CA into its Secret, and the issuer verified it.
+    let issuer = s.clusterissuer("foundry-ca").await.expect("the CA issuer");
+    let ready = ready_condition(&issuer);
+    assert_eq!(ready["status"], "True", "{issuer}");
+    assert_eq!(ready["reason"], "KeyPairVerified", "{issuer}");
+    let secrets: Api<Secret> = Api::namespaced(s.kube.clone(), "cert-manager");
+    let ca = secrets.get("foundry-ca").await.expect("the CA's Secret");
+    let data = ca.data.expect("data");
+    assert!(data.contains_key("tls.crt") && data.contains_key("tls.key"));
 
     // The HelmCharts as asked, the Jobs complete, the releases deployed at the versions
     // pinned; the values merged over the defaults; the secret only in its Secret.
@@ -444,4 +474,96 @@ async fn an_offline_chart_goes_as_chart_content_at_its_own_version_and_a_wrong_o
             && stderr.contains("helm pull contour --version 0.2.0"),
         "{stderr}"
     );
+}
+
+/// An ACME directory on loopback that answers once `open` is called: until then its port
+/// is bound but nothing accepts, so a client's request times out, as one to a server out
+/// of reach does.
+struct AcmeDirectory {
+    listener: Option<std::net::TcpListener>,
+    url: String,
+}
+
+impl AcmeDirectory {
+    fn bound() -> AcmeDirectory {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!(
+            "http://{}/directory",
+            listener.local_addr().expect("address")
+        );
+        AcmeDirectory {
+            listener: Some(listener),
+            url,
+        }
+    }
+
+    /// Answers every request with a directory naming `newAccount`, from now on.
+    fn open(&mut self) {
+        let listener = self.listener.take().expect("opened once");
+        let base = self.url.trim_end_matches("/directory").to_string();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let body = format!(
+                    r#"{{"newNonce":"{base}/nonce","newAccount":"{base}/account","newOrder":"{base}/order"}}"#
+                );
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_acme_issuer_not_ready_fails_the_install_naming_cert_managers_reason_and_resume_completes_it_once_its_server_answers()
+ {
+    let mut acme = AcmeDirectory::bound();
+    let config = format!(
+        "cluster:\n  name: lab\ncomponents:\n  cert_manager:\n    issuer:\n      \
+         ready_timeout: 4s\n      acme:\n        email: ops@example.com\n        server: {}\n",
+        acme.url
+    );
+    let s = stage(&config).await;
+    let out = s.foundry(&["component", "install", "cert-manager"]);
+    assert!(!out.status.success(), "the install should stop");
+    s.assert_clean("the failed install", &out);
+    let runs = s.home.runs();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["state"], "failed", "{runs:?}");
+    let run = runs[0]["run"].as_str().expect("run id").to_string();
+    let shown = s.home.show(&run).to_string();
+    assert!(
+        shown.contains("ClusterIssuer letsencrypt is not Ready after 4s")
+            && shown.contains("ErrRegisterACMEAccount: Failed to register ACME account")
+            && shown.contains("hint: the ACME server did not register the account"),
+        "the issuer's reason is not in the run's error: {shown}"
+    );
+    let issuer = s.clusterissuer("letsencrypt").await.expect("the issuer");
+    assert_eq!(ready_condition(&issuer)["status"], "False", "{issuer}");
+    let status = s.foundry(&["component", "status", "cert-manager", "--output", "json"]);
+    let status = foundry_tests::json_lines(&status.stdout);
+    assert_eq!(status[0]["healthy"], false, "{status:?}");
+    assert_eq!(
+        status[0]["parts"]["ClusterIssuer letsencrypt"], "not ready",
+        "{status:?}"
+    );
+
+    // The server answers now: the same run, resumed, completes once the issuer is Ready.
+    acme.open();
+    s.ok(&["workflow", "resume", &run]);
+    wait_for("the run completed", Duration::from_secs(5), || {
+        s.home.runs()[0]["state"] == "completed"
+    });
+    let issuer = s.clusterissuer("letsencrypt").await.expect("the issuer");
+    let ready = ready_condition(&issuer);
+    assert_eq!(ready["status"], "True", "{issuer}");
+    assert_eq!(ready["reason"], "ACMEAccountRegistered", "{issuer}");
+    let status = s.json(&["component", "status", "cert-manager"]);
+    assert_eq!(status[0]["healthy"], true, "{status:?}");
 }

@@ -523,3 +523,80 @@ fn the_live_leak_search_finds_planted_secrets() {
         seen.assert_clean("the test", &[planted()]);
     }
 }
+
+/// `stack plan` of a fresh lab's config, before anything is installed (no OpenBAO, so no
+/// stack CA, no kubeconfig): every component is to be installed, the cluster's nodes and
+/// the charts among them, and the plan exits 0, as text and as JSON. Nothing is made.
+#[test]
+fn a_fresh_configs_plan_lists_every_component_to_install_before_openbao_exists() {
+    let lab = Lab::up_with("plan", 2, &["--systemd"]);
+    let home = &lab.home;
+    let config = lab.config.to_str().expect("utf8").to_string();
+    let stack = foundry_workflows::config::load(&lab.config).expect("the lab's config");
+    let nodes: Vec<String> = stack
+        .cluster
+        .as_ref()
+        .expect("a systemd lab's config has a cluster")
+        .nodes
+        .iter()
+        .map(|n| n.hostname.value.clone())
+        .collect();
+
+    let runs = home.runs().len();
+    let (out, _) = foundry(home, &config, &["stack", "plan", "--output", "json"]);
+    let planned = foundry_tests::json_lines(&out);
+    let placed: Vec<&str> = foundry_workflows::stack::placed(&stack)
+        .iter()
+        .map(|c| c.name())
+        .collect();
+    assert_eq!(names(&planned), placed, "{planned:?}");
+    for name in ["openbao", "dns", "zot", "k3s", "contour", "cert-manager"] {
+        assert!(placed.contains(&name), "{name} is not placed: {placed:?}");
+    }
+    let plan_of = |c: &str| -> String {
+        planned
+            .iter()
+            .find(|p| p["component"] == c)
+            .map(|p| p["plan"].to_string())
+            .unwrap_or_default()
+    };
+    for p in &planned {
+        let steps = p["plan"].as_array().expect("a plan");
+        assert!(!steps.is_empty(), "nothing planned for {p}");
+    }
+    let openbao = plan_of("openbao");
+    assert!(
+        openbao.contains("create the stack's CA") && openbao.contains("create container"),
+        "{openbao}"
+    );
+    let k3s = plan_of("k3s");
+    for node in &nodes {
+        assert!(k3s.contains(&format!(" on {node}")), "{node}: {k3s}");
+    }
+    assert!(
+        plan_of("contour").contains("create HelmChart kube-system/contour"),
+        "{}",
+        plan_of("contour")
+    );
+    assert!(
+        plan_of("cert-manager").contains("create HelmChart kube-system/cert-manager"),
+        "{}",
+        plan_of("cert-manager")
+    );
+
+    // The same as text, exit 0.
+    let (text, _) = foundry(home, &config, &["stack", "plan"]);
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("openbao on host-1:") && text.contains("create the stack's CA"),
+        "{text}"
+    );
+    assert!(!text.contains("nothing to do"), "{text}");
+
+    // A plan makes nothing: no run (but the lab's own), no CA.
+    assert_eq!(home.runs().len(), runs, "a plan started a run");
+    assert!(
+        !home.path().join("tls").join("ca.crt").exists(),
+        "a plan made the stack's CA"
+    );
+}

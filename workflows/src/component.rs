@@ -63,6 +63,20 @@ pub trait Component: Send + Sync + 'static {
         stack: &'a StackConfig,
     ) -> BoxFuture<'a, Result<ComponentStatus, ComponentError>>;
 
+    /// Its status when it cannot be asked because `need`, a component it needs, is not
+    /// installed yet (its secrets are kept there, or it runs there): nothing of it can
+    /// be there, so every part is to be made. By default one part, what it runs.
+    fn not_installed(
+        &self,
+        stack: &StackConfig,
+        need: &str,
+    ) -> Result<ComponentStatus, ComponentError> {
+        let place = self.placement(stack)?;
+        let mut parts = std::collections::BTreeMap::new();
+        parts.insert(place.runs.clone(), "missing".to_string());
+        Ok(ComponentStatus::not_installed(&place, need, parts))
+    }
+
     /// The data volumes it keeps where the stack config places it (they outlive its
     /// containers, and go only with a lab).
     fn volumes(&self, _stack: &StackConfig) -> Vec<String> {
@@ -200,6 +214,27 @@ pub struct ComponentStatus {
 }
 
 impl ComponentStatus {
+    /// A component placed at `place` that is not installed, not asked because `need` is
+    /// not installed either: `parts`, each missing.
+    pub fn not_installed(
+        place: &Placement,
+        need: &str,
+        parts: std::collections::BTreeMap<String, String>,
+    ) -> ComponentStatus {
+        ComponentStatus {
+            component: place.component.into(),
+            host: place.host.clone(),
+            address: place.address,
+            healthy: false,
+            summary: format!("not installed: {need}, which it needs, is not installed yet"),
+            version: None,
+            expected_version: place.version.clone(),
+            detail: Value::Null,
+            parts,
+            more: serde_json::Map::new(),
+        }
+    }
+
     /// What an install would do now, as this status shows it: each missing part made,
     /// each stopped one started, a service that does not answer as it should repaired,
     /// and a version other than the config's changed. Empty when there is nothing to do.

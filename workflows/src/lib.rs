@@ -21,6 +21,7 @@ pub mod secrets;
 pub mod setup;
 pub mod stack;
 pub mod upgrade;
+pub mod version;
 
 use foundry_core::Registry;
 

@@ -432,7 +432,13 @@ pub async fn status(
     addr: &str,
 ) -> Result<OpenbaoStatus, ActivityError> {
     let container = labelled_state(endpoint, OPENBAO_LABEL, name).await?;
-    let (health, error) = match BaoClient::new(addr)?.health().await {
+    // Without the stack's CA (before the first install makes it) no client can be
+    // made: OpenBAO is then not answering, which is no error of the status itself.
+    let health = match BaoClient::new(addr) {
+        Ok(client) => client.health().await,
+        Err(e) => Err(e),
+    };
+    let (health, error) = match health {
         Ok(h) => (Some(h), None),
         Err(e) => (None, Some(e.message)),
     };

@@ -12,7 +12,7 @@ use foundry_core::{Ctx, RunError, Workflow};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::component::{Component, ComponentError, InstallOptions};
+use crate::component::{Component, ComponentError, ComponentStatus, InstallOptions};
 use crate::config::StackConfig;
 
 /// Every component, each after the components it needs.
@@ -136,6 +136,34 @@ pub fn placed_some(
         .hint("name their hosts under network: (openbao_hosts, dns_hosts, zot_hosts)"));
     }
     Ok(placed)
+}
+
+/// What installing each of `components` (in install order) would change now, as each
+/// one's live status says. A component whose status cannot be asked while a component it
+/// needs is itself not healthy (its secrets are kept in OpenBAO, its cluster is not made)
+/// is planned as not installed ([`Component::not_installed`]): before OpenBAO exists, a
+/// plan shows every component to be installed rather than failing on the first that
+/// needs OpenBAO's CA or token.
+pub async fn plan(
+    stack: &StackConfig,
+    components: &[&'static dyn Component],
+) -> Result<Vec<ComponentStatus>, ComponentError> {
+    let mut unhealthy: BTreeSet<&str> = BTreeSet::new();
+    let mut planned = Vec::new();
+    for c in components {
+        let status = match c.status(stack).await {
+            Ok(status) => status,
+            Err(e) => match c.needs().iter().find(|n| unhealthy.contains(*n)) {
+                Some(need) => c.not_installed(stack, need)?,
+                None => return Err(e),
+            },
+        };
+        if !status.healthy {
+            unhealthy.insert(c.name());
+        }
+        planned.push(status);
+    }
+    Ok(planned)
 }
 
 /// One component's part of a stack's run.

@@ -5,7 +5,6 @@
 //! data, the versions an upgrade must not jump over ([`UpgradeStop`]); a jump over one is
 //! refused before anything changes, naming the version to go through first.
 
-use std::cmp::Ordering;
 use std::path::Path;
 
 use foundry_core::{Ctx, RunError, Workflow};
@@ -14,105 +13,9 @@ use serde::Serialize;
 use crate::component::UpgradeStop;
 use crate::component::{Component, ComponentError};
 use crate::config::StackConfig;
+use crate::config::value::check_tag;
 use crate::stack::{StackInput, StackInstall, StackOutput, StackPart};
-
-/// A version as image tags spell it: `v2.1.20`, `4.7.3`, `2.1.0-rc1`. Numbers compare in
-/// order (a missing one is 0); a pre-release (`-rc1`) comes before its release.
-#[derive(Clone, Debug)]
-pub struct Version {
-    numbers: Vec<u64>,
-    pre: Option<String>,
-}
-
-impl Version {
-    /// None when `text` is no version (`latest`, a digest).
-    pub fn parse(text: &str) -> Option<Version> {
-        let text = text.strip_prefix('v').unwrap_or(text);
-        let (release, pre) = match text.split_once('-') {
-            Some((release, pre)) => (release, Some(pre.to_string())),
-            None => (text, None),
-        };
-        let numbers = release
-            .split('.')
-            .map(|n| n.parse::<u64>().ok())
-            .collect::<Option<Vec<u64>>>()?;
-        Some(Version { numbers, pre })
-    }
-
-    /// Its major and minor numbers (0 where missing).
-    pub fn minor(&self) -> (u64, u64) {
-        let at = |i: usize| self.numbers.get(i).copied().unwrap_or(0);
-        (at(0), at(1))
-    }
-}
-
-/// Why going from `running` to `target` skips a minor version, for a component that goes
-/// one minor version at a time; none when it does not (patches, and the next minor).
-pub fn skipped_minor(running: &Version, target: &Version) -> Option<(u64, u64)> {
-    let ((from_major, from_minor), to) = (running.minor(), target.minor());
-    (to > (from_major, from_minor + 1)).then_some((from_major, from_minor + 1))
-}
-
-impl Ord for Version {
-    fn cmp(&self, other: &Self) -> Ordering {
-        let len = self.numbers.len().max(other.numbers.len());
-        let at = |v: &Version, i: usize| v.numbers.get(i).copied().unwrap_or(0);
-        for i in 0..len {
-            match at(self, i).cmp(&at(other, i)) {
-                Ordering::Equal => {}
-                unequal => return unequal,
-            }
-        }
-        match (&self.pre, &other.pre) {
-            (None, None) => Ordering::Equal,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(_), None) => Ordering::Less,
-            (Some(a), Some(b)) => a.cmp(b),
-        }
-    }
-}
-
-impl PartialEq for Version {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Version {}
-
-impl PartialOrd for Version {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-/// The tag of an image reference (`v2.1.20` of `ghcr.io/project-zot/zot:v2.1.20`); none
-/// when it has none (a port's colon is not a tag's).
-pub fn tag_of(image: &str) -> Option<&str> {
-    let image = image.split('@').next().unwrap_or(image);
-    let (name, tag) = image.rsplit_once(':')?;
-    (!tag.contains('/') && !name.is_empty()).then_some(tag)
-}
-
-/// `image` with its tag (and digest) replaced by `tag`.
-pub fn with_tag(image: &str, tag: &str) -> String {
-    let image = image.split('@').next().unwrap_or(image);
-    let name = match tag_of(image) {
-        Some(old) => &image[..image.len() - old.len() - 1],
-        None => image,
-    };
-    format!("{name}:{tag}")
-}
-
-/// `tag` is a tag by the OCI distribution grammar: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
-pub fn is_tag(tag: &str) -> bool {
-    let mut chars = tag.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && tag.len() <= 128
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
+use crate::version::{Version, skipped_minor, tag_of, tag_of_release, with_tag};
 
 /// Why an upgrade may not go ahead.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -297,9 +200,9 @@ pub async fn plan(
     })?;
     // K3s spells its releases `v1.32.4+k3s1`; a tag has no `+`, and K3s's own image tags
     // spell it `-` (`rancher/k3s:v1.32.4-k3s1`).
-    let to = to.map(|version| version.replace('+', "-"));
+    let to = to.map(tag_of_release);
     let target_image = match to.as_deref() {
-        Some(version) if !is_tag(version) => {
+        Some(version) if check_tag(version).is_err() => {
             return Err(ComponentError::new(format!(
                 "--to `{}`: not an image tag",
                 version.escape_debug()
@@ -375,37 +278,6 @@ impl Workflow for StackUpgrade {
 mod tests {
     use super::*;
 
-    #[test]
-    fn versions_compare_as_upstream_tags_mean_them() {
-        let v = |t: &str| Version::parse(t).expect(t);
-        assert!(v("4.7.3") < v("4.8.0"));
-        assert!(v("v2.1.20") > v("2.1.9"));
-        assert_eq!(v("v2.1.0"), v("2.1"));
-        assert!(v("2.1.0-rc1") < v("2.1.0"));
-        assert!(Version::parse("latest").is_none());
-        assert!(Version::parse("").is_none());
-    }
-
-    #[test]
-    fn a_tag_is_found_past_a_registry_port_and_replaced() {
-        assert_eq!(tag_of("ghcr.io/project-zot/zot:v2.1.20"), Some("v2.1.20"));
-        assert_eq!(tag_of("mirror.lan:5000/openbao/openbao"), None);
-        assert_eq!(
-            tag_of("mirror.lan:5000/pdns:4.8.0@sha256:ab"),
-            Some("4.8.0")
-        );
-        assert_eq!(
-            with_tag("mirror.lan:5000/pdns:4.7.3", "4.8.0"),
-            "mirror.lan:5000/pdns:4.8.0"
-        );
-        assert_eq!(
-            with_tag("openbao/openbao", "2.1.0"),
-            "openbao/openbao:2.1.0"
-        );
-        assert!(is_tag("v2.1.20") && is_tag("4.8.0-rc1"));
-        assert!(!is_tag("") && !is_tag("-x") && !is_tag("a/b") && !is_tag("a:b"));
-    }
-
     const STOPS: &[UpgradeStop] = &[
         UpgradeStop {
             version: "4.3.0",
@@ -430,16 +302,5 @@ mod tests {
         assert_eq!(way("4.3.0", "4.8.0"), Some("4.7.0"));
         assert_eq!(way("4.7.0", "4.9.1"), None);
         assert_eq!(way("4.7.3", "4.8.0"), None);
-    }
-
-    #[test]
-    fn one_minor_at_a_time_allows_patches_and_the_next_minor_only() {
-        let v = |t: &str| Version::parse(t).expect(t);
-        let skip = |a: &str, b: &str| skipped_minor(&v(a), &v(b));
-        assert_eq!(skip("v1.31.9-k3s1", "v1.31.12-k3s1"), None);
-        assert_eq!(skip("v1.31.9-k3s1", "v1.32.4-k3s1"), None);
-        assert_eq!(skip("v1.31.9-k3s1", "v1.33.1-k3s1"), Some((1, 32)));
-        assert_eq!(skip("v1.31.9-k3s1", "v2.0.0-k3s1"), Some((1, 32)));
-        assert!(v("v1.32.4-k3s2") > v("v1.32.4-k3s1"));
     }
 }

@@ -468,7 +468,7 @@ pub(crate) async fn plan(
     loaded: &Loaded,
 ) -> Result<u8, CliError> {
     let mut planned = Vec::new();
-    for status in statuses(components, loaded).await? {
+    for status in stack::plan(&loaded.stack, &components).await? {
         let plan = status.plan();
         planned.push(serde_json::json!({
             "component": status.component,

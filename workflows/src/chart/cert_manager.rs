@@ -10,10 +10,12 @@
 use serde_json::{Value, json};
 
 use super::ChartComponent;
+use super::objects::{NotReadyReason, ReadyWait};
 use crate::component::ComponentError;
 use crate::config::StackConfig;
 use crate::config::charts::CertManagerConfig;
 use foundry_activities::kube::KubeObject;
+use foundry_core::PollPolicy;
 
 const NAMESPACE: &str = "cert-manager";
 const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -31,7 +33,65 @@ pub static CERT_MANAGER: ChartComponent = ChartComponent {
     defaults,
     config: |stack| cert_manager(stack).chart(),
     then_apply: issuer,
+    ready: ready_wait,
 };
+
+/// What a ClusterIssuer's (or a Certificate's) not-Ready reason means, as cert-manager v1
+/// sets them (pkg/issuer/ca/setup.go, pkg/issuer/acme/setup.go, the certificates
+/// controller's readiness): `(reason, permanent, hint)`. Permanent: waiting does not
+/// change it, a person must. A reason not listed is waited through.
+const REASONS: &[(&str, bool, &str)] = &[
+    (
+        "ErrGetKeyPair",
+        false,
+        "the CA's Secret (the issuer's ca.secretName, in the cert-manager namespace) is \
+         missing or lacks tls.crt or tls.key: Foundry's Certificate of the same name issues \
+         it (`kubectl describe certificate -n cert-manager NAME`), or put a CA's tls.crt and \
+         tls.key there",
+    ),
+    (
+        "ErrInvalidKeyPair",
+        true,
+        "the CA's Secret holds a certificate that is not a CA: put a CA's tls.crt and \
+         tls.key there, or delete the Secret so that its Certificate issues it again",
+    ),
+    (
+        "ErrRegisterACMEAccount",
+        false,
+        "the ACME server did not register the account: check \
+         components.cert_manager.issuer.acme (server, email) and that the cluster reaches \
+         the server",
+    ),
+    (
+        "InvalidConfig",
+        true,
+        "cert-manager refused the issuer's configuration: fix \
+         components.cert_manager.issuer",
+    ),
+    (
+        "DoesNotExist",
+        false,
+        "the Certificate's Secret is not issued yet: its issuer must be Ready first",
+    ),
+];
+
+/// The install waits for the issuer (and what makes it) to be Ready, at most the config's
+/// `issuer.ready_timeout`, looking every second.
+fn ready_wait(stack: &StackConfig) -> Option<ReadyWait> {
+    let config = cert_manager(stack).issuer.unwrap_or_default();
+    Some(ReadyWait {
+        kinds: vec!["ClusterIssuer".into(), "Certificate".into()],
+        poll: PollPolicy::new(1000, 0).within(config.ready_timeout()),
+        reasons: REASONS
+            .iter()
+            .map(|(reason, permanent, hint)| NotReadyReason {
+                reason: reason.to_string(),
+                permanent: *permanent,
+                hint: hint.to_string(),
+            })
+            .collect(),
+    })
+}
 
 fn defaults() -> Value {
     json!({ "crds": { "enabled": true } })

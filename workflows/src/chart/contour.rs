@@ -26,6 +26,7 @@ pub static CONTOUR: ChartComponent = ChartComponent {
     defaults,
     config,
     then_apply: |_| Ok(Vec::new()),
+    ready: |_| None,
 };
 
 /// The chart installs its CRDs (HTTPProxy and the rest), which Foundry relies on.

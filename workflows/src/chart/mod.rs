@@ -16,6 +16,7 @@
 
 pub mod cert_manager;
 pub mod contour;
+pub mod objects;
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,7 @@ use crate::config::StackConfig;
 use crate::config::charts::ChartConfig;
 use crate::k3s::K3S_SECRET_PATH;
 use crate::secrets::EnsureStackSecret;
+use objects::{ApplyChartObjects, ReadyWait};
 
 /// The namespace K3s's helm-controller watches for HelmCharts.
 pub const HELMCHART_NAMESPACE: &str = "kube-system";
@@ -62,6 +64,9 @@ pub struct ChartComponent {
     pub config: fn(&StackConfig) -> ChartConfig,
     /// Objects applied once the chart is deployed, from the config.
     pub then_apply: fn(&StackConfig) -> Result<Vec<KubeObject>, ComponentError>,
+    /// How the install waits for those objects to be Ready, from the config; none when
+    /// it does not.
+    pub ready: fn(&StackConfig) -> Option<ReadyWait>,
 }
 
 /// `over` merged into `base`: a mapping merges key by key, anything else replaces.
@@ -118,6 +123,9 @@ pub struct ChartInput {
     pub values_secrets: Vec<SecretValueInput>,
     #[serde(default)]
     pub then_apply: Vec<KubeObject>,
+    /// The wait for `then_apply`'s objects to be Ready.
+    #[serde(default)]
+    pub ready: Option<ReadyWait>,
     pub timeout_s: u64,
     /// The stack config the values were read from: each attempt of the chart's step reads
     /// them again, so values fixed after a failed install are the ones a resume sends.
@@ -155,7 +163,8 @@ pub struct ChartInstall;
 
 impl Workflow for ChartInstall {
     const NAME: &'static str = "chart-install";
-    const VERSION: u32 = 1;
+    // 2: the objects' step waits for them to be Ready and reads them from the config.
+    const VERSION: u32 = 2;
     type Input = ChartInput;
     type Output = ChartInstallOutput;
 
@@ -211,9 +220,14 @@ impl Workflow for ChartInstall {
         let done = ctx.step(&format!("{who}/chart"), &install).await?;
         let mut applied = Vec::new();
         if !input.then_apply.is_empty() {
-            let objects = ApplyObjects {
-                access,
-                objects: input.then_apply.clone(),
+            let objects = ApplyChartObjects {
+                apply: ApplyObjects {
+                    access,
+                    objects: input.then_apply.clone(),
+                },
+                ready: input.ready.clone(),
+                component: input.component.clone(),
+                config: input.config.clone(),
             };
             applied = ctx.step(&format!("{who}/apply"), &objects).await?.applied;
         }
@@ -238,27 +252,36 @@ pub struct InstallChart {
     pub config: Option<PathBuf>,
 }
 
+/// `component`'s chart input as the stack config at `config` says it now; none when the
+/// config is not known (a run started without one).
+fn fresh_input(
+    component: &str,
+    config: Option<&Path>,
+) -> Result<Option<ChartInput>, ActivityError> {
+    let Some(path) = config else {
+        return Ok(None);
+    };
+    let stack = crate::config::load(path).map_err(|e| ActivityError::permanent(e.to_string()))?;
+    let said = |e: ComponentError| {
+        let hint = e.hint.map(|h| format!("\nhint: {h}")).unwrap_or_default();
+        ActivityError::permanent(format!("{}{hint}", e.message))
+    };
+    let c = crate::stack::find(component).map_err(said)?;
+    let input = c
+        .install_input(&stack, Path::new(""), &InstallOptions::default())
+        .map_err(said)?;
+    let input: ChartInput = serde_json::from_value(input)
+        .map_err(|e| ActivityError::permanent(format!("{component}: not a chart's input: {e}")))?;
+    Ok(Some(input))
+}
+
 impl InstallChart {
     /// The chart to apply: the values read again from the config, when it is known.
     fn current(&self) -> Result<ApplyHelmChart, ActivityError> {
         let mut chart = self.chart.clone();
-        let Some(path) = &self.config else {
-            return Ok(chart);
-        };
-        let stack =
-            crate::config::load(path).map_err(|e| ActivityError::permanent(e.to_string()))?;
-        let said = |e: ComponentError| {
-            let hint = e.hint.map(|h| format!("\nhint: {h}")).unwrap_or_default();
-            ActivityError::permanent(format!("{}{hint}", e.message))
-        };
-        let c = crate::stack::find(&self.component).map_err(said)?;
-        let input = c
-            .install_input(&stack, Path::new(""), &InstallOptions::default())
-            .map_err(said)?;
-        let input: ChartInput = serde_json::from_value(input).map_err(|e| {
-            ActivityError::permanent(format!("{}: not a chart's input: {e}", self.component))
-        })?;
-        chart.values = input.values;
+        if let Some(input) = fresh_input(&self.component, self.config.as_deref())? {
+            chart.values = input.values;
+        }
         Ok(chart)
     }
 }
@@ -420,6 +443,7 @@ impl ChartComponent {
             values,
             values_secrets,
             then_apply: (self.then_apply)(stack)?,
+            ready: (self.ready)(stack),
             chart_file,
             timeout_s: CHART_TIMEOUT_S,
             config: config_path.map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
@@ -577,6 +601,21 @@ impl Component for ChartComponent {
         Part::of::<ChartInstall>()
     }
 
+    /// The HelmChart and each object applied after it, to be made.
+    fn not_installed(
+        &self,
+        stack: &StackConfig,
+        need: &str,
+    ) -> Result<ComponentStatus, ComponentError> {
+        let place = self.placement(stack)?;
+        let mut parts = std::collections::BTreeMap::new();
+        parts.insert(self.part_name(), "missing".to_string());
+        for object in (self.then_apply)(stack)? {
+            parts.insert(object.said(), "missing".to_string());
+        }
+        Ok(ComponentStatus::not_installed(&place, need, parts))
+    }
+
     fn install_input(
         &self,
         stack: &StackConfig,
@@ -624,7 +663,7 @@ impl Component for ChartComponent {
         _home: &Path,
         image: &str,
     ) -> Result<Value, ComponentError> {
-        let version = crate::upgrade::tag_of(image).ok_or_else(|| {
+        let version = crate::version::tag_of(image).ok_or_else(|| {
             ComponentError::new(format!("{}: `{image}` names no version", self.name))
         })?;
         c::input(self.name, &self.input(stack, version.to_string(), None)?)

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use super::value::{self, At, HttpUrl, SecretField, shown};
+use super::value::{self, At, HttpUrl, Retention, SecretField, shown};
 
 /// A chart's values: a mapping, with no secret reference in it (a reference there would
 /// be sent to the cluster as its text, inline in the HelmChart).
@@ -194,6 +194,19 @@ pub struct IssuerConfig {
     /// ACME (Let's Encrypt by default) instead of the self-signed CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acme: Option<AcmeConfig>,
+    /// How long the install waits for the issuer to be Ready (`5m` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_timeout: Option<Retention>,
+}
+
+impl IssuerConfig {
+    pub const DEFAULT_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+    pub fn ready_timeout(&self) -> std::time::Duration {
+        self.ready_timeout
+            .as_ref()
+            .map_or(Self::DEFAULT_READY_TIMEOUT, Retention::duration)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

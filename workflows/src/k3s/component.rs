@@ -20,7 +20,25 @@ use crate::component::{
     self as c, Component, ComponentError, ComponentStatus, InstallOptions, Placement,
 };
 use crate::config::StackConfig;
-use crate::upgrade::Version;
+use crate::version::{of_release, tag_of, tag_of_release};
+
+/// One part per node of the config, by what it runs (`K3s server on host-1`), with the
+/// node's name: a missing one is what an install would make (`stack plan` shows it).
+fn node_parts(
+    stack: &StackConfig,
+    plan: &ClusterPlan,
+) -> Result<Vec<(String, String)>, ComponentError> {
+    let (servers, agents) = plan.others(stack)?;
+    Ok(std::iter::once(&plan.first)
+        .chain(&servers)
+        .map(|n| (n.name.clone(), format!("K3s server on {}", n.name)))
+        .chain(
+            agents
+                .iter()
+                .map(|n| (n.name.clone(), format!("K3s agent on {}", n.name))),
+        )
+        .collect())
+}
 
 /// The whole cluster: `init` on the first server, then `join` (none for one node).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +177,20 @@ impl Component for K3s {
         Ok(c::output::<ClusterOutput>(self.name(), output)?.changes())
     }
 
+    /// Every node of the config to be made.
+    fn not_installed(
+        &self,
+        stack: &StackConfig,
+        need: &str,
+    ) -> Result<ComponentStatus, ComponentError> {
+        let place = self.placement(stack)?;
+        let parts = node_parts(stack, &ClusterPlan::of(stack)?)?
+            .into_iter()
+            .map(|(_, part)| (part, "missing".to_string()))
+            .collect();
+        Ok(ComponentStatus::not_installed(&place, need, parts))
+    }
+
     fn status<'a>(
         &'a self,
         stack: &'a StackConfig,
@@ -166,18 +198,7 @@ impl Component for K3s {
         Box::pin(async move {
             let place = self.placement(stack)?;
             let plan = ClusterPlan::of(stack)?;
-            let (servers, agents) = plan.others(stack)?;
-            // One part per node of the config, by what it runs: a missing one is what an
-            // install would make (`stack plan` shows it).
-            let wanted: Vec<(String, String)> = std::iter::once(&plan.first)
-                .chain(&servers)
-                .map(|n| (n.name.clone(), format!("K3s server on {}", n.name)))
-                .chain(
-                    agents
-                        .iter()
-                        .map(|n| (n.name.clone(), format!("K3s agent on {}", n.name))),
-                )
-                .collect();
+            let wanted = node_parts(stack, &plan)?;
             let parts = |state: &dyn Fn(&str) -> &'static str| {
                 wanted
                     .iter()
@@ -256,9 +277,7 @@ impl Component for K3s {
     /// `k3s:` and the config's `components.k3s.tag` spelt as a tag (`v1.32.4-k3s1`).
     fn image(&self, stack: &StackConfig) -> Option<String> {
         let tag = stack.components.as_ref().and_then(|c| c.k3s.tag.clone());
-        let tag = tag
-            .as_deref()
-            .map_or("unset".into(), upgrade::tag_of_release);
+        let tag = tag.as_deref().map_or("unset".into(), tag_of_release);
         Some(format!("k3s:{tag}"))
     }
 
@@ -279,12 +298,12 @@ impl Component for K3s {
             let (_, _, nodes) = super::status::api_access(stack, &plan).await?;
             let oldest = nodes
                 .iter()
-                .map(|n| upgrade::tag_of_release(&n.kubelet_version))
-                .min_by(|a, b| match (Version::parse(a), Version::parse(b)) {
+                .map(|n| n.kubelet_version.as_str())
+                .min_by(|a, b| match (of_release(a), of_release(b)) {
                     (Some(a), Some(b)) => a.cmp(&b),
                     _ => a.cmp(b),
                 });
-            Ok(oldest.map(|tag| format!("k3s:{tag}")))
+            Ok(oldest.map(|release| format!("k3s:{}", tag_of_release(release))))
         })
     }
 
@@ -310,7 +329,7 @@ impl Component for K3s {
         image: &str,
     ) -> Result<Value, ComponentError> {
         let plan = ClusterPlan::of(stack)?;
-        let tag = crate::upgrade::tag_of(image)
+        let tag = tag_of(image)
             .ok_or_else(|| ComponentError::new(format!("k3s: `{image}` names no release")))?;
         let nodes = stack
             .cluster

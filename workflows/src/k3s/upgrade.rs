@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::add::joining;
 use super::api_url;
 use super::node::{BINARY_PATH, HostRead, K3sSetup, NodeHost, Role};
-use crate::upgrade::Version;
+use crate::version::of_release as version;
 
 /// Where the new binary waits on the first server while its version is asked.
 pub const STAGED_PATH: &str = "/usr/local/lib/foundry/k3s-upgrade";
@@ -47,11 +47,6 @@ pub fn release_of_tag(tag: &str) -> String {
     }
 }
 
-/// A release as an image tag spells it: `+` as `-`.
-pub fn tag_of_release(release: &str) -> String {
-    release.replace('+', "-")
-}
-
 /// The release `k3s --version` names on its first line (`k3s version v1.32.4+k3s1 (…)`).
 pub fn release_said(version_output: &str) -> Option<&str> {
     version_output
@@ -60,10 +55,6 @@ pub fn release_said(version_output: &str) -> Option<&str> {
         .strip_prefix("k3s version ")?
         .split_whitespace()
         .next()
-}
-
-fn version(release: &str) -> Option<Version> {
-    Version::parse(&tag_of_release(release))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -473,13 +464,11 @@ mod tests {
         assert_eq!(release_of_tag("v1.32.4-k3s1"), "v1.32.4+k3s1");
         assert_eq!(release_of_tag("v1.33.0-rc1-k3s2"), "v1.33.0-rc1+k3s2");
         assert_eq!(release_of_tag("v1.32.4"), "v1.32.4");
-        assert_eq!(tag_of_release("v1.32.4+k3s1"), "v1.32.4-k3s1");
         assert_eq!(
             release_said("k3s version v1.32.4+k3s1 (stand-in)\ngo version go1.23"),
             Some("v1.32.4+k3s1")
         );
         assert_eq!(release_said("sh: 1: k3s: not found"), None);
-        assert!(version("v1.32.4+k3s1") > version("v1.31.9+k3s1"));
     }
 
     #[test]

@@ -132,6 +132,9 @@ impl Component for Openbao {
                 &found,
                 [(place.name.clone(), container)],
             )?;
+            if !stack_ca_made() {
+                status.parts.insert(STACK_CA_PART.into(), "missing".into());
+            }
             status.more = more;
             Ok(status)
         })
@@ -401,4 +404,19 @@ impl TokenStatus {
             (None, None) => "Foundry's token: unknown".into(),
         }
     }
+}
+
+/// The part of OpenBAO's status that the stack's CA is (`$FOUNDRY_HOME/tls/ca.crt`): shown
+/// only while it is missing, so a plan before the first install says it is to be made.
+const STACK_CA_PART: &str = "the stack's CA (tls/ca.crt)";
+
+/// Whether this home holds the stack's CA certificate.
+fn stack_ca_made() -> bool {
+    foundry_core::Home::from_env()
+        .map(|home| {
+            home.root()
+                .join(foundry_activities::openbao::CA_CERT_PATH)
+                .exists()
+        })
+        .unwrap_or(false)
 }

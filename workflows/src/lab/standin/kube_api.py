@@ -16,7 +16,7 @@ is not proven against a real API server. What it keeps of the real contract:
 - Core v1 nodes (+status), namespaces, pods (+eviction, log), secrets, events;
   coordination.k8s.io/v1 leases; policy/v1 poddisruptionbudgets; batch/v1 jobs (+status);
   apps/v1 daemonsets; helm.cattle.io/v1 helmcharts (+status); cert-manager.io/v1
-  clusterissuers and certificates (+status), stored as given: no cert-manager runs.
+  clusterissuers and certificates (+status), kept by the cert-manager stand-in below.
 - get, list (label selectors `=`, `==`, `!=`, `in`, `notin`, exists, `!key`; field
   selectors on metadata.name, metadata.namespace, spec.nodeName, status.phase; `limit`
   is ignored: one page), watch (`?watch=1` from a resourceVersion, bookmarks when asked,
@@ -55,6 +55,25 @@ is not proven against a real API server. What it keeps of the real contract:
   (422 on spec.chartContent). A changed HelmChart runs a new Job. A deleted HelmChart
   leaves its Job and release (no helm-delete Job). Pod logs are kept beside the objects
   under `/registry/standin.foundry/podlogs/`, a key of the stand-in's own.
+- A cert-manager stand-in (a controller of this program, no cert-manager binary), which runs
+  only once a HelmChart of the chart `cert-manager` has a deployed release, in that
+  release's namespace (cert-manager's cluster resource namespace), every
+  CERT_MANAGER_SECONDS. It keeps cert-manager's contract for ClusterIssuers'
+  `status.conditions[type=Ready]` (reason, message, observedGeneration, as cert-manager
+  v1's issuers set them): selfSigned is Ready (`IsReady`); ca is Ready (`KeyPairVerified`,
+  "Signing CA verified") once its Secret in that namespace holds `tls.crt` and `tls.key`
+  and the certificate is a CA (read by the real `openssl`), else False with
+  `ErrGetKeyPair` ("Error getting keypair for CA issuer: secret "x" not found", or "no data
+  for "tls.key" in secret 'ns/x'") or `ErrInvalidKeyPair` ("... certificate is not a CA");
+  acme is False with `ErrRegisterACMEAccount` ("Failed to register ACME account: ...")
+  unless its server is on loopback and answers its directory with `newAccount`, then
+  Ready (`ACMEAccountRegistered`): nothing here reaches the internet, and no account is
+  really registered. Certificates issued by a Ready selfSigned ClusterIssuer get their
+  Secret (`kubernetes.io/tls`: an ECDSA P-256 key and a certificate made by the real
+  `openssl`, a CA when `isCA`) and Ready True; a Certificate whose Secret is there is left
+  alone (no renewal, no re-issue of a Secret changed by hand); Certificates of other
+  issuers stay `DoesNotExist`. Not kept: Issuers, CertificateRequests, orders and
+  challenges, webhooks and validation.
 - Leases and every other object are stored and updated as given; no other controller
   (no scheduler, no kubelet: pods keep the status they are written with).
 
@@ -79,9 +98,11 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 import uuid
 
 HELM_JOB_SECONDS = 3.0
+CERT_MANAGER_SECONDS = 1.0
 CHART_CONTENT_LIMIT = 1024 * 1024
 
 
@@ -154,7 +175,7 @@ RESOURCES = [
     Resource("batch", "v1", "jobs", "Job", True, [], ("status",)),
     Resource("apps", "v1", "daemonsets", "DaemonSet", True, ["ds"], ("status",)),
     Resource("helm.cattle.io", "v1", "helmcharts", "HelmChart", True, [], ("status",), key="helm.cattle.io/helmcharts"),
-    # The kinds cert-manager's CRDs bring, stored as given (no cert-manager controller).
+    # The kinds cert-manager's CRDs bring; the cert-manager stand-in below keeps their status.
     Resource("cert-manager.io", "v1", "clusterissuers", "ClusterIssuer", False, [], ("status",),
              key="cert-manager.io/clusterissuers"),
     Resource("cert-manager.io", "v1", "certificates", "Certificate", True, ["cert", "certs"], ("status",),
@@ -1497,6 +1518,7 @@ class KubeApi:
 
     def start_controllers(self):
         threading.Thread(target=self._helm_loop, name="helm-controller", daemon=True).start()
+        threading.Thread(target=self._cert_manager_loop, name="cert-manager", daemon=True).start()
 
     def stop(self):
         self._stop.set()
@@ -1744,6 +1766,177 @@ class KubeApi:
             self.delete(jobs_res, ns, job["metadata"]["name"])
         except ApiError:
             pass
+
+
+    # ------------------------------------------------------------ the cert-manager stand-in
+
+    def _cert_manager_loop(self):
+        while not self._stop.wait(CERT_MANAGER_SECONDS):
+            try:
+                self.reconcile_cert_manager()
+            except Exception as e:  # a controller keeps going, as the real one requeues
+                print(f"cert-manager: {e!r}", file=sys.stderr, flush=True)
+
+    def cert_manager_namespace(self):
+        """The namespace of cert-manager's deployed release, none while it is not deployed."""
+        charts, _ = self.list_objects(find_resource("helm.cattle.io", "v1", "helmcharts"))
+        secrets_res = find_resource("", "v1", "secrets")
+        for chart in charts:
+            spec = chart.get("spec") or {}
+            if (spec.get("chart") or "").split("/")[-1] != "cert-manager":
+                continue
+            target = spec.get("targetNamespace") or chart["metadata"]["namespace"]
+            secrets, _ = self.list_objects(secrets_res, target)
+            for secret in secrets:
+                labels = secret["metadata"].get("labels") or {}
+                if (labels.get("owner") == "helm" and labels.get("name") == chart["metadata"]["name"]
+                        and labels.get("status") == "deployed"):
+                    return target
+        return None
+
+    def reconcile_cert_manager(self):
+        namespace = self.cert_manager_namespace()
+        if namespace is None:
+            return
+        issuers_res = find_resource("cert-manager.io", "v1", "clusterissuers")
+        issuers, _ = self.list_objects(issuers_res)
+        ready = {}
+        for issuer in issuers:
+            status, reason, message = self._issuer_verdict(issuer, namespace)
+            ready[issuer["metadata"]["name"]] = (status == "True", issuer)
+            self._set_ready(issuers_res, None, issuer, status, reason, message)
+        certs_res = find_resource("cert-manager.io", "v1", "certificates")
+        certs, _ = self.list_objects(certs_res)
+        for cert in certs:
+            self._reconcile_certificate(certs_res, cert, ready)
+
+    def _set_ready(self, res, namespace, obj, status, reason, message):
+        """`obj`'s Ready condition as cert-manager sets it: the transition time kept while
+        the status does not change; nothing written when nothing changes."""
+        meta = obj["metadata"]
+        old = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), {})
+        condition = {"type": "Ready", "status": status, "reason": reason, "message": message,
+                     "observedGeneration": meta.get("generation", 1),
+                     "lastTransitionTime": old.get("lastTransitionTime") if old.get("status") == status
+                     else now_rfc3339()}
+        if condition == old:
+            return
+        others = [c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") != "Ready"]
+        status_obj = dict(obj.get("status") or {}, conditions=others + [condition])
+        try:
+            self.write(res, namespace, meta["name"], obj, dict(obj, status=status_obj), "status")
+        except ApiError as e:
+            if e.reason not in ("Conflict", "NotFound"):
+                raise
+
+    def _issuer_verdict(self, issuer, namespace):
+        spec = issuer.get("spec") or {}
+        if "selfSigned" in spec:
+            return "True", "IsReady", ""
+        if "ca" in spec:
+            return self._ca_verdict((spec.get("ca") or {}).get("secretName", ""), namespace)
+        if "acme" in spec:
+            return self._acme_verdict(spec.get("acme") or {})
+        return "False", "ErrInitIssuer", "Error initializing issuer: no issuer type the cert-manager stand-in keeps"
+
+    def _ca_verdict(self, secret_name, namespace):
+        said = "Error getting keypair for CA issuer: "
+        try:
+            secret = self.read(find_resource("", "v1", "secrets"), namespace, secret_name)
+        except ApiError as e:
+            if e.code != 404:
+                raise
+            return "False", "ErrGetKeyPair", f'{said}secret "{secret_name}" not found'
+        data = secret.get("data") or {}
+        for key in ("tls.crt", "tls.key"):
+            if not data.get(key):
+                return "False", "ErrGetKeyPair", f"{said}no data for \"{key}\" in secret '{namespace}/{secret_name}'"
+        is_ca = openssl_is_ca(base64.b64decode(data["tls.crt"]))
+        if is_ca is None:
+            return "False", "ErrGetKeyPair", f"{said}error decoding certificate PEM block"
+        if not is_ca:
+            return "False", "ErrInvalidKeyPair", f"{said}certificate is not a CA"
+        return "True", "KeyPairVerified", "Signing CA verified"
+
+    def _acme_verdict(self, acme):
+        server = acme.get("server", "")
+        said = "Failed to register ACME account: "
+        host = urllib.parse.urlsplit(server).hostname or ""
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            return "False", "ErrRegisterACMEAccount", (
+                f'{said}Get "{server}": the cert-manager stand-in reaches no server beyond loopback')
+        try:
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy
+            with opener.open(server, timeout=2) as answer:
+                directory = json.loads(answer.read())
+        except (OSError, ValueError) as e:
+            return "False", "ErrRegisterACMEAccount", f'{said}Get "{server}": {e}'
+        if not isinstance(directory, dict) or "newAccount" not in directory:
+            return "False", "ErrRegisterACMEAccount", f"{said}{server} is no ACME directory (no newAccount)"
+        return "True", "ACMEAccountRegistered", "The ACME account was registered with the ACME server"
+
+    def _reconcile_certificate(self, res, cert, ready):
+        meta, spec = cert["metadata"], cert.get("spec") or {}
+        ns, secret_name = meta["namespace"], spec.get("secretName", "")
+        secrets_res = find_resource("", "v1", "secrets")
+        try:
+            secret = self.read(secrets_res, ns, secret_name)
+        except ApiError as e:
+            if e.code != 404:
+                raise
+            secret = None
+        if secret is not None and (secret.get("data") or {}).get("tls.crt") and (secret.get("data") or {}).get("tls.key"):
+            self._set_ready(res, ns, cert, "True", "Ready", "Certificate is up to date and has not expired")
+            return
+        ref = spec.get("issuerRef") or {}
+        issuer_ready, issuer = ready.get(ref.get("name"), (False, None))
+        if ref.get("kind") != "ClusterIssuer" or not issuer_ready or "selfSigned" not in (issuer.get("spec") or {}):
+            self._set_ready(res, ns, cert, "False", "DoesNotExist", "Issuing certificate as Secret does not exist")
+            return
+        crt, key = openssl_self_signed(spec.get("commonName") or meta["name"], bool(spec.get("isCA")))
+        secret = {"metadata": {"name": secret_name, "namespace": ns,
+                               "annotations": {"cert-manager.io/certificate-name": meta["name"],
+                                               "cert-manager.io/issuer-name": ref.get("name", ""),
+                                               "cert-manager.io/issuer-kind": "ClusterIssuer",
+                                               "cert-manager.io/issuer-group": "cert-manager.io"}},
+                  "type": "kubernetes.io/tls",
+                  "data": {"tls.crt": _b64(crt), "tls.key": _b64(key), "ca.crt": _b64(crt)}}
+        try:
+            self.create(secrets_res, ns, secret)
+        except ApiError as e:
+            if e.reason != "AlreadyExists":
+                raise
+        self._set_ready(res, ns, cert, "True", "Ready", "Certificate is up to date and has not expired")
+
+
+def openssl_is_ca(pem):
+    """Whether a PEM certificate's basic constraints say CA:TRUE (the real `openssl` reads
+    it); none when it is no certificate."""
+    import subprocess
+    try:
+        done = subprocess.run(["openssl", "x509", "-noout", "-ext", "basicConstraints"], input=pem,
+                              capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return b"CA:TRUE" in done.stdout
+
+
+def openssl_self_signed(common_name, is_ca):
+    """A self-signed certificate and its ECDSA P-256 key, PEM text, made by the real `openssl`."""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        crt, key = os.path.join(d, "tls.crt"), os.path.join(d, "tls.key")
+        constraints = "critical,CA:TRUE" if is_ca else "critical,CA:FALSE"
+        usage = "critical,keyCertSign,cRLSign,digitalSignature" if is_ca else "critical,digitalSignature,keyEncipherment"
+        subprocess.run(["openssl", "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", key, "-out", crt, "-days", "90", "-subj", "/CN=" + common_name.replace("/", " "),
+                        "-addext", "basicConstraints=" + constraints, "-addext", "keyUsage=" + usage],
+                       check=True, capture_output=True, timeout=30)
+        with open(crt) as c, open(key) as k:
+            return c.read(), k.read()
 
 
 def merge_values(base, more):
