@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use foundry_activities::registry::{Blob, BlobSource, RegistryClient};
+use foundry_activities::registry::{Blob, BlobSource, RegistryClient, SshFetchBlob};
+use foundry_core::{Activity, ActivityCx};
 use foundry_tests::json_lines;
 use foundry_tests::lab::Lab;
 
@@ -258,4 +259,56 @@ fn k3s_and_kube_vips_image_from_the_stacks_registry_fetched_by_the_nodes() {
     let log = registry_log(&lab);
     assert_eq!(blob_gets(&log, &addresses[0], &digest), 1, "{log}");
     phase("again");
+
+    // A registry that serves other bytes than the digest (its storage damaged here): the
+    // fetch is a permanent error naming the reference and the registry, and nothing is
+    // put in place.
+    let installer = layers[1]["digest"].as_str().expect("a digest").to_string();
+    let hex = installer.trim_start_matches("sha256:");
+    let data = format!(
+        "/var/lib/registry/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    );
+    let damaged = Command::new("docker")
+        .args([
+            "exec",
+            &format!("foundry-lab-{}-zot", lab.name),
+            "sh",
+            "-c",
+            // One byte changed, the size kept (the registry serves as many bytes as it
+            // recorded).
+            &format!("test -f {data} && printf X | dd of={data} bs=1 count=1 conv=notrunc"),
+        ])
+        .status()
+        .expect("docker exec");
+    assert!(
+        damaged.success(),
+        "the blob's file in the registry's storage"
+    );
+    let fetch = SshFetchBlob {
+        target: lab.targets[0].clone(),
+        registry: registry.clone(),
+        repository: artifact.repository.clone(),
+        reference: format!("{REFERENCE} (install.sh)"),
+        digest: installer.clone(),
+        path: "/root/fetched-install.sh".into(),
+        mode: 0o755,
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let e = runtime
+        .block_on(fetch.apply(&ActivityCx::standalone("fetch")))
+        .expect_err("another digest");
+    assert!(!e.transient, "{}", e.message);
+    assert!(
+        e.message.contains(&format!(
+            "{REFERENCE} (install.sh) from the registry at {registry} is not {installer}"
+        )),
+        "{}",
+        e.message
+    );
+    assert_eq!(
+        on(&lab, "host-1", "ls /root/ | grep -c fetched || true"),
+        "0",
+        "nothing in place, no temporary file left"
+    );
 }
