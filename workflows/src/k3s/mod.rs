@@ -209,11 +209,19 @@ pub fn artifact(
         ))
         .hint("place the registry with network.zot_hosts, or set components.k3s.source to `path`")
     })?;
-    Ok(K3sArtifact {
-        registry: format!("http://{}:{}", place.address, crate::registry::PORT),
+    Ok(artifact_at(
+        format!("http://{}:{}", place.address, crate::registry::PORT),
+        tag,
+    ))
+}
+
+/// K3s `release`'s artifact in the registry at `registry`.
+pub fn artifact_at(registry: String, release: &str) -> K3sArtifact {
+    K3sArtifact {
+        registry,
         repository: node::K3S_REPOSITORY.into(),
-        tag: upgrade::tag_of_release(tag),
-    })
+        tag: upgrade::tag_of_release(release),
+    }
 }
 
 /// The config's host named (or at) `entry`, as a node: its name, address and SSH target.

@@ -225,8 +225,10 @@ impl NodeOutput {
     }
 }
 
-/// Installs K3s on `node` in its own scope of `ctx` (keys `binary`, `installer`, `token`,
-/// `config`, `kube-vip`, `running`, `install`): `join` is the server URL to join, none for
+/// Installs K3s on `node` in its own scope of `ctx` (keys `binary`, `installer`, or from
+/// the registry `artifact`, `fetch-binary`, `fetch-installer`, `registries`; then `token`,
+/// `config`, `kube-vip`, `running`, `install`: a changed registries.yaml runs install.sh
+/// again, since K3s reads it when it starts): `join` is the server URL to join, none for
 /// the first server; `manifest` kube-vip's, for a server of an HA cluster. Returns once
 /// install.sh has (the node's unit said it is ready); the caller waits for the node to be
 /// Ready in the API.

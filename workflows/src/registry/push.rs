@@ -72,11 +72,7 @@ pub async fn push_k3s(stack: &StackConfig, push: PushK3s) -> Result<Pushed, Comp
         }
     }
     let mut artifact = match push.registry {
-        Some(registry) => crate::k3s::K3sArtifact {
-            registry,
-            repository: crate::k3s::node::K3S_REPOSITORY.into(),
-            tag: crate::k3s::upgrade::tag_of_release(&release),
-        },
+        Some(registry) => crate::k3s::artifact_at(registry, &release),
         None => crate::k3s::artifact(stack, &k3s)?,
     };
     artifact.registry = artifact.registry.trim_end_matches('/').to_string();
