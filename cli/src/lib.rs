@@ -216,7 +216,9 @@ pub fn run() -> ExitCode {
             }
             Command::Completions { .. } => Ok(exit::OK),
             Command::Openbao(cmd) => commands::openbao::run(cmd, &printer).await,
-            Command::Registry(cmd) => commands::registry::run(cmd, &printer).await,
+            Command::Registry(cmd) => {
+                commands::registry::run(cmd, &printer, cli.config.as_deref()).await
+            }
         }
     });
     match result {

@@ -4,6 +4,7 @@ mod bad_input;
 mod cancel;
 mod charts;
 mod cluster;
+mod cluster_airgap;
 mod cluster_common;
 mod cluster_faults;
 mod cluster_setup;

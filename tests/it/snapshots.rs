@@ -163,6 +163,10 @@ fn help_texts() {
         "help_journal_migrate",
         home.ok(&["journal", "migrate", "--help"])
     );
+    human_snapshot!(
+        "help_registry_push_k3s",
+        home.ok(&["registry", "push-k3s", "--help"])
+    );
     human_snapshot!("help_config", home.ok(&["config", "--help"]));
     for verb in ["init", "validate", "show", "list"] {
         human_snapshot!(

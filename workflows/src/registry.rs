@@ -10,6 +10,7 @@
 
 pub mod component;
 pub mod image;
+pub mod push;
 
 use std::collections::BTreeMap;
 

@@ -19,8 +19,8 @@ const MAX_PAGES: usize = 100;
 /// A registry at an address such as `http://10.77.3.30:5000`.
 #[derive(Clone, Debug)]
 pub struct RegistryClient {
-    addr: String,
-    http: reqwest::Client,
+    pub(super) addr: String,
+    pub(super) http: reqwest::Client,
 }
 
 #[derive(Deserialize)]
@@ -156,7 +156,7 @@ impl RegistryClient {
 /// A repository name as the distribution spec allows it: `/`-separated parts of lowercase
 /// letters and digits, with `.`, `_` or `-` only between them. Nothing else may reach a
 /// path.
-fn valid_repository(repo: &str) -> bool {
+pub(super) fn valid_repository(repo: &str) -> bool {
     let part = |p: &str| {
         let bytes = p.as_bytes();
         let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
@@ -186,7 +186,7 @@ fn next_page(link: &str) -> Option<String> {
 
 /// What a refusal says: the `errors` of the distribution API (`CODE message`), else a
 /// word for the common statuses.
-fn errors(status: StatusCode, body: &str) -> String {
+pub(super) fn errors(status: StatusCode, body: &str) -> String {
     let said: Vec<String> = serde_json::from_str::<Value>(body)
         .ok()
         .and_then(|v| v["errors"].as_array().cloned())

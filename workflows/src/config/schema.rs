@@ -267,6 +267,12 @@ pub struct K3s {
         skip_serializing_if = "Option::is_none"
     )]
     pub tag: Option<String>,
+    /// Where each node gets K3s's binary and install.sh: `path` (the default: uploaded
+    /// from `binary` and `installer` on this machine) or `registry` (fetched by each node
+    /// from the stack's registry, the artifact `foundry/k3s:<tag>` that `foundry registry
+    /// push-k3s` puts there; the nodes' images come through it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<K3sSource>,
     /// The k3s binary on this machine that Foundry uploads to each node's
     /// `/usr/local/bin/k3s` (hosts download nothing: air-gapped servers work).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -289,6 +295,17 @@ pub struct K3s {
     /// How long one node may take to join and be Ready (`10m` by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join_timeout: Option<Retention>,
+}
+
+/// Where the nodes get K3s from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum K3sSource {
+    /// Uploaded from this machine over SSH.
+    #[default]
+    Path,
+    /// Fetched by each node from the stack's registry.
+    Registry,
 }
 
 impl K3s {

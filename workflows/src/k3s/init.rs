@@ -91,6 +91,11 @@ impl Workflow for K3sInit {
 /// ([`super::component::K3sCluster`]).
 pub(crate) async fn init(ctx: &Ctx, input: &InitInput) -> Result<InitOutput, RunError> {
     let first = &input.first;
+    if let Some(artifact) = &input.setup.registry {
+        // K3s from the stack's registry: a release it lacks stops the run here, before any
+        // node is touched.
+        ctx.step("k3s/artifact", &artifact.resolve()).await?;
+    }
     let existing = HostRead::new(
         first.target.clone(),
         &format!(

@@ -15,9 +15,10 @@ pub mod status;
 pub mod upgrade;
 
 use crate::component::ComponentError;
+use crate::config::schema::K3sSource;
 use crate::config::{NodeRole, StackConfig};
 
-pub use node::{K3sSetup, NodeHost, Role};
+pub use node::{K3sArtifact, K3sSetup, NodeHost, Role};
 
 /// Where OpenBAO keeps the cluster's secrets: keys `token` and `kubeconfig`.
 pub const K3S_SECRET_PATH: &str = "foundry-core/k3s";
@@ -104,6 +105,17 @@ impl ClusterPlan {
                 ))
             })
         };
+        let registry = match k3s.source.unwrap_or_default() {
+            K3sSource::Path => None,
+            K3sSource::Registry => Some(artifact(stack, &k3s)?),
+        };
+        // From the registry, the paths are only what an upgrade sends (none: refused there).
+        let file = |field: &str, path: &Option<crate::config::At<std::path::PathBuf>>| match (
+            &registry, path,
+        ) {
+            (Some(_), None) => Ok(std::path::PathBuf::new()),
+            _ => file(field, path),
+        };
         let vip = cluster
             .k8s_vip
             .as_ref()
@@ -129,6 +141,7 @@ impl ClusterPlan {
                 openbao: stack.openbao_url(),
                 vip,
                 kube_vip_image: kube_vip::KUBE_VIP_IMAGE.into(),
+                registry,
             },
             first,
             agents_at_once: k3s.agents_at_once(),
@@ -175,6 +188,39 @@ impl ClusterPlan {
                 _ => Role::Agent,
             }
         })
+    }
+}
+
+/// K3s's artifact in the stack's registry: `foundry/k3s:<components.k3s.tag>` (the
+/// release spelt as a tag, `+` as `-`) at the registry component's address, which the
+/// nodes reach over the hosts' network.
+pub fn artifact(
+    stack: &StackConfig,
+    k3s: &crate::config::schema::K3s,
+) -> Result<K3sArtifact, ComponentError> {
+    let tag = k3s.tag.as_ref().ok_or_else(|| {
+        ComponentError::new("components.k3s.source is `registry` but components.k3s.tag is not set")
+            .hint("set components.k3s.tag to the release pushed with `foundry registry push-k3s` (v1.32.4+k3s1)")
+    })?;
+    let place = crate::registry::component::Zot.place(stack).map_err(|e| {
+        ComponentError::new(format!(
+            "components.k3s.source is `registry` but the stack has no registry: {}",
+            e.message
+        ))
+        .hint("place the registry with network.zot_hosts, or set components.k3s.source to `path`")
+    })?;
+    Ok(artifact_at(
+        format!("http://{}:{}", place.address, crate::registry::PORT),
+        tag,
+    ))
+}
+
+/// K3s `release`'s artifact in the registry at `registry`.
+pub fn artifact_at(registry: String, release: &str) -> K3sArtifact {
+    K3sArtifact {
+        registry,
+        repository: node::K3S_REPOSITORY.into(),
+        tag: upgrade::tag_of_release(release),
     }
 }
 
@@ -261,6 +307,41 @@ mod tests {
         // No cluster: the component is not placed.
         let stack = parse(Path::new("x"), HOSTS).expect("parse");
         assert!(ClusterPlan::of(&stack).expect_err("no cluster").unplaced);
+    }
+
+    #[test]
+    fn k3s_from_the_registry_is_the_stacks_registry_at_the_configs_release() {
+        let net = "network:\n  subnet: 10.0.0.0/24\n  gateway: 10.0.0.1\n  zot_hosts: [cp-1]\n";
+        let zot = "  zot: {address: 10.0.0.44, docker_network: infra}\n";
+        let text = format!(
+            "{HOSTS}{net}{CLUSTER}components:\n{zot}  k3s:\n    source: registry\n    tag: v1.32.4+k3s1\n"
+        );
+        let plan = ClusterPlan::of(&parse(Path::new("x"), &text).expect("parse")).expect("placed");
+        let artifact = plan.setup.registry.expect("from the registry");
+        assert_eq!(artifact.registry, "http://10.0.0.44:5000");
+        assert_eq!(artifact.reference(), "foundry/k3s:v1.32.4-k3s1");
+
+        // No tag: said, with what to set.
+        let text = format!("{HOSTS}{net}{CLUSTER}components:\n{zot}  k3s:\n    source: registry\n");
+        let e = ClusterPlan::of(&parse(Path::new("x"), &text).expect("parse")).expect_err("no tag");
+        assert!(e.message.contains("components.k3s.tag"), "{}", e.message);
+        // No registry in the stack: said.
+        let text = format!(
+            "{HOSTS}{CLUSTER}components:\n  k3s:\n    source: registry\n    tag: v1.32.4+k3s1\n"
+        );
+        let e = ClusterPlan::of(&parse(Path::new("x"), &text).expect("parse"))
+            .expect_err("no registry");
+        assert!(
+            e.message.contains("the stack has no registry"),
+            "{}",
+            e.message
+        );
+        // The path way stays the default.
+        let text = format!(
+            "{HOSTS}{CLUSTER}components:\n  k3s:\n    binary: /opt/k3s/k3s\n    installer: /opt/k3s/install.sh\n"
+        );
+        let plan = ClusterPlan::of(&parse(Path::new("x"), &text).expect("parse")).expect("placed");
+        assert!(plan.setup.registry.is_none());
     }
 
     #[test]

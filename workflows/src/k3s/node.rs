@@ -1,6 +1,8 @@
 //! The one per-node install, used by `cluster init`, `cluster node add` and upgrades: the
 //! binary and K3s's install.sh uploaded (probed by hash: nothing sent again when the host
-//! has them), the token in a 0600 file of its own, the flags in
+//! has them), or, with K3s from the stack's registry, fetched there by the node itself
+//! (verified by digest) with `registries.yaml` pointing its images at that registry; the
+//! token in a 0600 file of its own, the flags in
 //! `/etc/rancher/k3s/config.yaml` (arguments given to install.sh are lost when it is run
 //! again), kube-vip's manifest on a server, then install.sh run as a detached command: K3s's
 //! unit blocks the installer until the node is ready, for ever on a stalled join, so the
@@ -11,6 +13,7 @@
 use std::path::PathBuf;
 
 use foundry_activities::local::FileOutput;
+use foundry_activities::registry::{ArtifactFiles, ResolveArtifact, SshFetchBlob};
 use foundry_activities::ssh::{SshDetached, SshPool, SshSendFile, SshTarget, SshUpload};
 use foundry_core::{
     Activity, ActivityCx, ActivityError, Ctx, InDoubt, RetryPolicy, RunError, SecretRef,
@@ -27,6 +30,8 @@ pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
 /// The token, 0600, named by `token-file` in the config: the value is in no argv, no
 /// environment and no unit.
 pub const TOKEN_PATH: &str = "/etc/rancher/k3s/foundry-token";
+/// Where K3s's containerd reads its registry mirrors.
+pub const REGISTRIES_PATH: &str = "/etc/rancher/k3s/registries.yaml";
 /// The admin kubeconfig K3s writes on a server.
 pub const KUBECONFIG_PATH: &str = "/etc/rancher/k3s/k3s.yaml";
 /// The token file K3s keeps on a server once it has a cluster.
@@ -83,6 +88,84 @@ pub struct K3sSetup {
     /// The API's VIP; none for a single node.
     pub vip: Option<String>,
     pub kube_vip_image: String,
+    /// K3s from the stack's registry (`components.k3s.source: registry`): the nodes fetch
+    /// the binary and install.sh there and pull their images through it. None: uploaded
+    /// from `binary` and `installer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<K3sArtifact>,
+}
+
+/// K3s's binary and install.sh as an OCI artifact in the stack's registry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K3sArtifact {
+    /// The registry as the nodes (and this machine) reach it: `http://10.0.0.5:5000`.
+    pub registry: String,
+    pub repository: String,
+    pub tag: String,
+}
+
+/// Where `foundry registry push-k3s` puts K3s, and the nodes fetch it.
+pub const K3S_REPOSITORY: &str = "foundry/k3s";
+/// The artifact's type, and its two files' media types and titles.
+pub const K3S_ARTIFACT_TYPE: &str = "application/vnd.foundry.k3s.v1";
+pub const K3S_BINARY_TYPE: &str = "application/vnd.foundry.k3s.binary.v1";
+pub const K3S_INSTALLER_TYPE: &str = "application/vnd.foundry.k3s.installer.v1";
+pub const K3S_BINARY_TITLE: &str = "k3s";
+pub const K3S_INSTALLER_TITLE: &str = "install.sh";
+
+/// The registries whose images a node of a cluster with K3s from the stack's registry
+/// pulls through it.
+pub const MIRRORED: [&str; 5] = [
+    "docker.io",
+    "ghcr.io",
+    "quay.io",
+    "registry.k8s.io",
+    "gcr.io",
+];
+
+impl K3sArtifact {
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.repository, self.tag)
+    }
+
+    /// The step that looks the artifact up (from this machine): a missing tag stops the
+    /// run before a node is touched.
+    pub fn resolve(&self) -> ResolveArtifact {
+        ResolveArtifact {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            tag: self.tag.clone(),
+            files: vec![K3S_BINARY_TITLE.into(), K3S_INSTALLER_TITLE.into()],
+        }
+    }
+
+    /// K3s's `registries.yaml`: each of [`MIRRORED`] pulled through the stack's registry
+    /// (containerd keeps the image's path: `ghcr.io/kube-vip/kube-vip:v0.8.9` is
+    /// `kube-vip/kube-vip:v0.8.9` there).
+    pub fn registries_yaml(&self) -> String {
+        #[derive(Serialize)]
+        struct Mirror<'a> {
+            endpoint: [&'a str; 1],
+        }
+        #[derive(Serialize)]
+        struct Registries<'a> {
+            mirrors: std::collections::BTreeMap<&'a str, Mirror<'a>>,
+        }
+        let mirrors = MIRRORED
+            .iter()
+            .map(|r| {
+                (
+                    *r,
+                    Mirror {
+                        endpoint: [self.registry.as_str()],
+                    },
+                )
+            })
+            .collect();
+        let body = serde_saphyr::to_string(&Registries { mirrors }).unwrap_or_default();
+        format!("# Written by Foundry: images through the stack's registry.\n{body}")
+    }
 }
 
 /// The flags of a node's `/etc/rancher/k3s/config.yaml`, in K3s's names.
@@ -142,8 +225,10 @@ impl NodeOutput {
     }
 }
 
-/// Installs K3s on `node` in its own scope of `ctx` (keys `binary`, `installer`, `token`,
-/// `config`, `kube-vip`, `running`, `install`): `join` is the server URL to join, none for
+/// Installs K3s on `node` in its own scope of `ctx` (keys `binary`, `installer`, or from
+/// the registry `artifact`, `fetch-binary`, `fetch-installer`, `registries`; then `token`,
+/// `config`, `kube-vip`, `running`, `install`: a changed registries.yaml runs install.sh
+/// again, since K3s reads it when it starts): `join` is the server URL to join, none for
 /// the first server; `manifest` kube-vip's, for a server of an HA cluster. Returns once
 /// install.sh has (the node's unit said it is ready); the caller waits for the node to be
 /// Ready in the API.
@@ -169,11 +254,34 @@ pub async fn install(
         owner: "root:root".into(),
         sudo: true,
     };
-    let mut sent: Vec<FileOutput> = vec![
-        ctx.step("binary", &send(&setup.binary, BINARY_PATH)?)
-            .await?,
-        ctx.step("installer", &send(&setup.installer, INSTALLER_PATH)?)
-            .await?,
+    let mut sent: Vec<FileOutput> = match &setup.registry {
+        None => vec![
+            ctx.step("binary", &send(&setup.binary, BINARY_PATH)?)
+                .await?,
+            ctx.step("installer", &send(&setup.installer, INSTALLER_PATH)?)
+                .await?,
+        ],
+        Some(artifact) => {
+            let files = ctx.step("artifact", &artifact.resolve()).await?;
+            let fetch = |title: &str, path: &str| fetch(node, artifact, &files, title, path);
+            let mut got = vec![
+                ctx.step("fetch-binary", &fetch(K3S_BINARY_TITLE, BINARY_PATH)?)
+                    .await?,
+                ctx.step(
+                    "fetch-installer",
+                    &fetch(K3S_INSTALLER_TITLE, INSTALLER_PATH)?,
+                )
+                .await?,
+            ];
+            let mirrors = upload(
+                REGISTRIES_PATH,
+                SecretValue::new(artifact.registries_yaml()),
+            );
+            got.push(ctx.step("registries", &mirrors).await?);
+            got
+        }
+    };
+    sent.extend([
         ctx.step("token", &upload(TOKEN_PATH, ctx.reveal(token)?))
             .await?,
         ctx.step(
@@ -184,7 +292,7 @@ pub async fn install(
             ),
         )
         .await?,
-    ];
+    ]);
     if let (Role::Server, Some(manifest)) = (role, manifest) {
         let path = super::kube_vip::MANIFEST_PATH;
         sent.push(
@@ -211,6 +319,32 @@ pub async fn install(
         role,
         uploaded,
         installed,
+    })
+}
+
+/// The node's fetch of one file of K3s's artifact, by the digest [`ResolveArtifact`] found.
+fn fetch(
+    node: &NodeHost,
+    artifact: &K3sArtifact,
+    files: &ArtifactFiles,
+    title: &str,
+    path: &str,
+) -> Result<SshFetchBlob, RunError> {
+    let file = files.file(title).ok_or_else(|| {
+        RunError::workflow(format!(
+            "{}: {} has no file `{title}`",
+            node.name,
+            artifact.reference()
+        ))
+    })?;
+    Ok(SshFetchBlob {
+        target: node.target.clone(),
+        registry: artifact.registry.clone(),
+        repository: artifact.repository.clone(),
+        reference: format!("{} ({title})", artifact.reference()),
+        digest: file.digest.clone(),
+        path: path.into(),
+        mode: 0o755,
     })
 }
 
@@ -340,6 +474,7 @@ mod tests {
             openbao: None,
             vip: Some("10.77.3.220".into()),
             kube_vip_image: super::super::kube_vip::KUBE_VIP_IMAGE.into(),
+            registry: None,
         }
     }
 
@@ -359,6 +494,27 @@ mod tests {
 
     fn read(text: &str) -> serde_json::Value {
         serde_saphyr::from_str(text).expect("YAML")
+    }
+
+    #[test]
+    fn registries_yaml_sends_each_registrys_images_through_the_stacks() {
+        let artifact = K3sArtifact {
+            registry: "http://10.77.3.244:5000".into(),
+            repository: K3S_REPOSITORY.into(),
+            tag: "v1.32.4-k3s1".into(),
+        };
+        let yaml = read(&artifact.registries_yaml());
+        for registry in MIRRORED {
+            assert_eq!(
+                yaml["mirrors"][registry]["endpoint"],
+                serde_json::json!(["http://10.77.3.244:5000"]),
+                "{registry}"
+            );
+        }
+        assert_eq!(artifact.reference(), "foundry/k3s:v1.32.4-k3s1");
+        let resolve = artifact.resolve();
+        assert_eq!(resolve.files, [K3S_BINARY_TITLE, K3S_INSTALLER_TITLE]);
+        assert_eq!(resolve.registry, "http://10.77.3.244:5000");
     }
 
     #[test]

@@ -52,6 +52,13 @@ What it keeps of K3s's contract:
   there), a server that loses the lease, stops, or loses the DaemonSet removing it. Not
   kept: the DaemonSet's pods (none run), services load-balancing (`svc_enable`), BGP,
   the lease released on a clean stop (the next holder waits for its duration).
+- /etc/rancher/k3s/registries.yaml read when the process starts, as K3s's containerd
+  config is made then: with it, kube-vip's image is pulled before its pod runs, its
+  manifest fetched through the distribution API from the first `mirrors` endpoint that
+  has it (`rewrite` applied, Go's `$1` as Python's), as containerd does; when none has
+  it the pod does not run (no lease, no VIP) and the pull is tried again. A registry
+  without a mirror is pulled from upstream as without the file (nothing is fetched:
+  this stand-in has no internet). Without the file, as before: no image is pulled.
 
 What is real: systemd runs it, and the servers' etcd is Debian's etcd 3.4, so
 membership, learners and quorum follow etcd's own rules. What is not: no kubelet, no
@@ -82,6 +89,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import re
 import time
 import urllib.error
 import urllib.request
@@ -99,6 +107,14 @@ K3S_LEARNER_SECONDS = 3.0
 K3S_RETRY_SECONDS = 2.0
 
 K3S_CONFIG = "/etc/rancher/k3s/config.yaml"
+K3S_REGISTRIES = "/etc/rancher/k3s/registries.yaml"
+# What a pull accepts, as containerd asks for it.
+K3S_MANIFEST_TYPES = ", ".join([
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+])
 K3S_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
 K3S_DATA = "/var/lib/rancher/k3s"
 K3S_SERVER = K3S_DATA + "/server"
@@ -849,6 +865,61 @@ def k3s_apply_manifest(api, node, fname, doc, skipped):
         api.write(res, namespace, name, live, merged)
 
 
+# ---------------------------------------------------------------------------- images
+
+
+def k3s_load_registries():
+    """registries.yaml's `mirrors`, as K3s reads it when it starts; None without the file."""
+    if not os.path.exists(K3S_REGISTRIES):
+        return None
+    mirrors = k3s_load_config(K3S_REGISTRIES).get("mirrors") or {}
+    if not isinstance(mirrors, dict):
+        k3s_fatal("%s: `mirrors` is not a mapping of registries" % K3S_REGISTRIES)
+    k3s_log("Using private registry config file at %s" % K3S_REGISTRIES)
+    return mirrors
+
+
+def k3s_split_image(image):
+    """(registry, repository, tag or digest) of an image reference, as containerd reads it."""
+    name, ref = image, "latest"
+    if "@" in name:
+        name, ref = name.split("@", 1)
+    elif ":" in name.rsplit("/", 1)[-1]:
+        name, ref = name.rsplit(":", 1)
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        registry, repo = first, rest
+    else:
+        registry, repo = "docker.io", name
+    if registry == "docker.io" and "/" not in repo:
+        repo = "library/" + repo
+    return registry, repo, ref
+
+
+def k3s_pull(image, mirrors):
+    """(pulled, what happened) for `image` through the mirrors registries.yaml names."""
+    registry, repo, ref = k3s_split_image(image)
+    entry = mirrors.get(registry) or mirrors.get("*")
+    if not isinstance(entry, dict):
+        return True, "no mirror for %s: %s from upstream" % (registry, image)
+    for rule, into in (entry.get("rewrite") or {}).items():
+        repo = re.sub(str(rule), re.sub(r"\$(\d+)", r"\\\1", str(into)), repo)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    last = "no endpoint"
+    for endpoint in entry.get("endpoint") or []:
+        url = "%s/v2/%s/manifests/%s" % (str(endpoint).rstrip("/"), repo, ref)
+        request = urllib.request.Request(url, headers={"Accept": K3S_MANIFEST_TYPES})
+        try:
+            with opener.open(request, timeout=5) as answer:
+                answer.read()
+            return True, "pulled %s through the mirror %s" % (image, endpoint)
+        except urllib.error.HTTPError as e:
+            last = "%s: %s %s" % (url, e.code, e.reason)
+        except (OSError, ValueError) as e:
+            last = "%s: %s" % (url, e)
+    return False, "failed to pull image %s: %s" % (image, last)
+
+
 # ---------------------------------------------------------------------------- kube-vip
 
 
@@ -863,8 +934,11 @@ class K3sKubeVip:
     gratuitous ARP when `arping` is there; a server that loses the lease, or stops, or
     whose DaemonSet goes, removes the address."""
 
-    def __init__(self, api, node, ip):
+    def __init__(self, api, node, ip, mirrors=None):
         self.api, self.node, self.ip = api, node, ip
+        # registries.yaml's mirrors (None: no file, no pull), the images pulled, and the
+        # last thing a pull said (said once).
+        self.mirrors, self.pulled, self.pull_said = mirrors, set(), None
         self.held = None  # (address, interface) this server has added
         self.observed = None  # (holder, renewTime) as last read, and when it changed
         self.observed_at = 0.0
@@ -885,8 +959,22 @@ class K3sKubeVip:
                     continue
                 env = {e.get("name"): str(e.get("value", "")) for e in c.get("env") or []
                        if isinstance(e, dict)}
+                if not self.pull(image):
+                    return None
                 return env
         return None
+
+    def pull(self, image):
+        """Whether the pod's image is here: pulled through registries.yaml's mirrors."""
+        if self.mirrors is None or image in self.pulled:
+            return True
+        ok, said = k3s_pull(image, self.mirrors)
+        if said != self.pull_said:
+            k3s_log("kube-vip stand-in: %s" % said, "info" if ok else "error")
+            self.pull_said = said
+        if ok:
+            self.pulled.add(image)
+        return ok
 
     def stop(self):
         """The server stops: the address goes, and is not added again."""
@@ -1123,7 +1211,7 @@ def k3s_run_server(flags):
                          daemon=True).start()
         threading.Thread(target=k3s_deploy_controller, args=(supervisor.api, name),
                          daemon=True).start()
-        vip = K3sKubeVip(supervisor.api, name, ip)
+        vip = K3sKubeVip(supervisor.api, name, ip, k3s_load_registries())
         K3S_ON_STOP.append(vip.stop)
         threading.Thread(target=vip.run, daemon=True).start()
     rest = K3S_JOIN_SECONDS - (time.time() - began)
