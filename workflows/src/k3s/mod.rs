@@ -220,7 +220,7 @@ pub fn artifact_at(registry: String, release: &str) -> K3sArtifact {
     K3sArtifact {
         registry,
         repository: node::K3S_REPOSITORY.into(),
-        tag: upgrade::tag_of_release(release),
+        tag: crate::version::tag_of_release(release),
     }
 }
 
