@@ -45,11 +45,41 @@ impl AddInput {
     fn through_vip(&self) -> Option<&str> {
         self.setup.vip.as_deref().filter(|_| !self.single_node)
     }
+
+    /// The join URL once the first server is known to have kube-vip or not: a cluster made
+    /// with `--single-node` has none, so its VIP leads nowhere and nodes join at the first
+    /// server ([`super::api_server`] for a single node).
+    fn join_url_given(&self, kube_vip: bool) -> String {
+        super::api_server(&self.setup, &self.first, self.single_node || !kube_vip)
+    }
+}
+
+/// A server asked to join a cluster made with `--single-node` (no kube-vip on its first
+/// server): refused, saying what to do.
+fn refuse_server_without_vip(input: &AddInput) -> Result<(), RunError> {
+    let (Some(server), Some(vip)) = (input.servers.first(), input.setup.vip.as_deref()) else {
+        return Ok(());
+    };
+    Err(RunError::workflow(format!(
+        "{} cannot join as a server: the cluster on {} was made with `--single-node`, so no \
+         kube-vip holds the VIP {vip}, and the API would stay at {}'s address alone; no node \
+         was changed (agents join it at {} as it is)\nhint: run `foundry cluster init --yes` \
+         (without --single-node) to give {} kube-vip and point the kubeconfig at the VIP, \
+         then add the server again",
+        server.name,
+        input.first.name,
+        input.first.name,
+        input.join_url_given(false),
+        input.first.name
+    )))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddOutput {
     pub nodes: Vec<NodeOutput>,
+    /// The API the nodes joined through.
+    #[serde(default)]
+    pub api: String,
 }
 
 impl AddOutput {
@@ -120,12 +150,28 @@ pub(crate) async fn add(ctx: &Ctx, input: &AddInput) -> Result<AddOutput, RunErr
     for host in input.servers.iter().chain(&input.agents) {
         refuse_taken(&members, host)?;
     }
-    let join = input.join_url();
+    // A VIP in the config, and a first server made with `--single-node`, which has no
+    // kube-vip: its VIP leads nowhere, so agents join at the first server, and a server
+    // is refused.
+    let kube_vip = match input.through_vip() {
+        Some(_) => {
+            let manifest = HostRead::new(
+                input.first.target.clone(),
+                &format!("test -e {} && echo yes || echo no", kube_vip::MANIFEST_PATH),
+            );
+            ctx.step("k3s/kube-vip", &manifest).await?.text == "yes"
+        }
+        None => false,
+    };
+    if input.through_vip().is_some() && !kube_vip {
+        refuse_server_without_vip(input)?;
+    }
+    let join = input.join_url_given(kube_vip);
     let access = KubeAccess {
         kubeconfig: kubeconfig.secret.clone(),
         server: Some(join.clone()),
     };
-    if let Some(vip) = input.through_vip() {
+    if let Some(vip) = input.through_vip().filter(|_| kube_vip) {
         // kube-vip starts once the first server's API applies its manifest: the VIP
         // answers a moment after `cluster init`, and every join goes through it.
         let answers = VipAnswers {
@@ -187,6 +233,7 @@ pub(crate) async fn add(ctx: &Ctx, input: &AddInput) -> Result<AddOutput, RunErr
         .map(|a| (a.name.clone(), a.clone()))
         .collect();
     let secret = token.secret.clone();
+    let api = join.clone();
     let agents = ctx
         .fan_out_ok(
             items,
@@ -213,7 +260,7 @@ pub(crate) async fn add(ctx: &Ctx, input: &AddInput) -> Result<AddOutput, RunErr
         )
         .await?;
     nodes.extend(agents);
-    Ok(AddOutput { nodes })
+    Ok(AddOutput { nodes, api })
 }
 
 /// Refuses `host` when its address is an etcd member's peer URL under another node's
