@@ -341,7 +341,8 @@ fn init_then_servers_one_at_a_time_and_an_agent_resumed_after_a_kill_with_no_sec
 /// `cluster init --single-node` while `cluster.nodes` lists two nodes behind a VIP: the
 /// cluster has no kube-vip, so `node add` does not go to the VIP (it would wait for
 /// `join_timeout` and say kube-vip is not running): a server is refused at once, saying
-/// what to do, and an agent joins at the first server's address.
+/// what to do, and an agent joins at the first server's address; `cluster init` without
+/// `--single-node`, as the refusal says, then gives the cluster kube-vip and its VIP.
 #[test]
 fn a_single_node_cluster_takes_agents_at_its_server_and_refuses_a_server_saying_what_to_do() {
     let began = Instant::now();
@@ -423,4 +424,30 @@ fn a_single_node_cluster_takes_agents_at_its_server_and_refuses_a_server_saying_
         [("host-1".to_string(), true), ("host-2".to_string(), true)]
     );
     phase("an agent joined at the first server");
+
+    // As the refusal's hint says: `cluster init` again without --single-node gives host-1
+    // kube-vip, and the VIP comes to it.
+    ok(&lab, &["cluster", "init", "--yes"]);
+    assert_eq!(
+        on(
+            &lab,
+            "host-1",
+            "test -e /var/lib/rancher/k3s/server/manifests/kube-vip.yaml && echo yes || echo no"
+        ),
+        "yes",
+        "kube-vip's manifest on host-1"
+    );
+    let mut last = serde_json::Value::Null;
+    wait_for("host-1 to hold the VIP", Duration::from_secs(90), || {
+        let out = run(&lab, &["cluster", "status", "-o", "json"]);
+        last = json_lines(&out.stdout).last().cloned().unwrap_or_default();
+        last["vip_holder"] == "host-1"
+    });
+    assert!(
+        last["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 2 && n.iter().all(|n| n["ready"] == true)),
+        "{last}"
+    );
+    phase("init without --single-node: host-1 holds the VIP");
 }
