@@ -476,6 +476,48 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_without_kube_vip_is_joined_at_its_first_server_and_refuses_a_server() {
+        let setup = K3sSetup {
+            cluster: "lab".into(),
+            binary: "/opt/k3s".into(),
+            installer: "/opt/install.sh".into(),
+            disable: Vec::new(),
+            tls_san: Vec::new(),
+            join_timeout_s: 600,
+            openbao: None,
+            vip: Some("10.77.3.220".into()),
+            kube_vip_image: "kube-vip".into(),
+        };
+        let mut input = AddInput {
+            setup,
+            first: host("host-1", "10.77.3.11"),
+            servers: Vec::new(),
+            agents: vec![host("host-2", "10.77.3.12")],
+            agents_at_once: 5,
+            single_node: false,
+        };
+        assert_eq!(input.join_url_given(true), "https://10.77.3.220:6443");
+        assert_eq!(input.join_url_given(false), "https://10.77.3.11:6443");
+        assert!(refuse_server_without_vip(&input).is_ok(), "agents only");
+        input.servers.push(host("host-3", "10.77.3.13"));
+        let said = refuse_server_without_vip(&input)
+            .expect_err("a server")
+            .to_string();
+        assert!(
+            said.contains("host-3 cannot join as a server: the cluster on host-1 was made with `--single-node`"),
+            "{said}"
+        );
+        assert!(
+            said.contains("agents join it at https://10.77.3.11:6443"),
+            "{said}"
+        );
+        assert!(
+            said.contains("hint: run `foundry cluster init --yes`"),
+            "{said}"
+        );
+    }
+
+    #[test]
     fn a_host_whose_address_is_another_nodes_etcd_member_is_refused() {
         let members = [
             member("host-1-0a1b2c3d", "host-1", "https://10.77.3.11:2380"),

@@ -587,6 +587,37 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_does_not_come_back_is_named_with_its_releases_and_what_to_do() {
+        let said = stuck(
+            "host-2",
+            Some("v1.32.4+k3s1"),
+            "v1.33.1+k3s1",
+            20,
+            "its unit k3s is `activating`",
+            "k3s",
+        );
+        assert!(
+            said.starts_with(
+                "node host-2 did not come back at v1.33.1+k3s1 within 20 s of its restart \
+                 (it ran v1.32.4+k3s1): its unit k3s is `activating`; the upgrade stops at \
+                 this node, and no node after it is touched\nhint: see why on host-2 \
+                 (`journalctl -u k3s`)"
+            ),
+            "{said}"
+        );
+        assert!(said.contains("`foundry workflow resume`"), "{said}");
+        let said = stuck(
+            "host-4",
+            None,
+            "v1.33.1+k3s1",
+            20,
+            "asked at X",
+            "k3s-agent",
+        );
+        assert!(said.contains("restart: asked at X;"), "{said}");
+    }
+
+    #[test]
     fn a_node_with_a_control_plane_or_etcd_role_is_a_server() {
         let node = |roles: &[&str]| NodeInfo {
             name: "n".into(),
