@@ -337,3 +337,117 @@ fn init_then_servers_one_at_a_time_and_an_agent_resumed_after_a_kill_with_no_sec
     }
     phase("no secret shown");
 }
+
+/// `cluster init --single-node` while `cluster.nodes` lists two nodes behind a VIP: the
+/// cluster has no kube-vip, so `node add` does not go to the VIP (it would wait for
+/// `join_timeout` and say kube-vip is not running): a server is refused at once, saying
+/// what to do, and an agent joins at the first server's address; `cluster init` without
+/// `--single-node`, as the refusal says, then gives the cluster kube-vip and its VIP.
+#[test]
+fn a_single_node_cluster_takes_agents_at_its_server_and_refuses_a_server_saying_what_to_do() {
+    let began = Instant::now();
+    let phase = |what: &str| eprintln!("{:>6.1} s  {what}", began.elapsed().as_secs_f64());
+    let lab = Lab::up_with("one", 2, &["--systemd"]);
+    phase("lab up");
+    ok(&lab, &["component", "install", "openbao"]);
+    ok(&lab, &["cluster", "init", "--single-node", "--yes"]);
+    assert_eq!(
+        on(
+            &lab,
+            "host-1",
+            "test -e /var/lib/rancher/k3s/server/manifests/kube-vip.yaml && echo yes || echo no"
+        ),
+        "no",
+        "no kube-vip for a single node"
+    );
+    phase("init --single-node");
+    let first = format!("https://{}:6443", lab.targets[0].address);
+
+    let asked = Instant::now();
+    let refused = run(
+        &lab,
+        &[
+            "cluster", "node", "add", "host-2", "--role", "server", "--yes",
+        ],
+    );
+    let said = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(!refused.status.success(), "{said}");
+    for needed in [
+        "host-2 cannot join as a server: the cluster on host-1 was made with `--single-node`",
+        "no node was changed",
+        &format!("agents join it at {first}"),
+        "hint: run `foundry cluster init --yes` (without --single-node)",
+    ] {
+        assert!(said.contains(needed), "{needed} in: {said}");
+    }
+    assert!(
+        asked.elapsed() < Duration::from_secs(120),
+        "refused at once, not after the VIP's wait: {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        on(
+            &lab,
+            "host-2",
+            "test -e /usr/local/bin/k3s && echo yes || echo no"
+        ),
+        "no",
+        "nothing sent to host-2"
+    );
+    phase("a server refused");
+
+    let out = ok(
+        &lab,
+        &["cluster", "node", "add", "host-2", "--yes", "-o", "json"],
+    );
+    let said = json_lines(&out.stdout);
+    let report = said.last().expect("a report");
+    assert_eq!(report["changed"], true, "{said:?}");
+    assert_eq!(report["api"], first.as_str(), "joined at the first server");
+    assert_eq!(
+        on(&lab, "host-2", "systemctl is-active k3s-agent"),
+        "active"
+    );
+    let listed = ok(&lab, &["cluster", "node", "list", "-o", "json"]);
+    let mut nodes: Vec<(String, bool)> = json_lines(&listed.stdout)
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap_or_default().to_string(),
+                n["ready"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    nodes.sort();
+    assert_eq!(
+        nodes,
+        [("host-1".to_string(), true), ("host-2".to_string(), true)]
+    );
+    phase("an agent joined at the first server");
+
+    // As the refusal's hint says: `cluster init` again without --single-node gives host-1
+    // kube-vip, and the VIP comes to it.
+    ok(&lab, &["cluster", "init", "--yes"]);
+    assert_eq!(
+        on(
+            &lab,
+            "host-1",
+            "test -e /var/lib/rancher/k3s/server/manifests/kube-vip.yaml && echo yes || echo no"
+        ),
+        "yes",
+        "kube-vip's manifest on host-1"
+    );
+    let mut last = serde_json::Value::Null;
+    wait_for("host-1 to hold the VIP", Duration::from_secs(90), || {
+        let out = run(&lab, &["cluster", "status", "-o", "json"]);
+        last = json_lines(&out.stdout).last().cloned().unwrap_or_default();
+        last["vip_holder"] == "host-1"
+    });
+    assert!(
+        last["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 2 && n.iter().all(|n| n["ready"] == true)),
+        "{last}"
+    );
+    phase("init without --single-node: host-1 holds the VIP");
+}

@@ -157,6 +157,9 @@ pub(crate) fn installing(lab: &Lab, name: &str) -> bool {
 pub(crate) struct QuorumSample {
     /// Seconds since the sampler started.
     pub at: f64,
+    /// When, as Unix seconds (to set beside the hosts' journals: the lab's containers
+    /// share this machine's clock).
+    pub unix: f64,
     /// (node, is a learner, healthy); empty when etcd did not answer at all.
     pub members: Vec<(String, bool, bool)>,
 }
@@ -178,6 +181,15 @@ impl QuorumSample {
     pub fn has_quorum(&self) -> bool {
         self.voters() > 0 && self.healthy_voters() > self.voters() / 2
     }
+
+    /// The members that are not healthy voters: learners, and voters that did not answer.
+    pub fn down(&self) -> Vec<&str> {
+        self.members
+            .iter()
+            .filter(|(_, l, h)| *l || !h)
+            .map(|(n, _, _)| n.as_str())
+            .collect()
+    }
 }
 
 /// The member list and each member's health, read on host `name` (one `docker exec`).
@@ -196,6 +208,9 @@ fn quorum_sample(container: &str, began: Instant) -> QuorumSample {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     let at = began.elapsed().as_secs_f64();
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     let (list, health) = out.split_once("#health").unwrap_or((out.as_str(), ""));
     let list: serde_json::Value = serde_json::from_str(list.trim()).unwrap_or_default();
     let health: serde_json::Value = serde_json::from_str(health.trim()).unwrap_or_default();
@@ -226,11 +241,13 @@ fn quorum_sample(container: &str, began: Instant) -> QuorumSample {
             )
         })
         .collect();
-    QuorumSample { at, members }
+    QuorumSample { at, unix, members }
 }
 
 /// etcd's quorum sampled on a server (through its container) until stopped, at most
-/// `for_at_most`: the member list and each member's health, about 3 times a second.
+/// `for_at_most`: the member list and each member's health, about 3 times a second. Sampled
+/// on several servers ([`QuorumSampler::start_on`]), each sample is asked of the one that
+/// answered last, and of the next when it does not (it is restarting).
 pub(crate) struct QuorumSampler {
     samples: Arc<Mutex<Vec<QuorumSample>>>,
     stop: Arc<AtomicBool>,
@@ -239,15 +256,27 @@ pub(crate) struct QuorumSampler {
 
 impl QuorumSampler {
     pub fn start(lab: &Lab, server: &str, for_at_most: Duration) -> QuorumSampler {
+        QuorumSampler::start_on(lab, &[server], for_at_most)
+    }
+
+    pub fn start_on(lab: &Lab, servers: &[&str], for_at_most: Duration) -> QuorumSampler {
         let samples: Arc<Mutex<Vec<QuorumSample>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let container = lab.container(server);
+        let containers: Vec<String> = servers.iter().map(|s| lab.container(s)).collect();
         let thread = {
             let (samples, stop) = (samples.clone(), stop.clone());
             std::thread::spawn(move || {
                 let began = Instant::now();
+                let mut at = 0;
                 while !stop.load(Ordering::Relaxed) && began.elapsed() < for_at_most {
-                    let sample = quorum_sample(&container, began);
+                    let mut sample = quorum_sample(&containers[at], began);
+                    for _ in 1..containers.len() {
+                        if !sample.members.is_empty() {
+                            break;
+                        }
+                        at = (at + 1) % containers.len();
+                        sample = quorum_sample(&containers[at], began);
+                    }
                     samples.lock().expect("samples").push(sample);
                     std::thread::sleep(Duration::from_millis(300));
                 }

@@ -217,13 +217,14 @@ pub(crate) async fn upgrade(
         return Ok(exit::OK);
     }
     let input = upgrade::stack_input(&loaded.stack, loaded.home.root(), &chosen)?;
-    let (engine, bar) = super::engine(printer)?;
-    let driver = engine.start(
+    // The same command after a kill or a pause goes on with the unfinished run of the same
+    // upgrade: no second run, no node done again.
+    let (run, (code, output)) = super::drive::start_or_resume(
         <upgrade::StackUpgrade as foundry_core::Workflow>::NAME,
         serde_json::to_value(&input).map_err(|e| CliError::new(e.to_string()))?,
-    )?;
-    let run = driver.run_id().to_string();
-    let (code, output) = super::drive::drive(driver, printer, bar).await?;
+        printer,
+    )
+    .await?;
     let Some(outputs) = output else {
         return Ok(code);
     };

@@ -45,11 +45,41 @@ impl AddInput {
     fn through_vip(&self) -> Option<&str> {
         self.setup.vip.as_deref().filter(|_| !self.single_node)
     }
+
+    /// The join URL once the first server is known to have kube-vip or not: a cluster made
+    /// with `--single-node` has none, so its VIP leads nowhere and nodes join at the first
+    /// server ([`super::api_server`] for a single node).
+    fn join_url_given(&self, kube_vip: bool) -> String {
+        super::api_server(&self.setup, &self.first, self.single_node || !kube_vip)
+    }
+}
+
+/// A server asked to join a cluster made with `--single-node` (no kube-vip on its first
+/// server): refused, saying what to do.
+fn refuse_server_without_vip(input: &AddInput) -> Result<(), RunError> {
+    let (Some(server), Some(vip)) = (input.servers.first(), input.setup.vip.as_deref()) else {
+        return Ok(());
+    };
+    Err(RunError::workflow(format!(
+        "{} cannot join as a server: the cluster on {} was made with `--single-node`, so no \
+         kube-vip holds the VIP {vip}, and the API would stay at {}'s address alone; no node \
+         was changed (agents join it at {} as it is)\nhint: run `foundry cluster init --yes` \
+         (without --single-node) to give {} kube-vip and point the kubeconfig at the VIP, \
+         then add the server again",
+        server.name,
+        input.first.name,
+        input.first.name,
+        input.join_url_given(false),
+        input.first.name
+    )))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddOutput {
     pub nodes: Vec<NodeOutput>,
+    /// The API the nodes joined through.
+    #[serde(default)]
+    pub api: String,
 }
 
 impl AddOutput {
@@ -120,12 +150,28 @@ pub(crate) async fn add(ctx: &Ctx, input: &AddInput) -> Result<AddOutput, RunErr
     for host in input.servers.iter().chain(&input.agents) {
         refuse_taken(&members, host)?;
     }
-    let join = input.join_url();
+    // A VIP in the config, and a first server made with `--single-node`, which has no
+    // kube-vip: its VIP leads nowhere, so agents join at the first server, and a server
+    // is refused.
+    let kube_vip = match input.through_vip() {
+        Some(_) => {
+            let manifest = HostRead::new(
+                input.first.target.clone(),
+                &format!("test -e {} && echo yes || echo no", kube_vip::MANIFEST_PATH),
+            );
+            ctx.step("k3s/kube-vip", &manifest).await?.text == "yes"
+        }
+        None => false,
+    };
+    if input.through_vip().is_some() && !kube_vip {
+        refuse_server_without_vip(input)?;
+    }
+    let join = input.join_url_given(kube_vip);
     let access = KubeAccess {
         kubeconfig: kubeconfig.secret.clone(),
         server: Some(join.clone()),
     };
-    if let Some(vip) = input.through_vip() {
+    if let Some(vip) = input.through_vip().filter(|_| kube_vip) {
         // kube-vip starts once the first server's API applies its manifest: the VIP
         // answers a moment after `cluster init`, and every join goes through it.
         let answers = VipAnswers {
@@ -187,6 +233,7 @@ pub(crate) async fn add(ctx: &Ctx, input: &AddInput) -> Result<AddOutput, RunErr
         .map(|a| (a.name.clone(), a.clone()))
         .collect();
     let secret = token.secret.clone();
+    let api = join.clone();
     let agents = ctx
         .fan_out_ok(
             items,
@@ -213,7 +260,7 @@ pub(crate) async fn add(ctx: &Ctx, input: &AddInput) -> Result<AddOutput, RunErr
         )
         .await?;
     nodes.extend(agents);
-    Ok(AddOutput { nodes })
+    Ok(AddOutput { nodes, api })
 }
 
 /// Refuses `host` when its address is an etcd member's peer URL under another node's
@@ -426,6 +473,49 @@ mod tests {
                 host_key: "ssh-ed25519 AAAA".into(),
             },
         }
+    }
+
+    #[test]
+    fn a_cluster_without_kube_vip_is_joined_at_its_first_server_and_refuses_a_server() {
+        let setup = K3sSetup {
+            cluster: "lab".into(),
+            binary: "/opt/k3s".into(),
+            installer: "/opt/install.sh".into(),
+            disable: Vec::new(),
+            tls_san: Vec::new(),
+            join_timeout_s: 600,
+            openbao: None,
+            vip: Some("10.77.3.220".into()),
+            kube_vip_image: "kube-vip".into(),
+            registry: None,
+        };
+        let mut input = AddInput {
+            setup,
+            first: host("host-1", "10.77.3.11"),
+            servers: Vec::new(),
+            agents: vec![host("host-2", "10.77.3.12")],
+            agents_at_once: 5,
+            single_node: false,
+        };
+        assert_eq!(input.join_url_given(true), "https://10.77.3.220:6443");
+        assert_eq!(input.join_url_given(false), "https://10.77.3.11:6443");
+        assert!(refuse_server_without_vip(&input).is_ok(), "agents only");
+        input.servers.push(host("host-3", "10.77.3.13"));
+        let said = refuse_server_without_vip(&input)
+            .expect_err("a server")
+            .to_string();
+        assert!(
+            said.contains("host-3 cannot join as a server: the cluster on host-1 was made with `--single-node`"),
+            "{said}"
+        );
+        assert!(
+            said.contains("agents join it at https://10.77.3.11:6443"),
+            "{said}"
+        );
+        assert!(
+            said.contains("hint: run `foundry cluster init --yes`"),
+            "{said}"
+        );
     }
 
     #[test]

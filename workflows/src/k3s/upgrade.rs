@@ -19,7 +19,7 @@ use foundry_activities::k3s::EtcdVoter;
 use foundry_activities::kube::{
     DrainNode, KubeAccess, NodeInfo, Uncordon, api_error, cluster_nodes,
 };
-use foundry_activities::ssh::{SshDetached, SshSendFile};
+use foundry_activities::ssh::{SshDetached, SshSendFile, SshTarget};
 use foundry_core::fanout::FailurePolicy;
 use foundry_core::{
     Activity, ActivityCx, ActivityError, Ctx, InDoubt, PollPolicy, RetryPolicy, RunError, Workflow,
@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::add::joining;
 use super::api_url;
-use super::node::{BINARY_PATH, HostRead, K3sSetup, NodeHost, Role};
+use super::node::{BINARY_PATH, HostRead, HostReadOutput, K3sSetup, NodeHost, Role, capture};
 use crate::version::of_release as version;
 
 /// Where the new binary waits on the first server while its version is asked.
@@ -198,6 +198,12 @@ impl Activity for NodeAtRelease {
         InDoubt::Rerun
     }
 
+    /// One attempt: it waits its whole deadline itself, and then the run pauses on it (a
+    /// second wait is a person's `workflow resume`, or the same command again).
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::none()
+    }
+
     async fn probe(&self, cx: &ActivityCx) -> Result<Option<NodeInfo>, ActivityError> {
         Ok(match self.look(cx).await {
             Ok(found) if self.done(&found) => found,
@@ -229,15 +235,107 @@ impl Activity for NodeAtRelease {
                 Err(e) => last = format!("the API did not answer: {e}"),
             }
         }
-        Err(ActivityError::transient(format!(
-            "node {} is not Ready at {} after {} s, asked at {}: {last}\nhint: look at the \
-             node's unit (journalctl -u k3s, or k3s-agent); `foundry workflow resume` waits again",
-            self.node,
-            self.release,
+        Err(ActivityError::transient(stuck(
+            &self.node,
+            None,
+            &self.release,
             self.timeout_s,
-            self.access.place()
+            &format!("asked at {}, {last}", self.access.place()),
+            "k3s` or `k3s-agent",
         )))
     }
+}
+
+/// Waits, at most `timeout_s`, until `unit` is active on the node again after its restart
+/// (K3s told systemd it is up: Type=notify): a release that exits at start, or never gets
+/// up, keeps it `activating` while systemd restarts it. Then the run pauses on this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitActive {
+    pub target: SshTarget,
+    pub node: String,
+    pub unit: String,
+    /// The release it ran before its restart, and the one it was restarted at.
+    pub from: String,
+    pub release: String,
+    pub timeout_s: u64,
+}
+
+impl UnitActive {
+    async fn state(&self, cx: &ActivityCx) -> Result<String, String> {
+        let script = format!("systemctl is-active {} || true", self.unit);
+        match capture(&self.target, &script, None, cx).await {
+            Ok((_, out, _)) => Ok(String::from_utf8_lossy(&out).trim().to_string()),
+            Err(e) => Err(e.message),
+        }
+    }
+}
+
+impl Activity for UnitActive {
+    type Output = HostReadOutput;
+
+    fn kind(&self) -> &'static str {
+        "k3s-unit-active"
+    }
+
+    fn in_doubt(&self) -> InDoubt {
+        InDoubt::Rerun
+    }
+
+    /// One attempt: it waits its whole deadline itself, and then the run pauses on it.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::none()
+    }
+
+    async fn probe(&self, cx: &ActivityCx) -> Result<Option<HostReadOutput>, ActivityError> {
+        Ok(match self.state(cx).await {
+            Ok(text) if text == "active" => Some(HostReadOutput { text }),
+            _ => None,
+        })
+    }
+
+    async fn apply(&self, cx: &ActivityCx) -> Result<HostReadOutput, ActivityError> {
+        let policy = PollPolicy::new(1_000, 0).within(Duration::from_secs(self.timeout_s));
+        let mut poll = policy.start();
+        let mut last = String::from("not looked at yet");
+        while poll.tick_unless(cx.cancel_token()).await.map_err(|_| {
+            ActivityError::permanent("cancelled while waiting for K3s to start again")
+        })? {
+            match self.state(cx).await {
+                Ok(text) if text == "active" => return Ok(HostReadOutput { text }),
+                Ok(text) => last = format!("its unit {} is `{text}`", self.unit),
+                Err(e) => last = format!("the host did not answer: {e}"),
+            }
+        }
+        Err(ActivityError::transient(stuck(
+            &self.node,
+            Some(&self.from),
+            &self.release,
+            self.timeout_s,
+            &format!("K3s {} is not running: {last}", self.release),
+            &self.unit,
+        )))
+    }
+}
+
+/// The pause of an upgrade at a node that did not come back: the node, the release it ran,
+/// the one it was restarted at, what was seen, and what to do.
+fn stuck(
+    node: &str,
+    from: Option<&str>,
+    release: &str,
+    timeout_s: u64,
+    seen: &str,
+    unit: &str,
+) -> String {
+    let ran = from.map(|f| format!(" (it ran {f})")).unwrap_or_default();
+    format!(
+        "node {node} did not come back at {release} within {timeout_s} s of its restart{ran}: \
+         {seen}; the upgrade stops at this node, and no node after it is \
+         touched\nhint: see why on {node} (`journalctl -u {unit}`), fix it there (systemd \
+         keeps restarting the unit), then run the same `foundry component upgrade k3s` \
+         again or `foundry workflow resume`: either waits for it again \
+         (components.k3s.join_timeout long)"
+    )
 }
 
 /// A server (it holds an etcd member) by its roles' labels.
@@ -378,7 +476,7 @@ impl Workflow for K3sUpgrade {
     }
 }
 
-/// One node, in its own scope (keys `at`, `drain`, `binary`, `restart`, `ready`,
+/// One node, in its own scope (keys `at`, `drain`, `binary`, `restart`, `active`, `ready`,
 /// `etcd-voter`, `uncordon`), asking the API at `access`.
 async fn upgrade_node(
     ctx: &Ctx,
@@ -414,7 +512,16 @@ async fn upgrade_node(
     let binary = SshSendFile::of(node.target.clone(), &input.setup.binary, BINARY_PATH, 0o755)
         .map_err(|e| RunError::workflow(format!("{}: {}", node.name, e.message)))?;
     ctx.step("binary", &binary).await?;
-    ctx.step("restart", &restart(input, node, role)).await?;
+    ctx.step("restart", &restart(node, role)).await?;
+    let active = UnitActive {
+        target: node.target.clone(),
+        node: node.name.clone(),
+        unit: role.unit().into(),
+        from: done.from.clone(),
+        release: input.target.clone(),
+        timeout_s: input.setup.join_timeout_s,
+    };
+    ctx.step("active", &active).await?;
     let ready = NodeAtRelease {
         access: access.clone(),
         node: node.name.clone(),
@@ -439,19 +546,16 @@ async fn upgrade_node(
     Ok(done)
 }
 
-/// The node's unit restarted on the new binary, as K3s's manual upgrade says: detached
-/// (a server's unit returns once K3s is ready), bounded by the join timeout, run once: a
-/// failure pauses the run for a person rather than restarting it again and again.
-fn restart(input: &UpgradeInput, node: &NodeHost, role: Role) -> SshDetached {
-    let argv = [
-        "timeout",
-        &input.setup.join_timeout_s.to_string(),
-        "systemctl",
-        "restart",
-        role.unit(),
-    ]
-    .map(String::from)
-    .to_vec();
+/// The node's unit restarted on the new binary, as K3s's manual upgrade says: detached,
+/// run once (a failure pauses the run for a person rather than restarting it again and
+/// again), and without waiting for the unit (`--no-block`): a release that fails to start
+/// makes systemd's restart fail at once while the unit keeps restarting
+/// (`Restart=always`), so whether the node comes back is [`NodeAtRelease`]'s one wait,
+/// bounded by the join timeout.
+fn restart(node: &NodeHost, role: Role) -> SshDetached {
+    let argv = ["systemctl", "restart", "--no-block", role.unit()]
+        .map(String::from)
+        .to_vec();
     super::node::detached_once(node, argv)
 }
 
@@ -469,6 +573,37 @@ mod tests {
             Some("v1.32.4+k3s1")
         );
         assert_eq!(release_said("sh: 1: k3s: not found"), None);
+    }
+
+    #[test]
+    fn a_node_that_does_not_come_back_is_named_with_its_releases_and_what_to_do() {
+        let said = stuck(
+            "host-2",
+            Some("v1.32.4+k3s1"),
+            "v1.33.1+k3s1",
+            20,
+            "its unit k3s is `activating`",
+            "k3s",
+        );
+        assert!(
+            said.starts_with(
+                "node host-2 did not come back at v1.33.1+k3s1 within 20 s of its restart \
+                 (it ran v1.32.4+k3s1): its unit k3s is `activating`; the upgrade stops at \
+                 this node, and no node after it is touched\nhint: see why on host-2 \
+                 (`journalctl -u k3s`)"
+            ),
+            "{said}"
+        );
+        assert!(said.contains("`foundry workflow resume`"), "{said}");
+        let said = stuck(
+            "host-4",
+            None,
+            "v1.33.1+k3s1",
+            20,
+            "asked at X",
+            "k3s-agent",
+        );
+        assert!(said.contains("restart: asked at X;"), "{said}");
     }
 
     #[test]

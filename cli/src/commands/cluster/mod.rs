@@ -254,7 +254,11 @@ async fn add(args: AddArgs, printer: &Printer, loaded: &Loaded) -> Result<u8, Cl
         printer,
         &run,
         &input.first.name,
-        &input.join_url(),
+        match output.api.is_empty() {
+            true => input.join_url(),
+            false => output.api.clone(),
+        }
+        .as_str(),
         &output.changes(),
     );
     Ok(code)
