@@ -381,6 +381,19 @@ const SQL_STEPS: &str = "INSERT INTO foundry_steps (run, key, seq, record)
     SELECT $1, k, s, r FROM unnest($2::text[], $3::bigint[], $4::text[]) AS u (k, s, r)
     ON CONFLICT (run, key) DO UPDATE SET seq = EXCLUDED.seq, record = EXCLUDED.record";
 const SQL_META: &str = "UPDATE foundry_runs SET meta = $2, state = $3 WHERE id = $1";
+/// A write of step records alone (a fan-out's batch, a sequential step's `started` with the
+/// previous one's completion): the fence and the records in one statement, so one round
+/// trip and one implicit transaction; the records are written only if the fence held.
+const SQL_FENCED_STEPS: &str = "WITH fence AS (
+        UPDATE foundry_runs SET lease_beat = clock_timestamp() WHERE id = $1 AND epoch = $2
+        RETURNING cancel_requested
+    ), written AS (
+        INSERT INTO foundry_steps (run, key, seq, record)
+        SELECT $1, k, s, r FROM unnest($3::text[], $4::bigint[], $5::text[]) AS u (k, s, r)
+        WHERE EXISTS (SELECT 1 FROM fence)
+        ON CONFLICT (run, key) DO UPDATE SET seq = EXCLUDED.seq, record = EXCLUDED.record
+    )
+    SELECT cancel_requested FROM fence";
 
 /// What a call on the connection fails with.
 enum Failure {
@@ -887,6 +900,15 @@ impl RunJournal for PostgresJournal {
         let (id, epoch) = (self.id, self.epoch);
         let cancel = self.worker.call(move |client, shown| {
             let key = id.to_string();
+            if let (false, [Statement::Steps { keys, seqs, records }]) = (cut, statements.as_slice())
+            {
+                let fenced = prepared(client, SQL_FENCED_STEPS)?;
+                let rows = client.query(&fenced, &[&key, &epoch, keys, seqs, records])?;
+                let [row] = rows.as_slice() else {
+                    return Err(taken_over(client, shown, id)?.into());
+                };
+                return Ok(cancel_asker(&location(shown, id), row.try_get(0)?)?);
+            }
             let (fence, upsert, set_meta) = (
                 prepared(client, SQL_FENCE)?,
                 prepared(client, SQL_STEPS)?,
