@@ -712,8 +712,10 @@ fn read_run(
         .map(|t| decode(&path, "summary", &t))
         .transpose()?;
     let mut steps = Vec::new();
+    // Ordered here, not by the server: a long run's records (megabytes) sorted there could
+    // outgrow `work_mem` and be sorted on disk.
     for row in client.query(
-        "SELECT key, record FROM foundry_steps WHERE run = $1 ORDER BY seq",
+        "SELECT key, record FROM foundry_steps WHERE run = $1",
         &[&key],
     )? {
         let key: String = row.try_get(0)?;
