@@ -46,6 +46,9 @@ pub struct Foundry {
     pub home: PathBuf,
     /// Where commands' output files go.
     pub scratch: PathBuf,
+    /// `FOUNDRY_JOURNAL` for its commands: a PostgreSQL journal's URL; the home's files
+    /// when `None`.
+    pub journal: Option<String>,
 }
 
 /// The prepared run: 10,000 completed steps and one in doubt.
@@ -89,6 +92,10 @@ impl Foundry {
             .env_remove("FOUNDRY_LOG")
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        match &self.journal {
+            Some(url) => cmd.env("FOUNDRY_JOURNAL", url),
+            None => cmd.env_remove("FOUNDRY_JOURNAL"),
+        };
         cmd
     }
 

@@ -242,7 +242,7 @@ fn engine(opts: Options) -> Result<()> {
         );
     }
     if opts.postgres {
-        return engine_on_postgres(dir);
+        return engine_on_postgres(dir, foundry_bin);
     }
 
     eprintln!("disk: 4 KiB pwrite + fdatasync");
@@ -285,6 +285,7 @@ fn engine(opts: Options) -> Result<()> {
         bin: foundry_bin,
         home: dir.join("cli-home"),
         scratch,
+        journal: None,
     };
     let run = rt.block_on(processes(&foundry))?;
     resume_in_process(&rt, &foundry, &run)?;
@@ -322,8 +323,9 @@ fn in_process_figures(
     Ok(())
 }
 
-/// The in-process figures on a PostgreSQL journal, beside the server's own commit.
-fn engine_on_postgres(dir: &std::path::Path) -> Result<()> {
+/// The in-process figures on a PostgreSQL journal, beside the server's own commit, and
+/// `foundry workflow status` of a 10,000-step run kept there.
+fn engine_on_postgres(dir: &std::path::Path, foundry_bin: PathBuf) -> Result<()> {
     eprintln!("PostgreSQL 15: a throwaway cluster in {}", dir.display());
     let cluster = pg::cluster(dir)?;
     eprintln!("PostgreSQL {BASELINE_VALUE_BYTES}-byte row, one INSERT per durable commit");
@@ -344,6 +346,32 @@ fn engine_on_postgres(dir: &std::path::Path) -> Result<()> {
         "step_vs_pg_commit_ratio",
         commit.median,
     )?;
+
+    eprintln!("CLI on PostgreSQL: a run of 10,001 steps, the last one in doubt");
+    let run = pg::unfinished_run(&cluster, 10_000)?;
+    let foundry = cli::Foundry {
+        bin: foundry_bin,
+        home: dir.join("cli-home"),
+        scratch: dir.join("scratch"),
+        journal: Some(cluster.socket_url()),
+    };
+    std::fs::create_dir_all(&foundry.scratch)
+        .with_context(|| format!("creating {}", foundry.scratch.display()))?;
+    let read = pg::timed_views(&rt, &engine, run, READ_RUNS)?;
+    eprintln!(
+        "  one in-process read of it (Engine::view, no process start): {}",
+        read.describe(" ms")
+    );
+    eprintln!("CLI: `foundry workflow status {run}` x{STATUS_RUNS}");
+    let id = run.to_string();
+    let mut samples = Vec::with_capacity(STATUS_RUNS);
+    for _ in 0..STATUS_RUNS {
+        samples.push(millis(rt.block_on(foundry.time_status(&id))?));
+    }
+    let status = Summary::of(&samples)?;
+    eprintln!("  {}", status.describe(" ms"));
+    figure("pg_status_10k_steps_ms", format!("{:.1}", status.median));
+    figure("pg_status_10k_steps_ms_max", format!("{:.1}", status.max));
     Ok(())
 }
 

@@ -192,6 +192,9 @@ impl Driver {
             drop(journal);
             engine.prune_summaries()?;
         }
+        // The run is given back (a shared store does it on its own thread): done before this
+        // returns, so a process that ends now leaves it free for other machines at once.
+        engine.store.settle();
         result
     }
 }
@@ -237,7 +240,8 @@ async fn journal_cancel(shared: &RunShared) -> Result<(), WriteError> {
 }
 
 /// The drive's own tasks: the heartbeat, and the watcher that journals a cancel request
-/// the moment it arrives. Stopped and joined before the run's outcome is written.
+/// the moment it arrives (from the control socket, or from the shared journal, which the
+/// heartbeat's commit reads at the latest). Stopped and joined before the run's outcome is written.
 struct Background {
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -272,6 +276,15 @@ impl Background {
             tasks.push(tokio::spawn(async move {
                 tokio::select! {
                     () = shared.cancel.cancelled() => {}
+                    // Asked through a shared journal by another machine: the same cancel
+                    // as one given to the control socket.
+                    by = shared.writer.cancel_asked() => {
+                        match by {
+                            Some(by) => tracing::info!(asked_by = %by, "cancel asked through the shared journal"),
+                            None => tracing::info!("cancel asked through the shared journal"),
+                        }
+                        shared.cancel.cancel();
+                    }
                     () = stop.cancelled() => return,
                 }
                 if let Err(e) = journal_cancel(&shared).await {

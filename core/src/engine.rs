@@ -105,6 +105,15 @@ pub struct Collected {
     pub secrets: Vec<std::path::PathBuf>,
 }
 
+/// How [`Engine::cancel`] went about it.
+pub enum Cancel {
+    /// Nobody drove the run: it is taken here, to run its undo steps and end cancelled.
+    Here(Box<Driver>),
+    /// A process elsewhere drives it, on a shared journal: the cancel is recorded with
+    /// the run for it to find.
+    Asked { driver: Lease },
+}
+
 /// How a drive ended.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct RunOutcome {
@@ -241,6 +250,19 @@ impl Engine {
     /// Takes a run nobody drives, to cancel it: undo steps run, then it is cancelled.
     pub async fn cancel_undriven(&self, run: RunId) -> Result<Driver, EngineError> {
         self.take(run, true).await
+    }
+
+    /// Cancels a run whose driver, if any, is not one this home can reach by its control
+    /// socket: taken here when nobody drives it (its undo steps run here), or, on a shared
+    /// journal, asked of its driver on another machine through the journal; that driver
+    /// stops at its next write (its heartbeat at the latest) as on a cancel of its own.
+    pub async fn cancel(&self, run: RunId) -> Result<Cancel, EngineError> {
+        if let Some(driver) = self.store.request_cancel(run, &lease::own_lease())? {
+            return Ok(Cancel::Asked { driver });
+        }
+        self.take(run, true)
+            .await
+            .map(|d| Cancel::Here(Box::new(d)))
     }
 
     async fn take(&self, run: RunId, cancel: bool) -> Result<Driver, EngineError> {

@@ -35,7 +35,7 @@ mod tests;
 pub use activity::{Activity, ActivityCx, ActivityError, BoxFuture, Decision, InDoubt};
 pub use context::Ctx;
 pub use driver::Driver;
-pub use engine::{Collected, Engine, EngineError, RunOutcome};
+pub use engine::{Cancel, Collected, Engine, EngineError, RunOutcome};
 pub use error::RunError;
 pub use events::{Event, EventKind, Stream};
 pub use fanout::FailurePolicy;

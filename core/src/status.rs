@@ -110,7 +110,8 @@ impl RunView {
 impl RunView {
     /// The events that tell how the run went from `before` to this view, for a follower
     /// that reads the journal rather than the driver (a driver on another machine): each
-    /// step started, completed or failed since, in journal order, then the run's end. A
+    /// step started, completed or failed since, in journal order (after a cancel, when the
+    /// run became cancelling), then the run's end. A
     /// step that started and ended between the two reads shows its end only; output lines
     /// are the driver's alone.
     pub fn events_since(&self, before: &RunView) -> Vec<Event> {
@@ -127,6 +128,10 @@ impl RunView {
             .map(|v| (v.key.clone(), v))
             .collect();
         let mut events = Vec::new();
+        let cancelled = |state| matches!(state, RunState::Cancelling | RunState::Cancelled);
+        if cancelled(self.state()) && !cancelled(before.state()) {
+            events.push(event(EventKind::CancelRequested));
+        }
         for step in self.steps(now) {
             let old = was.get(&step.key);
             let changed = old.is_none_or(|o| o.state != step.state || o.attempts != step.attempts);

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use crate::events::{EventBus, EventKind};
 use crate::failpoint::{self, Phase};
 use crate::journal::{JournalError, JournalSnapshot, RunJournal, StepIndex, WriteOp};
-use crate::model::{IllegalTransition, RunState, StepRecordState};
+use crate::model::{IllegalTransition, Lease, RunState, StepRecordState};
 use crate::retry::PollPolicy;
 
 /// How long a lazy write waits for company before it is committed alone.
@@ -124,6 +124,10 @@ struct Inner {
     /// Cancelled when a commit learns the run was taken over (fencing): the drive stops at
     /// once, not at its next write.
     lost: tokio_util::sync::CancellationToken,
+    /// Cancelled when the journal says another machine asked for the run to be cancelled
+    /// (a shared store, learnt as the run was taken or with a commit); who asked.
+    asked: tokio_util::sync::CancellationToken,
+    asker: Mutex<Option<Lease>>,
     /// Held by the leader only, like `journal`.
     gate: Mutex<Gate>,
     mirror: Mirror,
@@ -183,9 +187,11 @@ impl Writer {
             linger: None,
             committing: false,
         };
-        Writer {
+        let writer = Writer {
             inner: Arc::new(Inner {
                 queue: Mutex::new(queue),
+                asked: tokio_util::sync::CancellationToken::new(),
+                asker: Mutex::new(None),
                 journal: Mutex::new(Some(journal)),
                 poisoned: Mutex::new(None),
                 lost: tokio_util::sync::CancellationToken::new(),
@@ -193,7 +199,29 @@ impl Writer {
                 mirror,
                 events,
             }),
+        };
+        if let Some(journal) = lock(&writer.inner.journal).as_deref() {
+            writer.note_cancel(journal);
         }
+        writer
+    }
+
+    /// Takes note of a cancel the journal says was asked.
+    fn note_cancel(&self, journal: &dyn RunJournal) {
+        if self.inner.asked.is_cancelled() {
+            return;
+        }
+        if let Some(by) = journal.cancel_requested() {
+            *lock(&self.inner.asker) = Some(by);
+            self.inner.asked.cancel();
+        }
+    }
+
+    /// Resolves once the journal says another process asked for the run to be cancelled
+    /// ([`RunJournal::cancel_requested`]); who asked.
+    pub(crate) async fn cancel_asked(&self) -> Option<Lease> {
+        self.inner.asked.cancelled().await;
+        lock(&self.inner.asker).clone()
     }
 
     fn closed() -> JournalError {
@@ -387,7 +415,13 @@ impl Writer {
         }
         let mut journal = lock(&self.inner.journal);
         let result = match journal.as_mut() {
-            Some(j) => self.write_waiting(j.as_mut(), ops),
+            Some(j) => {
+                let written = self.write_waiting(j.as_mut(), ops);
+                if written.is_ok() {
+                    self.note_cancel(j.as_ref());
+                }
+                written
+            }
             None => Err(Self::closed()),
         };
         if let Err(e) = &result {

@@ -6,7 +6,8 @@ use serde_json::json;
 
 use crate::drivers::{gated_step, start_until_running};
 
-fn undoable(key: &str, dir: &std::path::Path) -> serde_json::Value {
+/// A step that touches `dir/key`, its undo removing it and logging `undo-key` in `dir/undo.log`.
+pub fn undoable(key: &str, dir: &std::path::Path) -> serde_json::Value {
     let marker = dir.join(key).display().to_string();
     let log = dir.join("undo.log").display().to_string();
     json!({

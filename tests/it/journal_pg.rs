@@ -11,6 +11,7 @@ use foundry_core::journal::pg_cluster::{Cluster, certificates};
 use foundry_tests::{Home, kill, lines_of, signal, wait_for};
 use serde_json::{Value, json};
 
+use crate::cancel::undoable;
 use crate::drivers::{gated_step, start_until_running};
 
 /// The lease TTL the machines run with, and so their heartbeat (a third of it).
@@ -677,4 +678,148 @@ fn status_follow_from_another_machine_reads_the_journal_to_the_runs_end() {
     assert_eq!(last["event"], "run_finished", "{events:?}");
     assert_eq!(last["state"], "completed", "{events:?}");
     assert_eq!(lines_of(&count), ["first", "second"]);
+}
+
+/// A run machine-a drives, at a gated step that would wait 30 s, after a step with an
+/// undo; returns its driver (stderr gathered), the run, and the scratch dir of its files.
+fn driven_at_a_gate(a: &Home) -> (Child, Arc<Mutex<Vec<String>>>, String, std::path::PathBuf) {
+    let dir = a.scratch();
+    let plan = json!({"steps": [
+        undoable("a", &dir),
+        gated_step("wait", &dir.join("never")),
+        undoable("never-reached", &dir),
+    ]});
+    let mut owner = a
+        .start_cmd(&plan)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("foundry");
+    let owner_err = gather_stderr(&mut owner);
+    let run = a.wait_for_run("step wait#0 running", |shown| {
+        shown["step_list"].as_array().is_some_and(|s| {
+            s.iter()
+                .any(|s| s["key"] == "wait#0" && s["state"] == "running")
+        })
+    });
+    (owner, owner_err, run, dir)
+}
+
+/// Waits for `child` to end, at most `within`; its exit code.
+fn ended_within(child: &mut Child, within: Duration) -> Option<i32> {
+    let mut status = None;
+    wait_for("the driver to end", within, || {
+        status = child.try_wait().expect("poll");
+        status.is_some()
+    });
+    status.and_then(|s| s.code())
+}
+
+/// What both machines show of a cancelled run: cancelled, its gated step stopped by the
+/// cancel (not run to its end), the step before it undone, the one after never run.
+fn cancelled_everywhere(a: &Home, b: &Home, run: &str, dir: &std::path::Path) {
+    for home in [a, b] {
+        let shown = home.show(run);
+        assert_eq!(shown["state"], "cancelled", "{shown}");
+        let listed = home.runs();
+        assert_eq!(listed[0]["state"], "cancelled", "{listed:?}");
+        let wait = shown["step_list"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["key"] == "wait#0"))
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            wait["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("the run is cancelled")),
+            "{shown}"
+        );
+    }
+    assert_eq!(lines_of(&dir.join("undo.log")), ["undo-a"]);
+    assert!(!dir.join("a").exists() && !dir.join("never-reached").exists());
+}
+
+#[test]
+fn cancel_from_another_machine_stops_the_driver_at_its_heartbeat_and_undoes_its_steps() {
+    let server = server();
+    let (a, b) = (machine(&server, "machine-a"), machine(&server, "machine-b"));
+    let (mut owner, owner_err, run, dir) = driven_at_a_gate(&a);
+    let pid = owner.id();
+
+    let asked = Instant::now();
+    let out = b.run(&["workflow", "cancel", &run]);
+    let took = asked.elapsed();
+    let all = text(&out);
+    // B says what it did, and follows the run to its end through the journal.
+    assert_eq!(out.status.code(), Some(7), "{all}");
+    assert!(
+        all.contains(&format!("asked of its driver, pid {pid} on host machine-a")),
+        "{all}"
+    );
+    assert!(all.contains("through the shared journal"), "{all}");
+    assert!(all.contains("cancel requested"), "{all}");
+    assert!(all.contains("cancelled"), "{all}");
+    // A found it at a heartbeat (a third of the TTL), its gated step stopped rather than
+    // waited for (30 s), and ended with cancel's exit code.
+    assert_eq!(ended_within(&mut owner, TTL * 2), Some(7));
+    println!(
+        "cancelled from another machine in {took:?} (heartbeat {:?})",
+        TTL / 3
+    );
+    assert!(took < TTL * 2, "{took:?}");
+    assert!(
+        said(&owner_err, "cancel requested"),
+        "{:?}",
+        owner_err.lock().expect("lines")
+    );
+    cancelled_everywhere(&a, &b, &run, &dir);
+}
+
+#[test]
+fn cancel_from_another_machine_says_what_it_did_as_json() {
+    let server = server();
+    let (a, b) = (machine(&server, "machine-a"), machine(&server, "machine-b"));
+    let (mut owner, _, run, dir) = driven_at_a_gate(&a);
+    let pid = owner.id();
+
+    let out = b.run(&["workflow", "cancel", &run, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    let lines = foundry_tests::json_lines(&out.stdout);
+    let first = lines.first().cloned().unwrap_or_default();
+    assert_eq!(first["run"], run.as_str(), "{lines:?}");
+    assert_eq!(first["cancel"], "asked", "{lines:?}");
+    assert_eq!(first["driver"]["host"], "machine-a", "{lines:?}");
+    assert_eq!(first["driver"]["pid"], json!(pid), "{lines:?}");
+    let events: Vec<&str> = lines[1..]
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert!(events.contains(&"cancel_requested"), "{lines:?}");
+    let last = lines.last().cloned().unwrap_or_default();
+    assert_eq!(last["event"], "run_finished", "{lines:?}");
+    assert_eq!(last["state"], "cancelled", "{lines:?}");
+    assert_eq!(ended_within(&mut owner, TTL * 2), Some(7));
+    cancelled_everywhere(&a, &b, &run, &dir);
+}
+
+#[test]
+fn cancel_from_another_machine_of_a_run_nobody_drives_runs_its_undo_there() {
+    let server = server();
+    let (a, b) = (machine(&server, "machine-a"), machine(&server, "machine-b"));
+    let dir = a.scratch();
+    let plan = json!({"steps": [
+        undoable("a", &dir),
+        {"key": "fails", "run": ["false"], "retry": {"max_attempts": 1}},
+    ]});
+    let out = a.start_plan(&plan);
+    assert_eq!(out.status.code(), Some(4), "paused: {}", text(&out));
+    let run = a.only_run();
+    let out = b.run(&["workflow", "cancel", &run]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(7), "{all}");
+    assert!(!all.contains("asked of its driver"), "{all}");
+    assert_eq!(lines_of(&dir.join("undo.log")), ["undo-a"]);
+    for home in [&a, &b] {
+        assert_eq!(home.show(&run)["state"], "cancelled");
+    }
 }

@@ -109,6 +109,13 @@ pub trait RunJournal: Send {
     /// For a finished run: gives back the space of deleted records and drops what only
     /// driving needs (the write-ahead log).
     fn compact(&mut self) -> Result<(), JournalError>;
+    /// Who asked, through a shared store, that this run be cancelled
+    /// ([`JournalStore::request_cancel`]), as learnt when the run was taken and at each
+    /// write since (the heartbeat's too); `None` while nobody has. A store of files takes
+    /// its cancels through the driver's control socket instead.
+    fn cancel_requested(&self) -> Option<Lease> {
+        None
+    }
 }
 
 /// Where journals live.
@@ -138,6 +145,18 @@ pub trait JournalStore: Send + Sync {
     /// nobody drives it. A store of files leaves that to the driver's control socket.
     fn records_drivers(&self) -> bool {
         false
+    }
+    /// Waits until what dropped journals left to do is done (a shared store gives a run
+    /// back on its own thread).
+    fn settle(&self) {}
+    /// Asks the run's live driver, on whatever machine, to cancel it: recorded with the
+    /// run, `by` naming who asks, for the driver to find at its next write (its heartbeat
+    /// at the latest). Returns that driver's lease; `None` when no live process drives the
+    /// run or it has ended (the caller takes it to cancel it itself, or is told it ended),
+    /// and always from a store that does not record drivers (a store of files, whose
+    /// driver's control socket takes the cancel).
+    fn request_cancel(&self, _id: RunId, _by: &Lease) -> Result<Option<Lease>, JournalError> {
+        Ok(None)
     }
 }
 

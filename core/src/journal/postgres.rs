@@ -87,6 +87,9 @@ const MIGRATIONS: &[&str] = &[
     // 2: the lease's liveness by the server's clock, so machines whose clocks differ agree
     // on when it lapses: the last write of its holder, and the TTL the holder runs with.
     "ALTER TABLE foundry_runs ADD COLUMN lease_beat timestamptz, ADD COLUMN lease_ttl_ms bigint;",
+    // 3: a cancel asked of the run's driver by another machine (who asked, a lease's JSON,
+    // and when by the server's clock); its driver reads it with every write it makes.
+    "ALTER TABLE foundry_runs ADD COLUMN cancel_requested text, ADD COLUMN cancel_requested_at timestamptz;",
 ];
 
 /// The advisory lock migrations are applied under ("foundry" in ASCII).
@@ -369,13 +372,28 @@ fn prepared(
     Ok(statement)
 }
 
-/// Fencing, and a heartbeat: every write of the holder shows it alive.
+/// Fencing, and a heartbeat: every write of the holder shows it alive, and learns whether
+/// another machine asked for the run to be cancelled.
 const SQL_FENCE: &str =
-    "UPDATE foundry_runs SET lease_beat = clock_timestamp() WHERE id = $1 AND epoch = $2";
+    "UPDATE foundry_runs SET lease_beat = clock_timestamp() WHERE id = $1 AND epoch = $2
+    RETURNING cancel_requested";
 const SQL_STEPS: &str = "INSERT INTO foundry_steps (run, key, seq, record)
     SELECT $1, k, s, r FROM unnest($2::text[], $3::bigint[], $4::text[]) AS u (k, s, r)
     ON CONFLICT (run, key) DO UPDATE SET seq = EXCLUDED.seq, record = EXCLUDED.record";
 const SQL_META: &str = "UPDATE foundry_runs SET meta = $2, state = $3 WHERE id = $1";
+/// A write of step records alone (a fan-out's batch, a sequential step's `started` with the
+/// previous one's completion): the fence and the records in one statement, so one round
+/// trip and one implicit transaction; the records are written only if the fence held.
+const SQL_FENCED_STEPS: &str = "WITH fence AS (
+        UPDATE foundry_runs SET lease_beat = clock_timestamp() WHERE id = $1 AND epoch = $2
+        RETURNING cancel_requested
+    ), written AS (
+        INSERT INTO foundry_steps (run, key, seq, record)
+        SELECT $1, k, s, r FROM unnest($3::text[], $4::bigint[], $5::text[]) AS u (k, s, r)
+        WHERE EXISTS (SELECT 1 FROM fence)
+        ON CONFLICT (run, key) DO UPDATE SET seq = EXCLUDED.seq, record = EXCLUDED.record
+    )
+    SELECT cancel_requested FROM fence";
 
 /// What a call on the connection fails with.
 enum Failure {
@@ -635,6 +653,8 @@ struct RunRow {
     epoch: i64,
     /// By the server's clock, the holder's last write is older than its TTL.
     lapsed: bool,
+    /// Who asked, through the journal, that the run be cancelled.
+    cancel: Option<Lease>,
 }
 
 fn read_run(
@@ -646,11 +666,13 @@ fn read_run(
     let path = location(shown, id);
     let sql = if lock {
         "SELECT format, info, meta, lease, held, epoch,
-         coalesce(clock_timestamp() > lease_beat + lease_ttl_ms * interval '1 millisecond', true)
+         coalesce(clock_timestamp() > lease_beat + lease_ttl_ms * interval '1 millisecond', true),
+         cancel_requested
          FROM foundry_runs WHERE id = $1 FOR UPDATE"
     } else {
         "SELECT format, info, meta, lease, held, epoch,
-         coalesce(clock_timestamp() > lease_beat + lease_ttl_ms * interval '1 millisecond', true)
+         coalesce(clock_timestamp() > lease_beat + lease_ttl_ms * interval '1 millisecond', true),
+         cancel_requested
          FROM foundry_runs WHERE id = $1"
     };
     let key = id.to_string();
@@ -679,6 +701,7 @@ fn read_run(
     let held: bool = row.try_get(4)?;
     let epoch: i64 = row.try_get(5)?;
     let lapsed: bool = row.try_get(6)?;
+    let cancel = cancel_asker(&path, row.try_get(7)?)?;
     let summary: Option<RunSummary> = client
         .query_opt(
             "SELECT summary FROM foundry_summaries WHERE run = $1",
@@ -689,8 +712,10 @@ fn read_run(
         .map(|t| decode(&path, "summary", &t))
         .transpose()?;
     let mut steps = Vec::new();
+    // Ordered here, not by the server: a long run's records (megabytes) sorted there could
+    // outgrow `work_mem` and be sorted on disk.
     for row in client.query(
-        "SELECT key, record FROM foundry_steps WHERE run = $1 ORDER BY seq",
+        "SELECT key, record FROM foundry_steps WHERE run = $1",
         &[&key],
     )? {
         let key: String = row.try_get(0)?;
@@ -710,7 +735,13 @@ fn read_run(
         held,
         epoch,
         lapsed,
+        cancel,
     })
+}
+
+/// The `cancel_requested` column: who asked for the run to be cancelled.
+fn cancel_asker(path: &str, text: Option<String>) -> Result<Option<Lease>, JournalError> {
+    text.map(|t| decode(path, "cancel request", &t)).transpose()
 }
 
 /// Whether a lease recorded as held still stands against this process: on this host,
@@ -828,11 +859,33 @@ fn set_lease(
     Ok(())
 }
 
+/// A fenced write's refusal: the run is another driver's now, named as its row says.
+fn taken_over(
+    client: &mut impl postgres::GenericClient,
+    shown: &str,
+    id: RunId,
+) -> Result<JournalError, postgres::Error> {
+    let owner = client
+        .query_opt(
+            "SELECT lease FROM foundry_runs WHERE id = $1",
+            &[&id.to_string()],
+        )?
+        .and_then(|r| r.try_get::<_, Option<String>>(0).ok().flatten())
+        .and_then(|t| serde_json::from_str::<Lease>(&t).ok());
+    Ok(JournalError::TakenOver {
+        path: PathBuf::from(location(shown, id)),
+        owner,
+    })
+}
+
 struct PostgresJournal {
     worker: Arc<Worker>,
     id: RunId,
     /// The epoch this journal took the run at; a write finding another was taken over.
     epoch: i64,
+    /// Who asked another machine's way, through the journal, that the run be cancelled:
+    /// as the row said when the run was taken, then at each write.
+    cancel: Option<Lease>,
 }
 
 impl RunJournal for PostgresJournal {
@@ -847,8 +900,17 @@ impl RunJournal for PostgresJournal {
             _ => false,
         });
         let (id, epoch) = (self.id, self.epoch);
-        self.worker.call(move |client, shown| {
+        let cancel = self.worker.call(move |client, shown| {
             let key = id.to_string();
+            if let (false, [Statement::Steps { keys, seqs, records }]) = (cut, statements.as_slice())
+            {
+                let fenced = prepared(client, SQL_FENCED_STEPS)?;
+                let rows = client.query(&fenced, &[&key, &epoch, keys, seqs, records])?;
+                let [row] = rows.as_slice() else {
+                    return Err(taken_over(client, shown, id)?.into());
+                };
+                return Ok(cancel_asker(&location(shown, id), row.try_get(0)?)?);
+            }
             let (fence, upsert, set_meta) = (
                 prepared(client, SQL_FENCE)?,
                 prepared(client, SQL_STEPS)?,
@@ -856,18 +918,11 @@ impl RunJournal for PostgresJournal {
             );
             let mut tx = client.transaction()?;
             // Fencing: the row is ours only at the epoch we took it at.
-            let ours = tx.execute(&fence, &[&key, &epoch])?;
-            if ours != 1 {
-                let owner = tx
-                    .query_opt("SELECT lease FROM foundry_runs WHERE id = $1", &[&key])?
-                    .and_then(|r| r.try_get::<_, Option<String>>(0).ok().flatten())
-                    .and_then(|t| serde_json::from_str::<Lease>(&t).ok());
-                return Err(JournalError::TakenOver {
-                    path: PathBuf::from(location(shown, id)),
-                    owner,
-                }
-                .into());
-            }
+            let ours = tx.query(&fence, &[&key, &epoch])?;
+            let [row] = ours.as_slice() else {
+                return Err(taken_over(&mut tx, shown, id)?.into());
+            };
+            let cancel = cancel_asker(&location(shown, id), row.try_get(0)?)?;
             for statement in &statements {
                 match statement {
                     Statement::Steps {
@@ -901,8 +956,16 @@ impl RunJournal for PostgresJournal {
                 tx.execute("SELECT pg_terminate_backend(pg_backend_pid())", &[])?;
             }
             tx.commit()?;
-            Ok(())
-        })
+            Ok(cancel)
+        })?;
+        if cancel.is_some() {
+            self.cancel = cancel;
+        }
+        Ok(())
+    }
+
+    fn cancel_requested(&self) -> Option<Lease> {
+        self.cancel.clone()
     }
 
     fn snapshot(&self) -> Result<JournalSnapshot, JournalError> {
@@ -938,12 +1001,13 @@ impl Drop for PostgresJournal {
 }
 
 impl PostgresStore {
-    fn journal(&self, id: RunId, epoch: i64) -> Box<dyn RunJournal> {
+    fn journal(&self, id: RunId, epoch: i64, cancel: Option<Lease>) -> Box<dyn RunJournal> {
         held(|set| set.insert((self.worker.shown.clone(), id, epoch)));
         Box::new(PostgresJournal {
             worker: self.worker.clone(),
             id,
             epoch,
+            cancel,
         })
     }
 }
@@ -979,12 +1043,12 @@ impl JournalStore for PostgresStore {
             Ok(())
         })?;
         let snapshot = JournalSnapshot::created(info, meta, lease);
-        Ok((self.journal(id, 1), snapshot))
+        Ok((self.journal(id, 1, None), snapshot))
     }
 
     fn open(&self, id: RunId) -> Result<(Box<dyn RunJournal>, JournalSnapshot), JournalError> {
         let mine = lease::own_lease();
-        let (snapshot, epoch) = self.worker.call(move |client, shown| {
+        let (snapshot, epoch, cancel) = self.worker.call(move |client, shown| {
             let mut tx = client.transaction()?;
             let row = read_run(&mut tx, shown, id, true)?;
             if let Some(owner) = &row.snapshot.lease
@@ -1004,9 +1068,46 @@ impl JournalStore for PostgresStore {
             )?;
             set_lease(&mut tx, &id.to_string(), &mine, &encode(&mine))?;
             tx.commit()?;
-            Ok((row.snapshot, epoch))
+            Ok((row.snapshot, epoch, row.cancel))
         })?;
-        Ok((self.journal(id, epoch), snapshot))
+        // A cancel asked of a driver that stopped before it saw it is the new driver's.
+        Ok((self.journal(id, epoch, cancel), snapshot))
+    }
+
+    fn settle(&self) {
+        // Runs after every job sent before it, the giving back of dropped journals too.
+        if let Err(e) = self.worker.call(|_, _| Ok(())) {
+            tracing::warn!(error = %e, "the journal's server did not answer; runs given back may show as driven until their lease lapses");
+        }
+    }
+
+    fn request_cancel(&self, id: RunId, by: &Lease) -> Result<Option<Lease>, JournalError> {
+        let asker = encode(by);
+        self.worker.call(move |client, shown| {
+            let mut tx = client.transaction()?;
+            let row = read_run(&mut tx, shown, id, true)?;
+            let driver = row
+                .snapshot
+                .lease
+                .as_ref()
+                .filter(|owner| holder_alive(shown, id, &row, owner));
+            let Some(driver) = driver.filter(|_| !row.snapshot.meta.state.is_finished()) else {
+                // Nobody drives it, or it is over: the caller takes it, or is told it ended.
+                return Ok(None);
+            };
+            // Asked of the driver at the epoch it holds the run: a driver that takes it over
+            // later finds the request too, as it reads the row.
+            let asked = tx.execute(
+                "UPDATE foundry_runs SET cancel_requested = $3, cancel_requested_at = clock_timestamp()
+                 WHERE id = $1 AND epoch = $2 AND cancel_requested IS NULL",
+                &[&id.to_string(), &row.epoch, &asker],
+            )?;
+            tx.commit()?;
+            if asked == 0 {
+                tracing::debug!(run = %id, "a cancel was asked already; its driver stops for that one");
+            }
+            Ok(Some(driver.clone()))
+        })
     }
 
     fn read(&self, id: RunId) -> Result<JournalSnapshot, JournalError> {
@@ -1348,6 +1449,46 @@ mod tests {
             other.open(id).err(),
             Some(JournalError::Busy { .. })
         ));
+    }
+
+    #[test]
+    fn a_cancel_asked_from_another_machine_reaches_the_driver_at_its_next_write() {
+        let server = Cluster::start();
+        let store = PostgresStore::new(&server.socket_url()).expect("store");
+        let info = info();
+        let id = info.id;
+        let (mut driver, _) = store
+            .create(&info, &meta(RunState::Running), &lease::own_lease())
+            .expect("create");
+        let other = PostgresStore::new(&server.socket_url()).expect("store");
+        let asker = dead_foreign_lease();
+        // Asked while driven: recorded, and the driver named back.
+        let asked = other.request_cancel(id, &asker).expect("asked");
+        assert_eq!(asked.map(|l| l.pid), Some(std::process::id()));
+        assert_eq!(driver.cancel_requested(), None, "known before a write");
+        driver
+            .write(&[WriteOp::Step(step(0, "a#0"))])
+            .expect("write");
+        assert_eq!(driver.cancel_requested(), Some(asker.clone()));
+        // A driver taking the run over later finds it as it takes it.
+        let stale = encode(&dead_foreign_lease());
+        server
+            .psql(&format!(
+                "UPDATE foundry_runs SET lease = '{stale}', lease_beat = now() - interval '1 hour' WHERE id = '{id}'"
+            ))
+            .expect("psql");
+        let (next, _) = other.open(id).expect("taken over");
+        assert_eq!(next.cancel_requested(), Some(asker.clone()));
+        drop(next);
+        drop(driver);
+        // Nobody drives it now: nothing is asked, the caller cancels it itself.
+        let undriven = other.request_cancel(id, &asker);
+        assert_eq!(undriven.expect("undriven"), None);
+        // Nor of a run that ended.
+        let (mut last, _) = store.open(id).expect("open");
+        last.write(&[WriteOp::Meta(meta(RunState::Cancelled))])
+            .expect("cancelled");
+        assert_eq!(other.request_cancel(id, &asker).expect("ended"), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 use foundry_core::control;
-use foundry_core::{EngineError, EventKind};
+use foundry_core::model::Lease;
+use foundry_core::{Cancel, Engine, EngineError, Event, EventKind, RunId};
 
 use crate::exit::{self, CliError};
 use crate::printer::Printer;
@@ -7,8 +8,9 @@ use crate::render;
 
 /// Cancel a run: it stops at the next step boundary, then its undo steps run, newest first.
 ///
-/// Works from any terminal while another process drives the run; a run nobody drives is
-/// cancelled here.
+/// Works from any terminal while another process drives the run, and from another
+/// machine sharing the journal (PostgreSQL), whose driver finds the cancel at its next
+/// heartbeat; a run nobody drives is cancelled here.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -69,14 +71,108 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
             detail: format!("{}; the cancel waits on its socket", e.detail),
         }
         .into()),
-        Err(_) => {
-            // Nobody drives it: cancel it here, running its undo steps.
-            let driver = engine.cancel_undriven(id).await?;
-            crate::commands::drive::drive(driver, printer, bar)
-                .await
-                .map(|(code, _)| code)
-        }
+        Err(_) => elsewhere(&engine, id, args.no_wait, printer, bar).await,
     }
+}
+
+/// What `cancel` did with a run driven on another machine, as `--output json` says it.
+#[derive(serde::Serialize)]
+struct Asked<'a> {
+    run: RunId,
+    /// `asked`: recorded in the shared journal for the driver.
+    cancel: &'static str,
+    driver: &'a Lease,
+}
+
+/// How many times the run is asked for again when its driver goes away unfinished: the
+/// next look finds it undriven (cancelled here) or driven by a process that took it over,
+/// which finds the cancel as it takes the run.
+const ASKS: usize = 3;
+
+/// No driver answers on this home's socket: nobody drives the run (it is cancelled here,
+/// running its undo steps), or a driver on another machine sharing the journal does (the
+/// cancel is recorded for it, and its end is followed through the journal).
+async fn elsewhere(
+    engine: &Engine,
+    id: RunId,
+    no_wait: bool,
+    printer: &Printer,
+    bar: Option<indicatif::ProgressBar>,
+) -> Result<u8, CliError> {
+    let short = engine.short_id(id);
+    let mut bar = bar;
+    let mut asked = false;
+    for _ in 0..ASKS {
+        let driver = match engine.cancel(id).await {
+            Ok(Cancel::Here(driver)) => {
+                return crate::commands::drive::drive(*driver, printer, bar.take())
+                    .await
+                    .map(|(code, _)| code);
+            }
+            Ok(Cancel::Asked { driver }) => driver,
+            // Its driver ended it between two looks.
+            Err(EngineError::Finished { state, .. }) if asked => {
+                return Ok(ended(engine, id, &short, printer, state).await);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !asked {
+            printer.note(&format!(
+                "cancel of run {short} asked of its driver, {driver}, through the shared journal: it stops at its next heartbeat (within {} s), then runs its undo steps",
+                foundry_core::lease::heartbeat_every().as_secs().max(1)
+            ));
+            if printer.json()
+                && printer
+                    .data(&Asked {
+                        run: id,
+                        cancel: "asked",
+                        driver: &driver,
+                    })
+                    .is_err()
+            {
+                return Ok(exit::OK);
+            }
+        }
+        asked = true;
+        if no_wait {
+            return Ok(exit::OK);
+        }
+        let view = engine.view(id).await?;
+        if view.state().is_finished() {
+            return Ok(ended(engine, id, &short, printer, view.state()).await);
+        }
+        if let Some(code) = super::status::follow_from(engine, view, &short, printer).await? {
+            return Ok(code);
+        }
+        // Its driver went away unfinished: asked again, or cancelled here.
+    }
+    Err(EngineError::Run {
+        run: id,
+        detail: format!("its driver went away {ASKS} times before the cancel took effect"),
+    }
+    .into())
+}
+
+/// Says how a run ended that its driver finished before it could be followed; the exit
+/// code of that end.
+async fn ended(
+    engine: &Engine,
+    id: RunId,
+    short: &str,
+    printer: &Printer,
+    state: foundry_core::RunState,
+) -> u8 {
+    let error = engine
+        .view(id)
+        .await
+        .ok()
+        .and_then(|v| v.snapshot.meta.error.clone());
+    let event = Event {
+        run: id,
+        at: foundry_core::Millis::now(),
+        kind: EventKind::RunFinished { state, error },
+    };
+    super::status::said(printer, &event, short).unwrap_or_else(|| exit::for_state(state))
 }
 
 /// The error for a driver that did not answer: the cancel is written to its socket

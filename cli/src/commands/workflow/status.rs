@@ -88,7 +88,7 @@ pub async fn run(args: Args, printer: &Printer) -> Result<u8, CliError> {
 }
 
 /// Prints `event`; the exit code to end with, once the run finished or the output is gone.
-fn said(printer: &Printer, event: &Event, short: &str) -> Option<u8> {
+pub(super) fn said(printer: &Printer, event: &Event, short: &str) -> Option<u8> {
     let quit = if printer.json() {
         printer.data(event).is_err()
     } else {
@@ -112,11 +112,22 @@ async fn follow_journal(
     short: &str,
     printer: &Printer,
 ) -> Result<Option<u8>, CliError> {
-    let mut view = engine.view(id).await?;
+    let view = engine.view(id).await?;
     if view.driver.is_none() || view.state().is_finished() {
         return Ok(None);
     }
     print_view(printer, &view, short)?;
+    follow_from(engine, view, short, printer).await
+}
+
+/// Follows, from `view`, a run a driver elsewhere drives, as [`follow_journal`] does.
+pub(super) async fn follow_from(
+    engine: &Engine,
+    mut view: foundry_core::RunView,
+    short: &str,
+    printer: &Printer,
+) -> Result<Option<u8>, CliError> {
+    let id = view.id();
     loop {
         tokio::time::sleep(JOURNAL_POLL).await;
         let next = engine.view(id).await?;
