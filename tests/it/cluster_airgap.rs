@@ -5,7 +5,8 @@
 //! `registry`: each node fetches them itself over the lab's network (the registry's log
 //! shows each host's GET of each blob, once), nothing the size of the binary goes over SSH
 //! (no upload step, only the fetch), and `/etc/rancher/k3s/registries.yaml` sends the
-//! nodes' images through the registry. K3s itself is the lab's stand-in (no K3s binary can
+//! nodes' images through the registry; an upgrade fetches the next release there the same
+//! way. K3s itself is the lab's stand-in (no K3s binary can
 //! be had here): it reads registries.yaml when it starts and pulls kube-vip's image's
 //! manifest through the mirror it names, as containerd would; the image is a small one
 //! this test puts at `kube-vip/kube-vip` (no pod runs in the stand-in).
@@ -259,6 +260,75 @@ fn k3s_and_kube_vips_image_from_the_stacks_registry_fetched_by_the_nodes() {
     let log = registry_log(&lab);
     assert_eq!(blob_gets(&log, &addresses[0], &digest), 1, "{log}");
     phase("again");
+
+    // An upgrade from the registry: the next release pushed there, and each node fetches
+    // it itself (the first server once more, to ask the new binary its release before any
+    // node is touched); nothing goes over SSH.
+    let newer = "v1.33.1+k3s1";
+    let newer_binary = binary.with_file_name(format!("k3s-{newer}"));
+    assert!(
+        newer_binary.exists(),
+        "the lab wrote {}",
+        newer_binary.display()
+    );
+    let refused = run(
+        &lab,
+        &["component", "upgrade", "k3s", "--to", newer, "--yes"],
+    );
+    let said = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(!refused.status.success(), "{said}");
+    assert!(said.contains("foundry/k3s:v1.33.1-k3s1"), "{said}");
+    let newer_path = newer_binary.to_str().expect("utf8");
+    ok(
+        &lab,
+        &[
+            "registry",
+            "push-k3s",
+            "--binary",
+            newer_path,
+            "--release",
+            newer,
+        ],
+    );
+    let newer_digest = sha256_of(&newer_binary);
+    let out = ok(
+        &lab,
+        &[
+            "component",
+            "upgrade",
+            "k3s",
+            "--to",
+            newer,
+            "--yes",
+            "-o",
+            "json",
+        ],
+    );
+    let steps: Vec<String> = json_lines(&out.stdout)
+        .iter()
+        .filter(|e| e["event"] == "step_started")
+        .filter_map(|e| e["step"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        steps.iter().any(|s| s.contains("k3s/fetch-binary-staged")),
+        "{steps:?}"
+    );
+    assert!(
+        !steps
+            .iter()
+            .any(|s| s.ends_with("/binary#0") || s.contains("/binary-staged#")),
+        "nothing uploaded from here: {steps:?}"
+    );
+    let log = registry_log(&lab);
+    assert_eq!(blob_gets(&log, &addresses[0], &newer_digest), 2, "{log}");
+    assert_eq!(blob_gets(&log, &addresses[1], &newer_digest), 1, "{log}");
+    for host in ["host-1", "host-2"] {
+        assert!(
+            on(&lab, host, "/usr/local/bin/k3s --version").contains(newer),
+            "{host} runs {newer}"
+        );
+    }
+    phase("upgrade");
 
     // A registry that serves other bytes than the digest (its storage damaged here): the
     // fetch is a permanent error naming the reference and the registry, and nothing is

@@ -256,20 +256,18 @@ pub async fn install(
     };
     let mut sent: Vec<FileOutput> = match &setup.registry {
         None => vec![
-            ctx.step("binary", &send(&setup.binary, BINARY_PATH)?)
-                .await?,
+            put_binary(ctx, "binary", setup, None, node, BINARY_PATH).await?,
             ctx.step("installer", &send(&setup.installer, INSTALLER_PATH)?)
                 .await?,
         ],
         Some(artifact) => {
             let files = ctx.step("artifact", &artifact.resolve()).await?;
-            let fetch = |title: &str, path: &str| fetch(node, artifact, &files, title, path);
+            let from = Some((artifact, &files));
             let mut got = vec![
-                ctx.step("fetch-binary", &fetch(K3S_BINARY_TITLE, BINARY_PATH)?)
-                    .await?,
+                put_binary(ctx, "binary", setup, from, node, BINARY_PATH).await?,
                 ctx.step(
                     "fetch-installer",
-                    &fetch(K3S_INSTALLER_TITLE, INSTALLER_PATH)?,
+                    &fetch(node, artifact, &files, K3S_INSTALLER_TITLE, INSTALLER_PATH)?,
                 )
                 .await?,
             ];
@@ -320,6 +318,31 @@ pub async fn install(
         uploaded,
         installed,
     })
+}
+
+/// K3s's binary put at `path` on `node`, as step `key`: sent from this machine's
+/// `components.k3s.binary`, or, with K3s from the stack's registry (`from`: the artifact
+/// and its files, looked up once), fetched there by the node itself as step `fetch-KEY`.
+/// Probed by hash either way: a node that has it gets nothing.
+pub async fn put_binary(
+    ctx: &Ctx,
+    key: &str,
+    setup: &K3sSetup,
+    from: Option<(&K3sArtifact, &ArtifactFiles)>,
+    node: &NodeHost,
+    path: &str,
+) -> Result<FileOutput, RunError> {
+    match from {
+        None => {
+            let send = SshSendFile::of(node.target.clone(), &setup.binary, path, 0o755)
+                .map_err(|e| RunError::workflow(format!("{}: {}", node.name, e.message)))?;
+            ctx.step(key, &send).await
+        }
+        Some((artifact, files)) => {
+            let fetch = fetch(node, artifact, files, K3S_BINARY_TITLE, path)?;
+            ctx.step(&format!("fetch-{key}"), &fetch).await
+        }
+    }
 }
 
 /// The node's fetch of one file of K3s's artifact, by the digest [`ResolveArtifact`] found.

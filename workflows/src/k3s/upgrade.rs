@@ -19,7 +19,8 @@ use foundry_activities::k3s::EtcdVoter;
 use foundry_activities::kube::{
     DrainNode, KubeAccess, NodeInfo, Uncordon, api_error, cluster_nodes,
 };
-use foundry_activities::ssh::{SshDetached, SshSendFile, SshTarget};
+use foundry_activities::registry::ArtifactFiles;
+use foundry_activities::ssh::{SshDetached, SshTarget};
 use foundry_core::fanout::FailurePolicy;
 use foundry_core::{
     Activity, ActivityCx, ActivityError, Ctx, InDoubt, PollPolicy, RetryPolicy, RunError, Workflow,
@@ -28,8 +29,11 @@ use serde::{Deserialize, Serialize};
 
 use super::add::joining;
 use super::api_url;
-use super::node::{BINARY_PATH, HostRead, HostReadOutput, K3sSetup, NodeHost, Role, capture};
-use crate::version::of_release as version;
+use super::node::{
+    BINARY_PATH, HostRead, HostReadOutput, K3sArtifact, K3sSetup, NodeHost, Role, capture,
+    put_binary,
+};
+use crate::version::{of_release as version, tag_of_release};
 
 /// Where the new binary waits on the first server while its version is asked.
 pub const STAGED_PATH: &str = "/usr/local/lib/foundry/k3s-upgrade";
@@ -419,28 +423,53 @@ impl Workflow for K3sUpgrade {
         };
 
         // The binary's own word on its release, asked where it can run, before any node
-        // is touched.
-        let staged = SshSendFile::of(
-            first.target.clone(),
-            &input.setup.binary,
+        // is touched. From the stack's registry, it is the target's artifact, looked up
+        // once: a release the registry lacks stops the run here.
+        let artifact = input.setup.registry.as_ref().map(|a| K3sArtifact {
+            tag: tag_of_release(&input.target),
+            ..a.clone()
+        });
+        let files = match &artifact {
+            Some(artifact) => Some(ctx.step("k3s/artifact", &artifact.resolve()).await?),
+            None => None,
+        };
+        let from = artifact.as_ref().zip(files.as_ref());
+        let k3s = ctx.scope("k3s");
+        put_binary(
+            &k3s,
+            "binary-staged",
+            &input.setup,
+            from,
+            &first,
             STAGED_PATH,
-            0o755,
         )
-        .map_err(|e| RunError::workflow(format!("{}: {}", first.name, e.message)))?;
-        ctx.step("k3s/binary-staged", &staged).await?;
+        .await?;
         let said = HostRead::new(
             first.target.clone(),
             &format!("{STAGED_PATH} --version 2>&1 | head -n 1"),
         );
         let said = ctx.step("k3s/binary-version", &said).await?.text;
         if release_said(&said) != Some(input.target.as_str()) {
+            let (what, hint) = match &artifact {
+                Some(artifact) => (
+                    format!("{} in {}", artifact.reference(), artifact.registry),
+                    format!(
+                        "push K3s {}'s binary for the hosts there (`foundry registry push-k3s \
+                         --binary PATH --release {}`)",
+                        input.target, input.target
+                    ),
+                ),
+                None => (
+                    format!("components.k3s.binary ({})", input.setup.binary.display()),
+                    format!(
+                        "point components.k3s.binary at K3s {}'s binary for the hosts",
+                        input.target
+                    ),
+                ),
+            };
             return Err(RunError::workflow(format!(
-                "components.k3s.binary ({}) is not K3s {}: on {} it says `{said}`; no node was \
-                 changed\nhint: point components.k3s.binary at K3s {}'s binary for the hosts",
-                input.setup.binary.display(),
-                input.target,
-                first.name,
-                input.target
+                "{what} is not K3s {}: on {} it says `{said}`; no node was changed\nhint: {hint}",
+                input.target, first.name
             )));
         }
 
@@ -452,19 +481,25 @@ impl Workflow for K3sUpgrade {
                 .find(|s| s.name != server.name)
                 .unwrap_or(&servers[i]);
             let scope = ctx.scope(&server.name);
-            nodes.push(upgrade_node(&scope, &input, server, Role::Server, at(other)).await?);
+            let node = upgrade_node(&scope, &input, from, server, Role::Server, at(other));
+            nodes.push(node.await?);
         }
         let items: Vec<(String, NodeHost)> =
             agents.iter().map(|a| (a.name.clone(), a.clone())).collect();
         let (shared, access) = (input.clone(), at(&first));
+        let fetched = artifact.clone().zip(files.clone());
         let done = ctx
             .fan_out_ok(
                 items,
                 input.agents_at_once.max(1) as usize,
                 FailurePolicy::CollectAll,
                 move |child, agent| {
-                    let (input, access) = (shared.clone(), access.clone());
-                    async move { upgrade_node(&child, &input, &agent, Role::Agent, access).await }
+                    let (input, access, fetched) =
+                        (shared.clone(), access.clone(), fetched.clone());
+                    async move {
+                        let from = fetched.as_ref().map(|(a, f)| (a, f));
+                        upgrade_node(&child, &input, from, &agent, Role::Agent, access).await
+                    }
                 },
             )
             .await?;
@@ -476,11 +511,12 @@ impl Workflow for K3sUpgrade {
     }
 }
 
-/// One node, in its own scope (keys `at`, `drain`, `binary`, `restart`, `active`, `ready`,
+/// One node, in its own scope (keys `at`, `drain`, `binary` or `fetch-binary`, `restart`, `active`, `ready`,
 /// `etcd-voter`, `uncordon`), asking the API at `access`.
 async fn upgrade_node(
     ctx: &Ctx,
     input: &UpgradeInput,
+    fetched: Option<(&K3sArtifact, &ArtifactFiles)>,
     node: &NodeHost,
     role: Role,
     access: KubeAccess,
@@ -509,9 +545,7 @@ async fn upgrade_node(
         timeout_s: input.drain_timeout_s,
     };
     done.evicted = ctx.step("drain", &drain).await?.evicted;
-    let binary = SshSendFile::of(node.target.clone(), &input.setup.binary, BINARY_PATH, 0o755)
-        .map_err(|e| RunError::workflow(format!("{}: {}", node.name, e.message)))?;
-    ctx.step("binary", &binary).await?;
+    put_binary(ctx, "binary", &input.setup, fetched, node, BINARY_PATH).await?;
     ctx.step("restart", &restart(node, role)).await?;
     let active = UnitActive {
         target: node.target.clone(),
