@@ -1,5 +1,5 @@
-//! The engine: creates and resumes runs, drives them to an outcome, and answers for them
-//! from any terminal.
+//! The engine: a home's journals and workflows. It opens runs' journals and answers for
+//! runs from any terminal (status, list, gc); taking a run to drive it is `launch.rs`'s.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,15 +8,13 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::control;
-use crate::driver::Driver;
-use crate::events::EventBus;
 use crate::home::{Home, HomeError};
 use crate::input::InputProvider;
-use crate::journal::{JournalError, JournalSnapshot, JournalStore, RedbStore, RunJournal, WriteOp};
+use crate::journal::{JournalError, JournalSnapshot, JournalStore, RedbStore, RunJournal};
 use crate::lease;
-use crate::model::{IllegalTransition, Lease, RunId, RunInfo, RunMeta, RunState};
+use crate::model::{IllegalTransition, Lease, RunId, RunState};
 use crate::retry::PollPolicy;
-use crate::secret::{FileSecretStore, SecretError, SecretRef, SecretStore};
+use crate::secret::{FileSecretStore, SecretStore};
 use crate::status::RunView;
 use crate::time::Millis;
 use crate::workflow::{DynWorkflow, Registry};
@@ -103,15 +101,6 @@ pub struct Collected {
     pub runs: Vec<RunId>,
     /// Kept secrets no run will read again, each a run's directory or a file.
     pub secrets: Vec<std::path::PathBuf>,
-}
-
-/// How [`Engine::cancel`] went about it.
-pub enum Cancel {
-    /// Nobody drove the run: it is taken here, to run its undo steps and end cancelled.
-    Here(Box<Driver>),
-    /// A process elsewhere drives it, on a shared journal: the cancel is recorded with
-    /// the run for it to find.
-    Asked { driver: Lease },
 }
 
 /// How a drive ended.
@@ -214,117 +203,6 @@ impl Engine {
             })
     }
 
-    /// Creates a run of `workflow` and takes it to drive.
-    pub fn start(&self, workflow: &str, input: Value) -> Result<Driver, EngineError> {
-        let wf = self.workflow(workflow)?;
-        wf.check_input(&input)
-            .map_err(|detail| EngineError::BadInput {
-                name: workflow.to_string(),
-                detail,
-            })?;
-        self.home.ensure_writable()?;
-        let now = Millis::now();
-        let info = RunInfo {
-            id: RunId::new(),
-            workflow: workflow.to_string(),
-            workflow_version: wf.version(),
-            input,
-            foundry_version: env!("CARGO_PKG_VERSION").to_string(),
-            created_at: now,
-        };
-        let meta = RunMeta {
-            state: RunState::Running,
-            updated_at: now,
-            error: None,
-        };
-        let lease = lease::own_lease();
-        let (journal, snapshot) = self.store.create(&info, &meta, &lease)?;
-        Ok(self.driver(wf, journal, snapshot, false, false))
-    }
-
-    /// Takes an existing run to drive it on: refused while a live process drives it.
-    pub async fn resume(&self, run: RunId) -> Result<Driver, EngineError> {
-        self.take(run, false).await
-    }
-
-    /// Takes a run nobody drives, to cancel it: undo steps run, then it is cancelled.
-    pub async fn cancel_undriven(&self, run: RunId) -> Result<Driver, EngineError> {
-        self.take(run, true).await
-    }
-
-    /// Cancels a run whose driver, if any, is not one this home can reach by its control
-    /// socket: taken here when nobody drives it (its undo steps run here), or, on a shared
-    /// journal, asked of its driver on another machine through the journal; that driver
-    /// stops at its next write (its heartbeat at the latest) as on a cancel of its own.
-    pub async fn cancel(&self, run: RunId) -> Result<Cancel, EngineError> {
-        if let Some(driver) = self.store.request_cancel(run, &lease::own_lease())? {
-            return Ok(Cancel::Asked { driver });
-        }
-        self.take(run, true)
-            .await
-            .map(|d| Cancel::Here(Box::new(d)))
-    }
-
-    async fn take(&self, run: RunId, cancel: bool) -> Result<Driver, EngineError> {
-        self.home.ensure_writable()?;
-        let (mut journal, mut snapshot) = self.open_undriven(run).await?;
-        if let Err(e) = self.check_local_secrets(&snapshot) {
-            // The run is given back on the store's own thread without waiting; a read queued
-            // after it returns once that is done, so a process that stops now leaves it free.
-            drop(journal);
-            let _ = self.store.read(run);
-            return Err(e);
-        }
-        if let Some(old) = &snapshot.lease {
-            tracing::info!(%run, previous = %old, "taking over the run's lease");
-        }
-        let lease = lease::own_lease();
-        journal.write(&[WriteOp::Lease(lease.clone())])?;
-        snapshot.lease = Some(lease);
-        let wf = self.workflow(&snapshot.info.workflow)?;
-        if wf.version() != snapshot.info.workflow_version {
-            tracing::info!(
-                %run,
-                recorded = snapshot.info.workflow_version,
-                current = wf.version(),
-                "the workflow changed since the run started; new steps run, removed ones are ignored"
-            );
-        }
-        Ok(self.driver(wf, journal, snapshot, true, cancel))
-    }
-
-    /// On a journal other machines share, a run whose recorded steps name secrets of the
-    /// local store that this home does not have came from another machine's home: refused
-    /// before anything runs, naming the references (never a value) and that machine.
-    fn check_local_secrets(&self, snapshot: &JournalSnapshot) -> Result<(), EngineError> {
-        if !self.store.records_drivers() {
-            return Ok(());
-        }
-        let store = FileSecretStore::for_run(&self.home, snapshot.info.id);
-        let mut missing = Vec::new();
-        for record in &snapshot.steps {
-            let mut refs = Vec::new();
-            if let Some(output) = &record.output {
-                local_refs(output, &mut refs);
-            }
-            for reference in refs {
-                if matches!(store.get(&reference), Err(SecretError::NotFound { .. })) {
-                    missing.push(format!("{reference} (step {})", record.key));
-                }
-            }
-        }
-        if missing.is_empty() {
-            return Ok(());
-        }
-        missing.sort();
-        missing.dedup();
-        Err(EngineError::LocalSecrets {
-            run: snapshot.info.id,
-            host: snapshot.lease.as_ref().map(|l| l.host.clone()),
-            secrets: missing,
-        })
-    }
-
     /// Opens an unfinished run's journal that no live process drives; the journal stays
     /// this process's until dropped.
     pub(crate) async fn open_undriven(
@@ -364,28 +242,6 @@ impl Engine {
             });
         }
         Ok((journal, snapshot))
-    }
-
-    fn driver(
-        &self,
-        workflow: Arc<dyn DynWorkflow>,
-        journal: Box<dyn RunJournal>,
-        snapshot: JournalSnapshot,
-        resumed: bool,
-        cancel: bool,
-    ) -> Driver {
-        let events = EventBus::new(snapshot.info.id);
-        Driver {
-            short_id: self.short_id(snapshot.info.id),
-            engine: self.clone(),
-            workflow,
-            journal,
-            snapshot,
-            events,
-            resumed,
-            cancel,
-            decisions: std::collections::HashMap::new(),
-        }
     }
 
     /// The lease of the process holding a run, asked over its socket.
@@ -627,17 +483,5 @@ impl Engine {
             self.remove_run(id)?;
         }
         Ok(())
-    }
-}
-
-/// The references to the local secret store in a journaled value.
-fn local_refs(value: &Value, out: &mut Vec<SecretRef>) {
-    match value {
-        Value::String(text) if FileSecretStore::is_local_ref(text) => {
-            out.push(SecretRef(text.clone()));
-        }
-        Value::Array(items) => items.iter().for_each(|v| local_refs(v, out)),
-        Value::Object(fields) => fields.values().for_each(|v| local_refs(v, out)),
-        _ => {}
     }
 }

@@ -5,20 +5,15 @@
 //! reported, not repaired. Resuming does not redo a completed step either; a drifted run is
 //! started over, and the new run's probes find what is still there.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::activity::{ActivityCx, DynActivity};
-use crate::context::{Ctx, RunShared};
-use crate::engine::{Engine, EngineError};
 use crate::error::RunError;
-use crate::events::EventBus;
-use crate::input::NoInput;
 use crate::model::{RunId, StepRecord, StepRecordState};
-use crate::writer::{MirrorState, Writer};
 
 /// How long one probe may take before it is reported as unanswered.
 const PROBE_DEADLINE: Duration = Duration::from_secs(60);
@@ -85,6 +80,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Verifier {
+    /// What the replay found, in the journal's order, and where each branch stopped.
+    pub(crate) fn take(&self) -> (Vec<VerifiedStep>, Vec<String>) {
+        let mut found = std::mem::take(&mut *lock(&self.found));
+        found.sort_by_key(|(seq, _)| *seq);
+        let mut stopped = std::mem::take(&mut *lock(&self.stopped));
+        stopped.sort();
+        (found.into_iter().map(|(_, s)| s).collect(), stopped)
+    }
+
     /// A step reached by the replay: its recorded output once its effect is probed, or
     /// the end of this branch when it has not completed.
     pub(crate) async fn step(
@@ -121,61 +125,5 @@ impl Verifier {
             },
         ));
         Ok(record.output.unwrap_or(Value::Null))
-    }
-}
-
-impl Engine {
-    /// Verifies an unfinished run that no live process drives: see the module's comment.
-    pub async fn verify(&self, run: RunId) -> Result<Verification, EngineError> {
-        let (journal, snapshot) = self.open_undriven(run).await?;
-        let workflow = self.workflow(&snapshot.info.workflow)?;
-        let events = EventBus::new(run);
-        let mirror = MirrorState::new(snapshot.clone());
-        // The journal is held (no one resumes the run meanwhile) and never written.
-        let writer = Writer::new(journal, mirror, events.clone());
-        let mut shared = RunShared::new(
-            run,
-            writer.clone(),
-            snapshot.steps.clone(),
-            events,
-            self.run_secrets(run),
-            Arc::new(NoInput),
-            Default::default(),
-        );
-        shared.verifier = Some(Verifier::default());
-        let shared = Arc::new(shared);
-        let result = workflow
-            .run(Ctx::root(shared.clone()), snapshot.info.input.clone())
-            .await;
-        drop(writer.close().await);
-        let Some(verifier) = &shared.verifier else {
-            return Err(EngineError::Run {
-                run,
-                detail: "verifying without a verifier".into(),
-            });
-        };
-        let mut found = std::mem::take(&mut *lock(&verifier.found));
-        found.sort_by_key(|(seq, _)| *seq);
-        let mut stopped_at = std::mem::take(&mut *lock(&verifier.stopped));
-        stopped_at.sort();
-        let error = match result {
-            Ok(_) => None,
-            Err(e) => first_refusal(e),
-        };
-        Ok(Verification {
-            run,
-            steps: found.into_iter().map(|(_, s)| s).collect(),
-            stopped_at,
-            error,
-        })
-    }
-}
-
-/// Why a replay ended, unless only because it reached steps that have not completed.
-fn first_refusal(e: RunError) -> Option<String> {
-    match e {
-        RunError::Unfinished { .. } | RunError::Cancelled => None,
-        RunError::Children(children) => children.into_iter().find_map(|(_, e)| first_refusal(e)),
-        other => Some(other.to_string()),
     }
 }
