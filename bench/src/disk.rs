@@ -77,39 +77,72 @@ pub fn mount_of(dir: &Path) -> Result<Mount> {
     best.with_context(|| format!("no mount holds {}", real.display()))
 }
 
-/// The raw figure: 4 KiB `pwrite` + `fdatasync`, rewriting blocks of a preallocated file
-/// (its size never changes, so no metadata needs flushing), per operation in µs.
-pub fn fsync_rewrite_4k(dir: &Path) -> Result<Summary> {
-    let path = dir.join("fsync-rewrite.dat");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    let mut block = vec![0u8; BLOCK];
-    for b in 0..REWRITE_BLOCKS {
-        file.write_all_at(&block, b * BLOCK as u64)
-            .with_context(|| format!("writing {}", path.display()))?;
+/// 4 KiB `pwrite` + `fdatasync`, rewriting blocks of a preallocated file (its size never
+/// changes, so no metadata needs flushing): the raw figure, taken as often as asked, so that
+/// it can be measured right beside what it is compared with. The file is removed on drop.
+pub struct Rewrite {
+    file: fs::File,
+    path: PathBuf,
+    block: Vec<u8>,
+    done: u64,
+}
+
+impl Rewrite {
+    pub fn open(dir: &Path) -> Result<Rewrite> {
+        let path = dir.join("fsync-rewrite.dat");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        let block = vec![0u8; BLOCK];
+        for b in 0..REWRITE_BLOCKS {
+            file.write_all_at(&block, b * BLOCK as u64)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        file.sync_all()
+            .with_context(|| format!("syncing {}", path.display()))?;
+        Ok(Rewrite {
+            file,
+            path,
+            block,
+            done: 0,
+        })
     }
-    file.sync_all()
-        .with_context(|| format!("syncing {}", path.display()))?;
-    let mut samples = Vec::with_capacity(OPS as usize);
-    for i in 0..WARMUP + OPS {
-        block[..8].copy_from_slice(&i.to_le_bytes());
-        let offset = (i % REWRITE_BLOCKS) * BLOCK as u64;
-        let t = Instant::now();
-        file.write_all_at(&block, offset)
-            .and_then(|()| file.sync_data())
-            .with_context(|| format!("write + fdatasync to {}", path.display()))?;
-        let took = t.elapsed();
-        if i >= WARMUP {
-            samples.push(micros(took));
+
+    /// `n` more operations, each in µs.
+    pub fn samples(&mut self, n: u64) -> Result<Vec<f64>> {
+        let mut samples = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let i = self.done;
+            self.done += 1;
+            self.block[..8].copy_from_slice(&i.to_le_bytes());
+            let offset = (i % REWRITE_BLOCKS) * BLOCK as u64;
+            let t = Instant::now();
+            self.file
+                .write_all_at(&self.block, offset)
+                .and_then(|()| self.file.sync_data())
+                .with_context(|| format!("write + fdatasync to {}", self.path.display()))?;
+            samples.push(micros(t.elapsed()));
+        }
+        Ok(samples)
+    }
+}
+
+impl Drop for Rewrite {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_file(&self.path) {
+            eprintln!("warning: could not remove {}: {e}", self.path.display());
         }
     }
-    drop(file);
-    fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-    Summary::of(&samples)
+}
+
+/// The raw figure ([`Rewrite`]): per operation in µs, over [`OPS`] operations after
+/// [`WARMUP`] ones.
+pub fn fsync_rewrite_4k(rewrite: &mut Rewrite) -> Result<Summary> {
+    rewrite.samples(WARMUP)?;
+    Summary::of(&rewrite.samples(OPS)?)
 }
 
 /// 4 KiB appended + `fdatasync`: the file grows, so its size is flushed too. A note

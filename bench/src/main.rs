@@ -54,7 +54,10 @@ Build both in release with the same CARGO_TARGET_DIR, e.g.
 
 /// Warm-up, then measured, sequential steps for `durable_step_us`.
 const WARMUP_STEPS: u64 = 200;
-const DURABLE_STEPS: u64 = 2000;
+const DURABLE_STEPS: u64 = 10_000;
+/// The durable steps' rounds, each right after as many baseline operations: the ratio is
+/// the median of the rounds' ratios of means, so both sides see the same disk weather.
+const DURABLE_ROUNDS: u64 = 5;
 /// `fanout100_steps_per_s`.
 const FANOUT_STEPS: u64 = 10_000;
 const FANOUT: u64 = 100;
@@ -246,7 +249,8 @@ fn engine(opts: Options) -> Result<()> {
     }
 
     eprintln!("disk: 4 KiB pwrite + fdatasync");
-    let fsync = disk::fsync_rewrite_4k(dir)?;
+    let mut rewrite = disk::Rewrite::open(dir)?;
+    let fsync = disk::fsync_rewrite_4k(&mut rewrite)?;
     eprintln!("  rewrite in place: {}", fsync.describe("us"));
     let append = disk::fsync_append_4k(dir)?;
     eprintln!("  append (file grows): {}", append.describe("us"));
@@ -276,8 +280,9 @@ fn engine(opts: Options) -> Result<()> {
         &engine,
         "in-process engine",
         "step_vs_fsync_ratio",
-        fsync.median,
+        &mut |n| rewrite.samples(n),
     )?;
+    drop(rewrite);
 
     let scratch = dir.join("scratch");
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
@@ -297,6 +302,31 @@ fn engine(opts: Options) -> Result<()> {
     Ok(())
 }
 
+/// [`DURABLE_ROUNDS`] rounds, each a share of [`DURABLE_STEPS`] operations of `baseline`
+/// and then as many of `measured` (which answers its mean in µs and a note); the median
+/// per-operation time of `measured` and the median of the rounds' ratios.
+fn interleaved(
+    baseline: &mut dyn FnMut(u64) -> Result<Vec<f64>>,
+    measured: &mut dyn FnMut(u64) -> Result<(f64, String)>,
+) -> Result<(Summary, Summary)> {
+    let per_round = DURABLE_STEPS / DURABLE_ROUNDS;
+    let (mut times, mut ratios) = (Vec::new(), Vec::new());
+    for round in 1..=DURABLE_ROUNDS {
+        let base_us = stats::mean(&baseline(per_round)?);
+        let (us, note) = measured(per_round)?;
+        eprintln!(
+            "  round {round}: {per_round} baseline {base_us:.1} us/op, then {per_round} at {us:.1} us, ratio {:.2}; {note}",
+            us / base_us
+        );
+        times.push(us);
+        ratios.push(us / base_us);
+    }
+    let (times, ratios) = (Summary::of(&times)?, Summary::of(&ratios)?);
+    eprintln!("  time: {}", times.describe(" us"));
+    eprintln!("  ratio: {}", ratios.describe(""));
+    Ok((times, ratios))
+}
+
 /// The engine's in-process figures (a warm-up, the durable step, fan-out), the step's beside
 /// `baseline_us` as the figure `ratio`; `what` names the engine in the notes.
 fn in_process_figures(
@@ -304,18 +334,19 @@ fn in_process_figures(
     engine: &foundry_core::Engine,
     what: &str,
     ratio: &str,
-    baseline_us: f64,
+    baseline: &mut dyn FnMut(u64) -> Result<Vec<f64>>,
 ) -> Result<()> {
     eprintln!("{what}: warm-up run of {WARMUP_STEPS} steps");
     let warm = inproc::timed_run(rt, engine, WARMUP_STEPS, 0, inproc::Watch::Events)?;
     eprintln!("  {}", warm.describe());
-    eprintln!("{what}: {DURABLE_STEPS} sequential steps");
-    let seq = inproc::timed_run(rt, engine, DURABLE_STEPS, 0, inproc::Watch::Nothing)?;
-    eprintln!("  {}", seq.describe());
-    let step_us = seq.per_step_us();
+    eprintln!("{what}: sequential steps, each round a run of them right after the baseline");
+    let (steps, ratios) = interleaved(baseline, &mut |n| {
+        let seq = inproc::timed_run(rt, engine, n, 0, inproc::Watch::Nothing)?;
+        Ok((seq.per_step_us(), seq.describe()))
+    })?;
     figure("durable_step_steps", DURABLE_STEPS.to_string());
-    figure("durable_step_us", format!("{step_us:.1}"));
-    figure(ratio, format!("{:.2}", step_us / baseline_us));
+    figure("durable_step_us", format!("{:.1}", steps.median));
+    figure(ratio, format!("{:.2}", ratios.median));
     eprintln!("{what}: {FANOUT_STEPS} steps over {FANOUT} children");
     let fan = inproc::timed_run(rt, engine, FANOUT_STEPS, FANOUT, inproc::Watch::Nothing)?;
     eprintln!("  {}", fan.describe());
@@ -329,7 +360,8 @@ fn engine_on_postgres(dir: &std::path::Path, foundry_bin: PathBuf) -> Result<()>
     eprintln!("PostgreSQL 15: a throwaway cluster in {}", dir.display());
     let cluster = pg::cluster(dir)?;
     eprintln!("PostgreSQL {BASELINE_VALUE_BYTES}-byte row, one INSERT per durable commit");
-    let commit = pg::baseline_commit(&cluster, BASELINE_VALUE_BYTES)?;
+    let mut commits = pg::Commits::open(&cluster, BASELINE_VALUE_BYTES)?;
+    let commit = pg::baseline_commit(&mut commits)?;
     eprintln!("  {}", commit.describe("us"));
     figure("pg_commit_us", format!("{:.1}", commit.median));
 
@@ -338,13 +370,28 @@ fn engine_on_postgres(dir: &std::path::Path, foundry_bin: PathBuf) -> Result<()>
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    eprintln!(
+        "the journal's own write of a sequential step (the fence, the previous step's completion and this one's start, one commit), from a plain caller"
+    );
+    let mut writes = pg::JournalSteps::open(&cluster)?;
+    writes.samples(WARMUP_STEPS)?;
+    let (write, ratio) = interleaved(&mut |n| commits.samples(n), &mut |n| {
+        Ok((stats::mean(&writes.samples(n)?), String::new()))
+    })?;
+    drop(writes);
+    figure("pg_journal_write_us", format!("{:.1}", write.median));
+    figure(
+        "journal_write_vs_pg_commit_ratio",
+        format!("{:.2}", ratio.median),
+    );
+
     let engine = pg::engine_on(&cluster, &dir.join("engine-home"))?;
     in_process_figures(
         &rt,
         &engine,
         "in-process engine on PostgreSQL",
         "step_vs_pg_commit_ratio",
-        commit.median,
+        &mut |n| commits.samples(n),
     )?;
 
     eprintln!("CLI on PostgreSQL: a run of 10,001 steps, the last one in doubt");

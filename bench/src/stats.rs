@@ -43,6 +43,11 @@ impl Summary {
     }
 }
 
+/// The mean of `samples` (0 for none).
+pub fn mean(samples: &[f64]) -> f64 {
+    samples.iter().sum::<f64>() / samples.len().max(1) as f64
+}
+
 pub fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }

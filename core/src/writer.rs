@@ -200,20 +200,32 @@ impl Writer {
                 events,
             }),
         };
-        if let Some(journal) = lock(&writer.inner.journal).as_deref() {
+        if let Some(journal) = lock(&writer.inner.journal).as_deref_mut() {
             writer.note_cancel(journal);
+            // Asked later through a shared store: heard at once where the store can tell.
+            let inner = Arc::downgrade(&writer.inner);
+            journal.on_cancel(Box::new(move |by| {
+                if let Some(inner) = inner.upgrade() {
+                    Writer { inner }.asked_by(by);
+                }
+            }));
         }
         writer
     }
 
-    /// Takes note of a cancel the journal says was asked.
-    fn note_cancel(&self, journal: &dyn RunJournal) {
+    /// Takes note that `by` asked for the run to be cancelled, once.
+    fn asked_by(&self, by: Lease) {
         if self.inner.asked.is_cancelled() {
             return;
         }
+        *lock(&self.inner.asker) = Some(by);
+        self.inner.asked.cancel();
+    }
+
+    /// Takes note of a cancel the journal says was asked.
+    fn note_cancel(&self, journal: &dyn RunJournal) {
         if let Some(by) = journal.cancel_requested() {
-            *lock(&self.inner.asker) = Some(by);
-            self.inner.asked.cancel();
+            self.asked_by(by);
         }
     }
 

@@ -7,6 +7,7 @@ mod contract;
 mod guard;
 #[cfg(any(test, feature = "pg-cluster"))]
 pub mod pg_cluster;
+mod pg_listen;
 mod pg_tls;
 mod pgpass;
 mod postgres;
@@ -60,6 +61,16 @@ impl JournalSnapshot {
             .enumerate()
             .map(|(i, s)| (s.key.clone(), i))
             .collect()
+    }
+
+    /// Applies batches in order, as committing them does, and keeps the steps in order.
+    pub fn apply_all<'a>(&mut self, batches: impl IntoIterator<Item = &'a [WriteOp]>) {
+        let mut index = self.step_index();
+        for batch in batches {
+            self.apply(batch, &mut index);
+        }
+        // Nearly in order already: a record replaced keeps its place, a new one comes last.
+        self.steps.sort_by_key(|s| s.seq);
     }
 
     /// Applies `ops` in order, as committing them does; `index` is kept current.
@@ -116,7 +127,16 @@ pub trait RunJournal: Send {
     fn cancel_requested(&self) -> Option<Lease> {
         None
     }
+    /// Asks to be woken, once, with who asked, the moment a cancel of this run is asked
+    /// through a shared store, without waiting for the next write to read it. A store that
+    /// cannot tell so soon drops `wake`; [`RunJournal::cancel_requested`] stays the guarantee.
+    fn on_cancel(&mut self, wake: CancelWake) {
+        drop(wake);
+    }
 }
+
+/// What [`RunJournal::on_cancel`] calls: with who asked for the run to be cancelled.
+pub type CancelWake = Box<dyn FnOnce(Lease) + Send>;
 
 /// Where journals live.
 pub trait JournalStore: Send + Sync {

@@ -45,8 +45,9 @@ use postgres::{Client, Config};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::pg_listen::{self, Listener};
+use super::{CancelWake, pg_tls, pgpass};
 use super::{FORMAT_VERSION, JournalError, JournalSnapshot, JournalStore, RunJournal, WriteOp};
-use super::{pg_tls, pgpass};
 use crate::failpoint::{self, Phase};
 use crate::lease;
 use crate::model::{Lease, RunId, RunInfo, RunMeta, RunSummary, StepRecord, StepRecordState};
@@ -90,6 +91,26 @@ const MIGRATIONS: &[&str] = &[
     // 3: a cancel asked of the run's driver by another machine (who asked, a lease's JSON,
     // and when by the server's clock); its driver reads it with every write it makes.
     "ALTER TABLE foundry_runs ADD COLUMN cancel_requested text, ADD COLUMN cancel_requested_at timestamptz;",
+    // 4: the fence without a write. Every write of a driver first calls `foundry_fence`,
+    // which takes the run's lock shared for the writing transaction and only then (a volatile
+    // function's query sees what committed before it) reads whether the run is still at the
+    // driver's epoch; a take-over calls `foundry_take` first, which takes it exclusively, so
+    // it waits for the writes in flight and the writes after it see the new epoch. The lock
+    // is an advisory one: it lives in the server's memory, not in a row, so a step's commit
+    // writes no new version of the run's row. Step rows lose their foreign key for the same
+    // reason (its check locks the run's row for every record); runs are removed with theirs.
+    "ALTER TABLE foundry_steps DROP CONSTRAINT IF EXISTS foundry_steps_run_fkey;
+    CREATE FUNCTION foundry_fence(run text, at_epoch bigint) RETURNS TABLE (cancel_requested text)
+    LANGUAGE plpgsql VOLATILE AS $$
+    BEGIN
+        PERFORM pg_advisory_xact_lock_shared(1718580590, hashtext(run));
+        RETURN QUERY SELECT r.cancel_requested FROM foundry_runs r WHERE r.id = run AND r.epoch = at_epoch;
+    END $$;
+    CREATE FUNCTION foundry_take(run text) RETURNS void
+    LANGUAGE plpgsql VOLATILE AS $$
+    BEGIN
+        PERFORM pg_advisory_xact_lock(1718580590, hashtext(run));
+    END $$;",
 ];
 
 /// The advisory lock migrations are applied under ("foundry" in ASCII).
@@ -182,6 +203,7 @@ fn is_local(host: &Host) -> bool {
 }
 
 /// The connection's configuration: where, who, and how its session is protected.
+#[derive(Clone)]
 struct Target {
     config: Config,
     tls: pg_tls::Connector,
@@ -372,11 +394,9 @@ fn prepared(
     Ok(statement)
 }
 
-/// Fencing, and a heartbeat: every write of the holder shows it alive, and learns whether
-/// another machine asked for the run to be cancelled.
-const SQL_FENCE: &str =
-    "UPDATE foundry_runs SET lease_beat = clock_timestamp() WHERE id = $1 AND epoch = $2
-    RETURNING cancel_requested";
+/// Fencing (migration 4): a row while the run is still at the writer's epoch, kept so until
+/// the write commits; with it, whether another machine asked for the run to be cancelled.
+const SQL_FENCE: &str = "SELECT cancel_requested FROM foundry_fence($1, $2)";
 const SQL_STEPS: &str = "INSERT INTO foundry_steps (run, key, seq, record)
     SELECT $1, k, s, r FROM unnest($2::text[], $3::bigint[], $4::text[]) AS u (k, s, r)
     ON CONFLICT (run, key) DO UPDATE SET seq = EXCLUDED.seq, record = EXCLUDED.record";
@@ -385,8 +405,7 @@ const SQL_META: &str = "UPDATE foundry_runs SET meta = $2, state = $3 WHERE id =
 /// previous one's completion): the fence and the records in one statement, so one round
 /// trip and one implicit transaction; the records are written only if the fence held.
 const SQL_FENCED_STEPS: &str = "WITH fence AS (
-        UPDATE foundry_runs SET lease_beat = clock_timestamp() WHERE id = $1 AND epoch = $2
-        RETURNING cancel_requested
+        SELECT cancel_requested FROM foundry_fence($1, $2)
     ), written AS (
         INSERT INTO foundry_steps (run, key, seq, record)
         SELECT $1, k, s, r FROM unnest($3::text[], $4::bigint[], $5::text[]) AS u (k, s, r)
@@ -521,11 +540,26 @@ fn migrate(client: &mut Client) -> Result<usize, postgres::Error> {
 struct Worker {
     jobs: Mutex<mpsc::Sender<Job>>,
     shown: String,
+    /// Hears cancels asked of this process's runs from elsewhere ([`pg_listen`]).
+    listener: Arc<Listener>,
 }
 
 impl Worker {
     fn start(config: Result<Target, JournalError>, shown: String) -> Result<Worker, JournalError> {
         let (jobs, inbox) = mpsc::channel::<Job>();
+        let listener = {
+            let (config, shown) = (config.clone(), shown.clone());
+            Listener::new(
+                shown.clone(),
+                Box::new(move || {
+                    let target = config.as_ref().map_err(ToString::to_string)?;
+                    target
+                        .config
+                        .connect(target.tls.clone())
+                        .map_err(|e| connect_error(&shown, target.mode, &e).to_string())
+                }),
+            )
+        };
         let mut session = Session {
             config,
             shown: shown.clone(),
@@ -546,6 +580,7 @@ impl Worker {
         Ok(Worker {
             jobs: Mutex::new(jobs),
             shown,
+            listener,
         })
     }
 
@@ -664,6 +699,10 @@ fn read_run(
     lock: bool,
 ) -> Result<RunRow, Failure> {
     let path = location(shown, id);
+    if lock {
+        // Taking the run: after the writes in flight, before any that follows (migration 4).
+        client.execute("SELECT foundry_take($1)", &[&id.to_string()])?;
+    }
     let sql = if lock {
         "SELECT format, info, meta, lease, held, epoch,
          coalesce(clock_timestamp() > lease_beat + lease_ttl_ms * interval '1 millisecond', true),
@@ -886,6 +925,8 @@ struct PostgresJournal {
     /// Who asked another machine's way, through the journal, that the run be cancelled:
     /// as the row said when the run was taken, then at each write.
     cancel: Option<Lease>,
+    /// Whether the store's listener wakes this journal on a cancel.
+    listening: bool,
 }
 
 impl RunJournal for PostgresJournal {
@@ -968,6 +1009,11 @@ impl RunJournal for PostgresJournal {
         self.cancel.clone()
     }
 
+    fn on_cancel(&mut self, wake: CancelWake) {
+        self.worker.listener.register(self.id, self.epoch, wake);
+        self.listening = true;
+    }
+
     fn snapshot(&self) -> Result<JournalSnapshot, JournalError> {
         let id = self.id;
         self.worker
@@ -983,6 +1029,9 @@ impl RunJournal for PostgresJournal {
 impl Drop for PostgresJournal {
     fn drop(&mut self) {
         held(|set| set.remove(&(self.worker.shown.clone(), self.id, self.epoch)));
+        if self.listening {
+            self.worker.listener.unregister(self.id, self.epoch);
+        }
         let (id, epoch) = (self.id, self.epoch);
         // Given back without waiting: a later call of this store runs after it.
         self.worker.send(Box::new(move |session: &mut Session| {
@@ -1008,6 +1057,7 @@ impl PostgresStore {
             id,
             epoch,
             cancel,
+            listening: false,
         })
     }
 }
@@ -1083,6 +1133,7 @@ impl JournalStore for PostgresStore {
 
     fn request_cancel(&self, id: RunId, by: &Lease) -> Result<Option<Lease>, JournalError> {
         let asker = encode(by);
+        let by = by.clone();
         self.worker.call(move |client, shown| {
             let mut tx = client.transaction()?;
             let row = read_run(&mut tx, shown, id, true)?;
@@ -1102,6 +1153,11 @@ impl JournalStore for PostgresStore {
                  WHERE id = $1 AND epoch = $2 AND cancel_requested IS NULL",
                 &[&id.to_string(), &row.epoch, &asker],
             )?;
+            if asked == 1 {
+                // Heard by the driver's listener as this commits.
+                let payload = pg_listen::payload(id, row.epoch, &by);
+                tx.execute("SELECT pg_notify($1, $2)", &[&pg_listen::CHANNEL, &payload])?;
+            }
             tx.commit()?;
             if asked == 0 {
                 tracing::debug!(run = %id, "a cancel was asked already; its driver stops for that one");
@@ -1144,7 +1200,11 @@ impl JournalStore for PostgresStore {
 
     fn remove(&self, id: RunId) -> Result<(), JournalError> {
         self.worker.call(move |client, _| {
-            client.execute("DELETE FROM foundry_runs WHERE id = $1", &[&id.to_string()])?;
+            let key = id.to_string();
+            let mut tx = client.transaction()?;
+            tx.execute("DELETE FROM foundry_steps WHERE run = $1", &[&key])?;
+            tx.execute("DELETE FROM foundry_runs WHERE id = $1", &[&key])?;
+            tx.commit()?;
             Ok(())
         })
     }
@@ -1451,6 +1511,106 @@ mod tests {
         ));
     }
 
+    /// Whether `f`, run on a thread, is still waiting after a while; then its answer once
+    /// `release` ran.
+    fn waits_for<T: Send + 'static>(
+        f: impl FnOnce() -> T + Send + 'static,
+        release: impl FnOnce(),
+    ) -> (bool, T) {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || tx.send(f()).unwrap_or(()));
+        let early = rx.recv_timeout(Duration::from_millis(500)).ok();
+        let waited = early.is_none();
+        release();
+        let answer = early
+            .or_else(|| rx.recv_timeout(Duration::from_secs(20)).ok())
+            .expect("answered");
+        thread.join().expect("joined");
+        (waited, answer)
+    }
+
+    #[test]
+    fn a_take_over_waits_for_a_write_in_flight_and_a_write_waits_for_a_take_over() {
+        let server = Cluster::start();
+        let store = PostgresStore::new(&server.socket_url()).expect("store");
+        let info = info();
+        let id = info.id;
+        let (driver, _) = store
+            .create(&info, &meta(RunState::Running), &lease::own_lease())
+            .expect("create");
+        let stale = encode(&dead_foreign_lease());
+        server
+            .psql(&format!(
+                "UPDATE foundry_runs SET lease = '{stale}', lease_beat = now() - interval '1 hour' WHERE id = '{id}'"
+            ))
+            .expect("psql");
+        // A write of the driver in flight (fenced, not yet committed) as the lease lapses:
+        // the take-over waits for it, and finds its record.
+        let mut raw = Client::connect(&server.socket_url(), postgres::NoTls).expect("connect");
+        let mut write = raw.transaction().expect("begin");
+        let fenced = write
+            .query(SQL_FENCE, &[&id.to_string(), &1_i64])
+            .expect("fence");
+        assert_eq!(fenced.len(), 1, "the driver's epoch holds");
+        write
+            .execute(
+                "INSERT INTO foundry_steps (run, key, seq, record) VALUES ($1, 'a#0', 0, $2)",
+                &[&id.to_string(), &encode(&step(0, "a#0"))],
+            )
+            .expect("insert");
+        let other = PostgresStore::new(&server.socket_url()).expect("store");
+        let taker = other.clone();
+        let (waited, taken) = waits_for(
+            move || {
+                taker
+                    .open(id)
+                    .map(|(journal, snapshot)| (journal, snapshot.steps.len()))
+            },
+            || write.commit().expect("commit"),
+        );
+        assert!(waited, "the take-over did not wait for the write in flight");
+        let (mut second, steps) = taken.expect("taken over");
+        assert_eq!(steps, 1, "the take-over missed the write it waited for");
+        drop(raw);
+
+        // A take-over in flight: the old driver's write waits for it, then is refused.
+        second
+            .write(&[WriteOp::Step(step(1, "b#0"))])
+            .expect("write");
+        server
+            .psql(&format!(
+                "UPDATE foundry_runs SET lease = '{stale}', lease_beat = now() - interval '1 hour' WHERE id = '{id}'"
+            ))
+            .expect("psql");
+        let mut raw = Client::connect(&server.socket_url(), postgres::NoTls).expect("connect");
+        let mut take = raw.transaction().expect("begin");
+        take.execute("SELECT foundry_take($1)", &[&id.to_string()])
+            .expect("take");
+        take.execute(
+            "UPDATE foundry_runs SET epoch = epoch + 1 WHERE id = $1",
+            &[&id.to_string()],
+        )
+        .expect("epoch");
+        let (waited, late) = waits_for(
+            move || second.write(&[WriteOp::Step(step(2, "late#0"))]),
+            || take.commit().expect("commit"),
+        );
+        assert!(waited, "the write did not wait for the take-over in flight");
+        assert!(
+            matches!(late, Err(JournalError::TakenOver { .. })),
+            "a write after a take-over was not refused: {late:?}"
+        );
+        let keys: Vec<_> = other
+            .read(id)
+            .expect("read")
+            .steps
+            .into_iter()
+            .map(|s| s.key)
+            .collect();
+        assert_eq!(keys, ["a#0", "b#0"]);
+        drop(driver);
+    }
+
     #[test]
     fn a_cancel_asked_from_another_machine_reaches_the_driver_at_its_next_write() {
         let server = Cluster::start();
@@ -1489,6 +1649,39 @@ mod tests {
         last.write(&[WriteOp::Meta(meta(RunState::Cancelled))])
             .expect("cancelled");
         assert_eq!(other.request_cancel(id, &asker).expect("ended"), None);
+    }
+
+    #[test]
+    fn a_cancel_asked_from_another_machine_is_heard_at_once_without_a_write() {
+        let server = Cluster::start();
+        let other = PostgresStore::new(&server.socket_url()).expect("store");
+        let asker = dead_foreign_lease();
+        let heard = |journal: &mut Box<dyn RunJournal>| {
+            let (tx, rx) = mpsc::channel();
+            journal.on_cancel(Box::new(move |by| tx.send(by).unwrap_or(())));
+            rx
+        };
+        // Asked while the driver's process listens: heard with no write of the driver's.
+        let store = PostgresStore::new(&server.socket_url()).expect("store");
+        let first = info();
+        let (mut driver, _) = store
+            .create(&first, &meta(RunState::Running), &lease::own_lease())
+            .expect("create");
+        let woken = heard(&mut driver);
+        other.request_cancel(first.id, &asker).expect("asked");
+        let by = woken.recv_timeout(Duration::from_secs(10));
+        assert_eq!(by.ok(), Some(asker.clone()), "not heard");
+        assert_eq!(driver.cancel_requested(), None, "no write read it");
+        // Asked before the process listened (its listener starts with this run): found by
+        // the listener's read of the rows once it listens.
+        let late = PostgresStore::new(&server.socket_url()).expect("store");
+        let second = info();
+        let (mut driver, _) = late
+            .create(&second, &meta(RunState::Running), &lease::own_lease())
+            .expect("create");
+        other.request_cancel(second.id, &asker).expect("asked");
+        let by = heard(&mut driver).recv_timeout(Duration::from_secs(10));
+        assert_eq!(by.ok(), Some(asker), "not found");
     }
 
     #[test]

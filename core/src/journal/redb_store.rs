@@ -12,6 +12,7 @@
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use redb::{Builder, Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
@@ -179,7 +180,8 @@ fn read_snapshot(path: &Path, tx: &redb::ReadTransaction) -> Result<JournalSnaps
         Err(redb::TableError::TableDoesNotExist(_)) => {}
         Err(e) => return Err(storage_error(path, e)),
     }
-    steps.sort_by_key(|s| s.seq);
+    // In key order from the table: each record moved once, not once per comparison.
+    steps.sort_unstable_by_key(|s| s.seq);
     Ok(JournalSnapshot {
         format,
         info,
@@ -242,9 +244,7 @@ impl RunJournal for RedbJournal {
             read_snapshot(&self.path, &tx)
         })?;
         if !self.pending.is_empty() {
-            let mut index = snapshot.step_index();
-            snapshot.apply(&self.pending, &mut index);
-            snapshot.steps.sort_by_key(|s| s.seq);
+            snapshot.apply_all([self.pending.as_slice()]);
         }
         Ok(snapshot)
     }
@@ -346,28 +346,32 @@ impl RedbJournal {
     }
 }
 
-/// The largest journal read into memory to be repaired there; a run's journal holds only
-/// in-flight progress and stays far below it.
-const MAX_COPY: u64 = 256 << 20;
-
-/// A journal file's bytes in memory, for redb to repair without touching the file. It never
-/// grows beyond twice the file (redb sets lengths it read from the file's own header).
+/// A journal file seen through an overlay in memory, for redb to repair without touching
+/// the file: a read comes from the file, with what redb wrote over it applied; a write stays
+/// in memory. The repair reads every page (it verifies their checksums and rebuilds the
+/// allocator state from them) but copies only what it writes.
 #[derive(Debug)]
-struct MemoryCopy {
-    bytes: std::sync::RwLock<Vec<u8>>,
+struct Overlay {
+    file: fs::File,
+    state: Mutex<OverlayState>,
+    /// redb only sets lengths it read from the file's own header; past this, it is refused.
     limit: u64,
 }
 
-impl MemoryCopy {
-    fn bytes(&self) -> std::sync::RwLockReadGuard<'_, Vec<u8>> {
-        self.bytes
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+#[derive(Debug)]
+struct OverlayState {
+    /// The length redb sees.
+    len: u64,
+    /// How much of that comes from the file (the rest reads as zeros).
+    from_file: u64,
+    /// What redb wrote, oldest first.
+    writes: Vec<(u64, Vec<u8>)>,
+}
 
-    fn bytes_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<u8>> {
-        self.bytes
-            .write()
+impl Overlay {
+    fn state(&self) -> std::sync::MutexGuard<'_, OverlayState> {
+        self.state
+            .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
@@ -379,16 +383,30 @@ fn out_of_range() -> std::io::Error {
     )
 }
 
-impl redb::StorageBackend for MemoryCopy {
+impl redb::StorageBackend for Overlay {
     fn len(&self) -> Result<u64, std::io::Error> {
-        Ok(self.bytes().len() as u64)
+        Ok(self.state().len)
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-        let bytes = self.bytes();
-        let start = usize::try_from(offset).map_err(|_| out_of_range())?;
-        let end = start.checked_add(out.len()).ok_or_else(out_of_range)?;
-        out.copy_from_slice(bytes.get(start..end).ok_or_else(out_of_range)?);
+        use std::os::unix::fs::FileExt;
+        let state = self.state();
+        let end = offset
+            .checked_add(out.len() as u64)
+            .filter(|end| *end <= state.len)
+            .ok_or_else(out_of_range)?;
+        let in_file = usize::try_from(state.from_file.min(end).saturating_sub(offset))
+            .map_err(|_| out_of_range())?;
+        self.file.read_exact_at(&mut out[..in_file], offset)?;
+        out[in_file..].fill(0);
+        for (at, data) in &state.writes {
+            let (from, to) = ((*at).max(offset), (at + data.len() as u64).min(end));
+            if from < to {
+                let (from, to) = (from as usize, to as usize);
+                let (at, offset) = (*at as usize, offset as usize);
+                out[from - offset..to - offset].copy_from_slice(&data[from - at..to - at]);
+            }
+        }
         Ok(())
     }
 
@@ -396,8 +414,13 @@ impl redb::StorageBackend for MemoryCopy {
         if len > self.limit {
             return Err(out_of_range());
         }
-        let len = usize::try_from(len).map_err(|_| out_of_range())?;
-        self.bytes_mut().resize(len, 0);
+        let mut state = self.state();
+        state.len = len;
+        // Cut off, then grown again, the cut part reads as zeros.
+        state.from_file = state.from_file.min(len);
+        for (at, data) in &mut state.writes {
+            data.truncate(usize::try_from(len.saturating_sub(*at)).unwrap_or(usize::MAX));
+        }
         Ok(())
     }
 
@@ -406,42 +429,96 @@ impl redb::StorageBackend for MemoryCopy {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-        let mut bytes = self.bytes_mut();
-        let start = usize::try_from(offset).map_err(|_| out_of_range())?;
-        let end = start.checked_add(data.len()).ok_or_else(out_of_range)?;
-        bytes
-            .get_mut(start..end)
-            .ok_or_else(out_of_range)?
-            .copy_from_slice(data);
+        let mut state = self.state();
+        if offset
+            .checked_add(data.len() as u64)
+            .is_none_or(|end| end > state.len)
+        {
+            return Err(out_of_range());
+        }
+        // redb rewrites its header in place: the same range replaces what it wrote there.
+        match state
+            .writes
+            .iter_mut()
+            .find(|(at, old)| *at == offset && old.len() == data.len())
+        {
+            Some((_, old)) => old.copy_from_slice(data),
+            None => state.writes.push((offset, data.to_vec())),
+        }
         Ok(())
     }
 }
 
-/// Reads a journal that needs repair by repairing a copy of it in memory: the file on disk
-/// is left as it is, for the process that drives the run to repair.
+/// What a journal's redb file holds, without its log, and the first log frame it does not
+/// hold; read without writing the file.
+fn read_parts(path: &Path) -> Result<(JournalSnapshot, u64), JournalError> {
+    let read_only = guarded(path, || match Builder::new().open_read_only(path) {
+        Ok(db) => Ok(Some(db)),
+        // A file left by a killed process must be repaired before it can be read, and
+        // reading never writes: repair it through an overlay in memory. Nobody held the
+        // file (that would be Busy).
+        Err(redb::DatabaseError::RepairAborted) => Ok(None),
+        Err(e) => Err(storage_error(path, e)),
+    })?;
+    match read_only {
+        Some(db) => read_and_close(path, db, |db| {
+            let tx = db.begin_read().map_err(|e| storage_error(path, e))?;
+            Ok((read_snapshot(path, &tx)?, read_wal_seq(path, &tx)?))
+        }),
+        None => read_repaired_copy(path),
+    }
+}
+
+/// Reads `db` with `read`, then closes it, each guarded: closing a database walks what it
+/// holds and may panic on a damaged file, caught then rather than while a first panic
+/// unwinds (which would abort the process). A database whose read panicked is not closed:
+/// it is leaked, with its file handle.
+fn read_and_close<D, T>(
+    path: &Path,
+    db: D,
+    read: impl FnOnce(&D) -> Result<T, JournalError>,
+) -> Result<T, JournalError> {
+    match storage_call(|| read(&db)) {
+        Ok(result) => {
+            if let Err(detail) = storage_call(move || drop(db)) {
+                tracing::debug!(path = %path.display(), %detail, "closing a damaged journal failed");
+            }
+            result
+        }
+        Err(detail) => {
+            std::mem::forget(db);
+            Err(JournalError::Corrupt {
+                path: path.to_path_buf(),
+                detail,
+            })
+        }
+    }
+}
+
+/// Reads a journal that needs repair by repairing it through an [`Overlay`]: the file on
+/// disk is left as it is, for the process that drives the run to repair.
 fn read_repaired_copy(path: &Path) -> Result<(JournalSnapshot, u64), JournalError> {
     let io = |e: std::io::Error| JournalError::Io {
         path: path.to_path_buf(),
         detail: e.to_string(),
     };
-    let size = fs::metadata(path).map_err(io)?.len();
-    if size > MAX_COPY {
-        return Err(JournalError::Corrupt {
-            path: path.to_path_buf(),
-            detail: format!(
-                "{size} bytes, more than a journal holds ({MAX_COPY}): refused without its driver"
-            ),
-        });
-    }
-    let bytes = fs::read(path).map_err(io)?;
-    let copy = MemoryCopy {
+    let file = fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let overlay = Overlay {
+        file,
         limit: size.saturating_mul(2),
-        bytes: std::sync::RwLock::new(bytes),
+        state: Mutex::new(OverlayState {
+            len: size,
+            from_file: size,
+            writes: Vec::new(),
+        }),
     };
-    guarded(path, || {
-        let db = Builder::new()
-            .create_with_backend(copy)
-            .map_err(|e| storage_error(path, e))?;
+    let db = guarded(path, || {
+        Builder::new()
+            .create_with_backend(overlay)
+            .map_err(|e| storage_error(path, e))
+    })?;
+    read_and_close(path, db, |db| {
         let tx = db.begin_read().map_err(|e| storage_error(path, e))?;
         Ok((read_snapshot(path, &tx)?, read_wal_seq(path, &tx)?))
     })
@@ -465,18 +542,25 @@ impl RedbStore {
         }
         // Opening for writing changes the file (redb marks it open, repairs it): a journal
         // or log that is damaged, or of another format, is refused before that.
-        self.read(id)?;
+        let (read, read_seq) = read_parts(&path)?;
+        let wal_path = self.wal_path_of(id);
+        Wal::read(&wal_path, read_seq).map_err(|e| wal_error(&wal_path, e))?;
         let (db, mut snapshot, seq) = guarded(&path, || {
             let db = Builder::new()
                 .open(&path)
                 .map_err(|e| storage_error(&path, e))?;
             let tx = db.begin_read().map_err(|e| storage_error(&path, e))?;
-            let snapshot = read_snapshot(&path, &tx)?;
             let seq = read_wal_seq(&path, &tx)?;
+            // Every commit moves the log's sequence on: at the same one, redb holds what
+            // was just read (another process may have driven the run in between).
+            let snapshot = if seq == read_seq {
+                read
+            } else {
+                read_snapshot(&path, &tx)?
+            };
             drop(tx);
             Ok((db, snapshot, seq))
         })?;
-        let wal_path = self.wal_path_of(id);
         let (wal, batches) = Wal::open(&wal_path, seq).map_err(|e| wal_error(&wal_path, e))?;
         let mut journal = RedbJournal {
             db,
@@ -489,9 +573,7 @@ impl RedbStore {
             let ops: Vec<WriteOp> = batches.into_iter().flatten().collect();
             journal.commit(&ops, Durability::Immediate, Some(next))?;
             journal.wal.restart(next);
-            let mut index = snapshot.step_index();
-            snapshot.apply(&ops, &mut index);
-            snapshot.steps.sort_by_key(|s| s.seq);
+            snapshot.apply_all([ops.as_slice()]);
         }
         Ok((journal, snapshot))
     }
@@ -577,33 +659,11 @@ impl JournalStore for RedbStore {
         if !path.exists() {
             return Err(JournalError::NotFound { id, path });
         }
-        let read_only = guarded(&path, || {
-            let db = match Builder::new().open_read_only(&path) {
-                Ok(db) => db,
-                // A file left by a killed process must be repaired before it can be read,
-                // and reading never writes: repair a copy in memory. Nobody held the file
-                // (that would be Busy).
-                Err(redb::DatabaseError::RepairAborted) => return Ok(None),
-                Err(e) => return Err(storage_error(&path, e)),
-            };
-            let tx = db.begin_read().map_err(|e| storage_error(&path, e))?;
-            Ok(Some((
-                read_snapshot(&path, &tx)?,
-                read_wal_seq(&path, &tx)?,
-            )))
-        })?;
-        let (mut snapshot, seq) = match read_only {
-            Some(read) => read,
-            None => read_repaired_copy(&path)?,
-        };
+        let (mut snapshot, seq) = read_parts(&path)?;
         let wal_path = self.wal_path_of(id);
         let batches = Wal::read(&wal_path, seq).map_err(|e| wal_error(&wal_path, e))?;
         if !batches.is_empty() {
-            let mut index = snapshot.step_index();
-            for batch in &batches {
-                snapshot.apply(batch, &mut index);
-            }
-            snapshot.steps.sort_by_key(|s| s.seq);
+            snapshot.apply_all(batches.iter().map(Vec::as_slice));
         }
         Ok(snapshot)
     }
@@ -714,6 +774,51 @@ mod tests {
         };
         drop(store.create(&info, &meta, &lease).expect("create"));
         info.id
+    }
+
+    #[test]
+    fn an_overlay_reads_the_file_with_what_was_written_over_it_and_leaves_the_file_alone() {
+        use redb::StorageBackend;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("file");
+        fs::write(&path, [1u8; 16]).expect("write");
+        let overlay = Overlay {
+            file: fs::File::open(&path).expect("open"),
+            limit: 32,
+            state: Mutex::new(OverlayState {
+                len: 16,
+                from_file: 16,
+                writes: Vec::new(),
+            }),
+        };
+        let read = |at: u64, len: usize| {
+            let mut out = vec![9u8; len];
+            overlay.read(at, &mut out).map(|()| out)
+        };
+        overlay.write(2, &[2, 2, 2, 2]).expect("write");
+        overlay.write(4, &[3, 3, 3, 3]).expect("write");
+        overlay
+            .write(2, &[4, 4, 4, 4])
+            .expect("the same range again");
+        assert_eq!(
+            read(0, 10).expect("read"),
+            [1, 1, 4, 4, 4, 4, 3, 3, 1, 1],
+            "later writes over earlier ones, the file under both"
+        );
+        assert_eq!(read(5, 2).expect("read"), [3, 3]);
+        assert!(read(10, 8).is_err(), "past the end");
+        assert!(overlay.write(14, &[0; 4]).is_err(), "past the end");
+        // Cut, then grown: the cut part reads as zeros, from the file and from the writes.
+        overlay.set_len(5).expect("cut");
+        overlay.set_len(24).expect("grow");
+        assert_eq!(read(0, 10).expect("read"), [1, 1, 4, 4, 4, 0, 0, 0, 0, 0]);
+        assert_eq!(read(20, 4).expect("read"), [0; 4]);
+        assert!(overlay.set_len(33).is_err(), "past the limit");
+        assert_eq!(
+            fs::read(&path).expect("read"),
+            [1u8; 16],
+            "the file changed"
+        );
     }
 
     #[test]
