@@ -77,6 +77,16 @@ pub fn mount_of(dir: &Path) -> Result<Mount> {
     best.with_context(|| format!("no mount holds {}", real.display()))
 }
 
+/// A new file at `path`, for reading and writing.
+fn new_file(path: &Path) -> Result<fs::File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
 /// 4 KiB `pwrite` + `fdatasync`, rewriting blocks of a preallocated file (its size never
 /// changes, so no metadata needs flushing): the raw figure, taken as often as asked, so that
 /// it can be measured right beside what it is compared with. The file is removed on drop.
@@ -90,12 +100,7 @@ pub struct Rewrite {
 impl Rewrite {
     pub fn open(dir: &Path) -> Result<Rewrite> {
         let path = dir.join("fsync-rewrite.dat");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
+        let file = new_file(&path)?;
         let block = vec![0u8; BLOCK];
         for b in 0..REWRITE_BLOCKS {
             file.write_all_at(&block, b * BLOCK as u64)
@@ -149,12 +154,7 @@ pub fn fsync_rewrite_4k(rewrite: &mut Rewrite) -> Result<Summary> {
 /// beside the main figure, per operation in µs.
 pub fn fsync_append_4k(dir: &Path) -> Result<Summary> {
     let path = dir.join("fsync-append.dat");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
+    let file = new_file(&path)?;
     let mut block = vec![0u8; BLOCK];
     let mut samples = Vec::with_capacity(OPS as usize);
     for i in 0..WARMUP + OPS {

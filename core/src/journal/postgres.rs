@@ -1434,6 +1434,16 @@ mod tests {
         assert!(text.contains("upgrade Foundry"), "{text}");
     }
 
+    /// The run's lease, made another machine's and silent for an hour: lapsed.
+    fn lapse(server: &Cluster, id: RunId) {
+        let stale = encode(&dead_foreign_lease());
+        server
+            .psql(&format!(
+                "UPDATE foundry_runs SET lease = '{stale}', lease_beat = now() - interval '1 hour' WHERE id = '{id}'"
+            ))
+            .expect("psql");
+    }
+
     fn dead_foreign_lease() -> Lease {
         Lease {
             pid: 4242,
@@ -1475,12 +1485,7 @@ mod tests {
         first
             .write(&[WriteOp::Step(step(0, "a#0"))])
             .expect("write");
-        let stale = encode(&dead_foreign_lease());
-        server
-            .psql(&format!(
-                "UPDATE foundry_runs SET lease = '{stale}', lease_beat = now() - interval '1 hour' WHERE id = '{id}'"
-            ))
-            .expect("psql");
+        lapse(&server, id);
         let (mut second, snapshot) = other.open(id).expect("taken over");
         assert_eq!(snapshot.lease, Some(dead_foreign_lease()));
         assert_eq!(snapshot.steps.len(), 1);
@@ -1538,12 +1543,7 @@ mod tests {
         let (driver, _) = store
             .create(&info, &meta(RunState::Running), &lease::own_lease())
             .expect("create");
-        let stale = encode(&dead_foreign_lease());
-        server
-            .psql(&format!(
-                "UPDATE foundry_runs SET lease = '{stale}', lease_beat = now() - interval '1 hour' WHERE id = '{id}'"
-            ))
-            .expect("psql");
+        lapse(&server, id);
         // A write of the driver in flight (fenced, not yet committed) as the lease lapses:
         // the take-over waits for it, and finds its record.
         let mut raw = Client::connect(&server.socket_url(), postgres::NoTls).expect("connect");
@@ -1577,11 +1577,7 @@ mod tests {
         second
             .write(&[WriteOp::Step(step(1, "b#0"))])
             .expect("write");
-        server
-            .psql(&format!(
-                "UPDATE foundry_runs SET lease = '{stale}', lease_beat = now() - interval '1 hour' WHERE id = '{id}'"
-            ))
-            .expect("psql");
+        lapse(&server, id);
         let mut raw = Client::connect(&server.socket_url(), postgres::NoTls).expect("connect");
         let mut take = raw.transaction().expect("begin");
         take.execute("SELECT foundry_take($1)", &[&id.to_string()])
@@ -1631,12 +1627,7 @@ mod tests {
             .expect("write");
         assert_eq!(driver.cancel_requested(), Some(asker.clone()));
         // A driver taking the run over later finds it as it takes it.
-        let stale = encode(&dead_foreign_lease());
-        server
-            .psql(&format!(
-                "UPDATE foundry_runs SET lease = '{stale}', lease_beat = now() - interval '1 hour' WHERE id = '{id}'"
-            ))
-            .expect("psql");
+        lapse(&server, id);
         let (next, _) = other.open(id).expect("taken over");
         assert_eq!(next.cancel_requested(), Some(asker.clone()));
         drop(next);
