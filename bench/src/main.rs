@@ -328,7 +328,7 @@ fn interleaved(
 }
 
 /// The engine's in-process figures (a warm-up, the durable step, fan-out), the step's beside
-/// `baseline_us` as the figure `ratio`; `what` names the engine in the notes.
+/// `baseline`, round by round ([`interleaved`]), as the figure `ratio`; `what` names the engine.
 fn in_process_figures(
     rt: &tokio::runtime::Runtime,
     engine: &foundry_core::Engine,

@@ -1434,6 +1434,12 @@ mod tests {
         assert!(text.contains("upgrade Foundry"), "{text}");
     }
 
+    /// The keys of the run's step records, in order, as `store` reads them.
+    fn step_keys(store: &PostgresStore, id: RunId) -> Vec<String> {
+        let steps = store.read(id).expect("read").steps;
+        steps.into_iter().map(|s| s.key).collect()
+    }
+
     /// The run's lease, made another machine's and silent for an hour: lapsed.
     fn lapse(server: &Cluster, id: RunId) {
         let stale = encode(&dead_foreign_lease());
@@ -1500,14 +1506,7 @@ mod tests {
         second
             .write(&[WriteOp::Step(step(1, "b#0"))])
             .expect("the new driver writes");
-        let keys: Vec<_> = other
-            .read(id)
-            .expect("read")
-            .steps
-            .into_iter()
-            .map(|s| s.key)
-            .collect();
-        assert_eq!(keys, ["a#0", "b#0"]);
+        assert_eq!(step_keys(&other, id), ["a#0", "b#0"]);
         // Dropping the stale journal does not give back what it no longer holds.
         drop(first);
         assert!(matches!(
@@ -1596,14 +1595,7 @@ mod tests {
             matches!(late, Err(JournalError::TakenOver { .. })),
             "a write after a take-over was not refused: {late:?}"
         );
-        let keys: Vec<_> = other
-            .read(id)
-            .expect("read")
-            .steps
-            .into_iter()
-            .map(|s| s.key)
-            .collect();
-        assert_eq!(keys, ["a#0", "b#0"]);
+        assert_eq!(step_keys(&other, id), ["a#0", "b#0"]);
         drop(driver);
     }
 
