@@ -55,9 +55,10 @@ Build both in release with the same CARGO_TARGET_DIR, e.g.
 /// Warm-up, then measured, sequential steps for `durable_step_us`.
 const WARMUP_STEPS: u64 = 200;
 const DURABLE_STEPS: u64 = 10_000;
-/// The durable steps' rounds, each right after as many baseline operations: the ratio is
-/// the median of the rounds' ratios of means, so both sides see the same disk weather.
-const DURABLE_ROUNDS: u64 = 5;
+/// The durable steps' rounds, each between two halves of as many baseline operations: the
+/// ratio is the median of the rounds' ratios of means, so both sides see the same disk
+/// weather.
+const DURABLE_ROUNDS: u64 = 10;
 /// `fanout100_steps_per_s`.
 const FANOUT_STEPS: u64 = 10_000;
 const FANOUT: u64 = 100;
@@ -302,20 +303,25 @@ fn engine(opts: Options) -> Result<()> {
     Ok(())
 }
 
-/// [`DURABLE_ROUNDS`] rounds, each a share of [`DURABLE_STEPS`] operations of `baseline`
-/// and then as many of `measured` (which answers its mean in µs and a note); the median
-/// per-operation time of `measured` and the median of the rounds' ratios.
+/// [`DURABLE_ROUNDS`] rounds, each a share of [`DURABLE_STEPS`] operations of `measured`
+/// (which answers its mean in µs and a note) between two halves of as many of `baseline`;
+/// the median per-operation time of `measured` and the median of the rounds' ratios, each
+/// over the mean of the baseline's two halves (a disk that drifts within a round moves both
+/// sides alike).
 fn interleaved(
     baseline: &mut dyn FnMut(u64) -> Result<Vec<f64>>,
     measured: &mut dyn FnMut(u64) -> Result<(f64, String)>,
 ) -> Result<(Summary, Summary)> {
     let per_round = DURABLE_STEPS / DURABLE_ROUNDS;
+    let half = per_round / 2;
     let (mut times, mut ratios) = (Vec::new(), Vec::new());
     for round in 1..=DURABLE_ROUNDS {
-        let base_us = stats::mean(&baseline(per_round)?);
+        let before = stats::mean(&baseline(half)?);
         let (us, note) = measured(per_round)?;
+        let after = stats::mean(&baseline(half)?);
+        let base_us = (before + after) / 2.0;
         eprintln!(
-            "  round {round}: {per_round} baseline {base_us:.1} us/op, then {per_round} at {us:.1} us, ratio {:.2}; {note}",
+            "  round {round}: baseline {before:.1} us/op, {per_round} at {us:.1} us, baseline {after:.1} us/op: ratio {:.2}; {note}",
             us / base_us
         );
         times.push(us);
@@ -339,7 +345,9 @@ fn in_process_figures(
     eprintln!("{what}: warm-up run of {WARMUP_STEPS} steps");
     let warm = inproc::timed_run(rt, engine, WARMUP_STEPS, 0, inproc::Watch::Events)?;
     eprintln!("  {}", warm.describe());
-    eprintln!("{what}: sequential steps, each round a run of them right after the baseline");
+    eprintln!(
+        "{what}: sequential steps, each round a run of them between two halves of the baseline"
+    );
     let (steps, ratios) = interleaved(baseline, &mut |n| {
         let seq = inproc::timed_run(rt, engine, n, 0, inproc::Watch::Nothing)?;
         Ok((seq.per_step_us(), seq.describe()))

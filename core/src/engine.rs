@@ -470,14 +470,7 @@ impl Engine {
 
     /// Keeps the newest [`KEEP_SUMMARIES`] completed runs' summaries.
     pub(crate) fn prune_summaries(&self) -> Result<(), EngineError> {
-        let mut completed: Vec<RunId> = Vec::new();
-        for id in self.store.list()? {
-            if let Ok(s) = self.store.read(id)
-                && s.meta.state == RunState::Completed
-            {
-                completed.push(id);
-            }
-        }
+        let completed = self.store.completed()?;
         let excess = completed.len().saturating_sub(KEEP_SUMMARIES);
         for id in completed.into_iter().take(excess) {
             self.remove_run(id)?;

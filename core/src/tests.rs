@@ -967,6 +967,7 @@ async fn no_row_of_the_postgres_journal_holds_a_secret() {
     let rows = server
         .psql(
             "SELECT t::text FROM foundry_runs t UNION ALL SELECT t::text FROM foundry_steps t
+         UNION ALL SELECT t::text FROM foundry_log t
          UNION ALL SELECT t::text FROM foundry_summaries t",
         )
         .expect("psql");

@@ -122,8 +122,25 @@ pub(crate) fn runs_are_listed_oldest_first_and_removed(case: Case) {
     std::thread::sleep(std::time::Duration::from_millis(2));
     let b = new_run(store);
     assert_eq!(store.list().expect("list"), vec![a, b]);
+    assert_eq!(store.completed().expect("completed"), vec![]);
+    for id in [b, a] {
+        let (mut journal, _) = store.open(id).expect("open");
+        journal
+            .write(&[
+                WriteOp::Step(step(0, "a#0")),
+                WriteOp::Meta(meta(RunState::Completed)),
+            ])
+            .expect("complete");
+    }
+    let c = new_run(store);
+    assert_eq!(
+        store.completed().expect("completed"),
+        vec![a, b],
+        "oldest first"
+    );
     store.remove(a).expect("remove");
-    assert_eq!(store.list().expect("list"), vec![b]);
+    assert_eq!(store.list().expect("list"), vec![b, c]);
+    assert_eq!(store.completed().expect("completed"), vec![b]);
     assert!(matches!(
         store.read(a).err(),
         Some(JournalError::NotFound { .. })
@@ -207,6 +224,64 @@ pub(crate) fn a_held_journal_is_busy_until_dropped(case: Case) {
     assert_eq!(snapshot.info.id, id);
 }
 
+/// The writes of a sequential run of `steps` steps from `from`: each step's `started` with
+/// the previous one's completion; every 100th write changes the run's state too, and every
+/// 250th retries its step (a second record of the same key, later).
+pub(crate) fn sequential_writes(from: u64, steps: u64) -> Vec<Vec<WriteOp>> {
+    (from..from + steps)
+        .map(|seq| {
+            let mut ops = Vec::new();
+            if let Some(previous) = seq.checked_sub(1) {
+                let mut done = step(previous, &format!("s{previous}#0"));
+                done.state = crate::model::StepRecordState::Completed;
+                done.output = Some(serde_json::json!({ "n": previous }));
+                ops.push(WriteOp::Step(done));
+            }
+            let mut started = step(seq, &format!("s{seq}#0"));
+            if seq % 250 == 0 {
+                ops.push(WriteOp::Step(started.clone()));
+                started.attempt = 2;
+            }
+            ops.push(WriteOp::Step(started));
+            if seq % 100 == 0 {
+                ops.push(WriteOp::Meta(meta(RunState::Running)));
+            }
+            ops
+        })
+        .collect()
+}
+
+/// A run longer than any store keeps in one piece (the PostgreSQL journal folds its log
+/// every few thousand records), driven by one process, then taken over by another: every
+/// read, the new driver's included, gives what applying the writes in order gives.
+pub(crate) fn a_long_run_reads_back_as_written_across_drivers(case: Case) {
+    let info = info();
+    let (mut journal, created) = case
+        .store
+        .create(&info, &meta(RunState::Running), &lease())
+        .expect("create");
+    let mut model = created;
+    let first = sequential_writes(0, 1600);
+    for ops in &first {
+        journal.write(ops).expect("write");
+    }
+    model.apply_all(first.iter().map(Vec::as_slice));
+    assert_eq!(journal.snapshot().expect("snapshot").steps, model.steps);
+    drop(journal);
+    let other = case.reopen();
+    let (mut journal, taken) = other.open(info.id).expect("taken over");
+    assert_eq!(taken.steps, model.steps, "as the new driver found it");
+    let second = sequential_writes(1600, 700);
+    for ops in &second {
+        journal.write(ops).expect("write");
+    }
+    model.apply_all(second.iter().map(Vec::as_slice));
+    drop(journal);
+    let read = case.reopen().read(info.id).expect("read");
+    assert_eq!(read.steps.len(), 2300);
+    assert_eq!(read.steps, model.steps);
+}
+
 /// One test per store and property: `contract!(name)`.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -225,4 +300,5 @@ contract!(
     writes_are_durable_and_read_back_in_order,
     finishing_deletes_the_steps_and_writes_the_summary_together,
     a_held_journal_is_busy_until_dropped,
+    a_long_run_reads_back_as_written_across_drivers,
 );

@@ -155,6 +155,19 @@ pub trait JournalStore: Send + Sync {
     fn read(&self, id: RunId) -> Result<JournalSnapshot, JournalError>;
     /// Every run with a journal, oldest first.
     fn list(&self) -> Result<Vec<RunId>, JournalError>;
+    /// The runs that completed, oldest first; a run that cannot be read is not one of them.
+    /// By default each run is read whole; a store that keeps the state apart reads only it.
+    fn completed(&self) -> Result<Vec<RunId>, JournalError> {
+        let mut completed = Vec::new();
+        for id in self.list()? {
+            if let Ok(s) = self.read(id)
+                && s.meta.state == crate::model::RunState::Completed
+            {
+                completed.push(id);
+            }
+        }
+        Ok(completed)
+    }
     fn remove(&self, id: RunId) -> Result<(), JournalError>;
     /// Removes what interrupted creations left behind, older than `age`; returns how many.
     fn sweep(&self, age: std::time::Duration) -> Result<usize, JournalError>;

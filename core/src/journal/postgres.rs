@@ -3,12 +3,16 @@
 //! Tables (migration 1, applied on first use in one transaction under an advisory lock, so
 //! two processes starting at once do not race): `foundry_runs` (one row per run: its info,
 //! state, format, lease and `epoch`), `foundry_steps` (one row per step record, keyed by run
-//! and step key) and `foundry_summaries` (a finished run's summary). `foundry_schema_version`
-//! records the migrations applied; a database migrated by a newer Foundry is refused.
+//! and step key), `foundry_log` (migration 5: one row per write of step records, numbered
+//! by the run's driver) and `foundry_summaries` (a finished run's summary).
+//! `foundry_schema_version` records the migrations applied; a database migrated by a newer
+//! Foundry is refused.
 //!
 //! Each [`RunJournal::write`] is one transaction, committed with `synchronous_commit = on`:
-//! durable on the server when it returns. `Finish` deletes the run's step rows and writes its
-//! summary in the same transaction.
+//! durable on the server when it returns. Its step records go to the log as one row; a run's
+//! records are its step rows overlaid by its log in order, and every [`FOLD_RECORDS`] logged
+//! records the write folds the log into the step rows on the server. `Finish` deletes the
+//! run's step rows and log and writes its summary in the same transaction.
 //!
 //! **Who drives**: opening or creating a run takes its row in the same transaction: `held`,
 //! the owner's lease (host, pid, heartbeat) and `epoch + 1`. Another process is refused with
@@ -32,7 +36,7 @@
 //! verified (`verify-full`) unless told otherwise for a server on a network, and a mode that
 //! may be clear refused there rather than spoken in clear (DESIGN.md §4).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::mpsc;
@@ -50,7 +54,9 @@ use super::{CancelWake, pg_tls, pgpass};
 use super::{FORMAT_VERSION, JournalError, JournalSnapshot, JournalStore, RunJournal, WriteOp};
 use crate::failpoint::{self, Phase};
 use crate::lease;
-use crate::model::{Lease, RunId, RunInfo, RunMeta, RunSummary, StepRecord, StepRecordState};
+use crate::model::{
+    Lease, RunId, RunInfo, RunMeta, RunState, RunSummary, StepRecord, StepRecordState,
+};
 
 /// The schema this build knows, as migrations in order; `foundry_schema_version` holds how
 /// many are applied.
@@ -111,6 +117,21 @@ const MIGRATIONS: &[&str] = &[
     BEGIN
         PERFORM pg_advisory_xact_lock(1718580590, hashtext(run));
     END $$;",
+    // 5: the step log. A write appends one row holding all of its step records (a
+    // sequential step's `started` with the previous step's completion, a fan-out's batch)
+    // rather than upserting one row per record: one heap tuple and one index entry per
+    // commit, and no update of the row the previous commit wrote. `n` orders a run's rows;
+    // its driver numbers them (fenced, so one writer at a time). A run's records are its
+    // `foundry_steps` rows overlaid by its log in order; the driver folds the log into
+    // `foundry_steps` every so many records, so a read stays bounded however long the run.
+    "CREATE TABLE foundry_log (
+        run text NOT NULL,
+        n bigint NOT NULL,
+        keys text[] NOT NULL,
+        seqs bigint[] NOT NULL,
+        records text[] NOT NULL,
+        PRIMARY KEY (run, n)
+    );",
 ];
 
 /// The advisory lock migrations are applied under ("foundry" in ASCII).
@@ -397,22 +418,33 @@ fn prepared(
 /// Fencing (migration 4): a row while the run is still at the writer's epoch, kept so until
 /// the write commits; with it, whether another machine asked for the run to be cancelled.
 const SQL_FENCE: &str = "SELECT cancel_requested FROM foundry_fence($1, $2)";
-const SQL_STEPS: &str = "INSERT INTO foundry_steps (run, key, seq, record)
-    SELECT $1, k, s, r FROM unnest($2::text[], $3::bigint[], $4::text[]) AS u (k, s, r)
-    ON CONFLICT (run, key) DO UPDATE SET seq = EXCLUDED.seq, record = EXCLUDED.record";
+/// One write's step records, appended to the run's log as its row `$2` (migration 5).
+const SQL_LOG: &str =
+    "INSERT INTO foundry_log (run, n, keys, seqs, records) VALUES ($1, $2, $3, $4, $5)";
 const SQL_META: &str = "UPDATE foundry_runs SET meta = $2, state = $3 WHERE id = $1";
 /// A write of step records alone (a fan-out's batch, a sequential step's `started` with the
-/// previous one's completion): the fence and the records in one statement, so one round
-/// trip and one implicit transaction; the records are written only if the fence held.
-const SQL_FENCED_STEPS: &str = "WITH fence AS (
+/// previous one's completion): the fence and the log's row in one statement, so one round
+/// trip and one implicit transaction; the row is written only if the fence held.
+const SQL_FENCED_LOG: &str = "WITH fence AS (
         SELECT cancel_requested FROM foundry_fence($1, $2)
     ), written AS (
-        INSERT INTO foundry_steps (run, key, seq, record)
-        SELECT $1, k, s, r FROM unnest($3::text[], $4::bigint[], $5::text[]) AS u (k, s, r)
-        WHERE EXISTS (SELECT 1 FROM fence)
-        ON CONFLICT (run, key) DO UPDATE SET seq = EXCLUDED.seq, record = EXCLUDED.record
+        INSERT INTO foundry_log (run, n, keys, seqs, records)
+        SELECT $1, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM fence)
     )
     SELECT cancel_requested FROM fence";
+/// The run's log folded into its step rows, on the server: each key's last record (the
+/// latest row, the last in it) replaces its row; the log is emptied.
+const SQL_FOLD: &str = "WITH gone AS (
+        DELETE FROM foundry_log WHERE run = $1 RETURNING n, keys, seqs, records
+    ), latest AS (
+        SELECT DISTINCT ON (u.k) u.k, u.s, u.r
+        FROM gone, unnest(gone.keys, gone.seqs, gone.records) WITH ORDINALITY AS u (k, s, r, i)
+        ORDER BY u.k, gone.n DESC, u.i DESC
+    )
+    INSERT INTO foundry_steps (run, key, seq, record) SELECT $1, k, s, r FROM latest
+    ON CONFLICT (run, key) DO UPDATE SET seq = EXCLUDED.seq, record = EXCLUDED.record";
+/// How many records a driver logs before it folds the log (with the write that passes it).
+const FOLD_RECORDS: usize = 2048;
 
 /// What a call on the connection fails with.
 enum Failure {
@@ -690,6 +722,16 @@ struct RunRow {
     lapsed: bool,
     /// Who asked, through the journal, that the run be cancelled.
     cancel: Option<Lease>,
+    log_end: LogEnd,
+}
+
+/// Where a run's log stands (migration 5).
+#[derive(Clone, Copy, Default)]
+struct LogEnd {
+    /// The number of its last row; 0 when it is empty.
+    last: i64,
+    /// The records in it, not yet folded into step rows.
+    records: usize,
 }
 
 fn read_run(
@@ -750,18 +792,7 @@ fn read_run(
         .transpose()?
         .map(|t| decode(&path, "summary", &t))
         .transpose()?;
-    let mut steps = Vec::new();
-    // Ordered here, not by the server: a long run's records (megabytes) sorted there could
-    // outgrow `work_mem` and be sorted on disk.
-    for row in client.query(
-        "SELECT key, record FROM foundry_steps WHERE run = $1",
-        &[&key],
-    )? {
-        let key: String = row.try_get(0)?;
-        let record: StepRecord = decode(&path, &key, &row.try_get::<_, String>(1)?)?;
-        steps.push(record);
-    }
-    steps.sort_by_key(|s| s.seq);
+    let (steps, log_end) = read_steps(client, &path, &key)?;
     Ok(RunRow {
         snapshot: JournalSnapshot {
             format,
@@ -775,7 +806,73 @@ fn read_run(
         epoch,
         lapsed,
         cancel,
+        log_end,
     })
+}
+
+/// A run's step records in order: its step rows overlaid by its log (migration 5), each
+/// key's last record decoded once; with where its log stands. Both are read in one snapshot
+/// (the caller's transaction), as a fold moves records from one to the other.
+fn read_steps(
+    client: &mut impl postgres::GenericClient,
+    path: &str,
+    key: &str,
+) -> Result<(Vec<StepRecord>, LogEnd), Failure> {
+    // The log first (at most a fold's worth of records): each key's last record in it.
+    let mut from_log: HashMap<String, String> = HashMap::new();
+    let mut log_end = LogEnd::default();
+    for row in client.query(
+        "SELECT n, keys, records FROM foundry_log WHERE run = $1 ORDER BY n",
+        &[&key],
+    )? {
+        log_end.last = row.try_get(0)?;
+        let keys: Vec<String> = row.try_get(1)?;
+        let records: Vec<String> = row.try_get(2)?;
+        if keys.len() != records.len() {
+            return Err(JournalError::Corrupt {
+                path: PathBuf::from(path),
+                detail: format!(
+                    "log row {} has {} keys for {} records",
+                    log_end.last,
+                    keys.len(),
+                    records.len()
+                ),
+            }
+            .into());
+        }
+        log_end.records += records.len();
+        from_log.extend(keys.into_iter().zip(records));
+    }
+    let mut steps = Vec::new();
+    // Ordered here, not by the server: a long run's records (megabytes) sorted there could
+    // outgrow `work_mem` and be sorted on disk.
+    for row in client.query(
+        "SELECT key, record FROM foundry_steps WHERE run = $1",
+        &[&key],
+    )? {
+        let key: &str = row.try_get(0)?;
+        if !from_log.contains_key(key) {
+            steps.push(decode::<StepRecord>(path, key, row.try_get(1)?)?);
+        }
+    }
+    for (key, text) in &from_log {
+        steps.push(decode::<StepRecord>(path, key, text)?);
+    }
+    steps.sort_unstable_by(|a, b| (a.seq, &a.key).cmp(&(b.seq, &b.key)));
+    Ok((steps, log_end))
+}
+
+/// A run as it stands, read without taking it: in one snapshot, a read-only transaction at
+/// `REPEATABLE READ`, so a fold committed between its statements is seen whole or not at all.
+fn read_unlocked(client: &mut Client, shown: &str, id: RunId) -> Result<RunRow, Failure> {
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()?;
+    let row = read_run(&mut tx, shown, id, false)?;
+    tx.commit()?;
+    Ok(row)
 }
 
 /// The `cancel_requested` column: who asked for the run to be cancelled.
@@ -917,6 +1014,28 @@ fn taken_over(
     })
 }
 
+/// The run id in a row's first column.
+fn run_id(shown: &str, row: &postgres::Row) -> Result<RunId, Failure> {
+    let text: String = row.try_get(0)?;
+    text.parse().map_err(|_| {
+        JournalError::Corrupt {
+            path: PathBuf::from(shown),
+            detail: format!("a run with an id that is not one: {text:?}"),
+        }
+        .into()
+    })
+}
+
+/// Deletes a run's step records: its step rows and its log.
+fn delete_steps(
+    client: &mut impl postgres::GenericClient,
+    key: &str,
+) -> Result<(), postgres::Error> {
+    client.execute("DELETE FROM foundry_steps WHERE run = $1", &[&key])?;
+    client.execute("DELETE FROM foundry_log WHERE run = $1", &[&key])?;
+    Ok(())
+}
+
 struct PostgresJournal {
     worker: Arc<Worker>,
     id: RunId,
@@ -927,6 +1046,10 @@ struct PostgresJournal {
     cancel: Option<Lease>,
     /// Whether the store's listener wakes this journal on a cancel.
     listening: bool,
+    /// The number of the last log row this journal wrote or found (migration 5).
+    log_end: i64,
+    /// The records logged since the log was last folded into step rows.
+    unfolded: usize,
 }
 
 impl RunJournal for PostgresJournal {
@@ -940,23 +1063,36 @@ impl RunJournal for PostgresJournal {
             },
             _ => false,
         });
+        // Each statement of records is a log row of its own, numbered from here; a number
+        // is never used twice, even by a write that failed (it may have committed).
+        let first = self.log_end + 1;
+        let mut logged = 0;
+        for statement in &statements {
+            if let Statement::Steps { keys, .. } = statement {
+                self.log_end += 1;
+                logged += keys.len();
+            }
+        }
+        let fold = self.unfolded + logged >= FOLD_RECORDS;
         let (id, epoch) = (self.id, self.epoch);
         let cancel = self.worker.call(move |client, shown| {
             let key = id.to_string();
-            if let (false, [Statement::Steps { keys, seqs, records }]) = (cut, statements.as_slice())
+            if let (false, false, [Statement::Steps { keys, seqs, records }]) =
+                (cut, fold, statements.as_slice())
             {
-                let fenced = prepared(client, SQL_FENCED_STEPS)?;
-                let rows = client.query(&fenced, &[&key, &epoch, keys, seqs, records])?;
+                let fenced = prepared(client, SQL_FENCED_LOG)?;
+                let rows = client.query(&fenced, &[&key, &epoch, &first, keys, seqs, records])?;
                 let [row] = rows.as_slice() else {
                     return Err(taken_over(client, shown, id)?.into());
                 };
                 return Ok(cancel_asker(&location(shown, id), row.try_get(0)?)?);
             }
-            let (fence, upsert, set_meta) = (
+            let (fence, log, set_meta) = (
                 prepared(client, SQL_FENCE)?,
-                prepared(client, SQL_STEPS)?,
+                prepared(client, SQL_LOG)?,
                 prepared(client, SQL_META)?,
             );
+            let fold = fold.then(|| prepared(client, SQL_FOLD)).transpose()?;
             let mut tx = client.transaction()?;
             // Fencing: the row is ours only at the epoch we took it at.
             let ours = tx.query(&fence, &[&key, &epoch])?;
@@ -964,6 +1100,7 @@ impl RunJournal for PostgresJournal {
                 return Err(taken_over(&mut tx, shown, id)?.into());
             };
             let cancel = cancel_asker(&location(shown, id), row.try_get(0)?)?;
+            let mut n = first;
             for statement in &statements {
                 match statement {
                     Statement::Steps {
@@ -971,14 +1108,15 @@ impl RunJournal for PostgresJournal {
                         seqs,
                         records,
                     } => {
-                        tx.execute(&upsert, &[&key, keys, seqs, records])?;
+                        tx.execute(&log, &[&key, &n, keys, seqs, records])?;
+                        n += 1;
                     }
                     Statement::Meta { meta, state } => {
                         tx.execute(&set_meta, &[&key, meta, state])?;
                     }
                     Statement::Lease(lease, encoded) => set_lease(&mut tx, &key, lease, encoded)?,
                     Statement::Finish { meta, state, finished_at, summary } => {
-                        tx.execute("DELETE FROM foundry_steps WHERE run = $1", &[&key])?;
+                        delete_steps(&mut tx, &key)?;
                         tx.execute(
                             "UPDATE foundry_runs SET meta = $2, state = $3, lease = NULL, lease_host = NULL,
                              lease_pid = NULL, lease_heartbeat_at = NULL, held = false WHERE id = $1",
@@ -992,6 +1130,9 @@ impl RunJournal for PostgresJournal {
                     }
                 }
             }
+            if let Some(fold) = &fold {
+                tx.execute(fold, &[&key])?;
+            }
             if cut {
                 // The crash tests' cut: the server ends this session inside the commit.
                 tx.execute("SELECT pg_terminate_backend(pg_backend_pid())", &[])?;
@@ -999,6 +1140,7 @@ impl RunJournal for PostgresJournal {
             tx.commit()?;
             Ok(cancel)
         })?;
+        self.unfolded = if fold { 0 } else { self.unfolded + logged };
         if cancel.is_some() {
             self.cancel = cancel;
         }
@@ -1017,11 +1159,12 @@ impl RunJournal for PostgresJournal {
     fn snapshot(&self) -> Result<JournalSnapshot, JournalError> {
         let id = self.id;
         self.worker
-            .call(move |client, shown| Ok(read_run(client, shown, id, false)?.snapshot))
+            .call(move |client, shown| Ok(read_unlocked(client, shown, id)?.snapshot))
     }
 
     fn compact(&mut self) -> Result<(), JournalError> {
-        // The server reclaims deleted rows itself (autovacuum); there is no log to drop.
+        // A finished run's step rows and log went with its last write; the server reclaims
+        // deleted rows itself (autovacuum).
         Ok(())
     }
 }
@@ -1050,7 +1193,13 @@ impl Drop for PostgresJournal {
 }
 
 impl PostgresStore {
-    fn journal(&self, id: RunId, epoch: i64, cancel: Option<Lease>) -> Box<dyn RunJournal> {
+    fn journal(
+        &self,
+        id: RunId,
+        epoch: i64,
+        cancel: Option<Lease>,
+        log: LogEnd,
+    ) -> Box<dyn RunJournal> {
         held(|set| set.insert((self.worker.shown.clone(), id, epoch)));
         Box::new(PostgresJournal {
             worker: self.worker.clone(),
@@ -1058,6 +1207,8 @@ impl PostgresStore {
             epoch,
             cancel,
             listening: false,
+            log_end: log.last,
+            unfolded: log.records,
         })
     }
 }
@@ -1093,12 +1244,12 @@ impl JournalStore for PostgresStore {
             Ok(())
         })?;
         let snapshot = JournalSnapshot::created(info, meta, lease);
-        Ok((self.journal(id, 1, None), snapshot))
+        Ok((self.journal(id, 1, None, LogEnd::default()), snapshot))
     }
 
     fn open(&self, id: RunId) -> Result<(Box<dyn RunJournal>, JournalSnapshot), JournalError> {
         let mine = lease::own_lease();
-        let (snapshot, epoch, cancel) = self.worker.call(move |client, shown| {
+        let (snapshot, epoch, cancel, log) = self.worker.call(move |client, shown| {
             let mut tx = client.transaction()?;
             let row = read_run(&mut tx, shown, id, true)?;
             if let Some(owner) = &row.snapshot.lease
@@ -1118,10 +1269,10 @@ impl JournalStore for PostgresStore {
             )?;
             set_lease(&mut tx, &id.to_string(), &mine, &encode(&mine))?;
             tx.commit()?;
-            Ok((row.snapshot, epoch, row.cancel))
+            Ok((row.snapshot, epoch, row.cancel, row.log_end))
         })?;
         // A cancel asked of a driver that stopped before it saw it is the new driver's.
-        Ok((self.journal(id, epoch, cancel), snapshot))
+        Ok((self.journal(id, epoch, cancel, log), snapshot))
     }
 
     fn settle(&self) {
@@ -1168,7 +1319,7 @@ impl JournalStore for PostgresStore {
 
     fn read(&self, id: RunId) -> Result<JournalSnapshot, JournalError> {
         self.worker.call(move |client, shown| {
-            let mut row = read_run(client, shown, id, false)?;
+            let mut row = read_unlocked(client, shown, id)?;
             // The lease as the live driver's: none once given back or lapsed.
             if let Some(lease) = row.snapshot.lease.take()
                 && holder_alive(shown, id, &row, &lease)
@@ -1185,16 +1336,19 @@ impl JournalStore for PostgresStore {
 
     fn list(&self) -> Result<Vec<RunId>, JournalError> {
         self.worker.call(|client, shown| {
-            let mut ids = Vec::new();
-            for row in client.query("SELECT id FROM foundry_runs ORDER BY created_at, id", &[])? {
-                let text: String = row.try_get(0)?;
-                let id = text.parse().map_err(|_| JournalError::Corrupt {
-                    path: PathBuf::from(shown),
-                    detail: format!("a run with an id that is not one: {text:?}"),
-                })?;
-                ids.push(id);
-            }
-            Ok(ids)
+            let rows = client.query("SELECT id FROM foundry_runs ORDER BY created_at, id", &[])?;
+            rows.iter().map(|row| run_id(shown, row)).collect()
+        })
+    }
+
+    fn completed(&self) -> Result<Vec<RunId>, JournalError> {
+        // From the runs' rows alone: no run's steps are read.
+        self.worker.call(|client, shown| {
+            let rows = client.query(
+                "SELECT id FROM foundry_runs WHERE state = $1 ORDER BY created_at, id",
+                &[&RunState::Completed.as_str()],
+            )?;
+            rows.iter().map(|row| run_id(shown, row)).collect()
         })
     }
 
@@ -1202,7 +1356,7 @@ impl JournalStore for PostgresStore {
         self.worker.call(move |client, _| {
             let key = id.to_string();
             let mut tx = client.transaction()?;
-            tx.execute("DELETE FROM foundry_steps WHERE run = $1", &[&key])?;
+            delete_steps(&mut tx, &key)?;
             tx.execute("DELETE FROM foundry_runs WHERE id = $1", &[&key])?;
             tx.commit()?;
             Ok(())
@@ -1459,6 +1613,60 @@ mod tests {
         }
     }
 
+    /// How many of `table`'s rows belong to run `id`.
+    fn rows_of(server: &Cluster, table: &str, id: RunId) -> usize {
+        let out = server
+            .psql(&format!("SELECT count(*) FROM {table} WHERE run = '{id}'"))
+            .expect("psql");
+        out.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("a count: {out:?}"))
+    }
+
+    #[test]
+    fn a_step_write_is_one_log_row_and_the_log_is_folded_every_few_thousand_records() {
+        let server = Cluster::start();
+        let store = PostgresStore::new(&server.socket_url()).expect("store");
+        let info = info();
+        let id = info.id;
+        let (mut journal, mut model) = store
+            .create(&info, &meta(RunState::Running), &lease::own_lease())
+            .expect("create");
+        let writes = crate::journal::contract::sequential_writes(0, 1100);
+        for (i, ops) in writes.iter().enumerate() {
+            journal.write(ops).expect("write");
+            if i == 9 {
+                assert_eq!(rows_of(&server, "foundry_log", id), 10, "one row per write");
+                assert_eq!(rows_of(&server, "foundry_steps", id), 0);
+            }
+        }
+        // 2 records a write: folded once, at the write that took the log past the mark.
+        let logged = rows_of(&server, "foundry_log", id);
+        assert!(
+            logged < 1100 - 1000,
+            "the log was not folded: {logged} rows"
+        );
+        assert!(rows_of(&server, "foundry_steps", id) > 1000);
+        model.apply_all(writes.iter().map(Vec::as_slice));
+        assert_eq!(store.read(id).expect("read").steps, model.steps);
+
+        // A log row whose arrays disagree is named, not misread.
+        server
+            .psql(&format!(
+                "INSERT INTO foundry_log (run, n, keys, seqs, records) VALUES ('{id}', 999999, '{{a,b}}', '{{1,2}}', '{{x}}')"
+            ))
+            .expect("psql");
+        let err = store.read(id).expect_err("refused");
+        let text = message(&err);
+        assert!(matches!(err, JournalError::Corrupt { .. }), "{text}");
+        assert!(
+            text.contains("log row 999999 has 2 keys for 1 records"),
+            "{text}"
+        );
+        assert!(text.contains(&id.to_string()), "{text}");
+        drop(journal);
+    }
+
     #[test]
     fn a_second_driver_is_refused_with_the_owner_and_a_stale_one_is_fenced() {
         let server = Cluster::start();
@@ -1553,8 +1761,14 @@ mod tests {
         assert_eq!(fenced.len(), 1, "the driver's epoch holds");
         write
             .execute(
-                "INSERT INTO foundry_steps (run, key, seq, record) VALUES ($1, 'a#0', 0, $2)",
-                &[&id.to_string(), &encode(&step(0, "a#0"))],
+                SQL_LOG,
+                &[
+                    &id.to_string(),
+                    &1_i64,
+                    &vec!["a#0"],
+                    &vec![0_i64],
+                    &vec![encode(&step(0, "a#0"))],
+                ],
             )
             .expect("insert");
         let other = PostgresStore::new(&server.socket_url()).expect("store");
