@@ -24,10 +24,15 @@
 //! writer's leader, which is a tokio worker thread, and from async code. The sync `postgres`
 //! crate runs a runtime of its own inside each call and panics inside another runtime, and
 //! `block_in_place` needs a multi-thread runtime, which not every caller has. So each store
-//! has one plain thread of its own that owns the connection; calls are sent to it over a
-//! channel and the caller waits for the answer (as it waits for an fsync with redb). That
-//! thread is in no runtime, so nothing can deadlock on a runtime or panic there; it
-//! reconnects when the connection was lost, so the write after a server restart succeeds.
+//! has one connection behind a lock, and a plain thread of its own that is in no runtime. A
+//! call runs on the calling thread where that may block (no runtime; a multi-thread
+//! runtime's thread, inside `block_in_place`) and nothing sent to the store's thread is
+//! still to run; else it is sent to that thread over a channel and the caller waits for the
+//! answer. Handing a write to another thread and back cost a third of the commit on this
+//! project's 2-core VM. Jobs that need no answer (giving a run back, closing the
+//! connection) go to the thread, and calls after them too until they are done, so calls
+//! keep their order. The connection is made anew when it was lost, so the write after a
+//! server restart succeeds.
 //!
 //! **Credentials**: never in the URL (refused: the environment is readable by every child
 //! and kept in shell histories); `PGPASSWORD`, else the file named by the URL's
@@ -39,6 +44,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -338,7 +344,13 @@ struct Session {
     config: Result<Target, JournalError>,
     shown: String,
     client: Option<Client>,
+    /// Which connection `client` is, unique in this process: prepared statements are kept
+    /// by it.
+    connection: u64,
 }
+
+/// The last connection number given out ([`Session::connection`]).
+static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Session {
     /// The connection, made (and the schema migrated) when there is none or it was lost.
@@ -365,7 +377,7 @@ impl Session {
                     hint: "upgrade Foundry on this machine to the version the team uses".into(),
                 });
             }
-            PREPARED.with(|p| p.borrow_mut().clear());
+            self.connection = CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             self.client = Some(client);
         }
         self.client.as_mut().ok_or_else(|| JournalError::Io {
@@ -381,6 +393,8 @@ impl Session {
         f: impl FnOnce(&mut Client, &str) -> Result<T, Failure>,
     ) -> Result<T, JournalError> {
         let shown = self.shown.clone();
+        self.client()?;
+        CONNECTION.with(|c| c.set(self.connection));
         let client = self.client()?;
         match f(client, &shown) {
             Ok(v) => Ok(v),
@@ -395,23 +409,36 @@ impl Session {
     }
 }
 
+/// How many prepared statements a thread keeps before it forgets them all.
+const PREPARED_KEPT: usize = 64;
+
 thread_local! {
-    /// The store thread's prepared statements, by text, on its current connection: a hot
-    /// statement is parsed once per connection, not once per write.
-    static PREPARED: std::cell::RefCell<std::collections::HashMap<&'static str, postgres::Statement>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+    /// The connection this thread is calling on ([`Session::with`] sets it).
+    static CONNECTION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Statements this thread prepared, by connection and text: a hot statement is parsed
+    /// once per connection, not once per write. A connection's number is never reused, so
+    /// a statement of a connection that was lost is never found again.
+    static PREPARED: std::cell::RefCell<HashMap<(u64, &'static str), postgres::Statement>> =
+        std::cell::RefCell::new(HashMap::new());
 }
 
-/// `sql` prepared on `client` (the store thread's connection), once.
+/// `sql` prepared on `client`, the connection [`Session::with`] is calling on, once.
 fn prepared(
     client: &mut Client,
     sql: &'static str,
 ) -> Result<postgres::Statement, postgres::Error> {
-    if let Some(statement) = PREPARED.with(|p| p.borrow().get(sql).cloned()) {
+    let key = (CONNECTION.with(std::cell::Cell::get), sql);
+    if let Some(statement) = PREPARED.with(|p| p.borrow().get(&key).cloned()) {
         return Ok(statement);
     }
     let statement = client.prepare(sql)?;
-    PREPARED.with(|p| p.borrow_mut().insert(sql, statement.clone()));
+    PREPARED.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() >= PREPARED_KEPT {
+            p.clear();
+        }
+        p.insert(key, statement.clone());
+    });
     Ok(statement)
 }
 
@@ -571,6 +598,11 @@ fn migrate(client: &mut Client) -> Result<usize, postgres::Error> {
 /// The store's thread and where to send it work.
 struct Worker {
     jobs: Mutex<mpsc::Sender<Job>>,
+    /// The connection: the thread's, and a caller's that may block where it is.
+    session: Arc<Mutex<Session>>,
+    /// Jobs sent to the thread and not yet done: while there are any, a call goes after
+    /// them on the thread, so calls keep their order.
+    queued: Arc<AtomicUsize>,
     shown: String,
     /// Hears cancels asked of this process's runs from elsewhere ([`pg_listen`]).
     listener: Arc<Listener>,
@@ -592,17 +624,21 @@ impl Worker {
                 }),
             )
         };
-        let mut session = Session {
+        let session = Arc::new(Mutex::new(Session {
             config,
             shown: shown.clone(),
             client: None,
-        };
+            connection: 0,
+        }));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (theirs, done) = (session.clone(), queued.clone());
         std::thread::Builder::new()
             .name("foundry-journal-pg".into())
             .spawn(move || {
                 // Ends when the store and every journal are dropped.
                 while let Ok(job) = inbox.recv() {
-                    job(&mut session);
+                    job(&mut lock(&theirs));
+                    done.fetch_sub(1, Ordering::SeqCst);
                 }
             })
             .map_err(|e| JournalError::Io {
@@ -611,21 +647,47 @@ impl Worker {
             })?;
         Ok(Worker {
             jobs: Mutex::new(jobs),
+            session,
+            queued,
             shown,
             listener,
         })
     }
 
+    /// Sends `job` to the store's thread, to run after those sent before it.
     fn send(&self, job: Job) -> bool {
-        self.jobs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .send(job)
-            .is_ok()
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let sent = lock(&self.jobs).send(job).is_ok();
+        if !sent {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+        sent
+    }
+
+    /// Runs `f` on the connection and waits for its answer: on the calling thread where it
+    /// may block (no runtime, or a worker of a multi-thread one, through `block_in_place`)
+    /// and nothing sent to the store's thread is still to run; else on that thread. Handing
+    /// a call to another thread and back costs two wake-ups, on a small VM as much as a
+    /// third of the commit itself.
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client, &str) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, JournalError> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        if self.queued.load(Ordering::SeqCst) == 0 {
+            match Handle::try_current().map(|h| h.runtime_flavor()) {
+                Err(_) => return lock(&self.session).with(f),
+                Ok(RuntimeFlavor::MultiThread) => {
+                    return tokio::task::block_in_place(|| lock(&self.session).with(f));
+                }
+                Ok(_) => {}
+            }
+        }
+        self.on_thread(f)
     }
 
     /// Runs `f` on the store's thread and waits for its answer.
-    fn call<T: Send + 'static>(
+    fn on_thread<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Client, &str) -> Result<T, Failure> + Send + 'static,
     ) -> Result<T, JournalError> {
@@ -642,6 +704,28 @@ impl Worker {
         }
         answer.recv().unwrap_or_else(|_| Err(gone()))
     }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing a connection blocks on the client's own runtime, which panics inside
+        // another: it is closed on the store's thread, which is in none.
+        let Some(client) = lock(&self.session).client.take() else {
+            return;
+        };
+        let job: Job = Box::new(move |_| drop(client));
+        if let Err(mpsc::SendError(job)) = lock(&self.jobs).send(job) {
+            // That thread is gone: one of its own, then.
+            let closing = std::thread::Builder::new().spawn(move || drop(job));
+            if let Err(e) = closing {
+                tracing::debug!(error = %e, "the journal's connection was left to the server to close");
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs held by a journal of this process, by server, run and epoch: a lease naming this
