@@ -1751,6 +1751,107 @@ mod tests {
         drop(journal);
     }
 
+    /// Whether the run's row says it is held, as the server has it.
+    fn held_row(server: &Cluster, id: RunId) -> String {
+        server
+            .psql(&format!("SELECT held FROM foundry_runs WHERE id = '{id}'"))
+            .expect("psql")
+            .trim()
+            .to_string()
+    }
+
+    /// Where a call made where `context` runs it is answered (the thread's name): with
+    /// nothing sent to the store's thread, then with that thread kept busy by a job sent
+    /// before it, and a journal dropped (its run given back on that thread) after that; the
+    /// second call must wait for both, wherever it runs.
+    fn where_calls_run(context: impl Fn(Box<dyn FnOnce() + Send>)) -> (String, String) {
+        let server = Cluster::start();
+        let store = PostgresStore::new(&server.socket_url()).expect("store");
+        let info = info();
+        let id = info.id;
+        let (journal, _) = store
+            .create(&info, &meta(RunState::Running), &lease::own_lease())
+            .expect("create");
+        let call = |store: PostgresStore| {
+            let (done, answered) = mpsc::channel();
+            context(Box::new(move || {
+                let name = store
+                    .worker
+                    .call(|client, _| {
+                        client.simple_query("SELECT 1")?;
+                        Ok(std::thread::current().name().unwrap_or("").to_string())
+                    })
+                    .expect("call");
+                done.send(name).expect("answer");
+            }));
+            answered
+                .recv_timeout(Duration::from_secs(20))
+                .expect("answered")
+        };
+        let idle = call(store.clone());
+        let (open, gate) = mpsc::channel::<()>();
+        assert!(store.worker.send(Box::new(move |_| {
+            let _ = gate.recv_timeout(Duration::from_secs(10));
+        })));
+        drop(journal);
+        let (opened, wait) = (std::time::Instant::now(), Duration::from_millis(300));
+        let opener = std::thread::spawn(move || {
+            std::thread::sleep(wait);
+            open.send(()).expect("open the gate");
+        });
+        let busy = call(store.clone());
+        assert!(
+            opened.elapsed() >= wait,
+            "the call did not wait for the job before it"
+        );
+        assert_eq!(
+            held_row(&server, id),
+            "f",
+            "the call ran before the giving back"
+        );
+        opener.join().expect("opener");
+        (idle, busy)
+    }
+
+    const STORE_THREAD: &str = "foundry-journal-pg";
+
+    #[test]
+    fn a_call_from_a_plain_thread_runs_there_unless_the_stores_thread_has_work_before_it() {
+        let (idle, busy) = where_calls_run(|call| {
+            std::thread::Builder::new()
+                .name("plain".into())
+                .spawn(call)
+                .expect("thread")
+                .join()
+                .expect("join");
+        });
+        assert_eq!((idle.as_str(), busy.as_str()), ("plain", STORE_THREAD));
+    }
+
+    #[test]
+    fn a_call_from_a_runtimes_worker_runs_there_unless_the_stores_thread_has_work_before_it() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("worker")
+            .build()
+            .expect("runtime");
+        let (idle, busy) = where_calls_run(|call| {
+            rt.block_on(rt.spawn(async move { call() })).expect("task");
+        });
+        assert_eq!((idle.as_str(), busy.as_str()), ("worker", STORE_THREAD));
+    }
+
+    #[test]
+    fn a_call_from_a_current_thread_runtime_runs_on_the_stores_thread() {
+        let (idle, busy) = where_calls_run(|call| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move { call() });
+        });
+        assert_eq!((idle.as_str(), busy.as_str()), (STORE_THREAD, STORE_THREAD));
+    }
+
     #[test]
     fn a_second_driver_is_refused_with_the_owner_and_a_stale_one_is_fenced() {
         let server = Cluster::start();
