@@ -102,6 +102,10 @@ async fn elsewhere(
     let short = engine.short_id(id);
     let mut bar = bar;
     let mut asked = false;
+    // The run as it was before the cancel was asked: its driver may hear the ask (at once,
+    // through the journal's notification) before this process looks again, and the
+    // follower's events are what changed since this view, the cancel's among them.
+    let mut before = engine.view(id).await.ok();
     for _ in 0..ASKS {
         let driver = match engine.cancel(id).await {
             Ok(Cancel::Here(driver)) => {
@@ -137,7 +141,10 @@ async fn elsewhere(
         if no_wait {
             return Ok(exit::OK);
         }
-        let view = engine.view(id).await?;
+        let view = match before.take() {
+            Some(view) if !view.state().is_finished() => view,
+            _ => engine.view(id).await?,
+        };
         if view.state().is_finished() {
             return Ok(ended(engine, id, &short, printer, view.state()).await);
         }
