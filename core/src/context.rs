@@ -1,9 +1,10 @@
 //! A run's context: how a workflow calls activities through the engine. Every call is a
 //! step with a stable key, memoized by the journal.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -50,12 +51,6 @@ pub(crate) struct RunShared {
     /// Set when the run is replayed to verify it: completed steps are probed, nothing
     /// runs and nothing is written.
     pub(crate) verifier: Option<Verifier>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks would be a bug in this file; the data is
-    // still consistent (every update is a single insert), so keep going.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl RunShared {

@@ -25,6 +25,7 @@ pub mod model;
 pub mod retry;
 pub mod secret;
 pub mod status;
+mod sync;
 pub mod time;
 pub mod verify;
 pub mod workflow;

@@ -5,6 +5,7 @@
 //! reported, not repaired. Resuming does not redo a completed step either; a drifted run is
 //! started over, and the new run's probes find what is still there.
 
+use crate::sync::lock;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -73,10 +74,6 @@ impl Verification {
 pub(crate) struct Verifier {
     found: Mutex<Vec<(u64, VerifiedStep)>>,
     stopped: Mutex<Vec<String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Verifier {

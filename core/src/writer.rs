@@ -15,7 +15,8 @@
 //! commits on its own thread, with no hand-off to another: on small virtual machines,
 //! waking a thread costs as much as the `fdatasync`.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use crate::sync::lock;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -138,12 +139,6 @@ struct Inner {
 #[derive(Clone)]
 pub(crate) struct Writer {
     inner: Arc<Inner>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update under these locks is a push, a take or a swap: a panic cannot leave one
-    // half done.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The run's journal as committed, kept in memory for the control socket.

@@ -41,6 +41,7 @@
 //! verified (`verify-full`) unless told otherwise for a server on a network, and a mode that
 //! may be clear refused there rather than spoken in clear (DESIGN.md §4).
 
+use crate::sync::lock;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -380,6 +381,7 @@ impl Session {
             self.connection = CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             self.client = Some(client);
         }
+        CONNECTION.with(|c| c.set(self.connection));
         self.client.as_mut().ok_or_else(|| JournalError::Io {
             path: PathBuf::from(&self.shown),
             detail: "no connection".into(),
@@ -393,8 +395,6 @@ impl Session {
         f: impl FnOnce(&mut Client, &str) -> Result<T, Failure>,
     ) -> Result<T, JournalError> {
         let shown = self.shown.clone();
-        self.client()?;
-        CONNECTION.with(|c| c.set(self.connection));
         let client = self.client()?;
         match f(client, &shown) {
             Ok(v) => Ok(v),
@@ -724,19 +724,12 @@ impl Drop for Worker {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Runs held by a journal of this process, by server, run and epoch: a lease naming this
 /// process is live only while its run, at the row's epoch, is in here.
 static HELD: Mutex<Option<HashSet<(String, RunId, i64)>>> = Mutex::new(None);
 
 fn held(f: impl FnOnce(&mut HashSet<(String, RunId, i64)>) -> bool) -> bool {
-    let mut guard = HELD
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    f(guard.get_or_insert_with(HashSet::new))
+    f(lock(&HELD).get_or_insert_with(HashSet::new))
 }
 
 /// Journals in one PostgreSQL database. Cheap to clone; clones share one connection.
